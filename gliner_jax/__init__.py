@@ -1,0 +1,3 @@
+"""gliner-jax: GLiNER in JAX / Flax NNX."""
+
+__version__ = "0.1.0"

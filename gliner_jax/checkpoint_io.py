@@ -1,0 +1,226 @@
+"""PyTorch <-> Flax parameter mapping for the DeBERTa encoder, and Hugging Face directory I/O.
+
+The key table is explicit: every PyTorch tensor name, the parameter it becomes here and how
+(a Linear weight is transposed into a kernel; LayerNorm weight -> scale; Embedding weight ->
+embedding). Encoder layers are stacked here, so `encoder.layer.{i}.X` maps to row i of `encoder.layer.X`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.deberta import DebertaModel
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_FILE = "model.safetensors"
+TORCH_FILE = "pytorch_model.bin"
+CONFIG_FILE = "config.json"
+
+# PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
+_KIND_PARAMS = {
+    "linear": {"weight": ("kernel", True), "bias": ("bias", False)},
+    "layer_norm": {"weight": ("scale", False), "bias": ("bias", False)},
+    "embedding": {"weight": ("embedding", False)},
+}
+
+# Modules of one encoder layer: PyTorch path under `encoder.layer.{i}.` -> kind.
+# Our path is the same, under `encoder.layer.` with the layer index as leading axis.
+_LAYER_MODULES = {
+    "attention.self.query_proj": "linear",
+    "attention.self.key_proj": "linear",
+    "attention.self.value_proj": "linear",
+    "attention.output.dense": "linear",
+    "attention.output.LayerNorm": "layer_norm",
+    "intermediate.dense": "linear",
+    "output.dense": "linear",
+    "output.LayerNorm": "layer_norm",
+}
+# Present only for some configs.
+_POS_KEY_PROJ = "attention.self.pos_key_proj"
+_POS_QUERY_PROJ = "attention.self.pos_query_proj"
+
+# Tensors transformers itself skips when loading a DebertaV2Model: a non-persistent buffer that
+# old files carry, and absolute positions in checkpoints of models that do not use them.
+_SKIPPED_BY_TRANSFORMERS = ("embeddings.position_ids", "embeddings.position_embeddings.weight")
+# Prefix under which task models (DebertaV2ForMaskedLM, ...) keep the encoder.
+HF_BASE_PREFIX = "deberta."
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMapping:
+    """One PyTorch tensor and the slot it fills in our parameters."""
+
+    torch_key: str
+    path: tuple[str, ...]
+    transpose: bool
+    layer: int | None  # row of the stacked layer axis, or None for unstacked parameters
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tensors do not match the model: names every offender."""
+
+
+def encoder_modules(config: DebertaConfig) -> dict[str, str]:
+    """Every module of the encoder that holds parameters, PyTorch path -> kind (layers as `{i}`)."""
+    modules = {"embeddings.word_embeddings": "embedding", "embeddings.LayerNorm": "layer_norm"}
+    if config.position_biased_input:
+        modules["embeddings.position_embeddings"] = "embedding"
+    layer = dict(_LAYER_MODULES)
+    if not config.share_att_key and "c2p" in config.pos_att_type:
+        layer[_POS_KEY_PROJ] = "linear"
+    if not config.share_att_key and "p2c" in config.pos_att_type:
+        layer[_POS_QUERY_PROJ] = "linear"
+    modules.update({f"encoder.layer.{{i}}.{name}": kind for name, kind in layer.items()})
+    modules["encoder.rel_embeddings"] = "embedding"
+    if "layer_norm" in config.rel_norms:
+        modules["encoder.LayerNorm"] = "layer_norm"
+    return modules
+
+
+def encoder_table(
+    config: DebertaConfig, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()
+) -> list[TensorMapping]:
+    """The full key table for one encoder config, with optional prefixes on both sides."""
+    table = []
+    for module, kind in encoder_modules(config).items():
+        layers = range(config.num_hidden_layers) if "{i}" in module else [None]
+        ours = tuple(module.replace(".{i}", "").split("."))
+        for torch_param, (param, transpose) in _KIND_PARAMS[kind].items():
+            for i in layers:
+                torch_key = torch_prefix + module.format(i=i) + "." + torch_param
+                table.append(TensorMapping(torch_key, path_prefix + ours + (param,), transpose, i))
+    return table
+
+
+def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
+    params = nnx.state(model, nnx.Param)
+    return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
+
+
+def state_from_torch(model: nnx.Module, tensors: Mapping[str, np.ndarray], table: list[TensorMapping]) -> None:
+    """Write PyTorch-layout `tensors` into `model`'s parameters as `table` maps them.
+
+    Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped tensor.
+    """
+    params = _flat_params(model)
+    expected = {m.torch_key for m in table}
+    missing = sorted(expected - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected)
+    stacked: dict[tuple[str, ...], list] = {}
+    wrong_shape = []
+    for m in table:
+        if m.torch_key not in tensors:
+            continue
+        value = np.asarray(tensors[m.torch_key])
+        value = value.T if m.transpose else value
+        target = params[m.path]
+        shape = target.shape if m.layer is None else target.shape[1:]
+        if value.shape != tuple(shape):
+            source_shape = np.shape(tensors[m.torch_key])
+            want = tuple(reversed(shape)) if m.transpose else tuple(shape)
+            wrong_shape.append(f"{m.torch_key}: file has {source_shape}, model needs {want}")
+            continue
+        if m.layer is None:
+            target.set_value(jax.numpy.asarray(value, target.dtype))
+        else:
+            stacked.setdefault(m.path, [None] * target.shape[0])[m.layer] = value
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {unexpected}")
+    if wrong_shape:
+        problems.append(f"mis-shaped tensors: {wrong_shape}")
+    if problems:
+        raise CheckpointMismatchError("checkpoint does not match the model; " + "; ".join(problems))
+    for path, rows in stacked.items():
+        params[path].set_value(jax.numpy.asarray(np.stack(rows), params[path].dtype))
+
+
+def state_to_torch(model: nnx.Module, table: list[TensorMapping]) -> dict[str, np.ndarray]:
+    """PyTorch-layout tensors (contiguous float32 NumPy arrays) for every entry of `table`."""
+    params = {path: np.asarray(var.get_value()) for path, var in _flat_params(model).items()}
+    out = {}
+    for m in table:
+        value = params[m.path] if m.layer is None else params[m.path][m.layer]
+        out[m.torch_key] = np.ascontiguousarray(value.T if m.transpose else value)
+    return out
+
+
+def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:
+    """Tensors of model.safetensors (preferred) or pytorch_model.bin in `directory`, as float32 NumPy."""
+    directory = Path(directory)
+    safetensors_path, torch_path = directory / SAFETENSORS_FILE, directory / TORCH_FILE
+    if safetensors_path.exists():
+        from safetensors import safe_open
+
+        # The "flax" framework reads bfloat16 too, which NumPy alone cannot.
+        with safe_open(safetensors_path, framework="flax") as f:
+            return {k: _to_float32(np.asarray(f.get_tensor(k))) for k in f.keys()}  # noqa: SIM118
+    if torch_path.exists():
+        try:
+            import torch
+        except ImportError as err:
+            raise ImportError(
+                f"{torch_path} is a PyTorch pickle; install PyTorch (pip install 'gliner-jax[torch]') to read it"
+            ) from err
+        state = torch.load(torch_path, map_location="cpu", weights_only=True)
+        return {k: _to_float32(v.float().numpy() if v.is_floating_point() else v.numpy()) for k, v in state.items()}
+    raise FileNotFoundError(f"no {SAFETENSORS_FILE} or {TORCH_FILE} in {directory}")
+
+
+def _to_float32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16" else x
+
+
+def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
+    """Write `tensors` as a safetensors file that transformers and gliner accept."""
+    from safetensors.numpy import save_file
+
+    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+
+
+def _encoder_tensors(tensors: dict[str, np.ndarray], config: DebertaConfig) -> dict[str, np.ndarray]:
+    """The encoder's own tensors: base-model prefix stripped, task heads and buffers set aside."""
+    if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(HF_BASE_PREFIX) for k in tensors):
+        heads = sorted(k for k in tensors if not k.startswith(HF_BASE_PREFIX))
+        if heads:
+            logger.info("ignoring %d task-head tensors outside the encoder: %s", len(heads), heads)
+        tensors = {k[len(HF_BASE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HF_BASE_PREFIX)}
+    skipped = list(_SKIPPED_BY_TRANSFORMERS[:1] if config.position_biased_input else _SKIPPED_BY_TRANSFORMERS)
+    return {k: v for k, v in tensors.items() if k not in skipped}
+
+
+def load_hf_encoder(
+    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+) -> tuple[DebertaModel, DebertaConfig]:
+    """Load a Hugging Face DeBERTa-v2/v3 directory (config.json + weights) as an encoder in eval mode.
+
+    `dtype` is the compute dtype; parameters are float32. A checkpoint of a task model
+    (`DebertaV2ForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does.
+    """
+    path = Path(path)
+    config = DebertaConfig.from_hf_dict(json.loads((path / CONFIG_FILE).read_text()))
+    model = DebertaModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config))
+    model.eval()
+    return model, config
+
+
+def save_hf_encoder(model: DebertaModel, config: DebertaConfig, path: str | Path) -> None:
+    """Write `model` as a directory that `transformers.DebertaV2Model.from_pretrained` loads exactly."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    hf_config = {"architectures": ["DebertaV2Model"], **config.to_hf_dict()}
+    (path / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    write_safetensors(state_to_torch(model, encoder_table(config)), path / SAFETENSORS_FILE)

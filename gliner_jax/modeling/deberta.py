@@ -1,0 +1,277 @@
+"""DeBERTa-v2/v3 encoder in Flax NNX: disentangled attention over log-bucketed relative positions.
+
+Module and attribute names follow transformers' `DebertaV2Model` tree (`embeddings.word_embeddings`,
+`encoder.layer.attention.self.query_proj`, ...) so that the checkpoint key table stays obvious.
+The encoder layers are created with `nnx.vmap` (parameters stacked on a leading "layers" axis)
+and run with `nnx.scan`, so compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gliner_jax.config import DebertaConfig
+
+LAYERS_AXIS = "layers"
+
+
+def relative_positions(length: int, bucket_size: int, max_position: int) -> np.ndarray:
+    """Relative positions q - k, [length, length], log-bucketed as in DeBERTa-v3.
+
+    Distances below `bucket_size // 2` are kept; larger ones are mapped to
+    `ceil(log(|d| / mid) / log((max_position - 1) / mid) * (mid - 1)) + mid`, with the sign of d.
+    The arithmetic is float32, as in the PyTorch reference, so that bucket edges agree exactly.
+    """
+    ids = np.arange(length, dtype=np.int64)
+    rel = ids[:, None] - ids[None, :]
+    if bucket_size <= 0 or max_position <= 0:
+        return rel
+    mid = bucket_size // 2
+    abs_pos = np.where((rel < mid) & (rel > -mid), mid - 1, np.abs(rel))
+    ratio = abs_pos.astype(np.float32) / np.float32(mid)
+    log_base = np.log(np.float32((max_position - 1) / mid))
+    log_pos = np.ceil(np.log(ratio) / log_base * np.float32(mid - 1)) + np.float32(mid)
+    bucketed = np.where(abs_pos <= mid, rel.astype(np.float32), log_pos * np.sign(rel).astype(np.float32))
+    return bucketed.astype(np.int64)
+
+
+def logical_axes(*axes: str) -> dict:
+    """Variable metadata naming each dimension's logical axis; resolved to a mesh only in training."""
+    return {"out_sharding": axes, "eager_sharding": False}
+
+
+def _linear(
+    config: DebertaConfig, d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs
+) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        dtype=dtype,
+        kernel_init=nnx.initializers.normal(config.initializer_range),
+        kernel_metadata=logical_axes(*axes),
+        bias_metadata=logical_axes(axes[1]),
+        rngs=rngs,
+    )
+
+
+def _layer_norm(config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # use_fast_variance=False: E[(x - mean)^2], as torch computes it.
+    return nnx.LayerNorm(
+        config.hidden_size,
+        epsilon=config.layer_norm_eps,
+        dtype=dtype,
+        use_fast_variance=False,
+        scale_metadata=logical_axes("embed"),
+        bias_metadata=logical_axes("embed"),
+        rngs=rngs,
+    )
+
+
+def _embed(config: DebertaConfig, rows: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Embed:
+    return nnx.Embed(
+        rows,
+        config.hidden_size,
+        dtype=dtype,
+        embedding_init=nnx.initializers.normal(config.initializer_range),
+        embedding_metadata=logical_axes(*axes),
+        rngs=rngs,
+    )
+
+
+class DebertaEmbeddings(nnx.Module):
+    """Word (+ absolute position) embeddings, LayerNorm, zeroed at padding."""
+
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.word_embeddings = _embed(config, config.vocab_size, ("vocab", "embed"), dtype, rngs)
+        self.position_embeddings = (
+            _embed(config, config.max_position_embeddings, ("positions", "embed"), dtype, rngs)
+            if config.position_biased_input
+            else None
+        )
+        self.LayerNorm = _layer_norm(config, dtype, rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        x = self.word_embeddings(input_ids)
+        if self.position_embeddings is not None:
+            length, rows = input_ids.shape[1], self.position_embeddings.num_embeddings
+            if length > rows:
+                raise ValueError(f"sequence length {length} exceeds max_position_embeddings {rows}")
+            x = x + self.position_embeddings(jnp.arange(length))[None]
+        x = self.LayerNorm(x) * attention_mask[..., None].astype(x.dtype)
+        return self.dropout(x)
+
+
+class DisentangledSelfAttention(nnx.Module):
+    """Content-to-content attention plus c2p / p2c relative-position terms."""
+
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.pos_att_type = config.pos_att_type
+        self.share_att_key = config.share_att_key
+        self.query_proj = _linear(config, d, d, ("embed", "heads"), dtype, rngs)
+        self.key_proj = _linear(config, d, d, ("embed", "heads"), dtype, rngs)
+        self.value_proj = _linear(config, d, d, ("embed", "heads"), dtype, rngs)
+        separate = not config.share_att_key
+        self.pos_key_proj = (
+            _linear(config, d, d, ("embed", "heads"), dtype, rngs)
+            if separate and "c2p" in config.pos_att_type
+            else None
+        )
+        self.pos_query_proj = (
+            _linear(config, d, d, ("embed", "heads"), dtype, rngs)
+            if separate and "p2c" in config.pos_att_type
+            else None
+        )
+        # float32 sqrt, as the reference computes the scale.
+        self.scale = float(np.sqrt(np.float32(config.head_dim * (1 + len(config.pos_att_type)))))
+        self.pos_dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = nnx.Dropout(config.attention_probs_dropout_prob, rngs=rngs)
+
+    def _split_heads(self, x: jax.Array) -> jax.Array:
+        """[..., T, heads * dh] -> [..., heads, T, dh]."""
+        x = x.reshape(*x.shape[:-1], self.num_heads, -1)
+        return jnp.swapaxes(x, -2, -3)
+
+    def __call__(
+        self,
+        hidden: jax.Array,
+        pair_mask: jax.Array,
+        rel_embeddings: jax.Array,
+        c2p_index: jax.Array,
+        p2c_index: jax.Array,
+    ) -> jax.Array:
+        q = self._split_heads(self.query_proj(hidden))  # [B, N, T, dh]
+        k = self._split_heads(self.key_proj(hidden))
+        v = self._split_heads(self.value_proj(hidden))
+        scores = jnp.einsum("bnqd,bnkd->bnqk", q, k / jnp.asarray(self.scale, k.dtype))
+
+        rel = self.pos_dropout(rel_embeddings)
+        rows = jnp.arange(hidden.shape[1])[:, None]
+        if "c2p" in self.pos_att_type:
+            pos_key_proj = self.key_proj if self.share_att_key else self.pos_key_proj
+            pos_key = self._split_heads(pos_key_proj(rel))  # [N, 2S, dh]
+            c2p = jnp.einsum("bnqd,nrd->bnqr", q, pos_key)[:, :, rows, c2p_index]
+            scores = scores + c2p / jnp.asarray(self.scale, c2p.dtype)
+        if "p2c" in self.pos_att_type:
+            pos_query_proj = self.query_proj if self.share_att_key else self.pos_query_proj
+            pos_query = self._split_heads(pos_query_proj(rel))
+            p2c = jnp.einsum("bnkd,nrd->bnkr", k, pos_query)[:, :, rows, p2c_index]
+            scores = scores + jnp.swapaxes(p2c, -1, -2) / jnp.asarray(self.scale, p2c.dtype)
+
+        scores = jnp.where(pair_mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        probs = self.dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype))
+        context = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+        return jnp.swapaxes(context, 1, 2).reshape((*hidden.shape[:-1], -1))
+
+
+class DebertaSelfOutput(nnx.Module):
+    """Attention output projection, residual, LayerNorm."""
+
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.dense = _linear(config, d, d, ("heads", "embed"), dtype, rngs)
+        self.LayerNorm = _layer_norm(config, dtype, rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+
+    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class DebertaAttention(nnx.Module):
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.self = DisentangledSelfAttention(config, dtype, rngs)
+        self.output = DebertaSelfOutput(config, dtype, rngs)
+
+    def __call__(self, hidden: jax.Array, *relative: jax.Array) -> jax.Array:
+        return self.output(self.self(hidden, *relative), hidden)
+
+
+class DebertaIntermediate(nnx.Module):
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.dense = _linear(config, config.hidden_size, config.intermediate_size, ("embed", "mlp"), dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.gelu(self.dense(x), approximate=False)
+
+
+class DebertaOutput(nnx.Module):
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.dense = _linear(config, config.intermediate_size, config.hidden_size, ("mlp", "embed"), dtype, rngs)
+        self.LayerNorm = _layer_norm(config, dtype, rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+
+    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class DebertaLayer(nnx.Module):
+    """One transformer block: disentangled attention, then the GELU MLP."""
+
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.attention = DebertaAttention(config, dtype, rngs)
+        self.intermediate = DebertaIntermediate(config, dtype, rngs)
+        self.output = DebertaOutput(config, dtype, rngs)
+
+    def __call__(self, hidden: jax.Array, *relative: jax.Array) -> jax.Array:
+        attended = self.attention(hidden, *relative)
+        return self.output(self.intermediate(attended), attended)
+
+
+class DebertaLayerStack(nnx.Module):
+    """`num_hidden_layers` blocks stacked on a leading axis, with the shared relative embeddings."""
+
+    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.config = config
+
+        @nnx.split_rngs(splits=config.num_hidden_layers)
+        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+        def make_layers(rngs: nnx.Rngs) -> DebertaLayer:
+            return DebertaLayer(config, dtype, rngs)
+
+        self.layer = make_layers(rngs)
+        self.rel_embeddings = _embed(config, 2 * config.attention_span, ("relpos", "embed"), dtype, rngs)
+        self.LayerNorm = _layer_norm(config, dtype, rngs) if "layer_norm" in config.rel_norms else None
+
+    def relative_indices(self, length: int) -> tuple[jax.Array, jax.Array]:
+        """Columns of the c2p and p2c score tables that each (row, column) pair reads, [T, T] each."""
+        span = self.config.attention_span
+        rel = relative_positions(length, self.config.position_buckets, self.config.max_relative_distance)
+        c2p = np.clip(rel + span, 0, 2 * span - 1)
+        p2c = np.clip(-rel + span, 0, 2 * span - 1)
+        return jnp.asarray(c2p, jnp.int32), jnp.asarray(p2c, jnp.int32)
+
+    def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        rel = self.rel_embeddings.embedding[...].astype(hidden.dtype)
+        if self.LayerNorm is not None:
+            rel = self.LayerNorm(rel)
+        valid = attention_mask.astype(bool)
+        pair_mask = valid[:, None, :, None] & valid[:, None, None, :]
+        c2p_index, p2c_index = self.relative_indices(hidden.shape[1])
+
+        @nnx.scan(in_axes=(nnx.Carry, 0, None, None, None, None), out_axes=nnx.Carry)
+        def run(h: jax.Array, layer: DebertaLayer, *relative: jax.Array) -> jax.Array:
+            return layer(h, *relative)
+
+        return run(hidden, self.layer, pair_mask, rel, c2p_index, p2c_index)
+
+
+class DebertaModel(nnx.Module):
+    """DeBERTa-v2/v3 encoder: `model(input_ids, attention_mask) -> last_hidden_state [B, T, d]`.
+
+    Parameters are float32; `dtype` is the compute dtype (float32 or bfloat16). Softmax and
+    LayerNorm statistics are computed in float32 either way.
+    """
+
+    def __init__(self, config: DebertaConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = DebertaEmbeddings(config, dtype, rngs)
+        self.encoder = DebertaLayerStack(config, dtype, rngs)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        hidden = self.embeddings(input_ids, attention_mask)
+        return self.encoder(hidden, attention_mask)

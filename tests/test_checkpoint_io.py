@@ -1,0 +1,122 @@
+"""Round trips between Hugging Face DeBERTa directories and our encoder, and the errors on bad files."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import TINY_V3, random_batch, torch_forward
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from gliner_jax.checkpoint_io import CheckpointMismatchError, load_hf_encoder, save_hf_encoder
+from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.deberta import DebertaModel
+
+
+def _reload_strict(directory) -> transformers.DebertaV2Model:
+    model, info = transformers.DebertaV2Model.from_pretrained(directory, output_loading_info=True)
+    assert not info["missing_keys"]
+    assert not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"share_att_key": False, "position_biased_input": True}, {"pos_att_type": ["c2p"]}]
+)
+def test_torch_jax_torch_round_trip_is_bit_exact(saved_encoder, tmp_path, overrides):
+    torch_model, directory = saved_encoder(**overrides)
+    encoder, config = load_hf_encoder(directory)
+    save_hf_encoder(encoder, config, tmp_path / "out")
+
+    reloaded = _reload_strict(tmp_path / "out")
+    original, exported = torch_model.state_dict(), reloaded.state_dict()
+    assert exported.keys() == original.keys()
+    for key, tensor in original.items():
+        assert torch.equal(exported[key], tensor), key
+
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    source = json.loads((directory / "config.json").read_text())
+    for key, value in source.items():
+        if key not in ("architectures", "transformers_version"):
+            assert written[key] == value, key
+
+
+def test_native_encoder_exports_to_transformers(tmp_path):
+    """An encoder created here (random init) is the same network once transformers loads it."""
+    config = DebertaConfig.from_hf_dict(transformers.DebertaV2Config(**TINY_V3).to_dict())
+    encoder = DebertaModel(config, rngs=nnx.Rngs(7))
+    encoder.eval()
+    save_hf_encoder(encoder, config, tmp_path)
+    ids, mask = random_batch(config.vocab_size, [50, 31], seed=5)
+    ours = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)))
+    ref = torch_forward(_reload_strict(tmp_path), ids, mask)
+    valid = mask.astype(bool)
+    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-5 * np.abs(ref[valid]).max()
+
+
+def _edit_weights(directory, edit):
+    tensors = load_file(directory / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.pop("encoder.layer.1.attention.self.key_proj.bias"), "missing tensors: ['encoder.layer.1."),
+        (lambda t: t.update({"encoder.extra.weight": np.ones(3, np.float32)}), "unexpected tensors: ['encoder.ext"),
+        (
+            lambda t: t.update({"encoder.layer.2.output.dense.weight": np.ones((64, 100), np.float32)}),
+            "encoder.layer.2.output.dense.weight: file has (64, 100), model needs (64, 128)",
+        ),
+        (
+            lambda t: t.update({"embeddings.word_embeddings.weight": np.ones((299, 64), np.float32)}),
+            "embeddings.word_embeddings.weight: file has (299, 64), model needs (300, 64)",
+        ),
+    ],
+    ids=["missing", "unexpected", "mis-shaped-layer", "mis-shaped-embedding"],
+)
+def test_bad_checkpoint_names_the_tensor(saved_encoder, edit, message):
+    _, directory = saved_encoder()
+    _edit_weights(directory, edit)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_hf_encoder(directory)
+    assert message in str(err.value)
+
+
+def test_missing_weights_file(tmp_path):
+    transformers.DebertaV2Config(**TINY_V3).save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors or pytorch_model\.bin"):
+        load_hf_encoder(tmp_path)
+
+
+def test_parameters_carry_logical_axes():
+    config = DebertaConfig.from_hf_dict(transformers.DebertaV2Config(**TINY_V3).to_dict())
+    encoder = DebertaModel(config, rngs=nnx.Rngs(0))
+    params = nnx.state(encoder, nnx.Param).flat_state()
+    for path, var in params:
+        axes = var.get_metadata()["out_sharding"]
+        assert len(axes) == var.ndim, path
+        assert ("layers" in axes) == ("layer" in path), path
+    axes = {tuple(var.get_metadata()["out_sharding"]) for _, var in params}
+    assert {("vocab", "embed"), ("layers", "embed", "heads"), ("layers", "embed", "mlp")} <= axes
+
+
+def test_layers_are_stacked_for_scan():
+    config = DebertaConfig.from_hf_dict(transformers.DebertaV2Config(**TINY_V3).to_dict())
+    encoder = DebertaModel(config, rngs=nnx.Rngs(0))
+    encoder.eval()
+    kernel = encoder.encoder.layer.attention.self.query_proj.kernel
+    assert kernel.shape == (config.num_hidden_layers, config.hidden_size, config.hidden_size)
+    # One compiled forward, whatever the depth: the jaxpr holds a single scan over layers.
+    graphdef, state = nnx.split(encoder)
+    ones = jnp.ones((1, 8), jnp.int32)
+    jaxpr = jax.make_jaxpr(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ones, ones)
+    assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.jaxpr.eqns) == 1

@@ -1,0 +1,56 @@
+"""Config options our encoder does not implement are refused by name, never silently changed."""
+
+from __future__ import annotations
+
+import pytest
+import transformers
+from conftest import TINY_V3
+
+from gliner_jax.checkpoint_io import load_hf_encoder
+from gliner_jax.config import DebertaConfig
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ({"conv_kernel_size": 3}, "conv_kernel_size"),
+        ({"attention_head_size": 8}, "attention_head_size"),
+        ({"embedding_size": 32}, "embedding_size"),
+        ({"type_vocab_size": 2}, "type_vocab_size"),
+        ({"relative_attention": False}, "relative_attention"),
+        ({"hidden_act": "relu"}, "hidden_act"),
+        ({"hidden_act": "gelu_new"}, "hidden_act"),
+        ({"pos_att_type": ["c2p", "p2p"]}, "pos_att_type"),
+        ({"norm_rel_ebd": "layer_norm|batch_norm"}, "norm_rel_ebd"),
+    ],
+)
+def test_unsupported_option_is_refused(overrides, name):
+    hf = transformers.DebertaV2Config(**{**TINY_V3, **overrides}).to_dict()
+    with pytest.raises(NotImplementedError, match=name):
+        DebertaConfig.from_hf_dict(hf)
+
+
+def test_other_model_type_is_refused():
+    with pytest.raises(NotImplementedError, match="model_type='bert'"):
+        DebertaConfig.from_hf_dict({**TINY_V3, "model_type": "bert"})
+
+
+def test_absent_keys_follow_transformers_defaults():
+    """A config.json without relative_attention means none, as in transformers: refused, not assumed."""
+    minimal = {
+        k: TINY_V3[k]
+        for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    }
+    with pytest.raises(NotImplementedError, match="relative_attention"):
+        DebertaConfig.from_hf_dict(minimal)
+    config = DebertaConfig.from_hf_dict({**minimal, "relative_attention": True})
+    assert config.position_biased_input is True
+    assert config.share_att_key is False
+    assert config.pos_att_type == ()
+    assert config.position_buckets == -1
+
+
+def test_load_refuses_directory_with_unsupported_config(tmp_path):
+    transformers.DebertaV2Config(**{**TINY_V3, "conv_kernel_size": 3}).save_pretrained(tmp_path)
+    with pytest.raises(NotImplementedError, match="conv_kernel_size"):
+        load_hf_encoder(tmp_path)
