@@ -237,21 +237,27 @@ class DebertaLayerStack(nnx.Module):
         self.rel_embeddings = _embed(config, 2 * config.attention_span, ("relpos", "embed"), dtype, rngs)
         self.LayerNorm = _layer_norm(config, dtype, rngs) if "layer_norm" in config.rel_norms else None
 
-    def relative_indices(self, length: int) -> tuple[jax.Array, jax.Array]:
-        """Columns of the c2p and p2c score tables that each (row, column) pair reads, [T, T] each."""
+    def relative_indices(self, length: int) -> tuple[slice, jax.Array, jax.Array]:
+        """Which relative embeddings a length-T sequence reads, and where each (row, column) reads them.
+
+        Returns the window of `rel_embeddings` rows that the c2p and p2c terms can index (projecting
+        only those rows gives the same scores with less work on short inputs), then the [T, T]
+        c2p and p2c column indices into that window.
+        """
         span = self.config.attention_span
         rel = relative_positions(length, self.config.position_buckets, self.config.max_relative_distance)
         c2p = np.clip(rel + span, 0, 2 * span - 1)
         p2c = np.clip(-rel + span, 0, 2 * span - 1)
-        return jnp.asarray(c2p, jnp.int32), jnp.asarray(p2c, jnp.int32)
+        low, high = min(c2p.min(), p2c.min()), max(c2p.max(), p2c.max())
+        return slice(int(low), int(high) + 1), jnp.asarray(c2p - low, jnp.int32), jnp.asarray(p2c - low, jnp.int32)
 
     def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        rel = self.rel_embeddings.embedding[...].astype(hidden.dtype)
+        window, c2p_index, p2c_index = self.relative_indices(hidden.shape[1])
+        rel = self.rel_embeddings.embedding[window].astype(hidden.dtype)
         if self.LayerNorm is not None:
             rel = self.LayerNorm(rel)
         valid = attention_mask.astype(bool)
         pair_mask = valid[:, None, :, None] & valid[:, None, None, :]
-        c2p_index, p2c_index = self.relative_indices(hidden.shape[1])
 
         @nnx.scan(in_axes=(nnx.Carry, 0, None, None, None, None), out_axes=nnx.Carry)
         def run(h: jax.Array, layer: DebertaLayer, *relative: jax.Array) -> jax.Array:
