@@ -24,26 +24,13 @@ from gliner_jax.checkpoint_io import encoder_table, state_from_torch
 from gliner_jax.config import DebertaConfig
 from gliner_jax.modeling.deberta import DebertaModel
 
-# Published deberta-v3 shapes; everything else as in the microsoft configs.
+# Published deberta-v3 sizes; the rest of the layout is DebertaConfig's default (deberta-v3).
 SHAPES = {
     "xsmall": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
     "small": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
 }
-V3_COMMON = dict(
-    vocab_size=128100,
-    max_position_embeddings=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type=["p2c", "c2p"],
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
-    type_vocab_size=0,
-    layer_norm_eps=1e-7,
-)
 
 
 def seconds_per_call(run: Callable[[], object], repeats: int) -> float:
@@ -58,12 +45,12 @@ def seconds_per_call(run: Callable[[], object], repeats: int) -> float:
 
 
 def bench_size(name: str, batch: int, seq: int, repeats: int, dtype: str) -> dict:
-    hf_config = transformers.DebertaV2Config(**V3_COMMON, **SHAPES[name])
+    config = DebertaConfig(**SHAPES[name])
+    hf_config = transformers.DebertaV2Config(**config.to_hf_dict())
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_model = transformers.DebertaV2Model(hf_config).eval().to(device)
 
-    config = DebertaConfig.from_hf_dict(hf_config.to_dict())
     model = DebertaModel(config, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
     tensors = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
     state_from_torch(model, tensors, encoder_table(config))

@@ -14,7 +14,13 @@ from conftest import TINY_V3, random_batch, torch_forward
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from gliner_jax.checkpoint_io import CheckpointMismatchError, load_hf_encoder, save_hf_encoder
+from gliner_jax.checkpoint_io import (
+    CheckpointMismatchError,
+    encoder_table,
+    load_hf_encoder,
+    save_hf_encoder,
+    state_to_torch,
+)
 from gliner_jax.config import DebertaConfig
 from gliner_jax.modeling.deberta import DebertaModel
 
@@ -120,3 +126,14 @@ def test_layers_are_stacked_for_scan():
     ones = jnp.ones((1, 8), jnp.int32)
     jaxpr = jax.make_jaxpr(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ones, ones)
     assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.jaxpr.eqns) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_file_loads_upcast(saved_encoder, tmp_path, dtype):
+    torch_model, _ = saved_encoder()
+    torch_model.to(dtype).save_pretrained(tmp_path / "half")
+    encoder, config = load_hf_encoder(tmp_path / "half")
+    ours = state_to_torch(encoder, encoder_table(config))
+    for key, tensor in torch_model.state_dict().items():
+        assert ours[key].dtype == np.float32
+        np.testing.assert_array_equal(ours[key], tensor.float().numpy(), err_msg=key)

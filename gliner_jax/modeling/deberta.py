@@ -169,12 +169,11 @@ class DisentangledSelfAttention(nnx.Module):
         return jnp.swapaxes(context, 1, 2).reshape((*hidden.shape[:-1], -1))
 
 
-class DebertaSelfOutput(nnx.Module):
-    """Attention output projection, residual, LayerNorm."""
+class DebertaResidualOutput(nnx.Module):
+    """Projection back to the model width, dropout, residual, LayerNorm (after attention and after the MLP)."""
 
-    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
-        d = config.hidden_size
-        self.dense = _linear(config, d, d, ("heads", "embed"), dtype, rngs)
+    def __init__(self, config: DebertaConfig, d_in: int, in_axis: str, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.dense = _linear(config, d_in, config.hidden_size, (in_axis, "embed"), dtype, rngs)
         self.LayerNorm = _layer_norm(config, dtype, rngs)
         self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
 
@@ -185,7 +184,7 @@ class DebertaSelfOutput(nnx.Module):
 class DebertaAttention(nnx.Module):
     def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.self = DisentangledSelfAttention(config, dtype, rngs)
-        self.output = DebertaSelfOutput(config, dtype, rngs)
+        self.output = DebertaResidualOutput(config, config.hidden_size, "heads", dtype, rngs)
 
     def __call__(self, hidden: jax.Array, *relative: jax.Array) -> jax.Array:
         return self.output(self.self(hidden, *relative), hidden)
@@ -199,23 +198,13 @@ class DebertaIntermediate(nnx.Module):
         return jax.nn.gelu(self.dense(x), approximate=False)
 
 
-class DebertaOutput(nnx.Module):
-    def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.dense = _linear(config, config.intermediate_size, config.hidden_size, ("mlp", "embed"), dtype, rngs)
-        self.LayerNorm = _layer_norm(config, dtype, rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
-
-    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class DebertaLayer(nnx.Module):
     """One transformer block: disentangled attention, then the GELU MLP."""
 
     def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.attention = DebertaAttention(config, dtype, rngs)
         self.intermediate = DebertaIntermediate(config, dtype, rngs)
-        self.output = DebertaOutput(config, dtype, rngs)
+        self.output = DebertaResidualOutput(config, config.intermediate_size, "mlp", dtype, rngs)
 
     def __call__(self, hidden: jax.Array, *relative: jax.Array) -> jax.Array:
         attended = self.attention(hidden, *relative)
