@@ -109,3 +109,11 @@ def make_tokenizer_dir(directory) -> transformers.PreTrainedTokenizerBase:
     tokenizer = transformers.DebertaV2Tokenizer.from_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def gliner_backbone(tmp_path_factory):
+    """Directory with a tiny random DeBERTa-v3 plus tokenizer, shared by every reference GLiNER model."""
+    from gliner_reference import build_backbone
+
+    return build_backbone(tmp_path_factory.mktemp("backbone"))
