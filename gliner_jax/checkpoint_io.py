@@ -17,14 +17,18 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gliner_jax.config import DebertaConfig
+from gliner_jax.config import DebertaConfig, GLiNERConfig
 from gliner_jax.modeling.deberta import DebertaModel
+from gliner_jax.modeling.gliner import GLiNERModel
 
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
+GLINER_CONFIG_FILE = "gliner_config.json"
+# Where the gliner library keeps the backbone inside its state dict.
+GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
@@ -99,6 +103,42 @@ def encoder_table(
             for i in layers:
                 torch_key = torch_prefix + module.format(i=i) + "." + torch_param
                 table.append(TensorMapping(torch_key, path_prefix + ours + (param,), transpose, i))
+    return table
+
+
+def _linear_entries(torch_module: str, path: tuple[str, ...]) -> list[TensorMapping]:
+    return [
+        TensorMapping(f"{torch_module}.weight", (*path, "kernel"), True, None),
+        TensorMapping(f"{torch_module}.bias", (*path, "bias"), False, None),
+    ]
+
+
+def _projection_mlp_entries(torch_module: str, path: tuple[str, ...]) -> list[TensorMapping]:
+    """gliner's `create_projection_layer` Sequential: Linear at index 0, Linear at index 3."""
+    return _linear_entries(f"{torch_module}.0", (*path, "linear_in")) + _linear_entries(
+        f"{torch_module}.3", (*path, "linear_out")
+    )
+
+
+def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
+    """The key table between a `gliner` uni-encoder state dict and `GLiNERModel` parameters."""
+    table = encoder_table(config.encoder_config, GLINER_ENCODER_PREFIX, ("encoder",))
+    if config.projects_encoder_output:
+        table += _linear_entries("token_rep_layer.projection", ("projection",))
+    for layer in range(config.num_rnn_layers):
+        for suffix, direction in (("", "forward"), ("_reverse", "reverse")):
+            path = ("rnn", "layers", str(layer), direction)
+            for name, transpose in (("weight_ih", True), ("weight_hh", True), ("bias_ih", False), ("bias_hh", False)):
+                table.append(TensorMapping(f"rnn.lstm.{name}_l{layer}{suffix}", (*path, name), transpose, None))
+    if config.span_mode == "markerV0":
+        for part in ("project_start", "project_end", "out_project"):
+            table += _projection_mlp_entries(f"span_rep_layer.span_rep_layer.{part}", ("span_rep", part))
+        table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
+    else:
+        table += _linear_entries("scorer.proj_token", ("scorer", "proj_token"))
+        table += _linear_entries("scorer.proj_label", ("scorer", "proj_label"))
+        table += _linear_entries("scorer.out_mlp.0", ("scorer", "linear_in"))
+        table += _linear_entries("scorer.out_mlp.3", ("scorer", "linear_out"))
     return table
 
 
@@ -190,6 +230,13 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> No
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
 
 
+def _without_transformers_skips(
+    tensors: dict[str, np.ndarray], config: DebertaConfig, prefix: str = ""
+) -> dict[str, np.ndarray]:
+    skipped = _SKIPPED_BY_TRANSFORMERS[:1] if config.position_biased_input else _SKIPPED_BY_TRANSFORMERS
+    return {k: v for k, v in tensors.items() if k.removeprefix(prefix) not in skipped}
+
+
 def _encoder_tensors(tensors: dict[str, np.ndarray], config: DebertaConfig) -> dict[str, np.ndarray]:
     """The encoder's own tensors: base-model prefix stripped, task heads and buffers set aside."""
     if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(HF_BASE_PREFIX) for k in tensors):
@@ -197,8 +244,7 @@ def _encoder_tensors(tensors: dict[str, np.ndarray], config: DebertaConfig) -> d
         if heads:
             logger.info("ignoring %d task-head tensors outside the encoder: %s", len(heads), heads)
         tensors = {k[len(HF_BASE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HF_BASE_PREFIX)}
-    skipped = list(_SKIPPED_BY_TRANSFORMERS[:1] if config.position_biased_input else _SKIPPED_BY_TRANSFORMERS)
-    return {k: v for k, v in tensors.items() if k not in skipped}
+    return _without_transformers_skips(tensors, config)
 
 
 def load_hf_encoder(
@@ -224,3 +270,30 @@ def save_hf_encoder(model: DebertaModel, config: DebertaConfig, path: str | Path
     hf_config = {"architectures": ["DebertaV2Model"], **config.to_hf_dict()}
     (path / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     write_safetensors(state_to_torch(model, encoder_table(config)), path / SAFETENSORS_FILE)
+
+
+def load_gliner(
+    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+) -> tuple[GLiNERModel, GLiNERConfig]:
+    """Load the network of a directory written by `gliner` (gliner_config.json + weights), in eval mode.
+
+    Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected
+    or mis-shaped tensor raises CheckpointMismatchError naming it.
+    """
+    path = Path(path)
+    config = GLiNERConfig.from_dict(json.loads((path / GLINER_CONFIG_FILE).read_text()))
+    if config.class_token_index < 0:
+        raise ValueError(f"{path / GLINER_CONFIG_FILE} has class_token_index -1: not a GLiNER model saved by gliner")
+    model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
+    state_from_torch(model, tensors, gliner_table(config))
+    model.eval()
+    return model, config
+
+
+def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path) -> None:
+    """Write gliner_config.json and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)

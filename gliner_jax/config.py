@@ -141,3 +141,91 @@ class DebertaConfig:
             type_vocab_size=0,
         )
         return out
+
+
+SPAN_MODES = ("markerV0", "token_level")
+
+
+@dataclasses.dataclass(frozen=True)
+class GLiNERConfig:
+    """`gliner_config.json`: every field the `gliner` library writes, with its defaults.
+
+    The backbone's configuration is embedded as `encoder_config`. Keys we do not model (old
+    training settings, fields of other gliner architectures, `transformers_version`, ...) are kept
+    in `extra` and written back unchanged.
+    """
+
+    model_name: str = "microsoft/deberta-v3-small"
+    name: str = "gliner"
+    max_width: int = 12
+    hidden_size: int = 512
+    dropout: float = 0.4
+    fine_tune: bool = True
+    subtoken_pooling: str = "first"
+    span_mode: str = "markerV0"
+    post_fusion_schema: str = ""
+    num_post_fusion_layers: int = 1
+    vocab_size: int = -1
+    max_neg_type_ratio: int = 1
+    max_types: int = 25
+    max_len: int = 384
+    words_splitter_type: str = "whitespace"
+    num_rnn_layers: int = 1
+    fuse_layers: bool = False
+    embed_ent_token: bool = True
+    class_token_index: int = -1
+    ent_token: str = "<<ENT>>"
+    sep_token: str = "<<SEP>>"
+    token_loss_coef: float = 1.0
+    span_loss_coef: float = 1.0
+    represent_spans: bool = False
+    neg_spans_ratio: float = 1.0
+    precomputed_prompts_mode: Any = None
+    id_to_classes: Any = None
+    encoder_config: DebertaConfig = dataclasses.field(default_factory=DebertaConfig)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        refusals = {
+            "span_mode": (self.span_mode not in SPAN_MODES, f"only {SPAN_MODES} are implemented"),
+            "subtoken_pooling": (self.subtoken_pooling != "first", "only 'first' is implemented"),
+            "fuse_layers": (bool(self.fuse_layers), "layer fusion is not implemented"),
+            "post_fusion_schema": (bool(self.post_fusion_schema), "cross fusion is not implemented"),
+            "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
+            "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "precomputed prompts: not implemented"),
+            "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
+        }
+        # Fields that select other gliner architectures (bi-encoder, decoder, relation extraction).
+        for key in ("labels_encoder", "labels_decoder", "relations_layer", "span_encoder_config"):
+            refusals[key] = (self.extra.get(key) is not None, "this gliner architecture is not implemented")
+        for key, (refused, why) in refusals.items():
+            if refused:
+                value = getattr(self, key) if hasattr(self, key) else self.extra[key]
+                raise NotImplementedError(f"unsupported GLiNER config {key}={value!r}: {why}")
+        if self.num_rnn_layers and self.hidden_size % 2:
+            raise ValueError(f"hidden_size must be even for the BiLSTM, got {self.hidden_size}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GLiNERConfig:
+        """Build from a `gliner_config.json` dict (which must embed `encoder_config`)."""
+        if not data.get("encoder_config"):
+            raise ValueError(
+                "gliner_config.json has no encoder_config; the backbone config is needed offline "
+                "(re-save the model with a recent gliner version)"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "encoder_config"}
+        values = {k: v for k, v in data.items() if k in fields}
+        extra = {k: v for k, v in data.items() if k not in fields and k != "encoder_config"}
+        return cls(**values, encoder_config=DebertaConfig.from_hf_dict(data["encoder_config"]), extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder config."""
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out["encoder_config"] = self.encoder_config.to_hf_dict()
+        return out
+
+    @property
+    def projects_encoder_output(self) -> bool:
+        """Whether a Linear maps the encoder width to `hidden_size` (`token_rep_layer.projection`)."""
+        return self.hidden_size != self.encoder_config.hidden_size

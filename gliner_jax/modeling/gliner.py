@@ -1,0 +1,79 @@
+"""The GLiNER network: encoder -> label prompts and words -> BiLSTM -> span or token head -> raw logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.modeling.deberta import DebertaModel
+from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer, dense
+from gliner_jax.modeling.lstm import BiLSTM
+
+
+def scatter_rows(values: jax.Array, slots: jax.Array, num_slots: int) -> jax.Array:
+    """out[b, slots[b, t]] = values[b, t] into zeros [B, num_slots, D]; slots outside [0, num_slots) are dropped."""
+    batch = jnp.arange(values.shape[0])[:, None]
+    out = jnp.zeros((values.shape[0], num_slots, values.shape[-1]), values.dtype)
+    return out.at[batch, slots].set(values, mode="drop")
+
+
+class GLiNERModel(nnx.Module):
+    """Span (`markerV0`) or token (`token_level`) GLiNER returning raw logits.
+
+    Inputs (see `gliner_jax.processing.Batch`): input_ids, attention_mask, words_mask [B, T];
+    words_valid [B, W] and labels_valid [B, C], whose shapes fix W and C for jit; span model only:
+    span_idx [B, W*K, 2], span_mask [B, W*K]. Output: span logits [B, W, K, C] or token logits
+    [B, W, C, 3] (start, end, inside).
+    """
+
+    def __init__(self, config: GLiNERConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        hidden, width = config.hidden_size, config.encoder_config.hidden_size
+        self.encoder = DebertaModel(config.encoder_config, dtype=dtype, rngs=rngs)
+        self.projection = dense(width, hidden, ("embed", "hidden"), dtype, rngs) if hidden != width else None
+        self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
+        if config.span_mode == "markerV0":
+            self.span_rep = SpanMarkerV0(hidden, config.max_width, config.dropout, dtype, rngs)
+            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
+            self.scorer = None
+        else:
+            self.span_rep = self.prompt_rep = None
+            self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
+
+    def representations(
+        self, input_ids: jax.Array, attention_mask: jax.Array, words_mask: jax.Array, num_labels: int, num_words: int
+    ) -> tuple[jax.Array, jax.Array]:
+        """Label prompts [B, C, H] (states at `<<ENT>>`, in order) and first-subword word states [B, W, H]."""
+        tokens = self.encoder(input_ids, attention_mask)
+        if self.projection is not None:
+            tokens = self.projection(tokens)
+        is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
+        label_slots = jnp.where(is_class, jnp.cumsum(is_class, axis=1) - 1, num_labels)
+        # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
+        source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
+        prompts = scatter_rows(source, label_slots, num_labels)
+        words = scatter_rows(tokens, jnp.where(words_mask > 0, words_mask - 1, num_words), num_words)
+        return prompts, words
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        words_mask: jax.Array,
+        words_valid: jax.Array,
+        labels_valid: jax.Array,
+        span_idx: jax.Array | None = None,
+        span_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        num_words, num_labels = words_valid.shape[1], labels_valid.shape[1]
+        prompts, words = self.representations(input_ids, attention_mask, words_mask, num_labels, num_words)
+        if self.rnn is not None:
+            words = self.rnn(words, words_valid)
+        if self.scorer is not None:
+            return self.scorer(words, prompts)
+        if span_idx is None or span_mask is None:
+            raise ValueError("the span model needs span_idx and span_mask")
+        spans = self.span_rep(words, span_idx * span_mask[..., None].astype(span_idx.dtype))
+        return jnp.einsum("bwkd,bcd->bwkc", spans, self.prompt_rep(prompts))

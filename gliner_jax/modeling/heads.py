@@ -1,0 +1,82 @@
+"""GLiNER heads: the markerV0 span representation, the prompt projection, the token-level scorer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gliner_jax.modeling.deberta import logical_axes
+
+
+def dense(d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """A Linear with torch's default init (Kaiming-uniform weights, uniform bias) and logical axes."""
+    bound = d_in**-0.5
+    return nnx.Linear(
+        d_in,
+        d_out,
+        dtype=dtype,
+        kernel_init=nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+        kernel_metadata=logical_axes(*axes),
+        bias_metadata=logical_axes(axes[1]),
+        rngs=rngs,
+    )
+
+
+class ProjectionMLP(nnx.Module):
+    """Linear(d_in -> 4 d_out), ReLU, Dropout, Linear(4 d_out -> d_out): gliner's `create_projection_layer`."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.linear_in = dense(d_in, 4 * d_out, ("embed", "mlp"), dtype, rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.linear_out = dense(4 * d_out, d_out, ("mlp", "embed"), dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear_out(self.dropout(jax.nn.relu(self.linear_in(x))))
+
+
+class SpanMarkerV0(nnx.Module):
+    """Span i = out_project(ReLU([project_start(word_start) || project_end(word_end)]))."""
+
+    def __init__(self, hidden_size: int, max_width: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.max_width = max_width
+        self.project_start = ProjectionMLP(hidden_size, hidden_size, dropout, dtype, rngs)
+        self.project_end = ProjectionMLP(hidden_size, hidden_size, dropout, dtype, rngs)
+        self.out_project = ProjectionMLP(2 * hidden_size, hidden_size, dropout, dtype, rngs)
+
+    def __call__(self, words: jax.Array, span_idx: jax.Array) -> jax.Array:
+        """words [B, W, H], span_idx [B, W*K, 2] -> span representations [B, W, K, H]."""
+        take = jax.vmap(lambda rows, index: rows[index])
+        start = take(self.project_start(words), span_idx[..., 0])
+        end = take(self.project_end(words), span_idx[..., 1])
+        spans = self.out_project(jax.nn.relu(jnp.concatenate([start, end], axis=-1)))
+        batch, num_spans, hidden = spans.shape
+        return spans.reshape(batch, num_spans // self.max_width, self.max_width, hidden)
+
+
+class TokenScorer(nnx.Module):
+    """Per (word, label): MLP([t0 || l0 || t1 * l1]) -> (start, end, inside) logits, as gliner's `Scorer`."""
+
+    def __init__(self, hidden_size: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
+        h = hidden_size
+        self.proj_token = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
+        self.proj_label = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
+        self.linear_in = dense(3 * h, 4 * h, ("embed", "mlp"), dtype, rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.linear_out = dense(4 * h, 3, ("mlp", "embed"), dtype, rngs)
+
+    def __call__(self, words: jax.Array, labels: jax.Array) -> jax.Array:
+        """words [B, W, H], labels [B, C, H] -> logits [B, W, C, 3]."""
+        t0, t1 = jnp.split(self.proj_token(words), 2, axis=-1)  # [B, W, H] each
+        l0, l1 = jnp.split(self.proj_label(labels), 2, axis=-1)  # [B, C, H] each
+        num_words, num_labels = words.shape[1], labels.shape[1]
+        features = jnp.concatenate(
+            [
+                jnp.broadcast_to(t0[:, :, None], (*t0.shape[:2], num_labels, t0.shape[-1])),
+                jnp.broadcast_to(l0[:, None], (l0.shape[0], num_words, *l0.shape[1:])),
+                t1[:, :, None] * l1[:, None],
+            ],
+            axis=-1,
+        )
+        return self.linear_out(jax.nn.relu(self.dropout(self.linear_in(features))))
