@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,15 @@ SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
 GLINER_CONFIG_FILE = "gliner_config.json"
+NATIVE_PARAMS_FILE = "flax_params.safetensors"
+# Tokenizer files that transformers writes and reads; copied as they are by `convert_directory`.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "spm.model",
+    "added_tokens.json",
+)
 # Where the gliner library keeps the backbone inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 
@@ -202,11 +212,7 @@ def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:
     directory = Path(directory)
     safetensors_path, torch_path = directory / SAFETENSORS_FILE, directory / TORCH_FILE
     if safetensors_path.exists():
-        from safetensors import safe_open
-
-        # The "flax" framework reads bfloat16 too, which NumPy alone cannot.
-        with safe_open(safetensors_path, framework="flax") as f:
-            return {k: _to_float32(np.asarray(f.get_tensor(k))) for k in f.keys()}  # noqa: SIM118
+        return read_tensors_file(safetensors_path)
     if torch_path.exists():
         try:
             import torch
@@ -217,6 +223,15 @@ def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:
         state = torch.load(torch_path, map_location="cpu", weights_only=True)
         return {k: _to_float32(v.float().numpy() if v.is_floating_point() else v.numpy()) for k, v in state.items()}
     raise FileNotFoundError(f"no {SAFETENSORS_FILE} or {TORCH_FILE} in {directory}")
+
+
+def read_tensors_file(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of one safetensors file as NumPy, floating point upcast to float32."""
+    from safetensors import safe_open
+
+    # The "flax" framework reads bfloat16 too, which NumPy alone cannot.
+    with safe_open(path, framework="flax") as f:
+        return {k: _to_float32(np.asarray(f.get_tensor(k))) for k in f.keys()}  # noqa: SIM118
 
 
 def _to_float32(x: np.ndarray) -> np.ndarray:
@@ -297,3 +312,83 @@ def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path) -> N
     path.mkdir(parents=True, exist_ok=True)
     (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)
+
+
+def native_table(model: nnx.Module) -> list[TensorMapping]:
+    """Identity table for our own format: each parameter stored under its '/'-joined path, as laid out here."""
+    return [TensorMapping("/".join(path), path, False, None) for path in _flat_params(model)]
+
+
+def save_native(model: GLiNERModel, config: GLiNERConfig, path: str | Path) -> None:
+    """Write gliner_config.json and flax_params.safetensors (our parameter layout; no PyTorch needed to read)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_safetensors(state_to_torch(model, native_table(model)), path / NATIVE_PARAMS_FILE)
+
+
+def is_native(path: str | Path) -> bool:
+    """Whether `path` holds our native format rather than a gliner (PyTorch layout) directory."""
+    return (Path(path) / NATIVE_PARAMS_FILE).exists()
+
+
+def load_any(
+    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+) -> tuple[GLiNERModel, GLiNERConfig]:
+    """Load a gliner directory or one in our native format, whichever `path` holds."""
+    if not is_native(path):
+        return load_gliner(path, dtype=dtype, seed=seed)
+    path = Path(path)
+    config = GLiNERConfig.from_dict(json.loads((path / GLINER_CONFIG_FILE).read_text()))
+    model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
+    model.eval()
+    return model, config
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionSummary:
+    """What `convert_directory` did."""
+
+    source: str
+    destination: str
+    direction: str
+    span_mode: str
+    tensors: int
+    parameters: int
+    tokenizer_files: tuple[str, ...]
+
+    def __str__(self) -> str:
+        files = ", ".join(self.tokenizer_files) or "none"
+        return (
+            f"converted {self.source} -> {self.destination} ({self.direction}): {self.span_mode} model, "
+            f"{self.tensors} tensors, {self.parameters:,} parameters; tokenizer files copied: {files}"
+        )
+
+
+def convert_directory(src: str | Path, dst: str | Path, to: str | None = None) -> ConversionSummary:
+    """Convert between a gliner (PyTorch layout) directory and our native format.
+
+    The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to
+    the source's own format re-writes it through a strict load (a validation pass).
+    """
+    src, dst = Path(src), Path(dst)
+    source_format = "jax" if is_native(src) else "torch"
+    to = to or ("torch" if source_format == "jax" else "jax")
+    if to not in ("torch", "jax"):
+        raise ValueError(f"to must be 'torch' or 'jax', got {to!r}")
+    model, config = load_any(src)
+    (save_native if to == "jax" else save_gliner)(model, config, dst)
+    copied = tuple(name for name in TOKENIZER_FILES if (src / name).exists())
+    for name in copied:
+        shutil.copy2(src / name, dst / name)
+    params = _flat_params(model).values()
+    return ConversionSummary(
+        source=str(src),
+        destination=str(dst),
+        direction=f"{source_format} -> {to}",
+        span_mode=config.span_mode,
+        tensors=len(gliner_table(config)) if to == "torch" else len(params),
+        parameters=sum(int(np.prod(var.shape)) for var in params),
+        tokenizer_files=copied,
+    )

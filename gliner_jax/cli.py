@@ -45,6 +45,14 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    """Convert a checkpoint directory between the gliner (PyTorch) layout and our native layout."""
+    from gliner_jax.checkpoint_io import convert_directory
+
+    print(convert_directory(args.src, args.dst, to=args.to))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
@@ -61,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--compare-torch", action="store_true", help="also run PyTorch (needs the torch extra)")
     encode.add_argument("texts", nargs="+", help="texts to encode")
     encode.set_defaults(run=_encode)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a GLiNER directory between the gliner (PyTorch) and native JAX layouts",
+        description="SRC is a directory written by gliner (pytorch_model.bin or model.safetensors) or by "
+        "gliner-jax's native format (flax_params.safetensors); the direction is detected unless --to is given. "
+        "Every tensor is checked strictly; tokenizer files are copied.",
+    )
+    convert.add_argument("src", help="source directory")
+    convert.add_argument("dst", help="destination directory (created)")
+    convert.add_argument("--to", choices=["torch", "jax"], help="target layout (default: the other one)")
+    convert.set_defaults(run=_convert)
     return parser
 
 

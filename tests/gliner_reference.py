@@ -15,10 +15,15 @@ def build_backbone(directory: Path) -> Path:
     return directory
 
 
-def build_reference(backbone: Path, directory: Path, seed: int = 0, **config):
+# The last Linear of each head; scaled so that random logits spread over several units, not ~0.
+LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
+
+
+def build_reference(backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, **config):
     """A `gliner.GLiNER` over `backbone` with `config` (span_mode, hidden_size, ...), saved to `directory`.
 
-    Every head parameter is perturbed so that biases and LayerNorms are not at their init values.
+    Every head parameter is perturbed so that biases are not at their init values, and the last
+    head layer is scaled by `logit_scale`.
     """
     import gliner
 
@@ -30,6 +35,8 @@ def build_reference(backbone: Path, directory: Path, seed: int = 0, **config):
         for name, param in model.model.named_parameters():
             if not name.startswith("token_rep_layer.bert_layer"):
                 param.add_(0.05 * torch.randn_like(param))
+            if name in LAST_HEAD_LAYERS:
+                param.mul_(logit_scale)
     model.eval()
     model.save_pretrained(directory)
     return model

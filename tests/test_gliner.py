@@ -1,0 +1,209 @@
+"""GLiNER span and token models against the `gliner` PyTorch package: logits, export, round trips, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import gliner
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from gliner_reference import build_reference
+from safetensors.numpy import load_file
+
+from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, load_gliner, state_to_torch
+from gliner_jax.inference import GLiNER
+
+CASES = {
+    "span_projection_rnn1": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),
+    "span_no_projection_rnn2": dict(span_mode="markerV0", hidden_size=64, num_rnn_layers=2, max_width=3),
+    "span_no_rnn_label_token": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=0, embed_ent_token=False),
+    "token_projection_rnn2": dict(span_mode="token_level", hidden_size=48, num_rnn_layers=2),
+    "token_no_projection_rnn1": dict(span_mode="token_level", hidden_size=64, num_rnn_layers=1),
+}
+
+TEXTS = [
+    "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
+    "Zürich, São Paulo & Kraków: Müller-Lüdenscheidt_GmbH paid $1,200.50 on 3/14/2015.",
+    "Apple",
+    "Dr. Smith-Jones (WHO) met Angela Merkel in Geneva at 10:30am on Tuesday with 3 colleagues from the UN.",
+]
+# Different label counts per text, multi-word labels.
+PER_TEXT_LABELS = [
+    ["person", "award", "year"],
+    ["city", "company name", "amount of money", "date"],
+    ["organization"],
+    ["person", "international organization", "city", "time of day", "number"],
+]
+SHARED_LABELS = ["person", "city name", "organization", "date"]
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def reference(request, gliner_backbone, tmp_path_factory):
+    """(case name, reference gliner model, its saved directory)."""
+    directory = tmp_path_factory.mktemp(request.param)
+    return request.param, build_reference(gliner_backbone, directory, **CASES[request.param]), directory
+
+
+def reference_logits(model: gliner.GLiNER, texts: list[str], labels) -> tuple[dict, np.ndarray]:
+    prepared = model.prepare_batch(texts, labels)
+    batch = model.collate_batch(prepared["input_x"], prepared["entity_types"])
+    with torch.no_grad():
+        return batch, model.run_batch(batch).logits.numpy()
+
+
+def assert_logits_close(ours: np.ndarray, ref: np.ndarray) -> None:
+    """Within 1e-5 of the reference, relative to the logits' scale when that exceeds 1 (float32 rounding)."""
+    assert ours.shape == ref.shape
+    scale = np.abs(ref).max()
+    assert scale > 1.0  # heads scaled: the comparison is not between near-zero numbers
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * scale)
+
+
+def test_network_matches_reference_on_reference_batch(reference):
+    """Our network fed the reference's own collated tensors gives the reference's logits."""
+    _, ref, directory = reference
+    batch, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
+    model, config = load_gliner(directory)
+    ids = batch["input_ids"].numpy()
+    num_labels = (ids == config.class_token_index).sum(axis=1)
+    lengths = batch["text_lengths"].numpy().reshape(-1)
+    inputs = dict(
+        input_ids=ids,
+        attention_mask=batch["attention_mask"].numpy(),
+        words_mask=batch["words_mask"].numpy(),
+        words_valid=np.arange(lengths.max())[None] < lengths[:, None],
+        labels_valid=np.arange(num_labels.max())[None] < num_labels[:, None],
+    )
+    if config.span_mode == "markerV0":
+        inputs.update(span_idx=batch["span_idx"].numpy(), span_mask=batch["span_mask"].numpy())
+    ours = np.asarray(model(**{k: jnp.asarray(v) for k, v in inputs.items()}))
+    assert_logits_close(ours, ref_logits)
+
+
+@pytest.mark.parametrize("labels", [PER_TEXT_LABELS, SHARED_LABELS], ids=["per_text_labels", "shared_labels"])
+def test_pipeline_matches_reference(reference, labels):
+    """Texts and labels in, logits out: our processing and network against the reference's."""
+    _, ref, directory = reference
+    _, ref_logits = reference_logits(ref, TEXTS, labels)
+    model = GLiNER.from_pretrained(directory)
+    _, exact = model.batch_logits(TEXTS, labels, bucket=False)
+    assert_logits_close(exact, ref_logits)
+    _, bucketed = model.batch_logits(TEXTS, labels, bucket=True)
+    num_words = ref_logits.shape[1]
+    if model.config.span_mode == "markerV0":  # [B, W, K, C]
+        region = bucketed[:, :num_words, :, : ref_logits.shape[3]]
+    else:  # [B, W, C, 3]
+        region = bucketed[:, :num_words, : ref_logits.shape[2]]
+    assert_logits_close(region, ref_logits)
+
+
+def test_export_loads_in_gliner_identically(reference, tmp_path):
+    _, ref, directory = reference
+    ours = GLiNER.from_pretrained(directory)
+    ours.save_pretrained(tmp_path)
+
+    # Strict check: the exported tensors are the reference model's keys and shapes, one for one, bit for bit.
+    exported = load_file(tmp_path / "model.safetensors")
+    ref_state = ref.model.state_dict()
+    assert set(exported) == set(ref_state)
+    for key, tensor in ref_state.items():
+        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    ref.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+
+    assert json.loads((tmp_path / "gliner_config.json").read_text()) == json.loads(
+        (directory / "gliner_config.json").read_text()
+    )
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True)
+    assert type(reloaded) is type(ref)
+    _, expected = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
+    _, again = reference_logits(reloaded, TEXTS, PER_TEXT_LABELS)
+    np.testing.assert_array_equal(again, expected)
+
+
+def test_native_format_round_trip(reference, tmp_path):
+    """torch -> native jax -> torch reproduces every tensor bit for bit, via the convert command."""
+    from gliner_jax.cli import main
+
+    _, ref, directory = reference
+    assert main(["convert", str(directory), str(tmp_path / "jax")]) == 0
+    assert (tmp_path / "jax" / "flax_params.safetensors").exists()
+    assert main(["convert", str(tmp_path / "jax"), str(tmp_path / "torch")]) == 0
+    back = load_file(tmp_path / "torch" / "model.safetensors")
+    for key, tensor in ref.model.state_dict().items():
+        np.testing.assert_array_equal(back[key], tensor.numpy(), err_msg=key)
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path / "torch"), local_files_only=True)
+    np.testing.assert_array_equal(
+        reference_logits(reloaded, TEXTS, SHARED_LABELS)[1], reference_logits(ref, TEXTS, SHARED_LABELS)[1]
+    )
+
+
+def test_table_covers_reference_state_dict(reference):
+    _, ref, directory = reference
+    model, config = load_gliner(directory)
+    assert {m.torch_key for m in gliner_table(config)} == set(ref.model.state_dict())
+    assert set(state_to_torch(model, gliner_table(config))) == set(ref.model.state_dict())
+
+
+@pytest.fixture(scope="module")
+def span_reference_dir(gliner_backbone, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("span_for_errors")
+    build_reference(gliner_backbone, directory, **CASES["span_projection_rnn1"])
+    return directory
+
+
+def _copy_with_weights(source, target, edit):
+    shutil.copytree(source, target)
+    state = torch.load(target / "pytorch_model.bin", weights_only=True)
+    edit(state)
+    torch.save(state, target / "pytorch_model.bin")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.pop("rnn.lstm.bias_hh_l0_reverse"), "missing tensors: ['rnn.lstm.bias_hh_l0_reverse']"),
+        (lambda s: s.update({"span_rep_layer.extra": torch.ones(2)}), "unexpected tensors: ['span_rep_layer.extra']"),
+        (
+            lambda s: s.update({"prompt_rep_layer.0.weight": torch.ones(10, 48)}),
+            "prompt_rep_layer.0.weight: file has (10, 48), model needs (192, 48)",
+        ),
+    ],
+    ids=["missing", "unexpected", "mis-shaped"],
+)
+def test_bad_weights_name_the_tensor(span_reference_dir, tmp_path, edit, message):
+    directory = _copy_with_weights(span_reference_dir, tmp_path / "bad", edit)
+    with pytest.raises(CheckpointMismatchError) as err:
+        GLiNER.from_pretrained(directory)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ({"span_mode": "markerV1"}, "span_mode"),
+        ({"fuse_layers": True}, "fuse_layers"),
+        ({"subtoken_pooling": "mean"}, "subtoken_pooling"),
+        ({"labels_encoder": "microsoft/deberta-v3-small"}, "labels_encoder"),
+        ({"post_fusion_schema": "l2l-l2t"}, "post_fusion_schema"),
+        ({"represent_spans": True}, "represent_spans"),
+    ],
+)
+def test_unsupported_config_is_refused(span_reference_dir, tmp_path, change, name):
+    directory = shutil.copytree(span_reference_dir, tmp_path / "bad")
+    config = json.loads((directory / "gliner_config.json").read_text())
+    (directory / "gliner_config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(NotImplementedError, match=name):
+        GLiNER.from_pretrained(directory)
+
+
+def test_unsupported_encoder_config_is_refused(span_reference_dir, tmp_path):
+    directory = shutil.copytree(span_reference_dir, tmp_path / "bad")
+    config = json.loads((directory / "gliner_config.json").read_text())
+    config["encoder_config"]["conv_kernel_size"] = 3
+    (directory / "gliner_config.json").write_text(json.dumps(config))
+    with pytest.raises(NotImplementedError, match="conv_kernel_size"):
+        GLiNER.from_pretrained(directory)
