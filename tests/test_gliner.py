@@ -121,14 +121,22 @@ def test_export_loads_in_gliner_identically(reference, tmp_path):
     _, expected = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
     _, again = reference_logits(reloaded, TEXTS, PER_TEXT_LABELS)
     np.testing.assert_array_equal(again, expected)
+    # And the export (model.safetensors, not the reference's pytorch_model.bin) loads back here.
+    assert_logits_close(
+        GLiNER.from_pretrained(tmp_path).batch_logits(TEXTS, PER_TEXT_LABELS, bucket=False)[1], expected
+    )
 
 
-def test_native_format_round_trip(reference, tmp_path):
+def test_native_format_round_trip(reference, tmp_path, capsys):
     """torch -> native jax -> torch reproduces every tensor bit for bit, via the convert command."""
     from gliner_jax.cli import main
 
     _, ref, directory = reference
     assert main(["convert", str(directory), str(tmp_path / "jax")]) == 0
+    summary = capsys.readouterr().out
+    assert "(torch -> jax)" in summary
+    assert f"{sum(p.numel() for p in ref.model.parameters()):,} parameters" in summary
+    assert "tokenizer files copied: tokenizer.json, tokenizer_config.json" in summary
     assert (tmp_path / "jax" / "flax_params.safetensors").exists()
     assert main(["convert", str(tmp_path / "jax"), str(tmp_path / "torch")]) == 0
     back = load_file(tmp_path / "torch" / "model.safetensors")

@@ -1,0 +1,253 @@
+"""GLiNER's inference input pipeline on the host, in NumPy: word splitting, label prompt, tokenization, padding.
+
+It follows gliner 0.2.29 (`prepare_batch` and `collate_batch` of `BaseEncoderGLiNER`, with the uni-encoder span
+and token processors and collators): with `bucket=False` the arrays equal the reference's collated tensors.
+
+With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-compiled model sees few shapes:
+
+- tokens T and words W: multiples of 16 up to 64, powers of two up to 256, then multiples of 256
+  (16, 32, 48, 64, 128, 256, 512, 768, 1024, ...); W is never padded past `max_len`.
+- labels C: powers of two from 4 (4, 8, 16, 32, ...).
+
+With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
+the tokenizer's pad id; attention_mask and words_mask 0; span_idx (0, 0); span_mask, words_valid and labels_valid
+False; text_lengths 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
+_WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
+
+Labels = Sequence[str] | Sequence[Sequence[str]]
+Row = list[tuple[str, int, int]]
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """gliner's default ("whitespace") word splitter: (word, char_start, char_end) of each word, in order."""
+    return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
+
+
+def _length_bucket(n: int) -> int:
+    """Smallest token / word bucket >= n: 16, 32, 48, 64, 128, 256, then multiples of 256."""
+    if n <= 64:
+        return max(16, -(-n // 16) * 16)
+    if n <= 256:
+        return 1 << (n - 1).bit_length()
+    return -(-n // 256) * 256
+
+
+def _label_bucket(n: int) -> int:
+    """Smallest label bucket >= n: 4, 8, 16, 32, ..."""
+    return max(4, 1 << (n - 1).bit_length())
+
+
+def _label_sets(labels: Labels, num_rows: int) -> list[list[str]]:
+    """One label list per row, deduplicated keeping the first occurrence (as gliner does)."""
+    if not isinstance(labels, list | tuple):
+        raise TypeError(f"labels must be a list of strings or one list of strings per text, got {type(labels)}")
+    per_row = any(isinstance(label_set, list) for label_set in labels)
+    if per_row and len(labels) != num_rows:
+        raise ValueError(f"per-text labels must have length {num_rows}, got {len(labels)}")
+    label_sets = labels if per_row else [labels] * num_rows
+    for label_set in label_sets:
+        if not isinstance(label_set, list | tuple) or not all(isinstance(label, str) for label in label_set):
+            raise TypeError("labels must be a list of strings or one list of strings per text")
+    return [list(dict.fromkeys(label_set)) for label_set in label_sets]
+
+
+def _words_mask(word_ids: list[int | None], prompt_length: int) -> np.ndarray:
+    """gliner's words_mask for one row: the ordinal of distinct word ids seen so far, minus the prompt length, at
+    each word's first subword when positive; 0 elsewhere (special tokens, prompt words, continuation subwords)."""
+    ids = np.array([-1 if i is None else i for i in word_ids], np.int64)
+    first = (ids >= 0) & (ids != np.concatenate([[-1], ids[:-1]]))
+    seen = np.cumsum(first)
+    return np.where(first & (seen > prompt_length), seen - prompt_length, 0)
+
+
+@dataclasses.dataclass
+class Batch:
+    """Model inputs (NumPy, possibly padded to bucket shapes) and per-row host data for decoding."""
+
+    input_ids: np.ndarray  # [B, T] int32
+    attention_mask: np.ndarray  # [B, T] int32
+    words_mask: np.ndarray  # [B, T] int32 (reference semantics)
+    text_lengths: np.ndarray  # [B] int32, number of words per row (0 for padded rows)
+    words_valid: np.ndarray  # [B, W] bool, = arange(W) < text_lengths[:, None]
+    labels_valid: np.ndarray  # [B, C] bool, True for the row's real labels
+    span_idx: np.ndarray | None  # [B, W*K, 2] int32, span model only
+    span_mask: np.ndarray | None  # [B, W*K] bool, span model only
+    words: list[list[str]]  # per real row: its words (after truncation)
+    word_starts: list[list[int]]  # per real row: char start of each word
+    word_ends: list[list[int]]  # per real row: char end (exclusive) of each word
+    labels: list[list[str]]  # per real row: its labels in prompt order (class id c+1 = labels[c])
+
+
+class Processor:
+    """Turns texts (or pre-split words) and entity labels into a `Batch`, as gliner's processor and collator do.
+
+    Like gliner, the tokenizer is adjusted in place: bos/eos are switched on where the tokenizer defines them, and
+    a missing pad token is set to the eos token.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        ent_token: str = "<<ENT>>",
+        sep_token: str = "<<SEP>>",
+        max_width: int = 12,
+        max_len: int = 384,
+        span_mode: str = "markerV0",
+        words_splitter_type: str = "whitespace",
+    ) -> None:
+        if words_splitter_type != "whitespace":
+            raise NotImplementedError(
+                f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
+            )
+        if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None:
+            tokenizer.add_bos_token = True
+        if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
+            tokenizer.add_eos_token = True
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has neither a pad token nor an eos token")
+        self.tokenizer = tokenizer
+        self.ent_token = ent_token
+        self.sep_token = sep_token
+        self.max_width = max_width
+        self.max_len = max_len
+        self.span_mode = span_mode
+
+    @classmethod
+    def from_config(cls, config: Any, tokenizer: Any) -> Processor:
+        """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...)."""
+        pooling = getattr(config, "subtoken_pooling", "first")
+        if isinstance(pooling, str) and pooling != "first":
+            raise NotImplementedError(f"subtoken_pooling={pooling!r} is not supported (only 'first')")
+        if getattr(config, "precomputed_prompts_mode", False):
+            raise NotImplementedError("precomputed_prompts_mode is not supported")
+        return cls(
+            tokenizer,
+            ent_token=config.ent_token,
+            sep_token=config.sep_token,
+            max_width=config.max_width,
+            max_len=config.max_len,
+            span_mode=config.span_mode,
+            words_splitter_type=config.words_splitter_type,
+        )
+
+    def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
+        """Split `texts` into words and collate them with `labels` (one list for all texts, or one per text).
+
+        A text without words (empty or whitespace only) gets a neutral row, like a padding row: gliner skips such
+        texts and returns no entities for them.
+        """
+        return self._collate([split_words(text) for text in texts], labels, bucket, batch_size)
+
+    def collate_words(
+        self,
+        word_lists: list[list[str]],
+        labels: Labels,
+        *,
+        bucket: bool = True,
+        batch_size: int | None = None,
+    ) -> Batch:
+        """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]).
+
+        Word offsets are those of the words in `" ".join(words)`.
+        """
+        rows = []
+        for words in word_lists:
+            row, start = [], 0
+            for word in list(words) or ["[PAD]"]:
+                row.append((word, start, start + len(word)))
+                start += len(word) + 1
+            rows.append(row)
+        return self._collate(rows, labels, bucket, batch_size)
+
+    def _prompt(self, labels: list[str]) -> list[str]:
+        prompt = []
+        for label in labels:
+            prompt.append(self.ent_token)
+            if label:  # gliner keeps the entity token of an empty label but not the label
+                prompt.append(label)
+        return [*prompt, self.sep_token]
+
+    def _truncate(self, row: Row) -> Row:
+        if len(row) > self.max_len:
+            warnings.warn(f"Sentence of length {len(row)} has been truncated to {self.max_len}", stacklevel=4)
+            return row[: self.max_len]
+        return row
+
+    def _collate(self, rows: list[Row], labels: Labels, bucket: bool, batch_size: int | None) -> Batch:
+        """Build the batch; rows without words become neutral rows."""
+        label_sets = _label_sets(labels, len(rows))
+        rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
+        num_rows = len(rows) if batch_size is None else batch_size
+        if num_rows < len(rows):
+            raise ValueError(f"{len(rows)} rows do not fit in batch_size={batch_size}")
+        live = [i for i, row in enumerate(rows) if row]
+
+        text_lengths = np.zeros(num_rows, np.int32)
+        text_lengths[: len(rows)] = [len(row) for row in rows]
+        label_counts = np.zeros(num_rows, np.int32)
+        label_counts[live] = [len(label_sets[i]) for i in live]
+        num_tokens, num_words, num_labels = 0, int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
+        if live:
+            prompts = [self._prompt(label_sets[i]) for i in live]
+            encoding = self.tokenizer(
+                [prompt + [word for word, _, _ in rows[i]] for prompt, i in zip(prompts, live, strict=True)],
+                is_split_into_words=True,
+                truncation=True,
+                padding="longest",
+                return_tensors="np",
+            )
+            num_tokens = encoding["input_ids"].shape[1]
+        if bucket:
+            num_words = min(_length_bucket(num_words), self.max_len)
+            num_tokens, num_labels = _length_bucket(num_tokens), _label_bucket(num_labels)
+
+        input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)
+        attention_mask = np.zeros((num_rows, num_tokens), np.int32)
+        words_mask = np.zeros((num_rows, num_tokens), np.int32)
+        if live:
+            width = encoding["input_ids"].shape[1]
+            cols = slice(num_tokens - width, None) if self.tokenizer.padding_side == "left" else slice(0, width)
+            input_ids[live, cols] = encoding["input_ids"]
+            attention_mask[live, cols] = encoding["attention_mask"]
+            words_mask[live, cols] = [
+                _words_mask(encoding.word_ids(j), len(prompt)) for j, prompt in enumerate(prompts)
+            ]
+
+        span_idx = span_mask = None
+        if self.span_mode != "token_level":
+            starts = np.repeat(np.arange(num_words), self.max_width)
+            ends = starts + np.tile(np.arange(self.max_width), num_words)
+            lengths = text_lengths[:, None]
+            span_idx = np.where((starts < lengths)[..., None], np.stack([starts, ends], -1), 0).astype(np.int32)
+            span_mask = ends < lengths
+
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            words_mask=words_mask,
+            text_lengths=text_lengths,
+            words_valid=np.arange(num_words) < text_lengths[:, None],
+            labels_valid=np.arange(num_labels) < label_counts[:, None],
+            span_idx=span_idx,
+            span_mask=span_mask,
+            words=[[word for word, _, _ in row] for row in rows],
+            word_starts=[[start for _, start, _ in row] for row in rows],
+            word_ends=[[end for _, _, end in row] for row in rows],
+            labels=label_sets,
+        )
