@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import gliner_jax
 
@@ -53,6 +54,44 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    """Texts from the arguments, else from --file or stdin: plain lines, or JSONL records with a "text" field."""
+    if args.texts:
+        return args.texts
+    lines = Path(args.file).read_text(encoding="utf-8").splitlines() if args.file else sys.stdin.read().splitlines()
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("{"):
+            record = json.loads(line)
+            if not isinstance(record.get("text"), str):
+                raise SystemExit(f"line {number}: a JSON record needs a string 'text' field")
+            texts.append(record["text"])
+        elif line.strip():
+            texts.append(line)
+    return texts
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Predict entities; one JSON line per text: {"text", "entities": [{start, end, text, label, score}]}."""
+    from gliner_jax.inference import GLiNER
+
+    model = GLiNER.from_pretrained(args.model)
+    texts = _read_texts(args)
+    labels = [label.strip() for label in args.labels.split(",")]
+    results = model.inference(
+        texts,
+        labels,
+        threshold=args.threshold,
+        flat_ner=not args.nested,
+        multi_label=args.multi_label,
+        batch_size=args.batch_size,
+        progress=not args.texts,
+    )
+    for text, entities in zip(texts, results, strict=True):
+        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
@@ -81,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("dst", help="destination directory (created)")
     convert.add_argument("--to", choices=["torch", "jax"], help="target layout (default: the other one)")
     convert.set_defaults(run=_convert)
+
+    predict = commands.add_parser(
+        "predict",
+        help="extract entities of the given labels from texts",
+        description="Texts come from the arguments, else from --file, else from stdin: plain lines, or JSONL "
+        'records with a "text" field. Output: one JSON line per text with its entities (character offsets).',
+    )
+    predict.add_argument("--model", required=True, help="GLiNER directory (gliner or native format)")
+    predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
+    predict.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
+    predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
+    predict.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    predict.add_argument("--file", help="read texts from this file (plain lines or JSONL)")
+    predict.add_argument("texts", nargs="*", help="texts (default: read --file or stdin)")
+    predict.set_defaults(run=_predict)
     return parser
 
 

@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
+import math
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_any, save_gliner, save_native
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.processing import Batch, Processor
+from gliner_jax.processing import Batch, Processor, split_words
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
-@nnx.jit
-def _forward(model: GLiNERModel, batch: dict[str, jax.Array | None]) -> jax.Array:
-    return model(**batch)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
+    logits = nnx.merge(graphdef, state)(**inputs)
+    return jax.nn.sigmoid(logits) if probabilities else logits
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One model row: a window of one text's words, with one pass of its labels."""
+
+    text: int  # index of the text
+    first_word: int  # index of the window's first word in the text
+    words: list[tuple[str, int, int]]
+    labels: list[str]
 
 
 class GLiNER:
@@ -60,7 +79,160 @@ class GLiNER:
     ) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
         batch = self.processor.prepare(texts, labels, bucket=bucket)
-        return batch, np.asarray(_forward(self.model, model_inputs(batch)))
+        return batch, self._run(batch, probabilities=False)
+
+    def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
+        graphdef, state = nnx.split(self.model)
+        return np.asarray(_forward(graphdef, state, model_inputs(batch), probabilities))
+
+    def compiled_shapes(self) -> int:
+        """How many programs the forward pass has compiled so far (one per distinct input shape)."""
+        return _forward._cache_size()
+
+    def predict_entities(
+        self,
+        text: str,
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        *,
+        truncate: bool = False,
+    ) -> list[dict]:
+        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start."""
+        return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
+
+    def inference(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        truncate: bool = False,
+        progress: bool = False,
+    ) -> list[list[dict]]:
+        """Entities for each text (see `predict_entities`); `labels` is one list for all texts or one per text.
+
+        A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
+        entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
+        words, as the gliner library does. A label set whose prompt would take more than half of
+        `max_len` is run in several passes. Empty or whitespace-only texts give [].
+        """
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        label_sets = _label_sets(labels, len(texts))
+        rows = list(self._rows(texts, label_sets, truncate))
+        rows_per_text = collections.Counter(row.text for row in rows)
+        found: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
+        chunks = range(0, len(rows), batch_size)
+        for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
+            chunk = rows[begin : begin + batch_size]
+            batch = self.processor.collate_rows(
+                [r.words for r in chunk], [r.labels for r in chunk], batch_size=batch_size
+            )
+            _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
+            probs = self._run(batch, probabilities=True)
+            decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
+            for i, row in enumerate(chunk):
+                spans = decode(
+                    probs[i],
+                    len(row.words),
+                    len(row.labels),
+                    threshold=threshold,
+                    flat_ner=flat_ner,
+                    multi_label=multi_label,
+                )
+                found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
+        return [
+            self._entities(text, spans, rows_per_text[i] > 1, flat_ner, multi_label)
+            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+        ]
+
+    def _rows(self, texts: Sequence[str], label_sets: list[list[str]], truncate: bool) -> Iterator[_Row]:
+        """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes."""
+        max_len, width = self.config.max_len, self.config.max_width
+        per_pass = max(1, (max_len // 2 - 1) // 2)  # a prompt of 2C + 1 words takes at most half of max_len
+        stride = max(1, max_len - max(width, max_len // 4))
+        for index, text in enumerate(texts):
+            words = split_words(text)
+            if not words:
+                continue
+            if truncate and len(words) > max_len:
+                warnings.warn(f"text {index} has {len(words)} words; only the first {max_len} are read", stacklevel=3)
+                words = words[:max_len]
+            starts = range(0, max(1, len(words) - max_len + stride), stride)
+            for first in starts:
+                for begin in range(0, len(label_sets[index]), per_pass):
+                    yield _Row(
+                        index, first, words[first : first + max_len], label_sets[index][begin : begin + per_pass]
+                    )
+
+    def _entities(
+        self, text: str, spans: list[tuple[int, int, str, float]], merge: bool, flat_ner: bool, multi_label: bool
+    ) -> list[dict]:
+        """Word spans to character entities; spans from several windows or label passes are merged first.
+
+        Merging keeps each (start, end, label) once, with its best score, and runs greedy selection again.
+        """
+        if merge:
+            best: dict[tuple[int, int, str], float] = {}
+            for start, end, label, score in spans:
+                best[(start, end, label)] = max(score, best.get((start, end, label), -math.inf))
+            keys = list(best)
+            order = greedy_select(
+                np.array([k[0] for k in keys], np.int64),
+                np.array([k[1] for k in keys], np.int64),
+                np.array([best[k] for k in keys], np.float64),
+                flat_ner=flat_ner,
+                multi_label=multi_label,
+            )
+            spans = [(*keys[i], best[keys[i]]) for i in order]
+        words = split_words(text)
+        return [
+            {
+                "start": words[s][1],
+                "end": words[e][2],
+                "text": text[words[s][1] : words[e][2]],
+                "label": label,
+                "score": float(score),
+            }
+            for s, e, label, score in spans
+        ]
+
+
+def _check_not_cut(batch: Batch, rows: list[_Row], model_max_length: int) -> None:
+    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
+    marked = batch.words_mask.max(axis=1)
+    for i, row in enumerate(rows):
+        if marked[i] < len(row.words):
+            raise ValueError(
+                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
+                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
+            )
+
+
+def _label_sets(labels: Sequence[str] | Sequence[Sequence[str]], num_texts: int) -> list[list[str]]:
+    """One validated, order-preserving deduplicated label list per text."""
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a list of label strings, not the string {labels!r}")
+    labels = list(labels)
+    per_text = bool(labels) and all(isinstance(group, list | tuple) for group in labels)
+    if per_text and len(labels) != num_texts:
+        raise ValueError(f"got {len(labels)} label lists for {num_texts} texts")
+    label_sets = [list(group) for group in labels] if per_text else [labels] * num_texts
+    for index, label_set in enumerate(label_sets):
+        where = f" for text {index}" if per_text else ""
+        if not label_set:
+            raise ValueError(f"the label list{where} is empty")
+        for label in label_set:
+            if not isinstance(label, str) or not label.strip():
+                raise ValueError(f"labels must be non-empty strings; got {label!r}{where}")
+    return [list(dict.fromkeys(label_set)) for label_set in label_sets]
 
 
 def model_inputs(batch: Batch) -> dict[str, jax.Array | None]:

@@ -5,8 +5,8 @@ and token processors and collators): with `bucket=False` the arrays equal the re
 
 With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-compiled model sees few shapes:
 
-- tokens T and words W: multiples of 16 up to 64, powers of two up to 256, then multiples of 256
-  (16, 32, 48, 64, 128, 256, 512, 768, 1024, ...); W is never padded past `max_len`.
+- tokens T and words W: powers of two from 16 up to 512, then multiples of 512
+  (16, 32, 64, 128, 256, 512, 1024, 1536, ...); W is never padded past `max_len`.
 - labels C: powers of two from 4 (4, 8, 16, 32, ...).
 
 With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
@@ -37,12 +37,10 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
 
 
 def _length_bucket(n: int) -> int:
-    """Smallest token / word bucket >= n: 16, 32, 48, 64, 128, 256, then multiples of 256."""
-    if n <= 64:
-        return max(16, -(-n // 16) * 16)
-    if n <= 256:
-        return 1 << (n - 1).bit_length()
-    return -(-n // 256) * 256
+    """Smallest token / word bucket >= n: powers of two from 16 up to 512, then multiples of 512."""
+    if n <= 512:
+        return max(16, 1 << (n - 1).bit_length())
+    return -(-n // 512) * 512
 
 
 def _label_bucket(n: int) -> int:
@@ -152,7 +150,7 @@ class Processor:
         A text without words (empty or whitespace only) gets a neutral row, like a padding row: gliner skips such
         texts and returns no entities for them.
         """
-        return self._collate([split_words(text) for text in texts], labels, bucket, batch_size)
+        return self.collate_rows([split_words(text) for text in texts], labels, bucket=bucket, batch_size=batch_size)
 
     def collate_words(
         self,
@@ -173,7 +171,7 @@ class Processor:
                 row.append((word, start, start + len(word)))
                 start += len(word) + 1
             rows.append(row)
-        return self._collate(rows, labels, bucket, batch_size)
+        return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
 
     def _prompt(self, labels: list[str]) -> list[str]:
         prompt = []
@@ -189,8 +187,10 @@ class Processor:
             return row[: self.max_len]
         return row
 
-    def _collate(self, rows: list[Row], labels: Labels, bucket: bool, batch_size: int | None) -> Batch:
-        """Build the batch; rows without words become neutral rows."""
+    def collate_rows(
+        self, rows: list[Row], labels: Labels, *, bucket: bool = True, batch_size: int | None = None
+    ) -> Batch:
+        """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows."""
         label_sets = _label_sets(labels, len(rows))
         rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
         num_rows = len(rows) if batch_size is None else batch_size

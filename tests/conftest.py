@@ -11,6 +11,8 @@ import pytest
 import torch
 import transformers
 
+from gliner_jax.reference import build_backbone
+
 # deberta-v3 layout at toy size: relative attention over log buckets, shared keys, normalised rel embeddings.
 TINY_V3 = dict(
     vocab_size=300,
@@ -73,47 +75,7 @@ def saved_encoder(tmp_path):
     return build
 
 
-CORPUS = [
-    "Barack Obama was born in Honolulu, Hawaii, on August 4, 1961.",
-    "Angela Merkel led Germany from 2005 to 2021 as chancellor.",
-    "Apple Inc. released the iPhone in San Francisco in 2007.",
-    "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911.",
-    "The Eiffel Tower in Paris is 330 metres tall.",
-    "Zürich, São Paulo and Kraków are cities; Müller and Øster are names.",
-    "Dr. Smith-Jones works at the World Health Organization in Geneva.",
-    "On 3/14/2015 the company reported revenue of $1.2 billion.",
-]
-
-
-def make_tokenizer_dir(directory) -> transformers.PreTrainedTokenizerBase:
-    """Train a small sentencepiece unigram model with DeBERTa-v3 special ids and save its tokenizer."""
-    import sentencepiece as spm
-
-    directory.mkdir(parents=True, exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20),
-        model_prefix=str(directory / "spm"),
-        vocab_size=200,
-        model_type="unigram",
-        pad_id=0,
-        bos_id=1,
-        eos_id=2,
-        unk_id=3,
-        pad_piece="[PAD]",
-        bos_piece="[CLS]",
-        eos_piece="[SEP]",
-        unk_piece="[UNK]",
-        hard_vocab_limit=False,
-        minloglevel=2,
-    )
-    tokenizer = transformers.DebertaV2Tokenizer.from_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return tokenizer
-
-
 @pytest.fixture(scope="session")
 def gliner_backbone(tmp_path_factory):
     """Directory with a tiny random DeBERTa-v3 plus tokenizer, shared by every reference GLiNER model."""
-    from gliner_reference import build_backbone
-
-    return build_backbone(tmp_path_factory.mktemp("backbone"))
+    return build_backbone(tmp_path_factory.mktemp("backbone"), TINY_V3)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_tokenizer_dir, make_torch_encoder
+from conftest import make_torch_encoder
 
 from gliner_jax.cli import main
+from gliner_jax.reference import train_tokenizer
 
 
 def test_encode_matches_torch(tmp_path, capsys):
-    tokenizer = make_tokenizer_dir(tmp_path)
+    tokenizer = train_tokenizer(tmp_path)
     make_torch_encoder(vocab_size=len(tokenizer)).save_pretrained(tmp_path)
     texts = ["Marie Curie won the Nobel Prize.", "Zürich, 2021: Apple Inc. and the World Health Organization met."]
     assert main(["encode", "--model", str(tmp_path), "--compare-torch", *texts]) == 0

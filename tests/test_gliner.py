@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from gliner_reference import build_reference
 from safetensors.numpy import load_file
 
 from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, load_gliner, state_to_torch
 from gliner_jax.inference import GLiNER
+from gliner_jax.reference import build_reference
 
 CASES = {
     "span_projection_rnn1": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),

@@ -75,5 +75,5 @@ class GLiNERModel(nnx.Module):
             return self.scorer(words, prompts)
         if span_idx is None or span_mask is None:
             raise ValueError("the span model needs span_idx and span_mask")
-        spans = self.span_rep(words, span_idx * span_mask[..., None].astype(span_idx.dtype))
-        return jnp.einsum("bwkd,bcd->bwkc", spans, self.prompt_rep(prompts))
+        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
+        return self.span_rep(words, span_idx, self.prompt_rep(prompts))

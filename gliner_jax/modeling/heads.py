@@ -37,7 +37,14 @@ class ProjectionMLP(nnx.Module):
 
 
 class SpanMarkerV0(nnx.Module):
-    """Span i = out_project(ReLU([project_start(word_start) || project_end(word_end)]))."""
+    """gliner's markerV0 span head scored against labels: logit(span, label) = out_project(span) . label.
+
+    span = out_project(ReLU([project_start(w_start) || project_end(w_end)])), out_project being
+    Linear(2H -> 4H), ReLU, Dropout, Linear(4H -> H). The same numbers (up to float rounding) are computed
+    without running the MLP per span: the first Linear splits over the two halves, so it runs per word;
+    the second Linear folds into each label (W2 . label, b2 . label). Per span, only an add, a ReLU
+    and a 4H x C product remain, instead of 2H x 4H + 4H x H + H x C multiply-adds.
+    """
 
     def __init__(self, hidden_size: int, max_width: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.max_width = max_width
@@ -45,14 +52,21 @@ class SpanMarkerV0(nnx.Module):
         self.project_end = ProjectionMLP(hidden_size, hidden_size, dropout, dtype, rngs)
         self.out_project = ProjectionMLP(2 * hidden_size, hidden_size, dropout, dtype, rngs)
 
-    def __call__(self, words: jax.Array, span_idx: jax.Array) -> jax.Array:
-        """words [B, W, H], span_idx [B, W*K, 2] -> span representations [B, W, K, H]."""
+    def __call__(self, words: jax.Array, span_idx: jax.Array, labels: jax.Array) -> jax.Array:
+        """words [B, W, H], span_idx [B, W*K, 2], labels [B, C, H] -> logits [B, W, K, C]."""
+        first, second = self.out_project.linear_in, self.out_project.linear_out
+        dtype, hidden = words.dtype, words.shape[-1]
+        w1 = first.kernel[...].astype(dtype)  # [2H, 4H]: rows for the start half, then the end half
+        start = jax.nn.relu(self.project_start(words)) @ w1[:hidden]  # [B, W, 4H]
+        end = jax.nn.relu(self.project_end(words)) @ w1[hidden:]
         take = jax.vmap(lambda rows, index: rows[index])
-        start = take(self.project_start(words), span_idx[..., 0])
-        end = take(self.project_end(words), span_idx[..., 1])
-        spans = self.out_project(jax.nn.relu(jnp.concatenate([start, end], axis=-1)))
-        batch, num_spans, hidden = spans.shape
-        return spans.reshape(batch, num_spans // self.max_width, self.max_width, hidden)
+        inner = take(start, span_idx[..., 0]) + take(end, span_idx[..., 1]) + first.bias[...].astype(dtype)
+        inner = self.out_project.dropout(jax.nn.relu(inner))  # [B, W*K, 4H]
+        label_weights = jnp.einsum("fh,bch->bfc", second.kernel[...].astype(dtype), labels)  # [B, 4H, C]
+        label_bias = jnp.einsum("h,bch->bc", second.bias[...].astype(dtype), labels)
+        logits = jnp.einsum("bnf,bfc->bnc", inner, label_weights) + label_bias[:, None]
+        batch, num_spans, num_labels = logits.shape
+        return logits.reshape(batch, num_spans // self.max_width, self.max_width, num_labels)
 
 
 class TokenScorer(nnx.Module):

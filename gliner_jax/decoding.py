@@ -1,0 +1,191 @@
+"""Host-side NumPy decoders: model probabilities -> entity spans, output identical to gliner 0.2.29.
+
+Span model: every (start, width, class) cell with prob > threshold and start + width < num_words is a candidate, in
+row-major (start, width, class) order. Token model: every start position (prob > threshold) is paired with each end
+position >= start of the same class (prob > threshold) whose inside probs on [start..end] are all >= threshold; the
+score is the minimum of those inside probs and the start and end probs; candidates come in (start, class, end) order.
+Both then go through gliner's greedy search: stable sort by descending score, keep a span unless it conflicts with
+one kept before, then stable sort of the kept spans by start.
+
+Threshold comparisons follow the reference exactly: `probs > threshold` is done in the dtype of `probs` (as torch
+does for a tensor against a Python float), the token model's inside check `inside < threshold` in float64 (as the
+reference does on Python floats). Probabilities must not be NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Entity = tuple[int, int, int, float]
+
+
+def greedy_select(
+    starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, *, flat_ner: bool = True, multi_label: bool = False
+) -> np.ndarray:
+    """Indices (into the candidate arrays) of the spans gliner's greedy_search keeps, in gliner's output order.
+
+    Spans are inclusive integer intervals [starts[i], ends[i]] with starts <= ends. Two spans with the same bounds
+    conflict unless `multi_label`; otherwise, with `flat_ner` any overlap conflicts, without it only crossing
+    (overlapping, neither containing the other) does. O(N log N) for N candidates.
+    """
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    ends = np.asarray(ends, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores).reshape(-1)
+    if not len(starts) == len(ends) == len(scores):
+        raise ValueError("starts, ends and scores must have the same length")
+    if np.any(ends < starts):
+        raise ValueError("every span needs start <= end")
+    order = np.argsort(-scores, kind="stable")
+    select = _select_flat if flat_ner else _select_nested
+    kept = np.asarray(select(starts, ends, order, multi_label), dtype=np.int64)
+    return kept[np.argsort(starts[kept], kind="stable")]
+
+
+def _select_flat(starts: np.ndarray, ends: np.ndarray, order: np.ndarray, multi_label: bool) -> list[int]:
+    """Greedy pass when kept spans must be disjoint (identical bounds allowed with `multi_label`).
+
+    Kept spans are pairwise disjoint, so [s, e] overlaps one of them iff the kept span with the largest start <= e
+    ends at or after s. A Fenwick tree over the ranks of the distinct start values answers "largest kept start rank
+    <= rank(e)" in O(log N).
+    """
+    keys = np.unique(starts)
+    rank = np.searchsorted(keys, starts)
+    upto = np.searchsorted(keys, ends, side="right")  # number of distinct start values <= end
+    size = len(keys)
+    tree = [0] * (size + 1)  # prefix max of (1 + start rank) over kept spans
+    end_at = [0] * size  # end of the kept span whose start has this rank
+    kept = []
+    cols = (rank, upto, starts, ends)
+    for i, r, u, s, e in zip(order.tolist(), *(col[order].tolist() for col in cols), strict=True):
+        best = 0
+        while u:
+            if tree[u] > best:
+                best = tree[u]
+            u &= u - 1
+        if best:
+            other_end = end_at[best - 1]
+            if other_end >= s and not (multi_label and best - 1 == r and other_end == e):
+                continue
+        kept.append(i)
+        end_at[r] = e
+        j = value = r + 1
+        while j <= size:
+            if tree[j] < value:
+                tree[j] = value
+            j += j & -j
+    return kept
+
+
+def _select_nested(starts: np.ndarray, ends: np.ndarray, order: np.ndarray, multi_label: bool) -> list[int]:
+    """Greedy pass when kept spans may nest but not cross (identical bounds allowed with `multi_label`).
+
+    Kept spans form a laminar family, so the kept spans covering a boundary p|p+1 (start <= p < end) form a chain
+    whose innermost member has the largest start and the smallest end. [s, e] crosses a kept span iff the innermost
+    one covering s-1|s ends before e, or the innermost one covering e|e+1 starts after s. A segment tree over the
+    boundaries (range "max" insert, point query) stores each kept span's rank in (start asc, end desc) order, in
+    which the innermost member of a chain is the maximum.
+    """
+    n = len(starts)
+    keys = np.unique(np.concatenate([starts - 1, ends]))
+    size = len(keys)
+    # Leaves size + rank(p) of the tree: queried at s-1 and e, a span covers the leaves of keys in [s, e).
+    left_q = np.searchsorted(keys, starts - 1) + size
+    right_q = np.searchsorted(keys, ends) + size
+    cover_lo = np.searchsorted(keys, starts) + size
+    by_nesting = np.lexsort((-ends, starts))
+    code = np.empty(n, dtype=np.int64)
+    code[by_nesting] = np.arange(1, n + 1)
+    span_of = [-1, *by_nesting.tolist()]  # code -> candidate index
+    start_list, end_list = starts.tolist(), ends.tolist()
+    tree = [0] * (2 * size)
+    seen = set()
+    kept = []
+    cols = (left_q, right_q, cover_lo, code)
+    for i, lq, rq, l, c in zip(order.tolist(), *(col[order].tolist() for col in cols), strict=True):
+        s, e = start_list[i], end_list[i]
+        if not multi_label and (s, e) in seen:
+            continue
+        h = rq
+        inner = 0
+        while lq:
+            if tree[lq] > inner:
+                inner = tree[lq]
+            lq >>= 1
+        if inner and end_list[span_of[inner]] < e:
+            continue
+        inner = 0
+        while rq:
+            if tree[rq] > inner:
+                inner = tree[rq]
+            rq >>= 1
+        if inner and start_list[span_of[inner]] > s:
+            continue
+        kept.append(i)
+        seen.add((s, e))
+        while l < h:
+            if l & 1:
+                if tree[l] < c:
+                    tree[l] = c
+                l += 1
+            if h & 1:
+                h -= 1
+                if tree[h] < c:
+                    tree[h] = c
+            l >>= 1
+            h >>= 1
+    return kept
+
+
+def decode_span_probs(
+    probs: np.ndarray,
+    num_words: int,
+    num_labels: int,
+    *,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+) -> list[Entity]:
+    """One row of the span model: probs [W, K, C] (sigmoid already applied, W and C may be padded beyond
+    num_words / num_labels) -> (start_word, end_word_inclusive, class_index_0_based, score) in gliner's order."""
+    probs = np.asarray(probs)[:num_words, :, :num_labels]
+    inside_text = np.arange(probs.shape[0])[:, None] + np.arange(probs.shape[1])[None, :] < num_words
+    hit = (probs > probs.dtype.type(threshold)) & inside_text[:, :, None]
+    start, span_width, label = np.nonzero(hit)  # row-major, the order of torch.where
+    end = start + span_width
+    scores = probs[start, span_width, label]
+    keep = greedy_select(start, end, scores, flat_ner=flat_ner, multi_label=multi_label)
+    return _entities(start, end, label, scores, keep)
+
+
+def decode_token_probs(
+    probs: np.ndarray,
+    num_words: int,
+    num_labels: int,
+    *,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+) -> list[Entity]:
+    """One row of the token model: probs [W, C, 3] (start, end, inside; sigmoid applied; padded as above)."""
+    probs = np.asarray(probs)[:num_words, :num_labels]
+    above = probs > probs.dtype.type(threshold)
+    below = probs[:, :, 2].astype(np.float64) < threshold  # the reference checks inside probs as Python floats
+    start, label = np.nonzero(above[:, :, 0])  # (position, class) row-major, the order of torch.where
+    positions = np.arange(probs.shape[0])
+    after_start = positions[None, :] >= start[:, None]  # [starts, W]
+    inside_min = np.minimum.accumulate(np.where(after_start, probs[:, label, 2].T, np.inf), axis=1)
+    broken = np.logical_or.accumulate(after_start & below[:, label].T, axis=1)  # an inside prob on [start..end] fails
+    ok = after_start & above[:, label, 1].T & ~broken
+    row, end = np.nonzero(ok)  # per start, ends ascending
+    start, label = start[row], label[row]
+    scores = np.minimum(np.minimum(inside_min[row, end], probs[start, label, 0]), probs[end, label, 1])
+    keep = greedy_select(start, end, scores, flat_ner=flat_ner, multi_label=multi_label)
+    return _entities(start, end, label, scores, keep)
+
+
+def _entities(
+    start: np.ndarray, end: np.ndarray, label: np.ndarray, scores: np.ndarray, keep: np.ndarray
+) -> list[Entity]:
+    """(start, end, label, score) Python tuples for the kept candidates, in `keep` order."""
+    columns = (start[keep].tolist(), end[keep].tolist(), label[keep].tolist(), scores[keep].tolist())
+    return list(zip(*columns, strict=True))

@@ -1,0 +1,89 @@
+"""Offline reference models for tests and benchmarks: a locally trained tokenizer, random DeBERTa-v3 backbones
+and `gliner` PyTorch models built on them. Needs the dev extra (torch, gliner); nothing here touches a hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CORPUS = [
+    "Barack Obama was born in Honolulu, Hawaii, on August 4, 1961.",
+    "Angela Merkel led Germany from 2005 to 2021 as chancellor.",
+    "Apple Inc. released the iPhone in San Francisco in 2007.",
+    "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911.",
+    "The Eiffel Tower in Paris is 330 metres tall.",
+    "Zürich, São Paulo and Kraków are cities; Müller and Øster are names.",
+    "Dr. Smith-Jones works at the World Health Organization in Geneva.",
+    "On 3/14/2015 the company reported revenue of $1.2 billion.",
+]
+# The last Linear of each head; scaled so that random logits spread over several units, not ~0.
+LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
+
+
+def train_tokenizer(directory: Path, vocab_size: int = 200) -> Any:
+    """Train a small sentencepiece unigram model with DeBERTa-v3 special ids and save its tokenizer there."""
+    import sentencepiece as spm
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20),
+        model_prefix=str(directory / "spm"),
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[CLS]",
+        eos_piece="[SEP]",
+        unk_piece="[UNK]",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    tokenizer = transformers.DebertaV2Tokenizer.from_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def build_backbone(directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05) -> Path:
+    """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer) with a
+    locally trained tokenizer, saved together: a `model_name` for gliner. Every tensor gets N(0, noise) added."""
+    import torch
+    import transformers
+
+    tokenizer = train_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": len(tokenizer)})
+    model = transformers.DebertaV2Model(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(noise * torch.randn_like(param))
+    model.save_pretrained(directory)
+    return directory
+
+
+def build_reference(backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, **config: Any) -> Any:
+    """A `gliner.GLiNER` over `backbone` with `config` (span_mode, hidden_size, ...), saved to `directory`.
+
+    Every head parameter is perturbed so that biases are not at their init values, and the last
+    head layer is scaled by `logit_scale`.
+    """
+    import gliner
+    import torch
+
+    torch.manual_seed(seed)
+    model = gliner.GLiNER.from_config(
+        gliner.GLiNERConfig(model_name=str(backbone), **config), backbone_from_pretrained=True, local_files_only=True
+    )
+    with torch.no_grad():
+        for name, param in model.model.named_parameters():
+            if not name.startswith("token_rep_layer.bert_layer"):
+                param.add_(0.05 * torch.randn_like(param))
+            if name in LAST_HEAD_LAYERS:
+                param.mul_(logit_scale)
+    model.eval()
+    model.save_pretrained(directory)
+    return model

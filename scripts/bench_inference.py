@@ -1,0 +1,207 @@
+"""End-to-end inference: gliner-jax against the `gliner` PyTorch package, side by side, in one run.
+
+An offline model with deberta-v3-small shapes (random weights, locally trained tokenizer) is built once
+for each span mode; 64 English texts of 60-120 words and 5 labels go through both libraries with batch 8.
+Each engine runs in a fresh subprocess so that its peak memory (max RSS) is its own. Also reported: the
+share of the span model's forward time spent in the span head, and the decoder alone on 10,000+
+candidate spans against the reference's decoder (identical output required).
+
+    python scripts/bench_inference.py [--texts 64] [--batch-size 8] [--modes markerV0,token_level]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gliner_jax.reference import CORPUS, build_backbone, build_reference
+
+LABELS = ["person", "organization", "location", "date", "award"]
+V3_SMALL = dict(
+    hidden_size=768,
+    num_hidden_layers=6,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+    relative_attention=True,
+    position_buckets=256,
+    max_relative_positions=-1,
+    pos_att_type=["p2c", "c2p"],
+    share_att_key=True,
+    norm_rel_ebd="layer_norm",
+    position_biased_input=False,
+    type_vocab_size=0,
+    layer_norm_eps=1e-7,
+)
+
+
+def make_texts(count: int, seed: int = 0) -> list[str]:
+    """English texts of 60-120 words, drawn from the reference corpus sentences."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(count):
+        target, words = int(rng.integers(60, 121)), []
+        while len(words) < target:
+            words += CORPUS[int(rng.integers(len(CORPUS)))].split()
+        texts.append(" ".join(words[:target]))
+    return texts
+
+
+def run_engine(engine: str, directory: str, texts: list[str], batch_size: int, queue: multiprocessing.Queue) -> None:
+    """Time one engine (after a warm-up pass over the same texts) and report texts/s, peak RSS, entities."""
+    if engine == "torch":
+        import gliner
+
+        model = gliner.GLiNER.from_pretrained(directory, local_files_only=True)
+
+        def predict():
+            return model.inference(texts, LABELS, batch_size=batch_size)
+    else:
+        from gliner_jax import GLiNER
+
+        model = GLiNER.from_pretrained(directory)
+
+        def predict():
+            return model.inference(texts, LABELS, batch_size=batch_size)
+
+    predict()  # warm-up (jit compilation for jax; allocator warm-up for torch)
+    start = time.perf_counter()
+    entities = predict()
+    seconds = time.perf_counter() - start
+    simplified = [[(e["start"], e["end"], e["label"], round(float(e["score"]), 4)) for e in row] for row in entities]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"texts_per_s": len(texts) / seconds, "peak_mb": peak_mb, "entities": simplified})
+
+
+def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: int = 5) -> float:
+    """Fraction of the span model's jitted forward time spent after the encoder and BiLSTM."""
+    import jax
+    from flax import nnx
+
+    from gliner_jax import GLiNER
+    from gliner_jax.inference import model_inputs
+
+    model = GLiNER.from_pretrained(directory)
+    batch = model.processor.prepare(texts[:batch_size], LABELS, batch_size=batch_size)
+    inputs = model_inputs(batch)
+    graphdef, state = nnx.split(model.model)
+
+    def words_only(state, inputs):
+        net = nnx.merge(graphdef, state)
+        num_words, num_labels = inputs["words_valid"].shape[1], inputs["labels_valid"].shape[1]
+        prompts, words = net.representations(
+            inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"], num_labels, num_words
+        )
+        return net.rnn(words, inputs["words_valid"]), prompts
+
+    def full(state, inputs):
+        return nnx.merge(graphdef, state)(**inputs)
+
+    def timed(fn) -> float:
+        compiled = jax.jit(fn)
+        jax.block_until_ready(compiled(state, inputs))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            jax.block_until_ready(compiled(state, inputs))
+        return (time.perf_counter() - start) / repeats
+
+    total = timed(full)
+    return (total - timed(words_only)) / total
+
+
+def decoder_comparison(candidates_target: int = 12000, seed: int = 0) -> dict:
+    """Our span decoder vs gliner's SpanDecoder on one row with >= candidates_target spans above threshold."""
+    import torch
+    from gliner.decoding.decoder import SpanDecoder
+
+    from gliner_jax.decoding import decode_span_probs
+
+    rng = np.random.default_rng(seed)
+    num_words, width, num_labels = 400, 12, 5
+    probs = rng.uniform(0.0, 1.0, (num_words, width, num_labels)).astype(np.float32)
+    threshold = 1.0 - candidates_target / probs.size
+    valid = np.arange(num_words)[:, None] + np.arange(width)[None, :] < num_words
+    candidates = int(((probs > threshold) & valid[..., None]).sum())
+    logits = torch.from_numpy(np.log(probs) - np.log1p(-probs))[None]
+    tokens = [[f"w{i}" for i in range(num_words)]]
+    id_to_classes = {i + 1: label for i, label in enumerate(LABELS)}
+
+    class Config:
+        max_width = width
+
+    decoder = SpanDecoder(Config())
+    results = {"candidates": candidates}
+    for flat_ner in (True, False):
+        start = time.perf_counter()
+        ref = decoder.decode(tokens, id_to_classes, logits, flat_ner=flat_ner, threshold=threshold)[0]
+        ref_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours = decode_span_probs(probs, num_words, num_labels, threshold=threshold, flat_ner=flat_ner)
+        ours_s = time.perf_counter() - start
+        same = [(s.start, s.end, s.entity_type) for s in ref] == [(s, e, LABELS[c]) for s, e, c, _ in ours]
+        mode = "flat" if flat_ner else "nested"
+        results[mode] = {"reference_s": ref_s, "ours_s": ours_s, "speedup": ref_s / ours_s, "identical": same}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--modes", default="markerV0,token_level")
+    args = parser.parse_args()
+
+    texts = make_texts(args.texts)
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        backbone = build_backbone(Path(root) / "backbone", V3_SMALL)
+        for mode in args.modes.split(","):
+            directory = Path(root) / mode
+            build_reference(backbone, directory, span_mode=mode, hidden_size=768, max_width=12, logit_scale=10.0)
+            result = {}
+            for engine in ("torch", "jax"):
+                queue = context.Queue()
+                process = context.Process(
+                    target=run_engine, args=(engine, str(directory), texts, args.batch_size, queue)
+                )
+                process.start()
+                result[engine] = queue.get()
+                process.join()
+            same = result["torch"]["entities"] == result["jax"]["entities"]
+            found = sum(map(len, result["torch"]["entities"]))
+            share = span_head_share(str(directory), texts, args.batch_size) if mode == "markerV0" else None
+            rows.append((mode, result, same, found, share))
+        decoder = decoder_comparison()
+
+    print(
+        f"{args.texts} texts of 60-120 words, {len(LABELS)} labels, batch {args.batch_size}, deberta-v3-small shapes\n"
+    )
+    header = f"{'mode':<12} {'torch texts/s':>14} {'jax texts/s':>12} {'jax/torch':>10} {'torch MB':>9} {'jax MB':>8}"
+    print(header + f" {'same entities':>14} {'span head':>10}")
+    print("-" * (len(header) + 26))
+    for mode, result, same, found, share in rows:
+        t, j = result["torch"], result["jax"]
+        head = f"{share:.1%}" if share is not None else "-"
+        ratio = j["texts_per_s"] / t["texts_per_s"]
+        print(
+            f"{mode:<12} {t['texts_per_s']:>14.1f} {j['texts_per_s']:>12.1f} {ratio:>9.2f}x"
+            f" {t['peak_mb']:>9.0f} {j['peak_mb']:>8.0f} {str(same) + f' ({found})':>14} {head:>10}"
+        )
+    print(f"\ndecoder alone, {decoder['candidates']} candidate spans (one row, 400 words x 12 widths x 5 labels):")
+    for mode in ("flat", "nested"):
+        d = decoder[mode]
+        print(
+            f"  {mode:<7} reference {d['reference_s'] * 1e3:9.1f} ms   ours {d['ours_s'] * 1e3:7.1f} ms   "
+            f"{d['speedup']:7.1f}x   identical: {d['identical']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""predict_entities / inference against the gliner package's, long documents, static shapes, bad input, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from gliner.decoding.decoder import Span, SpanDecoder
+
+from gliner_jax import GLiNER
+from gliner_jax.cli import main
+from gliner_jax.processing import split_words
+from gliner_jax.reference import build_reference
+
+TEXTS = [
+    "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
+    "Zürich, São Paulo & Kraków: Müller-Lüdenscheidt_GmbH paid $1,200.50 on 3/14/2015.",
+    "   ",
+    "Apple",
+    "Dr. Smith-Jones (WHO) met Angela Merkel in Geneva at 10:30am on Tuesday with 3 colleagues from the UN.",
+    "",
+]
+LABELS = ["person", "award", "city name", "organization", "date"]
+MODES = {
+    "span": dict(span_mode="markerV0", hidden_size=48, max_width=4, max_len=48),
+    "token": dict(span_mode="token_level", hidden_size=48, max_len=48),
+}
+
+
+QUANTILES = (0.9, 0.97, 0.995)
+
+
+def quantile_thresholds(reference, texts: list[str], labels: list[str]) -> list[float]:
+    """Thresholds at QUANTILES of the reference's span scores on these inputs, each halfway between two
+    neighbouring scores: a random model's scores cluster anywhere, and no candidate sits on a threshold.
+    Token model: a word's score as a one-word span, min(start, end, inside)."""
+    prepared = reference.prepare_batch([t for t in texts if t.strip()], labels)
+    batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
+    with torch.no_grad():
+        probs = torch.sigmoid(reference.run_batch(batch).logits).numpy()
+    if reference.config.span_mode == "token_level":
+        probs = probs.min(axis=-1)
+    probs = np.sort(probs.ravel())
+    index = (np.array(QUANTILES) * (len(probs) - 2)).astype(int)
+    return [float((probs[i] + probs[i + 1]) / 2) for i in index]
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def models(request, gliner_backbone, tmp_path_factory):
+    """(reference gliner model, our GLiNER over the same directory, thresholds at QUANTILES)."""
+    directory = tmp_path_factory.mktemp(request.param)
+    reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **MODES[request.param])
+    return reference, GLiNER.from_pretrained(directory), quantile_thresholds(reference, TEXTS, LABELS)
+
+
+def assert_same_entities(ours: list[dict], ref: list[dict]) -> None:
+    assert [(e["start"], e["end"], e["text"], e["label"]) for e in ours] == [
+        (e["start"], e["end"], e["text"], e["label"]) for e in ref
+    ]
+    np.testing.assert_allclose([e["score"] for e in ours], [e["score"] for e in ref], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantile", range(len(QUANTILES)))
+@pytest.mark.parametrize(("flat_ner", "multi_label"), [(True, False), (False, False), (False, True), (True, True)])
+def test_predict_entities_matches_reference(models, quantile, flat_ner, multi_label):
+    reference, ours, thresholds = models
+    threshold = thresholds[quantile]
+    expected = reference.inference(TEXTS, LABELS, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    got = ours.inference(TEXTS, LABELS, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, batch_size=4)
+    assert sum(map(len, expected)) > 0  # the comparison is not between empty lists
+    for ours_row, ref_row in zip(got, expected, strict=True):
+        assert_same_entities(ours_row, ref_row)
+    options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    assert_same_entities(
+        ours.predict_entities(TEXTS[4], LABELS, **options), reference.predict_entities(TEXTS[4], LABELS, **options)
+    )
+
+
+def test_per_text_labels_and_duplicates(models):
+    reference, ours, thresholds = models
+    labels = [["person", "award", "person"], ["city name", "date"], ["x"], ["organization"], LABELS, ["date"]]
+    deduplicated = [list(dict.fromkeys(group)) for group in labels]
+    expected = reference.inference(TEXTS, deduplicated, threshold=thresholds[0])
+    assert sum(map(len, expected)) > 0
+    for ours_row, ref_row in zip(ours.inference(TEXTS, labels, threshold=thresholds[0]), expected, strict=True):
+        assert_same_entities(ours_row, ref_row)
+
+
+def long_document(words: int) -> str:
+    paragraph = TEXTS[0] + " " + TEXTS[4] + " " + TEXTS[1]
+    repeats = -(-words // len(split_words(paragraph)))
+    return " ".join([paragraph] * repeats)
+
+
+def test_truncate_option_reproduces_reference(models):
+    reference, ours, thresholds = models
+    text = long_document(300)
+    with pytest.warns(UserWarning):
+        expected = reference.predict_entities(text, LABELS, threshold=thresholds[0])
+    with pytest.warns(UserWarning, match="only the first 48 are read"):
+        got = ours.predict_entities(text, LABELS, threshold=thresholds[0], truncate=True)
+    assert len(expected) > 0
+    assert_same_entities(got, expected)
+
+
+def test_long_document_is_read_to_the_end(models):
+    """Entities are found throughout a 20,000-word document, not only in its first max_len words."""
+    _, ours, thresholds = models
+    text = long_document(20_000)
+    words = split_words(text)
+    assert len(words) >= 20_000
+    entities = ours.predict_entities(text, LABELS, threshold=thresholds[0])
+    last_char = words[-200][1]  # the final 200 words
+    assert any(e["start"] >= last_char for e in entities)
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
+    assert [e["start"] for e in entities] == sorted(e["start"] for e in entities)
+    for previous, current in itertools.pairwise(entities):  # flat NER: no overlaps after merging
+        assert previous["end"] <= current["start"]
+
+
+def test_label_passes_match_reference_per_pass_merged(gliner_backbone, tmp_path_factory):
+    """max_len 16 fits 3 labels per prompt: 7 labels run in 3 passes, merged as the reference's greedy would."""
+    directory = tmp_path_factory.mktemp("short_prompt")
+    reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **{**MODES["span"], "max_len": 16})
+    ours = GLiNER.from_pretrained(directory)
+    labels = ["person", "award", "city name", "organization", "date", "year", "science"]
+    text = TEXTS[0]
+    threshold = quantile_thresholds(reference, [text], labels)[0]
+    words = split_words(text)
+    start_of = {w[1]: i for i, w in enumerate(words)}
+    end_of = {w[2]: i for i, w in enumerate(words)}
+    spans = []
+    for begin in range(0, len(labels), 3):
+        for e in reference.predict_entities(text, labels[begin : begin + 3], threshold=threshold):
+            spans.append(
+                Span(start=start_of[e["start"]], end=end_of[e["end"]], entity_type=e["label"], score=e["score"])
+            )
+    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=True)
+    got = ours.predict_entities(text, labels, threshold=threshold)
+    assert len(merged) > 0
+    assert [(start_of[e["start"]], end_of[e["end"]], e["label"]) for e in got] == [
+        (s.start, s.end, s.entity_type) for s in merged
+    ]
+
+
+def test_bounded_compilations(models, monkeypatch):
+    """50 random texts and label sets of varied sizes: one compilation per bucketed shape, and few shapes."""
+    _, ours, _ = models
+    shapes = set()
+    collate_rows = ours.processor.collate_rows
+
+    def recording(*args, **kwargs):
+        batch = collate_rows(*args, **kwargs)
+        shapes.add((batch.input_ids.shape, batch.words_valid.shape, batch.labels_valid.shape))
+        return batch
+
+    monkeypatch.setattr(ours.processor, "collate_rows", recording)
+    rng = np.random.default_rng(0)
+    vocabulary = " ".join(TEXTS).split()
+    stream = []
+    for _ in range(50):
+        text = " ".join(rng.choice(vocabulary, int(rng.integers(1, 45))))
+        labels = list(rng.choice([*LABELS, "year", "science", "money"], int(rng.integers(1, 9)), replace=False))
+        stream.append(([text] * int(rng.integers(1, 4)), labels))
+    before = ours.compiled_shapes()
+    for texts, labels in stream:
+        ours.inference(texts, labels, batch_size=4)
+    compiled = ours.compiled_shapes()
+    assert compiled - before <= len(shapes) <= 12, shapes  # at most one program per bucketed shape, few shapes
+    for texts, labels in stream:
+        ours.inference(texts, labels, batch_size=4)
+    assert ours.compiled_shapes() == compiled  # the same stream again compiles nothing
+
+
+@pytest.mark.parametrize(
+    ("labels", "threshold", "message"),
+    [
+        ([], 0.5, "label list is empty"),
+        (["person", 3], 0.5, "non-empty strings; got 3"),
+        (["person", " "], 0.5, "non-empty strings; got ' '"),
+        ("person", 0.5, "not the string 'person'"),
+        (["person"], 1.5, r"threshold must be in \[0, 1\]"),
+        (["person"], -0.1, r"threshold must be in \[0, 1\]"),
+        ([["person"], ["city"]], 0.5, "2 label lists for 1 texts"),
+    ],
+)
+def test_bad_input_raises(models, labels, threshold, message):
+    _, ours, _ = models
+    with pytest.raises(ValueError, match=message):
+        ours.inference([TEXTS[0]], labels, threshold=threshold)
+
+
+def test_empty_texts_give_no_entities(models):
+    _, ours, _ = models
+    assert ours.inference(["", "  \n\t "], LABELS) == [[], []]
+
+
+def test_cli_predict(models, tmp_path, capsys, monkeypatch):
+    reference, ours, _ = models
+    directory = tmp_path / "model"
+    ours.save_pretrained(directory)
+    threshold = quantile_thresholds(reference, [TEXTS[0], TEXTS[4]], ["person", "award"])[0]
+    expected = reference.inference([TEXTS[0], TEXTS[4]], ["person", "award"], threshold=threshold, flat_ner=False)
+    assert sum(map(len, expected)) > 0
+    args = [
+        "predict",
+        "--model",
+        str(directory),
+        "--labels",
+        "person, award",
+        "--threshold",
+        str(threshold),
+        "--nested",
+    ]
+
+    assert main([*args, TEXTS[0], TEXTS[4]]) == 0
+    from_args = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": TEXTS[0]}) + "\n\n" + TEXTS[4] + "\n")
+    assert main([*args, "--file", str(tmp_path / "in.jsonl")]) == 0
+    from_file = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    monkeypatch.setattr("sys.stdin", open(tmp_path / "in.jsonl"))  # noqa: SIM115
+    assert main(args) == 0
+    from_stdin = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    for records in (from_args, from_file, from_stdin):
+        assert [r["text"] for r in records] == [TEXTS[0], TEXTS[4]]
+        for record, entities in zip(records, expected, strict=True):
+            assert_same_entities(record["entities"], entities)
