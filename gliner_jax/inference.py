@@ -126,7 +126,8 @@ class GLiNER:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = _label_sets(labels, len(texts))
-        rows = list(self._rows(texts, label_sets, truncate))
+        # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
+        rows = sorted(self._rows(texts, label_sets, truncate), key=lambda r: len(r.words) + 2 * len(r.labels))
         rows_per_text = collections.Counter(row.text for row in rows)
         found: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
         chunks = range(0, len(rows), batch_size)
@@ -183,7 +184,7 @@ class GLiNER:
             best: dict[tuple[int, int, str], float] = {}
             for start, end, label, score in spans:
                 best[(start, end, label)] = max(score, best.get((start, end, label), -math.inf))
-            keys = list(best)
+            keys = sorted(best)  # independent of the order in which windows and passes were batched
             order = greedy_select(
                 np.array([k[0] for k in keys], np.int64),
                 np.array([k[1] for k in keys], np.int64),

@@ -5,9 +5,9 @@ and token processors and collators): with `bucket=False` the arrays equal the re
 
 With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-compiled model sees few shapes:
 
-- tokens T and words W: powers of two from 16 up to 512, then multiples of 512
-  (16, 32, 64, 128, 256, 512, 1024, 1536, ...); W is never padded past `max_len`.
-- labels C: powers of two from 4 (4, 8, 16, 32, ...).
+- tokens T and words W: 32, 64, 128, then multiples of 64 up to 512, then multiples of 256
+  (32, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024, ...); W is never padded past `max_len`.
+- labels C: powers of two from 8 (8, 16, 32, ...).
 
 With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
 the tokenizer's pad id; attention_mask and words_mask 0; span_idx (0, 0); span_mask, words_valid and labels_valid
@@ -37,15 +37,16 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
 
 
 def _length_bucket(n: int) -> int:
-    """Smallest token / word bucket >= n: powers of two from 16 up to 512, then multiples of 512."""
-    if n <= 512:
-        return max(16, 1 << (n - 1).bit_length())
-    return -(-n // 512) * 512
+    """Smallest token / word bucket >= n: 32, 64, 128, multiples of 64 up to 512, then multiples of 256."""
+    if n <= 128:
+        return max(32, 1 << (n - 1).bit_length())
+    step = 64 if n <= 512 else 256
+    return -(-n // step) * step
 
 
 def _label_bucket(n: int) -> int:
-    """Smallest label bucket >= n: 4, 8, 16, 32, ..."""
-    return max(4, 1 << (n - 1).bit_length())
+    """Smallest label bucket >= n: 8, 16, 32, ..."""
+    return max(8, 1 << (n - 1).bit_length())
 
 
 def _label_sets(labels: Labels, num_rows: int) -> list[list[str]]:

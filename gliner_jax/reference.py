@@ -48,13 +48,16 @@ def train_tokenizer(directory: Path, vocab_size: int = 200) -> Any:
     return tokenizer
 
 
-def build_backbone(directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05) -> Path:
+def build_backbone(
+    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, vocab_size: int = 200
+) -> Path:
     """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer) with a
-    locally trained tokenizer, saved together: a `model_name` for gliner. Every tensor gets N(0, noise) added."""
+    locally trained tokenizer, saved together: a `model_name` for gliner. Every tensor gets N(0, noise) added.
+    A `vocab_size` of 1000 or more keeps CORPUS words whole (about one token per word, as real tokenizers)."""
     import torch
     import transformers
 
-    tokenizer = train_tokenizer(directory)
+    tokenizer = train_tokenizer(directory, vocab_size)
     torch.manual_seed(seed)
     config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": len(tokenizer)})
     model = transformers.DebertaV2Model(config).eval()
@@ -87,3 +90,23 @@ def build_reference(backbone: Path, directory: Path, seed: int = 0, logit_scale:
     model.eval()
     model.save_pretrained(directory)
     return model
+
+
+def quantile_thresholds(
+    reference: Any, texts: list[str], labels: list[str], quantiles: tuple[float, ...]
+) -> list[float]:
+    """Thresholds at `quantiles` of a gliner model's span scores on these inputs, each halfway between two
+    neighbouring scores: a random model's scores cluster anywhere, and no candidate then sits on a threshold.
+    For the token model a word's score is its score as a one-word span, min(start, end, inside)."""
+    import numpy as np
+    import torch
+
+    prepared = reference.prepare_batch([t for t in texts if t.strip()], labels)
+    batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
+    with torch.no_grad():
+        probs = torch.sigmoid(reference.run_batch(batch).logits).numpy()
+    if reference.config.span_mode == "token_level":
+        probs = probs.min(axis=-1)
+    probs = np.sort(probs.ravel())
+    index = (np.array(quantiles) * (len(probs) - 2)).astype(int)
+    return [float((probs[i] + probs[i + 1]) / 2) for i in index]

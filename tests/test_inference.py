@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from gliner.decoding.decoder import Span, SpanDecoder
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
 from gliner_jax.processing import split_words
-from gliner_jax.reference import build_reference
+from gliner_jax.reference import build_reference, quantile_thresholds
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
@@ -33,27 +32,12 @@ MODES = {
 QUANTILES = (0.9, 0.97, 0.995)
 
 
-def quantile_thresholds(reference, texts: list[str], labels: list[str]) -> list[float]:
-    """Thresholds at QUANTILES of the reference's span scores on these inputs, each halfway between two
-    neighbouring scores: a random model's scores cluster anywhere, and no candidate sits on a threshold.
-    Token model: a word's score as a one-word span, min(start, end, inside)."""
-    prepared = reference.prepare_batch([t for t in texts if t.strip()], labels)
-    batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
-    with torch.no_grad():
-        probs = torch.sigmoid(reference.run_batch(batch).logits).numpy()
-    if reference.config.span_mode == "token_level":
-        probs = probs.min(axis=-1)
-    probs = np.sort(probs.ravel())
-    index = (np.array(QUANTILES) * (len(probs) - 2)).astype(int)
-    return [float((probs[i] + probs[i + 1]) / 2) for i in index]
-
-
 @pytest.fixture(scope="module", params=list(MODES))
 def models(request, gliner_backbone, tmp_path_factory):
     """(reference gliner model, our GLiNER over the same directory, thresholds at QUANTILES)."""
     directory = tmp_path_factory.mktemp(request.param)
     reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **MODES[request.param])
-    return reference, GLiNER.from_pretrained(directory), quantile_thresholds(reference, TEXTS, LABELS)
+    return reference, GLiNER.from_pretrained(directory), quantile_thresholds(reference, TEXTS, LABELS, QUANTILES)
 
 
 def assert_same_entities(ours: list[dict], ref: list[dict]) -> None:
@@ -128,7 +112,7 @@ def test_label_passes_match_reference_per_pass_merged(gliner_backbone, tmp_path_
     ours = GLiNER.from_pretrained(directory)
     labels = ["person", "award", "city name", "organization", "date", "year", "science"]
     text = TEXTS[0]
-    threshold = quantile_thresholds(reference, [text], labels)[0]
+    threshold = quantile_thresholds(reference, [text], labels, QUANTILES)[0]
     words = split_words(text)
     start_of = {w[1]: i for i, w in enumerate(words)}
     end_of = {w[2]: i for i, w in enumerate(words)}
@@ -202,7 +186,7 @@ def test_cli_predict(models, tmp_path, capsys, monkeypatch):
     reference, ours, _ = models
     directory = tmp_path / "model"
     ours.save_pretrained(directory)
-    threshold = quantile_thresholds(reference, [TEXTS[0], TEXTS[4]], ["person", "award"])[0]
+    threshold = quantile_thresholds(reference, [TEXTS[0], TEXTS[4]], ["person", "award"], QUANTILES)[0]
     expected = reference.inference([TEXTS[0], TEXTS[4]], ["person", "award"], threshold=threshold, flat_ner=False)
     assert sum(map(len, expected)) > 0
     args = [
