@@ -21,8 +21,12 @@ CORPUS = [
 LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
 
 
-def train_tokenizer(directory: Path, vocab_size: int = 200) -> Any:
-    """Train a small sentencepiece unigram model with DeBERTa-v3 special ids and save its tokenizer there."""
+def train_tokenizer(directory: Path, vocab_size: int = 200, model_type: str = "unigram") -> Any:
+    """Train a small sentencepiece model with DeBERTa-v3 special ids and save its tokenizer there.
+
+    The default unigram model splits most words into several pieces (exercising continuation subwords);
+    `model_type="bpe"` with `vocab_size=1000` keeps CORPUS words whole, about one token per word as real
+    tokenizers give, for benchmarks."""
     import sentencepiece as spm
     import transformers
 
@@ -31,7 +35,7 @@ def train_tokenizer(directory: Path, vocab_size: int = 200) -> Any:
         sentence_iterator=iter(CORPUS * 20),
         model_prefix=str(directory / "spm"),
         vocab_size=vocab_size,
-        model_type="unigram",
+        model_type=model_type,
         pad_id=0,
         bos_id=1,
         eos_id=2,
@@ -49,17 +53,17 @@ def train_tokenizer(directory: Path, vocab_size: int = 200) -> Any:
 
 
 def build_backbone(
-    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, vocab_size: int = 200
+    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, tokenizer: dict | None = None
 ) -> Path:
     """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer) with a
-    locally trained tokenizer, saved together: a `model_name` for gliner. Every tensor gets N(0, noise) added.
-    A `vocab_size` of 1000 or more keeps CORPUS words whole (about one token per word, as real tokenizers)."""
+    locally trained tokenizer (`tokenizer`: keyword arguments of `train_tokenizer`), saved together: a
+    `model_name` for gliner. Every tensor gets N(0, noise) added."""
     import torch
     import transformers
 
-    tokenizer = train_tokenizer(directory, vocab_size)
+    vocab = len(train_tokenizer(directory, **(tokenizer or {})))
     torch.manual_seed(seed)
-    config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": len(tokenizer)})
+    config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": vocab})
     model = transformers.DebertaV2Model(config).eval()
     with torch.no_grad():
         for param in model.parameters():
@@ -105,8 +109,12 @@ def quantile_thresholds(
     batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
     with torch.no_grad():
         probs = torch.sigmoid(reference.run_batch(batch).logits).numpy()
-    if reference.config.span_mode == "token_level":
+    # One shared label list, so no label slot is padding; only spans or words past a text's end are invalid.
+    if reference.config.span_mode == "token_level":  # [B, W, C, 3]
         probs = probs.min(axis=-1)
-    probs = np.sort(probs.ravel())
+        valid = np.arange(probs.shape[1])[None, :, None] < batch["text_lengths"].numpy().reshape(-1, 1, 1)
+    else:  # [B, W, K, C]
+        valid = batch["span_mask"].numpy().reshape(probs.shape[:3])[..., None]
+    probs = np.sort(probs[np.broadcast_to(valid, probs.shape)])
     index = (np.array(quantiles) * (len(probs) - 2)).astype(int)
     return [float((probs[i] + probs[i + 1]) / 2) for i in index]

@@ -163,7 +163,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        backbone = build_backbone(Path(root) / "backbone", V3_SMALL, vocab_size=1000)
+        backbone = build_backbone(Path(root) / "backbone", V3_SMALL, tokenizer=dict(vocab_size=1000, model_type="bpe"))
         for mode in args.modes.split(","):
             directory = Path(root) / mode
             reference = build_reference(backbone, directory, span_mode=mode, hidden_size=768, max_width=12)
