@@ -12,6 +12,7 @@ candidate spans against the reference's decoder (identical output required).
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import resource
 import tempfile
@@ -139,13 +140,21 @@ def decoder_comparison(candidates_target: int = 12000, seed: int = 0) -> dict:
 
     decoder = SpanDecoder(Config())
     results = {"candidates": candidates}
+
+    def best_of(repeats: int, fn):
+        """(result, best wall time) over `repeats` calls."""
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - start)
+        return out, min(times)
+
     for flat_ner in (True, False):
-        start = time.perf_counter()
-        ref = decoder.decode(tokens, id_to_classes, logits, flat_ner=flat_ner, threshold=threshold)[0]
-        ref_s = time.perf_counter() - start
-        start = time.perf_counter()
-        ours = decode_span_probs(probs, num_words, num_labels, threshold=threshold, flat_ner=flat_ner)
-        ours_s = time.perf_counter() - start
+        options = dict(threshold=threshold, flat_ner=flat_ner)
+        ref, ref_s = best_of(5, functools.partial(decoder.decode, tokens, id_to_classes, logits, **options))
+        ref = ref[0]
+        ours, ours_s = best_of(5, functools.partial(decode_span_probs, probs, num_words, num_labels, **options))
         same = [(s.start, s.end, s.entity_type) for s in ref] == [(s, e, LABELS[c]) for s, e, c, _ in ours]
         mode = "flat" if flat_ner else "nested"
         results[mode] = {"reference_s": ref_s, "ours_s": ours_s, "speedup": ref_s / ours_s, "identical": same}
@@ -166,7 +175,10 @@ def main() -> None:
         backbone = build_backbone(Path(root) / "backbone", V3_SMALL, tokenizer=dict(vocab_size=1000, model_type="bpe"))
         for mode in args.modes.split(","):
             directory = Path(root) / mode
-            reference = build_reference(backbone, directory, span_mode=mode, hidden_size=768, max_width=12)
+            # Unscaled heads: at this width a scaled head pushes every logit to about -100 (sigmoid 0).
+            reference = build_reference(
+                backbone, directory, span_mode=mode, hidden_size=768, max_width=12, logit_scale=1.0
+            )
             # Random weights: pick the threshold that keeps the top 1% of span scores, so entities are found.
             threshold = quantile_thresholds(reference, texts[: args.batch_size], LABELS, (0.99,))[0]
             del reference
@@ -199,7 +211,7 @@ def main() -> None:
             f"{mode:<12} {t['texts_per_s']:>14.1f} {j['texts_per_s']:>12.1f} {ratio:>9.2f}x"
             f" {t['peak_mb']:>9.0f} {j['peak_mb']:>8.0f} {str(same) + f' ({found})':>14} {head:>10}"
         )
-    print(f"\ndecoder alone, {decoder['candidates']} candidate spans (one row, 400 words x 12 widths x 5 labels):")
+    print(f"\ndecoder alone, best of 5, {decoder['candidates']} candidate spans (400 words x 12 widths x 5 labels):")
     for mode in ("flat", "nested"):
         d = decoder[mode]
         print(

@@ -70,7 +70,11 @@ class SpanMarkerV0(nnx.Module):
 
 
 class TokenScorer(nnx.Module):
-    """Per (word, label): MLP([t0 || l0 || t1 * l1]) -> (start, end, inside) logits, as gliner's `Scorer`."""
+    """Per (word, label): MLP([t0 || l0 || t1 * l1]) -> (start, end, inside) logits, as gliner's `Scorer`.
+
+    The MLP's first Linear (3H -> 4H) splits over the three blocks: the t0 block runs per word, the l0
+    block per label, and only the t1 * l1 block per (word, label) pair; the 3H features are never built.
+    """
 
     def __init__(self, hidden_size: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
         h = hidden_size
@@ -84,13 +88,8 @@ class TokenScorer(nnx.Module):
         """words [B, W, H], labels [B, C, H] -> logits [B, W, C, 3]."""
         t0, t1 = jnp.split(self.proj_token(words), 2, axis=-1)  # [B, W, H] each
         l0, l1 = jnp.split(self.proj_label(labels), 2, axis=-1)  # [B, C, H] each
-        num_words, num_labels = words.shape[1], labels.shape[1]
-        features = jnp.concatenate(
-            [
-                jnp.broadcast_to(t0[:, :, None], (*t0.shape[:2], num_labels, t0.shape[-1])),
-                jnp.broadcast_to(l0[:, None], (l0.shape[0], num_words, *l0.shape[1:])),
-                t1[:, :, None] * l1[:, None],
-            ],
-            axis=-1,
-        )
-        return self.linear_out(jax.nn.relu(self.dropout(self.linear_in(features))))
+        w_token, w_label, w_pair = jnp.split(self.linear_in.kernel[...].astype(words.dtype), 3, axis=0)
+        per_label = l0 @ w_label + self.linear_in.bias[...].astype(words.dtype)  # [B, C, 4H]
+        pairs = (t1[:, :, None] * l1[:, None]) @ w_pair  # [B, W, C, 4H]
+        hidden = (t0 @ w_token)[:, :, None] + per_label[:, None] + pairs
+        return self.linear_out(jax.nn.relu(self.dropout(hidden)))
