@@ -78,7 +78,7 @@ def prepare(processor: Processor, *args, **kwargs) -> Batch:
 
 
 def is_length_bucket(n: int, cap: int | None = None) -> bool:
-    return n in (32, 64) or (n <= 512 and n % 64 == 0) or n % 256 == 0 or n == cap
+    return (n <= 512 and n % 32 == 0) or n % 128 == 0 or n == cap
 
 
 def assert_matches(ours: Batch, ref: dict, processor: Processor, rows: list[int] | None = None) -> None:
