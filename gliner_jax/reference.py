@@ -72,11 +72,13 @@ def build_backbone(
     return directory
 
 
-def build_reference(backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, **config: Any) -> Any:
+def build_reference(
+    backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, noise: float = 0.05, **config: Any
+) -> Any:
     """A `gliner.GLiNER` over `backbone` with `config` (span_mode, hidden_size, ...), saved to `directory`.
 
-    Every head parameter is perturbed so that biases are not at their init values, and the last
-    head layer is scaled by `logit_scale`.
+    Every head parameter gets N(0, noise) added, so that biases are not at their init values, and the
+    last head layer is scaled by `logit_scale`.
     """
     import gliner
     import torch
@@ -88,7 +90,7 @@ def build_reference(backbone: Path, directory: Path, seed: int = 0, logit_scale:
     with torch.no_grad():
         for name, param in model.model.named_parameters():
             if not name.startswith("token_rep_layer.bert_layer"):
-                param.add_(0.05 * torch.randn_like(param))
+                param.add_(noise * torch.randn_like(param))
             if name in LAST_HEAD_LAYERS:
                 param.mul_(logit_scale)
     model.eval()

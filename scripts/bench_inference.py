@@ -77,9 +77,17 @@ def run_engine(
     start = time.perf_counter()
     entities = predict()
     seconds = time.perf_counter() - start
-    simplified = [[(e["start"], e["end"], e["label"], round(float(e["score"]), 4)) for e in row] for row in entities]
+    simplified = [[(e["start"], e["end"], e["label"], float(e["score"])) for e in row] for row in entities]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put({"texts_per_s": len(texts) / seconds, "peak_mb": peak_mb, "entities": simplified})
+
+
+def agree(ref: list[list[tuple]], ours: list[list[tuple]]) -> bool:
+    """Same entities (start, end, label) in the same order, scores within 1e-5."""
+    return all(
+        [e[:3] for e in r] == [e[:3] for e in o] and all(abs(a[3] - b[3]) <= 1e-5 for a, b in zip(r, o, strict=True))
+        for r, o in zip(ref, ours, strict=True)
+    )
 
 
 def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: int = 5) -> float:
@@ -175,9 +183,9 @@ def main() -> None:
         backbone = build_backbone(Path(root) / "backbone", V3_SMALL, tokenizer=dict(vocab_size=1000, model_type="bpe"))
         for mode in args.modes.split(","):
             directory = Path(root) / mode
-            # Unscaled heads: at this width a scaled head pushes every logit to about -100 (sigmoid 0).
+            # gliner's own init: perturbed or scaled heads of this width saturate every probability.
             reference = build_reference(
-                backbone, directory, span_mode=mode, hidden_size=768, max_width=12, logit_scale=1.0
+                backbone, directory, span_mode=mode, hidden_size=768, max_width=12, logit_scale=1.0, noise=0.0
             )
             # Random weights: pick the threshold that keeps the top 1% of span scores, so entities are found.
             threshold = quantile_thresholds(reference, texts[: args.batch_size], LABELS, (0.99,))[0]
@@ -191,7 +199,7 @@ def main() -> None:
                 process.start()
                 result[engine] = queue.get()
                 process.join()
-            same = result["torch"]["entities"] == result["jax"]["entities"]
+            same = agree(result["torch"]["entities"], result["jax"]["entities"])
             found = sum(map(len, result["torch"]["entities"]))
             share = span_head_share(str(directory), texts, args.batch_size) if mode == "markerV0" else None
             rows.append((mode, result, same, found, share))
