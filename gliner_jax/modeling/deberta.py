@@ -18,15 +18,14 @@ from gliner_jax.config import DebertaConfig
 LAYERS_AXIS = "layers"
 
 
-def relative_positions(length: int, bucket_size: int, max_position: int) -> np.ndarray:
-    """Relative positions q - k, [length, length], log-bucketed as in DeBERTa-v3.
+def bucket_distances(distances: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
+    """Relative distances log-bucketed as in DeBERTa-v3.
 
     Distances below `bucket_size // 2` are kept; larger ones are mapped to
     `ceil(log(|d| / mid) / log((max_position - 1) / mid) * (mid - 1)) + mid`, with the sign of d.
     The arithmetic is float32, as in the PyTorch reference, so that bucket edges agree exactly.
     """
-    ids = np.arange(length, dtype=np.int64)
-    rel = ids[:, None] - ids[None, :]
+    rel = np.asarray(distances, np.int64)
     if bucket_size <= 0 or max_position <= 0:
         return rel
     mid = bucket_size // 2
@@ -36,6 +35,29 @@ def relative_positions(length: int, bucket_size: int, max_position: int) -> np.n
     log_pos = np.ceil(np.log(ratio) / log_base * np.float32(mid - 1)) + np.float32(mid)
     bucketed = np.where(abs_pos <= mid, rel.astype(np.float32), log_pos * np.sign(rel).astype(np.float32))
     return bucketed.astype(np.int64)
+
+
+def relative_positions(length: int, bucket_size: int, max_position: int) -> np.ndarray:
+    """Bucketed relative positions q - k, [length, length]."""
+    ids = np.arange(length)
+    return bucket_distances(ids[:, None] - ids[None, :], bucket_size, max_position)
+
+
+def relative_scores(content: jax.Array, positions: jax.Array, columns: np.ndarray) -> jax.Array:
+    """out[b, n, i, j] = content[b, n, i] . positions[n, columns[i - j + T - 1]]: a c2p / p2c score table.
+
+    content [B, N, T, dh], positions [N, R, dh], columns [2T - 1] (one per distance i - j). The score
+    depends on i - j only through its column, so the rows of `positions` are gathered per distance first
+    (2T - 1 of them), contracted, and skewed into place (Transformer-XL's pad / reshape / slice), instead
+    of gathering a [T, T] table out of [T, R] scores.
+    """
+    length = content.shape[-2]
+    lead = content.shape[:-2]
+    # Column m of `by_distance` holds distance T - 1 - m.
+    by_distance = jnp.einsum("bnid,nmd->bnim", content, positions[:, columns[::-1]])
+    padded = jnp.pad(by_distance, [(0, 0)] * (by_distance.ndim - 1) + [(0, 1)])  # row stride 2T
+    flat = padded.reshape(*lead, -1)[..., length - 1 : length - 1 + length * (2 * length - 1)]
+    return flat.reshape(*lead, length, 2 * length - 1)[..., :length]
 
 
 def logical_axes(*axes: str) -> dict:
@@ -142,8 +164,8 @@ class DisentangledSelfAttention(nnx.Module):
         hidden: jax.Array,
         pair_mask: jax.Array,
         rel_embeddings: jax.Array,
-        c2p_index: jax.Array,
-        p2c_index: jax.Array,
+        c2p_columns: np.ndarray,
+        p2c_columns: np.ndarray,
     ) -> jax.Array:
         q = self._split_heads(self.query_proj(hidden))  # [B, N, T, dh]
         k = self._split_heads(self.key_proj(hidden))
@@ -151,16 +173,15 @@ class DisentangledSelfAttention(nnx.Module):
         scores = jnp.einsum("bnqd,bnkd->bnqk", q, k / jnp.asarray(self.scale, k.dtype))
 
         rel = self.pos_dropout(rel_embeddings)
-        rows = jnp.arange(hidden.shape[1])[:, None]
         if "c2p" in self.pos_att_type:
             pos_key_proj = self.key_proj if self.share_att_key else self.pos_key_proj
-            pos_key = self._split_heads(pos_key_proj(rel))  # [N, 2S, dh]
-            c2p = jnp.einsum("bnqd,nrd->bnqr", q, pos_key)[:, :, rows, c2p_index]
+            pos_key = self._split_heads(pos_key_proj(rel))  # [N, R, dh]
+            c2p = relative_scores(q, pos_key, c2p_columns)
             scores = scores + c2p / jnp.asarray(self.scale, c2p.dtype)
         if "p2c" in self.pos_att_type:
             pos_query_proj = self.query_proj if self.share_att_key else self.pos_query_proj
             pos_query = self._split_heads(pos_query_proj(rel))
-            p2c = jnp.einsum("bnkd,nrd->bnkr", k, pos_query)[:, :, rows, p2c_index]
+            p2c = relative_scores(k, pos_query, p2c_columns)
             scores = scores + jnp.swapaxes(p2c, -1, -2) / jnp.asarray(self.scale, p2c.dtype)
 
         scores = jnp.where(pair_mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
@@ -226,33 +247,34 @@ class DebertaLayerStack(nnx.Module):
         self.rel_embeddings = _embed(config, 2 * config.attention_span, ("relpos", "embed"), dtype, rngs)
         self.LayerNorm = _layer_norm(config, dtype, rngs) if "layer_norm" in config.rel_norms else None
 
-    def relative_indices(self, length: int) -> tuple[slice, jax.Array, jax.Array]:
-        """Which relative embeddings a length-T sequence reads, and where each (row, column) reads them.
+    def relative_columns(self, length: int) -> tuple[slice, np.ndarray, np.ndarray]:
+        """Which relative embeddings a length-T input reads, and the column each distance reads.
 
         Returns the window of `rel_embeddings` rows that the c2p and p2c terms can index (projecting
-        only those rows gives the same scores with less work on short inputs), then the [T, T]
-        c2p and p2c column indices into that window.
+        only those rows gives the same scores with less work on short inputs), then for each distance
+        d = T-1 ... -(T-1) (index d + T - 1) the c2p and p2c columns in that window.
         """
         span = self.config.attention_span
-        rel = relative_positions(length, self.config.position_buckets, self.config.max_relative_distance)
+        distances = np.arange(-(length - 1), length)
+        rel = bucket_distances(distances, self.config.position_buckets, self.config.max_relative_distance)
         c2p = np.clip(rel + span, 0, 2 * span - 1)
         p2c = np.clip(-rel + span, 0, 2 * span - 1)
         low, high = min(c2p.min(), p2c.min()), max(c2p.max(), p2c.max())
-        return slice(int(low), int(high) + 1), jnp.asarray(c2p - low, jnp.int32), jnp.asarray(p2c - low, jnp.int32)
+        return slice(int(low), int(high) + 1), c2p - low, p2c - low
 
     def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        window, c2p_index, p2c_index = self.relative_indices(hidden.shape[1])
+        window, c2p_columns, p2c_columns = self.relative_columns(hidden.shape[1])
         rel = self.rel_embeddings.embedding[window].astype(hidden.dtype)
         if self.LayerNorm is not None:
             rel = self.LayerNorm(rel)
         valid = attention_mask.astype(bool)
         pair_mask = valid[:, None, :, None] & valid[:, None, None, :]
 
-        @nnx.scan(in_axes=(nnx.Carry, 0, None, None, None, None), out_axes=nnx.Carry)
-        def run(h: jax.Array, layer: DebertaLayer, *relative: jax.Array) -> jax.Array:
-            return layer(h, *relative)
+        @nnx.scan(in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry)
+        def run(h: jax.Array, layer: DebertaLayer, pair_mask: jax.Array, rel: jax.Array) -> jax.Array:
+            return layer(h, pair_mask, rel, c2p_columns, p2c_columns)  # columns: static NumPy, closed over
 
-        return run(hidden, self.layer, pair_mask, rel, c2p_index, p2c_index)
+        return run(hidden, self.layer, pair_mask, rel)
 
 
 class DebertaModel(nnx.Module):
