@@ -126,10 +126,12 @@ class GLiNER:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = _label_sets(labels, len(texts))
+        words = [split_words(text) for text in texts]
         # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
-        rows = sorted(self._rows(texts, label_sets, truncate), key=lambda r: len(r.words) + 2 * len(r.labels))
+        rows = sorted(self._rows(words, label_sets, truncate), key=lambda r: len(r.words) + 2 * len(r.labels))
         rows_per_text = collections.Counter(row.text for row in rows)
         found: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
+        decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
         chunks = range(0, len(rows), batch_size)
         for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
             chunk = rows[begin : begin + batch_size]
@@ -138,7 +140,6 @@ class GLiNER:
             )
             _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
             probs = self._run(batch, probabilities=True)
-            decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
             for i, row in enumerate(chunk):
                 spans = decode(
                     probs[i],
@@ -150,17 +151,18 @@ class GLiNER:
                 )
                 found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
         return [
-            self._entities(text, spans, rows_per_text[i] > 1, flat_ner, multi_label)
-            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+            self._entities(texts[i], words[i], spans, rows_per_text[i] > 1, flat_ner, multi_label)
+            for i, spans in enumerate(found)
         ]
 
-    def _rows(self, texts: Sequence[str], label_sets: list[list[str]], truncate: bool) -> Iterator[_Row]:
+    def _rows(
+        self, words_per_text: list[list[tuple[str, int, int]]], label_sets: list[list[str]], truncate: bool
+    ) -> Iterator[_Row]:
         """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes."""
         max_len, width = self.config.max_len, self.config.max_width
         per_pass = max(1, (max_len // 2 - 1) // 2)  # a prompt of 2C + 1 words takes at most half of max_len
         stride = max(1, max_len - max(width, max_len // 4))
-        for index, text in enumerate(texts):
-            words = split_words(text)
+        for index, words in enumerate(words_per_text):
             if not words:
                 continue
             if truncate and len(words) > max_len:
@@ -174,7 +176,13 @@ class GLiNER:
                     )
 
     def _entities(
-        self, text: str, spans: list[tuple[int, int, str, float]], merge: bool, flat_ner: bool, multi_label: bool
+        self,
+        text: str,
+        words: list[tuple[str, int, int]],
+        spans: list[tuple[int, int, str, float]],
+        merge: bool,
+        flat_ner: bool,
+        multi_label: bool,
     ) -> list[dict]:
         """Word spans to character entities; spans from several windows or label passes are merged first.
 
@@ -193,7 +201,6 @@ class GLiNER:
                 multi_label=multi_label,
             )
             spans = [(*keys[i], best[keys[i]]) for i in order]
-        words = split_words(text)
         return [
             {
                 "start": words[s][1],

@@ -177,6 +177,14 @@ def test_bad_input_raises(models, labels, threshold, message):
         ours.inference([TEXTS[0]], labels, threshold=threshold)
 
 
+def test_tokenizer_cut_is_refused(models, monkeypatch):
+    """A prompt and text longer than the tokenizer's model_max_length raise instead of losing words."""
+    _, ours, _ = models
+    monkeypatch.setattr(ours.tokenizer, "model_max_length", 24)
+    with pytest.raises(ValueError, match=r"exceed the tokenizer's model_max_length \(24 tokens\)"):
+        ours.inference([TEXTS[4]], LABELS)
+
+
 def test_empty_texts_give_no_entities(models):
     _, ours, _ = models
     assert ours.inference(["", "  \n\t "], LABELS) == [[], []]
