@@ -21,25 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gliner_jax.config import DebertaConfig
 from gliner_jax.reference import CORPUS, build_backbone, build_reference, quantile_thresholds
 
 LABELS = ["person", "organization", "location", "date", "award"]
-V3_SMALL = dict(
-    hidden_size=768,
-    num_hidden_layers=6,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type=["p2c", "c2p"],
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
-    type_vocab_size=0,
-    layer_norm_eps=1e-7,
-)
+# deberta-v3-small: its sizes on DebertaConfig's defaults (the deberta-v3 layout); vocab comes from the tokenizer.
+V3_SMALL = DebertaConfig(
+    hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
+).to_hf_dict()
 
 
 def make_texts(count: int, seed: int = 0) -> list[str]:
