@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -228,6 +228,8 @@ def _label_sets(labels: Sequence[str] | Sequence[Sequence[str]], num_texts: int)
     """One validated, order-preserving deduplicated label list per text."""
     if isinstance(labels, str):
         raise ValueError(f"labels must be a list of label strings, not the string {labels!r}")
+    if isinstance(labels, Mapping) or any(isinstance(group, Mapping) for group in labels):
+        raise ValueError("label descriptions ({label: description} mappings) are not supported; pass label strings")
     labels = list(labels)
     per_text = bool(labels) and all(isinstance(group, list | tuple) for group in labels)
     if per_text and len(labels) != num_texts:

@@ -169,6 +169,7 @@ def test_bounded_compilations(models, monkeypatch):
         (["person"], 1.5, r"threshold must be in \[0, 1\]"),
         (["person"], -0.1, r"threshold must be in \[0, 1\]"),
         ([["person"], ["city"]], 0.5, "2 label lists for 1 texts"),
+        ({"person": "a human being"}, 0.5, "label descriptions"),
     ],
 )
 def test_bad_input_raises(models, labels, threshold, message):
