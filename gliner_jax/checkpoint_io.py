@@ -287,10 +287,21 @@ def save_hf_encoder(model: DebertaModel, config: DebertaConfig, path: str | Path
     write_safetensors(state_to_torch(model, encoder_table(config)), path / SAFETENSORS_FILE)
 
 
+def native_table(model: nnx.Module) -> list[TensorMapping]:
+    """Identity table for our own format: each parameter stored under its '/'-joined path, as laid out here."""
+    return [TensorMapping("/".join(path), path, False, None) for path in _flat_params(model)]
+
+
+def is_native(path: str | Path) -> bool:
+    """Whether `path` holds our native format rather than a gliner (PyTorch layout) directory."""
+    return (Path(path) / NATIVE_PARAMS_FILE).exists()
+
+
 def load_gliner(
     path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
 ) -> tuple[GLiNERModel, GLiNERConfig]:
-    """Load the network of a directory written by `gliner` (gliner_config.json + weights), in eval mode.
+    """Load the network of a GLiNER directory, in eval mode: one written by `gliner` (gliner_config.json +
+    model.safetensors or pytorch_model.bin), or by `save_gliner(..., native=True)` (flax_params.safetensors).
 
     Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected
     or mis-shaped tensor raises CheckpointMismatchError naming it.
@@ -300,50 +311,25 @@ def load_gliner(
     if config.class_token_index < 0:
         raise ValueError(f"{path / GLINER_CONFIG_FILE} has class_token_index -1: not a GLiNER model saved by gliner")
     model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
-    tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
-    state_from_torch(model, tensors, gliner_table(config))
+    if is_native(path):
+        state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
+    else:
+        tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
+        state_from_torch(model, tensors, gliner_table(config))
     model.eval()
     return model, config
 
 
-def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path) -> None:
-    """Write gliner_config.json and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly."""
+def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path, *, native: bool = False) -> None:
+    """Write gliner_config.json and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly, or
+    with `native`, flax_params.safetensors in our parameter layout (no PyTorch needed; only gliner-jax reads it)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)
-
-
-def native_table(model: nnx.Module) -> list[TensorMapping]:
-    """Identity table for our own format: each parameter stored under its '/'-joined path, as laid out here."""
-    return [TensorMapping("/".join(path), path, False, None) for path in _flat_params(model)]
-
-
-def save_native(model: GLiNERModel, config: GLiNERConfig, path: str | Path) -> None:
-    """Write gliner_config.json and flax_params.safetensors (our parameter layout; no PyTorch needed to read)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    write_safetensors(state_to_torch(model, native_table(model)), path / NATIVE_PARAMS_FILE)
-
-
-def is_native(path: str | Path) -> bool:
-    """Whether `path` holds our native format rather than a gliner (PyTorch layout) directory."""
-    return (Path(path) / NATIVE_PARAMS_FILE).exists()
-
-
-def load_any(
-    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
-) -> tuple[GLiNERModel, GLiNERConfig]:
-    """Load a gliner directory or one in our native format, whichever `path` holds."""
-    if not is_native(path):
-        return load_gliner(path, dtype=dtype, seed=seed)
-    path = Path(path)
-    config = GLiNERConfig.from_dict(json.loads((path / GLINER_CONFIG_FILE).read_text()))
-    model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
-    state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
-    model.eval()
-    return model, config
+    if native:
+        write_safetensors(state_to_torch(model, native_table(model)), path / NATIVE_PARAMS_FILE)
+    else:
+        write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,8 +363,8 @@ def convert_directory(src: str | Path, dst: str | Path, to: str | None = None) -
     to = to or ("torch" if source_format == "jax" else "jax")
     if to not in ("torch", "jax"):
         raise ValueError(f"to must be 'torch' or 'jax', got {to!r}")
-    model, config = load_any(src)
-    (save_native if to == "jax" else save_gliner)(model, config, dst)
+    model, config = load_gliner(src)
+    save_gliner(model, config, dst, native=to == "jax")
     copied = tuple(name for name in TOKENIZER_FILES if (src / name).exists())
     for name in copied:
         shutil.copy2(src / name, dst / name)

@@ -17,7 +17,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from gliner_jax.checkpoint_io import load_any, save_gliner, save_native
+from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select
 from gliner_jax.modeling.gliner import GLiNERModel
@@ -50,9 +50,10 @@ class GLiNER:
         self.config = config
         self.tokenizer = tokenizer
         self.processor = Processor.from_config(config, tokenizer)
-        if tokenizer.convert_tokens_to_ids(config.ent_token) != config.class_token_index:
+        ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
+        if ent_token_id != config.class_token_index:
             raise ValueError(
-                f"the tokenizer's id for {config.ent_token!r} is {tokenizer.convert_tokens_to_ids(config.ent_token)}, "
+                f"the tokenizer's id for {config.ent_token!r} is {ent_token_id}, "
                 f"but the config's class_token_index is {config.class_token_index}"
             )
 
@@ -62,7 +63,7 @@ class GLiNER:
         path = Path(path)
         if not (path / TOKENIZER_CONFIG_FILE).exists():
             raise FileNotFoundError(f"no {TOKENIZER_CONFIG_FILE} in {path}: the tokenizer must be saved with the model")
-        model, config = load_any(path, dtype=dtype)
+        model, config = load_gliner(path, dtype=dtype)
         return cls(model, config, AutoTokenizer.from_pretrained(path, local_files_only=True))
 
     def save_pretrained(self, path: str | Path, *, native: bool = False) -> None:
@@ -71,7 +72,7 @@ class GLiNER:
         `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
         gliner-jax reads.
         """
-        (save_native if native else save_gliner)(self.model, self.config, path)
+        save_gliner(self.model, self.config, path, native=native)
         self.tokenizer.save_pretrained(path)
 
     def batch_logits(
