@@ -92,6 +92,41 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    """Check a JSON / JSONL training file and write its valid examples into ArrayRecord shards."""
+    from gliner_jax.training.data import prepare_array_record
+
+    try:
+        summary = prepare_array_record(args.input, args.output, num_shards=args.shards, strict=args.strict)
+    except ValueError as error:  # a bad record with --strict, or a bad shard count
+        raise SystemExit(f"error: {error}") from None
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train, or resume, the run a YAML config describes; prints the last metrics as JSON."""
+    import logging
+
+    import jax
+
+    if args.coordinator_address:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()  # from the cluster environment (TPU pods, SLURM, ...)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every step of every save at INFO
+
+    from gliner_jax.training.config import load_train_config
+    from gliner_jax.training.trainer import Trainer
+
+    config = load_train_config(args.config, args.overrides)
+    metrics = Trainer(config).fit()
+    if jax.process_index() == 0:
+        print(json.dumps(metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
@@ -136,6 +171,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="read texts from this file (plain lines or JSONL)")
     predict.add_argument("texts", nargs="*", help="texts (default: read --file or stdin)")
     predict.set_defaults(run=_predict)
+
+    data = commands.add_parser("data", help="prepare training data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_commands.add_parser(
+        "prepare",
+        help="write a JSON / JSONL training file into ArrayRecord shards",
+        description='IN is a JSON list or JSONL file of {"tokenized_text": [...], "ner": [[start, end, label], ...]} '
+        "records. Bad records are reported and skipped (or refused with --strict); the valid ones are written in "
+        "order to OUT/examples.array_record-IIIII-of-NNNNN. Prints a JSON summary.",
+    )
+    prepare.add_argument("input", metavar="IN", help="JSON or JSONL file")
+    prepare.add_argument("output", metavar="OUT", help="output folder (created)")
+    prepare.add_argument("--shards", type=int, default=1, help="number of shards (default 1)")
+    prepare.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    prepare.set_defaults(run=_data_prepare)
+
+    train = commands.add_parser(
+        "train",
+        help="train a GLiNER model from a YAML config (resumes from its last checkpoint)",
+        description="Train from a YAML run config (see configs/); section.key=value arguments override it.",
+    )
+    train.add_argument("--config", required=True, help="YAML run config, e.g. configs/tiny.yaml")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.num_steps=100")
+    train.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() from the cluster")
+    train.add_argument("--coordinator-address", help="HOST:PORT of process 0, for multi-process runs by hand")
+    train.add_argument("--num-processes", type=int, help="with --coordinator-address")
+    train.add_argument("--process-id", type=int, help="with --coordinator-address")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -21,7 +21,7 @@ from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.processing import Batch, Processor, split_words
+from gliner_jax.processing import Batch, Processor, joined_word_offsets, split_words
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
@@ -122,16 +122,59 @@ class GLiNER:
         words, as the gliner library does. A label set whose prompt would take more than half of
         `max_len` is run in several passes. Empty or whitespace-only texts give [].
         """
+        words = [split_words(text) for text in texts]
+        found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
+        return [
+            [
+                {
+                    "start": words[i][s][1],
+                    "end": words[i][e][2],
+                    "text": text[words[i][s][1] : words[i][e][2]],
+                    "label": label,
+                    "score": score,
+                }
+                for s, e, label, score in spans
+            ]
+            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+        ]
+
+    def predict_words(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        progress: bool = False,
+    ) -> list[list[tuple[int, int, str, float]]]:
+        """Entities of pre-split texts (e.g. `tokenized_text` of training data) as (first word, last word
+        inclusive, label, score), by start; long texts are read in windows as in `inference`."""
+        rows = [joined_word_offsets(words) for words in word_lists]
+        return self._word_spans(rows, labels, threshold, flat_ner, multi_label, batch_size, False, progress)
+
+    def _word_spans(
+        self,
+        words: list[list[tuple[str, int, int]]],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        threshold: float,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        truncate: bool,
+        progress: bool,
+    ) -> list[list[tuple[int, int, str, float]]]:
+        """Word-level entities of each text: all windows and label passes run, decoded and merged."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        label_sets = _label_sets(labels, len(texts))
-        words = [split_words(text) for text in texts]
+        label_sets = _label_sets(labels, len(words))
         # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
         rows = sorted(self._rows(words, label_sets, truncate), key=lambda r: len(r.words) + 2 * len(r.labels))
         rows_per_text = collections.Counter(row.text for row in rows)
-        found: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
+        found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
         decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
         chunks = range(0, len(rows), batch_size)
         for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
@@ -152,7 +195,9 @@ class GLiNER:
                 )
                 found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
         return [
-            self._entities(texts[i], words[i], spans, rows_per_text[i] > 1, flat_ner, multi_label)
+            _merge(spans, flat_ner, multi_label)
+            if rows_per_text[i] > 1
+            else [(s, e, c, float(p)) for s, e, c, p in spans]
             for i, spans in enumerate(found)
         ]
 
@@ -176,42 +221,24 @@ class GLiNER:
                         index, first, words[first : first + max_len], label_sets[index][begin : begin + per_pass]
                     )
 
-    def _entities(
-        self,
-        text: str,
-        words: list[tuple[str, int, int]],
-        spans: list[tuple[int, int, str, float]],
-        merge: bool,
-        flat_ner: bool,
-        multi_label: bool,
-    ) -> list[dict]:
-        """Word spans to character entities; spans from several windows or label passes are merged first.
 
-        Merging keeps each (start, end, label) once, with its best score, and runs greedy selection again.
-        """
-        if merge:
-            best: dict[tuple[int, int, str], float] = {}
-            for start, end, label, score in spans:
-                best[(start, end, label)] = max(score, best.get((start, end, label), -math.inf))
-            keys = sorted(best)  # independent of the order in which windows and passes were batched
-            order = greedy_select(
-                np.array([k[0] for k in keys], np.int64),
-                np.array([k[1] for k in keys], np.int64),
-                np.array([best[k] for k in keys], np.float64),
-                flat_ner=flat_ner,
-                multi_label=multi_label,
-            )
-            spans = [(*keys[i], best[keys[i]]) for i in order]
-        return [
-            {
-                "start": words[s][1],
-                "end": words[e][2],
-                "text": text[words[s][1] : words[e][2]],
-                "label": label,
-                "score": float(score),
-            }
-            for s, e, label, score in spans
-        ]
+def _merge(
+    spans: list[tuple[int, int, str, float]], flat_ner: bool, multi_label: bool
+) -> list[tuple[int, int, str, float]]:
+    """Merge the spans of several windows or label passes of one text: each (start, end, label) once, with its
+    best score, then greedy selection again."""
+    best: dict[tuple[int, int, str], float] = {}
+    for start, end, label, score in spans:
+        best[(start, end, label)] = max(float(score), best.get((start, end, label), -math.inf))
+    keys = sorted(best)  # independent of the order in which windows and passes were batched
+    order = greedy_select(
+        np.array([k[0] for k in keys], np.int64),
+        np.array([k[1] for k in keys], np.int64),
+        np.array([best[k] for k in keys], np.float64),
+        flat_ner=flat_ner,
+        multi_label=multi_label,
+    )
+    return [(*keys[i], best[keys[i]]) for i in order]
 
 
 def _check_not_cut(batch: Batch, rows: list[_Row], model_max_length: int) -> None:

@@ -37,6 +37,15 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
 
 
+def joined_word_offsets(words: Sequence[str]) -> Row:
+    """(word, char_start, char_end) of each word in `" ".join(words)`."""
+    row, start = [], 0
+    for word in words:
+        row.append((word, start, start + len(word)))
+        start += len(word) + 1
+    return row
+
+
 def _length_bucket(n: int) -> int:
     """Smallest token / word bucket >= n: multiples of 32 up to 512, then multiples of 128."""
     step = 32 if n <= 512 else 128
@@ -164,13 +173,7 @@ class Processor:
 
         Word offsets are those of the words in `" ".join(words)`.
         """
-        rows = []
-        for words in word_lists:
-            row, start = [], 0
-            for word in list(words) or ["[PAD]"]:
-                row.append((word, start, start + len(word)))
-                start += len(word) + 1
-            rows.append(row)
+        rows = [joined_word_offsets(list(words) or ["[PAD]"]) for words in word_lists]
         return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
 
     def _prompt(self, labels: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ and `gliner` PyTorch models built on them. Needs the dev extra (torch, gliner); 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ CORPUS = [
 LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
 
 
-def train_tokenizer(directory: Path, vocab_size: int = 200, model_type: str = "unigram") -> Any:
-    """Train a small sentencepiece model with DeBERTa-v3 special ids and save its tokenizer there.
+def train_tokenizer(
+    directory: Path, vocab_size: int = 200, model_type: str = "unigram", corpus: Sequence[str] = CORPUS
+) -> Any:
+    """Train a small sentencepiece model on `corpus` (repeated 20 times) with DeBERTa-v3 special ids and save
+    its tokenizer there.
 
     The default unigram model splits most words into several pieces (exercising continuation subwords);
     `model_type="bpe"` with `vocab_size=1000` keeps CORPUS words whole, about one token per word as real
@@ -32,7 +36,7 @@ def train_tokenizer(directory: Path, vocab_size: int = 200, model_type: str = "u
 
     directory.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20),
+        sentence_iterator=iter(list(corpus) * 20),
         model_prefix=str(directory / "spm"),
         vocab_size=vocab_size,
         model_type=model_type,

@@ -1,0 +1,1 @@
+"""Training: data pipeline, loss, optimizer, sharding, trainer."""

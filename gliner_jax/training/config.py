@@ -1,0 +1,167 @@
+"""The training run configuration: YAML files of nested sections, with `key=value` overrides from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig
+from gliner_jax.training.sharding import MeshConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """What to train: a new GLiNER (gliner_config.json fields plus an encoder) or an existing one.
+
+    `encoder` is either the fields of a DeBERTa config (a randomly initialised encoder) or the path of a Hugging
+    Face DeBERTa directory (pretrained weights, e.g. a local copy of microsoft/deberta-v3-small). `init_from` is a
+    GLiNER directory (gliner's or ours) to fine-tune; its own gliner_config.json then defines the network, and
+    `gliner` must be empty. `tokenizer` is the tokenizer directory (defaults to the encoder or init_from folder).
+    """
+
+    gliner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    encoder: Mapping[str, Any] | str | None = None
+    init_from: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if (self.encoder is None) == (self.init_from is None):
+            raise ValueError("model: give exactly one of `encoder` (a new GLiNER) or `init_from` (an existing one)")
+        if self.init_from is not None and self.gliner:
+            raise ValueError("model.gliner must be empty with model.init_from: the checkpoint's config is used")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+    @property
+    def tokenizer_path(self) -> str:
+        path = self.tokenizer or self.init_from or (self.encoder if isinstance(self.encoder, str) else None)
+        if path is None:
+            raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    """Training and dev data: a JSON/JSONL file, a folder of ArrayRecord shards, or `tfds:NAME:SPLIT`.
+
+    Label sampling follows the model's gliner config (max_types, max_neg_type_ratio), as in the reference.
+    `strict`: refuse a training file with bad records instead of skipping them (with a report).
+    """
+
+    train: str = ""
+    dev: str | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise ValueError("data.train is required")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSection:
+    """The loop: steps, batch, seed, logging, evaluation and checkpoint cadence, output folder."""
+
+    output_dir: str = "runs/default"
+    num_steps: int = 1000
+    global_batch_size: int = 8
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end (when data.dev is set)
+    eval_threshold: float = 0.5
+    eval_batch_size: int = 16
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    export: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "global_batch_size", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"trainer.eval_every must be >= 0, got {self.eval_every}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run; each field is one top-level YAML section."""
+
+    model: ModelSection
+    data: DataSection
+    optimizer: OptimizerConfig  # num_steps defaults to trainer.num_steps / grad_accum_steps
+    trainer: TrainerSection = dataclasses.field(default_factory=TrainerSection)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    rules: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # logical axis -> mesh axes, over the defaults
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, recursing into dataclass fields; unknown keys are errors."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where or 'config'}: {unknown}; known: {sorted(fields)}")
+    values = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = _build(hint, value, f"{where}.{key}".lstrip("."))
+        elif isinstance(value, list) and _is_tuple_hint(hint):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        elif isinstance(value, str | int) and not isinstance(value, bool) and float in _options(hint):
+            value = _to_float(value, f"{where}.{key}".lstrip("."))
+        values[key] = value
+    return cls(**values)
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def _is_tuple_hint(hint: Any) -> bool:
+    return any(typing.get_origin(option) is tuple or option is tuple for option in _options(hint))
+
+
+def _to_float(value: str | int, where: str) -> float:
+    """YAML reads 1e-5 (no dot) as a string; accept it, and ints, where a float is expected."""
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{where} must be a number, got {value!r}") from None
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+    tree[leaf] = value
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML run config and apply `section.key=value` overrides (values parsed as YAML scalars)."""
+    tree = yaml.safe_load(Path(path).read_text()) or {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {override!r} is not of the form section.key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+    optimizer = tree.setdefault("optimizer", {})
+    if isinstance(optimizer, dict) and "num_steps" not in optimizer:
+        trainer_steps = (tree.get("trainer") or {}).get("num_steps", TrainerSection.num_steps)
+        optimizer["num_steps"] = max(1, trainer_steps // optimizer.get("grad_accum_steps", 1))
+    return _build(TrainConfig, tree, "")

@@ -1,0 +1,472 @@
+"""Training data: GLiNER records from JSON / JSONL, ArrayRecord shards or TFDS, and the Grain pipeline that turns
+them into batches of the training contract.
+
+A record is {"tokenized_text": [word, ...], "ner": [[start, end, label], ...]} with inclusive word indices, and
+optionally "ner_labels" (the example's label list, used verbatim) and "ner_negatives" (negative labels replacing
+the in-batch ones). Label sampling and entity targets follow gliner 0.2.29's `batch_generate_class_mappings` and
+the span / token processors' `create_labels`; the only change is determinism: where gliner iterates over a set
+(in-batch types, positives + negatives), we iterate over the sorted set, so a seed fixes every batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+from gliner_jax.processing import Processor
+
+logger = logging.getLogger(__name__)
+
+NUM_SAMPLED_NEGATIVES = 100  # gliner's `sampled_neg`: in-batch types drawn per batch
+SHARD_PATTERN = "examples.array_record-{index:05d}-of-{count:05d}"
+Example = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordProblem:
+    """A record that is not a valid training example: its 0-based index in the source and why."""
+
+    index: int
+    reason: str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def check_record(record: Any) -> str | None:
+    """Why `record` is not a valid training example, or None when it is."""
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    for key in ("tokenized_text", "ner"):
+        if key not in record:
+            return f"missing key {key!r}"
+    tokens, ner = record["tokenized_text"], record["ner"]
+    if not _is_str_list(tokens):
+        return "'tokenized_text' must be a list of strings"
+    if not isinstance(ner, list):
+        return "'ner' must be a list of [start, end, label]"
+    for j, entity in enumerate(ner):
+        if not isinstance(entity, list | tuple) or len(entity) != 3:
+            return f"ner[{j}] must be [start, end, label], got {entity!r}"
+        start, end, label = entity
+        if not (_is_int(start) and _is_int(end)):
+            return f"ner[{j}]: start and end must be integers, got {start!r}, {end!r}"
+        if not isinstance(label, str):
+            return f"ner[{j}]: the label must be a string, got {label!r}"
+        if end < start:
+            return f"ner[{j}]: end {end} < start {start}"
+        if start < 0 or end >= len(tokens):
+            return f"ner[{j}]: span [{start}, {end}] is out of range for {len(tokens)} words"
+    for key in ("ner_labels", "ner_negatives"):
+        if key in record and not _is_str_list(record[key]):
+            return f"{key!r} must be a list of strings"
+    return None
+
+
+def _normalize(record: dict) -> Example:
+    """A valid record reduced to the known keys, with plain-int indices (JSON-serialisable)."""
+    example = {
+        "tokenized_text": list(record["tokenized_text"]),
+        "ner": [[int(start), int(end), label] for start, end, label in record["ner"]],
+    }
+    for key in ("ner_labels", "ner_negatives"):
+        if key in record:
+            example[key] = list(record[key])
+    return example
+
+
+def _parse(path: Path) -> list[tuple[Any, str | None]]:
+    """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+        return [(record, None) for record in records]
+    parsed = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                parsed.append((json.loads(line), None))
+            except json.JSONDecodeError as error:
+                parsed.append((None, f"invalid JSON: {error.msg} (column {error.colno})"))
+    return parsed
+
+
+def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Example], list[RecordProblem]]:
+    """Valid examples of a JSON list or JSONL file, and the problems of the records skipped.
+
+    Every record is checked up front, so a bad one never stops a run halfway. With `strict`, the first bad record
+    raises ValueError (naming its index and reason) instead of being skipped with a warning.
+    """
+    examples, problems = [], []
+    for index, (record, error) in enumerate(_parse(Path(path))):
+        reason = error or check_record(record)
+        if reason is None:
+            examples.append(_normalize(record))
+            continue
+        if strict:
+            raise ValueError(f"{path}: record {index}: {reason}")
+        problems.append(RecordProblem(index, reason))
+    if problems:
+        first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
+        warnings.warn(
+            f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
+        )
+    return examples, problems
+
+
+def prepare_array_record(
+    in_path: str | Path, out_dir: str | Path, *, num_shards: int = 1, strict: bool = False
+) -> dict[str, Any]:
+    """Write the valid examples of a JSON / JSONL file into ArrayRecord shards (one JSON record each, group size 1
+    for random access), in order, split into contiguous runs; returns a summary of what was written."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    examples, problems = read_examples(in_path, strict=strict)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
+    shards = []
+    for index in range(num_shards):
+        path = out_dir / SHARD_PATTERN.format(index=index, count=num_shards)
+        writer = ArrayRecordWriter(str(path), "group_size:1")
+        for example in examples[bounds[index] : bounds[index + 1]]:
+            writer.write(json.dumps(example, ensure_ascii=False).encode("utf-8"))
+        writer.close()
+        shards.append(str(path))
+    return {
+        "input": str(in_path),
+        "records": len(examples),
+        "skipped": len(problems),
+        "problems": [dataclasses.asdict(problem) for problem in problems[:10]],
+        "shards": shards,
+    }
+
+
+class ArrayRecordExamples:
+    """Random access to the examples in ArrayRecord shards (a folder written by `prepare_array_record`, or paths).
+
+    Records are decoded lazily; the pipeline checks each one and skips those that are not valid examples.
+    """
+
+    def __init__(self, paths: str | Path | Sequence[str | Path]):
+        if isinstance(paths, str | Path) and Path(paths).is_dir():
+            folder, paths = paths, sorted(Path(paths).glob("*.array_record-*"))
+            if not paths:
+                raise FileNotFoundError(f"no ArrayRecord shards (*.array_record-*) in {folder}")
+        elif isinstance(paths, str | Path):
+            paths = [paths]
+        self._source = grain.sources.ArrayRecordDataSource([str(path) for path in paths])
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> Any:
+        return json.loads(self._source[index])
+
+
+def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Entity spans (start, end inclusive, type) of BIO or IOB1 tags: "B-X" starts an entity; "I-X" continues an
+    entity of type X, or starts one after "O" or another type; "O" is outside."""
+    spans, start, kind = [], 0, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, entity = tag.partition("-")
+        if kind is not None and (tag == "O" or prefix == "B" or entity != kind):
+            spans.append((start, i - 1, kind))
+            kind = None
+        if tag == "O":
+            continue
+        if prefix not in ("B", "I") or not entity:
+            raise ValueError(f"not a BIO tag: {tag!r}")
+        if kind is None:
+            start, kind = i, entity
+    return spans
+
+
+class TfdsExamples:
+    """Random access to a TFDS data source of tokens + ClassLabel BIO tags, converted to examples."""
+
+    def __init__(
+        self,
+        source: Any,
+        tag_names: Sequence[str],
+        *,
+        tokens_feature: str = "tokens",
+        tags_feature: str = "ner",
+        label_map: Mapping[str, str] | None = None,
+    ):
+        self._source = source
+        self.tag_names = list(tag_names)
+        self.tokens_feature = tokens_feature
+        self.tags_feature = tags_feature
+        self.label_map = dict(label_map or {})
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> Example:
+        record = self._source[index]
+        tokens = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in record[self.tokens_feature]]
+        tags = [self.tag_names[int(tag)] for tag in record[self.tags_feature]]
+        if len(tags) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+        ner = [[s, e, self.label_map.get(kind, kind)] for s, e, kind in bio_spans(tags)]
+        return {"tokenized_text": tokens, "ner": ner}
+
+
+def tfds_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    tags_feature: str = "ner",
+    tokens_feature: str = "tokens",
+    label_map: Mapping[str, str] | None = None,
+) -> TfdsExamples:
+    """A prepared TFDS dataset (array_record format, read with `tfds.data_source`, no TensorFlow) of tokens and
+    ClassLabel BIO / IOB tags (e.g. conll2003's or wikiann's "ner"), as examples: "B-PER"/"I-PER" -> "PER", then
+    renamed through `label_map` where it has the type (e.g. {"PER": "person"})."""
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, split=split, data_dir=None if data_dir is None else str(data_dir))
+    tag_names = source.dataset_info.features[tags_feature].feature.names
+    return TfdsExamples(
+        source, tag_names, tokens_feature=tokens_feature, tags_feature=tags_feature, label_map=label_map
+    )
+
+
+def open_source(spec: str, *, strict: bool = False) -> Sequence[Any]:
+    """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a JSON /
+    JSONL file (read and checked up front; `strict` refuses bad records)."""
+    if spec.startswith("tfds:"):
+        name, _, split = spec.removeprefix("tfds:").partition(":")  # splits may hold ":" (train[:10%])
+        if not name or not split:
+            raise ValueError(f"expected tfds:NAME:SPLIT, got {spec!r}")
+        return tfds_source(name, split)
+    if Path(spec).is_dir():
+        return ArrayRecordExamples(spec)
+    return read_examples(spec, strict=strict)[0]
+
+
+class CheckedSource:
+    """A source whose bad records read as None, logged with a running count, so that the pipeline skips them."""
+
+    def __init__(self, source: Sequence[Any]):
+        self._source = source
+        self.skipped = 0  # in this process; worker processes count their own
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> Example | None:
+        try:
+            record = self._source[index]
+        except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as error:  # JSON errors included
+            reason = f"unreadable: {error}"
+        else:
+            reason = check_record(record)
+        if reason is None:
+            return _normalize(record)
+        self.skipped += 1
+        logger.warning("skipping record %d (%d skipped so far): %s", index, self.skipped, reason)
+        return None
+
+
+def sample_labels(
+    examples: Sequence[Example], rng: random.Random, *, max_types: int = 25, max_neg_type_ratio: int = 1
+) -> list[list[str]]:
+    """Each example's labels (class id c is labels[c - 1]), drawn as gliner draws them for a training batch.
+
+    `rng.sample` of at most 100 of the batch's types; per example r = `rng.randint(0, max_neg_type_ratio)` and
+    negatives = the first len(ner) * r of them (or its "ner_negatives"); then the set of its positives and
+    negatives, shuffled, capped at `max_types` (or its "ner_labels" verbatim). An example with no entity and no
+    label gets one empty label. Calls on `rng` happen in gliner's order, on sorted sets.
+    """
+    types = sorted({label for example in examples for _, _, label in example["ner"]})
+    negatives = rng.sample(types, k=min(NUM_SAMPLED_NEGATIVES, len(types)))
+    max_neg_type_ratio = int(max_neg_type_ratio)
+    label_sets = []
+    for example in examples:
+        ratio = rng.randint(0, max_neg_type_ratio) if max_neg_type_ratio else 0
+        if "ner_negatives" in example:
+            example_negatives = example["ner_negatives"]
+        else:
+            example_negatives = negatives[: len(example["ner"]) * ratio]
+        if "ner_labels" in example:
+            labels = list(example["ner_labels"])
+        else:
+            labels = sorted({label for _, _, label in example["ner"]} | set(example_negatives))
+            rng.shuffle(labels)
+            labels = labels[: int(max_types)]
+        if not example["ner"] and not labels:
+            labels = [""]
+        label_sets.append(labels)
+    return label_sets
+
+
+def _pow2_bucket(n: int) -> int:
+    """Smallest power of two >= max(n, 8)."""
+    return max(8, 1 << (n - 1).bit_length())
+
+
+def entity_rows(
+    examples: Sequence[Example], label_sets: Sequence[Sequence[str]], lengths: Sequence[int], max_width: int | None
+) -> list[list[tuple[int, int, int]]]:
+    """Per example, the distinct (start, end, class id) targets, sorted: entities whose label is among its labels
+    (class id = position + 1 in the deduplicated label list), that end inside its first `lengths[i]` words (after
+    truncation) and, for the span model (`max_width` set), are at most `max_width` words wide."""
+    rows = []
+    for example, labels, length in zip(examples, label_sets, lengths, strict=True):
+        class_ids = {label: c for c, label in enumerate(dict.fromkeys(labels), start=1)}
+        targets = {
+            (start, end, class_ids[label])
+            for start, end, label in example["ner"]
+            if label in class_ids and end < length and (max_width is None or end - start < max_width)
+        }
+        rows.append(sorted(targets))
+    return rows
+
+
+def collate(
+    examples: Sequence[Example],
+    label_sets: Sequence[Sequence[str]],
+    processor: Processor,
+    *,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The training batch contract for `examples` with their labels: the processor's bucketed arrays (rows padded
+    to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0))."""
+    label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
+    batch = processor.collate_words(
+        [example["tokenized_text"] for example in examples], label_lists, bucket=True, batch_size=batch_size
+    )
+    max_width = None if processor.span_mode == "token_level" else processor.max_width
+    rows = entity_rows(examples, label_lists, batch.text_lengths[: len(examples)].tolist(), max_width)
+    entities = np.zeros((len(batch.input_ids), _pow2_bucket(max(map(len, rows), default=0)), 3), np.int32)
+    for i, row in enumerate(rows):
+        entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
+    arrays = {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "words_mask": batch.words_mask,
+        "words_valid": batch.words_valid,
+        "labels_valid": batch.labels_valid,
+    }
+    if batch.span_idx is not None:
+        arrays |= {"span_idx": batch.span_idx, "span_mask": batch.span_mask}
+    return arrays | {"entities": entities}
+
+
+def batch_rng(seed: int, batch_index: int) -> random.Random:
+    """The random generator of global batch `batch_index`: the same on every host and after a restore."""
+    return random.Random(int(np.random.SeedSequence((seed, batch_index)).generate_state(1, np.uint64)[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _CollateHostSlice(grain.transforms.MapWithIndex):
+    """Samples the labels of global batch `index` (its valid records) and collates this host's rows of it: the
+    records at positions [process_index * rows, (process_index + 1) * rows), bad ones left as padding rows."""
+
+    processor: Processor
+    seed: int
+    rows: int
+    process_index: int
+    max_types: int
+    max_neg_type_ratio: int
+
+    def map_with_index(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
+        positions = [i for i, record in enumerate(records) if record is not None]
+        examples = [records[i] for i in positions]
+        label_sets = sample_labels(
+            examples, batch_rng(self.seed, index), max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
+        )
+        first = self.process_index * self.rows
+        mine = [j for j, i in enumerate(positions) if first <= i < first + self.rows]
+        return collate([examples[j] for j in mine], [label_sets[j] for j in mine], self.processor, batch_size=self.rows)
+
+
+def make_train_dataset(
+    source: Sequence[Any],
+    processor: Processor,
+    *,
+    global_batch_size: int,
+    seed: int,
+    max_types: int = 25,
+    max_neg_type_ratio: int = 1,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    read_options: grain.ReadOptions | None = None,
+) -> grain.IterDataset:
+    """Training batches (the batch contract, NumPy) of this host from a random-access source of records.
+
+    Every host reads the same global batches (shuffled with `seed`, reshuffled each epoch, `num_epochs` None =
+    forever, a last partial batch dropped), samples their labels from (seed, batch index) and collates its own
+    `global_batch_size / process_count` rows, with shapes from the processor's buckets. Records are checked as they
+    are read: a bad one is logged and skipped (its row stays a neutral padding row). Batches are collated ahead in
+    background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
+    (get_state / set_state, Grain's Orbax handler).
+    """
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+    dataset = grain.MapDataset.source(CheckedSource(source))
+    if shuffle:
+        dataset = dataset.shuffle(seed)
+    transform = _CollateHostSlice(
+        processor, seed, global_batch_size // process_count, process_index, max_types, max_neg_type_ratio
+    )
+    return (
+        dataset.repeat(num_epochs)
+        .batch(global_batch_size, drop_remainder=True, batch_fn=list)
+        .map_with_index(transform)
+        .to_iter_dataset(read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    )
+
+
+@dataclasses.dataclass
+class EvalBatch:
+    """An evaluation batch: the contract arrays, the examples of its real rows (gold "ner" unfiltered) and the
+    labels every row was given (class id c is labels[c - 1])."""
+
+    arrays: dict[str, np.ndarray]
+    examples: list[Example]
+    labels: list[str]
+
+
+def make_eval_batches(
+    examples: Sequence[Any], processor: Processor, labels: Sequence[str] | None = None, *, batch_size: int = 8
+) -> Iterator[EvalBatch]:
+    """Evaluation batches in order, without sampling: every example gets all `labels` (default: the sorted set of
+    the examples' labels); the last batch is padded with neutral rows to `batch_size`. Bad records are skipped."""
+    checked = CheckedSource(examples)
+    valid = [example for example in map(checked.__getitem__, range(len(checked))) if example is not None]
+    if labels is None:
+        labels = sorted({label for example in valid for _, _, label in example["ner"]})
+    labels = list(dict.fromkeys(labels))
+    for start in range(0, len(valid), batch_size):
+        rows = valid[start : start + batch_size]
+        arrays = collate(rows, [labels] * len(rows), processor, batch_size=batch_size)
+        yield EvalBatch(arrays, rows, labels)

@@ -1,0 +1,186 @@
+"""GLiNER's training objective: focal BCE with clamped logs over span or token logits, with negative masking.
+
+Matches gliner 0.2.29 (`focal_loss_with_logits`, `BaseModel._loss`, the span and token models' `loss`) exactly:
+the logs are clamped at 1e-6 (not log-sigmoid), so every element costs at most -log(1e-6) ~ 13.8. Targets are
+built on device from the batch's `entities` rows (start word, end word inclusive, class id 1..C; class 0 ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+EPS = 1e-6  # clamp of the probabilities inside the logs
+REDUCTIONS = ("sum", "mean")
+MASKINGS = ("none", "global", "label", "span")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss settings; defaults are gliner's TrainingArguments defaults.
+
+    alpha < 0 turns class weighting off (else alpha weighs positives, 1 - alpha negatives); gamma > 0 turns on
+    the focal factor (1 - p_t)^gamma; label_smoothing moves targets towards 0.5; prob_margin is subtracted from
+    the probability in the negative term. `masking` drops each negative element with probability 1 - negatives:
+    "global" any element whose target is 0, "label" only elements of classes with no positive in the row, "span"
+    only elements of spans with no positive class. The token model ignores masking, as gliner does.
+    """
+
+    alpha: float = -1.0
+    gamma: float = 0.0
+    label_smoothing: float = 0.0
+    prob_margin: float = 0.0
+    reduction: str = "sum"
+    negatives: float = 1.0
+    masking: str = "global"
+
+    def __post_init__(self) -> None:
+        if not (self.alpha < 0 or 0 <= self.alpha <= 1):
+            raise ValueError(f"loss.alpha must be < 0 (off) or in [0, 1], got {self.alpha!r}")
+        if not (self.gamma >= 0 and math.isfinite(self.gamma)):
+            raise ValueError(f"loss.gamma must be a finite number >= 0, got {self.gamma!r}")
+        for name in ("label_smoothing", "prob_margin", "negatives"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"loss.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"loss.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.masking not in MASKINGS:
+            raise ValueError(f"loss.masking must be one of {MASKINGS}, got {self.masking!r}")
+
+
+def focal_loss_with_logits(
+    logits: jax.Array, targets: jax.Array, *, alpha: float, gamma: float, label_smoothing: float, prob_margin: float
+) -> jax.Array:
+    """Elementwise focal binary cross-entropy of `logits` against `targets` (same shape), in float32.
+
+    t' = t(1 - ls) + ls/2; p = sigmoid(x); pm = clip(p - prob_margin, 0, 1);
+    loss = -t' log(max(p, 1e-6)) - (1 - t') log(max(1 - pm, 1e-6)), times (1 - p_t)^gamma with
+    p_t = p t' + (1 - pm)(1 - t') when gamma > 0, times alpha t' + (1 - alpha)(1 - t') when alpha >= 0.
+    """
+    x = jnp.asarray(logits).astype(jnp.float32)
+    t = jnp.asarray(targets).astype(jnp.float32)
+    if label_smoothing:
+        t = t * (1 - label_smoothing) + 0.5 * label_smoothing
+    p = jax.nn.sigmoid(x)
+    pm = jnp.clip(p - prob_margin, 0.0, 1.0)
+    loss = -t * jnp.log(jnp.maximum(p, EPS)) - (1.0 - t) * jnp.log(jnp.maximum(1.0 - pm, EPS))
+    if gamma > 0:
+        p_t = p * t + (1 - pm) * (1 - t)
+        loss = loss * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return loss
+
+
+def _paint(hits: jax.Array, classes: jax.Array, num_labels: int) -> jax.Array:
+    """[B, N, C] float 0/1: cell (b, n, c) is 1 iff some entity row e of b has hits[b, e, n] and class id c + 1."""
+    one_hot = jax.nn.one_hot(classes - 1, num_labels, dtype=jnp.float32)  # class 0 (and > C) -> all zeros
+    return jnp.minimum(jnp.einsum("ben,bec->bnc", hits.astype(jnp.float32), one_hot), 1.0)
+
+
+def _entity_columns(entities: jax.Array, num_words: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Start, end, class id and validity ([B, E] each) of the `entities` rows; invalid: end < start or out of words."""
+    entities = jnp.asarray(entities, jnp.int32)
+    start, end, cls = entities[..., 0], entities[..., 1], entities[..., 2]
+    valid = (cls > 0) & (start >= 0) & (start <= end) & (end < num_words)
+    return start, end, cls, valid
+
+
+def span_targets(entities: jax.Array, num_words: int, max_width: int, num_labels: int) -> jax.Array:
+    """Dense span targets [B, W*K, C] (W = num_words, K = max_width) from `entities` [B, E, 3].
+
+    Row s*K + (e - s) of class c - 1 is 1 for each entity (s, e, c) with c > 0 and e - s < K, as gliner's span
+    processor builds its labels; wider entities, class 0 rows and rows ending past `num_words` are ignored.
+    """
+    start, end, cls, valid = _entity_columns(entities, num_words)
+    valid &= end - start < max_width
+    index = jnp.where(valid, start * max_width + end - start, -1)  # -1 one-hots to zeros
+    return _paint(jax.nn.one_hot(index, num_words * max_width, dtype=jnp.bool_), cls, num_labels)
+
+
+def token_targets(entities: jax.Array, num_words: int, num_labels: int) -> jax.Array:
+    """Dense token targets [B, W, C, 3] (start, end, inside) from `entities` [B, E, 3], as gliner's token processor.
+
+    For each entity (s, e, c) with c > 0: start at word s, end at word e, inside on words s..e, all of class c - 1.
+    Class 0 rows and rows ending past `num_words` are ignored; there is no width limit.
+    """
+    start, end, cls, valid = _entity_columns(entities, num_words)
+    words = jnp.arange(num_words)
+    start = jnp.where(valid, start, -1)[..., None]
+    end = jnp.where(valid, end, -1)[..., None]
+    marks = (words == start, words == end, (words >= start) & (words <= end))
+    return jnp.stack([_paint(hits, cls, num_labels) for hits in marks], axis=-1)
+
+
+def _negative_keep(key: jax.Array | None, targets: jax.Array, config: LossConfig) -> jax.Array | None:
+    """Per-element 0/1 keep mask of gliner's negative masking, or None when it keeps everything.
+
+    The Bernoulli draws are `jax.random.uniform(key, targets.shape) < negatives` (gliner: torch.rand_like).
+    """
+    if config.masking == "none" or config.negatives >= 1:
+        return None
+    if key is None:
+        raise ValueError(f"loss.masking={config.masking!r} with negatives < 1 needs a PRNG key")
+    draw = jax.random.uniform(key, targets.shape) < config.negatives
+    positive = targets > 0
+    if config.masking == "global":
+        negative = ~positive
+    elif config.masking == "label":  # classes with no positive span in the row
+        negative = ~jnp.any(positive, axis=1, keepdims=True)
+    else:  # "span": spans with no positive class
+        negative = ~jnp.any(positive, axis=2, keepdims=True)
+    return jnp.where(negative, draw, True)
+
+
+def _masked_focal(logits: jax.Array, targets: jax.Array, valid: jax.Array, config: LossConfig) -> jax.Array:
+    """Focal loss on the valid cells, 0 elsewhere; invalid logits are replaced by 0 first, so that saturated
+    padding (where (1 - p_t)^gamma has an infinite slope for gamma < 1) cannot put NaNs into the gradients."""
+    losses = focal_loss_with_logits(
+        jnp.where(valid, logits, 0.0),
+        targets,
+        alpha=config.alpha,
+        gamma=config.gamma,
+        label_smoothing=config.label_smoothing,
+        prob_margin=config.prob_margin,
+    )
+    return jnp.where(valid, losses, 0.0)
+
+
+def _reduce(losses: jax.Array, count: jax.Array, reduction: str) -> jax.Array:
+    total = jnp.sum(losses)
+    if reduction == "sum":
+        return total
+    return total / jnp.maximum(count, 1).astype(jnp.float32)  # the sum is 0 when nothing is valid, as in gliner
+
+
+def gliner_loss(
+    logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None = None
+) -> jax.Array:
+    """GLiNER's scalar training loss for span logits [B, W, K, C] or token logits [B, W, C, 3].
+
+    The batch (training batch contract) picks the model: with `span_mask` the span loss over valid (span, label)
+    cells, "mean" dividing by the number of valid spans; without it the token loss over valid (word, label) cells
+    (start, end and inside), "mean" dividing by the number of valid (word, label) pairs. `key` drives the negative
+    masking (span model only, and only when masking != "none" and negatives < 1).
+    """
+    entities = batch["entities"]
+    labels_valid = jnp.asarray(batch["labels_valid"], bool)
+    if "span_mask" in batch:
+        b, w, k, c = logits.shape
+        span_mask = jnp.asarray(batch["span_mask"], bool)
+        targets = span_targets(entities, w, k, c) * span_mask[:, :, None]  # gliner zeroes spans past the text
+        valid = span_mask[:, :, None] & labels_valid[:, None, :]
+        losses = _masked_focal(logits.reshape(b, w * k, c), targets, valid, config)
+        keep = _negative_keep(key, targets, config)
+        if keep is not None:
+            losses = losses * keep
+        return _reduce(losses, jnp.sum(span_mask), config.reduction)
+    _, w, c, _ = logits.shape
+    valid = jnp.asarray(batch["words_valid"], bool)[:, :, None] & labels_valid[:, None, :]
+    losses = _masked_focal(logits, token_targets(entities, w, c), valid[..., None], config)
+    return _reduce(losses, jnp.sum(valid), config.reduction)

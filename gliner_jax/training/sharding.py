@@ -1,0 +1,128 @@
+"""Device mesh and logical-axis rules: where parameters, optimizer state and batches live.
+
+Model code names each parameter dimension with a logical axis (nnx metadata `out_sharding`, e.g.
+("embed", "heads")); the rules here map logical axes to the mesh axes ("data", "fsdp", "tensor").
+FSDP style: every large parameter splits its model dimension over "fsdp" and its model-parallel dimension
+(heads, mlp, vocab) over "tensor"; batches split over "data" x "fsdp".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from flax import linen, nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+# (logical axis, mesh axes), by precedence: a mesh axis already used by an earlier dimension of the same
+# array is not used again (flax's `logical_to_mesh_axes`); unlisted logical axes are replicated.
+# The LSTM's gate axis takes fsdp and tensor together and its recurrent input axis stays whole: with
+# weight_hh split ("fsdp", "tensor") over its two dimensions inside the scan and the batch over
+# ("data", "fsdp"), XLA (jaxlib 0.10.2, CPU) computes wrong gradients on a mesh with all three axes > 1.
+DEFAULT_RULES: LogicalRules = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("lstm", ("fsdp", "tensor")),
+    ("embed", "fsdp"),
+    ("hidden", "fsdp"),
+    ("lstm_hidden", None),
+    ("positions", None),
+    ("relpos", None),
+    ("layers", None),
+)
+
+
+def override_rules(
+    overrides: Mapping[str, str | Sequence[str] | None], rules: LogicalRules = DEFAULT_RULES
+) -> LogicalRules:
+    """`rules` with the mesh axes of each logical axis in `overrides` replaced (in place; new logical axes go
+    last). Mesh axes may come as a YAML list; an unknown mesh axis raises ValueError."""
+
+    def normalise(axes: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        unknown = [n for n in names if n not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"unknown mesh axes {unknown} in sharding rules (mesh axes: {MESH_AXES})")
+        return axes if axes is None or isinstance(axes, str) else names
+
+    replaced = tuple(
+        (logical, normalise(overrides[logical]) if logical in overrides else axes) for logical, axes in rules
+    )
+    known = {logical for logical, _ in rules}
+    return replaced + tuple((logical, normalise(axes)) for logical, axes in overrides.items() if logical not in known)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh axis sizes; one of them may be -1 to take all remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = dataclasses.asdict(self)
+        for name, size in sizes.items():
+            if size != -1 and size < 1:
+                raise ValueError(f"mesh axis {name} must be -1 or >= 1, got {size}")
+        if list(sizes.values()).count(-1) > 1:
+            raise ValueError(f"at most one mesh axis may be -1, got {sizes}")
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        """Axis sizes (data, fsdp, tensor) for `num_devices`, -1 filled in; their product is `num_devices`."""
+        sizes = dataclasses.asdict(self)
+        fixed = math.prod(size for size in sizes.values() if size != -1)
+        filled = {name: num_devices // fixed if size == -1 else size for name, size in sizes.items()}
+        if math.prod(filled.values()) != num_devices:
+            raise ValueError(f"mesh {sizes} does not fit {num_devices} devices")
+        return filled["data"], filled["fsdp"], filled["tensor"]
+
+
+def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ("data", "fsdp", "tensor") mesh over `devices` (default: all), with Auto axis types."""
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh(
+        config.shape(len(devices)), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+    )
+
+
+def _fitting_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+    """`spec` with every dimension that its mesh axes do not divide evenly replicated instead."""
+    axes = []
+    for size, names in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=True):
+        split = math.prod(mesh.shape[n] for n in ((names,) if isinstance(names, str) else names or ()))
+        axes.append(names if size % split == 0 else None)
+    return PartitionSpec(*axes)
+
+
+def state_shardings(state: Any, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> Any:
+    """NamedShardings shaped like `state`: an nnx.State, or an optax state built from one (concrete or abstract).
+
+    A Variable is sharded by its `out_sharding` logical axes under `rules`; a dimension its mesh axes do not
+    divide is replicated. Other leaves (step counts, learning rates, RNG keys, ...) are replicated."""
+
+    def sharding(leaf: Any) -> Any:
+        if not isinstance(leaf, nnx.Variable):
+            return NamedSharding(mesh, PartitionSpec())
+        axes = leaf.get_metadata().get("out_sharding")
+        spec = linen.logical_to_mesh_axes(axes, rules) if axes else PartitionSpec()
+        # The value may be an empty pytree: optax's MaskedNode where a transform skips this parameter.
+        return leaf.replace(
+            jax.tree.map(lambda value: NamedSharding(mesh, _fitting_spec(spec, value.shape, mesh)), leaf.get_value())
+        )
+
+    return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
+    """For arrays whose leading dimension is the global batch: split by the "batch" rule, the rest replicated."""
+    return NamedSharding(mesh, linen.logical_to_mesh_axes(("batch",), rules))

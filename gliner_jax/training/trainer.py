@@ -1,0 +1,292 @@
+"""The training loop: a sharded jitted train step, Orbax checkpoints that resume exactly, metrics, eval, export.
+
+One `Trainer.fit()` runs `trainer.num_steps` steps. Parameters and optimizer state live on the mesh under the
+logical axis rules; each host feeds its own slice of every global batch. Every `save_every` steps one async
+Orbax checkpoint holds the parameters, optimizer state, step, base RNG key and the Grain iterator state, so a
+restarted run (same command) continues from the last finished checkpoint with the same batches, dropout masks
+and losses as an uninterrupted run; a checkpoint that was still being written when the process died is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from gliner_jax.evaluation import evaluate_examples
+from gliner_jax.inference import GLiNER
+from gliner_jax.processing import Processor
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.config import TrainConfig
+from gliner_jax.training.loss import LossConfig, gliner_loss
+from gliner_jax.training.model_init import build_model
+from gliner_jax.training.optim import learning_rates, make_optimizer
+from gliner_jax.training.sharding import batch_sharding, make_mesh, override_rules, state_shardings
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "words_mask", "words_valid", "labels_valid", "span_idx", "span_mask")
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, loss_config: LossConfig
+) -> Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]:
+    """`step(params, opt_state, batch, key) -> (params, opt_state, metrics)`: forward with dropout drawn from
+    `key`, the GLiNER loss, gradients, one optimizer update (not jitted; `Trainer` jits it with shardings)."""
+
+    def loss_fn(params: nnx.State, batch: dict[str, jax.Array], key: jax.Array) -> jax.Array:
+        # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
+        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        dropout_key, loss_key = jax.random.split(key)
+        nnx.reseed(model, dropout=dropout_key, policy="match_shape")
+        logits = model(**{name: batch[name] for name in MODEL_INPUTS if name in batch})
+        return gliner_loss(logits, batch, loss_config, loss_key)
+
+    def step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return step
+
+
+@dataclasses.dataclass
+class StepTimer:
+    """Tokens per second over the steps since the last `rate()` call."""
+
+    tokens: int = 0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.tokens / max(now - self.started, 1e-9)
+        self.tokens, self.started = 0, now
+        return rate
+
+
+class Trainer:
+    """Builds everything a `TrainConfig` describes and runs it with `fit()`."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        run = config.trainer
+        self.output_dir = Path(run.output_dir)
+        self.is_chief = jax.process_index() == 0
+        model, self.gliner_config, self.tokenizer = build_model(config.model, run.seed)
+        self.processor = Processor.from_config(self.gliner_config, self.tokenizer)
+
+        self.mesh = make_mesh(config.mesh)
+        logger.info(
+            "mesh %s over %d devices in %d process(es)", dict(self.mesh.shape), self.mesh.size, jax.process_count()
+        )
+        rules = override_rules(config.rules or {})
+        data_devices = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if run.global_batch_size % data_devices:
+            raise ValueError(
+                f"trainer.global_batch_size={run.global_batch_size} is not divisible by the {data_devices} devices "
+                "of the mesh's data and fsdp axes"
+            )
+        model.eval()
+        self.eval_graphdef = nnx.graphdef(model)
+        model.train()
+        graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.tx = make_optimizer(config.optimizer, params)
+        self.param_shardings = state_shardings(params, self.mesh, rules)
+        self.params = jax.device_put(params, self.param_shardings)
+        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, params), self.mesh, rules)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
+        self.batch_sharding = batch_sharding(self.mesh, rules)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self.train_step = jax.jit(
+            make_train_step(graphdef, self.rest, self.tx, config.loss),
+            in_shardings=(self.param_shardings, opt_shardings, self.batch_sharding, replicated),
+            out_shardings=(self.param_shardings, opt_shardings, replicated),
+            donate_argnums=(0, 1),
+        )
+        self.rng = np.asarray(jax.random.key_data(jax.random.key(run.seed)))  # host NumPy: the same on every host
+        self.step = 0
+
+        source = data_lib.open_source(config.data.train, strict=config.data.strict)
+        self.dataset = data_lib.make_train_dataset(
+            source,
+            self.processor,
+            global_batch_size=run.global_batch_size,
+            seed=run.seed,
+            max_types=self.gliner_config.max_types,
+            max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
+        )
+        self.iterator = iter(self.dataset)
+        self.dev = data_lib.read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
+        self.checkpoints = ocp.CheckpointManager(
+            (self.output_dir / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=run.keep_checkpoints,
+                enable_async_checkpointing=True,
+                cleanup_tmp_directories=True,
+            ),
+            item_names=("state", "data"),
+        )
+
+    def _train_state(self) -> dict[str, Any]:
+        return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
+
+    def restore_latest(self) -> bool:
+        """Resume from the newest finished checkpoint, if any; returns whether one was loaded."""
+        step = self.checkpoints.latest_step()
+        if step is None:
+            return False
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self._train_state())
+        restored = self.checkpoints.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract),
+                data=grain.checkpoint.CheckpointRestore(self.iterator),
+            ),
+        )
+        state = restored["state"]
+        self.params, self.opt_state, self.rng = state["params"], state["opt_state"], np.asarray(state["rng"])
+        self.step = int(state["step"])
+        if self.step != step:
+            raise RuntimeError(f"checkpoint {step} holds step {self.step}")
+        logger.info("resumed from step %d", step)
+        return True
+
+    def _save(self) -> None:
+        self.checkpoints.save(
+            self.step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(self._train_state()),
+                data=grain.checkpoint.CheckpointSave(self.iterator),
+            ),
+            force=True,
+        )
+
+    def _global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """One global array per input from every host's rows (hosts first agree on the bucket shapes)."""
+        if jax.process_count() > 1:
+            batch = pad_to_common_shapes(batch, self.tokenizer.pad_token_id)
+        return {
+            name: jax.make_array_from_process_local_data(self.batch_sharding, value) for name, value in batch.items()
+        }
+
+    def fit(self) -> dict[str, float]:
+        """Train to `trainer.num_steps` (resuming from the last checkpoint), evaluate and export; returns the
+        last logged metrics."""
+        run = self.config.trainer
+        self.restore_latest()
+        writer = self._writer()
+        metrics_file = (self.output_dir / "metrics.jsonl").open("a") if self.is_chief else None
+        timer, last = StepTimer(), {}
+        progress = tqdm(total=run.num_steps, initial=self.step, desc="train", unit="step", disable=not self.is_chief)
+        try:
+            while self.step < run.num_steps:
+                batch = next(self.iterator)
+                timer.tokens += int(batch["attention_mask"].sum()) * jax.process_count()
+                key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
+                self.params, self.opt_state, metrics = self.train_step(
+                    self.params, self.opt_state, self._global_batch(batch), key
+                )
+                self.step += 1
+                progress.update()
+                final = self.step == run.num_steps
+                values = {}
+                if self.step % run.log_every == 0 or final:
+                    values = last = self._train_metrics(metrics, timer.rate())
+                    progress.set_postfix(loss=f"{last['loss']:.4g}", tok_s=f"{last['tokens_per_second']:,.0f}")
+                if self.dev is not None and (final or (run.eval_every and self.step % run.eval_every == 0)):
+                    values |= self._evaluate()
+                    last |= values
+                if values:
+                    self._record(values, writer, metrics_file)
+                if final or self.step % run.save_every == 0:
+                    self._save()
+        finally:
+            progress.close()
+            self.checkpoints.wait_until_finished()
+            if metrics_file is not None:
+                metrics_file.close()
+            if writer is not None:
+                writer.close()
+        if run.export:
+            self.export(self.output_dir / "final")
+        return last
+
+    def _writer(self) -> Any:
+        if not self.is_chief:
+            return None
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+    def _train_metrics(self, metrics: dict[str, jax.Array], tokens_per_second: float) -> dict[str, float]:
+        values = {name: float(value) for name, value in (metrics | learning_rates(self.opt_state)).items()}
+        return values | {"tokens_per_second": tokens_per_second}
+
+    def _record(self, values: dict[str, float], writer: Any, metrics_file: Any) -> None:
+        """TensorBoard scalars and one metrics.jsonl line for this step (chief only)."""
+        if writer is not None:
+            for name, value in values.items():
+                writer.add_scalar(name if "/" in name else f"train/{name}", value, self.step)
+        if metrics_file is not None:
+            metrics_file.write(json.dumps({"step": self.step, **values}) + "\n")
+            metrics_file.flush()
+
+    def host_model(self) -> GLiNER:
+        """The current parameters as an eval-mode `GLiNER` on this host (gathered from every process)."""
+        params = multihost_utils.process_allgather(self.params, tiled=True)
+        model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
+        return GLiNER(model, self.gliner_config, self.tokenizer)
+
+    def _evaluate(self) -> dict[str, float]:
+        """Span F1 on the dev examples with all their labels (every host computes it; the chief records it)."""
+        micro, _ = evaluate_examples(
+            self.host_model(),
+            self.dev,
+            threshold=self.config.trainer.eval_threshold,
+            batch_size=self.config.trainer.eval_batch_size,
+        )
+        values = {"dev/precision": micro.precision, "dev/recall": micro.recall, "dev/f1": micro.f1}
+        logger.info("step %d: %s", self.step, values)
+        return values
+
+    def export(self, path: Path) -> None:
+        """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""
+        model = self.host_model()
+        if self.is_chief:
+            model.save_pretrained(path)
+            logger.info("exported to %s", path)
+
+
+def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
+    """Pad every host's arrays (at the end of each non-batch axis) to the largest shape any host has, so that the
+    hosts' bucket shapes, which depend on their own rows, form one global batch. Padding is neutral: masks and
+    validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx / span_mask grow by whole words, in
+    the processor's order (start-major, then width)."""
+    names = sorted(batch)
+    shapes = np.array([dim for name in names for dim in batch[name].shape[1:]], np.int64)
+    target = multihost_utils.process_allgather(shapes).reshape(-1, shapes.size).max(axis=0)
+    padded, offset = {}, 0
+    for name in names:
+        value = batch[name]
+        rank = value.ndim - 1
+        widths = [(0, 0)] + [
+            (0, int(t) - d) for t, d in zip(target[offset : offset + rank], value.shape[1:], strict=True)
+        ]
+        offset += rank
+        padded[name] = np.pad(value, widths, constant_values=pad_id if name == "input_ids" else 0)
+    return padded

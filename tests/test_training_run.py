@@ -1,0 +1,236 @@
+"""End-to-end training runs of `gliner-jax train` on the shipped tiny config, in subprocesses.
+
+They check what only whole runs show: the tiny config learns its dataset (the CI learning check) and exports a
+directory the `gliner` package loads strictly and predicts identically from; a run killed with SIGKILL resumes
+with exactly the losses of an uninterrupted run; a half-written checkpoint is never loaded; a sharded run on 8
+devices equals a 1-device run; two processes (jax.distributed) train, checkpoint and restore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "gliner-jax"
+# Short runs of the tiny config: no dev evaluation, a checkpoint every 3 steps, every step logged. The schedule
+# length is pinned so that runs of different lengths compile the same program (the compilation cache serves them).
+SHORT = (
+    "data.dev=null",
+    "trainer.export=false",
+    "trainer.log_every=1",
+    "trainer.save_every=3",
+    "trainer.keep_checkpoints=10",
+    "optimizer.num_steps=18",
+    "optimizer.encoder_lr=1e-4",  # moderate steps, so that Adam does not blow float rounding up to 1e-5
+    "optimizer.others_lr=1e-4",
+)
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def train_command(output_dir: Path, *overrides: str, extra: tuple[str, ...] = ()) -> list[str]:
+    return [
+        str(CLI),
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        *extra,
+        f"trainer.output_dir={output_dir}",
+        *overrides,
+    ]
+
+
+def environment(cache: Path, devices: int = 1) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache))
+    env |= {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def run_training(output_dir: Path, cache: Path, *overrides: str, devices: int = 1) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        train_command(output_dir, *overrides),
+        cwd=ROOT,
+        env=environment(cache, devices),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def logged(output_dir: Path) -> dict[int, dict]:
+    """The metrics of each step; a step logged twice (before a kill and after the restart) keeps the last."""
+    lines = (output_dir / "metrics.jsonl").read_text().splitlines()
+    return {record["step"]: record for record in map(json.loads, lines)}
+
+
+def resumed_from(stderr: str) -> list[int]:
+    return [int(line.split()[-1]) for line in stderr.splitlines() if "resumed from step" in line]
+
+
+def assert_same_losses(records: dict[int, dict], expected: dict[int, dict], steps: range, tolerance: float) -> None:
+    for step in steps:
+        assert records[step]["loss"] == pytest.approx(expected[step]["loss"], rel=tolerance, abs=tolerance), step
+        assert records[step]["lr/others"] == pytest.approx(expected[step]["lr/others"], rel=1e-6), step
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, compilation_cache) -> Path:
+    """An 18-step run, the reference for the interrupted and sharded runs."""
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_training(output_dir, compilation_cache, *SHORT, "trainer.num_steps=18")
+    return output_dir
+
+
+def test_tiny_config_learns_and_exports_for_gliner(tmp_path, compilation_cache):
+    """The CI learning check: from a random tiny encoder, training-set span F1 > 0.9; the export loads in gliner."""
+    import torch
+    from gliner import GLiNER as TorchGLiNER
+
+    from gliner_jax.evaluation import evaluate_examples
+    from gliner_jax.inference import GLiNER
+    from gliner_jax.training.data import read_examples
+
+    run_training(tmp_path, compilation_cache)
+    final = tmp_path / "final"
+    model = GLiNER.from_pretrained(final)
+    train, _ = read_examples(ROOT / "data" / "tiny" / "train.jsonl")
+    micro, _ = evaluate_examples(model, train)
+    assert micro.f1 > 0.9, micro
+    assert any((tmp_path / "tensorboard").iterdir())
+    records = logged(tmp_path)
+    assert records[max(records)]["dev/f1"] > 0.5  # evaluated on the dev file at the end
+    assert {"lr/encoder", "lr/others", "tokens_per_second"} <= records[max(records)].keys()
+
+    reference = TorchGLiNER.from_pretrained(str(final), local_files_only=True)
+    from safetensors.numpy import load_file
+
+    assert set(load_file(final / "model.safetensors")) == set(reference.model.state_dict())  # a strict load
+    texts = [" ".join(example["tokenized_text"]) for example in train[:12]]
+    labels = sorted({entity[2] for example in train for entity in example["ner"]})
+    ours = model.inference(texts, labels, threshold=0.5)
+    with torch.no_grad():
+        theirs = [reference.predict_entities(text, labels, threshold=0.5) for text in texts]
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert [(e["start"], e["end"], e["label"]) for e in mine] == [(e["start"], e["end"], e["label"]) for e in ref]
+        np.testing.assert_allclose([e["score"] for e in mine], [e["score"] for e in ref], atol=1e-5)
+
+
+def test_sigkilled_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, compilation_cache, uninterrupted):
+    command = train_command(tmp_path, *SHORT, "trainer.num_steps=18")
+    process = subprocess.Popen(command, cwd=ROOT, env=environment(compilation_cache), stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 11):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(logged(tmp_path))
+    assert killed_at < 18
+
+    resumed = resumed_from(run_training(tmp_path, compilation_cache, *SHORT, "trainer.num_steps=18").stderr)
+    assert resumed and resumed[0] <= killed_at and resumed[0] % 3 == 0
+    assert sorted(logged(tmp_path)) == list(range(1, 19))
+    assert_same_losses(logged(tmp_path), logged(uninterrupted), range(resumed[0] + 1, 19), 1e-6)
+
+
+def test_a_half_written_checkpoint_is_never_loaded(tmp_path, compilation_cache, uninterrupted):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    checkpoints = run / "checkpoints"
+    for step in (15, 18):
+        shutil.rmtree(checkpoints / str(step))
+    # A save of step 15 cut off mid-way: Orbax writes into a temporary folder and renames it once complete.
+    partial = checkpoints / "15.orbax-checkpoint-tmp-1234567"
+    shutil.copytree(checkpoints / "12", partial)
+    shutil.rmtree(partial / "state")
+    result = run_training(run, compilation_cache, *SHORT, "trainer.num_steps=18")
+    assert resumed_from(result.stderr) == [12]
+    assert (checkpoints / "18").is_dir()
+    assert_same_losses(logged(run), logged(uninterrupted), range(13, 19), 1e-6)
+
+
+def restore_params(checkpoint: Path) -> dict:
+    """The parameters of a training checkpoint as NumPy arrays, whatever mesh wrote them."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    path = checkpoint.absolute() / "state"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(path).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))["params"]
+
+
+def test_sharded_run_on_8_devices_equals_a_1_device_run(tmp_path, compilation_cache, uninterrupted):
+    result = run_training(
+        tmp_path, compilation_cache, *SHORT, "trainer.num_steps=6", "mesh.data=2", "mesh.fsdp=4", devices=8
+    )
+    assert "8 devices" in result.stderr
+    assert_same_losses(logged(tmp_path), logged(uninterrupted), range(1, 7), 1e-5)
+    import jax
+
+    sharded = restore_params(tmp_path / "checkpoints" / "6")
+    single = restore_params(uninterrupted / "checkpoints" / "6")
+    assert jax.tree.structure(sharded) == jax.tree.structure(single)
+    for (path, value), expected in zip(
+        jax.tree_util.tree_leaves_with_path(sharded), jax.tree.leaves(single), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(value), np.asarray(expected), rtol=1e-5, atol=1e-5, err_msg=str(path))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[str]:
+    """Both processes of a 2-host run (4 CPU devices each, one global mesh of 8); returns their stderr."""
+    address = f"127.0.0.1:{free_port()}"
+    processes = [
+        subprocess.Popen(
+            train_command(
+                output_dir,
+                *overrides,
+                extra=("--coordinator-address", address, "--num-processes", "2", "--process-id", str(index)),
+            ),
+            cwd=ROOT,
+            env=environment(cache, devices=4),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    errors = [process.communicate(timeout=600)[1] for process in processes]
+    for process, error in zip(processes, errors, strict=True):
+        assert process.returncode == 0, error[-4000:]
+    return errors
+
+
+def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache):
+    mesh = ("mesh.data=2", "mesh.fsdp=4")
+    run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=3")
+    assert (tmp_path / "checkpoints" / "3").is_dir()
+    errors = run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=5")
+    assert all(resumed_from(error) == [3] for error in errors)
+    records = logged(tmp_path)
+    assert sorted(records) == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(record["loss"]) for record in records.values())
