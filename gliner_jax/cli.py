@@ -92,6 +92,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout."""
+    from gliner_jax.evaluation import evaluate_examples, load_label_map, read_eval_data
+    from gliner_jax.inference import GLiNER
+
+    try:
+        label_map = load_label_map(args.label_map) if args.label_map else None
+        examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    model = GLiNER.from_pretrained(args.model)
+    result = evaluate_examples(
+        model,
+        examples,
+        labels=labels,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        flat_ner=not args.nested,
+        multi_label=args.multi_label,
+        progress=True,
+    )
+    print(result.table(), file=sys.stderr)
+    report = {"model": args.model, "data": args.data, "examples": len(examples), "threshold": args.threshold}
+    report |= {"flat_ner": not args.nested, "multi_label": args.multi_label, **result.to_dict()}
+    print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
     """Check a JSON / JSONL training file and write its valid examples into ArrayRecord shards."""
     from gliner_jax.training.data import prepare_array_record
@@ -124,6 +153,23 @@ def _train(args: argparse.Namespace) -> int:
     metrics = Trainer(config).fit()
     if jax.process_index() == 0:
         print(json.dumps(metrics))
+    return 0
+
+
+def _self_train(args: argparse.Namespace) -> int:
+    """Pseudo-label texts with a model, fine-tune it on them, print dev F1 before and after as JSON."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+    from gliner_jax.training.config import load_train_config
+    from gliner_jax.training.self_training import self_train
+
+    config = load_train_config(args.config, [f"model.init_from={args.model}", *args.overrides])
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    report = self_train(config, args.unlabelled, labels=labels, threshold=args.threshold, batch_size=args.batch_size)
+    print(json.dumps(report.to_dict()))
     return 0
 
 
@@ -172,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts (default: read --file or stdin)")
     predict.set_defaults(run=_predict)
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="span-level precision, recall and F1 of a model on gold data",
+        description='DATA is a GLiNER JSON / JSONL file ({"tokenized_text", "ner"} records) or a CoNLL-style file '
+        "(token first, BIO / IOB1 / IOB2 tag last, blank lines between sentences; .conll, .txt, .bio or detected). "
+        "Exact-match spans, micro-averaged as gliner's evaluator. Prints a per-label table on stderr and a JSON "
+        "report on stdout.",
+    )
+    evaluate.add_argument("--model", required=True, help="GLiNER directory (gliner or native format)")
+    evaluate.add_argument("--data", required=True, help="gold data: JSON, JSONL or CoNLL file")
+    evaluate.add_argument("--labels", help="comma-separated labels to predict (default: all labels of the data)")
+    evaluate.add_argument("--label-map", help='JSON / YAML {type: label} renaming, e.g. {"geo-loc": "location"}')
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    evaluate.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
+    evaluate.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    evaluate.add_argument("--strict-iob2", action="store_true", help="CoNLL: refuse an I- tag that continues nothing")
+    evaluate.set_defaults(run=_eval)
+
     data = commands.add_parser("data", help="prepare training data")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser(
@@ -199,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-processes", type=int, help="with --coordinator-address")
     train.add_argument("--process-id", type=int, help="with --coordinator-address")
     train.set_defaults(run=_train)
+
+    self_train = commands.add_parser(
+        "self-train",
+        help="pseudo-label texts with a model, fine-tune it on them, report dev F1 before and after",
+        description="Self-training as in the GLiNER multi-task paper (section 2.3); see configs/self_training.yaml.",
+    )
+    self_train.add_argument("--config", required=True, help="YAML run config, e.g. configs/self_training.yaml")
+    self_train.add_argument("--model", required=True, help="the GLiNER directory to improve (model.init_from)")
+    self_train.add_argument("--unlabelled", required=True, help="texts: JSONL/JSON (text or tokenized_text) or lines")
+    self_train.add_argument("--labels", help="comma-separated labels to pseudo-label (default: those of data.dev)")
+    self_train.add_argument("--threshold", type=float, default=0.5, help="pseudo-labelling threshold")
+    self_train.add_argument("--batch-size", type=int, default=16, help="prediction batch size")
+    self_train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.dev=dev.jsonl")
+    self_train.set_defaults(run=_self_train)
     return parser
 
 

@@ -9,6 +9,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,9 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.processing import Batch, Processor, joined_word_offsets, split_words
+
+if TYPE_CHECKING:
+    from gliner_jax.evaluation import Evaluation
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
@@ -153,6 +157,34 @@ class GLiNER:
         inclusive, label, score), by start; long texts are read in windows as in `inference`."""
         rows = [joined_word_offsets(words) for words in word_lists]
         return self._word_spans(rows, labels, threshold, flat_ner, multi_label, batch_size, False, progress)
+
+    def evaluate(
+        self,
+        data: str | Path | Sequence[Mapping],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        labels: Sequence[str] | None = None,
+        *,
+        progress: bool = False,
+    ) -> Evaluation:
+        """Span-level exact-match micro and per-label P/R/F1 on gold data: a JSON / JSONL / CoNLL file (detected by
+        extension or content) or a list of {"tokenized_text", "ner"} records. Every text gets every label of
+        `labels` (default: the sorted set of the data's labels), as gliner's `evaluate(..., entity_types=labels)`;
+        `str()` of the result is its summary line."""
+        from gliner_jax.evaluation import evaluate_examples, read_eval_data
+
+        return evaluate_examples(
+            self,
+            read_eval_data(data),
+            labels=labels,
+            threshold=threshold,
+            batch_size=batch_size,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+            progress=progress,
+        )
 
     def _word_spans(
         self,

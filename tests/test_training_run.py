@@ -97,7 +97,15 @@ def uninterrupted(tmp_path_factory, compilation_cache) -> Path:
     return output_dir
 
 
-def test_tiny_config_learns_and_exports_for_gliner(tmp_path, compilation_cache):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, compilation_cache) -> Path:
+    """The shipped tiny config, trained in full."""
+    output_dir = tmp_path_factory.mktemp("tiny")
+    run_training(output_dir, compilation_cache)
+    return output_dir
+
+
+def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     """The CI learning check: from a random tiny encoder, training-set span F1 > 0.9; the export loads in gliner."""
     import torch
     from gliner import GLiNER as TorchGLiNER
@@ -106,14 +114,13 @@ def test_tiny_config_learns_and_exports_for_gliner(tmp_path, compilation_cache):
     from gliner_jax.inference import GLiNER
     from gliner_jax.training.data import read_examples
 
-    run_training(tmp_path, compilation_cache)
-    final = tmp_path / "final"
+    final = tiny_run / "final"
     model = GLiNER.from_pretrained(final)
     train, _ = read_examples(ROOT / "data" / "tiny" / "train.jsonl")
     micro, _ = evaluate_examples(model, train)
     assert micro.f1 > 0.9, micro
-    assert any((tmp_path / "tensorboard").iterdir())
-    records = logged(tmp_path)
+    assert any((tiny_run / "tensorboard").iterdir())
+    records = logged(tiny_run)
     assert records[max(records)]["dev/f1"] > 0.5  # evaluated on the dev file at the end
     assert {"lr/encoder", "lr/others", "tokens_per_second"} <= records[max(records)].keys()
 
@@ -234,3 +241,45 @@ def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache)
     records = logged(tmp_path)
     assert sorted(records) == [1, 2, 3, 4, 5]
     assert all(np.isfinite(record["loss"]) for record in records.values())
+
+
+def test_self_training_reports_dev_f1_before_and_after(tmp_path, tiny_run, compilation_cache):
+    from gliner_jax.evaluation import evaluate_examples
+    from gliner_jax.inference import GLiNER
+    from gliner_jax.training.data import read_examples
+
+    dev_file = ROOT / "data" / "tiny" / "dev.jsonl"
+    dev, _ = read_examples(dev_file)
+    unlabelled = tmp_path / "texts.txt"
+    unlabelled.write_text("".join(" ".join(example["tokenized_text"]) + "\n" for example in dev[:40]))
+    command = [
+        str(CLI),
+        "self-train",
+        "--config",
+        str(ROOT / "configs" / "self_training.yaml"),
+        "--model",
+        str(tiny_run / "final"),
+        "--unlabelled",
+        str(unlabelled),
+        f"data.dev={dev_file}",
+        f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.num_steps=20",
+        "trainer.save_every=20",
+        "trainer.log_every=1",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=environment(compilation_cache), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+
+    teacher = GLiNER.from_pretrained(tiny_run / "final")
+    before, _ = evaluate_examples(teacher, dev)
+    assert report["before"]["f1"] == pytest.approx(before.f1) and before.f1 > 0.5
+    pseudo, _ = read_examples(tmp_path / "run" / "pseudo_labels.jsonl")
+    labels = sorted({entity[2] for example in dev for entity in example["ner"]})
+    predicted = teacher.predict_words([example["tokenized_text"] for example in dev[:40]], labels)
+    assert [example["ner"] for example in pseudo] == [[[s, e, label] for s, e, label, _ in p] for p in predicted]
+    assert report["pseudo_entities"] == sum(len(p) for p in predicted) > 0
+    after, _ = evaluate_examples(GLiNER.from_pretrained(tmp_path / "run" / "final"), dev)
+    assert report["after"]["f1"] == pytest.approx(after.f1)
+    peak = max(record["lr/encoder"] for record in logged(tmp_path / "run").values())
+    assert peak == pytest.approx(5e-6)  # the Table 6 rates of configs/self_training.yaml

@@ -1,0 +1,107 @@
+"""Self-training (GLiNER multi-task paper, section 2.3): pseudo-label unlabelled texts with a model, fine-tune the
+model on them with label smoothing, and report span F1 on a labelled dev set before and after."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from gliner_jax.evaluation import Scores, evaluate_examples
+from gliner_jax.inference import GLiNER
+from gliner_jax.processing import split_words
+from gliner_jax.training.config import TrainConfig
+from gliner_jax.training.data import Example, read_examples
+from gliner_jax.training.trainer import Trainer
+
+PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
+
+
+def read_unlabelled(path: str | Path) -> list[list[str]]:
+    """Texts to pseudo-label, as word lists: JSON/JSONL records with "tokenized_text" or "text", or plain lines
+    (split with gliner's whitespace splitter)."""
+    path = Path(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix in (".json", ".jsonl"):
+        records = (
+            json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else list(map(json.loads, lines))
+        )
+        texts = []
+        for index, record in enumerate(records):
+            if "tokenized_text" in record:
+                texts.append(list(record["tokenized_text"]))
+            elif "text" in record:
+                texts.append([word for word, _, _ in split_words(record["text"])])
+            else:
+                raise ValueError(f"{path}: record {index} has neither 'tokenized_text' nor 'text'")
+        return texts
+    return [[word for word, _, _ in split_words(line)] for line in lines]
+
+
+def pseudo_label(
+    model: GLiNER, word_lists: Sequence[Sequence[str]], labels: Sequence[str], *, threshold: float, batch_size: int
+) -> list[Example]:
+    """Training examples whose entities are the model's predictions at `threshold` (flat NER)."""
+    predictions = model.predict_words(word_lists, list(labels), threshold, batch_size=batch_size, progress=True)
+    return [
+        {"tokenized_text": list(words), "ner": [[start, end, label] for start, end, label, _ in spans]}
+        for words, spans in zip(word_lists, predictions, strict=True)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTrainingReport:
+    """Dev scores before and after fine-tuning on the pseudo-labels, and what was pseudo-labelled."""
+
+    before: Scores
+    after: Scores
+    texts: int
+    pseudo_entities: int
+    model_dir: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def self_train(
+    config: TrainConfig,
+    unlabelled: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    batch_size: int = 16,
+) -> SelfTrainingReport:
+    """Pseudo-label `unlabelled` with the model of `config.model.init_from`, fine-tune it on them with `config`
+    (its data.train is replaced by the pseudo-labels), and score both models on `config.data.dev`."""
+    if config.model.init_from is None or config.data.dev is None:
+        raise ValueError("self-training needs model.init_from (the model to improve) and data.dev (labelled)")
+    dev, _ = read_examples(config.data.dev, strict=config.data.strict)
+    if labels is None:
+        labels = sorted({entity[2] for example in dev for entity in example["ner"]})
+    model = GLiNER.from_pretrained(config.model.init_from)
+    before, _ = evaluate_examples(model, dev, labels=list(labels), threshold=threshold, batch_size=batch_size)
+
+    output_dir = Path(config.trainer.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    examples = pseudo_label(model, read_unlabelled(unlabelled), labels, threshold=threshold, batch_size=batch_size)
+    pseudo_file = output_dir / PSEUDO_LABELS_FILE
+    pseudo_file.write_text("".join(json.dumps(example) + "\n" for example in examples), encoding="utf-8")
+
+    tuned = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, train=str(pseudo_file)),
+        trainer=dataclasses.replace(config.trainer, export=True),
+    )
+    Trainer(tuned).fit()
+    final = output_dir / "final"
+    after, _ = evaluate_examples(
+        GLiNER.from_pretrained(final), dev, labels=list(labels), threshold=threshold, batch_size=batch_size
+    )
+    return SelfTrainingReport(
+        before=before,
+        after=after,
+        texts=len(examples),
+        pseudo_entities=sum(len(example["ner"]) for example in examples),
+        model_dir=str(final),
+    )

@@ -1,0 +1,342 @@
+"""Span-level evaluation against gliner's evaluator, CoNLL / JSON reading, GLiNER.evaluate and `gliner-jax eval`
+against gliner's GLiNER.evaluate on the same reference model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gliner.model
+import pytest
+from gliner.evaluation import BaseNEREvaluator
+from gliner.evaluation.utils import extract_tp_actual_correct, flatten_for_eval
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gliner_jax import GLiNER
+from gliner_jax.cli import main
+from gliner_jax.evaluation import load_label_map, read_conll, read_eval_data, span_scores
+from gliner_jax.reference import CORPUS, build_reference, quantile_thresholds
+
+
+def reference_scores(gold: list, predicted: list) -> tuple[str, float, float, float]:
+    """gliner's summary line and micro precision, recall and F1 (its zero-division warnings silenced)."""
+    evaluator = BaseNEREvaluator(gold, predicted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        line, _ = evaluator.evaluate()
+        scores = evaluator.compute_prf(*evaluator.transform_data())
+    return line, scores["precision"], scores["recall"], scores["f_score"]
+
+
+def assert_same_as_reference(gold: list, predicted: list) -> None:
+    ours = span_scores(predicted, gold)
+    line, precision, recall, f1 = reference_scores(gold, predicted)
+    assert (ours.precision, ours.recall, ours.f1) == (precision, recall, f1)
+    assert str(ours) == line.rstrip("\n")
+    # Per label: gliner's own per-type counts (the arrays its micro average sums).
+    flat_gold, flat_predicted = flatten_for_eval(*BaseNEREvaluator(gold, predicted).transform_data())
+    pred_sum, tp_sum, true_sum, names = extract_tp_actual_correct(flat_gold, flat_predicted)
+    assert list(ours.per_label) == names
+    for name, p, t, g in zip(names, pred_sum, tp_sum, true_sum, strict=True):
+        scores = ours.per_label[name]
+        assert (scores.predicted, scores.true_positives, scores.gold) == (p, t, g)
+
+
+def test_hand_cases_match_reference_evaluator():
+    gold = [
+        [(0, 1, "person"), (3, 3, "city")],
+        [],
+        [(2, 4, "org"), (2, 4, "org"), (5, 5, "person")],  # a duplicated gold span counts once
+        [(0, 0, "date")],
+        [(1, 2, "person")],
+    ]
+    predicted = [
+        [(0, 1, "person"), (3, 3, "org"), (3, 3, "org")],  # one hit, one wrong label (predicted twice)
+        [(0, 0, "person")],  # a prediction in a text without gold
+        [(2, 4, "org"), (5, 6, "person")],  # one hit, one boundary error
+        [],  # empty predictions
+        [(1, 2, "person"), (1, 2, "city")],  # multi-label: one hit, one false positive
+    ]
+    assert_same_as_reference(gold, predicted)
+    micro = span_scores(predicted, gold).micro  # hand-checked: 3 hits, 7 distinct predictions, 6 distinct gold
+    assert (micro.true_positives, micro.predicted, micro.gold) == (3, 7, 6)
+    assert micro.precision == pytest.approx(3 / 7) and micro.recall == pytest.approx(0.5)
+    assert micro.f1 == pytest.approx(2 * (3 / 7) * 0.5 / (3 / 7 + 0.5))
+
+
+@pytest.mark.parametrize(
+    ("gold", "predicted"),
+    [([[], []], [[], []]), ([[(0, 0, "a")]], [[]]), ([[]], [[(0, 0, "a")]]), ([[(0, 0, "a")]], [[(0, 0, "a")]])],
+)
+def test_degenerate_cases_match_reference_evaluator(gold, predicted):
+    assert_same_as_reference(gold, predicted)
+
+
+SPANS = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(["person", "city", "org"])).map(
+        lambda t: (t[0], t[0] + t[1], t[2])
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(SPANS, SPANS), max_size=5))
+def test_random_cases_match_reference_evaluator(texts):
+    assert_same_as_reference([gold for gold, _ in texts], [predicted for _, predicted in texts])
+
+
+def test_span_scores_refuses_unequal_text_counts():
+    with pytest.raises(ValueError, match="2 predicted texts but 1 gold texts"):
+        span_scores([[], []], [[]])
+
+
+# --- reading gold data -------------------------------------------------------------------------------------------
+
+CONLL_2003 = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+
+
+BRUSSELS NNP B-NP B-LOC
+"""
+
+
+def test_read_conll_bio_with_docstart_columns_and_trailing_blank_lines(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text(CONLL_2003 + "\n\n\n")
+    assert read_conll(path) == [
+        {"tokenized_text": ["EU", "rejects", "German", "call", "."], "ner": [[0, 0, "ORG"], [2, 2, "MISC"]]},
+        {"tokenized_text": ["Peter", "Blackburn"], "ner": [[0, 1, "PER"]]},
+        {"tokenized_text": ["BRUSSELS"], "ner": [[0, 0, "LOC"]]},
+    ]
+
+
+def test_read_conll_tabs_iob2_and_types_with_dashes(tmp_path):
+    """Tab-separated (a token may hold a space there), CRLF line ends, B- after I- of the same type starts anew."""
+    lines = ["New York\tB-geo-loc", "City\tI-geo-loc", "and\tO", "Ann\tB-person", "Bo\tB-person", "Li\tI-person"]
+    path = tmp_path / "wnut.txt"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    assert read_conll(path) == [
+        {
+            "tokenized_text": ["New York", "City", "and", "Ann", "Bo", "Li"],
+            "ner": [[0, 1, "geo-loc"], [3, 3, "person"], [4, 5, "person"]],
+        }
+    ]
+
+
+def test_read_conll_iob1(tmp_path):
+    """IOB1: I- begins an entity after O or another type; B- only separates two adjacent entities of one type."""
+    tags = ["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-ORG", "I-ORG", "O", "I-MISC"]
+    path = tmp_path / "iob1.bio"
+    path.write_text("".join(f"w{i} {tag}\n" for i, tag in enumerate(tags)))
+    (example,) = read_conll(path)
+    assert example["ner"] == [[0, 1, "PER"], [2, 2, "PER"], [4, 4, "LOC"], [5, 6, "ORG"], [8, 8, "MISC"]]
+    with pytest.raises(ValueError, match=r"iob1\.bio:1: 'I-PER' continues no 'PER' entity \(strict IOB2\)"):
+        read_conll(path, strict_iob2=True)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a O\nb\n", r"bad\.conll:2: expected a token and a tag, got 'b'"),
+        ("a O\n\nb\t\n", r"bad\.conll:3: expected a token and a tag"),
+        ("a O\nb PER\n", r"bad\.conll:2: not a BIO tag: 'PER'"),
+        ("a B-\n", r"bad\.conll:1: not a BIO tag: 'B-'"),
+        ("a E-PER\n", r"bad\.conll:1: not a BIO tag: 'E-PER'"),
+    ],
+)
+def test_read_conll_errors_name_file_and_line(tmp_path, content, message):
+    (tmp_path / "bad.conll").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_conll(tmp_path / "bad.conll")
+
+
+def test_strict_iob2_refuses_a_type_change_inside_an_entity(tmp_path):
+    (tmp_path / "x.conll").write_text("a B-PER\nb I-PER\nc I-LOC\n")
+    assert read_conll(tmp_path / "x.conll")[0]["ner"] == [[0, 1, "PER"], [2, 2, "LOC"]]
+    with pytest.raises(ValueError, match=r"x\.conll:3: 'I-LOC' continues no 'LOC' entity"):
+        read_conll(tmp_path / "x.conll", strict_iob2=True)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_label_map_renames_keeps_and_drops(tmp_path, suffix):
+    path = tmp_path / f"map{suffix}"
+    path.write_text(
+        '{"PER": "person", "LOC": "location", "MISC": null}'
+        if suffix == ".json"
+        else "PER: person\nLOC: location\nMISC: null\n"
+    )
+    (tmp_path / "d.conll").write_text(CONLL_2003)
+    examples = read_eval_data(tmp_path / "d.conll", load_label_map(path))
+    assert [example["ner"] for example in examples] == [[[0, 0, "ORG"]], [[0, 1, "person"]], [[0, 0, "location"]]]
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"PER": 3}', '{"PER": ""}', "PER: [person]", "a: b: c"])
+def test_bad_label_map_is_refused(tmp_path, content):
+    path = tmp_path / "map.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"map\.yaml: "):
+        load_label_map(path)
+
+
+def test_format_detection_and_json_inputs(tmp_path):
+    examples = [
+        {"tokenized_text": ["Peter", "Blackburn", "spoke"], "ner": [[0, 1, "PER"]]},
+        {"tokenized_text": ["BRUSSELS"], "ner": [[0, 0, "LOC"]]},
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(map(json.dumps, examples)) + "\n")
+    (tmp_path / "a.data").write_text(json.dumps(examples, indent=1))  # unknown extension: JSON by content
+    (tmp_path / "b.data").write_text("Peter B-PER\nBlackburn I-PER\nspoke O\n\nBRUSSELS B-LOC\n")  # CoNLL by content
+    for name in ("a.jsonl", "a.data", "b.data"):
+        assert read_eval_data(tmp_path / name) == examples, name
+    assert read_eval_data(examples, {"PER": "person"})[0]["ner"] == [[0, 1, "person"]]
+
+
+def test_bad_gold_data_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.conll: no such file"):
+        read_eval_data(tmp_path / "missing.conll")
+    (tmp_path / "bad.json").write_text('[\n{"tokenized_text": ["a"], "ner": []},\n{"tokenized_text": \n]')
+    with pytest.raises(ValueError, match=r"bad\.json:4: invalid JSON"):
+        read_eval_data(tmp_path / "bad.json")
+    (tmp_path / "bad.jsonl").write_text('{"tokenized_text": ["a"], "ner": [[0, 3, "x"]]}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl: record 0: ner\[0\]: span \[0, 3\] is out of range"):
+        read_eval_data(tmp_path / "bad.jsonl")
+    with pytest.raises(ValueError, match="example 1: missing key 'ner'"):
+        read_eval_data([{"tokenized_text": ["a"], "ner": []}, {"tokenized_text": ["a"]}])
+
+
+# --- GLiNER.evaluate and the CLI against gliner's GLiNER.evaluate ---------------------------------------------------
+
+LABELS = ["date", "location", "organization", "person"]
+WORDS = [sentence.replace(",", " ,").replace(".", " .").split() for sentence in CORPUS]
+
+
+def predictions_of(reference, examples: list[dict], monkeypatch, **options) -> list[list[tuple]]:
+    """The word spans gliner's GLiNER.evaluate predicts (caught on their way into its evaluator)."""
+    caught = []
+
+    class Catching(BaseNEREvaluator):
+        def __init__(self, all_true, all_outs):
+            caught.extend([(s.start, s.end, s.entity_type) for s in spans] for spans in all_outs)
+            super().__init__(all_true, all_outs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gliner.model, "BaseNEREvaluator", Catching)
+        reference_evaluate(reference, examples, LABELS, **options)
+    return caught
+
+
+def reference_evaluate(reference, examples, labels=None, **options) -> tuple[str, float]:
+    """gliner's GLiNER.evaluate with entity_types = `labels`, by default the sorted labels of the data."""
+    labels = labels or sorted({label for example in examples for _, _, label in example["ner"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reference.evaluate(examples, entity_types=labels, batch_size=4, **options)
+
+
+@pytest.fixture(scope="module")
+def setup(gliner_backbone, tmp_path_factory):
+    """(reference model, its directory, our model over it, a threshold, gold built around the reference's own
+    predictions: every other one kept, the rest relabelled, plus a missed entity per text)."""
+    directory = tmp_path_factory.mktemp("span")
+    reference = build_reference(
+        gliner_backbone, directory, logit_scale=4.0, span_mode="markerV0", hidden_size=48, max_width=4, max_len=48
+    )
+    threshold = quantile_thresholds(reference, [" ".join(words) for words in WORDS], LABELS, (0.95,))[0]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        found = predictions_of(
+            reference,
+            [{"tokenized_text": w, "ner": []} for w in WORDS],
+            monkeypatch,
+            threshold=threshold,
+            flat_ner=True,
+        )
+    assert sum(map(len, found)) >= 6, found
+    examples = []
+    for words, spans in zip(WORDS, found, strict=True):
+        ner = [
+            [s, e, label if i % 2 == 0 else LABELS[(LABELS.index(label) + 1) % 4]]
+            for i, (s, e, label) in enumerate(spans)
+        ]
+        examples.append({"tokenized_text": words, "ner": [*ner, [len(words) - 1, len(words) - 1, "person"]]})
+    return reference, directory, GLiNER.from_pretrained(directory), threshold, examples
+
+
+@pytest.mark.parametrize(("flat_ner", "multi_label"), [(True, False), (False, False), (False, True)])
+def test_evaluate_matches_reference(setup, flat_ner, multi_label):
+    reference, _, ours, threshold, examples = setup
+    options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    line, f1 = reference_evaluate(reference, examples, **options)
+    result = ours.evaluate(examples, batch_size=4, **options)  # labels default to the sorted labels of the data
+    assert 0 < result.precision < 1 and 0 < result.recall < 1
+    assert str(result) == line.rstrip("\n")
+    assert result.f1 == pytest.approx(f1, abs=1e-12)
+
+
+def test_evaluate_reads_files(setup, tmp_path):
+    """The same numbers from a JSONL file and from its CoNLL rendering (flat gold: one tag per word)."""
+    reference, _, ours, threshold, examples = setup
+    flat = [{**ex, "ner": [entity for entity in ex["ner"] if entity[0] == entity[1]]} for ex in examples]
+    line, f1 = reference_evaluate(reference, flat, LABELS, threshold=threshold, flat_ner=True)
+    (tmp_path / "gold.jsonl").write_text("".join(json.dumps(example) + "\n" for example in flat))
+    conll = []
+    for example in flat:
+        tags = ["O"] * len(example["tokenized_text"])
+        for start, _, label in example["ner"]:
+            tags[start] = f"B-{label}"
+        conll += [*map(" ".join, zip(example["tokenized_text"], tags, strict=True)), ""]
+    (tmp_path / "gold.conll").write_text("\n".join(conll))
+    for name in ("gold.jsonl", "gold.conll"):
+        result = ours.evaluate(tmp_path / name, threshold=threshold, batch_size=4, labels=LABELS)
+        assert result.micro.true_positives > 0 and result.micro.gold > result.micro.true_positives
+        assert str(result) == line.rstrip("\n"), name
+        assert result.f1 == pytest.approx(f1, abs=1e-12), name
+
+
+def test_cli_eval(setup, tmp_path, capsys):
+    """CoNLL with upper-case types renamed by a mapping file (MISC dropped) vs gliner on the renamed gold."""
+    reference, directory, _, threshold, examples = setup
+    upper = {label: label[:3].upper() for label in LABELS}
+    lines = []
+    for example in examples:
+        tags = ["O"] * len(example["tokenized_text"])
+        for start, end, label in example["ner"]:
+            if all(tag == "O" for tag in tags[start : end + 1]):  # CoNLL holds flat gold only
+                tags[start : end + 1] = [f"B-{upper[label]}"] + [f"I-{upper[label]}"] * (end - start)
+        tags[0] = "B-MISC" if tags[0] == "O" else tags[0]
+        lines += [*map("\t".join, zip(example["tokenized_text"], tags, strict=True)), ""]
+    (tmp_path / "gold.conll").write_text("-DOCSTART-\tO\n\n" + "\n".join(lines))
+    (tmp_path / "map.yaml").write_text("".join(f"{short}: {label}\n" for label, short in upper.items()) + "MISC:\n")
+    gold = read_conll(tmp_path / "gold.conll")
+    renamed = [
+        {**ex, "ner": [[s, e, LABELS[[*upper.values()].index(t)]] for s, e, t in ex["ner"] if t != "MISC"]}
+        for ex in gold
+    ]
+    line, f1 = reference_evaluate(reference, renamed, threshold=threshold, flat_ner=True)
+
+    args = ["eval", "--model", str(directory), "--data", str(tmp_path / "gold.conll"), "--threshold", str(threshold)]
+    assert main([*args, "--label-map", str(tmp_path / "map.yaml"), "--batch-size", "4"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["examples"] == len(examples) and report["flat_ner"] is True
+    assert report["f1"] == pytest.approx(f1, abs=1e-12)
+    assert f"P: {report['precision']:.2%}\tR: {report['recall']:.2%}\tF1: {report['f1']:.2%}\n" == line
+    assert set(report["per_label"]) <= set(LABELS)
+    assert sum(scores["gold"] for scores in report["per_label"].values()) == report["gold"]
+    assert "(micro)" in err and "person" in err and "MISC" not in err
+
+    with pytest.raises(SystemExit, match=r"error: .*nowhere\.conll: no such file"):
+        main(["eval", "--model", str(directory), "--data", str(tmp_path / "nowhere.conll")])
+    (tmp_path / "bad.conll").write_text("a O\nb\n")
+    with pytest.raises(SystemExit, match=r"error: .*bad\.conll:2: expected a token and a tag"):
+        main(["eval", "--model", str(directory), "--data", str(tmp_path / "bad.conll")])
