@@ -121,6 +121,7 @@ def _text_entities(
 ) -> list[list[dict]]:
     """Entities {start, end, text, label, score} of each text, read after its prompt, by start."""
     items = [_Prompted.build(prompt, text) for prompt, text in zip(prompts, texts, strict=True)]
+    labels = [row if len(item.words) > item.prompt_words else [] for item, row in zip(items, labels, strict=True)]
     found = _prompted_spans(model, items, labels, threshold, flat_ner, multi_label, batch_size)
     return [
         [item.entity(s) for s in spans if s[0] >= item.prompt_words] for item, spans in zip(items, found, strict=True)
