@@ -14,6 +14,8 @@ reference does on Python floats). Probabilities must not be NaN.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Entity = tuple[int, int, int, float]
@@ -189,3 +191,22 @@ def _entities(
     """(start, end, label, score) Python tuples for the kept candidates, in `keep` order."""
     columns = (start[keep].tolist(), end[keep].tolist(), label[keep].tolist(), scores[keep].tolist())
     return list(zip(*columns, strict=True))
+
+
+def merge_spans(
+    spans: list[tuple[int, int, str, float]], flat_ner: bool, multi_label: bool
+) -> list[tuple[int, int, str, float]]:
+    """Merge the spans of one text found in several windows or label passes: each (start, end, label) once, with
+    its best score, then greedy selection again."""
+    best: dict[tuple[int, int, str], float] = {}
+    for start, end, label, score in spans:
+        best[(start, end, label)] = max(float(score), best.get((start, end, label), -math.inf))
+    keys = sorted(best)  # independent of the order in which windows and passes were batched
+    order = greedy_select(
+        np.array([k[0] for k in keys], np.int64),
+        np.array([k[1] for k in keys], np.int64),
+        np.array([best[k] for k in keys], np.float64),
+        flat_ner=flat_ner,
+        multi_label=multi_label,
+    )
+    return [(*keys[i], best[keys[i]]) for i in order]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select
+from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.processing import Batch, Processor, joined_word_offsets, split_words
 
@@ -227,7 +226,7 @@ class GLiNER:
                 )
                 found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
         return [
-            _merge(spans, flat_ner, multi_label)
+            merge_spans(spans, flat_ner, multi_label)
             if rows_per_text[i] > 1
             else [(s, e, c, float(p)) for s, e, c, p in spans]
             for i, spans in enumerate(found)
@@ -252,25 +251,6 @@ class GLiNER:
                     yield _Row(
                         index, first, words[first : first + max_len], label_sets[index][begin : begin + per_pass]
                     )
-
-
-def _merge(
-    spans: list[tuple[int, int, str, float]], flat_ner: bool, multi_label: bool
-) -> list[tuple[int, int, str, float]]:
-    """Merge the spans of several windows or label passes of one text: each (start, end, label) once, with its
-    best score, then greedy selection again."""
-    best: dict[tuple[int, int, str], float] = {}
-    for start, end, label, score in spans:
-        best[(start, end, label)] = max(float(score), best.get((start, end, label), -math.inf))
-    keys = sorted(best)  # independent of the order in which windows and passes were batched
-    order = greedy_select(
-        np.array([k[0] for k in keys], np.int64),
-        np.array([k[1] for k in keys], np.int64),
-        np.array([best[k] for k in keys], np.float64),
-        flat_ner=flat_ner,
-        multi_label=multi_label,
-    )
-    return [(*keys[i], best[keys[i]]) for i in order]
 
 
 def _check_not_cut(batch: Batch, rows: list[_Row], model_max_length: int) -> None:

@@ -10,12 +10,11 @@ windows, each led by the prompt.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from gliner_jax.decoding import greedy_select
+from gliner_jax.decoding import merge_spans
 from gliner_jax.inference import GLiNER
 from gliner_jax.processing import split_words
 
@@ -66,17 +65,6 @@ def _windows(model: GLiNER, item: _Prompted) -> list[range]:
     return [range(first, min(first + size, count)) for first in range(0, max(1, count - size + stride), stride)]
 
 
-def _merge(spans: list[Span], flat_ner: bool, multi_label: bool) -> list[Span]:
-    """Spans of overlapping windows: each (first, last, label) once with its best score, selected greedily again."""
-    best: dict[tuple[int, int, str], float] = {}
-    for first, last, label, score in spans:
-        best[(first, last, label)] = max(score, best.get((first, last, label), -math.inf))
-    keys = sorted(best)
-    starts, ends = np.array([k[0] for k in keys]), np.array([k[1] for k in keys])
-    kept = greedy_select(starts, ends, np.array([best[k] for k in keys]), flat_ner=flat_ner, multi_label=multi_label)
-    return [(*keys[i], best[keys[i]]) for i in kept]
-
-
 def _prompted_spans(
     model: GLiNER,
     items: list[_Prompted],
@@ -106,7 +94,7 @@ def _prompted_spans(
             if shift and first < size <= last:
                 continue
             spans[index].append((first + shift * (first >= size), last + shift * (last >= size), label, score))
-    return [_merge(s, flat_ner, multi_label) if n > 1 else s for s, n in zip(spans, windows, strict=True)]
+    return [merge_spans(s, flat_ner, multi_label) if n > 1 else s for s, n in zip(spans, windows, strict=True)]
 
 
 def _text_entities(
@@ -215,9 +203,8 @@ def classify(
         elif multi_label:
             results.append(ranked)
         else:
-            scores = np.array([r["score"] for r in ranked])
-            softmax = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-            results.append([{"label": ranked[0]["label"], "score": float(softmax[0])}])
+            weights = np.exp(np.array([r["score"] for r in ranked]) - ranked[0]["score"])  # softmax over all
+            results.append([{"label": ranked[0]["label"], "score": float(weights[0] / weights.sum())}])
     return results
 
 
@@ -246,6 +233,8 @@ def extract_relations(
         found = model.inference(texts, list(entities), threshold=ner_threshold, batch_size=batch_size)
         heads = [list(dict.fromkeys(e["text"] for e in row)) for row in found]
         relation_labels = [[f"{head} <> {relation}" for relation in relations for head in row] for row in heads]
+    if isinstance(relation_labels, str) or any(isinstance(row, str) for row in relation_labels):
+        raise ValueError("relation_labels holds one list of 'head <> relation' labels per text")
     if len(relation_labels) != len(texts):
         raise ValueError(f"got {len(relation_labels)} relation label lists for {len(texts)} texts")
     for label in (label for row in relation_labels for label in row):

@@ -221,7 +221,7 @@ LABELS = ["date", "location", "organization", "person"]
 WORDS = [sentence.replace(",", " ,").replace(".", " .").split() for sentence in CORPUS]
 
 
-def predictions_of(reference, examples: list[dict], monkeypatch, **options) -> list[list[tuple]]:
+def predictions_of(reference, examples: list[dict], **options) -> list[list[tuple]]:
     """The word spans gliner's GLiNER.evaluate predicts (caught on their way into its evaluator)."""
     caught = []
 
@@ -230,7 +230,7 @@ def predictions_of(reference, examples: list[dict], monkeypatch, **options) -> l
             caught.extend([(s.start, s.end, s.entity_type) for s in spans] for spans in all_outs)
             super().__init__(all_true, all_outs)
 
-    with monkeypatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gliner.model, "BaseNEREvaluator", Catching)
         reference_evaluate(reference, examples, LABELS, **options)
     return caught
@@ -253,14 +253,8 @@ def setup(gliner_backbone, tmp_path_factory):
         gliner_backbone, directory, logit_scale=4.0, span_mode="markerV0", hidden_size=48, max_width=4, max_len=48
     )
     threshold = quantile_thresholds(reference, [" ".join(words) for words in WORDS], LABELS, (0.95,))[0]
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        found = predictions_of(
-            reference,
-            [{"tokenized_text": w, "ner": []} for w in WORDS],
-            monkeypatch,
-            threshold=threshold,
-            flat_ner=True,
-        )
+    unlabelled = [{"tokenized_text": words, "ner": []} for words in WORDS]
+    found = predictions_of(reference, unlabelled, threshold=threshold, flat_ner=True)
     assert sum(map(len, found)) >= 6, found
     examples = []
     for words, spans in zip(WORDS, found, strict=True):
