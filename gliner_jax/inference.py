@@ -285,15 +285,6 @@ def _label_sets(labels: Sequence[str] | Sequence[Sequence[str]], num_texts: int)
     return [list(dict.fromkeys(label_set)) for label_set in label_sets]
 
 
-def model_inputs(batch: Batch) -> dict[str, jax.Array | None]:
+def model_inputs(batch: Batch) -> dict[str, jax.Array]:
     """The arrays of `batch` that `GLiNERModel` takes, as device arrays."""
-    arrays = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "words_mask": batch.words_mask,
-        "words_valid": batch.words_valid,
-        "labels_valid": batch.labels_valid,
-        "span_idx": batch.span_idx,
-        "span_mask": batch.span_mask,
-    }
-    return {k: None if v is None else jnp.asarray(v) for k, v in arrays.items()}
+    return {name: jnp.asarray(value) for name, value in batch.model_arrays().items()}

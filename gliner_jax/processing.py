@@ -97,6 +97,19 @@ class Batch:
     word_ends: list[list[int]]  # per real row: char end (exclusive) of each word
     labels: list[list[str]]  # per real row: its labels in prompt order (class id c+1 = labels[c])
 
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model)."""
+        arrays = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "words_mask": self.words_mask,
+            "words_valid": self.words_valid,
+            "labels_valid": self.labels_valid,
+        }
+        if self.span_idx is not None:
+            arrays |= {"span_idx": self.span_idx, "span_mask": self.span_mask}
+        return arrays
+
 
 class Processor:
     """Turns texts (or pre-split words) and entity labels into a `Batch`, as gliner's processor and collator do.

@@ -360,16 +360,7 @@ def collate(
     entities = np.zeros((len(batch.input_ids), _pow2_bucket(max(map(len, rows), default=0)), 3), np.int32)
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
-    arrays = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "words_mask": batch.words_mask,
-        "words_valid": batch.words_valid,
-        "labels_valid": batch.labels_valid,
-    }
-    if batch.span_idx is not None:
-        arrays |= {"span_idx": batch.span_idx, "span_mask": batch.span_mask}
-    return arrays | {"entities": entities}
+    return batch.model_arrays() | {"entities": entities}
 
 
 def batch_rng(seed: int, batch_index: int) -> random.Random:

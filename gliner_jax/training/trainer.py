@@ -39,8 +39,6 @@ from gliner_jax.training.sharding import batch_sharding, make_mesh, override_rul
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "words_mask", "words_valid", "labels_valid", "span_idx", "span_mask")
-
 
 def make_train_step(
     graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, loss_config: LossConfig
@@ -53,7 +51,7 @@ def make_train_step(
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        logits = model(**{name: batch[name] for name in MODEL_INPUTS if name in batch})
+        logits = model(**{name: value for name, value in batch.items() if name != "entities"})
         return gliner_loss(logits, batch, loss_config, loss_key)
 
     def step(params, opt_state, batch, key):
