@@ -38,6 +38,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,7 @@ def make_records(count: int, seed: int = 0) -> list[Example]:
 
 
 def pick_labels(records: Sequence[Example], seed: int = 0) -> list[list[str]]:
-    """Per record 5 labels, shuffled: up to 3 of its entity types, the others types it does not have."""
+    """Per record 5 labels, shuffled: up to 3 of its entity types, the rest negatives (types it does not have)."""
     rng = random.Random(seed)
     all_types = sorted({label for record in records for *_, label in record["ner"]} | set(NEGATIVE_TYPES))
     label_sets = []
@@ -253,7 +254,7 @@ def jax_engine(options: Options) -> Engine:
     from gliner_jax.training.data import collate
     from gliner_jax.training.loss import LossConfig, gliner_loss
     from gliner_jax.training.optim import OptimizerConfig, make_optimizer
-    from gliner_jax.training.trainer import MODEL_INPUTS, make_train_step
+    from gliner_jax.training.trainer import make_train_step
 
     gliner_model = GLiNER.from_pretrained(options.directory, dtype=jnp.dtype(options.dtype))
     host_batches = [
@@ -269,7 +270,7 @@ def jax_engine(options: Options) -> Engine:
 
     @jax.jit
     def eval_loss(state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
-        logits = nnx.merge(graphdef, state)(**{name: batch[name] for name in MODEL_INPUTS if name in batch})
+        logits = nnx.merge(graphdef, state)(**{name: value for name, value in batch.items() if name != "entities"})
         return gliner_loss(logits, batch, loss_config)
 
     first_loss = float(eval_loss(state, batches[0]))
@@ -404,11 +405,21 @@ def run_mode(options: Options) -> dict[str, dict[str, Any]]:
         queue = context.Queue()
         process = context.Process(target=run_engine, args=(name, options, queue))
         process.start()
-        results[name] = queue.get()
+        results[name] = receive(process, queue)
         process.join()
         if "error" in results[name]:
             raise RuntimeError(f"{name} engine failed: {results[name]['error']}")
     return results
+
+
+def receive(process: multiprocessing.Process, queue: multiprocessing.Queue) -> dict[str, Any]:
+    """The subprocess's result; an error if it dies without one (e.g. killed for memory)."""
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"engine subprocess exited with code {process.exitcode} and no result") from None
 
 
 def print_table(rows: list[tuple[str, dict]], args: argparse.Namespace, peak: float | None, gpu: bool) -> None:
