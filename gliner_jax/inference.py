@@ -238,19 +238,25 @@ class GLiNER:
         """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes."""
         max_len, width = self.config.max_len, self.config.max_width
         per_pass = max(1, (max_len // 2 - 1) // 2)  # a prompt of 2C + 1 words takes at most half of max_len
-        stride = max(1, max_len - max(width, max_len // 4))
         for index, words in enumerate(words_per_text):
             if not words:
                 continue
             if truncate and len(words) > max_len:
                 warnings.warn(f"text {index} has {len(words)} words; only the first {max_len} are read", stacklevel=3)
                 words = words[:max_len]
-            starts = range(0, max(1, len(words) - max_len + stride), stride)
-            for first in starts:
+            for first in window_starts(len(words), max_len, width):
                 for begin in range(0, len(label_sets[index]), per_pass):
                     yield _Row(
                         index, first, words[first : first + max_len], label_sets[index][begin : begin + per_pass]
                     )
+
+
+def window_starts(length: int, size: int, max_width: int) -> range:
+    """First word of each window of at most `size` words over `length` words: consecutive windows overlap by a
+    quarter of `size`, and by at least `max_width` words, so every span of up to `max_width` words lies whole
+    inside some window."""
+    stride = max(1, size - max(max_width, size // 4))
+    return range(0, max(1, length - size + stride), stride)
 
 
 def _check_not_cut(batch: Batch, rows: list[_Row], model_max_length: int) -> None:

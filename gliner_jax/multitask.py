@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gliner_jax.decoding import merge_spans
-from gliner_jax.inference import GLiNER
+from gliner_jax.inference import GLiNER, window_starts
 from gliner_jax.processing import split_words
 
 SEPARATOR = " \n "
@@ -60,9 +60,8 @@ def _windows(model: GLiNER, item: _Prompted) -> list[range]:
     size = model.config.max_len - item.prompt_words
     if size < 1:
         raise ValueError(f"the prompt takes {item.prompt_words} words; the model reads at most {model.config.max_len}")
-    stride = max(1, size - max(model.config.max_width, size // 4))
     count = len(item.words) - item.prompt_words
-    return [range(first, min(first + size, count)) for first in range(0, max(1, count - size + stride), stride)]
+    return [range(first, min(first + size, count)) for first in window_starts(count, size, model.config.max_width)]
 
 
 def _prompted_spans(

@@ -101,9 +101,6 @@ class TrainConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     rules: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # logical axis -> mesh axes, over the defaults
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     """Instantiate dataclass `cls` from a mapping, recursing into dataclass fields; unknown keys are errors."""

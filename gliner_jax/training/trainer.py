@@ -92,7 +92,7 @@ class Trainer:
         logger.info(
             "mesh %s over %d devices in %d process(es)", dict(self.mesh.shape), self.mesh.size, jax.process_count()
         )
-        rules = override_rules(config.rules or {})
+        rules = override_rules(config.rules)
         data_devices = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         if run.global_batch_size % data_devices:
             raise ValueError(
@@ -204,12 +204,12 @@ class Trainer:
                 final = self.step == run.num_steps
                 values = {}
                 if self.step % run.log_every == 0 or final:
-                    values = last = self._train_metrics(metrics, timer.rate())
-                    progress.set_postfix(loss=f"{last['loss']:.4g}", tok_s=f"{last['tokens_per_second']:,.0f}")
+                    values = self._train_metrics(metrics, timer.rate())
+                    progress.set_postfix(loss=f"{values['loss']:.4g}", tok_s=f"{values['tokens_per_second']:,.0f}")
                 if self.dev is not None and (final or (run.eval_every and self.step % run.eval_every == 0)):
                     values |= self._evaluate()
-                    last |= values
                 if values:
+                    last |= values
                     self._record(values, writer, metrics_file)
                 if final or self.step % run.save_every == 0:
                     self._save()
