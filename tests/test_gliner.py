@@ -6,10 +6,12 @@ import json
 import shutil
 
 import gliner
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from safetensors.numpy import load_file
 
 from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, load_gliner, state_to_torch
@@ -67,9 +69,14 @@ def test_network_matches_reference_on_reference_batch(reference):
     _, ref, directory = reference
     batch, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
     model, config = load_gliner(directory)
-    ids = batch["input_ids"].numpy()
+    ours = np.asarray(model(**network_inputs(batch, config)))
+    assert_logits_close(ours, ref_logits)
+
+
+def network_inputs(batch: dict, config) -> dict[str, jnp.ndarray]:
+    """Our network's inputs for a batch collated by the reference."""
+    ids, lengths = batch["input_ids"].numpy(), batch["text_lengths"].numpy().reshape(-1)
     num_labels = (ids == config.class_token_index).sum(axis=1)
-    lengths = batch["text_lengths"].numpy().reshape(-1)
     inputs = dict(
         input_ids=ids,
         attention_mask=batch["attention_mask"].numpy(),
@@ -79,8 +86,37 @@ def test_network_matches_reference_on_reference_batch(reference):
     )
     if config.span_mode == "markerV0":
         inputs.update(span_idx=batch["span_idx"].numpy(), span_mask=batch["span_mask"].numpy())
-    ours = np.asarray(model(**{k: jnp.asarray(v) for k, v in inputs.items()}))
-    assert_logits_close(ours, ref_logits)
+    return {k: jnp.asarray(v) for k, v in inputs.items()}
+
+
+def test_parameter_gradients_match_reference(reference):
+    """Gradients of every parameter equal torch autograd's on the reference network, for a loss that weighs each
+    logit differently."""
+    _, ref, directory = reference
+    prepared = ref.prepare_batch(TEXTS, PER_TEXT_LABELS)
+    batch = ref.collate_batch(prepared["input_x"], prepared["entity_types"])
+    ref.model.eval()
+    ref.model.zero_grad()
+    with torch.enable_grad():
+        ref_logits = ref.model(**batch).logits
+    weights = np.random.default_rng(0).normal(size=ref_logits.shape).astype(np.float32)
+    (ref_logits * torch.from_numpy(weights)).sum().backward()
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    model, config = load_gliner(directory)
+    inputs = network_inputs(batch, config)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))(**inputs)
+        return (logits * weights).sum()
+
+    nnx.update(model, jax.grad(loss)(params))
+    grads = state_to_torch(model, gliner_table(config))
+    assert len(ref_grads) > 20
+    for name, ref_grad in ref_grads.items():
+        scale = max(np.abs(ref_grad).max(), 1e-3)
+        np.testing.assert_allclose(grads[name], ref_grad, rtol=0, atol=2e-5 * scale, err_msg=name)
 
 
 @pytest.mark.parametrize("labels", [PER_TEXT_LABELS, SHARED_LABELS], ids=["per_text_labels", "shared_labels"])

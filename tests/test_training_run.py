@@ -219,7 +219,8 @@ def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[st
                 extra=("--coordinator-address", address, "--num-processes", "2", "--process-id", str(index)),
             ),
             cwd=ROOT,
-            env=environment(cache, devices=4),
+            # One compilation cache per process, as each host of a pod has its own disk.
+            env=environment(cache / f"process-{index}", devices=4),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
