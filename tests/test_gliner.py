@@ -49,9 +49,14 @@ def reference(request, gliner_backbone, tmp_path_factory):
     return request.param, build_reference(gliner_backbone, directory, **CASES[request.param]), directory
 
 
-def reference_logits(model: gliner.GLiNER, texts: list[str], labels) -> tuple[dict, np.ndarray]:
+def reference_batch(model: gliner.GLiNER, texts: list[str], labels) -> dict:
+    """The reference's own collated batch for `texts` and `labels`."""
     prepared = model.prepare_batch(texts, labels)
-    batch = model.collate_batch(prepared["input_x"], prepared["entity_types"])
+    return model.collate_batch(prepared["input_x"], prepared["entity_types"])
+
+
+def reference_logits(model: gliner.GLiNER, texts: list[str], labels) -> tuple[dict, np.ndarray]:
+    batch = reference_batch(model, texts, labels)
     with torch.no_grad():
         return batch, model.run_batch(batch).logits.numpy()
 
@@ -93,8 +98,7 @@ def test_parameter_gradients_match_reference(reference):
     """Gradients of every parameter equal torch autograd's on the reference network, for a loss that weighs each
     logit differently."""
     _, ref, directory = reference
-    prepared = ref.prepare_batch(TEXTS, PER_TEXT_LABELS)
-    batch = ref.collate_batch(prepared["input_x"], prepared["entity_types"])
+    batch = reference_batch(ref, TEXTS, PER_TEXT_LABELS)
     ref.model.eval()
     ref.model.zero_grad()
     with torch.enable_grad():
