@@ -8,7 +8,7 @@ With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-
 - tokens T and words W: multiples of 32 up to 512, then multiples of 128
   (32, 64, 96, ..., 512, 640, 768, ...); W is never padded past `max_len`. Padding costs encoder
   time in proportion, so it stays under 32 tokens up to 512 (the reference pads to the batch maximum).
-- labels C: powers of two from 8 (8, 16, 32, ...).
+- labels C: powers of two and 1.5 times them, from 4 (4, 6, 8, 12, 16, 24, ...): at most a third padding.
 
 With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
 the tokenizer's pad id; attention_mask and words_mask 0; span_idx (0, 0); span_mask, words_valid and labels_valid
@@ -53,8 +53,14 @@ def _length_bucket(n: int) -> int:
 
 
 def _label_bucket(n: int) -> int:
-    """Smallest label bucket >= n: 8, 16, 32, ..."""
-    return max(8, 1 << (n - 1).bit_length())
+    """Smallest label bucket >= n: 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them).
+
+    Two buckets per doubling: at most a third of the label slots are padding, which the token head pays
+    for per (word, label) pair, while a stream of varied label counts still compiles few programs.
+    """
+    n = max(n, 4)
+    power = 1 << (n - 1).bit_length()
+    return power * 3 // 4 if n <= power * 3 // 4 else power
 
 
 def _label_sets(labels: Labels, num_rows: int) -> list[list[str]]:

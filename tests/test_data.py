@@ -370,7 +370,13 @@ def test_a_stream_of_batches_has_few_shapes(processor):
             batch["labels_valid"].shape,
             batch["entities"].shape,
         )
-        assert b == 4 and t % 32 == 0 and w in (32, processor.max_len) and c in (8, 16, 32) and e in (8, 16, 32)
+        assert (
+            b == 4
+            and t % 32 == 0
+            and w in (32, processor.max_len)
+            and c in (4, 6, 8, 12, 16, 24, 32)
+            and e in (8, 16, 32)
+        )
         assert batch["span_idx"].shape == (4, w * MAX_WIDTH, 2) and batch["span_mask"].shape == (4, w * MAX_WIDTH)
         signatures.add(tuple((key, value.shape) for key, value in sorted(batch.items())))
-    assert len(signatures) <= 8
+    assert len(signatures) <= 16  # 32 batches: token, word, label and entity buckets combined

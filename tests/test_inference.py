@@ -153,7 +153,9 @@ def test_bounded_compilations(models, monkeypatch):
     for texts, labels in stream:
         ours.inference(texts, labels, batch_size=4)
     compiled = ours.compiled_shapes()
-    assert compiled - before <= len(shapes) <= 12, shapes  # at most one program per bucketed shape, few shapes
+    # At most one program per bucketed shape, and few shapes: 1-45 words (2 word buckets) with 1-8 labels
+    # (label buckets 4, 6, 8) in at most 4 token buckets.
+    assert compiled - before <= len(shapes) <= 2 * 3 * 4, shapes
     for texts, labels in stream:
         ours.inference(texts, labels, batch_size=4)
     assert ours.compiled_shapes() == compiled  # the same stream again compiles nothing

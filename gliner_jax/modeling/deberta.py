@@ -68,18 +68,57 @@ def logical_axes(*axes: str) -> dict:
     return {"out_sharding": axes, "eager_sharding": False}
 
 
-def _linear(
-    config: DebertaConfig, d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs
+def rows_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., d_in] @ w [d_in, d_out] as one 2-D product over rows (the leading axes flattened).
+
+    The same numbers as `x @ w` (bit for bit), but its weight gradient x^T g then contracts a single
+    row axis: XLA:CPU reads the output gradient g in order instead of first writing it out transposed
+    (with every elementwise op that produces it recomputed in column order), which made a
+    [B, W, C, 4H] head's backward pass 1.6x slower.
+    """
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def rows_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: tuple,
+    precision: jax.lax.PrecisionLike = None,
+    out_sharding: None = None,
+) -> jax.Array:
+    """`nnx.Linear`'s dot_general (last axis of the input against the kernel's first) as `rows_matmul`."""
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or precision is not None or out_sharding is not None:
+        raise ValueError("rows_dot_general contracts lhs's last axis with rhs's first, at default precision only")
+    return rows_matmul(lhs, rhs)
+
+
+def linear(
+    d_in: int,
+    d_out: int,
+    axes: tuple[str, str],
+    dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+    kernel_init: nnx.Initializer,
+    bias_init: nnx.Initializer = nnx.initializers.zeros,
 ) -> nnx.Linear:
+    """An `nnx.Linear` over rows (`rows_dot_general`) whose kernel and bias carry logical axes."""
     return nnx.Linear(
         d_in,
         d_out,
         dtype=dtype,
-        kernel_init=nnx.initializers.normal(config.initializer_range),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dot_general=rows_dot_general,
         kernel_metadata=logical_axes(*axes),
         bias_metadata=logical_axes(axes[1]),
         rngs=rngs,
     )
+
+
+def _linear(
+    config: DebertaConfig, d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs
+) -> nnx.Linear:
+    return linear(d_in, d_out, axes, dtype, rngs, nnx.initializers.normal(config.initializer_range))
 
 
 def _layer_norm(config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:

@@ -6,21 +6,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.deberta import logical_axes
+from gliner_jax.modeling.deberta import linear, rows_matmul
 
 
 def dense(d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
     """A Linear with torch's default init (Kaiming-uniform weights, uniform bias) and logical axes."""
     bound = d_in**-0.5
-    return nnx.Linear(
+    return linear(
         d_in,
         d_out,
-        dtype=dtype,
+        axes,
+        dtype,
+        rngs,
         kernel_init=nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
         bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-        kernel_metadata=logical_axes(*axes),
-        bias_metadata=logical_axes(axes[1]),
-        rngs=rngs,
     )
 
 
@@ -57,8 +56,8 @@ class SpanMarkerV0(nnx.Module):
         first, second = self.out_project.linear_in, self.out_project.linear_out
         dtype, hidden = words.dtype, words.shape[-1]
         w1 = first.kernel[...].astype(dtype)  # [2H, 4H]: rows for the start half, then the end half
-        start = jax.nn.relu(self.project_start(words)) @ w1[:hidden]  # [B, W, 4H]
-        end = jax.nn.relu(self.project_end(words)) @ w1[hidden:]
+        start = rows_matmul(jax.nn.relu(self.project_start(words)), w1[:hidden])  # [B, W, 4H]
+        end = rows_matmul(jax.nn.relu(self.project_end(words)), w1[hidden:])
         take = jax.vmap(lambda rows, index: rows[index])
         inner = take(start, span_idx[..., 0]) + take(end, span_idx[..., 1]) + first.bias[...].astype(dtype)
         inner = self.out_project.dropout(jax.nn.relu(inner))  # [B, W*K, 4H]
@@ -89,7 +88,7 @@ class TokenScorer(nnx.Module):
         t0, t1 = jnp.split(self.proj_token(words), 2, axis=-1)  # [B, W, H] each
         l0, l1 = jnp.split(self.proj_label(labels), 2, axis=-1)  # [B, C, H] each
         w_token, w_label, w_pair = jnp.split(self.linear_in.kernel[...].astype(words.dtype), 3, axis=0)
-        per_label = l0 @ w_label + self.linear_in.bias[...].astype(words.dtype)  # [B, C, 4H]
-        pairs = (t1[:, :, None] * l1[:, None]) @ w_pair  # [B, W, C, 4H]
-        hidden = (t0 @ w_token)[:, :, None] + per_label[:, None] + pairs
+        per_label = rows_matmul(l0, w_label) + self.linear_in.bias[...].astype(words.dtype)  # [B, C, 4H]
+        pairs = rows_matmul(t1[:, :, None] * l1[:, None], w_pair)  # [B, W, C, 4H]
+        hidden = rows_matmul(t0, w_token)[:, :, None] + per_label[:, None] + pairs
         return self.linear_out(jax.nn.relu(self.dropout(hidden)))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.deberta import logical_axes
+from gliner_jax.modeling.deberta import logical_axes, rows_matmul
 
 
 class LSTMDirection(nnx.Module):
@@ -28,7 +28,7 @@ class LSTMDirection(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Run left to right over x [B, W, in] from a zero state; returns hidden states [B, W, h]."""
         w_hh = self.weight_hh[...].astype(self.dtype)
-        gates_x = x.astype(self.dtype) @ self.weight_ih[...].astype(self.dtype)
+        gates_x = rows_matmul(x.astype(self.dtype), self.weight_ih[...].astype(self.dtype))
         gates_x = gates_x + (self.bias_ih[...] + self.bias_hh[...]).astype(self.dtype)
 
         def step(carry: tuple[jax.Array, jax.Array], gx: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:

@@ -25,6 +25,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache
 from tqdm import tqdm
 
 from gliner_jax.evaluation import evaluate_examples
@@ -63,6 +64,20 @@ def make_train_step(
     return step
 
 
+def avoid_cached_cpu_collectives() -> None:
+    """Turn the persistent compilation cache off in a multi-process CPU run (with a warning).
+
+    On XLA:CPU, a train step executable loaded from the persistent cache can deadlock in its cross-process
+    (gloo) all-reduces, while the same program compiled afresh runs: a 2-process restart hung every time
+    its step came from the cache, and never once the step's cache entry was deleted.
+    """
+    cache_on = jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
+    if jax.process_count() > 1 and jax.default_backend() == "cpu" and cache_on:
+        logger.warning("persistent compilation cache off: multi-process XLA:CPU runs deadlock on cached executables")
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()
+
+
 @dataclasses.dataclass
 class StepTimer:
     """Tokens per second over the steps since the last `rate()` call."""
@@ -81,6 +96,7 @@ class Trainer:
     """Builds everything a `TrainConfig` describes and runs it with `fit()`."""
 
     def __init__(self, config: TrainConfig):
+        avoid_cached_cpu_collectives()
         self.config = config
         run = config.trainer
         self.output_dir = Path(run.output_dir)
