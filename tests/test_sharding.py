@@ -160,30 +160,34 @@ def tiny_model() -> GLiNERModel:
 
 
 def train_five_steps(mesh: jax.sharding.Mesh) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A tiny span GLiNER (projection, BiLSTM), make_optimizer and a mean-square loss on its logits, jitted with
-    in/out shardings for `mesh`: the 5 losses and the trained parameters."""
+    """A tiny span GLiNER (projection, BiLSTM), make_optimizer and a mean-square loss on its logits, with
+    dropout drawn from a per-step key, jitted with in/out shardings for `mesh`: the 5 losses and the trained
+    parameters."""
     model = tiny_model()
-    model.eval()
+    model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     optimizer = make_optimizer(OptimizerConfig(num_steps=5, encoder_lr=1e-4, others_lr=1e-3, warmup_steps=0), params)
     opt_state = optimizer.init(params)
 
-    def train_step(params, opt_state, rest, batch):
-        loss, grads = nnx.value_and_grad(lambda model: jnp.mean(model(**batch) ** 2))(nnx.merge(graphdef, params, rest))
+    def train_step(params, opt_state, rest, batch, key):
+        model = nnx.merge(graphdef, params, rest)
+        nnx.reseed(model, dropout=key, policy="match_shape")
+        loss, grads = nnx.value_and_grad(lambda model: jnp.mean(model(**batch) ** 2))(model)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     shardings = (state_shardings(params, mesh), state_shardings(opt_state, mesh), state_shardings(rest, mesh))
     params, opt_state, rest = jax.device_put((params, opt_state, rest), shardings)
     batch = jax.device_put(toy_batch(4, TINY_GLINER.max_width), batch_sharding(mesh))
+    replicated = NamedSharding(mesh, PartitionSpec())
     step = jax.jit(
         train_step,
-        in_shardings=(*shardings, batch_sharding(mesh)),
-        out_shardings=(shardings[0], shardings[1], NamedSharding(mesh, PartitionSpec())),
+        in_shardings=(*shardings, batch_sharding(mesh), replicated),
+        out_shardings=(shardings[0], shardings[1], replicated),
     )
     losses = []
-    for _ in range(5):
-        params, opt_state, loss = step(params, opt_state, rest, batch)
+    for index in range(5):
+        params, opt_state, loss = step(params, opt_state, rest, batch, jax.random.key(index))
         losses.append(float(loss))
     embedding = params["encoder"]["embeddings"]["word_embeddings"]["embedding"].get_value()
     assert embedding.sharding == shardings[0]["encoder"]["embeddings"]["word_embeddings"]["embedding"].get_value()
@@ -239,7 +243,8 @@ def training_runs(tmp_path_factory):
 
 
 def test_sharded_step_matches_single_device(training_runs):
-    """5 jitted steps on 8 devices (data 2, fsdp 2, tensor 2) == the same steps on one device, within 1e-5."""
+    """5 jitted steps on 8 devices (data 2, fsdp 2, tensor 2) == the same steps on one device, within 1e-5
+    (dropout masks included)."""
     sharded, single = training_runs()["sharded"], training_runs()["single"]
     assert sharded.keys() == single.keys()
     params = [k for k in single if k.startswith("params/")]

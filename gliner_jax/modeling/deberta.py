@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.dropout import Dropout
 
 LAYERS_AXIS = "layers"
 
@@ -156,7 +157,7 @@ class DebertaEmbeddings(nnx.Module):
             else None
         )
         self.LayerNorm = _layer_norm(config, dtype, rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         x = self.word_embeddings(input_ids)
@@ -193,8 +194,8 @@ class DisentangledSelfAttention(nnx.Module):
         )
         # float32 sqrt, as the reference computes the scale.
         self.scale = float(np.sqrt(np.float32(config.head_dim * (1 + len(config.pos_att_type)))))
-        self.pos_dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
-        self.dropout = nnx.Dropout(config.attention_probs_dropout_prob, rngs=rngs)
+        self.pos_dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.attention_probs_dropout_prob, rngs=rngs)
 
     def _split_heads(self, x: jax.Array) -> jax.Array:
         """[..., T, heads * dh] -> [..., heads, T, dh]."""
@@ -238,7 +239,7 @@ class DebertaResidualOutput(nnx.Module):
     def __init__(self, config: DebertaConfig, d_in: int, in_axis: str, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.dense = _linear(config, d_in, config.hidden_size, (in_axis, "embed"), dtype, rngs)
         self.LayerNorm = _layer_norm(config, dtype, rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout_prob, rngs=rngs)
 
     def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)

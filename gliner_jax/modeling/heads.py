@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gliner_jax.modeling.deberta import linear, rows_matmul
+from gliner_jax.modeling.dropout import Dropout
 
 
 def dense(d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -28,7 +29,7 @@ class ProjectionMLP(nnx.Module):
 
     def __init__(self, d_in: int, d_out: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.linear_in = dense(d_in, 4 * d_out, ("embed", "mlp"), dtype, rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.linear_out = dense(4 * d_out, d_out, ("mlp", "embed"), dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -80,7 +81,7 @@ class TokenScorer(nnx.Module):
         self.proj_token = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
         self.proj_label = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
         self.linear_in = dense(3 * h, 4 * h, ("embed", "mlp"), dtype, rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.linear_out = dense(4 * h, 3, ("mlp", "embed"), dtype, rngs)
 
     def __call__(self, words: jax.Array, labels: jax.Array) -> jax.Array:

@@ -1,0 +1,72 @@
+"""Dropout whose mask is one fused elementwise pass: an unrolled Threefry-2x32 hash, 16 bits per element."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+MASK_BITS = 16
+LANES = 4  # 16-bit mask values per hash: two 32-bit output words, two halves each
+
+# Threefry-2x32 with 20 rounds (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011).
+ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+KEY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def threefry2x32(key: tuple[jax.Array, jax.Array], x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 block cipher of counters (x0, x1) under a 2-word key, as `jax.random` computes it.
+
+    Written out round by round (20 rounds, a key injection after every 4), so that XLA fuses the whole
+    hash into the elementwise op that consumes it. JAX lowers its own threefry on CPU as a rolled loop
+    instead: five passes that each read and write both counter arrays, which made dropout masks
+    memory-bound (0.26 s for a [8, 1536, 3072] mask on 2 cores, against 0.08 s fused).
+    """
+    keys = (key[0], key[1], key[0] ^ key[1] ^ KEY_PARITY)
+    x0, x1 = x0 + keys[0], x1 + keys[1]
+    for block in range(5):
+        for rotation in ROTATIONS[block % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << np.uint32(rotation)) | (x1 >> np.uint32(32 - rotation))) ^ x0
+        x0 = x0 + keys[(block + 1) % 3]
+        x1 = x1 + keys[(block + 2) % 3] + np.uint32(block + 1)
+    return x0, x1
+
+
+def keep_mask(key: jax.Array, shape: tuple[int, ...], threshold: int) -> jax.Array:
+    """Bool mask of `shape` (last axis a multiple of 4), False with probability threshold / 2^16.
+
+    Element [..., 4j + l] takes 16-bit half l of the hash of counter (row, j), the row being the flat
+    index over the leading axes: counters are unique up to 2^32 rows of 2^34 elements each, and the
+    mask does not depend on how the array is sharded.
+    """
+    *lead, width = shape
+    hash_key = tuple(jax.random.bits(key, (2,), jnp.uint32))
+    rows = jnp.zeros((*lead, width // LANES), jnp.uint32)
+    for axis, size in enumerate(lead):
+        rows = rows * np.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, rows.shape, axis)
+    columns = jax.lax.broadcasted_iota(jnp.uint32, rows.shape, len(lead))
+    words = jnp.stack(threefry2x32(hash_key, rows, columns), axis=-1)  # [..., width / 4, 2]
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16)  # [..., width / 4, 2, 2]
+    return halves.reshape(shape) >= np.uint16(threshold)
+
+
+class Dropout(nnx.Dropout):
+    """`nnx.Dropout` (same rate, RNG stream, train / eval switch) with a cheaper mask.
+
+    `nnx.Dropout` draws 32 random bits per element, each a full threefry hash that XLA:CPU computes in a
+    memory-bound loop: the [B, W*K, 4H] span-head mask took 0.3 s of a 4 s train step. Here each hash
+    gives 64 bits, 16 per element, and is fused into the op that applies the mask. An element is dropped
+    when its 16 bits, as an integer, are below round(rate * 2^16): the drop probability is off from
+    `rate` by at most 2^-17 (7.6e-6), and kept elements are scaled by the exact keep probability.
+    Inputs whose last axis is not a multiple of 4, and rates that round to 0 or 2^16, use `nnx.Dropout`.
+    """
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        threshold = round(self.rate * 2**MASK_BITS)
+        if self.deterministic is not False or inputs.shape[-1] % LANES or not 0 < threshold < 2**MASK_BITS:
+            return super().__call__(inputs)
+        keep = keep_mask(self.rngs(), inputs.shape, threshold)
+        keep_prob = jnp.asarray(1 - threshold / 2**MASK_BITS, inputs.dtype)
+        return jnp.where(keep, inputs / keep_prob, jnp.zeros_like(inputs))
