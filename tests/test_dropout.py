@@ -49,9 +49,9 @@ def test_masks_depend_on_key_and_position():
 
 
 def layer(rate: float) -> Dropout:
-    layer = Dropout(rate, rngs=nnx.Rngs(dropout=0))
-    layer.train()
-    return layer
+    dropout = Dropout(rate, rngs=nnx.Rngs(dropout=0))
+    dropout.train()
+    return dropout
 
 
 def test_dropout_scales_kept_values_and_draws_fresh_masks():
@@ -89,3 +89,14 @@ def test_eval_mode_is_identity():
     dropout.eval()
     x = jnp.arange(64.0).reshape(4, 16)
     np.testing.assert_array_equal(np.asarray(dropout(x)), np.asarray(x))
+
+
+def test_call_keywords_of_nnx_dropout():
+    """`deterministic=` overrides the train / eval switch both ways; `rngs=` draws `nnx.Dropout`'s mask."""
+    x = jnp.arange(1.0, 65.0).reshape(4, 16)
+    np.testing.assert_array_equal(np.asarray(layer(0.4)(x, deterministic=True)), np.asarray(x))
+    evaluating = layer(0.4)
+    evaluating.eval()
+    np.testing.assert_array_equal(np.asarray(evaluating(x, deterministic=False)), np.asarray(layer(0.4)(x)))
+    reference = nnx.Dropout(0.4, rngs=nnx.Rngs(dropout=0))(x, rngs=jax.random.key(5))
+    np.testing.assert_array_equal(np.asarray(layer(0.4)(x, rngs=jax.random.key(5))), np.asarray(reference))

@@ -60,13 +60,22 @@ class Dropout(nnx.Dropout):
     gives 64 bits, 16 per element, and is fused into the op that applies the mask. An element is dropped
     when its 16 bits, as an integer, are below round(rate * 2^16): the drop probability is off from
     `rate` by at most 2^-17 (7.6e-6), and kept elements are scaled by the exact keep probability.
-    Inputs whose last axis is not a multiple of 4, and rates that round to 0 or 2^16, use `nnx.Dropout`.
+    Inputs whose last axis is not a multiple of 4, rates that round to 0 or 2^16, and calls given their own
+    `rngs` use `nnx.Dropout`'s mask. The call takes `nnx.Dropout`'s `deterministic` and `rngs` keywords.
     """
 
-    def __call__(self, inputs: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
+        deterministic = self.deterministic if deterministic is None else deterministic
         threshold = round(self.rate * 2**MASK_BITS)
-        if self.deterministic is not False or inputs.shape[-1] % LANES or not 0 < threshold < 2**MASK_BITS:
-            return super().__call__(inputs)
+        fallback = rngs is not None or inputs.shape[-1] % LANES or not 0 < threshold < 2**MASK_BITS
+        if deterministic is not False or fallback:
+            return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
         keep = keep_mask(self.rngs(), inputs.shape, threshold)
         keep_prob = jnp.asarray(1 - threshold / 2**MASK_BITS, inputs.dtype)
         return jnp.where(keep, inputs / keep_prob, jnp.zeros_like(inputs))
