@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -36,6 +38,26 @@ class ProjectionMLP(nnx.Module):
         return self.linear_out(self.dropout(jax.nn.relu(self.linear_in(x))))
 
 
+def by_row(fn: Callable[..., jax.Array], *rows: jax.Array) -> jax.Array:
+    """`jax.vmap(fn)(*rows)`, computed on CPU one row of the leading axis at a time (`lax.map`).
+
+    On XLA:CPU a batch-sized intermediate is written to freshly mapped memory on every call, and its page
+    faults cost more than the arithmetic of a cheap per-element function; one row at a time reuses one
+    cache-sized buffer (the span scores of a [8, 1920, 3072] batch: 54 -> 12 ms). Other platforms vmap.
+    """
+    return jax.lax.platform_dependent(*rows, cpu=lambda *r: jax.lax.map(lambda row: fn(*row), r), default=jax.vmap(fn))
+
+
+def _span_hidden(start: jax.Array, end: jax.Array, span_idx: jax.Array) -> jax.Array:
+    """One row's span features ReLU(start[i] + end[j]) for each span (i, j) of span_idx [N, 2]: [N, 4H]."""
+    return jax.nn.relu(start[span_idx[:, 0]] + end[span_idx[:, 1]])
+
+
+def _span_scores(start: jax.Array, end: jax.Array, span_idx: jax.Array, label_weights: jax.Array) -> jax.Array:
+    """One row's span scores before the label bias: span features . label_weights [4H, C] -> [N, C]."""
+    return _span_hidden(start, end, span_idx) @ label_weights
+
+
 class SpanMarkerV0(nnx.Module):
     """gliner's markerV0 span head scored against labels: logit(span, label) = out_project(span) . label.
 
@@ -43,7 +65,8 @@ class SpanMarkerV0(nnx.Module):
     Linear(2H -> 4H), ReLU, Dropout, Linear(4H -> H). The same numbers (up to float rounding) are computed
     without running the MLP per span: the first Linear splits over the two halves, so it runs per word;
     the second Linear folds into each label (W2 . label, b2 . label). Per span, only an add, a ReLU
-    and a 4H x C product remain, instead of 2H x 4H + 4H x H + H x C multiply-adds.
+    and a 4H x C product remain, instead of 2H x 4H + 4H x H + H x C multiply-adds. In eval mode the span
+    scores are computed one batch row at a time on CPU (`by_row`).
     """
 
     def __init__(self, hidden_size: int, max_width: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
@@ -59,12 +82,16 @@ class SpanMarkerV0(nnx.Module):
         w1 = first.kernel[...].astype(dtype)  # [2H, 4H]: rows for the start half, then the end half
         start = rows_matmul(jax.nn.relu(self.project_start(words)), w1[:hidden])  # [B, W, 4H]
         end = rows_matmul(jax.nn.relu(self.project_end(words)), w1[hidden:])
-        take = jax.vmap(lambda rows, index: rows[index])
-        inner = take(start, span_idx[..., 0]) + take(end, span_idx[..., 1]) + first.bias[...].astype(dtype)
-        inner = self.out_project.dropout(jax.nn.relu(inner))  # [B, W*K, 4H]
+        start = start + first.bias[...].astype(dtype)
         label_weights = jnp.einsum("fh,bch->bfc", second.kernel[...].astype(dtype), labels)  # [B, 4H, C]
         label_bias = jnp.einsum("h,bch->bc", second.bias[...].astype(dtype), labels)
-        logits = jnp.einsum("bnf,bfc->bnc", inner, label_weights) + label_bias[:, None]
+        dropout = self.out_project.dropout
+        if dropout.deterministic:
+            logits = by_row(_span_scores, start, end, span_idx, label_weights)
+        else:  # the dropout mask is drawn for the whole batch at once
+            inner = dropout(jax.vmap(_span_hidden)(start, end, span_idx))  # [B, W*K, 4H]
+            logits = jnp.einsum("bnf,bfc->bnc", inner, label_weights)
+        logits = logits + label_bias[:, None]
         batch, num_spans, num_labels = logits.shape
         return logits.reshape(batch, num_spans // self.max_width, self.max_width, num_labels)
 
