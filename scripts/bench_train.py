@@ -12,7 +12,8 @@ with gliner's parameter groups (encoder at one learning rate, the rest at anothe
 LayerNorm) and a warmup + cosine schedule. The reference step is what gliner's Trainer runs (its compute_loss
 and create_optimizer, rebuilt here because transformers' Trainer needs `accelerate`): the model in train mode,
 `loss.backward()`, `clip_grad_norm_`, fused torch AdamW (transformers' default), scheduler step, zero_grad. Ours
-is `make_train_step` under `jax.jit` on one device with the optimizer of gliner_jax.training.optim. Both warm up
+is `make_train_step` under `jax.jit` on one device with the optimizer of gliner_jax.training.optim, the encoder
+layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`). Both warm up
 on every batch (that is where jax compiles) and then run `--steps` steps; throughput counts non-pad tokens (the
 attention mask). Before training, each engine computes the loss of the first batch in eval mode: equal losses
 show that both train the same network on the same data.
@@ -276,6 +277,7 @@ def jax_engine(options: Options) -> Engine:
     first_loss = float(eval_loss(state, batches[0]))
 
     network.train()
+    network.set_attributes(unroll_layers=True)  # as `gliner-jax train` runs it (model.unroll_layers)
     graphdef, params, rest = nnx.split(network, nnx.Param, ...)
     tx = make_optimizer(OptimizerConfig(num_steps=total_steps(options), **OPTIMIZER), params)
     train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))

@@ -97,8 +97,9 @@ def network_inputs(batch: dict, config) -> dict[str, jnp.ndarray]:
 @pytest.mark.parametrize("mode", ["eval", "train_zero_dropout"])
 def test_parameter_gradients_match_reference(reference, mode):
     """Gradients of every parameter equal torch autograd's on the reference network, for a loss that weighs each
-    logit differently; in eval mode and in train mode with every dropout rate 0 (the span head computes its
-    scores by another path in each)."""
+    logit differently; in eval mode (encoder layers in a scan) and in train mode with every dropout rate 0 and
+    the encoder layers unrolled, as training runs them (the span head computes its scores by another path in
+    each)."""
     _, ref, directory = reference
     batch = reference_batch(ref, TEXTS, PER_TEXT_LABELS)
     ref.model.eval()
@@ -115,6 +116,7 @@ def test_parameter_gradients_match_reference(reference, mode):
             if isinstance(module, nnx.Dropout):
                 module.rate = 0.0
         model.train()
+        model.set_attributes(unroll_layers=True)
     inputs = network_inputs(batch, config)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 

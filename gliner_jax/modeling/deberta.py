@@ -3,7 +3,8 @@
 Module and attribute names follow transformers' `DebertaV2Model` tree (`embeddings.word_embeddings`,
 `encoder.layer.attention.self.query_proj`, ...) so that the checkpoint key table stays obvious.
 The encoder layers are created with `nnx.vmap` (parameters stacked on a leading "layers" axis)
-and run with `nnx.scan`, so compile time does not grow with depth.
+and run with `nnx.scan`, so compile time does not grow with depth; training unrolls that loop
+(`unroll_layers`) for throughput.
 """
 
 from __future__ import annotations
@@ -276,10 +277,17 @@ class DebertaLayer(nnx.Module):
 
 
 class DebertaLayerStack(nnx.Module):
-    """`num_hidden_layers` blocks stacked on a leading axis, with the shared relative embeddings."""
+    """`num_hidden_layers` blocks stacked on a leading axis, with the shared relative embeddings.
+
+    The blocks run in a scan. `unroll_layers` (set with `model.set_attributes(unroll_layers=True)`) unrolls
+    it: the same numbers, compile time growing with depth (a deberta-v3-large gradient: 2.5 -> 17 s on CPU),
+    and a train step without the scan's stacked copies of every layer's saved activations (5% faster at
+    deberta-v3-small shapes on CPU).
+    """
 
     def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.config = config
+        self.unroll_layers = False
 
         @nnx.split_rngs(splits=config.num_hidden_layers)
         @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
@@ -313,7 +321,7 @@ class DebertaLayerStack(nnx.Module):
         valid = attention_mask.astype(bool)
         pair_mask = valid[:, None, :, None] & valid[:, None, None, :]
 
-        @nnx.scan(in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry)
+        @nnx.scan(in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry, unroll=self.unroll_layers)
         def run(h: jax.Array, layer: DebertaLayer, pair_mask: jax.Array, rel: jax.Array) -> jax.Array:
             return layer(h, pair_mask, rel, c2p_columns, p2c_columns)  # columns: static NumPy, closed over
 

@@ -24,6 +24,7 @@ class ModelSection:
     Face DeBERTa directory (pretrained weights, e.g. a local copy of microsoft/deberta-v3-small). `init_from` is a
     GLiNER directory (gliner's or ours) to fine-tune; its own gliner_config.json then defines the network, and
     `gliner` must be empty. `tokenizer` is the tokenizer directory (defaults to the encoder or init_from folder).
+    `unroll_layers` unrolls the encoder's scan over layers: a faster train step, compile time growing with depth.
     """
 
     gliner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -31,6 +32,7 @@ class ModelSection:
     init_from: str | None = None
     tokenizer: str | None = None
     dtype: str = "float32"
+    unroll_layers: bool = True
 
     def __post_init__(self) -> None:
         if (self.encoder is None) == (self.init_from is None):

@@ -1,0 +1,51 @@
+"""Building the model of a training run: the encoder's layer loop is unrolled or scanned as the config says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gliner_jax.training.config import load_train_config
+from gliner_jax.training.model_init import build_model
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_unroll_layers_from_config(unroll):
+    config = load_train_config(TINY, [f"model.unroll_layers={str(unroll).lower()}"])
+    model, _, _ = build_model(config.model, seed=0)
+    assert model.encoder.encoder.unroll_layers is unroll
+
+
+def test_unrolled_encoder_computes_the_scanned_numbers():
+    """Same weights, the layers run in a scan or unrolled: the same hidden states and parameter gradients."""
+    model, _, _ = build_model(load_train_config(TINY).model, seed=0)
+    encoder = model.encoder
+    encoder.eval()
+    rng = np.random.default_rng(0)
+    input_ids = rng.integers(5, 300, (3, 17))
+    mask = (np.arange(17) < np.array([[17], [11], [4]])).astype(np.int32)
+    weights = rng.normal(size=(3, 17, encoder.config.hidden_size)).astype(np.float32)
+
+    def hidden_and_gradients(unroll: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        encoder.set_attributes(unroll_layers=unroll)
+        graphdef, params, rest = nnx.split(encoder, nnx.Param, ...)
+
+        def total(params: nnx.State) -> tuple[jax.Array, jax.Array]:
+            hidden = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))(input_ids, mask)
+            return (hidden * weights).sum(), hidden
+
+        (_, hidden), grads = jax.jit(jax.value_and_grad(total, has_aux=True))(params)
+        return np.asarray(hidden), [np.asarray(g) for g in jax.tree.leaves(grads)]
+
+    scanned, unrolled = hidden_and_gradients(False), hidden_and_gradients(True)
+    np.testing.assert_allclose(unrolled[0], scanned[0], rtol=0, atol=1e-5)
+    assert len(scanned[1]) > 10
+    for ours, reference in zip(unrolled[1], scanned[1], strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
