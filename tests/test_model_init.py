@@ -1,4 +1,5 @@
-"""Building the model of a training run: the encoder's layer loop is unrolled or scanned as the config says."""
+"""Training run configs and the model they build: every shipped config parses; the encoder's layer loop is unrolled
+or scanned as the config says."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from flax import nnx
 from gliner_jax.training.config import load_train_config
 from gliner_jax.training.model_init import build_model
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = CONFIGS / "tiny.yaml"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_config_parses(path):
+    """No unknown key, no bad value: each file in configs/ reads as a TrainConfig (self_training.yaml once given the
+    model that `gliner-jax self-train --model` puts in model.init_from)."""
+    config = load_train_config(path, ["model.init_from=some/model"] if path.stem == "self_training" else [])
+    assert config.data.train and config.trainer.num_steps >= 1
 
 
 @pytest.mark.parametrize("unroll", [True, False])
