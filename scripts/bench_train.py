@@ -47,6 +47,7 @@ from bench_inference import V3_SMALL
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
 from gliner_jax.reference import build_backbone, build_reference
+from gliner_jax.training.config import ModelSection
 from gliner_jax.training.data import Example, read_examples
 
 TINY_TRAIN = Path(__file__).resolve().parent.parent / "data" / "tiny" / "train.jsonl"
@@ -277,7 +278,7 @@ def jax_engine(options: Options) -> Engine:
     first_loss = float(eval_loss(state, batches[0]))
 
     network.train()
-    network.set_attributes(unroll_layers=True)  # as `gliner-jax train` runs it (model.unroll_layers)
+    network.set_attributes(unroll_layers=ModelSection.unroll_layers)  # `gliner-jax train`'s default
     graphdef, params, rest = nnx.split(network, nnx.Param, ...)
     tx = make_optimizer(OptimizerConfig(num_steps=total_steps(options), **OPTIMIZER), params)
     train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))

@@ -1,5 +1,5 @@
-"""Training run configs and the model they build: every shipped config parses; the encoder's layer loop is unrolled
-or scanned as the config says."""
+"""Training run configs and the model they build: every shipped config parses; the train step unrolls the encoder's
+layer loop or scans it as the config says."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flax import nnx
 
 from gliner_jax.training.config import load_train_config
 from gliner_jax.training.model_init import build_model
+from gliner_jax.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = CONFIGS / "tiny.yaml"
@@ -26,11 +27,18 @@ def test_every_shipped_config_parses(path):
     assert config.data.train and config.trainer.num_steps >= 1
 
 
-@pytest.mark.parametrize("unroll", [True, False])
-def test_unroll_layers_from_config(unroll):
-    config = load_train_config(TINY, [f"model.unroll_layers={str(unroll).lower()}"])
-    model, _, _ = build_model(config.model, seed=0)
-    assert model.encoder.encoder.unroll_layers is unroll
+def test_train_step_unrolls_the_encoder_as_configured(tmp_path):
+    """The train step's program holds the encoder's layer loop only with model.unroll_layers=false; evaluation and
+    export (the eval graph) keep the scan either way."""
+    loops = {}
+    for unroll in (True, False):
+        overrides = [f"trainer.output_dir={tmp_path / str(unroll)}", f"model.unroll_layers={str(unroll).lower()}"]
+        trainer = Trainer(load_train_config(TINY, overrides))
+        batch = trainer._global_batch(next(trainer.iterator))
+        lowered = trainer.train_step.lower(trainer.params, trainer.opt_state, batch, jax.random.key(0))
+        loops[unroll] = lowered.as_text().count("stablehlo.while")
+        assert trainer.host_model().model.encoder.encoder.unroll_layers is False
+    assert loops[False] == loops[True] + 2  # the scan over layers, forward and backward
 
 
 def test_unrolled_encoder_computes_the_scanned_numbers():

@@ -24,7 +24,8 @@ class ModelSection:
     Face DeBERTa directory (pretrained weights, e.g. a local copy of microsoft/deberta-v3-small). `init_from` is a
     GLiNER directory (gliner's or ours) to fine-tune; its own gliner_config.json then defines the network, and
     `gliner` must be empty. `tokenizer` is the tokenizer directory (defaults to the encoder or init_from folder).
-    `unroll_layers` unrolls the encoder's scan over layers: a faster train step, compile time growing with depth.
+    `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
+    (evaluation and export keep the scan).
     """
 
     gliner: Mapping[str, Any] = dataclasses.field(default_factory=dict)

@@ -19,8 +19,7 @@ FLERT_TOKEN = "[FLERT]"
 
 
 def build_model(section: ModelSection, seed: int) -> tuple[GLiNERModel, GLiNERConfig, PreTrainedTokenizerBase]:
-    """The model (float32 parameters, compute dtype and encoder unrolling from the section), its config and its
-    tokenizer.
+    """The model (float32 parameters, compute dtype from the section), its config and its tokenizer.
 
     For a new GLiNER, gliner's three special tokens ([FLERT], the entity and separator tokens) are added to the
     tokenizer and the word embeddings grow to the new vocabulary; new rows are drawn like the encoder's init.
@@ -29,16 +28,8 @@ def build_model(section: ModelSection, seed: int) -> tuple[GLiNERModel, GLiNERCo
     tokenizer = AutoTokenizer.from_pretrained(section.tokenizer_path, local_files_only=True)
     if section.init_from is not None:
         model, config = load_gliner(section.init_from, dtype=dtype, seed=seed)
-    else:
-        model, config = _new_model(section, tokenizer, dtype, seed)
-    model.set_attributes(unroll_layers=section.unroll_layers)
-    return model, config, tokenizer
+        return model, config, tokenizer
 
-
-def _new_model(
-    section: ModelSection, tokenizer: PreTrainedTokenizerBase, dtype: jnp.dtype, seed: int
-) -> tuple[GLiNERModel, GLiNERConfig]:
-    """A new GLiNER: random heads, a random or pretrained encoder, the tokenizer grown by gliner's tokens."""
     base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
     tokenizer.add_tokens([FLERT_TOKEN, base.ent_token, base.sep_token], special_tokens=True)
     vocab_size = len(tokenizer)
@@ -62,7 +53,7 @@ def _new_model(
     model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
     if pretrained is not None:
         _copy_pretrained_encoder(model, pretrained)
-    return model, config
+    return model, config, tokenizer
 
 
 def _copy_pretrained_encoder(model: GLiNERModel, pretrained: nnx.Module) -> None:

@@ -116,8 +116,9 @@ class Trainer:
                 "of the mesh's data and fsdp axes"
             )
         model.eval()
-        self.eval_graphdef = nnx.graphdef(model)
+        self.eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
         model.train()
+        model.set_attributes(unroll_layers=config.model.unroll_layers)
         graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.tx = make_optimizer(config.optimizer, params)
         self.param_shardings = state_shardings(params, self.mesh, rules)
