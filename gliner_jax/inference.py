@@ -122,8 +122,8 @@ class GLiNER:
 
         A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
         entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
-        words, as the gliner library does. A label set whose prompt would take more than half of
-        `max_len` is run in several passes. Empty or whitespace-only texts give [].
+        words, as the gliner library does. A label set whose prompt (2 words per label, plus one) does
+        not fit in `max_len` words is run in several passes. Empty or whitespace-only texts give [].
         """
         words = [split_words(text) for text in texts]
         found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
@@ -237,7 +237,7 @@ class GLiNER:
     ) -> Iterator[_Row]:
         """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes."""
         max_len, width = self.config.max_len, self.config.max_width
-        per_pass = max(1, (max_len // 2 - 1) // 2)  # a prompt of 2C + 1 words takes at most half of max_len
+        per_pass = max(1, (max_len - 1) // 2)  # a prompt of 2C + 1 words fits in max_len
         for index, words in enumerate(words_per_text):
             if not words:
                 continue

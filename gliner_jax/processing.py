@@ -6,7 +6,8 @@ and token processors and collators): with `bucket=False` the arrays equal the re
 With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-compiled model sees few shapes:
 
 - tokens T and words W: multiples of 32 up to 512, then multiples of 128
-  (32, 64, 96, ..., 512, 640, 768, ...); W is never padded past `max_len`. Padding costs encoder
+  (32, 64, 96, ..., 512, 640, 768, ...); W is never padded past `max_len`, nor T past the number of
+  absolute position embeddings of an encoder that has them (`position_biased_input`). Padding costs encoder
   time in proportion, so it stays under 32 tokens up to 512 (the reference pads to the batch maximum).
 - labels C: powers of two and 1.5 times them, from 4 (4, 6, 8, 12, 16, 24, ...): at most a third padding.
 
@@ -134,7 +135,9 @@ class Processor:
         max_len: int = 384,
         span_mode: str = "markerV0",
         words_splitter_type: str = "whitespace",
+        max_tokens: int | None = None,
     ) -> None:
+        """`max_tokens`: the encoder's absolute-position limit, if it has one; token buckets never pad past it."""
         if words_splitter_type != "whitespace":
             raise NotImplementedError(
                 f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
@@ -153,6 +156,7 @@ class Processor:
         self.max_width = max_width
         self.max_len = max_len
         self.span_mode = span_mode
+        self.max_tokens = max_tokens
 
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any) -> Processor:
@@ -162,6 +166,8 @@ class Processor:
             raise NotImplementedError(f"subtoken_pooling={pooling!r} is not supported (only 'first')")
         if getattr(config, "precomputed_prompts_mode", False):
             raise NotImplementedError("precomputed_prompts_mode is not supported")
+        encoder = getattr(config, "encoder_config", None)
+        absolute = encoder is not None and getattr(encoder, "position_biased_input", False)
         return cls(
             tokenizer,
             ent_token=config.ent_token,
@@ -170,6 +176,7 @@ class Processor:
             max_len=config.max_len,
             span_mode=config.span_mode,
             words_splitter_type=config.words_splitter_type,
+            max_tokens=encoder.max_position_embeddings if absolute else None,
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -237,7 +244,11 @@ class Processor:
             num_tokens = encoding["input_ids"].shape[1]
         if bucket:
             num_words = min(_length_bucket(num_words), self.max_len)
-            num_tokens, num_labels = _length_bucket(num_tokens), _label_bucket(num_labels)
+            if self.max_tokens is not None and num_tokens <= self.max_tokens:
+                num_tokens = min(_length_bucket(num_tokens), self.max_tokens)
+            else:  # a longer input is refused by the encoder, as the reference's is
+                num_tokens = _length_bucket(num_tokens)
+            num_labels = _label_bucket(num_labels)
 
         input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)
         attention_mask = np.zeros((num_rows, num_tokens), np.int32)

@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY_V3
 from gliner.decoding.decoder import Span, SpanDecoder
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
 from gliner_jax.processing import split_words
-from gliner_jax.reference import build_reference, quantile_thresholds
+from gliner_jax.reference import build_backbone, build_reference, quantile_thresholds
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
@@ -105,29 +106,63 @@ def test_long_document_is_read_to_the_end(models):
         assert previous["end"] <= current["start"]
 
 
-def test_label_passes_match_reference_per_pass_merged(gliner_backbone, tmp_path_factory):
-    """max_len 16 fits 3 labels per prompt: 7 labels run in 3 passes, merged as the reference's greedy would."""
+@pytest.mark.parametrize("flat_ner", [True, False])
+def test_label_passes_match_reference_per_pass_merged(gliner_backbone, tmp_path_factory, flat_ner):
+    """max_len 16 fits 7 labels in a prompt (15 words): 7 labels run in one pass, exactly as the reference's;
+    10 labels run in 2 passes (7 + 3), merged as the reference's greedy would merge its passes' entities."""
     directory = tmp_path_factory.mktemp("short_prompt")
     reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **{**MODES["span"], "max_len": 16})
     ours = GLiNER.from_pretrained(directory)
-    labels = ["person", "award", "city name", "organization", "date", "year", "science"]
+    labels = ["person", "award", "city name", "date", "year", "science", "country", "organization", "money", "event"]
     text = TEXTS[0]
-    threshold = quantile_thresholds(reference, [text], labels, QUANTILES)[0]
     words = split_words(text)
+    assert len(words) == 16  # one window: only the labels are split
+    threshold = quantile_thresholds(reference, [text], labels, QUANTILES)[0]
+    options = dict(threshold=threshold, flat_ner=flat_ner)
+    single = reference.predict_entities(text, labels[:7], **options)
+    assert len(single) > 0
+    assert_same_entities(ours.predict_entities(text, labels[:7], **options), single)
+
     start_of = {w[1]: i for i, w in enumerate(words)}
     end_of = {w[2]: i for i, w in enumerate(words)}
     spans = []
-    for begin in range(0, len(labels), 3):
-        for e in reference.predict_entities(text, labels[begin : begin + 3], threshold=threshold):
+    for begin in range(0, len(labels), 7):
+        for e in reference.predict_entities(text, labels[begin : begin + 7], **options):
             spans.append(
                 Span(start=start_of[e["start"]], end=end_of[e["end"]], entity_type=e["label"], score=e["score"])
             )
-    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=True)
-    got = ours.predict_entities(text, labels, threshold=threshold)
-    assert len(merged) > 0
+    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=flat_ner)
+    got = ours.predict_entities(text, labels, **options)
+    assert any(s.entity_type in labels[7:] for s in spans)  # the second pass has candidates
     assert [(start_of[e["start"]], end_of[e["end"]], e["label"]) for e in got] == [
         (s.start, s.end, s.entity_type) for s in merged
     ]
+
+
+def test_token_bucket_stays_within_absolute_positions(tmp_path_factory):
+    """An encoder with absolute position embeddings (40 here) reads inputs of 33-40 tokens, which the 32-token
+    buckets would pad to 64, past its table; as in the reference, only a longer input is refused."""
+    backbone = build_backbone(
+        tmp_path_factory.mktemp("absolute"), {**TINY_V3, "position_biased_input": True, "max_position_embeddings": 40}
+    )
+    directory = tmp_path_factory.mktemp("absolute_gliner")
+    reference = build_reference(backbone, directory, logit_scale=4.0, **MODES["span"])
+    ours = GLiNER.from_pretrained(directory)
+    labels = ["person", "date"]
+    words = [w for w, _, _ in split_words(long_document(40))]
+
+    def num_tokens(text: str) -> int:
+        return ours.processor.prepare([text], labels, bucket=False).input_ids.shape[1]
+
+    fits = max(n for n in range(1, 40) if num_tokens(" ".join(words[:n])) <= 40)
+    text, longer = " ".join(words[:fits]), " ".join(words[: fits + 1])
+    assert num_tokens(text) > 32
+    threshold = quantile_thresholds(reference, [text], labels, QUANTILES)[0]
+    expected = reference.predict_entities(text, labels, threshold=threshold)
+    assert len(expected) > 0
+    assert_same_entities(ours.predict_entities(text, labels, threshold=threshold), expected)
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings 40"):
+        ours.predict_entities(longer, labels)
 
 
 def test_bounded_compilations(models, monkeypatch):
