@@ -235,7 +235,10 @@ class GLiNER:
     def _rows(
         self, words_per_text: list[list[tuple[str, int, int]]], label_sets: list[list[str]], truncate: bool
     ) -> Iterator[_Row]:
-        """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes."""
+        """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes.
+
+        When the tokenizer has a `model_max_length`, a window also stops before its words and the longest prompt
+        of its text would pass it (the tokenizer would cut them off)."""
         max_len, width = self.config.max_len, self.config.max_width
         per_pass = max(1, (max_len - 1) // 2)  # a prompt of 2C + 1 words fits in max_len
         for index, words in enumerate(words_per_text):
@@ -244,11 +247,17 @@ class GLiNER:
             if truncate and len(words) > max_len:
                 warnings.warn(f"text {index} has {len(words)} words; only the first {max_len} are read", stacklevel=3)
                 words = words[:max_len]
-            for first in window_starts(len(words), max_len, width):
-                for begin in range(0, len(label_sets[index]), per_pass):
-                    yield _Row(
-                        index, first, words[first : first + max_len], label_sets[index][begin : begin + per_pass]
-                    )
+            label_set = label_sets[index]
+            passes = [label_set[begin : begin + per_pass] for begin in range(0, len(label_set), per_pass)]
+            budgets = [self.processor.word_budget(labels) for labels in passes]
+            if truncate or budgets[0] is None:
+                windows = [(first, first + max_len) for first in window_starts(len(words), max_len, width)]
+            else:
+                counts = self.processor.tokens_per_word([word for word, _, _ in words])
+                windows = token_windows(counts, max_len, width, min(budgets), f"text {index}")
+            for first, stop in windows:
+                for labels in passes:
+                    yield _Row(index, first, words[first:stop], labels)
 
 
 def window_starts(length: int, size: int, max_width: int) -> range:
@@ -257,6 +266,29 @@ def window_starts(length: int, size: int, max_width: int) -> range:
     inside some window."""
     stride = max(1, size - max(max_width, size // 4))
     return range(0, max(1, length - size + stride), stride)
+
+
+def token_windows(
+    tokens_per_word: np.ndarray, size: int, max_width: int, budget: int, name: str
+) -> list[tuple[int, int]]:
+    """(first, stop) word windows of at most `size` words and `budget` tokens, each overlapping the previous one by
+    a quarter of that one's words and at least `max_width` words; where the budget never binds, these are the
+    windows of `window_starts`. Raises ValueError when a single word does not fit in the budget."""
+    ends = np.cumsum(tokens_per_word)  # tokens up to and including each word
+    windows, first = [], 0
+    while True:
+        taken = int(np.searchsorted(ends, (ends[first - 1] if first else 0) + budget, side="right")) - first
+        stop = min(first + size, first + taken, len(ends))
+        if stop == first:
+            raise ValueError(
+                f"{name}: word {first} with its label prompt does not fit in the tokenizer's model_max_length "
+                f"({budget} tokens left beside the prompt); use fewer labels"
+            )
+        if not windows or stop > windows[-1][1]:  # else it lies inside the previous window
+            windows.append((first, stop))
+        if stop == len(ends):
+            return windows
+        first = max(first + 1, stop - max(max_width, (stop - first) // 4))
 
 
 def _check_not_cut(batch: Batch, rows: list[_Row], model_max_length: int) -> None:

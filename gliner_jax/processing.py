@@ -47,6 +47,10 @@ def joined_word_offsets(words: Sequence[str]) -> Row:
     return row
 
 
+# transformers sets model_max_length to int(1e30) when a tokenizer declares none.
+_UNSET_MAX_LENGTH = 10**18
+
+
 def _length_bucket(n: int) -> int:
     """Smallest token / word bucket >= n: multiples of 32 up to 512, then multiples of 128."""
     step = 32 if n <= 512 else 128
@@ -201,6 +205,20 @@ class Processor:
         """
         rows = [joined_word_offsets(list(words) or ["[PAD]"]) for words in word_lists]
         return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
+
+    def word_budget(self, labels: list[str]) -> int | None:
+        """How many tokens of words fit beside the prompt of `labels` in the tokenizer's `model_max_length`, or None
+        when that limit is unset (transformers' huge default), so that nothing is ever cut."""
+        limit = self.tokenizer.model_max_length
+        if limit >= _UNSET_MAX_LENGTH:
+            return None
+        prompt = self.tokenizer(self._prompt(labels), is_split_into_words=True)["input_ids"]  # with special tokens
+        return limit - len(prompt)
+
+    def tokens_per_word(self, words: list[str]) -> np.ndarray:
+        """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
+        word_ids = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False).word_ids()
+        return np.bincount([i for i in word_ids if i is not None], minlength=len(words))
 
     def _prompt(self, labels: list[str]) -> list[str]:
         prompt = []

@@ -12,6 +12,7 @@ from gliner.decoding.decoder import Span, SpanDecoder
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
+from gliner_jax.inference import token_windows, window_starts
 from gliner_jax.processing import split_words
 from gliner_jax.reference import build_backbone, build_reference, quantile_thresholds
 
@@ -215,12 +216,70 @@ def test_bad_input_raises(models, labels, threshold, message):
         ours.inference([TEXTS[0]], labels, threshold=threshold)
 
 
+def test_token_windows_hand_checked():
+    # No budget binds: the windows of window_starts.
+    for length, size, width in [(1, 8, 2), (8, 8, 2), (9, 8, 2), (50, 8, 3), (100, 48, 4), (7, 3, 5)]:
+        expected = [(first, min(first + size, length)) for first in window_starts(length, size, width)]
+        assert token_windows(np.ones(length, int), size, width, 10**6, "t") == expected
+    # 2 tokens a word, 6 tokens of budget: 3-word windows overlapping by max_width = 1 word.
+    assert token_windows(np.full(8, 2), 10, 1, 6, "t") == [(0, 3), (2, 5), (4, 7), (6, 8)]
+    # A long word shortens its windows (one, (1, 3), would lie inside (0, 3) and is left out); max_width 2 keeps
+    # 2 words of overlap.
+    assert token_windows(np.array([1, 1, 1, 4, 1, 1, 1]), 4, 2, 5, "t") == [(0, 3), (2, 4), (3, 5), (4, 7)]
+    with pytest.raises(ValueError, match="text 3: word 2 with its label prompt does not fit"):
+        token_windows(np.array([1, 1, 6, 1]), 4, 1, 5, "text 3")
+
+
+def test_windows_fit_the_tokenizer_limit(models, monkeypatch):
+    """With a tokenizer limit that cuts a window of max_len words, windows shrink to fit it: the entities are those
+    of the reference run on each window's text, merged by its greedy selection, and no window is cut."""
+    reference, ours, _ = models
+    text = long_document(60)
+    words = split_words(text)
+    limit = 80
+    monkeypatch.setattr(ours.tokenizer, "model_max_length", limit)
+    windows = token_windows(
+        ours.processor.tokens_per_word([w for w, _, _ in words]),
+        ours.config.max_len,
+        ours.config.max_width,
+        ours.processor.word_budget(LABELS),
+        "text",
+    )
+    assert len(windows) > 2 and all(stop - first < ours.config.max_len for first, stop in windows)
+    prompt = ours.processor._prompt(LABELS)
+    for first, stop in windows:  # each window with its prompt fits, and one more word would not
+        window = [w for w, _, _ in words[first:stop]]
+        assert len(ours.tokenizer(prompt + window, is_split_into_words=True)["input_ids"]) <= limit
+        if stop < len(words):
+            assert (
+                len(ours.tokenizer(prompt + window + [words[stop][0]], is_split_into_words=True)["input_ids"]) > limit
+            )
+    window_texts = [" ".join(w for w, _, _ in words[first:stop]) for first, stop in windows]
+    threshold = quantile_thresholds(reference, window_texts, LABELS, QUANTILES)[0]
+    spans = []
+    for (first, _), window_text in zip(windows, window_texts, strict=True):
+        offsets = split_words(window_text)
+        start_of = {start: i for i, (_, start, _) in enumerate(offsets)}
+        end_of = {end: i for i, (_, _, end) in enumerate(offsets)}
+        for e in reference.predict_entities(window_text, LABELS, threshold=threshold):
+            spans.append(Span(first + start_of[e["start"]], first + end_of[e["end"]], e["label"], e["score"]))
+    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=True)
+    got = ours.predict_entities(text, LABELS, threshold=threshold)
+    assert len(merged) > 0
+    assert [(e["start"], e["end"], e["label"]) for e in got] == [
+        (words[s.start][1], words[s.end][2], s.entity_type) for s in merged
+    ]
+
+
 def test_tokenizer_cut_is_refused(models, monkeypatch):
-    """A prompt and text longer than the tokenizer's model_max_length raise instead of losing words."""
+    """Where windows cannot help, input the tokenizer would cut raises instead of losing words: a prompt that
+    leaves no room for a word, or the reference's truncation (truncate=True) past the tokenizer's limit."""
     _, ours, _ = models
     monkeypatch.setattr(ours.tokenizer, "model_max_length", 24)
+    with pytest.raises(ValueError, match=r"text 0: word 0 with its label prompt does not fit"):
+        ours.inference([TEXTS[4]], [*LABELS, "international organization", "time of day", "number"])
     with pytest.raises(ValueError, match=r"exceed the tokenizer's model_max_length \(24 tokens\)"):
-        ours.inference([TEXTS[4]], LABELS)
+        ours.inference([TEXTS[4]], ["person"], truncate=True)
 
 
 def test_empty_texts_give_no_entities(models):
