@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gliner_jax.decoding import merge_spans
-from gliner_jax.inference import GLiNER, window_starts
+from gliner_jax.inference import GLiNER, token_windows, window_starts
 from gliner_jax.processing import split_words
 
 SEPARATOR = " \n "
@@ -55,13 +55,20 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
 
 
-def _windows(model: GLiNER, item: _Prompted) -> list[range]:
-    """Text-word ranges read with the prompt: at most max_len words in all, overlapping as in `GLiNER.inference`."""
+def _windows(model: GLiNER, item: _Prompted, labels: list[str]) -> list[range]:
+    """Text-word ranges read with the prompt: at most max_len words in all, overlapping as in `GLiNER.inference`,
+    and, under a tokenizer limit, few enough tokens that the row is never split away from its prompt."""
     size = model.config.max_len - item.prompt_words
     if size < 1:
         raise ValueError(f"the prompt takes {item.prompt_words} words; the model reads at most {model.config.max_len}")
     count = len(item.words) - item.prompt_words
-    return [range(first, min(first + size, count)) for first in window_starts(count, size, model.config.max_width)]
+    budget = model.processor.word_budget(labels)
+    if budget is None:
+        return [range(first, min(first + size, count)) for first in window_starts(count, size, model.config.max_width)]
+    tokens = model.processor.tokens_per_word([word for word, _, _ in item.words])
+    budget -= int(tokens[: item.prompt_words].sum())
+    windows = token_windows(tokens[item.prompt_words :], size, model.config.max_width, budget, "the prompted text")
+    return [range(first, stop) for first, stop in windows]
 
 
 def _prompted_spans(
@@ -80,7 +87,7 @@ def _prompted_spans(
     rows, origins = [], []
     for index, (item, item_labels) in enumerate(zip(items, labels, strict=True)):
         prompt = [word for word, _, _ in item.words[: item.prompt_words]]
-        for window in _windows(model, item) if item_labels else []:
+        for window in _windows(model, item, item_labels) if item_labels else []:
             rows.append(prompt + [item.words[item.prompt_words + i][0] for i in window])
             origins.append((index, window.start))
     found = model.predict_words(rows, [labels[i] for i, _ in origins], threshold, flat_ner, multi_label, batch_size)

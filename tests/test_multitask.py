@@ -252,6 +252,34 @@ def test_long_text_is_read_in_prompted_windows(models):
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # flat: no overlaps
 
 
+def test_prompted_windows_fit_the_tokenizer_limit(models, monkeypatch):
+    """Under a tokenizer limit, every row keeps its prompt and fits the limit (the windows shrink instead of the
+    rows being split again or cut), and the text is read to its end."""
+    _, ours = models
+    text = " ".join(TEXTS * 3)
+    prompt = split_words(multitask.QA_PROMPT.format(QUESTION) + multitask.SEPARATOR)
+    limit = 90  # the prompts take 52 tokens: about 12 of the 21 words a window could hold fit beside them
+    monkeypatch.setattr(ours.tokenizer, "model_max_length", limit)
+    rows = []
+    collate_rows = ours.processor.collate_rows
+
+    def recording(row_words, labels, **kwargs):
+        rows.extend(zip(row_words, labels, strict=True))
+        return collate_rows(row_words, labels, **kwargs)
+
+    monkeypatch.setattr(ours.processor, "collate_rows", recording)
+    multitask.answer_questions(ours, text, QUESTION, threshold=0.5)
+    prompt_words = [w for w, _, _ in prompt]
+    assert len(rows) > 3
+    last_words = [w for w, _, _ in split_words(text)][-3:]
+    assert any([w for w, _, _ in row][-3:] == last_words for row, _ in rows)
+    for row, labels in rows:
+        words = [w for w, _, _ in row]
+        assert words[: len(prompt_words)] == prompt_words
+        tokens = ours.tokenizer([*ours.processor._prompt(labels), *words], is_split_into_words=True)["input_ids"]
+        assert len(tokens) <= limit
+
+
 def test_prompt_longer_than_max_len_is_refused(models):
     _, ours = models
     with pytest.raises(ValueError, match="the prompt takes 71 words"):
