@@ -237,8 +237,8 @@ class GLiNER:
     ) -> Iterator[_Row]:
         """Windows of at most max_len words (overlapping by a quarter, and at least max_width) x label passes.
 
-        When the tokenizer has a `model_max_length`, a window also stops before its words and the longest prompt
-        of its text would pass it (the tokenizer would cut them off)."""
+        Under a token limit (the tokenizer's `model_max_length`, the encoder's absolute positions), a window also
+        stops before its words and the longest prompt of its text would pass it."""
         max_len, width = self.config.max_len, self.config.max_width
         per_pass = max(1, (max_len - 1) // 2)  # a prompt of 2C + 1 words fits in max_len
         for index, words in enumerate(words_per_text):
@@ -281,7 +281,7 @@ def token_windows(
         stop = min(first + size, first + taken, len(ends))
         if stop == first:
             raise ValueError(
-                f"{name}: word {first} with its label prompt does not fit in the tokenizer's model_max_length "
+                f"{name}: word {first} with its label prompt does not fit in the token limit "
                 f"({budget} tokens left beside the prompt); use fewer labels"
             )
         if not windows or stop > windows[-1][1]:  # else it lies inside the previous window

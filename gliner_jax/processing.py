@@ -141,7 +141,8 @@ class Processor:
         words_splitter_type: str = "whitespace",
         max_tokens: int | None = None,
     ) -> None:
-        """`max_tokens`: the encoder's absolute-position limit, if it has one; token buckets never pad past it."""
+        """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
+        buckets never pad past it."""
         if words_splitter_type != "whitespace":
             raise NotImplementedError(
                 f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
@@ -207,9 +208,10 @@ class Processor:
         return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
 
     def word_budget(self, labels: list[str]) -> int | None:
-        """How many tokens of words fit beside the prompt of `labels` in the tokenizer's `model_max_length`, or None
-        when that limit is unset (transformers' huge default), so that nothing is ever cut."""
-        limit = self.tokenizer.model_max_length
+        """How many tokens of words fit beside the prompt of `labels` in the token limit: the tokenizer's
+        `model_max_length` (past it the tokenizer cuts words off) or the encoder's absolute positions, whichever is
+        lower; None when there is no limit (transformers' huge default `model_max_length`, relative positions)."""
+        limit = min(self.tokenizer.model_max_length, self.max_tokens or _UNSET_MAX_LENGTH)
         if limit >= _UNSET_MAX_LENGTH:
             return None
         prompt = self.tokenizer(self._prompt(labels), is_split_into_words=True)["input_ids"]  # with special tokens
@@ -260,12 +262,14 @@ class Processor:
                 return_tensors="np",
             )
             num_tokens = encoding["input_ids"].shape[1]
+        if self.max_tokens is not None and num_tokens > self.max_tokens:
+            raise ValueError(
+                f"a row takes {num_tokens} tokens (label prompt and words), more than the encoder's "
+                f"{self.max_tokens} position embeddings; use fewer words or labels"
+            )
         if bucket:
             num_words = min(_length_bucket(num_words), self.max_len)
-            if self.max_tokens is not None and num_tokens <= self.max_tokens:
-                num_tokens = min(_length_bucket(num_tokens), self.max_tokens)
-            else:  # a longer input is refused by the encoder, as the reference's is
-                num_tokens = _length_bucket(num_tokens)
+            num_tokens = min(_length_bucket(num_tokens), self.max_tokens or _UNSET_MAX_LENGTH)
             num_labels = _label_bucket(num_labels)
 
         input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)

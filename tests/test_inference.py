@@ -81,6 +81,24 @@ def long_document(words: int) -> str:
     return " ".join([paragraph] * repeats)
 
 
+def reference_in_windows(
+    reference, text: str, windows: list[tuple[int, int]], labels: list[str], threshold: float
+) -> list[tuple[int, int, str]]:
+    """(start, end, label) of the reference's entities on each word window's text, merged by its greedy selection
+    (flat), as character offsets into `text`."""
+    words = split_words(text)
+    spans = []
+    for first, stop in windows:
+        window_text = " ".join(w for w, _, _ in words[first:stop])
+        offsets = split_words(window_text)
+        start_of = {start: i for i, (_, start, _) in enumerate(offsets)}
+        end_of = {end: i for i, (_, _, end) in enumerate(offsets)}
+        for e in reference.predict_entities(window_text, labels, threshold=threshold):
+            spans.append(Span(first + start_of[e["start"]], first + end_of[e["end"]], e["label"], e["score"]))
+    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=True)
+    return [(words[s.start][1], words[s.end][2], s.entity_type) for s in merged]
+
+
 def test_truncate_option_reproduces_reference(models):
     reference, ours, thresholds = models
     text = long_document(300)
@@ -140,9 +158,10 @@ def test_label_passes_match_reference_per_pass_merged(gliner_backbone, tmp_path_
     ]
 
 
-def test_token_bucket_stays_within_absolute_positions(tmp_path_factory):
+def test_absolute_positions_bound_buckets_and_windows(tmp_path_factory):
     """An encoder with absolute position embeddings (40 here) reads inputs of 33-40 tokens, which the 32-token
-    buckets would pad to 64, past its table; as in the reference, only a longer input is refused."""
+    buckets would pad to 64, past its table, as the reference does; a longer text is read in windows that fit
+    (the reference fails on it), and with truncate=True it is refused by name."""
     backbone = build_backbone(
         tmp_path_factory.mktemp("absolute"), {**TINY_V3, "position_biased_input": True, "max_position_embeddings": 40}
     )
@@ -152,18 +171,27 @@ def test_token_bucket_stays_within_absolute_positions(tmp_path_factory):
     labels = ["person", "date"]
     words = [w for w, _, _ in split_words(long_document(40))]
 
-    def num_tokens(text: str) -> int:
-        return ours.processor.prepare([text], labels, bucket=False).input_ids.shape[1]
+    def num_tokens(n: int) -> int:
+        return len(ours.tokenizer([*ours.processor._prompt(labels), *words[:n]], is_split_into_words=True)["input_ids"])
 
-    fits = max(n for n in range(1, 40) if num_tokens(" ".join(words[:n])) <= 40)
+    fits = max(n for n in range(1, 40) if num_tokens(n) <= 40)
+    assert num_tokens(fits) > 32
     text, longer = " ".join(words[:fits]), " ".join(words[: fits + 1])
-    assert num_tokens(text) > 32
     threshold = quantile_thresholds(reference, [text], labels, QUANTILES)[0]
     expected = reference.predict_entities(text, labels, threshold=threshold)
     assert len(expected) > 0
     assert_same_entities(ours.predict_entities(text, labels, threshold=threshold), expected)
-    with pytest.raises(ValueError, match="exceeds max_position_embeddings 40"):
-        ours.predict_entities(longer, labels)
+    config, budget = ours.config, ours.processor.word_budget(labels)
+    windows = token_windows(
+        ours.processor.tokens_per_word(words[: fits + 1]), config.max_len, config.max_width, budget, ""
+    )
+    assert len(windows) == 2
+    expected = reference_in_windows(reference, longer, windows, labels, threshold)
+    assert len(expected) > 0
+    found = ours.predict_entities(longer, labels, threshold=threshold)
+    assert [(e["start"], e["end"], e["label"]) for e in found] == expected
+    with pytest.raises(ValueError, match=f"a row takes {num_tokens(fits + 1)} tokens .* the encoder's 40 position"):
+        ours.predict_entities(longer, labels, truncate=True)
 
 
 def test_bounded_compilations(models, monkeypatch):
@@ -256,19 +284,11 @@ def test_windows_fit_the_tokenizer_limit(models, monkeypatch):
             )
     window_texts = [" ".join(w for w, _, _ in words[first:stop]) for first, stop in windows]
     threshold = quantile_thresholds(reference, window_texts, LABELS, QUANTILES)[0]
-    spans = []
-    for (first, _), window_text in zip(windows, window_texts, strict=True):
-        offsets = split_words(window_text)
-        start_of = {start: i for i, (_, start, _) in enumerate(offsets)}
-        end_of = {end: i for i, (_, _, end) in enumerate(offsets)}
-        for e in reference.predict_entities(window_text, LABELS, threshold=threshold):
-            spans.append(Span(first + start_of[e["start"]], first + end_of[e["end"]], e["label"], e["score"]))
-    merged = SpanDecoder(reference.config).greedy_search(spans, flat_ner=True)
-    got = ours.predict_entities(text, LABELS, threshold=threshold)
-    assert len(merged) > 0
-    assert [(e["start"], e["end"], e["label"]) for e in got] == [
-        (words[s.start][1], words[s.end][2], s.entity_type) for s in merged
-    ]
+    expected = reference_in_windows(reference, text, windows, LABELS, threshold)
+    assert len(expected) > 0
+    assert [
+        (e["start"], e["end"], e["label"]) for e in ours.predict_entities(text, LABELS, threshold=threshold)
+    ] == expected
 
 
 def test_tokenizer_cut_is_refused(models, monkeypatch):
