@@ -249,13 +249,11 @@ class GLiNER:
                 words = words[:max_len]
             label_set = label_sets[index]
             passes = [label_set[begin : begin + per_pass] for begin in range(0, len(label_set), per_pass)]
-            budgets = [self.processor.word_budget(labels) for labels in passes]
-            if truncate or budgets[0] is None:
-                windows = [(first, first + max_len) for first in window_starts(len(words), max_len, width)]
-            else:
-                counts = self.processor.tokens_per_word([word for word, _, _ in words])
-                windows = token_windows(counts, max_len, width, min(budgets), f"text {index}")
-            for first, stop in windows:
+            # truncate=True reads one window, as gliner does; past a token limit it is refused, not cut.
+            budgets = [] if truncate else [self.processor.word_budget(labels) for labels in passes]
+            budget = min(budgets) if budgets and budgets[0] is not None else None  # the longest prompt's
+            strings = [word for word, _, _ in words]
+            for first, stop in word_windows(self.processor, strings, max_len, width, budget, f"text {index}"):
                 for labels in passes:
                     yield _Row(index, first, words[first:stop], labels)
 
@@ -266,6 +264,16 @@ def window_starts(length: int, size: int, max_width: int) -> range:
     inside some window."""
     stride = max(1, size - max(max_width, size // 4))
     return range(0, max(1, length - size + stride), stride)
+
+
+def word_windows(
+    processor: Processor, words: list[str], size: int, max_width: int, budget: int | None, name: str
+) -> list[tuple[int, int]]:
+    """(first, stop) windows over `words`: those of `window_starts`, or of `token_windows` under a token budget
+    (the words are then tokenized to count their tokens)."""
+    if budget is None:
+        return [(first, min(first + size, len(words))) for first in window_starts(len(words), size, max_width)]
+    return token_windows(processor.tokens_per_word(words), size, max_width, budget, name)
 
 
 def token_windows(

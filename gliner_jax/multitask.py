@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gliner_jax.decoding import merge_spans
-from gliner_jax.inference import GLiNER, token_windows, window_starts
+from gliner_jax.inference import GLiNER, word_windows
 from gliner_jax.processing import split_words
 
 SEPARATOR = " \n "
@@ -57,17 +57,16 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
 
 def _windows(model: GLiNER, item: _Prompted, labels: list[str]) -> list[range]:
     """Text-word ranges read with the prompt: at most max_len words in all, overlapping as in `GLiNER.inference`,
-    and, under a tokenizer limit, few enough tokens that the row is never split away from its prompt."""
+    and, under a token limit, few enough tokens that the row is never split away from its prompt."""
     size = model.config.max_len - item.prompt_words
     if size < 1:
         raise ValueError(f"the prompt takes {item.prompt_words} words; the model reads at most {model.config.max_len}")
-    count = len(item.words) - item.prompt_words
+    words = [word for word, _, _ in item.words]
+    prompt, text = words[: item.prompt_words], words[item.prompt_words :]
     budget = model.processor.word_budget(labels)
-    if budget is None:
-        return [range(first, min(first + size, count)) for first in window_starts(count, size, model.config.max_width)]
-    tokens = model.processor.tokens_per_word([word for word, _, _ in item.words])
-    budget -= int(tokens[: item.prompt_words].sum())
-    windows = token_windows(tokens[item.prompt_words :], size, model.config.max_width, budget, "the prompted text")
+    if budget is not None:
+        budget -= int(model.processor.tokens_per_word(prompt).sum())
+    windows = word_windows(model.processor, text, size, model.config.max_width, budget, "the prompted text")
     return [range(first, stop) for first, stop in windows]
 
 
