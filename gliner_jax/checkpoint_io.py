@@ -1,8 +1,9 @@
-"""PyTorch <-> Flax parameter mapping for the DeBERTa encoder, and Hugging Face directory I/O.
+"""PyTorch <-> Flax parameter mapping for encoders and GLiNER networks, and Hugging Face / gliner directory I/O.
 
 The key table is explicit: every PyTorch tensor name, the parameter it becomes here and how
 (a Linear weight is transposed into a kernel; LayerNorm weight -> scale; Embedding weight ->
-embedding). Encoder layers are stacked here, so `encoder.layer.{i}.X` maps to row i of `encoder.layer.X`.
+embedding). Each encoder family lists its modules (`hf_modules` in `gliner_jax.modeling.encoders`); encoder
+layers are stacked here, so `encoder.layer.{i}.X` maps to row i of `encoder.layer.X`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
-from gliner_jax.config import DebertaConfig, GLiNERConfig
-from gliner_jax.modeling.deberta import DebertaModel
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.gliner import GLiNERModel
 
 logger = logging.getLogger(__name__)
@@ -43,31 +45,11 @@ GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
     "linear": {"weight": ("kernel", True), "bias": ("bias", False)},
+    "linear_no_bias": {"weight": ("kernel", True)},
     "layer_norm": {"weight": ("scale", False), "bias": ("bias", False)},
+    "layer_norm_no_bias": {"weight": ("scale", False)},
     "embedding": {"weight": ("embedding", False)},
 }
-
-# Modules of one encoder layer: PyTorch path under `encoder.layer.{i}.` -> kind.
-# Our path is the same, under `encoder.layer.` with the layer index as leading axis.
-_LAYER_MODULES = {
-    "attention.self.query_proj": "linear",
-    "attention.self.key_proj": "linear",
-    "attention.self.value_proj": "linear",
-    "attention.output.dense": "linear",
-    "attention.output.LayerNorm": "layer_norm",
-    "intermediate.dense": "linear",
-    "output.dense": "linear",
-    "output.LayerNorm": "layer_norm",
-}
-# Present only for some configs.
-_POS_KEY_PROJ = "attention.self.pos_key_proj"
-_POS_QUERY_PROJ = "attention.self.pos_query_proj"
-
-# Tensors transformers itself skips when loading a DebertaV2Model: a non-persistent buffer that
-# old files carry, and absolute positions in checkpoints of models that do not use them.
-_SKIPPED_BY_TRANSFORMERS = ("embeddings.position_ids", "embeddings.position_embeddings.weight")
-# Prefix under which task models (DebertaV2ForMaskedLM, ...) keep the encoder.
-HF_BASE_PREFIX = "deberta."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,29 +66,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not match the model: names every offender."""
 
 
-def encoder_modules(config: DebertaConfig) -> dict[str, str]:
-    """Every module of the encoder that holds parameters, PyTorch path -> kind (layers as `{i}`)."""
-    modules = {"embeddings.word_embeddings": "embedding", "embeddings.LayerNorm": "layer_norm"}
-    if config.position_biased_input:
-        modules["embeddings.position_embeddings"] = "embedding"
-    layer = dict(_LAYER_MODULES)
-    if not config.share_att_key and "c2p" in config.pos_att_type:
-        layer[_POS_KEY_PROJ] = "linear"
-    if not config.share_att_key and "p2c" in config.pos_att_type:
-        layer[_POS_QUERY_PROJ] = "linear"
-    modules.update({f"encoder.layer.{{i}}.{name}": kind for name, kind in layer.items()})
-    modules["encoder.rel_embeddings"] = "embedding"
-    if "layer_norm" in config.rel_norms:
-        modules["encoder.LayerNorm"] = "layer_norm"
-    return modules
-
-
-def encoder_table(
-    config: DebertaConfig, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()
-) -> list[TensorMapping]:
-    """The full key table for one encoder config, with optional prefixes on both sides."""
+def encoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
+    """The full key table for one encoder config (any registered family), with optional prefixes on both sides."""
     table = []
-    for module, kind in encoder_modules(config).items():
+    for module, kind in family_of_config(config).hf_modules(config).items():
         layers = range(config.num_hidden_layers) if "{i}" in module else [None]
         ours = tuple(module.replace(".{i}", "").split("."))
         for torch_param, (param, transpose) in _KIND_PARAMS[kind].items():
@@ -245,44 +208,43 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> No
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
 
 
-def _without_transformers_skips(
-    tensors: dict[str, np.ndarray], config: DebertaConfig, prefix: str = ""
-) -> dict[str, np.ndarray]:
-    skipped = _SKIPPED_BY_TRANSFORMERS[:1] if config.position_biased_input else _SKIPPED_BY_TRANSFORMERS
+def _without_transformers_skips(tensors: dict[str, np.ndarray], config: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    skipped = family_of_config(config).hf_ignored(config)
     return {k: v for k, v in tensors.items() if k.removeprefix(prefix) not in skipped}
 
 
-def _encoder_tensors(tensors: dict[str, np.ndarray], config: DebertaConfig) -> dict[str, np.ndarray]:
+def _encoder_tensors(tensors: dict[str, np.ndarray], config: Any) -> dict[str, np.ndarray]:
     """The encoder's own tensors: base-model prefix stripped, task heads and buffers set aside."""
-    if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(HF_BASE_PREFIX) for k in tensors):
-        heads = sorted(k for k in tensors if not k.startswith(HF_BASE_PREFIX))
+    base = family_of_config(config).hf_base_prefix
+    if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(base) for k in tensors):
+        heads = sorted(k for k in tensors if not k.startswith(base))
         if heads:
             logger.info("ignoring %d task-head tensors outside the encoder: %s", len(heads), heads)
-        tensors = {k[len(HF_BASE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HF_BASE_PREFIX)}
+        tensors = {k[len(base) :]: v for k, v in tensors.items() if k.startswith(base)}
     return _without_transformers_skips(tensors, config)
 
 
 def load_hf_encoder(
     path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
-) -> tuple[DebertaModel, DebertaConfig]:
-    """Load a Hugging Face DeBERTa-v2/v3 directory (config.json + weights) as an encoder in eval mode.
+) -> tuple[nnx.Module, Any]:
+    """Load a Hugging Face encoder directory (config.json + weights) of any registered family, in eval mode.
 
     `dtype` is the compute dtype; parameters are float32. A checkpoint of a task model
     (`DebertaV2ForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does.
     """
     path = Path(path)
-    config = DebertaConfig.from_hf_dict(json.loads((path / CONFIG_FILE).read_text()))
-    model = DebertaModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    config = encoder_config_from_hf(json.loads((path / CONFIG_FILE).read_text()))
+    model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
     state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config))
     model.eval()
     return model, config
 
 
-def save_hf_encoder(model: DebertaModel, config: DebertaConfig, path: str | Path) -> None:
-    """Write `model` as a directory that `transformers.DebertaV2Model.from_pretrained` loads exactly."""
+def save_hf_encoder(model: nnx.Module, config: Any, path: str | Path) -> None:
+    """Write `model` as a directory that transformers' base model of its family loads exactly."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    hf_config = {"architectures": ["DebertaV2Model"], **config.to_hf_dict()}
+    hf_config = {"architectures": [family_of_config(config).hf_architecture], **config.to_hf_dict()}
     (path / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     write_safetensors(state_to_torch(model, encoder_table(config)), path / SAFETENSORS_FILE)
 

@@ -6,13 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import gliner_jax
 
 
 def _encode(args: argparse.Namespace) -> int:
-    """Encode texts with a local Hugging Face DeBERTa directory; optionally check against PyTorch."""
+    """Encode texts with a local Hugging Face encoder directory; optionally check against PyTorch."""
     import jax.numpy as jnp
     import numpy as np
     from transformers import AutoTokenizer
@@ -27,13 +26,9 @@ def _encode(args: argparse.Namespace) -> int:
 
     reference = None
     if args.compare_torch:
-        import torch
-        import transformers
+        from gliner_jax.testing.builders import torch_last_hidden_state
 
-        torch_model = transformers.DebertaV2Model.from_pretrained(args.model, local_files_only=True).eval()
-        with torch.no_grad():
-            out = torch_model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long())
-        reference = out.last_hidden_state.numpy()
+        reference = torch_last_hidden_state(args.model, ids, mask)
 
     for row, text in enumerate(args.texts):
         valid = mask[row].astype(bool)
@@ -55,25 +50,24 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, else from --file or stdin: plain lines, or JSONL records with a "text" field."""
+    """Texts from the arguments, else from --file or stdin (`data_formats`: plain lines, JSONL or JSON records)."""
+    from gliner_jax.data_formats import read_text_records, record_text, text_records
+
     if args.texts:
         return args.texts
-    lines = Path(args.file).read_text(encoding="utf-8").splitlines() if args.file else sys.stdin.read().splitlines()
-    texts = []
-    for number, line in enumerate(lines, 1):
-        if line.lstrip().startswith("{"):
-            record = json.loads(line)
-            if not isinstance(record.get("text"), str):
-                raise SystemExit(f"line {number}: a JSON record needs a string 'text' field")
-            texts.append(record["text"])
-        elif line.strip():
-            texts.append(line)
-    return texts
+    try:
+        if args.file:
+            records = read_text_records(args.file)
+        else:
+            records = [record for _, record in text_records(sys.stdin.read().splitlines(), "<stdin>")]
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return [record_text(record) for record in records]
 
 
 def _predict(args: argparse.Namespace) -> int:
     """Predict entities; one JSON line per text: {"text", "entities": [{start, end, text, label, score}]}."""
-    from gliner_jax.inference import GLiNER
+    from gliner_jax.model import GLiNER
 
     model = GLiNER.from_pretrained(args.model)
     texts = _read_texts(args)
@@ -94,8 +88,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout."""
-    from gliner_jax.evaluation import evaluate_examples, load_label_map, read_eval_data
-    from gliner_jax.inference import GLiNER
+    from gliner_jax.data_formats import load_label_map, read_eval_data
+    from gliner_jax.evaluation import evaluate_examples
+    from gliner_jax.model import GLiNER
 
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None

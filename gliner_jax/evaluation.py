@@ -1,30 +1,38 @@
-"""Span-level exact-match evaluation: micro precision, recall and F1, and the same per label, on GLiNER JSON / JSONL
-data or CoNLL-style files.
+"""Span-level exact-match evaluation: micro precision, recall and F1, and the same per label.
 
 The numbers are those of gliner's `BaseNEREvaluator`: a predicted (start, end, label) of a text counts when the
-same text's gold has it; duplicates count once; a ratio with a zero denominator is 0.
+same text's gold has it; duplicates count once; a ratio with a zero denominator is 0. Any model with a
+`predict_words` method (`WordPredictor`) can be evaluated; reading gold data is `data_formats`' job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
-import yaml
-
-from gliner_jax.training.data import Example, bio_spans, check_record, read_examples
-
-if TYPE_CHECKING:
-    from gliner_jax.inference import GLiNER
+from gliner_jax._deprecation import moved_names
+from gliner_jax.data_formats import Example, labels_of
 
 Span = tuple[int, int, str]  # (first word, last word inclusive, label)
-CONLL_SUFFIXES = (".conll", ".txt", ".bio")
-JSON_SUFFIXES = (".json", ".jsonl")
-DOCSTART = "-DOCSTART-"
+WordEntity = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
+
+
+class WordPredictor(Protocol):
+    """What evaluation needs of a model: entities of pre-split texts (as `GLiNER.predict_words` returns them)."""
+
+    def predict_words(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        progress: bool = False,
+    ) -> list[list[WordEntity]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +115,7 @@ def span_scores(predicted: Sequence[Iterable[Span]], gold: Sequence[Iterable[Spa
 
 
 def evaluate_examples(
-    model: GLiNER,
+    model: WordPredictor,
     examples: Sequence[Example],
     *,
     labels: Sequence[str] | None = None,
@@ -120,7 +128,7 @@ def evaluate_examples(
     """Span scores of `model` on examples in the GLiNER training format, every text given every label of `labels`
     (default: the sorted set of the examples' labels). Gold entities of other labels still count as missed."""
     if labels is None:
-        labels = sorted({entity[2] for example in examples for entity in example["ner"]})
+        labels = labels_of(examples)
     if not labels:
         raise ValueError("no labels to predict: the data has no entities; pass labels")
     predicted = model.predict_words(
@@ -136,102 +144,7 @@ def evaluate_examples(
     return span_scores([{(s, e, label) for s, e, label, _ in spans} for spans in predicted], gold)
 
 
-def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
-    """Sentences of a CoNLL-style file as examples: a token in the first column and a BIO / IOB1 / IOB2 tag in the
-    last (columns split by tabs when the line has one, else by whitespace), a blank line between sentences,
-    "-DOCSTART-" lines skipped. Entity types are the tags' suffixes ("B-geo-loc" -> "geo-loc").
-
-    `strict_iob2` refuses an "I-X" that does not continue an X entity (IOB1 files use that to start one).
-    Errors name the file and line.
-    """
-    path = Path(path)
-    examples: list[Example] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    for number, line in enumerate([*lines, ""], 1):
-        if not line.strip():
-            if tokens:
-                examples.append({"tokenized_text": tokens, "ner": [list(span) for span in bio_spans(tags)]})
-            tokens, tags = [], []
-            continue
-        columns = [column.strip() for column in line.split("\t")] if "\t" in line else line.split()
-        if columns[0] == DOCSTART:
-            continue
-        if len(columns) < 2 or not columns[0] or not columns[-1]:
-            raise ValueError(f"{path}:{number}: expected a token and a tag, got {line!r}")
-        tag = columns[-1]
-        prefix, _, kind = tag.partition("-")
-        if tag != "O" and (prefix not in ("B", "I") or not kind):
-            raise ValueError(f"{path}:{number}: not a BIO tag: {tag!r} (expected O, B-TYPE or I-TYPE)")
-        if strict_iob2 and prefix == "I" and (not tags or tags[-1] not in (f"B-{kind}", f"I-{kind}")):
-            raise ValueError(f"{path}:{number}: {tag!r} continues no {kind!r} entity (strict IOB2)")
-        tokens.append(columns[0])
-        tags.append(tag)
-    return examples
-
-
-def load_label_map(path: str | Path) -> dict[str, str | None]:
-    """A {type: label} mapping from a JSON or YAML file; a type mapped to null is dropped."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: not valid JSON / YAML: {error}") from None
-    if not isinstance(mapping, dict) or not all(
-        isinstance(key, str) and (value is None or (isinstance(value, str) and value.strip()))
-        for key, value in mapping.items()
-    ):
-        raise ValueError(f"{path}: a label map must be a {{type: label}} mapping of strings (null drops a type)")
-    return mapping
-
-
-def rename_labels(examples: Sequence[Example], label_map: Mapping[str, str | None]) -> list[Example]:
-    """The examples with their entity labels renamed by `label_map`: unmapped labels kept, those mapped to None
-    dropped."""
-    renamed = []
-    for example in examples:
-        ner = [[s, e, label_map.get(label, label)] for s, e, label in example["ner"]]
-        renamed.append({**example, "ner": [entity for entity in ner if entity[2] is not None]})
-    return renamed
-
-
-def _is_conll(path: Path) -> bool:
-    """By extension (.conll / .txt / .bio vs .json / .jsonl), else by content (JSON starts with [ or {)."""
-    if path.suffix.lower() in CONLL_SUFFIXES:
-        return True
-    if path.suffix.lower() in JSON_SUFFIXES:
-        return False
-    with path.open(encoding="utf-8-sig") as file:
-        head = file.read(4096).lstrip()
-    return not head.startswith(("[", "{"))
-
-
-def read_eval_data(
-    data: str | Path | Sequence[Mapping[str, Any]],
-    label_map: Mapping[str, str | None] | None = None,
-    *,
-    strict_iob2: bool = False,
-) -> list[Example]:
-    """Gold examples from a JSON / JSONL / CoNLL file (see `read_conll`) or a list of records, labels renamed by
-    `label_map`. Every record must be valid: a bad one raises ValueError naming it."""
-    if isinstance(data, str | Path):
-        path = Path(data)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        if _is_conll(path):
-            examples = read_conll(path, strict_iob2=strict_iob2)
-        else:
-            try:
-                examples = read_examples(path, strict=True)[0]
-            except json.JSONDecodeError as error:  # a JSON list; JSONL lines are reported by record
-                raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
-    else:
-        examples = []
-        for index, record in enumerate(data):
-            reason = check_record(record)
-            if reason is not None:
-                raise ValueError(f"example {index}: {reason}")
-            examples.append({"tokenized_text": list(record["tokenized_text"]), "ner": list(record["ner"])})
-    return rename_labels(examples, label_map) if label_map else examples
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(["read_conll", "load_label_map", "rename_labels", "read_eval_data"], "gliner_jax.data_formats"),
+)

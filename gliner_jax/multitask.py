@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from gliner_jax.decoding import merge_spans
-from gliner_jax.inference import GLiNER, word_windows
+from gliner_jax.model import GLiNER
 from gliner_jax.processing import split_words
+from gliner_jax.windows import word_windows
 
 SEPARATOR = " \n "
 QA_PROMPT = "Answer the following question: {}"

@@ -3,13 +3,9 @@
 It follows gliner 0.2.29 (`prepare_batch` and `collate_batch` of `BaseEncoderGLiNER`, with the uni-encoder span
 and token processors and collators): with `bucket=False` the arrays equal the reference's collated tensors.
 
-With `bucket=True` the array shapes are padded up to a few sizes, so that a jit-compiled model sees few shapes:
-
-- tokens T and words W: multiples of 32 up to 512, then multiples of 128
-  (32, 64, 96, ..., 512, 640, 768, ...); W is never padded past `max_len`, nor T past the number of
-  absolute position embeddings of an encoder that has them (`position_biased_input`). Padding costs encoder
-  time in proportion, so it stays under 32 tokens up to 512 (the reference pads to the batch maximum).
-- labels C: powers of two and 1.5 times them, from 4 (4, 6, 8, 12, 16, 24, ...): at most a third padding.
+With `bucket=True` the array shapes are padded up to the sizes of `gliner_jax.buckets`, so that a jit-compiled model
+sees few shapes; W is never padded past `max_len`, nor T past the number of absolute position embeddings of an
+encoder that has them (`position_biased_input`).
 
 With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
 the tokenizer's pad id; attention_mask and words_mask 0; span_idx (0, 0); span_mask, words_valid and labels_valid
@@ -21,24 +17,26 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from gliner_jax.buckets import NO_LIMIT, label_bucket, length_bucket
+
 # gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
 _WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
 
-Labels = Sequence[str] | Sequence[Sequence[str]]
-Row = list[tuple[str, int, int]]
+Labels = Sequence[str] | Sequence[Sequence[str]]  # one label list for every text, or one list per text
+Word = tuple[str, int, int]  # a word and its character offsets (start, end exclusive) in its text
 
 
-def split_words(text: str) -> list[tuple[str, int, int]]:
+def split_words(text: str) -> list[Word]:
     """gliner's default ("whitespace") word splitter: (word, char_start, char_end) of each word, in order."""
     return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
 
 
-def joined_word_offsets(words: Sequence[str]) -> Row:
+def joined_word_offsets(words: Sequence[str]) -> list[Word]:
     """(word, char_start, char_end) of each word in `" ".join(words)`."""
     row, start = [], 0
     for word in words:
@@ -47,38 +45,29 @@ def joined_word_offsets(words: Sequence[str]) -> Row:
     return row
 
 
-# transformers sets model_max_length to int(1e30) when a tokenizer declares none.
-_UNSET_MAX_LENGTH = 10**18
+def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> list[list[str]]:
+    """One label list per text from one list for all texts or one list per text, each deduplicated keeping the
+    first occurrence (as gliner does).
 
-
-def _length_bucket(n: int) -> int:
-    """Smallest token / word bucket >= n: multiples of 32 up to 512, then multiples of 128."""
-    step = 32 if n <= 512 else 128
-    return max(32, -(-n // step) * step)
-
-
-def _label_bucket(n: int) -> int:
-    """Smallest label bucket >= n: 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them).
-
-    Two buckets per doubling: at most a third of the label slots are padding, which the token head pays
-    for per (word, label) pair, while a stream of varied label counts still compiles few programs.
-    """
-    n = max(n, 4)
-    power = 1 << (n - 1).bit_length()
-    return power * 3 // 4 if n <= power * 3 // 4 else power
-
-
-def _label_sets(labels: Labels, num_rows: int) -> list[list[str]]:
-    """One label list per row, deduplicated keeping the first occurrence (as gliner does)."""
-    if not isinstance(labels, list | tuple):
-        raise TypeError(f"labels must be a list of strings or one list of strings per text, got {type(labels)}")
-    per_row = any(isinstance(label_set, list) for label_set in labels)
-    if per_row and len(labels) != num_rows:
-        raise ValueError(f"per-text labels must have length {num_rows}, got {len(labels)}")
-    label_sets = labels if per_row else [labels] * num_rows
-    for label_set in label_sets:
-        if not isinstance(label_set, list | tuple) or not all(isinstance(label, str) for label in label_set):
-            raise TypeError("labels must be a list of strings or one list of strings per text")
+    Raises ValueError for anything else: a bare string, a mapping, a count of lists other than `num_texts`, a label
+    that is not a string, and, when `strict` (not for training rows, which gliner's collator takes as they come), an
+    empty list or a blank label."""
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a list of label strings, not the string {labels!r}")
+    if isinstance(labels, Mapping) or any(isinstance(group, Mapping) for group in labels):
+        raise ValueError("label descriptions ({label: description} mappings) are not supported; pass label strings")
+    labels = list(labels)
+    per_text = bool(labels) and all(isinstance(group, list | tuple) for group in labels)
+    if per_text and len(labels) != num_texts:
+        raise ValueError(f"got {len(labels)} label lists for {num_texts} texts")
+    label_sets = [list(group) for group in labels] if per_text else [labels] * num_texts
+    for index, label_set in enumerate(label_sets):
+        where = f" for text {index}" if per_text else ""
+        if strict and not label_set:
+            raise ValueError(f"the label list{where} is empty")
+        for label in label_set:
+            if not isinstance(label, str) or (strict and not label.strip()):
+                raise ValueError(f"labels must be non-empty strings; got {label!r}{where}")
     return [list(dict.fromkeys(label_set)) for label_set in label_sets]
 
 
@@ -211,8 +200,8 @@ class Processor:
         """How many tokens of words fit beside the prompt of `labels` in the token limit: the tokenizer's
         `model_max_length` (past it the tokenizer cuts words off) or the encoder's absolute positions, whichever is
         lower; None when there is no limit (transformers' huge default `model_max_length`, relative positions)."""
-        limit = min(self.tokenizer.model_max_length, self.max_tokens or _UNSET_MAX_LENGTH)
-        if limit >= _UNSET_MAX_LENGTH:
+        limit = min(self.tokenizer.model_max_length, self.max_tokens or NO_LIMIT)
+        if limit >= NO_LIMIT:
             return None
         prompt = self.tokenizer(self._prompt(labels), is_split_into_words=True)["input_ids"]  # with special tokens
         return limit - len(prompt)
@@ -230,17 +219,19 @@ class Processor:
                 prompt.append(label)
         return [*prompt, self.sep_token]
 
-    def _truncate(self, row: Row) -> Row:
+    def _truncate(self, row: list[Word]) -> list[Word]:
         if len(row) > self.max_len:
             warnings.warn(f"Sentence of length {len(row)} has been truncated to {self.max_len}", stacklevel=4)
             return row[: self.max_len]
         return row
 
     def collate_rows(
-        self, rows: list[Row], labels: Labels, *, bucket: bool = True, batch_size: int | None = None
+        self, rows: list[list[Word]], labels: Labels, *, bucket: bool = True, batch_size: int | None = None
     ) -> Batch:
-        """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows."""
-        label_sets = _label_sets(labels, len(rows))
+        """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows.
+
+        Labels are checked as `normalize_labels(..., strict=False)` checks training rows."""
+        label_sets = normalize_labels(labels, len(rows), strict=False)
         rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
         num_rows = len(rows) if batch_size is None else batch_size
         if num_rows < len(rows):
@@ -268,9 +259,9 @@ class Processor:
                 f"{self.max_tokens} position embeddings; use fewer words or labels"
             )
         if bucket:
-            num_words = min(_length_bucket(num_words), self.max_len)
-            num_tokens = min(_length_bucket(num_tokens), self.max_tokens or _UNSET_MAX_LENGTH)
-            num_labels = _label_bucket(num_labels)
+            num_words = min(length_bucket(num_words), self.max_len)
+            num_tokens = min(length_bucket(num_tokens), self.max_tokens or NO_LIMIT)
+            num_labels = label_bucket(num_labels)
 
         input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)
         attention_mask = np.zeros((num_rows, num_tokens), np.int32)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gliner_jax.config import DebertaConfig
-from gliner_jax.reference import CORPUS, build_backbone, build_reference, quantile_thresholds
+from gliner_jax.testing.builders import CORPUS, build_backbone, build_reference, quantile_thresholds
 
 LABELS = ["person", "organization", "location", "date", "award"]
 # deberta-v3-small: its sizes on DebertaConfig's defaults (the deberta-v3 layout); vocab comes from the tokenizer.
@@ -86,7 +86,7 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
     from flax import nnx
 
     from gliner_jax import GLiNER
-    from gliner_jax.inference import model_inputs
+    from gliner_jax.model import model_inputs
 
     model = GLiNER.from_pretrained(directory)
     batch = model.processor.prepare(texts[:batch_size], LABELS, batch_size=batch_size)

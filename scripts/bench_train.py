@@ -46,7 +46,7 @@ import numpy as np
 from bench_inference import V3_SMALL
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
-from gliner_jax.reference import build_backbone, build_reference
+from gliner_jax.testing.builders import build_backbone, build_reference
 from gliner_jax.training.config import ModelSection
 from gliner_jax.training.data import Example, read_examples
 

@@ -16,9 +16,9 @@ import random
 import re
 from pathlib import Path
 
-from gliner_jax.reference import train_tokenizer
+from gliner_jax.processing import split_words
+from gliner_jax.testing.builders import train_tokenizer
 
-WORD_SPLITTER = re.compile(r"\w+(?:[-_]\w+)*|\S")  # gliner's WhitespaceTokenSplitter
 TRAIN_SIZE, DEV_SIZE = 400, 100
 MIN_WORDS, MAX_WORDS = 8, 30
 # Sentencepiece "word" model: every word of the dataset is one token. Unigram (sentencepiece 0.2.3) splits this
@@ -164,9 +164,9 @@ FILLERS = {  # label -> filler(rng, bare)
 }
 
 
-def split_words(text: str) -> list[str]:
-    """Words as gliner's whitespace splitter yields them."""
-    return WORD_SPLITTER.findall(text)
+def words_of(text: str) -> list[str]:
+    """The words of `text` as gliner's whitespace splitter cuts them."""
+    return [word for word, _, _ in split_words(text)]
 
 
 def make_record(rng: random.Random) -> dict:
@@ -177,12 +177,12 @@ def make_record(rng: random.Random) -> dict:
     ner: list[list] = []
     for index, piece in enumerate(SLOT.split(template)):
         if index % 2 == 0:  # literal text between slots
-            words += split_words(piece)
+            words += words_of(piece)
             continue
         if piece in PLAIN:
-            words += split_words(rng.choice(PLAIN[piece]))
+            words += words_of(rng.choice(PLAIN[piece]))
             continue
-        entity = split_words(FILLERS[piece](rng, bare))
+        entity = words_of(FILLERS[piece](rng, bare))
         ner.append([len(words), len(words) + len(entity) - 1, piece])
         words += entity
     return {"tokenized_text": words, "ner": ner}
@@ -204,7 +204,7 @@ def make_records(seed: int, count: int) -> list[dict]:
 def check(record: dict) -> None:
     """Raise if a record breaks the dataset's promises (lengths, entity bounds, word splitting)."""
     words = record["tokenized_text"]
-    if not MIN_WORDS <= len(words) <= MAX_WORDS or split_words(" ".join(words)) != words:
+    if not MIN_WORDS <= len(words) <= MAX_WORDS or words_of(" ".join(words)) != words:
         raise ValueError(f"bad sentence: {words}")
     if len(record["ner"]) > 4 or any(not 0 <= s <= e < len(words) for s, e, _ in record["ner"]):
         raise ValueError(f"bad entities: {record}")

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_V3, random_batch, torch_forward
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
@@ -22,7 +21,8 @@ from gliner_jax.checkpoint_io import (
     state_to_torch,
 )
 from gliner_jax.config import DebertaConfig
-from gliner_jax.modeling.deberta import DebertaModel
+from gliner_jax.modeling.encoders.deberta import DebertaModel
+from tests.utils.encoders import TINY_V3, random_batch, torch_forward
 
 
 def _reload_strict(directory) -> transformers.DebertaV2Model:

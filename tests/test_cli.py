@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_torch_encoder
-
 from gliner_jax.cli import main
-from gliner_jax.reference import train_tokenizer
+from gliner_jax.testing.builders import train_tokenizer
+from tests.utils.encoders import make_torch_encoder
 
 
 def test_encode_matches_torch(tmp_path, capsys):

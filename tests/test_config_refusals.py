@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import transformers
-from conftest import TINY_V3
 
 from gliner_jax.checkpoint_io import load_hf_encoder
 from gliner_jax.config import DebertaConfig
+from tests.utils.encoders import TINY_V3
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,17 @@ import transformers
 
 from gliner_jax import cli
 from gliner_jax.processing import Processor
-from gliner_jax.reference import build_reference
+from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.data import (
     ArrayRecordExamples,
     collate,
-    make_eval_batches,
     make_train_dataset,
     open_source,
     read_examples,
     sample_labels,
     tfds_source,
 )
+from tests.utils.eval_batches import make_eval_batches
 
 MAX_LEN = 12
 MAX_WIDTH = 3

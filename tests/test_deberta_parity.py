@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_V3, random_batch, torch_forward
 from transformers.models.deberta_v2 import modeling_deberta_v2
 
 from gliner_jax.checkpoint_io import load_hf_encoder
-from gliner_jax.modeling.deberta import relative_positions
+from gliner_jax.modeling.encoders.deberta import relative_positions
+from tests.utils.encoders import TINY_V3, random_batch, torch_forward
 
 # Lengths straddle position_buckets (16) and reach far past it, with padding in every row but one.
 LENGTHS = [100, 57, 9, 16]

@@ -14,9 +14,9 @@ import torch
 from flax import nnx
 from safetensors.numpy import load_file
 
+from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, load_gliner, state_to_torch
-from gliner_jax.inference import GLiNER
-from gliner_jax.reference import build_reference
+from gliner_jax.testing.builders import build_reference
 
 CASES = {
     "span_projection_rnn1": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),

@@ -7,14 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_V3
 from gliner.decoding.decoder import Span, SpanDecoder
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
-from gliner_jax.inference import token_windows, window_starts
 from gliner_jax.processing import split_words
-from gliner_jax.reference import build_backbone, build_reference, quantile_thresholds
+from gliner_jax.testing.builders import build_backbone, build_reference, quantile_thresholds
+from gliner_jax.windows import token_windows, window_starts
+from tests.utils.encoders import TINY_V3
+from tests.utils.programs import compiled_programs
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
@@ -194,6 +195,7 @@ def test_absolute_positions_bound_buckets_and_windows(tmp_path_factory):
         ours.predict_entities(longer, labels, truncate=True)
 
 
+@pytest.mark.slow
 def test_bounded_compilations(models, monkeypatch):
     """50 random texts and label sets of varied sizes: one compilation per bucketed shape, and few shapes."""
     _, ours, _ = models
@@ -213,16 +215,16 @@ def test_bounded_compilations(models, monkeypatch):
         text = " ".join(rng.choice(vocabulary, int(rng.integers(1, 45))))
         labels = list(rng.choice([*LABELS, "year", "science", "money"], int(rng.integers(1, 9)), replace=False))
         stream.append(([text] * int(rng.integers(1, 4)), labels))
-    before = ours.compiled_shapes()
+    before = compiled_programs()
     for texts, labels in stream:
         ours.inference(texts, labels, batch_size=4)
-    compiled = ours.compiled_shapes()
+    compiled = compiled_programs()
     # At most one program per bucketed shape, and few shapes: 1-45 words (2 word buckets) with 1-8 labels
     # (label buckets 4, 6, 8) in at most 4 token buckets.
     assert compiled - before <= len(shapes) <= 2 * 3 * 4, shapes
     for texts, labels in stream:
         ours.inference(texts, labels, batch_size=4)
-    assert ours.compiled_shapes() == compiled  # the same stream again compiles nothing
+    assert compiled_programs() == compiled  # the same stream again compiles nothing
 
 
 @pytest.mark.parametrize(
@@ -242,6 +244,11 @@ def test_bad_input_raises(models, labels, threshold, message):
     _, ours, _ = models
     with pytest.raises(ValueError, match=message):
         ours.inference([TEXTS[0]], labels, threshold=threshold)
+    if threshold == 0.5:  # the same labels fail the same way in every entry point
+        with pytest.raises(ValueError, match=message):
+            ours.batch_logits([TEXTS[0]], labels)
+        with pytest.raises(ValueError, match=message):
+            ours.predict_words([TEXTS[0].split()], labels)
 
 
 def test_token_windows_hand_checked():

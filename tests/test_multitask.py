@@ -13,7 +13,7 @@ import pytest
 
 from gliner_jax import GLiNER, multitask
 from gliner_jax.processing import split_words
-from gliner_jax.reference import build_reference, quantile_thresholds
+from gliner_jax.testing.builders import build_reference, quantile_thresholds
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",

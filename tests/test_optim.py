@@ -19,7 +19,7 @@ from gliner.training import Trainer, TrainingArguments
 from gliner_jax.checkpoint_io import GLINER_CONFIG_FILE, gliner_table
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.reference import build_reference
+from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.optim import (
     OptimizerConfig,
     decay_mask,

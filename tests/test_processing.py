@@ -12,8 +12,8 @@ from gliner.data_processing.tokenizer import WhitespaceTokenSplitter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gliner_jax.processing import Batch, Processor, split_words
-from gliner_jax.reference import build_reference
+from gliner_jax.processing import Batch, Processor, normalize_labels, split_words
+from gliner_jax.testing.builders import build_reference
 
 MAX_LEN = 24
 MAX_WIDTH = 5
@@ -231,13 +231,28 @@ def test_left_padding_tokenizer(setup):
 
 
 def test_label_validation(setup):
+    """The processor checks labels as the model's entry points do (one `normalize_labels`), keeping what training
+    rows need: an empty label list and gliner's blank label of an example without entities."""
     _, processor = setup
-    with pytest.raises(ValueError, match="length 2"):
+    with pytest.raises(ValueError, match="got 1 label lists for 2 texts"):
         processor.prepare(["a", "b"], [["x"]])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="not the string 'person'"):
         processor.prepare(["a"], "person")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="label descriptions"):
         processor.prepare(["a"], [{"person": "a human"}])
+    with pytest.raises(ValueError, match="non-empty strings; got 3"):
+        processor.prepare(["a"], ["x", 3])
+    assert processor.prepare(["a b", "c"], [["x", "x", "y"], [""]]).labels == [["x", "y"], [""]]
+    assert processor.prepare(["a b"], [[]]).labels == [[]]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [("person", "not the string 'person'"), (["person", " "], "non-empty strings; got ' '"), ([], "list is empty")],
+)
+def test_user_facing_label_checks_are_strict(labels, message):
+    with pytest.raises(ValueError, match=message):
+        normalize_labels(labels, 1)
 
 
 def test_refusals(setup):

@@ -7,6 +7,7 @@ before jax starts).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -22,6 +23,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.modeling import axes, layers
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
 from gliner_jax.training.sharding import (
@@ -242,6 +244,7 @@ def training_runs(tmp_path_factory):
             process.communicate()
 
 
+@pytest.mark.slow
 def test_sharded_step_matches_single_device(training_runs):
     """5 jitted steps on 8 devices (data 2, fsdp 2, tensor 2) == the same steps on one device, within 1e-5
     (dropout masks included)."""
@@ -254,6 +257,39 @@ def test_sharded_step_matches_single_device(training_runs):
         np.testing.assert_allclose(sharded[name], single[name], rtol=0, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_meshes_and_large_arrays_sharded_on_8_devices(training_runs):
     """`_check_meshes_and_large_arrays_sharded` passed in the 8-device interpreter."""
     assert "losses" in training_runs()["sharded"]
+
+
+def logical_axis_names(model: nnx.Module) -> set[str]:
+    names = set()
+    for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        names.update(axis for axis in variable.get_metadata().get("out_sharding") or () if axis is not None)
+    return names
+
+
+def test_every_parameter_axis_has_a_sharding_rule():
+    """A parameter's logical axis that the rules do not list would be silently replicated."""
+    ruled = {logical for logical, _ in DEFAULT_RULES}
+    configs = [
+        TINY_GLINER,
+        dataclasses.replace(TINY_GLINER, span_mode="token_level", num_rnn_layers=2, hidden_size=32),
+        dataclasses.replace(
+            TINY_GLINER,
+            encoder_config=dataclasses.replace(
+                TINY_ENCODER, position_biased_input=True, share_att_key=False, norm_rel_ebd="none"
+            ),
+        ),
+    ]
+    for config in configs:
+        names = logical_axis_names(GLiNERModel(config, rngs=nnx.Rngs(0)))
+        assert {"vocab", "embed", "heads", "mlp", "layers"} <= names
+        assert names <= ruled, names - ruled
+    assert set(axes.ALL_AXES) <= ruled, set(axes.ALL_AXES) - ruled
+
+
+def test_a_misspelt_logical_axis_is_refused():
+    with pytest.raises(ValueError, match=r"unknown logical axes \['embd'\]"):
+        layers.logical_axes("embd", "heads")

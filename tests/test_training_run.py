@@ -36,6 +36,8 @@ SHORT = (
     "optimizer.others_lr=1e-4",
 )
 
+pytestmark = pytest.mark.slow  # each test trains in subprocesses: 20-140 s
+
 
 @pytest.fixture(scope="module")
 def compilation_cache(tmp_path_factory) -> Path:
@@ -110,8 +112,8 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     import torch
     from gliner import GLiNER as TorchGLiNER
 
+    from gliner_jax import GLiNER
     from gliner_jax.evaluation import evaluate_examples
-    from gliner_jax.inference import GLiNER
     from gliner_jax.training.data import read_examples
 
     final = tiny_run / "final"
@@ -247,8 +249,8 @@ def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache)
 
 
 def test_self_training_reports_dev_f1_before_and_after(tmp_path, tiny_run, compilation_cache):
+    from gliner_jax import GLiNER
     from gliner_jax.evaluation import evaluate_examples
-    from gliner_jax.inference import GLiNER
     from gliner_jax.training.data import read_examples
 
     dev_file = ROOT / "data" / "tiny" / "dev.jsonl"

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.modeling.deberta import DebertaModel
-from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer, dense
+from gliner_jax.modeling import axes
+from gliner_jax.modeling.encoders import build_encoder
+from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
+from gliner_jax.modeling.layers import torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 
 
@@ -31,8 +33,10 @@ class GLiNERModel(nnx.Module):
     def __init__(self, config: GLiNERConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = config
         hidden, width = config.hidden_size, config.encoder_config.hidden_size
-        self.encoder = DebertaModel(config.encoder_config, dtype=dtype, rngs=rngs)
-        self.projection = dense(width, hidden, ("embed", "hidden"), dtype, rngs) if hidden != width else None
+        self.encoder = build_encoder(config.encoder_config, dtype=dtype, rngs=rngs)
+        self.projection = (
+            torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if hidden != width else None
+        )
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "markerV0":
             self.span_rep = SpanMarkerV0(hidden, config.max_width, config.dropout, dtype, rngs)

@@ -8,31 +8,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.deberta import linear, rows_matmul
+from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
-
-
-def dense(d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    """A Linear with torch's default init (Kaiming-uniform weights, uniform bias) and logical axes."""
-    bound = d_in**-0.5
-    return linear(
-        d_in,
-        d_out,
-        axes,
-        dtype,
-        rngs,
-        kernel_init=nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-    )
+from gliner_jax.modeling.layers import rows_matmul, torch_linear
 
 
 class ProjectionMLP(nnx.Module):
     """Linear(d_in -> 4 d_out), ReLU, Dropout, Linear(4 d_out -> d_out): gliner's `create_projection_layer`."""
 
     def __init__(self, d_in: int, d_out: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.linear_in = dense(d_in, 4 * d_out, ("embed", "mlp"), dtype, rngs)
+        self.linear_in = torch_linear(d_in, 4 * d_out, (axes.EMBED, axes.MLP), dtype, rngs)
         self.dropout = Dropout(dropout, rngs=rngs)
-        self.linear_out = dense(4 * d_out, d_out, ("mlp", "embed"), dtype, rngs)
+        self.linear_out = torch_linear(4 * d_out, d_out, (axes.MLP, axes.EMBED), dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_out(self.dropout(jax.nn.relu(self.linear_in(x))))
@@ -105,11 +92,11 @@ class TokenScorer(nnx.Module):
 
     def __init__(self, hidden_size: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
         h = hidden_size
-        self.proj_token = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
-        self.proj_label = dense(h, 2 * h, ("embed", "mlp"), dtype, rngs)
-        self.linear_in = dense(3 * h, 4 * h, ("embed", "mlp"), dtype, rngs)
+        self.proj_token = torch_linear(h, 2 * h, (axes.EMBED, axes.MLP), dtype, rngs)
+        self.proj_label = torch_linear(h, 2 * h, (axes.EMBED, axes.MLP), dtype, rngs)
+        self.linear_in = torch_linear(3 * h, 4 * h, (axes.EMBED, axes.MLP), dtype, rngs)
         self.dropout = Dropout(dropout, rngs=rngs)
-        self.linear_out = dense(4 * h, 3, ("mlp", "embed"), dtype, rngs)
+        self.linear_out = torch_linear(4 * h, 3, (axes.MLP, axes.EMBED), dtype, rngs)
 
     def __call__(self, words: jax.Array, labels: jax.Array) -> jax.Array:
         """words [B, W, H], labels [B, C, H] -> logits [B, W, C, 3]."""

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.deberta import logical_axes, rows_matmul
+from gliner_jax.modeling import axes
+from gliner_jax.modeling.layers import logical_axes, rows_matmul
 
 
 def _cell(
@@ -80,13 +81,13 @@ class LSTMDirection(nnx.Module):
         bound = hidden_size**-0.5  # torch's LSTM init: U(-1/sqrt(h), 1/sqrt(h)) for every tensor
         init = nnx.initializers.uniform(2 * bound)
 
-        def param(shape: tuple[int, ...], *axes: str) -> nnx.Param:
-            return nnx.Param(init(rngs.params(), shape) - bound, **logical_axes(*axes))
+        def param(shape: tuple[int, ...], *names: str) -> nnx.Param:
+            return nnx.Param(init(rngs.params(), shape) - bound, **logical_axes(*names))
 
-        self.weight_ih = param((input_size, 4 * hidden_size), "embed", "lstm")
-        self.weight_hh = param((hidden_size, 4 * hidden_size), "lstm_hidden", "lstm")
-        self.bias_ih = param((4 * hidden_size,), "lstm")
-        self.bias_hh = param((4 * hidden_size,), "lstm")
+        self.weight_ih = param((input_size, 4 * hidden_size), axes.EMBED, axes.LSTM)
+        self.weight_hh = param((hidden_size, 4 * hidden_size), axes.LSTM_HIDDEN, axes.LSTM)
+        self.bias_ih = param((4 * hidden_size,), axes.LSTM)
+        self.bias_hh = param((4 * hidden_size,), axes.LSTM)
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:

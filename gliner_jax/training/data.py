@@ -1,9 +1,7 @@
-"""Training data: GLiNER records from JSON / JSONL, ArrayRecord shards or TFDS, and the Grain pipeline that turns
-them into batches of the training contract.
+"""Training data: GLiNER records (`gliner_jax.data_formats`) from JSON / JSONL, ArrayRecord shards or TFDS, and the
+Grain pipeline that turns them into batches of the training contract.
 
-A record is {"tokenized_text": [word, ...], "ner": [[start, end, label], ...]} with inclusive word indices, and
-optionally "ner_labels" (the example's label list, used verbatim) and "ner_negatives" (negative labels replacing
-the in-batch ones). Label sampling and entity targets follow gliner 0.2.29's `batch_generate_class_mappings` and
+Label sampling and entity targets follow gliner 0.2.29's `batch_generate_class_mappings` and
 the span / token processors' `create_labels`; the only change is determinism: where gliner iterates over a set
 (in-batch types, positives + negatives), we iterate over the sorted set, so a seed fixes every batch.
 """
@@ -14,118 +12,21 @@ import dataclasses
 import json
 import logging
 import random
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grain
 import numpy as np
 
+from gliner_jax.buckets import entity_bucket
+from gliner_jax.data_formats import Example, bio_spans, check_record, labels_of, normalize_record, read_examples
 from gliner_jax.processing import Processor
 
 logger = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # gliner's `sampled_neg`: in-batch types drawn per batch
 SHARD_PATTERN = "examples.array_record-{index:05d}-of-{count:05d}"
-Example = dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordProblem:
-    """A record that is not a valid training example: its 0-based index in the source and why."""
-
-    index: int
-    reason: str
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-def check_record(record: Any) -> str | None:
-    """Why `record` is not a valid training example, or None when it is."""
-    if not isinstance(record, dict):
-        return f"expected an object, got {type(record).__name__}"
-    for key in ("tokenized_text", "ner"):
-        if key not in record:
-            return f"missing key {key!r}"
-    tokens, ner = record["tokenized_text"], record["ner"]
-    if not _is_str_list(tokens):
-        return "'tokenized_text' must be a list of strings"
-    if not isinstance(ner, list):
-        return "'ner' must be a list of [start, end, label]"
-    for j, entity in enumerate(ner):
-        if not isinstance(entity, list | tuple) or len(entity) != 3:
-            return f"ner[{j}] must be [start, end, label], got {entity!r}"
-        start, end, label = entity
-        if not (_is_int(start) and _is_int(end)):
-            return f"ner[{j}]: start and end must be integers, got {start!r}, {end!r}"
-        if not isinstance(label, str):
-            return f"ner[{j}]: the label must be a string, got {label!r}"
-        if end < start:
-            return f"ner[{j}]: end {end} < start {start}"
-        if start < 0 or end >= len(tokens):
-            return f"ner[{j}]: span [{start}, {end}] is out of range for {len(tokens)} words"
-    for key in ("ner_labels", "ner_negatives"):
-        if key in record and not _is_str_list(record[key]):
-            return f"{key!r} must be a list of strings"
-    return None
-
-
-def _normalize(record: dict) -> Example:
-    """A valid record reduced to the known keys, with plain-int indices (JSON-serialisable)."""
-    example = {
-        "tokenized_text": list(record["tokenized_text"]),
-        "ner": [[int(start), int(end), label] for start, end, label in record["ner"]],
-    }
-    for key in ("ner_labels", "ner_negatives"):
-        if key in record:
-            example[key] = list(record[key])
-    return example
-
-
-def _parse(path: Path) -> list[tuple[Any, str | None]]:
-    """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        records = json.loads(text)
-        return [(record, None) for record in records]
-    parsed = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                parsed.append((json.loads(line), None))
-            except json.JSONDecodeError as error:
-                parsed.append((None, f"invalid JSON: {error.msg} (column {error.colno})"))
-    return parsed
-
-
-def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Example], list[RecordProblem]]:
-    """Valid examples of a JSON list or JSONL file, and the problems of the records skipped.
-
-    Every record is checked up front, so a bad one never stops a run halfway. With `strict`, the first bad record
-    raises ValueError (naming its index and reason) instead of being skipped with a warning.
-    """
-    examples, problems = [], []
-    for index, (record, error) in enumerate(_parse(Path(path))):
-        reason = error or check_record(record)
-        if reason is None:
-            examples.append(_normalize(record))
-            continue
-        if strict:
-            raise ValueError(f"{path}: record {index}: {reason}")
-        problems.append(RecordProblem(index, reason))
-    if problems:
-        first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
-        warnings.warn(
-            f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
-        )
-    return examples, problems
 
 
 def prepare_array_record(
@@ -178,24 +79,6 @@ class ArrayRecordExamples:
 
     def __getitem__(self, index: int) -> Any:
         return json.loads(self._source[index])
-
-
-def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Entity spans (start, end inclusive, type) of BIO or IOB1 tags: "B-X" starts an entity; "I-X" continues an
-    entity of type X, or starts one after "O" or another type; "O" is outside."""
-    spans, start, kind = [], 0, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, entity = tag.partition("-")
-        if kind is not None and (tag == "O" or prefix == "B" or entity != kind):
-            spans.append((start, i - 1, kind))
-            kind = None
-        if tag == "O":
-            continue
-        if prefix not in ("B", "I") or not entity:
-            raise ValueError(f"not a BIO tag: {tag!r}")
-        if kind is None:
-            start, kind = i, entity
-    return spans
 
 
 class TfdsExamples:
@@ -281,7 +164,7 @@ class CheckedSource:
         else:
             reason = check_record(record)
         if reason is None:
-            return _normalize(record)
+            return normalize_record(record)
         self.skipped += 1
         logger.warning("skipping record %d (%d skipped so far): %s", index, self.skipped, reason)
         return None
@@ -297,7 +180,7 @@ def sample_labels(
     negatives, shuffled, capped at `max_types` (or its "ner_labels" verbatim). An example with no entity and no
     label gets one empty label. Calls on `rng` happen in gliner's order, on sorted sets.
     """
-    types = sorted({label for example in examples for _, _, label in example["ner"]})
+    types = labels_of(examples)
     negatives = rng.sample(types, k=min(NUM_SAMPLED_NEGATIVES, len(types)))
     max_neg_type_ratio = int(max_neg_type_ratio)
     label_sets = []
@@ -317,11 +200,6 @@ def sample_labels(
             labels = [""]
         label_sets.append(labels)
     return label_sets
-
-
-def _pow2_bucket(n: int) -> int:
-    """Smallest power of two >= max(n, 8)."""
-    return max(8, 1 << (n - 1).bit_length())
 
 
 def entity_rows(
@@ -357,7 +235,7 @@ def collate(
     )
     max_width = None if processor.span_mode == "token_level" else processor.max_width
     rows = entity_rows(examples, label_lists, batch.text_lengths[: len(examples)].tolist(), max_width)
-    entities = np.zeros((len(batch.input_ids), _pow2_bucket(max(map(len, rows), default=0)), 3), np.int32)
+    entities = np.zeros((len(batch.input_ids), entity_bucket(max(map(len, rows), default=0)), 3), np.int32)
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
     return batch.model_arrays() | {"entities": entities}
@@ -435,29 +313,3 @@ def make_train_dataset(
         .map_with_index(transform)
         .to_iter_dataset(read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     )
-
-
-@dataclasses.dataclass
-class EvalBatch:
-    """An evaluation batch: the contract arrays, the examples of its real rows (gold "ner" unfiltered) and the
-    labels every row was given (class id c is labels[c - 1])."""
-
-    arrays: dict[str, np.ndarray]
-    examples: list[Example]
-    labels: list[str]
-
-
-def make_eval_batches(
-    examples: Sequence[Any], processor: Processor, labels: Sequence[str] | None = None, *, batch_size: int = 8
-) -> Iterator[EvalBatch]:
-    """Evaluation batches in order, without sampling: every example gets all `labels` (default: the sorted set of
-    the examples' labels); the last batch is padded with neutral rows to `batch_size`. Bad records are skipped."""
-    checked = CheckedSource(examples)
-    valid = [example for example in map(checked.__getitem__, range(len(checked))) if example is not None]
-    if labels is None:
-        labels = sorted({label for example in valid for _, _, label in example["ner"]})
-    labels = list(dict.fromkeys(labels))
-    for start in range(0, len(valid), batch_size):
-        rows = valid[start : start + batch_size]
-        arrays = collate(rows, [labels] * len(rows), processor, batch_size=batch_size)
-        yield EvalBatch(arrays, rows, labels)

@@ -8,35 +8,19 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from gliner_jax.data_formats import Example, labels_of, read_examples, read_text_records, record_words
 from gliner_jax.evaluation import Scores, evaluate_examples
-from gliner_jax.inference import GLiNER
-from gliner_jax.processing import split_words
+from gliner_jax.model import GLiNER
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.data import Example, read_examples
 from gliner_jax.training.trainer import Trainer
 
 PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
 
 
 def read_unlabelled(path: str | Path) -> list[list[str]]:
-    """Texts to pseudo-label, as word lists: JSON/JSONL records with "tokenized_text" or "text", or plain lines
-    (split with gliner's whitespace splitter)."""
-    path = Path(path)
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix in (".json", ".jsonl"):
-        records = (
-            json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else list(map(json.loads, lines))
-        )
-        texts = []
-        for index, record in enumerate(records):
-            if "tokenized_text" in record:
-                texts.append(list(record["tokenized_text"]))
-            elif "text" in record:
-                texts.append([word for word, _, _ in split_words(record["text"])])
-            else:
-                raise ValueError(f"{path}: record {index} has neither 'tokenized_text' nor 'text'")
-        return texts
-    return [[word for word, _, _ in split_words(line)] for line in lines]
+    """Texts to pseudo-label, as word lists (`data_formats.read_text_records`: plain lines, JSONL or a JSON list of
+    records with "tokenized_text" or "text"; texts split with gliner's whitespace splitter)."""
+    return [record_words(record) for record in read_text_records(path)]
 
 
 def pseudo_label(
@@ -78,7 +62,7 @@ def self_train(
         raise ValueError("self-training needs model.init_from (the model to improve) and data.dev (labelled)")
     dev, _ = read_examples(config.data.dev, strict=config.data.strict)
     if labels is None:
-        labels = sorted({entity[2] for example in dev for entity in example["ner"]})
+        labels = labels_of(dev)
     model = GLiNER.from_pretrained(config.model.init_from)
     before, _ = evaluate_examples(model, dev, labels=list(labels), threshold=threshold, batch_size=batch_size)
 

@@ -36,6 +36,7 @@ DEFAULT_RULES: LogicalRules = (
     ("hidden", "fsdp"),
     ("lstm_hidden", None),
     ("positions", None),
+    ("types", None),
     ("relpos", None),
     ("layers", None),
 )

@@ -28,8 +28,9 @@ from jax.experimental import multihost_utils
 from jax.experimental.compilation_cache import compilation_cache
 from tqdm import tqdm
 
+from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
-from gliner_jax.inference import GLiNER
+from gliner_jax.model import GLiNER
 from gliner_jax.processing import Processor
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
@@ -146,7 +147,7 @@ class Trainer:
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
         )
         self.iterator = iter(self.dataset)
-        self.dev = data_lib.read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
+        self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
         self.checkpoints = ocp.CheckpointManager(
             (self.output_dir / "checkpoints").absolute(),
             options=ocp.CheckpointManagerOptions(

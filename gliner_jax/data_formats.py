@@ -1,0 +1,306 @@
+"""Data on disk and in memory: GLiNER JSON / JSONL records, CoNLL / BIO files, label maps, and plain-text readers.
+
+A record is {"tokenized_text": [word, ...], "ner": [[start, end, label], ...]} with inclusive word indices, and
+optionally "ner_labels" (the example's label list, used verbatim) and "ner_negatives" (its negative labels).
+Texts to label come as plain lines, JSONL records with a "text" string or a "tokenized_text" word list, or a JSON
+list of such records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gliner_jax.processing import split_words
+
+Example = dict[str, Any]
+CONLL_SUFFIXES = (".conll", ".txt", ".bio")
+JSON_SUFFIXES = (".json", ".jsonl")
+DOCSTART = "-DOCSTART-"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordProblem:
+    """A record that is not a valid training example: its 0-based index in the source and why."""
+
+    index: int
+    reason: str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def check_record(record: Any) -> str | None:
+    """Why `record` is not a valid training example, or None when it is."""
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    for key in ("tokenized_text", "ner"):
+        if key not in record:
+            return f"missing key {key!r}"
+    tokens, ner = record["tokenized_text"], record["ner"]
+    if not _is_str_list(tokens):
+        return "'tokenized_text' must be a list of strings"
+    if not isinstance(ner, list):
+        return "'ner' must be a list of [start, end, label]"
+    for j, entity in enumerate(ner):
+        if not isinstance(entity, list | tuple) or len(entity) != 3:
+            return f"ner[{j}] must be [start, end, label], got {entity!r}"
+        start, end, label = entity
+        if not (_is_int(start) and _is_int(end)):
+            return f"ner[{j}]: start and end must be integers, got {start!r}, {end!r}"
+        if not isinstance(label, str):
+            return f"ner[{j}]: the label must be a string, got {label!r}"
+        if end < start:
+            return f"ner[{j}]: end {end} < start {start}"
+        if start < 0 or end >= len(tokens):
+            return f"ner[{j}]: span [{start}, {end}] is out of range for {len(tokens)} words"
+    for key in ("ner_labels", "ner_negatives"):
+        if key in record and not _is_str_list(record[key]):
+            return f"{key!r} must be a list of strings"
+    return None
+
+
+def normalize_record(record: dict) -> Example:
+    """A valid record reduced to the known keys, with plain-int indices (JSON-serialisable)."""
+    example = {
+        "tokenized_text": list(record["tokenized_text"]),
+        "ner": [[int(start), int(end), label] for start, end, label in record["ner"]],
+    }
+    for key in ("ner_labels", "ner_negatives"):
+        if key in record:
+            example[key] = list(record[key])
+    return example
+
+
+def _parse(path: Path) -> list[tuple[Any, str | None]]:
+    """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+        return [(record, None) for record in records]
+    parsed = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                parsed.append((json.loads(line), None))
+            except json.JSONDecodeError as error:
+                parsed.append((None, f"invalid JSON: {error.msg} (column {error.colno})"))
+    return parsed
+
+
+def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Example], list[RecordProblem]]:
+    """Valid examples of a JSON list or JSONL file, and the problems of the records skipped.
+
+    Every record is checked up front, so a bad one never stops a run halfway. With `strict`, the first bad record
+    raises ValueError (naming its index and reason) instead of being skipped with a warning.
+    """
+    examples, problems = [], []
+    for index, (record, error) in enumerate(_parse(Path(path))):
+        reason = error or check_record(record)
+        if reason is None:
+            examples.append(normalize_record(record))
+            continue
+        if strict:
+            raise ValueError(f"{path}: record {index}: {reason}")
+        problems.append(RecordProblem(index, reason))
+    if problems:
+        first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
+        warnings.warn(
+            f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
+        )
+    return examples, problems
+
+
+def labels_of(examples: Iterable[Example]) -> list[str]:
+    """The sorted set of the entity labels of `examples`."""
+    return sorted({label for example in examples for _, _, label in example["ner"]})
+
+
+def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Entity spans (start, end inclusive, type) of BIO or IOB1 tags: "B-X" starts an entity; "I-X" continues an
+    entity of type X, or starts one after "O" or another type; "O" is outside."""
+    spans, start, kind = [], 0, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, entity = tag.partition("-")
+        if kind is not None and (tag == "O" or prefix == "B" or entity != kind):
+            spans.append((start, i - 1, kind))
+            kind = None
+        if tag == "O":
+            continue
+        if prefix not in ("B", "I") or not entity:
+            raise ValueError(f"not a BIO tag: {tag!r}")
+        if kind is None:
+            start, kind = i, entity
+    return spans
+
+
+def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
+    """Sentences of a CoNLL-style file as examples: a token in the first column and a BIO / IOB1 / IOB2 tag in the
+    last (columns split by tabs when the line has one, else by whitespace), a blank line between sentences,
+    "-DOCSTART-" lines skipped. Entity types are the tags' suffixes ("B-geo-loc" -> "geo-loc").
+
+    `strict_iob2` refuses an "I-X" that does not continue an X entity (IOB1 files use that to start one).
+    Errors name the file and line.
+    """
+    path = Path(path)
+    examples: list[Example] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    for number, line in enumerate([*lines, ""], 1):
+        if not line.strip():
+            if tokens:
+                examples.append({"tokenized_text": tokens, "ner": [list(span) for span in bio_spans(tags)]})
+            tokens, tags = [], []
+            continue
+        columns = [column.strip() for column in line.split("\t")] if "\t" in line else line.split()
+        if columns[0] == DOCSTART:
+            continue
+        if len(columns) < 2 or not columns[0] or not columns[-1]:
+            raise ValueError(f"{path}:{number}: expected a token and a tag, got {line!r}")
+        tag = columns[-1]
+        prefix, _, kind = tag.partition("-")
+        if tag != "O" and (prefix not in ("B", "I") or not kind):
+            raise ValueError(f"{path}:{number}: not a BIO tag: {tag!r} (expected O, B-TYPE or I-TYPE)")
+        if strict_iob2 and prefix == "I" and (not tags or tags[-1] not in (f"B-{kind}", f"I-{kind}")):
+            raise ValueError(f"{path}:{number}: {tag!r} continues no {kind!r} entity (strict IOB2)")
+        tokens.append(columns[0])
+        tags.append(tag)
+    return examples
+
+
+def load_label_map(path: str | Path) -> dict[str, str | None]:
+    """A {type: label} mapping from a JSON or YAML file; a type mapped to null is dropped."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not valid JSON / YAML: {error}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(key, str) and (value is None or (isinstance(value, str) and value.strip()))
+        for key, value in mapping.items()
+    ):
+        raise ValueError(f"{path}: a label map must be a {{type: label}} mapping of strings (null drops a type)")
+    return mapping
+
+
+def rename_labels(examples: Sequence[Example], label_map: Mapping[str, str | None]) -> list[Example]:
+    """The examples with their entity labels renamed by `label_map`: unmapped labels kept, those mapped to None
+    dropped."""
+    renamed = []
+    for example in examples:
+        ner = [[s, e, label_map.get(label, label)] for s, e, label in example["ner"]]
+        renamed.append({**example, "ner": [entity for entity in ner if entity[2] is not None]})
+    return renamed
+
+
+def _is_conll(path: Path) -> bool:
+    """By extension (.conll / .txt / .bio vs .json / .jsonl), else by content (JSON starts with [ or {)."""
+    if path.suffix.lower() in CONLL_SUFFIXES:
+        return True
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return False
+    with path.open(encoding="utf-8-sig") as file:
+        head = file.read(4096).lstrip()
+    return not head.startswith(("[", "{"))
+
+
+def read_eval_data(
+    data: str | Path | Sequence[Mapping[str, Any]],
+    label_map: Mapping[str, str | None] | None = None,
+    *,
+    strict_iob2: bool = False,
+) -> list[Example]:
+    """Gold examples from a JSON / JSONL / CoNLL file (see `read_conll`) or a list of records, labels renamed by
+    `label_map`. Every record must be valid: a bad one raises ValueError naming it."""
+    if isinstance(data, str | Path):
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        if _is_conll(path):
+            examples = read_conll(path, strict_iob2=strict_iob2)
+        else:
+            try:
+                examples = read_examples(path, strict=True)[0]
+            except json.JSONDecodeError as error:  # a JSON list; JSONL lines are reported by record
+                raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    else:
+        examples = []
+        for index, record in enumerate(data):
+            reason = check_record(record)
+            if reason is not None:
+                raise ValueError(f"example {index}: {reason}")
+            examples.append({"tokenized_text": list(record["tokenized_text"]), "ner": list(record["ner"])})
+    return rename_labels(examples, label_map) if label_map else examples
+
+
+def text_records(lines: Iterable[str], source: str) -> Iterator[tuple[int, Example]]:
+    """(line number, record) of each non-blank line: a line starting with "{" is a JSON record, which needs a
+    "text" string or a "tokenized_text" word list; any other line is the text {"text": line}. Bad lines raise
+    ValueError naming `source` and the line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not line.lstrip().startswith("{"):
+            yield number, {"text": line}
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}:{number}: invalid JSON: {error.msg}") from None
+        reason = _text_record_problem(record)
+        if reason is not None:
+            raise ValueError(f"{source}:{number}: {reason}")
+        yield number, record
+
+
+def _text_record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    if isinstance(record.get("text"), str) or _is_str_list(record.get("tokenized_text")):
+        return None
+    return "a JSON record needs a string 'text' or a 'tokenized_text' list of strings"
+
+
+def read_text_records(path: str | Path) -> list[Example]:
+    """The text records of a file: a JSON list of records, or lines (see `text_records`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        return [record for _, record in text_records(text.splitlines(), str(path))]
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    for index, record in enumerate(records):
+        reason = _text_record_problem(record)
+        if reason is not None:
+            raise ValueError(f"{path}: record {index}: {reason}")
+    return records
+
+
+def record_words(record: Example) -> list[str]:
+    """A text record's words: its "tokenized_text", else its "text" split as gliner splits it."""
+    if "tokenized_text" in record and _is_str_list(record["tokenized_text"]):
+        return list(record["tokenized_text"])
+    return [word for word, _, _ in split_words(record["text"])]
+
+
+def record_text(record: Example) -> str:
+    """A text record's text: its "text", else its "tokenized_text" joined by spaces."""
+    return record["text"] if isinstance(record.get("text"), str) else " ".join(record["tokenized_text"])

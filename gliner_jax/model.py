@@ -1,0 +1,238 @@
+"""`GLiNER`, the user's front door: a GLiNER network with its tokenizer and input pipeline, read from and written to
+gliner's directory format; entity prediction over texts of any length and label sets of any size, and evaluation.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from gliner_jax.checkpoint_io import load_gliner, save_gliner
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.data_formats import read_eval_data
+from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
+from gliner_jax.evaluation import Evaluation, evaluate_examples
+from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.processing import Batch, Labels, Processor, Word, joined_word_offsets, normalize_labels, split_words
+from gliner_jax.windows import Row, plan_rows
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
+    logits = nnx.merge(graphdef, state)(**inputs)
+    return jax.nn.sigmoid(logits) if probabilities else logits
+
+
+class GLiNER:
+    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories."""
+
+    def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
+        self.model = model
+        self.config = config
+        self.tokenizer = tokenizer
+        self.processor = Processor.from_config(config, tokenizer)
+        ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
+        if ent_token_id != config.class_token_index:
+            raise ValueError(
+                f"the tokenizer's id for {config.ent_token!r} is {ent_token_id}, "
+                f"but the config's class_token_index is {config.class_token_index}"
+            )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: jax.typing.DTypeLike = jnp.float32) -> GLiNER:
+        """Load a directory written by `gliner.GLiNER.save_pretrained`, or by `save_pretrained` here."""
+        path = Path(path)
+        if not (path / TOKENIZER_CONFIG_FILE).exists():
+            raise FileNotFoundError(f"no {TOKENIZER_CONFIG_FILE} in {path}: the tokenizer must be saved with the model")
+        model, config = load_gliner(path, dtype=dtype)
+        return cls(model, config, AutoTokenizer.from_pretrained(path, local_files_only=True))
+
+    def save_pretrained(self, path: str | Path, *, native: bool = False) -> None:
+        """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched.
+
+        `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
+        gliner-jax reads.
+        """
+        save_gliner(self.model, self.config, path, native=native)
+        self.tokenizer.save_pretrained(path)
+
+    def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
+        """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
+        batch = self.processor.prepare(texts, normalize_labels(labels, len(texts)), bucket=bucket)
+        return batch, self._run(batch, probabilities=False)
+
+    def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
+        graphdef, state = nnx.split(self.model)
+        return np.asarray(_forward(graphdef, state, model_inputs(batch), probabilities))
+
+    def compiled_shapes(self) -> int:
+        """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
+        forward pass has compiled so far."""
+        warnings.warn("GLiNER.compiled_shapes is deprecated and will be removed", DeprecationWarning, stacklevel=2)
+        return _forward._cache_size()
+
+    def predict_entities(
+        self,
+        text: str,
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        *,
+        truncate: bool = False,
+    ) -> list[dict]:
+        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start."""
+        return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
+
+    def inference(
+        self,
+        texts: Sequence[str],
+        labels: Labels,
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        truncate: bool = False,
+        progress: bool = False,
+    ) -> list[list[dict]]:
+        """Entities for each text (see `predict_entities`); `labels` is one list for all texts or one per text.
+
+        A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
+        entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
+        words, as the gliner library does. A label set whose prompt (2 words per label, plus one) does
+        not fit in `max_len` words is run in several passes. Empty or whitespace-only texts give [].
+        """
+        words = [split_words(text) for text in texts]
+        found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
+        return [
+            [
+                {
+                    "start": words[i][s][1],
+                    "end": words[i][e][2],
+                    "text": text[words[i][s][1] : words[i][e][2]],
+                    "label": label,
+                    "score": score,
+                }
+                for s, e, label, score in spans
+            ]
+            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+        ]
+
+    def predict_words(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Labels,
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        progress: bool = False,
+    ) -> list[list[tuple[int, int, str, float]]]:
+        """Entities of pre-split texts (e.g. `tokenized_text` of training data) as (first word, last word
+        inclusive, label, score), by start; long texts are read in windows as in `inference`."""
+        rows = [joined_word_offsets(words) for words in word_lists]
+        return self._word_spans(rows, labels, threshold, flat_ner, multi_label, batch_size, False, progress)
+
+    def evaluate(
+        self,
+        data: str | Path | Sequence[Mapping],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        labels: Sequence[str] | None = None,
+        *,
+        progress: bool = False,
+    ) -> Evaluation:
+        """Span-level exact-match micro and per-label P/R/F1 on gold data: a JSON / JSONL / CoNLL file (detected by
+        extension or content) or a list of {"tokenized_text", "ner"} records. Every text gets every label of
+        `labels` (default: the sorted set of the data's labels), as gliner's `evaluate(..., entity_types=labels)`;
+        `str()` of the result is its summary line."""
+        return evaluate_examples(
+            self,
+            read_eval_data(data),
+            labels=labels,
+            threshold=threshold,
+            batch_size=batch_size,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+            progress=progress,
+        )
+
+    def _word_spans(
+        self,
+        words: list[list[Word]],
+        labels: Labels,
+        threshold: float,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        truncate: bool,
+        progress: bool,
+    ) -> list[list[tuple[int, int, str, float]]]:
+        """Word-level entities of each text: all windows and label passes run, decoded and merged."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        label_sets = normalize_labels(labels, len(words))
+        # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
+        planned = plan_rows(self.processor, words, label_sets, truncate=truncate)
+        rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
+        rows_per_text = collections.Counter(row.text for row in rows)
+        found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
+        decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
+        chunks = range(0, len(rows), batch_size)
+        for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
+            chunk = rows[begin : begin + batch_size]
+            batch = self.processor.collate_rows(
+                [r.words for r in chunk], [r.labels for r in chunk], batch_size=batch_size
+            )
+            _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
+            probs = self._run(batch, probabilities=True)
+            for i, row in enumerate(chunk):
+                spans = decode(
+                    probs[i],
+                    len(row.words),
+                    len(row.labels),
+                    threshold=threshold,
+                    flat_ner=flat_ner,
+                    multi_label=multi_label,
+                )
+                found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
+        return [
+            merge_spans(spans, flat_ner, multi_label)
+            if rows_per_text[i] > 1
+            else [(s, e, c, float(p)) for s, e, c, p in spans]
+            for i, spans in enumerate(found)
+        ]
+
+
+def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
+    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
+    marked = batch.words_mask.max(axis=1)
+    for i, row in enumerate(rows):
+        if marked[i] < len(row.words):
+            raise ValueError(
+                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
+                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
+            )
+
+
+def model_inputs(batch: Batch) -> dict[str, jax.Array]:
+    """The arrays of `batch` that `GLiNERModel` takes, as device arrays."""
+    return {name: jnp.asarray(value) for name, value in batch.model_arrays().items()}

@@ -1,0 +1,104 @@
+"""Building blocks shared by the encoders and the GLiNER heads: Linear / Embed / LayerNorm with logical axes,
+row-flattened matmuls, and torch's default Linear init."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gliner_jax.modeling.axes import ALL_AXES
+
+
+def logical_axes(*axes: str | None) -> dict:
+    """Variable metadata naming each dimension's logical axis (None: never sharded); resolved to a mesh only in
+    training. Raises ValueError for a name that `axes.ALL_AXES` does not list."""
+    unknown = [axis for axis in axes if axis is not None and axis not in ALL_AXES]
+    if unknown:
+        raise ValueError(f"unknown logical axes {unknown}; known: {ALL_AXES}")
+    return {"out_sharding": axes, "eager_sharding": False}
+
+
+def rows_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., d_in] @ w [d_in, d_out] as one 2-D product over rows (the leading axes flattened).
+
+    The same numbers as `x @ w` (bit for bit), but its weight gradient x^T g then contracts a single
+    row axis: XLA:CPU reads the output gradient g in order instead of first writing it out transposed
+    (with every elementwise op that produces it recomputed in column order), which made a
+    [B, W, C, 4H] head's backward pass 1.6x slower.
+    """
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def rows_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: tuple,
+    precision: jax.lax.PrecisionLike = None,
+    out_sharding: None = None,
+) -> jax.Array:
+    """`nnx.Linear`'s dot_general (last axis of the input against the kernel's first) as `rows_matmul`."""
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or precision is not None or out_sharding is not None:
+        raise ValueError("rows_dot_general contracts lhs's last axis with rhs's first, at default precision only")
+    return rows_matmul(lhs, rhs)
+
+
+def linear(
+    d_in: int,
+    d_out: int,
+    axes: tuple[str, str],
+    dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+    kernel_init: nnx.Initializer,
+    bias_init: nnx.Initializer = nnx.initializers.zeros,
+    *,
+    use_bias: bool = True,
+) -> nnx.Linear:
+    """An `nnx.Linear` over rows (`rows_dot_general`) whose kernel and bias carry logical axes."""
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=use_bias,
+        dtype=dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dot_general=rows_dot_general,
+        kernel_metadata=logical_axes(*axes),
+        bias_metadata=logical_axes(axes[1]),
+        rngs=rngs,
+    )
+
+
+def torch_linear(d_in: int, d_out: int, axes: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """A Linear with torch's default init (Kaiming-uniform weights, uniform bias) and logical axes."""
+    bound = d_in**-0.5
+    return linear(
+        d_in,
+        d_out,
+        axes,
+        dtype,
+        rngs,
+        kernel_init=nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+    )
+
+
+def layer_norm(size: int, epsilon: float, dtype: jnp.dtype, rngs: nnx.Rngs, *, use_bias: bool = True) -> nnx.LayerNorm:
+    """LayerNorm over the model width whose statistics are E[(x - mean)^2], as torch computes them."""
+    return nnx.LayerNorm(
+        size,
+        epsilon=epsilon,
+        dtype=dtype,
+        use_bias=use_bias,
+        use_fast_variance=False,
+        scale_metadata=logical_axes("embed"),
+        bias_metadata=logical_axes("embed"),
+        rngs=rngs,
+    )
+
+
+def embed(
+    rows: int, width: int, axes: tuple[str, str], init: nnx.Initializer, dtype: jnp.dtype, rngs: nnx.Rngs
+) -> nnx.Embed:
+    """An embedding table [rows, width] with logical axes."""
+    return nnx.Embed(rows, width, dtype=dtype, embedding_init=init, embedding_metadata=logical_axes(*axes), rngs=rngs)
