@@ -82,3 +82,26 @@ def test_relative_positions_match_reference(buckets, max_position, length):
     probe = torch.zeros(length, 1)
     ref = modeling_deberta_v2.build_relative_position(probe, probe, bucket_size=buckets, max_position=max_position)
     np.testing.assert_array_equal(relative_positions(length, buckets, max_position), ref[0].numpy())
+
+
+@pytest.mark.parametrize("name", ["v3", "position_biased_input"])
+def test_packed_segments_equal_each_segment_alone(saved_encoder, name):
+    """Segment ids in attention_mask (1, 2, 3 for examples packed into one row, 0 padding): each segment's states are
+    transformers' states of that example run alone (relative distances and absolute positions restart inside it)."""
+    torch_model, directory = saved_encoder(**CONFIGS[name])
+    encoder, config = load_hf_encoder(directory)
+    lengths = [30, 9, 17]
+    ids, _ = random_batch(config.vocab_size, lengths, seed=5)
+    packed_ids = np.zeros((1, sum(lengths) + 7), np.int32)
+    segments = np.zeros_like(packed_ids)
+    start = 0
+    for segment, (row, length) in enumerate(zip(ids, lengths, strict=True), 1):
+        packed_ids[0, start : start + length] = row[:length]
+        segments[0, start : start + length] = segment
+        start += length
+    ours = np.asarray(encoder(jnp.asarray(packed_ids), jnp.asarray(segments)))[0]
+    start = 0
+    for row, length in zip(ids, lengths, strict=True):
+        alone = torch_forward(torch_model, row[None, :length], np.ones((1, length), np.int32))[0]
+        np.testing.assert_allclose(ours[start : start + length], alone, rtol=0, atol=1e-5 * np.abs(alone).max())
+        start += length

@@ -102,3 +102,25 @@ def embed(
 ) -> nnx.Embed:
     """An embedding table [rows, width] with logical axes."""
     return nnx.Embed(rows, width, dtype=dtype, embedding_init=init, embedding_metadata=logical_axes(*axes), rngs=rngs)
+
+
+def segment_pair_mask(attention_mask: jax.Array) -> jax.Array:
+    """Which keys each query may attend to, [B, 1, T, T]: those of its own segment.
+
+    `attention_mask` [B, T] holds segment ids: 0 for padding, 1, 2, ... for the examples packed into a row, each
+    segment contiguous. A plain 0 / 1 mask is the one-segment case: every real token attends to every real token.
+    """
+    return (attention_mask[:, None, :, None] == attention_mask[:, None, None, :]) & (attention_mask > 0)[
+        :, None, :, None
+    ]
+
+
+def segment_positions(attention_mask: jax.Array) -> jax.Array:
+    """Absolute positions [B, T] that restart at 0 where each packed segment (id > 1) starts; the first segment, and
+    a plain 0 / 1 mask, keep the column index, as transformers numbers a row's tokens."""
+    columns = jnp.arange(attention_mask.shape[1])
+    starts = jnp.concatenate(
+        [jnp.ones_like(attention_mask[:, :1], bool), attention_mask[:, 1:] != attention_mask[:, :-1]], axis=1
+    )
+    segment_start = jax.lax.cummax(jnp.where(starts, columns, 0), axis=1)
+    return jnp.where(attention_mask > 1, columns - segment_start, columns)

@@ -20,7 +20,7 @@ from flax import nnx
 
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.layers import embed, layer_norm, linear
+from gliner_jax.modeling.layers import embed, layer_norm, linear, segment_pair_mask, segment_positions
 
 MODEL_TYPE = "deberta-v2"
 # Prefix under which transformers' task models (DebertaV2ForMaskedLM, ...) keep the encoder.
@@ -241,8 +241,8 @@ class DebertaEmbeddings(nnx.Module):
             length, rows = input_ids.shape[1], self.position_embeddings.num_embeddings
             if length > rows:
                 raise ValueError(f"sequence length {length} exceeds max_position_embeddings {rows}")
-            x = x + self.position_embeddings(jnp.arange(length))[None]
-        x = self.LayerNorm(x) * attention_mask[..., None].astype(x.dtype)
+            x = x + self.position_embeddings(segment_positions(attention_mask))
+        x = self.LayerNorm(x) * (attention_mask > 0)[..., None].astype(x.dtype)
         return self.dropout(x)
 
 
@@ -393,8 +393,7 @@ class DebertaLayerStack(nnx.Module):
         rel = self.rel_embeddings.embedding[window].astype(hidden.dtype)
         if self.LayerNorm is not None:
             rel = self.LayerNorm(rel)
-        valid = attention_mask.astype(bool)
-        pair_mask = valid[:, None, :, None] & valid[:, None, None, :]
+        pair_mask = segment_pair_mask(attention_mask)
 
         @nnx.scan(in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry, unroll=self.unroll_layers)
         def run(h: jax.Array, layer: DebertaLayer, pair_mask: jax.Array, rel: jax.Array) -> jax.Array:
