@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from gliner_jax.checkpoint_io import load_hf_encoder, save_hf_encoder
 from gliner_jax.modeling.encoders import encoder_config_from_hf
@@ -62,6 +63,18 @@ def test_parity_with_transformers(saved_encoder, name):
     torch_model, directory = saved_encoder(model_type=model_type, **overrides)
     error = _parity(torch_model, directory)
     assert error <= 1e-5, f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+def test_bfloat16_compute_close_to_float32(saved_encoder, model_type):
+    torch_model, directory = saved_encoder(model_type=model_type)
+    encoder, config = load_hf_encoder(directory, dtype=jnp.bfloat16)
+    ids, mask = random_batch(config.vocab_size, LENGTHS, pad_id=config.pad_token_id)
+    ours = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)).astype(jnp.float32))
+    ref, valid = torch_forward(torch_model, ids, mask), mask.astype(bool)
+    assert np.linalg.norm(ours[valid] - ref[valid]) / np.linalg.norm(ref[valid]) <= 2e-2
+    kernels = [var for path, var in nnx.to_flat_state(nnx.state(encoder, nnx.Param)) if path[-1] == "kernel"]
+    assert kernels and all(var.dtype == jnp.float32 for var in kernels)
 
 
 def test_config_classes_follow_model_type(saved_encoder):
