@@ -58,15 +58,22 @@ def train_tokenizer(
 
 
 def build_backbone(
-    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, tokenizer: dict | None = None
+    directory: Path,
+    encoder_config: dict,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    tokenizer: dict | None = None,
+    spare_rows: int = 0,
 ) -> Path:
-    """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer) with a
-    locally trained tokenizer (`tokenizer`: keyword arguments of `train_tokenizer`), saved together: a
-    `model_name` for gliner. Every tensor gets N(0, noise) added."""
+    """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer, plus
+    `spare_rows` unused embedding rows as deberta-v3 has: 128100 rows for 128001 ids) with a locally trained
+    tokenizer (`tokenizer`: keyword arguments of `train_tokenizer`), saved together: a `model_name` for gliner.
+    Every tensor gets N(0, noise) added."""
     import torch
     import transformers
 
-    vocab = len(train_tokenizer(directory, **(tokenizer or {})))
+    vocab = len(train_tokenizer(directory, **(tokenizer or {}))) + spare_rows
     torch.manual_seed(seed)
     config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": vocab})
     model = transformers.DebertaV2Model(config).eval()
