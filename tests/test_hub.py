@@ -340,3 +340,16 @@ def test_train_model_from_hub_ids(hub, default_cache):
     assert config.model_name == BACKBONE_ID
     assert embeddings.shape[0] == len(tokenizer) == len(pretrained) - 20 + 3
     np.testing.assert_array_equal(embeddings[: len(pretrained) - 20], pretrained[:-20])
+
+
+@pytest.mark.slow  # a short training run: 20-60 s
+def test_train_cli_fine_tunes_a_legacy_hub_model(hub, default_cache, tmp_path):
+    """`gliner-jax train model.init_from=ORG/NAME` on a legacy repo exports a complete directory gliner loads."""
+    overrides = ["model.init_from=legacy-org/v0.1-model-name-only", "model.encoder=null", "model.tokenizer=null"]
+    overrides += ["model.gliner={}", f"trainer.output_dir={tmp_path}", "trainer.num_steps=2", "trainer.save_every=2"]
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.yaml"), *overrides]) == 0
+    config = json.loads((tmp_path / "final" / "gliner_config.json").read_text())
+    assert config["class_token_index"] == config["vocab_size"] - 2 == config["encoder_config"]["vocab_size"] - 2
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path / "final"), local_files_only=True, strict=True)
+    ours = GLiNER.from_pretrained(tmp_path / "final")
+    assert_same_predictions(ours, reloaded, quantile_thresholds(reloaded, TEXTS, LABELS, (0.9,)))
