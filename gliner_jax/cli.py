@@ -153,8 +153,9 @@ def _train(args: argparse.Namespace) -> int:
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer
 
-    config = load_train_config(args.config, args.overrides)
-    metrics = Trainer(config).fit()
+    with errors_as_one_line():  # a bad config, model or data file; a failure mid-run keeps its traceback
+        trainer = Trainer(load_train_config(args.config, args.overrides))
+    metrics = trainer.fit()
     if jax.process_index() == 0:
         print(json.dumps(metrics))
     return 0
@@ -304,6 +305,8 @@ def errors_as_one_line() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "train":  # reports its own bad input: see _train
+        return args.run(args)
     with errors_as_one_line():
         return args.run(args)
 
