@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.hub import CONFIG_FILE, GLINER_CONFIG_FILE, HubOptions, read_layout, resolve_gliner
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.gliner import GLiNERModel
 
@@ -28,11 +28,9 @@ logger = logging.getLogger(__name__)
 
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
-CONFIG_FILE = "config.json"
-GLINER_CONFIG_FILE = "gliner_config.json"
 NATIVE_PARAMS_FILE = "flax_params.safetensors"
 # Tokenizer files that transformers writes and reads (sentencepiece, WordPiece and BPE vocabularies included);
-# copied as they are by `convert_directory`.
+# copied as they are by convert/hf_encoder.py.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -286,18 +284,23 @@ def is_native(path: str | Path) -> bool:
 
 
 def load_gliner(
-    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+    path: str | Path,
+    *,
+    config: GLiNERConfig | None = None,
+    dtype: jax.typing.DTypeLike = jax.numpy.float32,
+    seed: int = 0,
 ) -> tuple[GLiNERModel, GLiNERConfig]:
-    """Load the network of a GLiNER directory, in eval mode: one written by `gliner` (gliner_config.json +
-    model.safetensors or pytorch_model.bin), or by `save_gliner(..., native=True)` (flax_params.safetensors).
+    """Load the network of a local GLiNER directory, in eval mode: one written by `gliner` (gliner_config.json +
+    model.safetensors, preferred, or pytorch_model.bin), or by `save_gliner(..., native=True)`
+    (flax_params.safetensors). `config` is the directory's complete config as `gliner_jax.hub.read_layout` gives
+    it; by default it is read from there (legacy layouts completed as gliner completes them).
 
-    Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected
-    or mis-shaped tensor raises CheckpointMismatchError naming it.
+    Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected or mis-shaped
+    tensor raises CheckpointMismatchError naming it. Only what transformers itself skips when loading the backbone
+    (e.g. the `embeddings.position_ids` buffer older files carry) is left out.
     """
     path = Path(path)
-    config = GLiNERConfig.from_dict(json.loads((path / GLINER_CONFIG_FILE).read_text()))
-    if config.class_token_index < 0:
-        raise ValueError(f"{path / GLINER_CONFIG_FILE} has class_token_index -1: not a GLiNER model saved by gliner")
+    config = config or read_layout(path).config
     model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
     if is_native(path):
         state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
@@ -336,26 +339,27 @@ class ConversionSummary:
         files = ", ".join(self.tokenizer_files) or "none"
         return (
             f"converted {self.source} -> {self.destination} ({self.direction}): {self.span_mode} model, "
-            f"{self.tensors} tensors, {self.parameters:,} parameters; tokenizer files copied: {files}"
+            f"{self.tensors} tensors, {self.parameters:,} parameters; tokenizer files written: {files}"
         )
 
 
-def convert_directory(src: str | Path, dst: str | Path, to: str | None = None) -> ConversionSummary:
-    """Convert between a gliner (PyTorch layout) directory and our native format.
+def convert_directory(
+    src: str | Path, dst: str | Path, to: str | None = None, options: HubOptions | None = None
+) -> ConversionSummary:
+    """Convert a GLiNER model (a local directory or a hub repo id, any layout gliner reads) into a gliner (PyTorch
+    layout) directory or our native format, with its complete config and tokenizer.
 
-    The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to
-    the source's own format re-writes it through a strict load (a validation pass).
+    The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to the source's own
+    format re-writes it through a strict load (a validation pass, and a legacy layout made complete).
     """
-    src, dst = Path(src), Path(dst)
-    source_format = "jax" if is_native(src) else "torch"
-    to = to or ("torch" if source_format == "jax" else "jax")
-    if to not in ("torch", "jax"):
+    if to not in (None, "torch", "jax"):
         raise ValueError(f"to must be 'torch' or 'jax', got {to!r}")
-    model, config = load_gliner(src)
+    layout = resolve_gliner(src, options or HubOptions())
+    source_format = "jax" if is_native(layout.directory) else "torch"
+    to = to or ("torch" if source_format == "jax" else "jax")
+    model, config = load_gliner(layout.directory, config=layout.config)
     save_gliner(model, config, dst, native=to == "jax")
-    copied = tuple(name for name in TOKENIZER_FILES if (src / name).exists())
-    for name in copied:
-        shutil.copy2(src / name, dst / name)
+    written = layout.tokenizer.save_pretrained(dst)
     # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
     tensors = state_to_torch(model, gliner_table(config))
     return ConversionSummary(
@@ -365,5 +369,5 @@ def convert_directory(src: str | Path, dst: str | Path, to: str | None = None) -
         span_mode=config.span_mode,
         tensors=len(tensors) if to == "torch" else len(_flat_params(model)),
         parameters=sum(value.size for value in tensors.values()),
-        tokenizer_files=copied,
+        tokenizer_files=tuple(sorted(Path(name).name for name in written)),
     )

@@ -201,7 +201,7 @@ def test_native_format_round_trip(reference, tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "(torch -> jax)" in summary
     assert f"{sum(p.numel() for p in ref.model.parameters()):,} parameters" in summary
-    assert "tokenizer files copied: tokenizer.json, tokenizer_config.json" in summary
+    assert "tokenizer files written: tokenizer.json, tokenizer_config.json" in summary
     assert (tmp_path / "jax" / "flax_params.safetensors").exists()
     assert main(["convert", str(tmp_path / "jax"), str(tmp_path / "torch")]) == 0
     back = load_file(tmp_path / "torch" / "model.safetensors")

@@ -140,12 +140,19 @@ def _bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
 
 
 def build_backbone(
-    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, tokenizer: dict | None = None
+    directory: Path,
+    encoder_config: dict,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    tokenizer: dict | None = None,
+    spare_rows: int = 0,
 ) -> Path:
     """A random Hugging Face encoder (`encoder_config` as transformers keys, `model_type` among them, DeBERTa-v2 when
-    absent; vocabulary and special token ids taken from the tokenizer) with a locally trained tokenizer of its kind
-    (`tokenizer`: keyword arguments of `train_tokenizer` for DeBERTa, of `train_hf_tokenizer` otherwise), saved
-    together: a `model_name` for gliner. Every tensor gets N(0, noise) added."""
+    absent; vocabulary and special token ids taken from the tokenizer, plus `spare_rows` unused embedding rows as
+    deberta-v3 has: 128100 rows for 128001 ids) with a locally trained tokenizer of its kind (`tokenizer`: keyword
+    arguments of `train_tokenizer` for DeBERTa, of `train_hf_tokenizer` otherwise), saved together: a `model_name`
+    for gliner. Every tensor gets N(0, noise) added."""
     import torch
     import transformers
 
@@ -154,7 +161,7 @@ def build_backbone(
         trained = train_tokenizer(directory, **(tokenizer or {}))
     else:
         trained = train_hf_tokenizer(directory, model_type, **(tokenizer or {}))
-    ids = {"vocab_size": len(trained), "pad_token_id": trained.pad_token_id}
+    ids = {"vocab_size": len(trained) + spare_rows, "pad_token_id": trained.pad_token_id}
     if model_type == "modernbert":
         ids.update(cls_token_id=trained.cls_token_id, sep_token_id=trained.sep_token_id)
         ids.update(bos_token_id=trained.cls_token_id, eos_token_id=trained.sep_token_id)
