@@ -1,4 +1,5 @@
-"""The network a run trains: a new GLiNER on a random or pretrained DeBERTa encoder, or an existing GLiNER."""
+"""The network a run trains: a new GLiNER on a random or pretrained encoder of any registered family, or an existing
+GLiNER."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from flax import nnx
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, load_hf_encoder
-from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.config import GLiNERConfig
 from gliner_jax.hub import ENCODER_PATTERNS, TOKENIZER_PATTERNS, add_special_tokens, resolve, resolve_gliner
+from gliner_jax.modeling.encoders import family_of
+from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.training.config import ModelSection
 
@@ -40,7 +43,9 @@ def build_model(section: ModelSection, seed: int) -> tuple[GLiNERModel, GLiNERCo
         pretrained, encoder_config = load_hf_encoder(encoder_dir, seed=seed)
         encoder_config = dataclasses.replace(encoder_config, vocab_size=vocab_size)
     else:
-        encoder_config = DebertaConfig(**{**section.encoder, "vocab_size": vocab_size})
+        fields = dict(section.encoder)  # a random encoder: its family's config fields, DeBERTa by default
+        family = family_of(fields.pop("model_type", DEBERTA))
+        encoder_config = family.config_class(**{**fields, "vocab_size": vocab_size})
     config = dataclasses.replace(
         base,
         model_name=section.encoder if isinstance(section.encoder, str) else base.model_name,
