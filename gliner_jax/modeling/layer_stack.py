@@ -1,5 +1,5 @@
-"""Encoder layers stacked on a leading "layers" axis: built once with `nnx.vmap`, run in a scan (or unrolled), each
-layer rematerialised in the backward pass by a named policy. Shared by every encoder family.
+"""Encoder layers stacked on a leading "layers" axis (`layers.stacked_layers`) run in a scan (or unrolled), each layer
+rematerialised in the backward pass by a named policy. Shared by every encoder family.
 
 Remat policies (what one layer keeps from its forward pass for the backward pass):
 
@@ -22,8 +22,6 @@ from typing import Any
 import jax
 from flax import nnx
 
-from gliner_jax.modeling import axes
-
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "none": None,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -38,37 +36,30 @@ def check_remat(policy: str) -> str:
     return policy
 
 
-def stacked_layers(num_layers: int, make_layer: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -> nnx.Module:
-    """`num_layers` modules from `make_layer(rngs)`, each parameter stacked on a leading `layers` axis."""
-
-    @nnx.split_rngs(splits=num_layers)
-    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
-    def make(rngs: nnx.Rngs) -> nnx.Module:
-        return make_layer(rngs)
-
-    return make(rngs)
-
-
 def run_layers(
     apply: Callable[..., jax.Array],
     layers: nnx.Module,
     hidden: jax.Array,
     *shared: Any,
+    per_layer: tuple[jax.Array, ...] = (),
     unroll: bool,
     remat: str,
 ) -> jax.Array:
-    """`hidden = apply(layer, hidden, *shared)` for each layer of `layers` (built by `stacked_layers`), in order.
+    """`hidden = apply(layer, hidden, *layer_inputs, *shared)` for each layer of `layers` (built by
+    `layers.stacked_layers`), in order.
 
     The layers run in a scan (one compiled layer whatever the depth), unrolled when `unroll` is true; `remat`
-    names the policy of `REMAT_POLICIES` under which each layer is rematerialised. `shared` holds the arrays every
-    layer reads (the same for all); static values (NumPy, Python) are closed over by `apply`.
+    names the policy of `REMAT_POLICIES` under which each layer is rematerialised. `per_layer` holds arrays with a
+    leading layers axis, of which each layer gets its row (`layer_inputs`); `shared` the arrays every layer reads
+    (the same for all); static values (NumPy, Python) are closed over by `apply`.
     """
     policy = REMAT_POLICIES[check_remat(remat)]
     if remat != "none":
         apply = nnx.remat(apply, policy=policy)
+    in_axes = (nnx.Carry, 0, *(0,) * len(per_layer), *(None,) * len(shared))
 
-    @nnx.scan(in_axes=(nnx.Carry, 0, *(None,) * len(shared)), out_axes=nnx.Carry, unroll=unroll)
-    def run(h: jax.Array, layer: nnx.Module, *shared: Any) -> jax.Array:
-        return apply(layer, h, *shared)
+    @nnx.scan(in_axes=in_axes, out_axes=nnx.Carry, unroll=unroll)
+    def run(h: jax.Array, layer: nnx.Module, *inputs: Any) -> jax.Array:
+        return apply(layer, h, *inputs)
 
-    return run(hidden, layers, *shared)
+    return run(hidden, layers, *per_layer, *shared)

@@ -22,8 +22,15 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.blockwise import map_blocks
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.layer_stack import run_layers, stacked_layers
-from gliner_jax.modeling.layers import embed, layer_norm, linear, segment_pair_mask, segment_positions
+from gliner_jax.modeling.layer_stack import run_layers
+from gliner_jax.modeling.layers import (
+    embed,
+    layer_norm,
+    linear,
+    segment_pair_mask,
+    segment_positions,
+    stacked_layers,
+)
 
 MODEL_TYPE = "deberta-v2"
 # Prefix under which transformers' task models (DebertaV2ForMaskedLM, ...) keep the encoder.
@@ -101,6 +108,11 @@ class DebertaConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest row the absolute position embeddings cover; None without them (relative positions only)."""
+        return self.max_position_embeddings if self.position_biased_input else None
 
     @property
     def rel_norms(self) -> tuple[str, ...]:
