@@ -39,6 +39,7 @@ def test_blockwise_matches_transformers_and_the_whole_sequence(saved_encoder, na
     assert relative_error(blocks, whole, mask) <= 1e-6
 
 
+@pytest.mark.slow
 def test_blockwise_training_equals_the_whole_sequence():
     """Train mode with hidden and attention dropout: the same hidden states and gradients (same dropout masks), with
     packed and padded rows."""
@@ -66,6 +67,7 @@ def largest_buffer(length: int, **attributes) -> int:
     return max(int(np.prod([int(d) for d in dims.split(",")])) for dims in re.findall(r"\[(\d+(?:,\d+)+)\]", text))
 
 
+@pytest.mark.slow
 def test_no_table_of_the_whole_sequence_exists_forward_or_backward():
     """The gradient's program (forward and backward, train mode) holds no array of heads x T x T elements or more
     when the queries go in blocks of 64 (the whole-sequence path holds several)."""

@@ -281,6 +281,7 @@ def test_pattern_matching_no_parameter_is_refused(overrides, field):
         make_optimizer(config, tiny_params())
 
 
+@pytest.mark.slow
 def test_master_weights_follow_float32_adamw():
     """bfloat16 parameters through `with_master_weights`: the masters in the state are what optax's AdamW makes of
     float32 parameters given the same gradients (clipping, groups, decay, schedule), and the parameters are the

@@ -139,14 +139,15 @@ class Trainer:
                 )
         graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         param_dtype = jnp.dtype(config.model.param_dtype)
-        params = jax.tree.map(lambda p: p.astype(param_dtype), params)
+        initial, params = params, jax.tree.map(lambda p: p.astype(param_dtype), params)
         self.tx = make_optimizer(config.optimizer, params)
         if param_dtype != jnp.float32:
-            self.tx = with_master_weights(self.tx)
+            self.tx = with_master_weights(self.tx)  # masters start from the float32 weights, not their rounding
         self.param_shardings = state_shardings(params, self.mesh, rules)
         self.params = jax.device_put(params, self.param_shardings)
-        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, params), self.mesh, rules)
-        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
+        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, initial), self.mesh, rules)
+        initial = jax.device_put(initial, self.param_shardings)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(initial)
         self.batch_sharding = batch_sharding(self.mesh, rules)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(
