@@ -36,7 +36,8 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabiliti
 
 
 class GLiNER:
-    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories."""
+    """A GLiNER model (a span model of any `span_mode`, or token `token_level`) that reads and writes `gliner`
+    directories."""
 
     def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
         self.model = model
@@ -190,12 +191,14 @@ class GLiNER:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = normalize_labels(labels, len(words))
-        # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
-        planned = plan_rows(self.processor, words, label_sets, truncate=truncate)
-        rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
+        planned = list(plan_rows(self.processor, words, label_sets, truncate=truncate))
+        if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
+            rows = planned
+        else:  # rows of similar length share a batch (less padding); each row's result is independent of its batch
+            rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
         rows_per_text = collections.Counter(row.text for row in rows)
         found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
-        decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
+        decode = decode_token_probs if self.config.span_mode == "token_level" else decode_span_probs
         chunks = range(0, len(rows), batch_size)
         for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
             chunk = rows[begin : begin + batch_size]

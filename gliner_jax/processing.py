@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gliner_jax.buckets import NO_LIMIT, label_bucket, length_bucket
+from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 # gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
 _WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
@@ -71,13 +72,21 @@ def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> 
     return [list(dict.fromkeys(label_set)) for label_set in label_sets]
 
 
-def _words_mask(word_ids: list[int | None], prompt_length: int) -> np.ndarray:
-    """gliner's words_mask for one row: the ordinal of distinct word ids seen so far, minus the prompt length, at
-    each word's first subword when positive; 0 elsewhere (special tokens, prompt words, continuation subwords)."""
+def _words_mask(word_ids: list[int | None], prompt_length: int, pooling: str = "first") -> np.ndarray:
+    """gliner's words_mask for one row: the ordinal of distinct word ids seen so far, minus the prompt length, when
+    positive, at the subtokens `pooling` reads: each word's first ("first") or last ("last") subtoken, or all of
+    them ("mean", "max"); 0 elsewhere (special tokens, prompt words, unread subtokens)."""
     ids = np.array([-1 if i is None else i for i in word_ids], np.int64)
-    first = (ids >= 0) & (ids != np.concatenate([[-1], ids[:-1]]))
+    is_word = ids >= 0
+    first = is_word & (ids != np.concatenate([[-1], ids[:-1]]))
     seen = np.cumsum(first)
-    return np.where(first & (seen > prompt_length), seen - prompt_length, 0)
+    if pooling == "first":
+        read = first
+    elif pooling == "last":
+        read = is_word & (ids != np.concatenate([ids[1:], [-1]]))
+    else:  # mean, max: every subtoken
+        read = is_word
+    return np.where(read & (seen > prompt_length), seen - prompt_length, 0)
 
 
 @dataclasses.dataclass
@@ -129,9 +138,12 @@ class Processor:
         span_mode: str = "markerV0",
         words_splitter_type: str = "whitespace",
         max_tokens: int | None = None,
+        subtoken_pooling: str = "first",
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
-        buckets never pad past it."""
+        buckets never pad past it. `subtoken_pooling` chooses the subtokens words_mask marks (see `_words_mask`)."""
+        if subtoken_pooling not in SUBTOKEN_POOLING:
+            raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         if words_splitter_type != "whitespace":
             raise NotImplementedError(
                 f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
@@ -151,13 +163,12 @@ class Processor:
         self.max_len = max_len
         self.span_mode = span_mode
         self.max_tokens = max_tokens
+        self.subtoken_pooling = subtoken_pooling
 
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any) -> Processor:
         """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...)."""
         pooling = getattr(config, "subtoken_pooling", "first")
-        if isinstance(pooling, str) and pooling != "first":
-            raise NotImplementedError(f"subtoken_pooling={pooling!r} is not supported (only 'first')")
         if getattr(config, "precomputed_prompts_mode", False):
             raise NotImplementedError("precomputed_prompts_mode is not supported")
         encoder = getattr(config, "encoder_config", None)
@@ -171,6 +182,7 @@ class Processor:
             span_mode=config.span_mode,
             words_splitter_type=config.words_splitter_type,
             max_tokens=encoder.max_position_embeddings if absolute else None,
+            subtoken_pooling=pooling if isinstance(pooling, str) else "first",  # as gliner's processor reads it
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -272,7 +284,8 @@ class Processor:
             input_ids[live, cols] = encoding["input_ids"]
             attention_mask[live, cols] = encoding["attention_mask"]
             words_mask[live, cols] = [
-                _words_mask(encoding.word_ids(j), len(prompt)) for j, prompt in enumerate(prompts)
+                _words_mask(encoding.word_ids(j), len(prompt), self.subtoken_pooling)
+                for j, prompt in enumerate(prompts)
             ]
 
         span_idx = span_mask = None

@@ -259,10 +259,11 @@ def test_refusals(setup):
     ref, processor = setup
     with pytest.raises(NotImplementedError, match="'spacy'"):
         Processor(processor.tokenizer, words_splitter_type="spacy")
-    for key, value in [("subtoken_pooling", "mean"), ("precomputed_prompts_mode", True)]:
-        config = types.SimpleNamespace(**{**ref.config.to_dict(), key: value})
-        with pytest.raises(NotImplementedError, match=key):
-            Processor.from_config(config, processor.tokenizer)
+    config = types.SimpleNamespace(**{**ref.config.to_dict(), "precomputed_prompts_mode": True})
+    with pytest.raises(NotImplementedError, match="precomputed_prompts_mode"):
+        Processor.from_config(config, processor.tokenizer)
+    with pytest.raises(ValueError, match="subtoken_pooling 'sum'"):
+        Processor(processor.tokenizer, subtoken_pooling="sum")
 
 
 @pytest.mark.parametrize("text", TRICKY)
