@@ -23,7 +23,16 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.processing import Batch, Labels, Processor, Word, joined_word_offsets, normalize_labels, split_words
+from gliner_jax.processing import (
+    Batch,
+    Labels,
+    LabelSet,
+    Processor,
+    Word,
+    joined_word_offsets,
+    normalize_labels,
+    split_words,
+)
 from gliner_jax.windows import Row, plan_rows
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -71,7 +80,8 @@ class GLiNER:
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
-        batch = self.processor.prepare(texts, normalize_labels(labels, len(texts)), bucket=bucket)
+        prompts = [list(label_set) for label_set in normalize_labels(labels, len(texts))]
+        batch = self.processor.prepare(texts, prompts, bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
     def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
@@ -87,14 +97,17 @@ class GLiNER:
     def predict_entities(
         self,
         text: str,
-        labels: Sequence[str],
+        labels: LabelSet,
         threshold: float = 0.5,
         flat_ner: bool = True,
         multi_label: bool = False,
         *,
         truncate: bool = False,
     ) -> list[dict]:
-        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start."""
+        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
+
+        `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
+        its label's place, and entities carry the label (as gliner does)."""
         return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
 
     def inference(
@@ -109,7 +122,8 @@ class GLiNER:
         truncate: bool = False,
         progress: bool = False,
     ) -> list[list[dict]]:
-        """Entities for each text (see `predict_entities`); `labels` is one list for all texts or one per text.
+        """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
+        {label: description} mapping) for all texts, or one per text.
 
         A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
         entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
@@ -190,8 +204,9 @@ class GLiNER:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        label_sets = normalize_labels(labels, len(words))
-        planned = list(plan_rows(self.processor, words, label_sets, truncate=truncate))
+        label_sets = normalize_labels(labels, len(words))  # per text {prompt: label}; rows carry the prompts
+        prompts = [list(label_set) for label_set in label_sets]
+        planned = list(plan_rows(self.processor, words, prompts, truncate=truncate))
         if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
             rows = planned
         else:  # rows of similar length share a batch (less padding); each row's result is independent of its batch
@@ -216,7 +231,10 @@ class GLiNER:
                     flat_ner=flat_ner,
                     multi_label=multi_label,
                 )
-                found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
+                label_of = label_sets[row.text]
+                found[row.text] += [
+                    (row.first_word + s, row.first_word + e, label_of[row.labels[c]], p) for s, e, c, p in spans
+                ]
         return [
             merge_spans(spans, flat_ner, multi_label)
             if rows_per_text[i] > 1
