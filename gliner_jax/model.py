@@ -235,8 +235,9 @@ class GLiNER:
                 found[row.text] += [
                     (row.first_word + s, row.first_word + e, label_of[row.labels[c]], p) for s, e, c, p in spans
                 ]
+        token_level = self.config.span_mode == "token_level"
         return [
-            merge_spans(spans, flat_ner, multi_label)
+            merge_spans(spans, list(label_sets[i].values()), flat_ner, multi_label, token_level=token_level)
             if rows_per_text[i] > 1
             else [(s, e, c, float(p)) for s, e, c, p in spans]
             for i, spans in enumerate(found)
