@@ -13,7 +13,8 @@ LayerNorm) and a warmup + cosine schedule. The reference step is what gliner's T
 and create_optimizer, rebuilt here because transformers' Trainer needs `accelerate`): the model in train mode,
 `loss.backward()`, `clip_grad_norm_`, fused torch AdamW (transformers' default), scheduler step, zero_grad. Ours
 is `make_train_step` under `jax.jit` on one device with the optimizer of gliner_jax.training.optim, the encoder
-layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`). Both warm up
+layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`), under `--remat` (`model.remat`)
+and with `--param-dtype` parameters (`model.param_dtype`: bfloat16 keeps float32 masters in AdamW). Both warm up
 on every batch (that is where jax compiles) and then run `--steps` steps; throughput counts non-pad tokens (the
 attention mask). Before training, each engine computes the loss of the first batch in eval mode: equal losses
 show that both train the same network on the same data.
@@ -24,6 +25,7 @@ matmuls, which both XLA and, set here, torch use), or `--peak-tflops`.
 
     python scripts/bench_train.py [--size small|large] [--modes markerV0,token_level] [--steps 8]
                                   [--batch-size 8] [--batches 2] [--dtype float32|bfloat16] [--device cpu|gpu]
+                                  [--remat none|dots|full] [--param-dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class Options:
     steps: int
     dtype: str
     device: str
+    remat: str = "none"  # ours only: the encoder layers' remat policy (model.remat)
+    param_dtype: str = (
+        "float32"  # ours only: bfloat16 keeps float32 master weights in the optimizer (model.param_dtype)
+    )
 
     def chunks(self) -> list[tuple[list[Example], list[list[str]]]]:
         size = self.batch_size
@@ -255,7 +261,7 @@ def jax_engine(options: Options) -> Engine:
     from gliner_jax import GLiNER
     from gliner_jax.training.data import collate
     from gliner_jax.training.loss import LossConfig, gliner_loss
-    from gliner_jax.training.optim import OptimizerConfig, make_optimizer
+    from gliner_jax.training.optim import OptimizerConfig, make_optimizer, with_master_weights
     from gliner_jax.training.trainer import make_train_step
 
     gliner_model = GLiNER.from_pretrained(options.directory, dtype=jnp.dtype(options.dtype))
@@ -278,9 +284,12 @@ def jax_engine(options: Options) -> Engine:
     first_loss = float(eval_loss(state, batches[0]))
 
     network.train()
-    network.set_attributes(unroll_layers=ModelSection.unroll_layers)  # `gliner-jax train`'s default
+    network.set_attributes(unroll_layers=ModelSection.unroll_layers, remat=options.remat)
     graphdef, params, rest = nnx.split(network, nnx.Param, ...)
+    params = jax.tree.map(lambda p: p.astype(options.param_dtype), params)
     tx = make_optimizer(OptimizerConfig(num_steps=total_steps(options), **OPTIMIZER), params)
+    if options.param_dtype != "float32":
+        tx = with_master_weights(tx)
     train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))
     carry = {"params": params, "opt_state": jax.jit(tx.init)(params)}
     key = jax.random.key(0)
@@ -456,6 +465,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when torch sees one")
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="embedding rows (0: the tokenizer's)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by name)")
+    parser.add_argument("--remat", choices=("none", "dots", "full"), default="none", help="ours: model.remat")
+    parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32", help="ours")
     args = parser.parse_args()
     if args.device is None:
         import torch
@@ -473,7 +484,15 @@ def main() -> None:
         config = json.loads((directories[modes[0]] / "gliner_config.json").read_text())
         for mode in modes:
             options = Options(
-                str(directories[mode]), records, labels, args.batch_size, args.steps, args.dtype, args.device
+                str(directories[mode]),
+                records,
+                labels,
+                args.batch_size,
+                args.steps,
+                args.dtype,
+                args.device,
+                args.remat,
+                args.param_dtype,
             )
             result = run_mode(options)
             if result["torch"]["tokens"] != result["jax"]["tokens"]:
@@ -488,9 +507,8 @@ def main() -> None:
         f"deberta-v3-{args.size} shapes ({config['encoder_config']['num_hidden_layers']} layers, vocab "
         f"{config['vocab_size']:,}), GLiNER hidden {GLINER['hidden_size']}, batch {args.batch_size} x "
         f"{LABELS_PER_RECORD} labels, {args.batches} batches of {', '.join(map(str, tokens))} tokens, "
-        f"{args.steps} timed steps, {args.dtype} on {device_kind}"
-        + (f" (peak {peak / 1e12:.1f} TFLOP/s)" if peak else "")
-        + "\n"
+        f"{args.steps} timed steps, {args.dtype} on {device_kind}; ours: remat {args.remat}, "
+        f"{args.param_dtype} parameters" + (f" (peak {peak / 1e12:.1f} TFLOP/s)" if peak else "") + "\n"
     )
     print_table(rows, args, peak, gpu)
 

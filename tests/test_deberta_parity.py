@@ -11,28 +11,15 @@ from transformers.models.deberta_v2 import modeling_deberta_v2
 from gliner_jax.checkpoint_io import load_hf_encoder
 from gliner_jax.modeling.encoders.deberta import relative_positions
 from tests.utils.encoders import (
+    BLOCKWISE,
+    CONFIGS,
+    LENGTHS,
     TINY_V3,
     assert_packed_row_equals_rows_alone,
     random_batch,
     relative_error,
     torch_forward,
 )
-
-# Lengths straddle position_buckets (16) and reach far past it, with padding in every row but one.
-LENGTHS = [100, 57, 9, 16]
-
-CONFIGS = {
-    "v3": {},
-    "share_att_key_false": {"share_att_key": False},
-    "c2p_only": {"pos_att_type": ["c2p"]},
-    "c2p_only_unshared": {"pos_att_type": ["c2p"], "share_att_key": False},
-    "p2c_only_unshared": {"pos_att_type": ["p2c"], "share_att_key": False},
-    "position_biased_input": {"position_biased_input": True},
-    "no_rel_norm_string_att_type": {"norm_rel_ebd": "none", "pos_att_type": "c2p|p2c"},
-    "no_buckets_max_rel_32": {"position_buckets": -1, "max_relative_positions": 32},
-    "eps_1e-5_one_layer": {"layer_norm_eps": 1e-5, "num_hidden_layers": 1},
-    "v3_bucket_sizes": {"position_buckets": 32, "max_position_embeddings": 512, "hidden_size": 32},
-}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -84,10 +71,16 @@ def test_relative_positions_match_reference(buckets, max_position, length):
     np.testing.assert_array_equal(relative_positions(length, buckets, max_position), ref[0].numpy())
 
 
-@pytest.mark.parametrize("name", ["v3", "position_biased_input"])
-def test_packed_segments_equal_each_segment_alone(saved_encoder, name):
+@pytest.mark.parametrize(
+    ("name", "attributes"),
+    [("v3", {}), ("position_biased_input", {}), ("v3", BLOCKWISE)],
+    ids=["v3", "position_biased_input", "v3_blockwise"],
+)
+def test_packed_segments_equal_each_segment_alone(saved_encoder, name, attributes):
     """Segment ids in attention_mask (1, 2, 3 for examples packed into one row, 0 padding): each segment's states are
-    transformers' states of that example run alone (relative distances and absolute positions restart inside it)."""
+    transformers' states of that example run alone (relative distances and absolute positions restart inside it),
+    also with the queries in blocks of 16 that the segments (30, 9 and 17 tokens) straddle."""
     torch_model, directory = saved_encoder(**CONFIGS[name])
     encoder, config = load_hf_encoder(directory)
+    encoder.set_attributes(**attributes)
     assert_packed_row_equals_rows_alone(encoder, torch_model, config.vocab_size, pad_id=0)

@@ -100,3 +100,20 @@ def test_call_keywords_of_nnx_dropout():
     np.testing.assert_array_equal(np.asarray(evaluating(x, deterministic=False)), np.asarray(layer(0.4)(x)))
     reference = nnx.Dropout(0.4, rngs=nnx.Rngs(dropout=0))(x, rngs=jax.random.key(5))
     np.testing.assert_array_equal(np.asarray(layer(0.4)(x, rngs=jax.random.key(5))), np.asarray(reference))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_windows_drop_what_the_whole_array_drops(rate):
+    """Blocks of rows through `Dropout.window`, with the draw a fresh layer makes, equal the rows of the whole array
+    through `Dropout.__call__` (the same mask element by element); eval mode is the identity."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, (2, 3, 40, 64)), jnp.float32)
+    whole = np.asarray(layer(rate)(x))
+    key, drop = layer(rate).window(x.shape)
+    for start in (0, 8, 24):
+        block = jax.jit(drop)(key, x[:, :, start : start + 16], (0, 0, jnp.int32(start), 0))
+        np.testing.assert_array_equal(np.asarray(block), whole[:, :, start : start + 16])
+    evaluating = layer(rate)
+    evaluating.eval()
+    key, drop = evaluating.window(x.shape)
+    assert key is None
+    np.testing.assert_array_equal(np.asarray(drop(key, x, (0, 0, 0, 0))), np.asarray(x))

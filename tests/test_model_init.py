@@ -69,6 +69,34 @@ def test_unrolled_encoder_computes_the_scanned_numbers():
         np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
 
 
+@pytest.mark.slow
+def test_train_step_takes_remat_param_dtype_and_encoder_attributes(tmp_path):
+    """model.remat fences the layers' recomputation in the train step; model.param_dtype=bfloat16 holds bfloat16
+    parameters with float32 masters (the float32 initialisation) in the optimizer state, and evaluation / export
+    read the masters; model.encoder_attributes reach the encoder for training and evaluation; an attribute no module
+    has is refused."""
+    attributes = "model.encoder_attributes={blockwise_above: 16, query_block: 32}"
+    base = [f"trainer.output_dir={tmp_path}", "model.unroll_layers=false"]
+    trainer = Trainer(load_train_config(TINY, [*base, "model.remat=full", "model.param_dtype=bfloat16", attributes]))
+    assert {leaf.dtype for leaf in jax.tree.leaves(trainer.params)} == {jnp.dtype(jnp.bfloat16)}
+    masters = jax.tree.leaves(trainer.opt_state.master)
+    assert {leaf.dtype for leaf in masters} == {jnp.dtype(jnp.float32)}
+    for param, master in zip(jax.tree.leaves(trainer.params), masters, strict=True):
+        np.testing.assert_array_equal(np.asarray(param), np.asarray(master.astype(jnp.bfloat16)))
+    # the masters start from the float32 initialisation, not from its bfloat16 rounding
+    assert any(np.any(np.asarray(master) != np.asarray(master.astype(jnp.bfloat16), np.float32)) for master in masters)
+    host = trainer.host_model().model
+    for exported, master in zip(jax.tree.leaves(nnx.state(host, nnx.Param)), masters, strict=True):
+        np.testing.assert_array_equal(np.asarray(exported), np.asarray(master))
+    attention = host.encoder.encoder.layer.attention.self
+    assert (attention.blockwise_above, attention.query_block) == (16, 32)
+    batch = trainer._global_batch(next(trainer.iterator))
+    lowered = trainer.train_step.lower(trainer.params, trainer.opt_state, batch, jax.random.key(0)).as_text()
+    assert "stablehlo.optimization_barrier" in lowered
+    with pytest.raises(ValueError, match="flash_attention"):
+        Trainer(load_train_config(TINY, [*base, "model.encoder_attributes={flash_attention: true}"]))
+
+
 def test_a_random_encoder_of_another_family_from_config_fields():
     """`model.encoder` given as fields builds that family's encoder (model_type picks it; DeBERTa when absent)."""
     fields = dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)

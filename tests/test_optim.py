@@ -22,12 +22,15 @@ from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.optim import (
     OptimizerConfig,
+    apply_updates,
     decay_mask,
+    float32_params,
     learning_rates,
     make_optimizer,
     parameter_groups,
     parameter_path,
     schedule,
+    with_master_weights,
 )
 
 ENCODER_LR, OTHERS_LR = 1e-5, 3e-5
@@ -276,3 +279,36 @@ def test_pattern_matching_no_parameter_is_refused(overrides, field):
     config = OptimizerConfig(num_steps=10, **overrides)
     with pytest.raises(ValueError, match=f"{field}.*matches no parameter"):
         make_optimizer(config, tiny_params())
+
+
+@pytest.mark.slow
+def test_master_weights_follow_float32_adamw():
+    """bfloat16 parameters through `with_master_weights`: the masters in the state are what optax's AdamW makes of
+    float32 parameters given the same gradients (clipping, groups, decay, schedule), and the parameters are the
+    masters rounded to bfloat16 after every step."""
+    config = OptimizerConfig(num_steps=5, encoder_lr=1e-2, others_lr=3e-2, warmup_steps=1, max_grad_norm=1.0)
+    params32 = tiny_params()
+    params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params32)
+    reference = jax.tree.map(lambda p: p.astype(jnp.float32), params16)  # the masters start from the bf16 values
+    grads = [as_tree(params16, g) for g in random_grads(params32, 5)]
+    grads = [jax.tree.map(lambda g: g.astype(jnp.bfloat16), g) for g in grads]  # as a bf16 backward pass gives them
+
+    plain = make_optimizer(config, reference)
+    plain_state = plain.init(reference)
+    tx = with_master_weights(make_optimizer(config, params16))
+    state = tx.init(params16)
+    for g in grads:
+        updates, plain_state = jax.jit(plain.update)(
+            jax.tree.map(lambda x: x.astype(jnp.float32), g), plain_state, reference
+        )
+        reference = optax.apply_updates(reference, updates)
+        updates, state = jax.jit(tx.update)(g, state, params16)
+        params16 = apply_updates(params16, updates, state)
+        for key, master in flat(state.master).items():
+            expected = np.asarray(flat(reference)[key])  # up to float32 rounding: the two programs fuse differently
+            np.testing.assert_allclose(np.asarray(master), expected, rtol=1e-6, atol=1e-7, err_msg=key)
+            assert master.dtype == jnp.float32
+            np.testing.assert_array_equal(np.asarray(flat(params16)[key]), np.asarray(master.astype(jnp.bfloat16)))
+    assert learning_rates(state) == learning_rates(plain_state)
+    assert float32_params(params16, state) is state.master
+    assert float32_params(reference, plain_state) is reference

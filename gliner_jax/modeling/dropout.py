@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,19 +36,31 @@ def threefry2x32(key: tuple[jax.Array, jax.Array], x0: jax.Array, x1: jax.Array)
     return x0, x1
 
 
-def keep_mask(key: jax.Array, shape: tuple[int, ...], threshold: int) -> jax.Array:
+def keep_mask(
+    key: jax.Array,
+    shape: tuple[int, ...],
+    threshold: int,
+    *,
+    start: tuple[int | jax.Array, ...] | None = None,
+    full_shape: tuple[int, ...] | None = None,
+) -> jax.Array:
     """Bool mask of `shape` (last axis a multiple of 4), False with probability threshold / 2^16.
 
     Element [..., 4j + l] takes 16-bit half l of the hash of counter (row, j), the row being the flat
     index over the leading axes: counters are unique up to 2^32 rows of 2^34 elements each, and the
-    mask does not depend on how the array is sharded.
+    mask does not depend on how the array is sharded. With `start` (per axis, the last one a multiple of 4;
+    may be traced) and `full_shape`, the mask is the window at `start` of the mask of a `full_shape` array:
+    `keep_mask(key, full_shape, t)[window]` without computing the rest.
     """
     *lead, width = shape
+    full_lead = lead if full_shape is None else full_shape[:-1]
+    start = (0,) * len(shape) if start is None else start
     hash_key = tuple(jax.random.bits(key, (2,), jnp.uint32))
     rows = jnp.zeros((*lead, width // LANES), jnp.uint32)
-    for axis, size in enumerate(lead):
-        rows = rows * np.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, rows.shape, axis)
-    columns = jax.lax.broadcasted_iota(jnp.uint32, rows.shape, len(lead))
+    for axis, size in enumerate(full_lead):
+        index = jax.lax.broadcasted_iota(jnp.uint32, rows.shape, axis) + jnp.asarray(start[axis], jnp.uint32)
+        rows = rows * np.uint32(size) + index
+    columns = jax.lax.broadcasted_iota(jnp.uint32, rows.shape, len(lead)) + jnp.asarray(start[-1] // LANES, jnp.uint32)
     words = jnp.stack(threefry2x32(hash_key, rows, columns), axis=-1)  # [..., width / 4, 2]
     halves = jax.lax.bitcast_convert_type(words, jnp.uint16)  # [..., width / 4, 2, 2]
     return halves.reshape(shape) >= np.uint16(threshold)
@@ -76,6 +90,37 @@ class Dropout(nnx.Dropout):
         fallback = rngs is not None or inputs.shape[-1] % LANES or not 0 < threshold < 2**MASK_BITS
         if deterministic is not False or fallback:
             return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
-        keep = keep_mask(self.rngs(), inputs.shape, threshold)
-        keep_prob = jnp.asarray(1 - threshold / 2**MASK_BITS, inputs.dtype)
-        return jnp.where(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+        return _apply(inputs, keep_mask(self.rngs(), inputs.shape, threshold), threshold)
+
+    def window(
+        self, full_shape: tuple[int, ...]
+    ) -> tuple[jax.Array | None, Callable[[jax.Array | None, jax.Array, tuple[int | jax.Array, ...]], jax.Array]]:
+        """`(key, drop)` for applying this dropout to windows of an array of `full_shape`, one block at a time.
+
+        `drop(key, x, start)` is a pure function: window `x` (at `start`, the last axis' a multiple of 4) gets the
+        mask that `self(whole)` would apply to those elements for the same RNG draw, so a computation split into
+        blocks drops what the unsplit one drops. `key` is that draw (None in eval mode, where `drop` is the
+        identity), to be passed in explicitly where `drop` runs inside a loop or a custom gradient. A last axis that
+        is not a multiple of 4 has its mask cut from the next multiple's (the unsplit call then draws
+        `nnx.Dropout`'s mask instead).
+        """
+        threshold = round(self.rate * 2**MASK_BITS)
+        if self.deterministic is not False or threshold == 0:
+            return None, lambda key, x, start: x
+        if threshold >= 2**MASK_BITS:
+            return None, lambda key, x, start: jnp.zeros_like(x)
+        full_shape = (*full_shape[:-1], -(-full_shape[-1] // LANES) * LANES)
+
+        def drop(key: jax.Array, x: jax.Array, start: tuple[int | jax.Array, ...]) -> jax.Array:
+            width = x.shape[-1]
+            shape = (*x.shape[:-1], -(-width // LANES) * LANES)
+            keep = keep_mask(key, shape, threshold, start=start, full_shape=full_shape)[..., :width]
+            return _apply(x, keep, threshold)
+
+        return self.rngs(), drop
+
+
+def _apply(inputs: jax.Array, keep: jax.Array, threshold: int) -> jax.Array:
+    """Zero where `keep` is False; scale the rest by 1 / keep probability."""
+    keep_prob = jnp.asarray(1 - threshold / 2**MASK_BITS, inputs.dtype)
+    return jnp.where(keep, inputs / keep_prob, jnp.zeros_like(inputs))

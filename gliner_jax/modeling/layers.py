@@ -107,15 +107,15 @@ def embed(
     return nnx.Embed(rows, width, dtype=dtype, embedding_init=init, embedding_metadata=logical_axes(*axes), rngs=rngs)
 
 
-def segment_pair_mask(attention_mask: jax.Array) -> jax.Array:
-    """Which keys each query may attend to, [B, 1, T, T]: those of its own segment.
+def segment_pair_mask(attention_mask: jax.Array, query_ids: jax.Array | None = None) -> jax.Array:
+    """Which keys each query may attend to, [B, 1, Tq, T]: those of its own segment.
 
     `attention_mask` [B, T] holds segment ids: 0 for padding, 1, 2, ... for the examples packed into a row, each
     segment contiguous. A plain 0 / 1 mask is the one-segment case: every real token attends to every real token.
+    `query_ids` [B, Tq] are the ids of a block of queries (default: every position's, Tq = T).
     """
-    return (attention_mask[:, None, :, None] == attention_mask[:, None, None, :]) & (attention_mask > 0)[
-        :, None, :, None
-    ]
+    queries = attention_mask if query_ids is None else query_ids
+    return (queries[:, None, :, None] == attention_mask[:, None, None, :]) & (queries > 0)[:, None, :, None]
 
 
 def segment_cumsum(values: jax.Array, attention_mask: jax.Array) -> jax.Array:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from gliner_jax.modeling.layer_stack import REMAT_POLICIES
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig
 from gliner_jax.training.sharding import MeshConfig
@@ -26,7 +27,13 @@ class ModelSection:
     gliner_config.json then defines the network, and `gliner` must be empty. `tokenizer` is a tokenizer directory
     or repo id (defaults to the encoder's or init_from's).
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
-    (evaluation and export keep the scan).
+    (evaluation and export keep the scan). `remat` ("none", "dots", "full") rematerialises each encoder layer in the
+    backward pass (`modeling/layer_stack.py`): the same numbers, less activation memory, more compute.
+    `dtype` is the compute dtype; `param_dtype` the dtype the train step holds the parameters in: with
+    "bfloat16", the optimizer keeps float32 master weights (`optim.with_master_weights`), and evaluation and export
+    read those. `encoder_attributes` sets attributes of the encoder's modules by name for training, evaluation and
+    export (e.g. DeBERTa's blockwise attention: `{blockwise_above: 2048, query_block: 256}`); a name no module has
+    is refused.
     """
 
     gliner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -34,7 +41,10 @@ class ModelSection:
     init_from: str | None = None
     tokenizer: str | None = None
     dtype: str = "float32"
+    param_dtype: str = "float32"
     unroll_layers: bool = True
+    remat: str = "none"
+    encoder_attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.encoder is None) == (self.init_from is None):
@@ -43,8 +53,11 @@ class ModelSection:
             raise ValueError("model.gliner must be empty with model.init_from: the checkpoint's config is used")
         if isinstance(self.encoder, Mapping) and self.tokenizer is None:
             raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"model.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16"):
+                raise ValueError(f"model.{name} must be float32 or bfloat16, got {getattr(self, name)!r}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,9 @@ containing "bias" and LayerNorm parameters get no weight decay (embeddings do); 
 GLiNER computation reads, is never updated (torch skips it: its gradient is None). Gradients of all trainable
 parameters are clipped together to `max_grad_norm` before AdamW, and the learning rate follows transformers'
 `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over optimizer steps.
+
+Parameters stored in bfloat16 (`model.param_dtype`) train through `with_master_weights`: the optimizer state keeps a
+float32 copy of every parameter, AdamW updates that copy from float32 gradients, and the parameters are its rounding.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -196,3 +199,46 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
         group = next(k.key for k in reversed(path) if isinstance(k, DictKey) and k.key in TRAINED_GROUPS)
         rates[f"lr/{group}"] = hyperparams["learning_rate"]
     return rates
+
+
+class MasterWeightsState(NamedTuple):
+    """The optimizer state of `with_master_weights`: float32 master weights and the wrapped optimizer's state."""
+
+    master: Any
+    inner: optax.OptState
+
+
+def with_master_weights(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` run on float32 master copies of the parameters, for parameters stored in a lower precision.
+
+    The state holds the master weights; gradients are cast to float32 and `inner` (clipping, AdamW, accumulation)
+    updates the masters exactly as it would float32 parameters. The returned updates are the masters' float32
+    changes; `apply_updates` sets the parameters to the new masters rounded to the parameters' dtype (adding a
+    rounded difference would drift from them).
+    """
+
+    def init(params: Any) -> MasterWeightsState:
+        master = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+        return MasterWeightsState(master, inner.init(master))
+
+    def update(grads: Any, state: MasterWeightsState, params: Any = None) -> tuple[Any, MasterWeightsState]:
+        del params  # the masters stand in for them
+        grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
+        updates, inner_state = inner.update(grads, state.inner, state.master)
+        return updates, MasterWeightsState(optax.apply_updates(state.master, updates), inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
+def apply_updates(params: Any, updates: Any, opt_state: Any) -> Any:
+    """The parameters after an optimizer step: with master weights (`with_master_weights`, the state after the
+    step), the masters rounded to the parameters' dtype; otherwise `optax.apply_updates`."""
+    if isinstance(opt_state, MasterWeightsState):
+        return jax.tree.map(lambda master, p: master.astype(p.dtype), opt_state.master, params)
+    return optax.apply_updates(params, updates)
+
+
+def float32_params(params: Any, opt_state: Any) -> Any:
+    """The most precise copy of the parameters: the float32 master weights when the optimizer keeps them, else
+    `params` (evaluation and export read these)."""
+    return opt_state.master if isinstance(opt_state, MasterWeightsState) else params

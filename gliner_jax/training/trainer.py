@@ -36,7 +36,13 @@ from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.loss import LossConfig, gliner_loss
 from gliner_jax.training.model_init import build_model
-from gliner_jax.training.optim import learning_rates, make_optimizer
+from gliner_jax.training.optim import (
+    apply_updates,
+    float32_params,
+    learning_rates,
+    make_optimizer,
+    with_master_weights,
+)
 from gliner_jax.training.sharding import batch_sharding, make_mesh, override_rules, state_shardings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +52,8 @@ def make_train_step(
     graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, loss_config: LossConfig
 ) -> Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]:
     """`step(params, opt_state, batch, key) -> (params, opt_state, metrics)`: forward with dropout drawn from
-    `key`, the GLiNER loss, gradients, one optimizer update (not jitted; `Trainer` jits it with shardings)."""
+    `key`, the GLiNER loss, gradients, one optimizer update (not jitted; `Trainer` jits it with shardings). With
+    `optim.with_master_weights` the parameters become the rounded float32 masters of the optimizer state."""
 
     def loss_fn(params: nnx.State, batch: dict[str, jax.Array], key: jax.Array) -> jax.Array:
         # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
@@ -59,8 +66,9 @@ def make_train_step(
     def step(params, opt_state, batch, key):
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        params = apply_updates(params, updates, opt_state)
+        grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
+        return params, opt_state, {"loss": loss, "grad_norm": grad_norm}
 
     return step
 
@@ -116,16 +124,30 @@ class Trainer:
                 f"trainer.global_batch_size={run.global_batch_size} is not divisible by the {data_devices} devices "
                 "of the mesh's data and fsdp axes"
             )
+        set_encoder_attributes(model, config.model.encoder_attributes)
         model.eval()
         self.eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
         model.train()
         model.set_attributes(unroll_layers=config.model.unroll_layers)
+        if config.model.remat != "none":  # an encoder without remat support is refused by name
+            set_encoder_attributes(model, {"remat": config.model.remat})
+            if config.model.unroll_layers and jax.default_backend() == "cpu":
+                logger.warning(
+                    "model.remat=%s saves no memory in unrolled layers on XLA:CPU, which drops the optimization "
+                    "barriers that keep recomputation apart from the forward pass; set model.unroll_layers=false",
+                    config.model.remat,
+                )
         graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        param_dtype = jnp.dtype(config.model.param_dtype)
+        initial, params = params, jax.tree.map(lambda p: p.astype(param_dtype), params)
         self.tx = make_optimizer(config.optimizer, params)
+        if param_dtype != jnp.float32:
+            self.tx = with_master_weights(self.tx)  # masters start from the float32 weights, not their rounding
         self.param_shardings = state_shardings(params, self.mesh, rules)
         self.params = jax.device_put(params, self.param_shardings)
-        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, params), self.mesh, rules)
-        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
+        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, initial), self.mesh, rules)
+        initial = jax.device_put(initial, self.param_shardings)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(initial)
         self.batch_sharding = batch_sharding(self.mesh, rules)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(
@@ -263,8 +285,9 @@ class Trainer:
             metrics_file.flush()
 
     def host_model(self) -> GLiNER:
-        """The current parameters as an eval-mode `GLiNER` on this host (gathered from every process)."""
-        params = multihost_utils.process_allgather(self.params, tiled=True)
+        """The current parameters as an eval-mode `GLiNER` on this host (gathered from every process); the float32
+        master weights where the parameters are held in bfloat16."""
+        params = multihost_utils.process_allgather(float32_params(self.params, self.opt_state), tiled=True)
         model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
         return GLiNER(model, self.gliner_config, self.tokenizer)
 
@@ -286,6 +309,18 @@ class Trainer:
         if self.is_chief:
             model.save_pretrained(path)
             logger.info("exported to %s", path)
+
+
+def set_encoder_attributes(model: nnx.Module, attributes: dict[str, Any]) -> None:
+    """Set attributes of the encoder's modules by name (`model.encoder.set_attributes`); ValueError naming any that
+    no module of this encoder family has."""
+    if not attributes:
+        return
+    try:
+        model.encoder.set_attributes(**attributes)
+    except ValueError as error:
+        family = type(model.encoder).__name__
+        raise ValueError(f"model: {family} has no module attribute among {sorted(attributes)} ({error})") from None
 
 
 def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:

@@ -1,15 +1,17 @@
-"""Tiny random encoders in PyTorch (DeBERTa-v3, BERT, RoBERTa, XLM-R, ModernBERT), random batches, and transformers'
-forward pass on them."""
+"""Tiny random encoders in PyTorch (DeBERTa-v3, BERT, RoBERTa, XLM-R, ModernBERT), random batches, transformers'
+forward pass on them, and our encoders' training-mode outputs and gradients."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
+from flax import nnx
 
 # deberta-v3 layout at toy size: relative attention over log buckets, shared keys, normalised rel embeddings.
 TINY_V3 = dict(
@@ -86,6 +88,27 @@ TINY_HF = {
 }
 
 
+# Lengths straddle position_buckets (16) and reach far past it, with padding in every row but one.
+LENGTHS = [100, 57, 9, 16]
+
+CONFIGS = {
+    "v3": {},
+    "share_att_key_false": {"share_att_key": False},
+    "c2p_only": {"pos_att_type": ["c2p"]},
+    "c2p_only_unshared": {"pos_att_type": ["c2p"], "share_att_key": False},
+    "p2c_only_unshared": {"pos_att_type": ["p2c"], "share_att_key": False},
+    "position_biased_input": {"position_biased_input": True},
+    "no_rel_norm_string_att_type": {"norm_rel_ebd": "none", "pos_att_type": "c2p|p2c"},
+    "no_buckets_max_rel_32": {"position_buckets": -1, "max_relative_positions": 32},
+    "eps_1e-5_one_layer": {"layer_norm_eps": 1e-5, "num_hidden_layers": 1},
+    "v3_bucket_sizes": {"position_buckets": 32, "max_position_embeddings": 512, "hidden_size": 32},
+}
+
+
+# Blockwise attention on every input, in blocks of 16 queries (most test inputs are longer, few are a multiple).
+BLOCKWISE = dict(blockwise_above=0, query_block=16)
+
+
 def make_hf_encoder(model_type: str = "deberta-v2", seed: int = 0, **overrides) -> transformers.PreTrainedModel:
     """A random transformers base model of `model_type` (TINY_HF sizes) in eval mode; every tensor (LayerNorm and
     biases too) is perturbed."""
@@ -148,3 +171,56 @@ def assert_same_state_dict(ours: Mapping[str, torch.Tensor], reference: Mapping[
     assert ours.keys() == reference.keys()
     for key, tensor in reference.items():
         assert torch.equal(ours[key], tensor), key
+
+
+def hidden_and_gradients(model: nnx.Module, ids: np.ndarray, mask: np.ndarray, weights: np.ndarray, **attributes):
+    """Hidden states and parameter gradients of sum(hidden * weights) in train mode, dropout drawn from key 3."""
+    model.set_attributes(**attributes)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def total(params: nnx.State) -> tuple[jax.Array, jax.Array]:
+        network = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        nnx.reseed(network, dropout=jax.random.key(3), policy="match_shape")
+        hidden = network(jnp.asarray(ids), jnp.asarray(mask))
+        return (hidden * weights).sum(), hidden
+
+    (_, hidden), grads = jax.jit(jax.value_and_grad(total, has_aux=True))(params)
+    return np.asarray(hidden), [np.asarray(g) for g in jax.tree.leaves(grads)]
+
+
+# Dropout rates for training-mode tests: every family's hidden and attention dropout on.
+TRAINING_DROPOUT = {
+    "deberta-v2": {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.2},
+    "bert": {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.2},
+    "modernbert": {"embedding_dropout": 0.1, "attention_dropout": 0.2, "mlp_dropout": 0.1},
+}
+
+
+def training_model_and_batch(model_type: str = "deberta-v2") -> tuple[nnx.Module, np.ndarray, np.ndarray, np.ndarray]:
+    """A random encoder of `model_type` (TINY_HF sizes, DeBERTa with 2 layers) in train mode with the dropout of
+    TRAINING_DROPOUT, ids and segment ids of a full row, a padded row and a row of three packed examples (100 tokens),
+    and output weights zero at padding."""
+    from gliner_jax.modeling.encoders import ENCODERS
+
+    family = ENCODERS[model_type]
+    layers = {"num_hidden_layers": 2} if model_type == "deberta-v2" else {}
+    config = family.config_class.from_hf_dict({**TINY_HF[model_type], **layers, **TRAINING_DROPOUT[model_type]})
+    model = family.model_class(config, rngs=nnx.Rngs(0))
+    model.train()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 299, (3, 100))
+    mask = np.zeros((3, 100), np.int32)
+    mask[0], mask[1, :57], mask[2, :30], mask[2, 30:70], mask[2, 70:90] = 1, 1, 1, 2, 3
+    weights = rng.normal(size=(3, 100, config.hidden_size)).astype(np.float32) * (mask > 0)[..., None]
+    return model, ids, mask, weights
+
+
+def assert_same_outputs(ours: tuple, reference: tuple, mask: np.ndarray) -> None:
+    """`hidden_and_gradients` results equal up to float32 rounding (hidden states where `mask` is set; each gradient
+    to 1e-5 of its largest entry, or of a thousandth of the largest gradient anywhere: attention key biases, to
+    which softmax is blind, have gradients of pure rounding noise)."""
+    np.testing.assert_allclose(ours[0][mask > 0], reference[0][mask > 0], rtol=0, atol=1e-5)
+    assert len(reference[1]) >= 8  # every parameter (ModernBERT has no biases: 9)
+    largest = max(np.abs(theirs).max() for theirs in reference[1])
+    for mine, theirs in zip(ours[1], reference[1], strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * max(np.abs(theirs).max(), 1e-3 * largest))

@@ -30,6 +30,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
 from gliner_jax.modeling.encoders.config_checks import check_heads, refuse
+from gliner_jax.modeling.layer_stack import run_layers
 from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
@@ -248,19 +249,22 @@ class BertLayer(nnx.Module):
 
 
 class BertEncoder(nnx.Module):
-    """`num_hidden_layers` blocks stacked on a leading axis and run in a scan; `unroll_layers` unrolls it (as for
-    DeBERTa: the same numbers, compile time growing with depth, a faster train step)."""
+    """`num_hidden_layers` blocks stacked on a leading axis and run in a scan (`layer_stack.run_layers`);
+    `unroll_layers` unrolls it and `remat` ("none", "dots", "full") rematerialises each block in the backward pass
+    (as for DeBERTa: the same numbers; unrolled, a faster train step and compile time growing with depth; remat, less
+    memory for more compute)."""
 
     def __init__(self, config: BertConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.unroll_layers = False
+        self.remat = "none"
         self.layer = stacked_layers(config.num_hidden_layers, lambda rngs: BertLayer(config, dtype, rngs), rngs)
 
     def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        @nnx.scan(in_axes=(nnx.Carry, 0, None), out_axes=nnx.Carry, unroll=self.unroll_layers)
-        def run(h: jax.Array, layer: BertLayer, pair_mask: jax.Array) -> jax.Array:
+        def apply(layer: BertLayer, h: jax.Array, pair_mask: jax.Array) -> jax.Array:
             return layer(h, pair_mask)
 
-        return run(hidden, self.layer, segment_pair_mask(attention_mask))
+        pair_mask = segment_pair_mask(attention_mask)
+        return run_layers(apply, self.layer, hidden, pair_mask, unroll=self.unroll_layers, remat=self.remat)
 
 
 class BertPooler(nnx.Module):

@@ -2,16 +2,17 @@
 
 Module and attribute names follow transformers' `DebertaV2Model` tree (`embeddings.word_embeddings`,
 `encoder.layer.attention.self.query_proj`, ...) so that the checkpoint key table (`hf_modules`) stays obvious.
-The encoder layers are created with `nnx.vmap` (parameters stacked on a leading "layers" axis)
-and run with `nnx.scan`, so compile time does not grow with depth; training unrolls that loop
-(`unroll_layers`) for throughput.
+The encoder layers are stacked on a leading "layers" axis and run in a scan (`modeling/layer_stack.py`), so compile
+time does not grow with depth; training unrolls that loop (`unroll_layers`) for throughput and may rematerialise each
+layer (`remat`). Long inputs run attention in blocks of queries (`blockwise_above`, `query_block`), so that no
+[T, T] score table of the whole sequence exists at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,17 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.modeling import axes
+from gliner_jax.modeling.blockwise import map_blocks
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.layers import embed, layer_norm, linear, segment_pair_mask, segment_positions
+from gliner_jax.modeling.layer_stack import run_layers
+from gliner_jax.modeling.layers import (
+    embed,
+    layer_norm,
+    linear,
+    segment_pair_mask,
+    segment_positions,
+    stacked_layers,
+)
 
 MODEL_TYPE = "deberta-v2"
 # Prefix under which transformers' task models (DebertaV2ForMaskedLM, ...) keep the encoder.
@@ -45,6 +55,9 @@ _HF_ABSENT_DEFAULTS: dict[str, Any] = {
     "norm_rel_ebd": "none",
     "conv_kernel_size": 0,
 }
+# Blockwise attention by default: inputs longer than BLOCKWISE_ABOVE tokens, blocks of QUERY_BLOCK queries.
+BLOCKWISE_ABOVE = 1024
+QUERY_BLOCK = 256
 _SUPPORTED_POS_ATT_TYPES = ("c2p", "p2c")
 _SUPPORTED_REL_NORMS = ("none", "layer_norm")
 
@@ -193,24 +206,69 @@ def relative_positions(length: int, bucket_size: int, max_position: int) -> np.n
     return bucket_distances(ids[:, None] - ids[None, :], bucket_size, max_position)
 
 
-def relative_scores(content: jax.Array, positions: jax.Array, columns: np.ndarray) -> jax.Array:
-    """out[b, n, i, j] = content[b, n, i] . positions[n, columns[i - j + T - 1]]: a c2p / p2c score table.
+def relative_scores(
+    content: jax.Array,
+    positions: jax.Array,
+    columns: np.ndarray,
+    *,
+    row_start: int | jax.Array = 0,
+    col_start: int | jax.Array = 0,
+    width: int | None = None,
+) -> jax.Array:
+    """out[b, n, a, c] = content[b, n, a] . positions[n, columns[(row_start + a) - (col_start + c) + L - 1]]: a c2p /
+    p2c score table, or the block of one whose rows start at `row_start` and whose `width` columns (default: as
+    many as rows) start at `col_start` (offsets static, or traced inside a loop over blocks).
 
-    content [B, N, T, dh], positions [N, R, dh], columns [2T - 1] (one per distance i - j). The score
-    depends on i - j only through its column, so the rows of `positions` are gathered per distance first
-    (2T - 1 of them), contracted, and skewed into place (Transformer-XL's pad / reshape / slice), instead
-    of gathering a [T, T] table out of [T, R] scores. The contraction is written as a dot_general whose
-    result keeps the distance axis minor, so that the skew reads memory in order (an einsum here let
-    XLA:CPU pick a distance-major result, which made the skew a strided gather: 13% of the encoder).
+    content [B, N, A, dh], positions [N, R, dh], columns [2L - 1] (one per distance i - j of a length-L input;
+    distances past them, which only padding reads, take the nearest). The score depends on i - j only through its
+    column, so the rows of `positions` are gathered per distance first (A + width - 1 of them), contracted, and
+    skewed into place (Transformer-XL's pad / reshape / slice), instead of gathering an [A, width] table out of
+    [A, R] scores. The contraction is written as a dot_general whose result keeps the distance axis minor, so that
+    the skew reads memory in order (an einsum here let XLA:CPU pick a distance-major result, which made the skew a
+    strided gather: 13% of the encoder).
     """
-    length = content.shape[-2]
-    # by_distance[n, b, i, m] = content[b, n, i] . positions[n, columns[2T - 2 - m]]: column m is distance T - 1 - m.
-    by_distance = jax.lax.dot_general(content, positions[:, columns[::-1]], (((3,), (2,)), ((1,), (0,))))
-    by_distance = jnp.swapaxes(by_distance, 0, 1)  # [B, N, T, 2T - 1]
+    rows = content.shape[-2]
+    width = rows if width is None else width
+    # Column m of by_distance holds distance (row_start - col_start) + rows - 1 - m, i.e. columns index base - m.
+    base = rows - 1 + (len(columns) - 1) // 2
+    steps = np.arange(rows + width - 1)
+    if isinstance(row_start, int) and isinstance(col_start, int):
+        gathered = positions[:, columns[np.clip(row_start - col_start + base - steps, 0, len(columns) - 1)]]
+    else:
+        index = jnp.take(jnp.asarray(columns), row_start - col_start + base - steps, mode="clip")
+        gathered = jnp.take(positions, index, axis=1)
+    by_distance = jax.lax.dot_general(content, gathered, (((3,), (2,)), ((1,), (0,))))
+    return skew(jnp.swapaxes(by_distance, 0, 1), width)  # [B, N, A, A + width - 1] -> [B, N, A, width]
+
+
+def skew(by_distance: jax.Array, width: int) -> jax.Array:
+    """[..., A, A + width - 1] -> [..., A, width]: out[..., a, c] = by_distance[..., a, A - 1 - a + c], by padding each
+    row by one (row stride A + width), reading the flat buffer from A - 1 with row stride A + width - 1."""
+    rows = by_distance.shape[-2]
     lead = by_distance.shape[:-2]
-    padded = jnp.pad(by_distance, [(0, 0)] * (by_distance.ndim - 1) + [(0, 1)])  # row stride 2T
-    flat = padded.reshape(*lead, -1)[..., length - 1 : length - 1 + length * (2 * length - 1)]
-    return flat.reshape(*lead, length, 2 * length - 1)[..., :length]
+    padded = jnp.pad(by_distance, [(0, 0)] * (by_distance.ndim - 1) + [(0, 1)])
+    flat = padded.reshape(*lead, -1)[..., rows - 1 : rows - 1 + rows * (rows + width - 1)]
+    return flat.reshape(*lead, rows, rows + width - 1)[..., :width]
+
+
+def p2c_scores(
+    keys: jax.Array, pos_query: jax.Array, columns: np.ndarray, query_start: int | jax.Array, rows: int
+) -> jax.Array:
+    """p2c[b, n, i, j] = keys[b, n, j] . pos_query[n, columns[j - i + L - 1]] for the `rows` queries i from
+    `query_start`, [B, N, rows, T]: the transposed `relative_scores` of the keys. For a block of queries the keys go
+    in blocks of as many (the last padded), so that each score is computed once."""
+    length = keys.shape[-2]
+    if rows == length:
+        return jnp.swapaxes(relative_scores(keys, pos_query, columns, col_start=query_start), -1, -2)
+    blocks = -(-length // rows)
+    padded = jnp.pad(keys, [(0, 0), (0, 0), (0, blocks * rows - length), (0, 0)])
+    padded = padded.reshape(*keys.shape[:2], blocks, rows, keys.shape[-1])
+
+    def block(key_rows: jax.Array, key_start: jax.Array) -> jax.Array:
+        return relative_scores(key_rows, pos_query, columns, row_start=key_start, col_start=query_start, width=rows)
+
+    per_block = jax.vmap(block, in_axes=(2, 0), out_axes=2)(padded, jnp.arange(blocks) * rows)  # [B, N, K, kr, qr]
+    return jnp.moveaxis(per_block, -1, 2).reshape(*keys.shape[:2], rows, blocks * rows)[..., :length]
 
 
 def _linear(
@@ -251,14 +309,32 @@ class DebertaEmbeddings(nnx.Module):
         return self.dropout(x)
 
 
+class KeysAndPositions(NamedTuple):
+    """What every query attends over: keys and values [B, N, T, dh], and the projected relative embeddings [N, R, dh]
+    of the c2p (`pos_key`) and p2c (`pos_query`) terms (None where the config has no such term)."""
+
+    keys: jax.Array
+    values: jax.Array
+    pos_key: jax.Array | None
+    pos_query: jax.Array | None
+
+
 class DisentangledSelfAttention(nnx.Module):
-    """Content-to-content attention plus c2p / p2c relative-position terms."""
+    """Content-to-content attention plus c2p / p2c relative-position terms.
+
+    Inputs longer than `blockwise_above` tokens (None: never) run in blocks of `query_block` queries, one block at a
+    time (`blockwise.map_blocks`: the backward pass recomputes each block): every score, c2p / p2c term, softmax row
+    and dropout mask is the one the whole-sequence computation makes, but only [B, heads, query_block, T] tables
+    exist at once, forward and backward. Set both with `model.set_attributes(blockwise_above=..., query_block=...)`.
+    """
 
     def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         d = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.pos_att_type = config.pos_att_type
         self.share_att_key = config.share_att_key
+        self.blockwise_above: int | None = BLOCKWISE_ABOVE
+        self.query_block = QUERY_BLOCK
         self.query_proj = _linear(config, d, d, (axes.EMBED, axes.HEADS), dtype, rngs)
         self.key_proj = _linear(config, d, d, (axes.EMBED, axes.HEADS), dtype, rngs)
         self.value_proj = _linear(config, d, d, (axes.EMBED, axes.HEADS), dtype, rngs)
@@ -286,32 +362,75 @@ class DisentangledSelfAttention(nnx.Module):
     def __call__(
         self,
         hidden: jax.Array,
-        pair_mask: jax.Array,
+        segments: jax.Array,
         rel_embeddings: jax.Array,
         c2p_columns: np.ndarray,
         p2c_columns: np.ndarray,
     ) -> jax.Array:
         q = self._split_heads(self.query_proj(hidden))  # [B, N, T, dh]
-        k = self._split_heads(self.key_proj(hidden))
-        v = self._split_heads(self.value_proj(hidden))
-        scores = jnp.einsum("bnqd,bnkd->bnqk", q, k / jnp.asarray(self.scale, k.dtype))
-
         rel = self.pos_dropout(rel_embeddings)
+        pos_key = pos_query = None
         if "c2p" in self.pos_att_type:
-            pos_key_proj = self.key_proj if self.share_att_key else self.pos_key_proj
-            pos_key = self._split_heads(pos_key_proj(rel))  # [N, R, dh]
-            c2p = relative_scores(q, pos_key, c2p_columns)
-            scores = scores + c2p / jnp.asarray(self.scale, c2p.dtype)
+            pos_key = self._split_heads((self.key_proj if self.share_att_key else self.pos_key_proj)(rel))  # [N, R, dh]
         if "p2c" in self.pos_att_type:
-            pos_query_proj = self.query_proj if self.share_att_key else self.pos_query_proj
-            pos_query = self._split_heads(pos_query_proj(rel))
-            p2c = relative_scores(k, pos_query, p2c_columns)
-            scores = scores + jnp.swapaxes(p2c, -1, -2) / jnp.asarray(self.scale, p2c.dtype)
-
-        scores = jnp.where(pair_mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-        probs = self.dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype))
-        context = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+            pos_query = self._split_heads((self.query_proj if self.share_att_key else self.pos_query_proj)(rel))
+        keys = KeysAndPositions(
+            self._split_heads(self.key_proj(hidden)), self._split_heads(self.value_proj(hidden)), pos_key, pos_query
+        )
+        columns = (c2p_columns, p2c_columns)
+        length = q.shape[-2]
+        if self.blockwise_above is None or length <= self.blockwise_above or self.query_block >= length:
+            context = self._attend(q, segments, 0, keys, segments, columns, lambda probs, start: self.dropout(probs))
+        else:
+            context = self._blockwise(q, keys, segments, columns)
         return jnp.swapaxes(context, 1, 2).reshape((*hidden.shape[:-1], -1))
+
+    def _attend(
+        self,
+        queries: jax.Array,
+        query_ids: jax.Array,
+        start: int | jax.Array,
+        keys: KeysAndPositions,
+        segments: jax.Array,
+        columns: tuple[np.ndarray, np.ndarray],
+        drop: Callable[[jax.Array, tuple], jax.Array],
+    ) -> jax.Array:
+        """Context vectors [B, N, A, dh] of the A queries from position `start` (segment ids `query_ids`) over every
+        key; `drop(probs, start)` applies the attention dropout."""
+        k, v = keys.keys, keys.values
+        scale = jnp.asarray(self.scale, k.dtype)
+        scores = jnp.einsum("bnqd,bnkd->bnqk", queries, k / scale)
+        if keys.pos_key is not None:
+            c2p = relative_scores(queries, keys.pos_key, columns[0], row_start=start, width=k.shape[-2])
+            scores = scores + c2p / scale
+        if keys.pos_query is not None:
+            scores = scores + p2c_scores(k, keys.pos_query, columns[1], start, queries.shape[-2]) / scale
+        scores = jnp.where(
+            segment_pair_mask(segments, query_ids), scores.astype(jnp.float32), jnp.finfo(jnp.float32).min
+        )
+        probs = drop(jax.nn.softmax(scores, axis=-1).astype(v.dtype), (0, 0, start, 0))
+        return jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+
+    def _blockwise(
+        self, q: jax.Array, keys: KeysAndPositions, segments: jax.Array, columns: tuple[np.ndarray, np.ndarray]
+    ) -> jax.Array:
+        """`_attend` over blocks of `query_block` queries (the last padded), one at a time forward and backward."""
+        length, rows = q.shape[-2], self.query_block
+        blocks = -(-length // rows)
+        dropout_key, drop = self.dropout.window((*q.shape[:-1], length))
+        pad = blocks * rows - length
+        q_blocks = jnp.pad(q, [(0, 0), (0, 0), (0, pad), (0, 0)]).reshape(*q.shape[:2], blocks, rows, -1)
+        id_blocks = jnp.pad(segments, [(0, 0), (0, pad)]).reshape(segments.shape[0], blocks, rows)
+        xs = (jnp.moveaxis(q_blocks, 2, 0), jnp.moveaxis(id_blocks, 1, 0), jnp.arange(blocks) * rows)
+
+        def block(x: tuple[jax.Array, jax.Array, jax.Array], shared: tuple) -> jax.Array:
+            (queries, query_ids, start), (keys, segments, dropout_key) = x, shared
+            return self._attend(
+                queries, query_ids, start, keys, segments, columns, lambda probs, at: drop(dropout_key, probs, at)
+            )
+
+        context = map_blocks(block, xs, (keys, segments, dropout_key))  # [blocks, B, N, rows, dh]
+        return jnp.moveaxis(context, 0, 2).reshape(*q.shape[:2], blocks * rows, -1)[:, :, :length]
 
 
 class DebertaResidualOutput(nnx.Module):
@@ -359,22 +478,18 @@ class DebertaLayer(nnx.Module):
 class DebertaLayerStack(nnx.Module):
     """`num_hidden_layers` blocks stacked on a leading axis, with the shared relative embeddings.
 
-    The blocks run in a scan. `unroll_layers` (set with `model.set_attributes(unroll_layers=True)`) unrolls
-    it: the same numbers, compile time growing with depth (a deberta-v3-large gradient: 2.5 -> 17 s on CPU),
-    and a train step without the scan's stacked copies of every layer's saved activations (5% faster at
-    deberta-v3-small shapes on CPU).
+    The blocks run in a scan (`layer_stack.run_layers`). `unroll_layers` (set with
+    `model.set_attributes(unroll_layers=True)`) unrolls it: the same numbers, compile time growing with depth (a
+    deberta-v3-large gradient: 2.5 -> 17 s on CPU), and a train step without the scan's stacked copies of every
+    layer's saved activations (5% faster at deberta-v3-small shapes on CPU). `remat` ("none", "dots", "full"; see
+    `layer_stack.REMAT_POLICIES`) rematerialises each layer in the backward pass: the same numbers, less memory.
     """
 
     def __init__(self, config: DebertaConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.config = config
         self.unroll_layers = False
-
-        @nnx.split_rngs(splits=config.num_hidden_layers)
-        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
-        def make_layers(rngs: nnx.Rngs) -> DebertaLayer:
-            return DebertaLayer(config, dtype, rngs)
-
-        self.layer = make_layers(rngs)
+        self.remat = "none"
+        self.layer = stacked_layers(config.num_hidden_layers, lambda rngs: DebertaLayer(config, dtype, rngs), rngs)
         self.rel_embeddings = _embed(config, 2 * config.attention_span, (axes.RELPOS, axes.EMBED), dtype, rngs)
         self.LayerNorm = _layer_norm(config, dtype, rngs) if "layer_norm" in config.rel_norms else None
 
@@ -383,7 +498,7 @@ class DebertaLayerStack(nnx.Module):
 
         Returns the window of `rel_embeddings` rows that the c2p and p2c terms can index (projecting
         only those rows gives the same scores with less work on short inputs), then for each distance
-        d = T-1 ... -(T-1) (index d + T - 1) the c2p and p2c columns in that window.
+        d = -(T-1) ... T-1 (index d + T - 1) the c2p and p2c columns in that window.
         """
         span = self.config.attention_span
         distances = np.arange(-(length - 1), length)
@@ -398,13 +513,11 @@ class DebertaLayerStack(nnx.Module):
         rel = self.rel_embeddings.embedding[window].astype(hidden.dtype)
         if self.LayerNorm is not None:
             rel = self.LayerNorm(rel)
-        pair_mask = segment_pair_mask(attention_mask)
 
-        @nnx.scan(in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry, unroll=self.unroll_layers)
-        def run(h: jax.Array, layer: DebertaLayer, pair_mask: jax.Array, rel: jax.Array) -> jax.Array:
-            return layer(h, pair_mask, rel, c2p_columns, p2c_columns)  # columns: static NumPy, closed over
+        def apply(layer: DebertaLayer, h: jax.Array, segments: jax.Array, rel: jax.Array) -> jax.Array:
+            return layer(h, segments, rel, c2p_columns, p2c_columns)  # columns: static NumPy, closed over
 
-        return run(hidden, self.layer, pair_mask, rel)
+        return run_layers(apply, self.layer, hidden, attention_mask, rel, unroll=self.unroll_layers, remat=self.remat)
 
 
 class DebertaModel(nnx.Module):

@@ -25,6 +25,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
 from gliner_jax.modeling.encoders.config_checks import check_heads, refuse
+from gliner_jax.modeling.layer_stack import run_layers
 from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
@@ -286,14 +287,16 @@ class ModernBertModel(nnx.Module):
     """ModernBERT encoder: `model(input_ids, attention_mask) -> last_hidden_state [B, T, d]`.
 
     `attention_mask` holds segment ids (0 padding; 1, 2, ... examples packed into a row). The layers are stacked
-    on a leading axis and run in a scan, each reading its layer type's mask and rotary tables; `unroll_layers`
-    unrolls it (the same numbers, compile time growing with depth). Parameters are float32; `dtype` is the compute
-    dtype; softmax, rotary angles and LayerNorm statistics are float32 either way.
+    on a leading axis and run in a scan (`layer_stack.run_layers`), each reading its layer type's mask and rotary
+    tables; `unroll_layers` unrolls it (the same numbers, compile time growing with depth) and `remat` ("none",
+    "dots", "full") rematerialises each layer in the backward pass (the same numbers, less memory). Parameters are
+    float32; `dtype` is the compute dtype; softmax, rotary angles and LayerNorm statistics are float32 either way.
     """
 
     def __init__(self, config: ModernBertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = config
         self.unroll_layers = False
+        self.remat = "none"
         self.embeddings = ModernBertEmbeddings(config, dtype, rngs)
         self.layers = stacked_layers(config.num_hidden_layers, lambda rngs: ModernBertLayer(config, dtype, rngs), rngs)
         self.final_norm = _norm(config, dtype, rngs)
@@ -310,13 +313,23 @@ class ModernBertModel(nnx.Module):
         is_global = jnp.asarray([kind == GLOBAL for kind in config.layer_types])
         is_first = jnp.arange(config.num_hidden_layers) == 0
 
-        @nnx.scan(in_axes=(nnx.Carry, 0, 0, 0), out_axes=nnx.Carry, unroll=self.unroll_layers)
-        def run(h: jax.Array, layer: ModernBertLayer, first: jax.Array, global_: jax.Array) -> jax.Array:
+        def apply(
+            layer: ModernBertLayer, h: jax.Array, first: jax.Array, global_: jax.Array, masks: dict, tables: dict
+        ) -> jax.Array:
             pair_mask = jnp.where(global_, masks[GLOBAL], masks[LOCAL])
             cos, sin = (jnp.where(global_, g, loc) for g, loc in zip(tables[GLOBAL], tables[LOCAL], strict=True))
             return layer(h, first, pair_mask, cos, sin)
 
-        hidden = run(self.embeddings(input_ids), self.layers, is_first, is_global)
+        hidden = run_layers(
+            apply,
+            self.layers,
+            self.embeddings(input_ids),
+            masks,
+            tables,
+            per_layer=(is_first, is_global),
+            unroll=self.unroll_layers,
+            remat=self.remat,
+        )
         return self.final_norm(hidden)
 
 

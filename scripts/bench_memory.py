@@ -1,0 +1,177 @@
+"""Compiled memory of the train step and of DeBERTa attention, ahead of time (nothing is run).
+
+Every program is lowered with abstract inputs (`jax.ShapeDtypeStruct`, parameters from `nnx.eval_shape`) and
+compiled for the default backend; the table reports XLA's `memory_analysis()`: temp (the scratch the program needs
+beyond its arguments and outputs) and arguments (parameters, optimizer state, batch).
+
+1. `remat`: the whole GLiNER train step (forward, focal loss, backward, clipping, AdamW; encoder layers in a scan,
+   or with `--unroll` unrolled as `gliner-jax train` runs them by default) at deberta-v3-large shapes (24 layers,
+   width 1024, the 128,004-row vocabulary), span model (hidden 768, max_width 12), batch 8 x 512 tokens, 384 words,
+   25 labels, bfloat16 compute, under each remat policy; one more row with bfloat16 parameters (float32 master
+   weights in the optimizer state). XLA:CPU drops the optimization barriers that keep unrolled recomputation apart
+   from the forward pass, so on CPU only the scan shows what remat saves; GPU and TPU compilers keep them until
+   scheduling.
+2. `attention`: forward + backward (gradients of parameters and input) of one deberta-v3-large layer at batch 1 in
+   train mode (dropout on), float32, at several lengths: the whole-sequence attention against blockwise attention
+   (blocks of `query_block` queries).
+
+    python scripts/bench_memory.py [--sections remat,attention] [--lengths 512,2048,8192] [--query-block 256]
+                                   [--unroll]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.modeling.encoders.deberta import QUERY_BLOCK, DebertaLayerStack
+from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.layer_stack import REMAT_POLICIES
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig, make_optimizer, with_master_weights
+from gliner_jax.training.trainer import make_train_step
+
+LARGE = DebertaConfig(
+    vocab_size=128004, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+)
+GLINER = dict(span_mode="markerV0", hidden_size=768, max_width=12, dropout=0.4, max_len=384)
+BATCH, TOKENS, WORDS, LABELS, ENTITIES = 8, 512, 384, 25, 32
+MIB = 2**20
+
+
+def compiled_memory(fn: Callable[..., Any], *args: Any) -> dict[str, float]:
+    """MiB of temp and argument buffers of `jax.jit(fn)` compiled for `args` (abstract), and the compile seconds."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    analysis = compiled.memory_analysis()
+    return {
+        "temp": analysis.temp_size_in_bytes / MIB,
+        "arguments": analysis.argument_size_in_bytes / MIB,
+        "compile_s": seconds,
+    }
+
+
+def abstract_batch() -> dict[str, jax.ShapeDtypeStruct]:
+    """A span-model training batch (`training.data.collate`'s arrays) as shapes."""
+    spans = WORDS * GLINER["max_width"]
+    shapes = {
+        "input_ids": ((BATCH, TOKENS), jnp.int32),
+        "attention_mask": ((BATCH, TOKENS), jnp.int32),
+        "words_mask": ((BATCH, TOKENS), jnp.int32),
+        "words_valid": ((BATCH, WORDS), jnp.bool_),
+        "labels_valid": ((BATCH, LABELS), jnp.bool_),
+        "span_idx": ((BATCH, spans, 2), jnp.int32),
+        "span_mask": ((BATCH, spans), jnp.bool_),
+        "entities": ((BATCH, ENTITIES, 3), jnp.int32),
+    }
+    return {name: jax.ShapeDtypeStruct(shape, dtype) for name, (shape, dtype) in shapes.items()}
+
+
+def train_step_memory(remat: str, param_dtype: jnp.dtype, unroll: bool) -> dict[str, float]:
+    """Compiled memory of `make_train_step` for the large span model under `remat`."""
+    config = GLiNERConfig(**GLINER, encoder_config=LARGE, vocab_size=LARGE.vocab_size, class_token_index=128001)
+    model = nnx.eval_shape(lambda: GLiNERModel(config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    model.train()
+    model.set_attributes(unroll_layers=unroll, remat=remat)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, param_dtype), params)
+    tx = make_optimizer(OptimizerConfig(num_steps=1000, encoder_lr=1e-5, others_lr=5e-5), params)
+    if param_dtype != jnp.float32:
+        tx = with_master_weights(tx)
+    opt_state = jax.eval_shape(tx.init, params)
+    loss = LossConfig(alpha=0.75, gamma=0.0, reduction="sum")
+
+    def step(params: nnx.State, opt_state: Any, batch: dict, key: jax.Array, rest: nnx.State) -> Any:
+        return make_train_step(graphdef, rest, tx, loss)(params, opt_state, batch, key)
+
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    return compiled_memory(step, params, opt_state, abstract_batch(), key, rest)
+
+
+def layer_memory(length: int, blockwise: bool, query_block: int) -> dict[str, float]:
+    """Compiled memory of the gradient of one deberta-v3-large layer (train mode, float32) at batch 1."""
+    config = dataclasses.replace(LARGE, num_hidden_layers=1)
+    stack = nnx.eval_shape(lambda: DebertaLayerStack(config, jnp.float32, nnx.Rngs(0)))
+    stack.train()
+    stack.set_attributes(blockwise_above=0 if blockwise else None, query_block=query_block)
+    graphdef, params, rest = nnx.split(stack, nnx.Param, ...)
+
+    def loss(params: nnx.State, hidden: jax.Array, mask: jax.Array, rest: nnx.State) -> jax.Array:
+        layer = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        return layer(hidden, mask).sum()
+
+    def gradients(params: nnx.State, hidden: jax.Array, mask: jax.Array, rest: nnx.State) -> Any:
+        return jax.grad(loss, argnums=(0, 1))(params, hidden, mask, rest)
+
+    hidden = jax.ShapeDtypeStruct((1, length, config.hidden_size), jnp.float32)
+    mask = jax.ShapeDtypeStruct((1, length), jnp.int32)
+    return compiled_memory(gradients, params, hidden, mask, rest)
+
+
+def remat_table(unroll: bool) -> list[str]:
+    rows = []
+    runs = [(policy, jnp.float32) for policy in REMAT_POLICIES] + [("full", jnp.bfloat16)]
+    for policy, param_dtype in runs:
+        memory = train_step_memory(policy, param_dtype, unroll)
+        rows.append((policy, jnp.dtype(param_dtype).name, memory))
+        print(f"  remat={policy} params={jnp.dtype(param_dtype).name}: {memory}", flush=True)
+    none = rows[0][2]["temp"]
+    lines = [
+        f"Train step, deberta-v3-large span GLiNER, batch {BATCH} x {TOKENS} tokens ({WORDS} words, {LABELS} labels), "
+        f"bfloat16 compute, layers {'unrolled' if unroll else 'in a scan'}, on {jax.devices()[0].device_kind}:",
+        "",
+        "| remat | params | temp MiB | temp / none | arguments MiB | compile s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for policy, dtype, memory in rows:
+        lines.append(
+            f"| {policy} | {dtype} | {memory['temp']:,.0f} | {memory['temp'] / none:.0%} | "
+            f"{memory['arguments']:,.0f} | {memory['compile_s']:.0f} |"
+        )
+    return lines
+
+
+def attention_table(lengths: Sequence[int], query_block: int) -> list[str]:
+    lines = [
+        f"One deberta-v3-large layer, forward + backward, batch 1, float32, train mode, on "
+        f"{jax.devices()[0].device_kind} (blockwise: blocks of {query_block} queries):",
+        "",
+        "| tokens | whole-sequence temp MiB | blockwise temp MiB | blockwise / whole |",
+        "|---:|---:|---:|---:|",
+    ]
+    for length in lengths:
+        whole = layer_memory(length, False, query_block)
+        blocks = layer_memory(length, True, query_block)
+        print(f"  T={length}: whole {whole}, blockwise {blocks}", flush=True)
+        ratio = blocks["temp"] / whole["temp"]
+        lines.append(f"| {length} | {whole['temp']:,.0f} | {blocks['temp']:,.0f} | {ratio:.0%} |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="remat,attention")
+    parser.add_argument("--lengths", default="512,2048,8192")
+    parser.add_argument("--query-block", type=int, default=QUERY_BLOCK)
+    parser.add_argument("--unroll", action="store_true", help="encoder layers unrolled instead of in a scan")
+    args = parser.parse_args(argv)
+    sections = args.sections.split(",")
+    lines = []
+    if "remat" in sections:
+        lines += [*remat_table(unroll=args.unroll), ""]
+    if "attention" in sections:
+        lines += attention_table([int(n) for n in args.lengths.split(",")], args.query_block)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
