@@ -100,8 +100,8 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
     def representations(state):
         net = nnx.merge(graphdef, state)
         ids, mask, words_mask = inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"]
-        prompts, words = net.representations(ids, mask, words_mask, num_labels, num_words)
-        return net.rnn(words, inputs["words_valid"]), prompts
+        prompts, words = net.representations(ids, mask, words_mask, 1, num_labels, num_words)  # one slot per row
+        return net.rnn(words[:, 0], inputs["words_valid"]), prompts[:, 0]
 
     def head(state, words, prompts):
         net = nnx.merge(graphdef, state)

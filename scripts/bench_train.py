@@ -105,14 +105,16 @@ class Options:
 # ---------------------------------------------------------------------------------------------- data and model
 
 
-def make_records(count: int, seed: int = 0) -> list[Example]:
-    """Records of 60-120 words: consecutive random sentences of data/tiny/train.jsonl, their entities shifted,
-    cut at the drawn length (entities past the cut dropped)."""
+def make_records(
+    count: int, seed: int = 0, draw_length: Callable[[random.Random], int] = lambda rng: rng.randint(60, 120)
+) -> list[Example]:
+    """Records of `draw_length` words (default 60-120): consecutive random sentences of data/tiny/train.jsonl,
+    their entities shifted, cut at the drawn length (entities past the cut dropped)."""
     sentences = read_examples(TINY_TRAIN)[0]
     rng = random.Random(seed)
     records = []
     for _ in range(count):
-        target, words, ner = rng.randint(60, 120), [], []
+        target, words, ner = draw_length(rng), [], []
         while len(words) < target:
             sentence = sentences[rng.randrange(len(sentences))]
             ner += [[start + len(words), end + len(words), label] for start, end, label in sentence["ner"]]

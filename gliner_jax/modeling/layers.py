@@ -115,12 +115,17 @@ def segment_pair_mask(attention_mask: jax.Array) -> jax.Array:
     ]
 
 
-def segment_positions(attention_mask: jax.Array) -> jax.Array:
-    """Absolute positions [B, T] that restart at 0 where each packed segment (id > 1) starts; the first segment, and
-    a plain 0 / 1 mask, keep the column index, as transformers numbers a row's tokens."""
+def segment_starts(attention_mask: jax.Array) -> jax.Array:
+    """The column [B, T] where each token's run of equal segment ids (a segment, or a stretch of padding) starts."""
     columns = jnp.arange(attention_mask.shape[1])
     starts = jnp.concatenate(
         [jnp.ones_like(attention_mask[:, :1], bool), attention_mask[:, 1:] != attention_mask[:, :-1]], axis=1
     )
-    segment_start = jax.lax.cummax(jnp.where(starts, columns, 0), axis=1)
-    return jnp.where(attention_mask > 1, columns - segment_start, columns)
+    return jax.lax.cummax(jnp.where(starts, columns, 0), axis=1)
+
+
+def segment_positions(attention_mask: jax.Array) -> jax.Array:
+    """Absolute positions [B, T] that restart at 0 where each packed segment (id > 1) starts; the first segment, and
+    a plain 0 / 1 mask, keep the column index, as transformers numbers a row's tokens."""
+    columns = jnp.arange(attention_mask.shape[1])
+    return jnp.where(attention_mask > 1, columns - segment_starts(attention_mask), columns)
