@@ -50,7 +50,7 @@ def plan_rows(lengths: Sequence[int], capacity: int, *, multiple: int = 1) -> li
     if max(lengths, default=0) > capacity:
         raise ValueError(f"an example of {max(lengths)} tokens does not fit in rows of {capacity} tokens")
     order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
-    needed = 0
+    needed = -(-sum(lengths) // capacity)  # no fewer rows hold the tokens
     while _place(order, lengths, needed, capacity, len(order), spread=False) is None:
         needed += 1
     rows = row_bucket(needed, multiple)

@@ -38,6 +38,7 @@ from bench_train import (
     TINY_TRAIN,
     VOCAB_SIZE,
     build_model,
+    eval_loss_function,
     make_records,
     pick_labels,
 )
@@ -70,7 +71,7 @@ def main() -> None:
     from gliner_jax.packing import pack
     from gliner_jax.training.config import ModelSection
     from gliner_jax.training.data import collate, read_examples
-    from gliner_jax.training.loss import LossConfig, gliner_loss
+    from gliner_jax.training.loss import LossConfig
     from gliner_jax.training.optim import OptimizerConfig, make_optimizer
     from gliner_jax.training.trainer import make_train_step
 
@@ -95,15 +96,8 @@ def main() -> None:
 
     loss_config = LossConfig(**LOSS, masking="global")
     network = model.model
-    network.eval()
-    graphdef, state = nnx.split(network)
-
-    @jax.jit
-    def eval_loss(state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
-        logits = nnx.merge(graphdef, state)(**{name: value for name, value in batch.items() if name != "entities"})
-        return gliner_loss(logits, batch, loss_config)
-
-    losses = {name: [float(eval_loss(state, batch)) for batch in batches] for name, batches in layouts.items()}
+    eval_loss = eval_loss_function(network, loss_config)
+    losses = {name: [eval_loss(batch) for batch in batches] for name, batches in layouts.items()}
     np.testing.assert_allclose(losses["packed"], losses["unpacked"], rtol=1e-4, err_msg="packed and unpacked losses")
 
     network.train()

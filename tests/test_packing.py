@@ -21,6 +21,7 @@ from gliner_jax.processing import Processor
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.data import Packing, collate, make_train_dataset
 from gliner_jax.training.loss import LossConfig, gliner_loss
+from tests.utils.batches import assert_state_restores, take
 
 WORDS = [
     "Marie",
@@ -264,12 +265,6 @@ def example_keys(batch: dict[str, np.ndarray]) -> list[tuple]:
     return keys
 
 
-def take(iterator, n: int) -> list[dict]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [next(iterator) for _ in range(n)]
-
-
 def test_packed_pipeline_carries_the_unpacked_examples_per_host(processor):
     """Each host's packed batch holds exactly the examples (tokens, labels, targets) of its unpacked batch, in rows
     of at most row_length tokens, a multiple of row_multiple rows."""
@@ -299,14 +294,7 @@ def test_packed_iterator_state_restores_the_same_batches(processor):
     )
     iterator = iter(dataset)
     take(iterator, 2)
-    state = iterator.get_state()
-    expected = take(iterator, 3)
-    restored = iter(dataset)
-    restored.set_state(state)
-    for want, got in zip(expected, take(restored, 3), strict=True):
-        assert want.keys() == got.keys()
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert_state_restores(dataset, iterator, 3)
 
 
 def test_packing_pads_less_than_one_example_per_row(processor):
