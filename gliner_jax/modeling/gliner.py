@@ -10,7 +10,7 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
-from gliner_jax.modeling.layers import segment_starts, torch_linear
+from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 
 
@@ -20,12 +20,6 @@ def scatter_slots(values: jax.Array, slots: jax.Array, index: jax.Array, num_slo
     batch = jnp.arange(values.shape[0])[:, None]
     out = jnp.zeros((values.shape[0], num_slots, size, values.shape[-1]), values.dtype)
     return out.at[batch, slots, index].set(values, mode="drop")
-
-
-def segment_cumsum(values: jax.Array, attention_mask: jax.Array) -> jax.Array:
-    """Inclusive cumulative sum [B, T] of `values` along each row, restarting where each segment starts."""
-    total = jnp.cumsum(values, axis=1)
-    return total - jnp.take_along_axis(total - values, segment_starts(attention_mask), axis=1)
 
 
 class GLiNERModel(nnx.Module):
@@ -75,7 +69,7 @@ class GLiNERModel(nnx.Module):
             tokens = self.projection(tokens)
         slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
         is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
-        label_index = jnp.where(is_class, segment_cumsum(is_class, attention_mask) - 1, num_labels)
+        label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
         # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
         source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
         prompts = scatter_slots(source, slots, label_index, num_slots, num_labels)
