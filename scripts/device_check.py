@@ -1,6 +1,7 @@
 """The accelerator check behind scripts/device_check.sh: each step in a subprocess under a shared deadline, then one
 markdown table (one row per step) to stdout and OUT/device_check.md; every step's output goes to
-OUT/device_check.log.
+OUT/device_check.log. Each step has a share of the deadline (470 s on the GPU, 1800 s for the CPU dry run) plus
+what the steps before it left unused; a step past its time is stopped and reported as timed out.
 
 Steps (GPU / `--cpu-dry-run` toy sizes on the CPU):
 1. env: versions of the libraries and the device;
@@ -49,7 +50,8 @@ print("RESULT " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; pytho
 
 @dataclasses.dataclass
 class Step:
-    """One check: a command (run in the repository root), its time budget, how to summarise its JSON output."""
+    """One check: a command (run in the repository root), its share of the deadline, how to summarise its JSON
+    output."""
 
     name: str
     what: str
@@ -212,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for device_check.md and device_check.log")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the same steps at toy sizes on the CPU")
-    parser.add_argument("--deadline-s", type=float, default=470, help="all steps together (GPU default: 470)")
+    parser.add_argument("--deadline-s", type=float, default=470, help="all steps together (default: 470)")
     parser.add_argument("--only", default=None, help="comma-separated step names to run")
     args = parser.parse_args()
     out = Path(args.out)
@@ -220,15 +222,19 @@ def main() -> None:
     chosen = steps(args.cpu_dry_run, out)
     if args.only:
         chosen = [step for step in chosen if step.name in args.only.split(",")]
+    # Budgets are shares of the deadline: each step may use its share plus what the steps before it left unused,
+    # so that a slow step never takes the time of the ones after it.
+    scale = args.deadline_s / sum(step.budget_s for step in chosen)
     deadline = time.monotonic() + args.deadline_s
     rows = []
     with (out / "device_check.log").open("w") as log:
-        for step in chosen:
-            remaining = deadline - time.monotonic()
-            if remaining < 10:
+        for index, step in enumerate(chosen):
+            later = scale * sum(s.budget_s for s in chosen[index + 1 :])
+            budget = deadline - time.monotonic() - later
+            if budget < 10:
                 rows.append((step, "skipped", 0.0, "no time left under the deadline"))
                 continue
-            status, seconds, result = run_step(step, min(step.budget_s, remaining), log)
+            status, seconds, result = run_step(step, budget, log)
             rows.append((step, status, seconds, result))
             print(f"{step.name}: {status} in {seconds:.0f} s", file=sys.stderr, flush=True)
     kind = "CPU dry run (toy sizes)" if args.cpu_dry_run else "accelerator"
