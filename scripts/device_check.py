@@ -19,14 +19,17 @@ Steps (GPU / `--cpu-dry-run` toy sizes on the CPU):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -179,31 +182,37 @@ def steps(dry_run: bool, out: Path) -> list[Step]:
     ]
 
 
-def run_step(step: Step, budget_s: float, log) -> tuple[str, float, str]:
-    """Run one step within `budget_s`; (status, seconds, result summary)."""
+def run_step(step: Step, budget_s: float, log: TextIO) -> tuple[str, float, str]:
+    """Run one step within `budget_s`, its output appended to `log`; (status, seconds, result summary). The step runs
+    in a process group of its own, killed whole when it ends or times out: a benchmark's engine subprocess left
+    behind would hold the device's memory through the steps after it."""
     log.write(f"\n===== {step.name}: {' '.join(step.command)}\n")
     log.flush()
-    env = os.environ | step.env
+    offset = os.path.getsize(log.name)
     start = time.perf_counter()
+    process = subprocess.Popen(
+        step.command,
+        cwd=ROOT,
+        env=os.environ | step.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        completed = subprocess.run(
-            step.command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=budget_s,
-        )
-    except subprocess.TimeoutExpired as expired:
-        output = expired.output.decode() if isinstance(expired.output, bytes) else expired.output or ""
-        log.write(output)
-        return "timed out", time.perf_counter() - start, f"stopped after {budget_s:.0f} s"
+        returncode = process.wait(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     seconds = time.perf_counter() - start
-    log.write(completed.stdout)
-    lines = [line for line in completed.stdout.splitlines() if line.strip()]
-    if completed.returncode != 0:
-        return "failed", seconds, (lines[-1] if lines else f"exit code {completed.returncode}")[:300]
+    output = Path(log.name).read_bytes()[offset:].decode(errors="replace")
+    lines = [line for line in output.splitlines() if line.strip()]
+    if returncode is None:
+        return "timed out", seconds, f"stopped after {budget_s:.0f} s"
+    if returncode != 0:
+        return "failed", seconds, (lines[-1] if lines else f"exit code {returncode}")[:300]
     if step.summarise is not None and step.json_path is not None and step.json_path.exists():
         return "ok", seconds, step.summarise(json.loads(step.json_path.read_text()))
     results = [line.removeprefix("RESULT ") for line in lines if line.startswith("RESULT ")]
@@ -227,7 +236,8 @@ def main() -> None:
     scale = args.deadline_s / sum(step.budget_s for step in chosen)
     deadline = time.monotonic() + args.deadline_s
     rows = []
-    with (out / "device_check.log").open("w") as log:
+    (out / "device_check.log").write_text("")
+    with (out / "device_check.log").open("a") as log:  # appended to by each step's process too
         for index, step in enumerate(chosen):
             later = scale * sum(s.budget_s for s in chosen[index + 1 :])
             budget = deadline - time.monotonic() - later
