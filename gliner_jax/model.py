@@ -24,7 +24,16 @@ from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spa
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.processing import Batch, Labels, Processor, Word, joined_word_offsets, normalize_labels, split_words
+from gliner_jax.processing import (
+    Batch,
+    Labels,
+    LabelSet,
+    Processor,
+    Word,
+    joined_word_offsets,
+    normalize_labels,
+    split_words,
+)
 from gliner_jax.windows import Row, plan_rows
 
 
@@ -35,7 +44,8 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabiliti
 
 
 class GLiNER:
-    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories."""
+    """A GLiNER model (a span model of any `span_mode`, or token `token_level`) that reads and writes `gliner`
+    directories."""
 
     def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
         self.model = model
@@ -85,7 +95,8 @@ class GLiNER:
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
-        batch = self.processor.prepare(texts, normalize_labels(labels, len(texts)), bucket=bucket)
+        prompts = [list(label_set) for label_set in normalize_labels(labels, len(texts))]
+        batch = self.processor.prepare(texts, prompts, bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
     def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
@@ -101,14 +112,17 @@ class GLiNER:
     def predict_entities(
         self,
         text: str,
-        labels: Sequence[str],
+        labels: LabelSet,
         threshold: float = 0.5,
         flat_ner: bool = True,
         multi_label: bool = False,
         *,
         truncate: bool = False,
     ) -> list[dict]:
-        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start."""
+        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
+
+        `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
+        its label's place, and entities carry the label (as gliner does)."""
         return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
 
     def inference(
@@ -123,7 +137,8 @@ class GLiNER:
         truncate: bool = False,
         progress: bool = False,
     ) -> list[list[dict]]:
-        """Entities for each text (see `predict_entities`); `labels` is one list for all texts or one per text.
+        """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
+        {label: description} mapping) for all texts, or one per text.
 
         A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
         entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
@@ -204,13 +219,16 @@ class GLiNER:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        label_sets = normalize_labels(labels, len(words))
-        # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
-        planned = plan_rows(self.processor, words, label_sets, truncate=truncate)
-        rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
+        label_sets = normalize_labels(labels, len(words))  # per text {prompt: label}; rows carry the prompts
+        prompts = [list(label_set) for label_set in label_sets]
+        planned = list(plan_rows(self.processor, words, prompts, truncate=truncate))
+        if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
+            rows = planned
+        else:  # rows of similar length share a batch (less padding); each row's result is independent of its batch
+            rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
         rows_per_text = collections.Counter(row.text for row in rows)
         found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
-        decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
+        decode = decode_token_probs if self.config.span_mode == "token_level" else decode_span_probs
         chunks = range(0, len(rows), batch_size)
         for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
             chunk = rows[begin : begin + batch_size]
@@ -228,9 +246,13 @@ class GLiNER:
                     flat_ner=flat_ner,
                     multi_label=multi_label,
                 )
-                found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
+                label_of = label_sets[row.text]
+                found[row.text] += [
+                    (row.first_word + s, row.first_word + e, label_of[row.labels[c]], p) for s, e, c, p in spans
+                ]
+        token_level = self.config.span_mode == "token_level"
         return [
-            merge_spans(spans, flat_ner, multi_label)
+            merge_spans(spans, list(label_sets[i].values()), flat_ner, multi_label, token_level=token_level)
             if rows_per_text[i] > 1
             else [(s, e, c, float(p)) for s, e, c, p in spans]
             for i, spans in enumerate(found)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import transformers
 from gliner.data_processing.tokenizer import WhitespaceTokenSplitter
+from gliner.model import _normalize_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -238,8 +239,7 @@ def test_label_validation(setup):
         processor.prepare(["a", "b"], [["x"]])
     with pytest.raises(ValueError, match="not the string 'person'"):
         processor.prepare(["a"], "person")
-    with pytest.raises(ValueError, match="label descriptions"):
-        processor.prepare(["a"], [{"person": "a human"}])
+    assert processor.prepare(["a"], [{"person": "a human"}]).labels == [["a human"]]  # the model reads descriptions
     with pytest.raises(ValueError, match="non-empty strings; got 3"):
         processor.prepare(["a"], ["x", 3])
     assert processor.prepare(["a b", "c"], [["x", "x", "y"], [""]]).labels == [["x", "y"], [""]]
@@ -247,8 +247,35 @@ def test_label_validation(setup):
 
 
 @pytest.mark.parametrize(
+    "labels",
+    [
+        ["person", "city", "person"],
+        {"person": "a human being", "city": "a city name", "org": "person"},
+        [["person", "date"], {"city": "a city name"}, ["x", "y", "x"]],
+        [{"a": "first"}, {"b": "second", "c": "third"}, []],
+    ],
+)
+def test_normalize_labels_matches_reference(labels):
+    """{prompt: label} per text, as gliner's own label normalisation pairs its model prompts with label names."""
+    expected_prompts, expected_names = _normalize_labels(labels, 3, [0, 1, 2])
+    if not isinstance(expected_prompts[0], list):  # one label set for every text
+        expected_prompts, expected_names = [expected_prompts] * 3, [expected_names] * 3
+    got = normalize_labels(labels, 3, strict=False)
+    assert [list(s) for s in got] == [list(p) for p in expected_prompts]
+    assert [list(s.values()) for s in got] == [list(n) for n in expected_names]
+
+
+@pytest.mark.parametrize(
     ("labels", "message"),
-    [("person", "not the string 'person'"), (["person", " "], "non-empty strings; got ' '"), ([], "list is empty")],
+    [
+        ("person", "not the string 'person'"),
+        (["person", " "], "non-empty strings; got ' '"),
+        ([], "list is empty"),
+        ({"person": "a human", "man": "a human"}, "each label needs its own description"),
+        ({"person": " "}, "labels and descriptions must be non-empty strings; got ' '"),
+        ({"person": 3}, "labels and descriptions must be non-empty strings; got 3"),
+        ([{"person": "a human"}, ["x"]], "got 2 label lists for 1 texts"),
+    ],
 )
 def test_user_facing_label_checks_are_strict(labels, message):
     with pytest.raises(ValueError, match=message):
@@ -259,10 +286,11 @@ def test_refusals(setup):
     ref, processor = setup
     with pytest.raises(NotImplementedError, match="'spacy'"):
         Processor(processor.tokenizer, words_splitter_type="spacy")
-    for key, value in [("subtoken_pooling", "mean"), ("precomputed_prompts_mode", True)]:
-        config = types.SimpleNamespace(**{**ref.config.to_dict(), key: value})
-        with pytest.raises(NotImplementedError, match=key):
-            Processor.from_config(config, processor.tokenizer)
+    config = types.SimpleNamespace(**{**ref.config.to_dict(), "precomputed_prompts_mode": True})
+    with pytest.raises(NotImplementedError, match="precomputed_prompts_mode"):
+        Processor.from_config(config, processor.tokenizer)
+    with pytest.raises(ValueError, match="subtoken_pooling 'sum'"):
+        Processor(processor.tokenizer, subtoken_pooling="sum")
 
 
 @pytest.mark.parametrize("text", TRICKY)
