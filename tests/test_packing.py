@@ -93,12 +93,25 @@ def test_plan_rows_places_every_example_once_within_capacity(seed):
 # ---- the network and the loss ----
 
 
-@pytest.fixture(scope="module", params=["markerV0", "token_level"])
+# (span mode, subtoken pooling): mean pooling pools every subtoken of a word inside its own packed example.
+SETUPS = {"markerV0": ("markerV0", "first"), "token_level": ("token_level", "first"), "marker_mean": ("marker", "mean")}
+
+
+@pytest.fixture(scope="module", params=list(SETUPS))
 def packed_setup(request, gliner_backbone, tmp_path_factory):
-    """(reference gliner model, our network, our processor) for one span mode, with a BiLSTM and a projection."""
+    """(reference gliner model, our network, our processor) for one span mode and subtoken pooling, with a BiLSTM
+    and a projection."""
+    span_mode, pooling = SETUPS[request.param]
     directory = tmp_path_factory.mktemp(f"packing-{request.param}")
     ref = build_reference(
-        gliner_backbone, directory, span_mode=request.param, hidden_size=48, num_rnn_layers=1, max_width=3, max_len=40
+        gliner_backbone,
+        directory,
+        span_mode=span_mode,
+        subtoken_pooling=pooling,
+        hidden_size=48,
+        num_rnn_layers=1,
+        max_width=3,
+        max_len=40,
     )
     model, config = load_gliner(directory)
     return ref, model, Processor.from_config(config, transformers.AutoTokenizer.from_pretrained(directory))
