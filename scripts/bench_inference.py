@@ -6,13 +6,20 @@ Each engine runs in a fresh subprocess so that its peak memory (max RSS) is its 
 share of the span model's forward time spent in the span head, and the decoder alone on 10,000+
 candidate spans against the reference's decoder (identical output required).
 
+On a GPU (`--device gpu`, the default when torch sees one) both libraries run there in float32; set
+JAX_DEFAULT_MATMUL_PRECISION=highest for float32 matrix products like torch's (XLA otherwise uses TF32), which
+the 1e-5 agreement of scores needs. `--size toy` is a 2-layer encoder for a quick check; `--json PATH` also
+writes the results.
+
     python scripts/bench_inference.py [--texts 64] [--batch-size 8] [--modes markerV0,token_level]
+                                      [--size small|toy] [--device cpu|gpu] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import multiprocessing
 import resource
 import tempfile
@@ -29,6 +36,7 @@ LABELS = ["person", "organization", "location", "date", "award"]
 V3_SMALL = DebertaConfig(
     hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
 ).to_hf_dict()
+TOY = DebertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128).to_hf_dict()
 
 
 def make_texts(count: int, seed: int = 0) -> list[str]:
@@ -44,17 +52,29 @@ def make_texts(count: int, seed: int = 0) -> list[str]:
 
 
 def run_engine(
-    engine: str, directory: str, texts: list[str], threshold: float, batch_size: int, queue: multiprocessing.Queue
+    engine: str,
+    directory: str,
+    texts: list[str],
+    threshold: float,
+    batch_size: int,
+    device: str,
+    queue: multiprocessing.Queue,
 ) -> None:
     """Time one engine (after a warm-up pass over the same texts) and report texts/s, peak RSS, entities."""
     if engine == "torch":
         import gliner
 
         model = gliner.GLiNER.from_pretrained(directory, local_files_only=True)
+        if device == "gpu":
+            model = model.to("cuda")
 
         def predict():
             return model.inference(texts, LABELS, threshold=threshold, batch_size=batch_size)
     else:
+        import jax
+
+        if device == "cpu":
+            jax.config.update("jax_platforms", "cpu")
         from gliner_jax import GLiNER
 
         model = GLiNER.from_pretrained(directory)
@@ -100,8 +120,8 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
     def representations(state):
         net = nnx.merge(graphdef, state)
         ids, mask, words_mask = inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"]
-        prompts, words = net.representations(ids, mask, words_mask, num_labels, num_words)
-        return net.rnn(words, inputs["words_valid"]), prompts
+        prompts, words = net.representations(ids, mask, words_mask, 1, num_labels, num_words)  # one slot per row
+        return net.rnn(words[:, 0], inputs["words_valid"]), prompts[:, 0]
 
     def head(state, words, prompts):
         net = nnx.merge(graphdef, state)
@@ -170,13 +190,21 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--modes", default="markerV0,token_level")
+    parser.add_argument("--size", choices=("small", "toy"), default="small", help="deberta-v3-small or a toy encoder")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when torch sees one")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "gpu" if torch.cuda.is_available() else "cpu"
 
     texts = make_texts(args.texts)
     context = multiprocessing.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        backbone = build_backbone(Path(root) / "backbone", V3_SMALL, tokenizer=dict(vocab_size=1000, model_type="bpe"))
+        encoder = V3_SMALL if args.size == "small" else TOY
+        backbone = build_backbone(Path(root) / "backbone", encoder, tokenizer=dict(vocab_size=1000, model_type="bpe"))
         for mode in args.modes.split(","):
             directory = Path(root) / mode
             # gliner's own init: perturbed or scaled heads of this width saturate every probability.
@@ -190,7 +218,8 @@ def main() -> None:
             for engine in ("torch", "jax"):
                 queue = context.Queue()
                 process = context.Process(
-                    target=run_engine, args=(engine, str(directory), texts, threshold, args.batch_size, queue)
+                    target=run_engine,
+                    args=(engine, str(directory), texts, threshold, args.batch_size, args.device, queue),
                 )
                 process.start()
                 result[engine] = queue.get()
@@ -202,7 +231,8 @@ def main() -> None:
         decoder = decoder_comparison()
 
     print(
-        f"{args.texts} texts of 60-120 words, {len(LABELS)} labels, batch {args.batch_size}, deberta-v3-small shapes\n"
+        f"{args.texts} texts of 60-120 words, {len(LABELS)} labels, batch {args.batch_size}, deberta-v3-{args.size} "
+        f"shapes, {args.device}\n"
     )
     header = f"{'mode':<12} {'torch texts/s':>14} {'jax texts/s':>12} {'jax/torch':>10} {'torch MB':>9} {'jax MB':>8}"
     print(header + f" {'same entities':>14} {'span head':>10}")
@@ -222,6 +252,18 @@ def main() -> None:
             f"  {mode:<7} reference {d['reference_s'] * 1e3:9.1f} ms   ours {d['ours_s'] * 1e3:7.1f} ms   "
             f"{d['speedup']:7.1f}x   identical: {d['identical']}"
         )
+    if args.json:
+        modes = {
+            mode: {
+                "torch_texts_per_s": result["torch"]["texts_per_s"],
+                "jax_texts_per_s": result["jax"]["texts_per_s"],
+                "same_entities": same,
+                "entities": found,
+                "span_head_share": share,
+            }
+            for mode, result, same, found, share in rows
+        }
+        Path(args.json).write_text(json.dumps({"size": args.size, "device": args.device, "modes": modes}, indent=1))
 
 
 if __name__ == "__main__":

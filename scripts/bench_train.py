@@ -13,8 +13,7 @@ LayerNorm) and a warmup + cosine schedule. The reference step is what gliner's T
 and create_optimizer, rebuilt here because transformers' Trainer needs `accelerate`): the model in train mode,
 `loss.backward()`, `clip_grad_norm_`, fused torch AdamW (transformers' default), scheduler step, zero_grad. Ours
 is `make_train_step` under `jax.jit` on one device with the optimizer of gliner_jax.training.optim, the encoder
-layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`), under `--remat` (`model.remat`)
-and with `--param-dtype` parameters (`model.param_dtype`: bfloat16 keeps float32 masters in AdamW). Both warm up
+layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`). Both warm up
 on every batch (that is where jax compiles) and then run `--steps` steps; throughput counts non-pad tokens (the
 attention mask). Before training, each engine computes the loss of the first batch in eval mode: equal losses
 show that both train the same network on the same data.
@@ -23,15 +22,19 @@ On a GPU the table adds model FLOPs utilisation: analytic model FLOPs (below) ov
 device for the compute dtype (H100 / H200 SXM dense: 989 TFLOP/s bfloat16, 494.5 TFLOP/s TF32 for float32
 matmuls, which both XLA and, set here, torch use), or `--peak-tflops`.
 
-    python scripts/bench_train.py [--size small|large] [--modes markerV0,token_level] [--steps 8]
+`--remat none,dots,full` runs our step once per encoder remat policy (`model.remat`; policies this checkout does
+not have are skipped with a note), against one run of the reference; `--json PATH` also writes the results.
+
+    python scripts/bench_train.py [--size toy|small|large] [--modes markerV0,token_level] [--steps 8]
                                   [--batch-size 8] [--batches 2] [--dtype float32|bfloat16] [--device cpu|gpu]
-                                  [--remat none|dots|full] [--param-dtype float32|bfloat16]
+                                  [--remat none,dots,full] [--param-dtype float32|bfloat16] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import multiprocessing
 import random
@@ -45,7 +48,7 @@ from queue import Empty
 from typing import Any
 
 import numpy as np
-from bench_inference import V3_SMALL
+from bench_inference import TOY, V3_SMALL
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
 from gliner_jax.testing.builders import build_backbone, build_reference
@@ -54,6 +57,7 @@ from gliner_jax.training.data import Example, read_examples
 
 TINY_TRAIN = Path(__file__).resolve().parent.parent / "data" / "tiny" / "train.jsonl"
 SIZES = {
+    "toy": TOY,
     "small": V3_SMALL,
     "large": DebertaConfig(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
@@ -99,9 +103,7 @@ class Options:
     dtype: str
     device: str
     remat: str = "none"  # ours only: the encoder layers' remat policy (model.remat)
-    param_dtype: str = (
-        "float32"  # ours only: bfloat16 keeps float32 master weights in the optimizer (model.param_dtype)
-    )
+    param_dtype: str = "float32"  # ours only: bfloat16 keeps float32 master weights in the optimizer
 
     def chunks(self) -> list[tuple[list[Example], list[list[str]]]]:
         size = self.batch_size
@@ -111,14 +113,16 @@ class Options:
 # ---------------------------------------------------------------------------------------------- data and model
 
 
-def make_records(count: int, seed: int = 0) -> list[Example]:
-    """Records of 60-120 words: consecutive random sentences of data/tiny/train.jsonl, their entities shifted,
-    cut at the drawn length (entities past the cut dropped)."""
+def make_records(
+    count: int, seed: int = 0, draw_length: Callable[[random.Random], int] = lambda rng: rng.randint(60, 120)
+) -> list[Example]:
+    """Records of `draw_length` words (default 60-120): consecutive random sentences of data/tiny/train.jsonl,
+    their entities shifted, cut at the drawn length (entities past the cut dropped)."""
     sentences = read_examples(TINY_TRAIN)[0]
     rng = random.Random(seed)
     records = []
     for _ in range(count):
-        target, words, ner = rng.randint(60, 120), [], []
+        target, words, ner = draw_length(rng), [], []
         while len(words) < target:
             sentence = sentences[rng.randrange(len(sentences))]
             ner += [[start + len(words), end + len(words), label] for start, end, label in sentence["ner"]]
@@ -260,7 +264,7 @@ def jax_engine(options: Options) -> Engine:
 
     from gliner_jax import GLiNER
     from gliner_jax.training.data import collate
-    from gliner_jax.training.loss import LossConfig, gliner_loss
+    from gliner_jax.training.loss import LossConfig
     from gliner_jax.training.optim import OptimizerConfig, make_optimizer, with_master_weights
     from gliner_jax.training.trainer import make_train_step
 
@@ -272,19 +276,12 @@ def jax_engine(options: Options) -> Engine:
     batches = [jax.device_put(batch) for batch in host_batches]
     loss_config = LossConfig(**LOSS, masking="global")
     network = gliner_model.model
-
-    network.eval()
-    graphdef, state = nnx.split(network)
-
-    @jax.jit
-    def eval_loss(state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
-        logits = nnx.merge(graphdef, state)(**{name: value for name, value in batch.items() if name != "entities"})
-        return gliner_loss(logits, batch, loss_config)
-
-    first_loss = float(eval_loss(state, batches[0]))
+    first_loss = eval_loss_function(network, loss_config)(batches[0])
 
     network.train()
-    network.set_attributes(unroll_layers=ModelSection.unroll_layers, remat=options.remat)
+    network.set_attributes(unroll_layers=ModelSection.unroll_layers)  # `gliner-jax train`'s default
+    if options.remat != "none":
+        network.set_attributes(remat=options.remat)
     graphdef, params, rest = nnx.split(network, nnx.Param, ...)
     params = jax.tree.map(lambda p: p.astype(options.param_dtype), params)
     tx = make_optimizer(OptimizerConfig(num_steps=total_steps(options), **OPTIMIZER), params)
@@ -319,6 +316,24 @@ def jax_engine(options: Options) -> Engine:
             "backend": jax.default_backend(),
         },
     )
+
+
+def eval_loss_function(network: Any, loss_config: Any) -> Callable[[dict], float]:
+    """`loss(batch)`: the GLiNER loss of `network` (switched to eval mode: no dropout) on a batch, jitted."""
+    import jax
+    from flax import nnx
+
+    from gliner_jax.training.loss import gliner_loss
+
+    network.eval()
+    graphdef, state = nnx.split(network)
+
+    @jax.jit
+    def eval_loss(state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+        logits = nnx.merge(graphdef, state)(**{name: value for name, value in batch.items() if name != "entities"})
+        return gliner_loss(logits, batch, loss_config)
+
+    return lambda batch: float(eval_loss(state, batch))
 
 
 def total_steps(options: Options) -> int:
@@ -409,18 +424,30 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 # ---------------------------------------------------------------------------------------------------- report
 
 
-def run_mode(options: Options) -> dict[str, dict[str, Any]]:
-    """Both engines on one model, one after the other, each in a fresh spawned subprocess."""
+def remat_policies(requested: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The requested encoder remat policies this checkout has (`model.remat`), and those it lacks."""
+    try:
+        known = importlib.import_module("gliner_jax.modeling.layer_stack").REMAT_POLICIES
+    except ModuleNotFoundError:
+        known = ("none",)
+    return [p for p in requested if p in known], [p for p in requested if p not in known]
+
+
+def run_mode(options: Options, policies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The reference once and our step once per remat policy ("jax" for "none", "jax:POLICY" otherwise), one
+    after the other, each in a fresh spawned subprocess."""
     context = multiprocessing.get_context("spawn")
     results = {}
-    for name in ENGINES:
+    runs = [("torch", "none")] + [("jax", policy) for policy in policies]
+    for name, policy in runs:
+        key = name if policy == "none" else f"{name}:{policy}"
         queue = context.Queue()
-        process = context.Process(target=run_engine, args=(name, options, queue))
+        process = context.Process(target=run_engine, args=(name, dataclasses.replace(options, remat=policy), queue))
         process.start()
-        results[name] = receive(process, queue)
+        results[key] = receive(process, queue)
         process.join()
-        if "error" in results[name]:
-            raise RuntimeError(f"{name} engine failed: {results[name]['error']}")
+        if "error" in results[key]:
+            raise RuntimeError(f"{key} engine failed: {results[key]['error']}")
     return results
 
 
@@ -434,24 +461,40 @@ def receive(process: multiprocessing.Process, queue: multiprocessing.Queue) -> d
                 raise RuntimeError(f"engine subprocess exited with code {process.exitcode} and no result") from None
 
 
-def print_table(rows: list[tuple[str, dict]], args: argparse.Namespace, peak: float | None, gpu: bool) -> None:
-    columns = ["mode", "torch tok/s", "jax tok/s", "jax/torch", "torch s/step", "jax s/step", "jax warm-up s"]
-    columns += ["torch RSS MB", "jax RSS MB", "loss torch / jax (eval, batch 0)"]
+def print_table(rows: list[tuple[str, dict]], gpu: bool) -> None:
+    columns = ["mode", "remat", "torch tok/s", "jax tok/s", "jax/torch", "torch s/step", "jax s/step"]
+    columns += ["jax warm-up s", "torch RSS MB", "jax RSS MB", "loss torch / jax (eval, batch 0)"]
     if gpu:
         columns += ["torch GPU MB", "jax GPU MB", "model TFLOP/step", "torch MFU", "jax MFU"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")
     for mode, result in rows:
-        t, j = result["torch"], result["jax"]
-        cells = [mode, f"{t['tokens_per_s']:,.0f}", f"{j['tokens_per_s']:,.0f}"]
-        cells += [f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}x", f"{t['step_s']:.3f}", f"{j['step_s']:.3f}"]
-        cells += [f"{j['warmup_s']:.1f}", f"{t['peak_rss_mb']:,.0f}", f"{j['peak_rss_mb']:,.0f}"]
-        cells.append(f"{t['first_loss']:.2f} / {j['first_loss']:.2f}")
-        if gpu:
-            flops = np.mean([j["flops"][i % len(j["flops"])] for i in range(args.steps)])
-            mfu = [f"{flops / r['step_s'] / peak:.1%}" if peak else "-" for r in (t, j)]
-            cells += [f"{t['peak_device_mb']:,.0f}", f"{j['peak_device_mb']:,.0f}", f"{flops / 1e12:.2f}", *mfu]
-        print("| " + " | ".join(cells) + " |")
+        for key in (k for k in result if k.startswith("jax")):
+            t, j = result["torch"], result[key]
+            cells = [mode, key.partition(":")[2] or "none", *table_cells(t, j, gpu)]
+            print("| " + " | ".join(cells) + " |")
+
+
+def table_cells(t: dict, j: dict, gpu: bool) -> list[str]:
+    """The figures of one table row: the reference's run `t` against ours `j`."""
+    cells = [f"{t['tokens_per_s']:,.0f}", f"{j['tokens_per_s']:,.0f}"]
+    cells += [f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}x", f"{t['step_s']:.3f}", f"{j['step_s']:.3f}"]
+    cells += [f"{j['warmup_s']:.1f}", f"{t['peak_rss_mb']:,.0f}", f"{j['peak_rss_mb']:,.0f}"]
+    cells.append(f"{t['first_loss']:.2f} / {j['first_loss']:.2f}")
+    if gpu:
+        mfu = [f"{r['mfu']:.1%}" if r.get("mfu") is not None else "-" for r in (t, j)]
+        cells += [f"{t['peak_device_mb']:,.0f}", f"{j['peak_device_mb']:,.0f}", f"{j['tflop_per_step']:.2f}", *mfu]
+    return cells
+
+
+def add_mfu(rows: list[tuple[str, dict]], steps: int, peak: float | None) -> None:
+    """Each run's model TFLOP per timed step (our FLOP count of the same batches) and MFU against `peak`."""
+    for _, result in rows:
+        ours = next(r for key, r in result.items() if key.startswith("jax"))
+        flops = float(np.mean([ours["flops"][i % len(ours["flops"])] for i in range(steps)]))
+        for run in result.values():
+            run["tflop_per_step"] = flops / 1e12
+            run["mfu"] = flops / run["step_s"] / peak if peak else None
 
 
 def main() -> None:
@@ -465,13 +508,19 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when torch sees one")
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="embedding rows (0: the tokenizer's)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by name)")
-    parser.add_argument("--remat", choices=("none", "dots", "full"), default="none", help="ours: model.remat")
+    parser.add_argument("--remat", default="none", help="our encoder remat policies, comma-separated")
     parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32", help="ours")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     if args.device is None:
         import torch
 
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
+    policies, missing = remat_policies(args.remat.split(","))
+    if missing:
+        print(f"remat policies {missing} are not in this checkout (gliner_jax.modeling.layer_stack); skipped")
+    if not policies:
+        raise SystemExit("no remat policy to run")
 
     records = make_records(args.batches * args.batch_size)
     labels = pick_labels(records)
@@ -491,26 +540,40 @@ def main() -> None:
                 args.steps,
                 args.dtype,
                 args.device,
-                args.remat,
-                args.param_dtype,
+                param_dtype=args.param_dtype,
             )
-            result = run_mode(options)
-            if result["torch"]["tokens"] != result["jax"]["tokens"]:
+            result = run_mode(options, policies)
+            if any(run["tokens"] != result["torch"]["tokens"] for run in result.values()):
                 raise RuntimeError(f"the two pipelines tokenised differently: {result}")
             rows.append((mode, result))
 
     gpu = args.device == "gpu"
-    device_kind = rows[0][1]["jax"]["device_kind"]
+    ours = next(run for key, run in rows[0][1].items() if key.startswith("jax"))
+    device_kind = ours["device_kind"]
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(device_kind, args.dtype) if gpu else None
-    tokens = rows[0][1]["jax"]["tokens"]
+    add_mfu(rows, args.steps, peak)
+    tokens = ours["tokens"]
     print(
         f"deberta-v3-{args.size} shapes ({config['encoder_config']['num_hidden_layers']} layers, vocab "
         f"{config['vocab_size']:,}), GLiNER hidden {GLINER['hidden_size']}, batch {args.batch_size} x "
         f"{LABELS_PER_RECORD} labels, {args.batches} batches of {', '.join(map(str, tokens))} tokens, "
-        f"{args.steps} timed steps, {args.dtype} on {device_kind}; ours: remat {args.remat}, "
-        f"{args.param_dtype} parameters" + (f" (peak {peak / 1e12:.1f} TFLOP/s)" if peak else "") + "\n"
+        f"{args.steps} timed steps, {args.dtype} on {device_kind}; ours: {args.param_dtype} parameters"
+        + (f" (peak {peak / 1e12:.1f} TFLOP/s)" if peak else "")
+        + "\n"
     )
-    print_table(rows, args, peak, gpu)
+    print_table(rows, gpu)
+    if args.json:
+        summary = {
+            "size": args.size,
+            "dtype": args.dtype,
+            "device_kind": device_kind,
+            "peak_tflops": peak and peak / 1e12,
+        }
+        runs = {
+            mode: {key: {k: v for k, v in run.items() if k != "flops"} for key, run in res.items()}
+            for mode, res in rows
+        }
+        Path(args.json).write_text(json.dumps(summary | {"runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

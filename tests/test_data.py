@@ -24,6 +24,7 @@ from gliner_jax.training.data import (
     sample_labels,
     tfds_source,
 )
+from tests.utils.batches import assert_state_restores, take
 from tests.utils.eval_batches import make_eval_batches
 
 MAX_LEN = 12
@@ -301,12 +302,6 @@ def numbered_examples(n: int, seed: int = 0) -> list[dict]:
     return examples
 
 
-def take(iterator, n: int) -> list[dict]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [next(iterator) for _ in range(n)]
-
-
 def row_keys(batch: dict) -> list[tuple]:
     """Each row's identity: its real token ids and entity rows."""
     return [
@@ -344,15 +339,7 @@ def test_iterator_state_restores_the_same_batches(processor, caplog):
     assert any("skipping record 4" in message for message in caplog.messages)
     # 12 positions cover the 10 records once: 11 good rows and the bad record's row left as padding.
     assert sum(int(batch["words_valid"].any(1).sum()) for batch in first) == 11
-    state = iterator.get_state()
-    json.dumps(state)  # Grain's checkpoint handler stores the state as JSON
-    expected = take(iterator, 2)
-    restored = iter(dataset)
-    restored.set_state(state)
-    for want, got in zip(expected, take(restored, 2), strict=True):
-        assert want.keys() == got.keys()
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    expected = assert_state_restores(dataset, iterator, 2)
     # Different batches follow from a different position.
     assert row_keys(take(iter(dataset), 1)[0]) != row_keys(expected[0])
 

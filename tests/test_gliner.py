@@ -6,6 +6,7 @@ import json
 import shutil
 
 import gliner
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -60,6 +61,18 @@ def test_network_matches_reference_on_reference_batch(reference):
     model, config = load_gliner(directory)
     ours = np.asarray(model(**network_inputs(batch, config)))
     assert_logits_close(ours, ref_logits)
+
+
+@pytest.mark.parametrize("reference", ["span_projection_rnn1", "token_projection_rnn2"], indirect=True)
+def test_bfloat16_compute_close_to_reference(reference):
+    """bfloat16 compute (float32 parameters, softmax and LayerNorm statistics) stays within 3% of the float32
+    reference's logits (relative L2; float32 is within 1e-5); scripts/device_check.sh runs this on the GPU."""
+    _, ref, directory = reference
+    batch, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
+    model, config = load_gliner(directory, dtype=jnp.bfloat16)
+    ours = np.asarray(model(**network_inputs(batch, config)).astype(jnp.float32))
+    error = np.linalg.norm(ours - ref_logits) / np.linalg.norm(ref_logits)
+    assert error <= 3e-2, error
 
 
 @pytest.mark.parametrize("mode", ["eval", "train_zero_dropout"])

@@ -3,7 +3,8 @@
 They check what only whole runs show: the tiny config learns its dataset (the CI learning check) and exports a
 directory the `gliner` package loads strictly and predicts identically from; a run killed with SIGKILL resumes
 with exactly the losses of an uninterrupted run; a half-written checkpoint is never loaded; a sharded run on 8
-devices equals a 1-device run; two processes (jax.distributed) train, checkpoint and restore.
+devices equals a 1-device run; a packed run trains like the unpacked one and resumes; two processes
+(jax.distributed) train, checkpoint and restore, one example per row and packed.
 """
 
 from __future__ import annotations
@@ -175,6 +176,24 @@ def test_a_half_written_checkpoint_is_never_loaded(tmp_path, compilation_cache, 
     assert_same_losses(logged(run), logged(uninterrupted), range(13, 19), 1e-6)
 
 
+# Packed rows (data.packing) of at most 64 tokens: 2-3 of the tiny sentences share a row.
+PACKED = ("data.packing=true", "data.row_length=64")
+NO_DROPOUT = ("model.gliner.dropout=0",)  # the tiny encoder has none either: random draws follow array shapes
+
+
+def test_packed_run_trains_like_the_unpacked_run_and_resumes(tmp_path, compilation_cache):
+    """Without dropout, a packed run's losses are the unpacked run's (the same examples, loss and gradients per
+    step); killed after step 6 and rerun, it resumes from its checkpoint with the same losses."""
+    rows = tmp_path / "rows"
+    run_training(rows, compilation_cache, *SHORT, *NO_DROPOUT, "trainer.num_steps=9")
+    packed = tmp_path / "packed"
+    run_training(packed, compilation_cache, *SHORT, *NO_DROPOUT, *PACKED, "trainer.num_steps=6")
+    result = run_training(packed, compilation_cache, *SHORT, *NO_DROPOUT, *PACKED, "trainer.num_steps=9")
+    assert resumed_from(result.stderr) == [6]
+    assert sorted(logged(packed)) == list(range(1, 10))
+    assert_same_losses(logged(packed), logged(rows), range(1, 10), 1e-4)
+
+
 def restore_state(checkpoint: Path) -> dict:
     """The train state of a checkpoint (params, opt_state, step, rng) as NumPy arrays, whatever mesh wrote it."""
     import jax
@@ -240,8 +259,10 @@ def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[st
     return errors
 
 
-def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache):
-    mesh = ("mesh.data=2", "mesh.fsdp=4")
+@pytest.mark.parametrize("packing", [(), (*PACKED, "trainer.global_batch_size=16")], ids=["rows", "packed"])
+def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache, packing):
+    """Packed, each host packs its 8 examples into rows for its 4 data shards; hosts agree on the shapes."""
+    mesh = ("mesh.data=2", "mesh.fsdp=4", *packing)
     run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=3")
     assert (tmp_path / "checkpoints" / "3").is_dir()
     errors = run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=5")

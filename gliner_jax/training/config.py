@@ -66,15 +66,21 @@ class DataSection:
 
     Label sampling follows the model's gliner config (max_types, max_neg_type_ratio), as in the reference.
     `strict`: refuse a training file with bad records instead of skipping them (with a report).
+    `packing`: put several examples in each encoder row of about `row_length` tokens (`gliner_jax.packing`): the
+    same examples, labels and loss per step, less padding; off by default, which gives the reference's batches.
     """
 
     train: str = ""
     dev: str | None = None
     strict: bool = False
+    packing: bool = False
+    row_length: int = 512
 
     def __post_init__(self) -> None:
         if not self.train:
             raise ValueError("data.train is required")
+        if self.row_length < 1:
+            raise ValueError(f"data.row_length must be >= 1, got {self.row_length}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from gliner_jax.buckets import entity_bucket
 from gliner_jax.data_formats import Example, bio_spans, check_record, labels_of, normalize_record, read_examples
+from gliner_jax.packing import pack
 from gliner_jax.processing import Processor
 
 logger = logging.getLogger(__name__)
@@ -247,9 +248,23 @@ def batch_rng(seed: int, batch_index: int) -> random.Random:
 
 
 @dataclasses.dataclass(frozen=True)
+class Packing:
+    """Training rows packed with several examples (`gliner_jax.packing`): rows of about `row_length` tokens, their
+    number a multiple of `row_multiple` (this host's data shards)."""
+
+    row_length: int = 512
+    row_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.row_length < 1 or self.row_multiple < 1:
+            raise ValueError(f"packing needs row_length and row_multiple >= 1, got {self}")
+
+
+@dataclasses.dataclass(frozen=True)
 class _CollateHostSlice(grain.transforms.MapWithIndex):
-    """Samples the labels of global batch `index` (its valid records) and collates this host's rows of it: the
-    records at positions [process_index * rows, (process_index + 1) * rows), bad ones left as padding rows."""
+    """Samples the labels of global batch `index` (its valid records) and collates this host's share of it: the
+    records at positions [process_index * rows, (process_index + 1) * rows), one per row with bad ones left as
+    padding rows, or `packing` several per row (bad ones left out)."""
 
     processor: Processor
     seed: int
@@ -257,6 +272,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     process_index: int
     max_types: int
     max_neg_type_ratio: int
+    packing: Packing | None = None
 
     def map_with_index(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
         positions = [i for i, record in enumerate(records) if record is not None]
@@ -266,7 +282,16 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         )
         first = self.process_index * self.rows
         mine = [j for j, i in enumerate(positions) if first <= i < first + self.rows]
-        return collate([examples[j] for j in mine], [label_sets[j] for j in mine], self.processor, batch_size=self.rows)
+        examples, label_sets = [examples[j] for j in mine], [label_sets[j] for j in mine]
+        if self.packing is None:
+            return collate(examples, label_sets, self.processor, batch_size=self.rows)
+        return pack(
+            collate(examples, label_sets, self.processor),
+            row_length=self.packing.row_length,
+            pad_id=self.processor.tokenizer.pad_token_id,
+            multiple=self.packing.row_multiple,
+            max_tokens=self.processor.max_tokens,
+        )
 
 
 def make_train_dataset(
@@ -281,14 +306,17 @@ def make_train_dataset(
     num_epochs: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    packing: Packing | None = None,
     read_options: grain.ReadOptions | None = None,
 ) -> grain.IterDataset:
     """Training batches (the batch contract, NumPy) of this host from a random-access source of records.
 
     Every host reads the same global batches (shuffled with `seed`, reshuffled each epoch, `num_epochs` None =
     forever, a last partial batch dropped), samples their labels from (seed, batch index) and collates its own
-    `global_batch_size / process_count` rows, with shapes from the processor's buckets. Records are checked as they
-    are read: a bad one is logged and skipped (its row stays a neutral padding row). Batches are collated ahead in
+    `global_batch_size / process_count` examples, one per row or, with `packing`, several per row (the packed
+    layout of `gliner_jax.packing`: the same examples, labels and targets), with shapes from the buckets. Records
+    are checked as they are read: a bad one is logged and skipped (its row stays a neutral padding row; packed, it
+    is left out). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
     """
@@ -305,7 +333,7 @@ def make_train_dataset(
     if shuffle:
         dataset = dataset.shuffle(seed)
     transform = _CollateHostSlice(
-        processor, seed, global_batch_size // process_count, process_index, max_types, max_neg_type_ratio
+        processor, seed, global_batch_size // process_count, process_index, max_types, max_neg_type_ratio, packing
     )
     return (
         dataset.repeat(num_epochs)

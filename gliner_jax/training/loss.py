@@ -158,16 +158,35 @@ def _reduce(losses: jax.Array, count: jax.Array, reduction: str) -> jax.Array:
     return total / jnp.maximum(count, 1).astype(jnp.float32)  # the sum is 0 when nothing is valid, as in gliner
 
 
+PER_EXAMPLE_KEYS = ("entities", "labels_valid", "words_valid", "span_mask")
+
+
+def per_example_rows(logits: jax.Array, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
+    """The logits and per-example batch arrays of a packed batch ([rows, slots, ...], `gliner_jax.packing`) with
+    rows and slots flattened into one example axis; an unpacked batch as it is."""
+    lead = jnp.ndim(batch["labels_valid"]) - 1
+    if lead == 1:
+        return logits, dict(batch)
+    flat = {
+        name: jnp.reshape(batch[name], (-1, *jnp.shape(batch[name])[lead:]))
+        for name in PER_EXAMPLE_KEYS
+        if name in batch
+    }
+    return logits.reshape(-1, *logits.shape[lead:]), flat
+
+
 def gliner_loss(
     logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None = None
 ) -> jax.Array:
-    """GLiNER's scalar training loss for span logits [B, W, K, C] or token logits [B, W, C, 3].
+    """GLiNER's scalar training loss for span logits [B, W, K, C] or token logits [B, W, C, 3] (packed: [B, S, ...]).
 
-    The batch (training batch contract) picks the model: with `span_mask` the span loss over valid (span, label)
-    cells, "mean" dividing by the number of valid spans; without it the token loss over valid (word, label) cells
-    (start, end and inside), "mean" dividing by the number of valid (word, label) pairs. `key` drives the negative
-    masking (span model only, and only when masking != "none" and negatives < 1).
+    The batch (training batch contract, packed or not) picks the model: with `span_mask` the span loss over valid
+    (span, label) cells, "mean" dividing by the number of valid spans; without it the token loss over valid (word,
+    label) cells (start, end and inside), "mean" dividing by the number of valid (word, label) pairs. `key` drives
+    the negative masking (span model only, and only when masking != "none" and negatives < 1; its draws follow the
+    example rows, so a packed batch draws other masks than the same batch unpacked).
     """
+    logits, batch = per_example_rows(logits, batch)
     entities = batch["entities"]
     labels_valid = jnp.asarray(batch["labels_valid"], bool)
     if "span_mask" in batch:

@@ -160,6 +160,9 @@ class Trainer:
         self.step = 0
 
         source = data_lib.open_source(config.data.train, strict=config.data.strict)
+        packing = None
+        if config.data.packing:  # each host packs whole rows for each of its data shards
+            packing = data_lib.Packing(config.data.row_length, max(1, data_devices // jax.process_count()))
         self.dataset = data_lib.make_train_dataset(
             source,
             self.processor,
@@ -167,6 +170,7 @@ class Trainer:
             seed=run.seed,
             max_types=self.gliner_config.max_types,
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
+            packing=packing,
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
@@ -234,7 +238,7 @@ class Trainer:
         try:
             while self.step < run.num_steps:
                 batch = next(self.iterator)
-                timer.tokens += int(batch["attention_mask"].sum()) * jax.process_count()
+                timer.tokens += int((batch["attention_mask"] > 0).sum()) * jax.process_count()
                 key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
                 self.params, self.opt_state, metrics = self.train_step(
                     self.params, self.opt_state, self._global_batch(batch), key
@@ -324,20 +328,17 @@ def set_encoder_attributes(model: nnx.Module, attributes: dict[str, Any]) -> Non
 
 
 def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
-    """Pad every host's arrays (at the end of each non-batch axis) to the largest shape any host has, so that the
-    hosts' bucket shapes, which depend on their own rows, form one global batch. Padding is neutral: masks and
-    validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx / span_mask grow by whole words, in
-    the processor's order (start-major, then width)."""
+    """Pad every host's arrays (at the end of each axis) to the largest shape any host has, so that the hosts'
+    bucket shapes, which depend on their own rows (and, packed, their number of rows and slots), form one global
+    batch. Padding is neutral: masks and validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx /
+    span_mask grow by whole words, in the processor's order (start-major, then width)."""
     names = sorted(batch)
-    shapes = np.array([dim for name in names for dim in batch[name].shape[1:]], np.int64)
+    shapes = np.array([dim for name in names for dim in batch[name].shape], np.int64)
     target = multihost_utils.process_allgather(shapes).reshape(-1, shapes.size).max(axis=0)
     padded, offset = {}, 0
     for name in names:
         value = batch[name]
-        rank = value.ndim - 1
-        widths = [(0, 0)] + [
-            (0, int(t) - d) for t, d in zip(target[offset : offset + rank], value.shape[1:], strict=True)
-        ]
-        offset += rank
+        widths = [(0, int(t) - d) for t, d in zip(target[offset : offset + value.ndim], value.shape, strict=True)]
+        offset += value.ndim
         padded[name] = np.pad(value, widths, constant_values=pad_id if name == "input_ids" else 0)
     return padded

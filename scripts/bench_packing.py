@@ -1,0 +1,154 @@
+"""Packed against unpacked training batches: non-pad tokens per second of the train step, and padding.
+
+The same records (word counts drawn like the GLiNER paper's Pile-NER training data: most between 50 and 200 words,
+a long tail up to 384; the words are data/tiny/train.jsonl sentences with their entities, 5 labels per record)
+are trained on in global batches of `--batch-size` examples, two ways:
+
+- unpacked: one example per row, tokens padded to the bucket of the batch's longest example (`collate`, what
+  `gliner-jax train` does by default);
+- packed: the same examples packed into rows of `--row-length` tokens (`gliner_jax.packing`, `data.packing=true`).
+
+Both run `make_train_step` (forward, loss, backward, clipping, AdamW; encoder layers unrolled) jitted in this one
+process on the same random model (bench_train's: deberta-v3 shapes, a 128k-row embedding table, GLiNER hidden 768),
+each compiled once per batch shape first. The timed rounds alternate between the two layouts, so that a change in
+the machine's load hits both alike; each layout's figure is the median over rounds. Before training, the loss of
+each batch is computed both ways in eval mode: the two must agree (the same examples, the same loss).
+
+    python scripts/bench_packing.py [--size small] [--mode markerV0] [--batch-size 16] [--batches 3]
+                                    [--rounds 3] [--row-length 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from bench_train import (
+    LOSS,
+    NEGATIVE_TYPES,
+    OPTIMIZER,
+    SIZES,
+    TINY_TRAIN,
+    VOCAB_SIZE,
+    build_model,
+    eval_loss_function,
+    make_records,
+    pick_labels,
+)
+
+
+def pile_ner_length(rng: random.Random) -> int:
+    """A word count like the GLiNER paper's Pile-NER passages: log-normal around 110 words (about 80% within
+    50-200), clipped to 20-384."""
+    return min(384, max(20, round(math.exp(rng.gauss(math.log(110), 0.45)))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="deberta-v3 encoder shapes")
+    parser.add_argument("--mode", choices=("markerV0", "token_level"), default="markerV0")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per step")
+    parser.add_argument("--batches", type=int, default=3, help="distinct global batches, each a timed step")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the batches, per layout")
+    parser.add_argument("--row-length", type=int, default=512, help="packed row length (tokens)")
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="embedding rows (0: the tokenizer's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    from flax import nnx
+
+    from gliner_jax import GLiNER
+    from gliner_jax.packing import pack
+    from gliner_jax.training.config import ModelSection
+    from gliner_jax.training.data import collate, read_examples
+    from gliner_jax.training.loss import LossConfig
+    from gliner_jax.training.optim import OptimizerConfig, make_optimizer
+    from gliner_jax.training.trainer import make_train_step
+
+    records = make_records(args.batches * args.batch_size, args.seed, pile_ner_length)
+    labels = pick_labels(records, args.seed)
+    corpus = [" ".join(record["tokenized_text"]) for record in read_examples(TINY_TRAIN)[0]]
+    corpus.append(" ".join(sorted({label for row in labels for label in row} | set(NEGATIVE_TYPES))))
+    with tempfile.TemporaryDirectory() as root:
+        directory = build_model(Path(root), args.size, [args.mode], corpus, args.vocab_size)[args.mode]
+        model = GLiNER.from_pretrained(directory)
+    processor, size = model.processor, args.batch_size
+    layouts: dict[str, list[dict[str, np.ndarray]]] = {"unpacked": [], "packed": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # texts past max_len are truncated, as in training
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size], labels[start : start + size]
+            layouts["unpacked"].append(collate(*chunk, processor, batch_size=size))
+            packed = pack(
+                collate(*chunk, processor), row_length=args.row_length, pad_id=processor.tokenizer.pad_token_id
+            )
+            layouts["packed"].append(packed)
+
+    loss_config = LossConfig(**LOSS, masking="global")
+    network = model.model
+    eval_loss = eval_loss_function(network, loss_config)
+    losses = {name: [eval_loss(batch) for batch in batches] for name, batches in layouts.items()}
+    np.testing.assert_allclose(losses["packed"], losses["unpacked"], rtol=1e-4, err_msg="packed and unpacked losses")
+
+    network.train()
+    network.set_attributes(unroll_layers=ModelSection.unroll_layers)
+    graphdef, params, rest = nnx.split(network, nnx.Param, ...)
+    steps = args.batches * (1 + args.rounds) * 2
+    tx = make_optimizer(OptimizerConfig(num_steps=steps, **OPTIMIZER), params)
+    train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))
+    carry = {"params": params, "opt_state": jax.jit(tx.init)(params), "step": 0}
+    key = jax.random.key(args.seed)
+    device = {name: [jax.device_put(batch) for batch in batches] for name, batches in layouts.items()}
+
+    def run(name: str) -> float:
+        """One pass over the layout's batches; returns its wall time."""
+        start = time.perf_counter()
+        for batch in device[name]:
+            carry["params"], carry["opt_state"], _ = train_step(
+                carry["params"], carry["opt_state"], batch, jax.random.fold_in(key, carry["step"])
+            )
+            carry["step"] += 1
+        jax.block_until_ready(carry["params"])
+        return time.perf_counter() - start
+
+    compile_s = {name: run(name) for name in layouts}  # the first pass compiles each batch shape
+    times = {name: [] for name in layouts}
+    for _ in range(args.rounds):
+        for name in layouts:
+            times[name].append(run(name))
+
+    words = sorted(len(record["tokenized_text"]) for record in records)
+    print(
+        f"deberta-v3-{args.size} shapes, {args.mode}, {len(records)} records of {words[0]}-{words[-1]} words (median "
+        f"{words[len(words) // 2]}), {args.batches} batches of {size} examples, packed rows of {args.row_length} "
+        f"tokens, {args.rounds} timed rounds on {jax.devices()[0].device_kind}\n"
+    )
+    columns = ["layout", "shapes (rows x tokens)", "non-pad tokens", "padding", "s/step", "non-pad tok/s", "ratio"]
+    columns += ["first pass s (compiles)", "eval loss, batch 0"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    rates = {}
+    for name, batches in layouts.items():
+        real = sum(int((batch["attention_mask"] > 0).sum()) for batch in batches)
+        slots = sum(batch["attention_mask"].size for batch in batches)
+        seconds = statistics.median(times[name])
+        rates[name] = real / seconds
+        shapes = ", ".join(f"{b['input_ids'].shape[0]}x{b['input_ids'].shape[1]}" for b in batches)
+        cells = [name, shapes, f"{real:,}", f"{1 - real / slots:.1%}", f"{seconds / len(batches):.2f}"]
+        cells += [f"{rates[name]:,.0f}", f"{rates[name] / rates['unpacked']:.2f}x", f"{compile_s[name]:.0f}"]
+        cells.append(f"{losses[name][0]:.3f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

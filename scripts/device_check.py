@@ -1,0 +1,265 @@
+"""The accelerator check behind scripts/device_check.sh: each step in a subprocess under a shared deadline, then one
+markdown table (one row per step) to stdout and OUT/device_check.md; every step's output goes to
+OUT/device_check.log. Each step has a share of the deadline (470 s on the GPU, 1800 s for the CPU dry run) plus
+what the steps before it left unused; a step past its time is stopped and reported as timed out.
+
+Steps (GPU / `--cpu-dry-run` toy sizes on the CPU):
+1. env: versions of the libraries and the device;
+2. parity: encoder and GLiNER parity tests (transformers / gliner in float32 on the CPU against ours on the device,
+   float32 with full-precision matrix products: JAX_DEFAULT_MATMUL_PRECISION=highest), and the packed batch tests;
+3. bf16: bfloat16 compute against the float32 reference (encoder within 2% relative L2, GLiNER logits within 3%);
+4. inference: scripts/bench_inference.py, both libraries on the device (float32, full precision);
+5. train: scripts/bench_train.py --size large --dtype bfloat16, span model, one run of gliner and one of ours per
+   remat policy: tokens/s, MFU, peak device memory;
+6. max_batch: scripts/max_batch.py, the largest batch of 512-token rows whose train step runs, per remat policy.
+
+    python scripts/device_check.py --out DIR [--cpu-dry-run] [--deadline-s 470] [--only train,max_batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+HIGHEST = {"JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+ENV_PROBE = """
+import importlib.metadata as m, platform, jax
+names = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "torch", "transformers", "gliner", "numpy"]
+versions = {}
+for name in names:
+    try:
+        versions[name] = m.version(name)
+    except m.PackageNotFoundError:
+        versions[name] = "missing"
+device = jax.devices()[0]
+memory = (device.memory_stats() or {}).get("bytes_limit")
+print("RESULT " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; python {platform.python_version()}; "
+      + f"{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})"
+      + (f", {memory / 2**30:.1f} GiB" if memory else ""))
+"""
+
+
+@dataclasses.dataclass
+class Step:
+    """One check: a command (run in the repository root), its share of the deadline, how to summarise its JSON
+    output."""
+
+    name: str
+    what: str
+    command: list[str]
+    budget_s: float
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    summarise: Callable[[dict], str] | None = None  # reads the step's --json file
+    json_path: Path | None = None
+
+
+def pytest_step(name: str, what: str, selection: list[str], budget_s: float, env: dict[str, str]) -> Step:
+    command = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *selection]
+    return Step(name, what, command, budget_s, env)
+
+
+def summarise_inference(data: dict) -> str:
+    rows = []
+    for mode, r in data["modes"].items():
+        ratio = r["jax_texts_per_s"] / r["torch_texts_per_s"]
+        rows.append(
+            f"{mode}: jax {r['jax_texts_per_s']:.1f} vs gliner {r['torch_texts_per_s']:.1f} texts/s ({ratio:.2f}x), "
+            f"same entities {r['same_entities']} ({r['entities']})"
+        )
+    return "<br>".join(rows)
+
+
+def summarise_train(data: dict) -> str:
+    rows = []
+    for mode, runs in data["runs"].items():
+        torch_run = runs["torch"]
+        rows.append(
+            f"{mode} gliner: {torch_run['tokens_per_s']:,.0f} tok/s, MFU {percent(torch_run.get('mfu'))}, "
+            f"{megabytes(torch_run.get('peak_device_mb'))}"
+        )
+        for key, run in runs.items():
+            if key.startswith("jax"):
+                rows.append(
+                    f"{mode} jax remat={key.partition(':')[2] or 'none'}: {run['tokens_per_s']:,.0f} tok/s "
+                    f"({run['tokens_per_s'] / torch_run['tokens_per_s']:.2f}x), MFU {percent(run.get('mfu'))}, "
+                    f"{megabytes(run.get('peak_device_mb'))}, loss {run['first_loss']:.3f} "
+                    f"(gliner {torch_run['first_loss']:.3f})"
+                )
+    return "<br>".join(rows)
+
+
+def summarise_max_batch(data: dict) -> str:
+    rows = []
+    for r in data["results"]:
+        peak = f", peak {r['peak_gib']:.1f} GiB" if r.get("peak_gib") is not None else ""
+        runs = "runs" if r["runs"] else "does not run"
+        rows.append(f"remat={r['remat']}: {r['rows']} x {r['tokens']} {runs}{peak}, {r['per_row_gib']:.3f} GiB/row")
+    return "<br>".join(rows) + f"<br>(limit {data['limit_gib']:.1f} GiB)"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def megabytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} MB"
+
+
+def steps(dry_run: bool, out: Path) -> list[Step]:
+    """The steps, at GPU sizes or toy sizes for the CPU dry run."""
+    device = ["--device", "cpu"] if dry_run else ["--device", "gpu"]
+    parity = [
+        "tests/test_deberta_parity.py",
+        "tests/test_gliner.py",
+        "tests/test_packing.py",
+        "-k",
+        "not bfloat16 and (parity or packed or matches_reference or gradients)",
+    ]
+    bf16 = ["tests/test_deberta_parity.py", "tests/test_gliner.py", "-k", "bfloat16"]
+    if dry_run:  # one test of each kind
+        parity = [
+            "tests/test_deberta_parity.py::test_parity_with_transformers[v3]",
+            "tests/test_gliner.py::test_network_matches_reference_on_reference_batch[span_projection_rnn1]",
+            "tests/test_packing.py::test_packed_loss_equals_unpacked_and_gliner_loss[markerV0]",
+        ]
+        bf16 = [
+            "tests/test_deberta_parity.py::test_bfloat16_compute_close_to_float32",
+            "tests/test_gliner.py::test_bfloat16_compute_close_to_reference[span_projection_rnn1]",
+        ]
+    inference = ["--size", "toy", "--texts", "8", "--batch-size", "4", "--modes", "markerV0"] if dry_run else []
+    toy_train = ["--size", "toy", "--batch-size", "2", "--vocab-size", "0", "--steps", "1"]
+    train = toy_train if dry_run else ["--size", "large", "--steps", "5"]
+    train += ["--dtype", "bfloat16", "--modes", "markerV0", "--batches", "1", "--remat", "none,dots,full"]
+    train += ["--json", str(out / "train.json")]
+    max_batch = ["--size", "large", "--dtype", "bfloat16", "--lengths", "512", "--scan"]
+    if dry_run:
+        max_batch = ["--size", "toy", "--dtype", "bfloat16", "--lengths", "128", "--scan", "--probe", "1,2"]
+        max_batch += ["--memory-gb", "0.25"]
+    script = [PYTHON, "-u"]
+    return [
+        Step("env", "versions and device", [PYTHON, "-c", ENV_PROBE], 60),
+        pytest_step("parity", "float32 parity tests (encoder, GLiNER, packing)", parity, 150, HIGHEST),
+        pytest_step("bf16", "bfloat16 against float32 (encoder 2%, GLiNER 3%)", bf16, 60, {}),
+        Step(
+            "inference",
+            "bench_inference.py, both libraries, float32",
+            [*script, "scripts/bench_inference.py", *device, *inference, "--json", str(out / "inference.json")],
+            120,
+            HIGHEST,
+            summarise_inference,
+            out / "inference.json",
+        ),
+        Step(
+            "train",
+            "bench_train.py, bfloat16, per remat policy",
+            [*script, "scripts/bench_train.py", *device, *train],
+            240,
+            {},
+            summarise_train,
+            out / "train.json",
+        ),
+        Step(
+            "max_batch",
+            "max_batch.py: largest batch that runs, per remat policy",
+            [*script, "scripts/max_batch.py", *max_batch, "--remat", "none,dots,full", "--json", str(out / "max.json")],
+            180,
+            {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95"},
+            summarise_max_batch,
+            out / "max.json",
+        ),
+    ]
+
+
+def run_step(step: Step, budget_s: float, log: TextIO) -> tuple[str, float, str]:
+    """Run one step within `budget_s`, its output appended to `log`; (status, seconds, result summary). The step runs
+    in a process group of its own, killed whole when it ends or times out: a benchmark's engine subprocess left
+    behind would hold the device's memory through the steps after it."""
+    log.write(f"\n===== {step.name}: {' '.join(step.command)}\n")
+    log.flush()
+    offset = os.path.getsize(log.name)
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        step.command,
+        cwd=ROOT,
+        env=os.environ | step.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        returncode = process.wait(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    seconds = time.perf_counter() - start
+    output = Path(log.name).read_bytes()[offset:].decode(errors="replace")
+    lines = [line for line in output.splitlines() if line.strip()]
+    if returncode is None:
+        return "timed out", seconds, f"stopped after {budget_s:.0f} s"
+    if returncode != 0:
+        return "failed", seconds, (lines[-1] if lines else f"exit code {returncode}")[:300]
+    if step.summarise is not None and step.json_path is not None and step.json_path.exists():
+        return "ok", seconds, step.summarise(json.loads(step.json_path.read_text()))
+    results = [line.removeprefix("RESULT ") for line in lines if line.startswith("RESULT ")]
+    return "ok", seconds, (results or lines[-1:] or [""])[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for device_check.md and device_check.log")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="the same steps at toy sizes on the CPU")
+    parser.add_argument("--deadline-s", type=float, default=470, help="all steps together (default: 470)")
+    parser.add_argument("--only", default=None, help="comma-separated step names to run")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = steps(args.cpu_dry_run, out)
+    if args.only:
+        chosen = [step for step in chosen if step.name in args.only.split(",")]
+    # Budgets are shares of the deadline: each step may use its share plus what the steps before it left unused,
+    # so that a slow step never takes the time of the ones after it.
+    scale = args.deadline_s / sum(step.budget_s for step in chosen)
+    deadline = time.monotonic() + args.deadline_s
+    rows = []
+    (out / "device_check.log").write_text("")
+    with (out / "device_check.log").open("a") as log:  # appended to by each step's process too
+        for index, step in enumerate(chosen):
+            later = scale * sum(s.budget_s for s in chosen[index + 1 :])
+            budget = deadline - time.monotonic() - later
+            if budget < 10:
+                rows.append((step, "skipped", 0.0, "no time left under the deadline"))
+                continue
+            status, seconds, result = run_step(step, budget, log)
+            rows.append((step, status, seconds, result))
+            print(f"{step.name}: {status} in {seconds:.0f} s", file=sys.stderr, flush=True)
+    kind = "CPU dry run (toy sizes)" if args.cpu_dry_run else "accelerator"
+    lines = [
+        f"gliner-jax device check, {kind}, {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        "| step | what | status | s | result |",
+        "|---|---|---|---:|---|",
+    ]
+    lines += [f"| {s.name} | {s.what} | {status} | {sec:.0f} | {result} |" for s, status, sec, result in rows]
+    table = "\n".join(lines) + "\n"
+    (out / "device_check.md").write_text(table)
+    print(table)
+    sys.exit(0 if all(status == "ok" for _, status, _, _ in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
