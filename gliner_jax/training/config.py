@@ -25,6 +25,9 @@ class ModelSection:
     a GLiNER model to fine-tune, a local directory (gliner's, any version, or ours) or a hub repo id; its own
     gliner_config.json then defines the network, and `gliner` must be empty. `tokenizer` is a tokenizer directory
     or repo id (defaults to the encoder's or init_from's).
+    `labels_encoder` makes a new GLiNER a bi-encoder (gliner's `labels_encoder`): a Hugging Face encoder of any
+    registered family, pretrained weights, as a local directory or repo id, or the fields of its config.json
+    (`model_type` included; a random encoder); `labels_tokenizer` is its tokenizer (defaults to the encoder's).
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
     (evaluation and export keep the scan).
     """
@@ -33,6 +36,8 @@ class ModelSection:
     encoder: Mapping[str, Any] | str | None = None
     init_from: str | None = None
     tokenizer: str | None = None
+    labels_encoder: Mapping[str, Any] | str | None = None
+    labels_tokenizer: str | None = None
     dtype: str = "float32"
     unroll_layers: bool = True
 
@@ -43,6 +48,10 @@ class ModelSection:
             raise ValueError("model.gliner must be empty with model.init_from: the checkpoint's config is used")
         if isinstance(self.encoder, Mapping) and self.tokenizer is None:
             raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
+        if self.init_from is not None and (self.labels_encoder is not None or self.labels_tokenizer is not None):
+            raise ValueError("model.labels_encoder must be empty with model.init_from: the checkpoint's config is used")
+        if isinstance(self.labels_encoder, Mapping) and self.labels_tokenizer is None:
+            raise ValueError("model.labels_tokenizer is required for a label encoder defined by its config fields")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.dtype must be float32 or bfloat16, got {self.dtype!r}")
 

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
-from gliner_jax.processing import Processor
+from gliner_jax.modeling import axes
+from gliner_jax.processing import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.loss import LossConfig, gliner_loss
@@ -102,8 +103,9 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
-        model, self.gliner_config, self.tokenizer = build_model(config.model, run.seed)
-        self.processor = Processor.from_config(self.gliner_config, self.tokenizer)
+        built = build_model(config.model, run.seed)
+        model, self.gliner_config, self.processor = built.model, built.config, built.processor
+        self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
 
         self.mesh = make_mesh(config.mesh)
         logger.info(
@@ -126,11 +128,16 @@ class Trainer:
         self.params = jax.device_put(params, self.param_shardings)
         opt_shardings = state_shardings(jax.eval_shape(self.tx.init, params), self.mesh, rules)
         self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
-        self.batch_sharding = batch_sharding(self.mesh, rules)
+        # Per input of the batch contract: split over the batch, a bi-encoder's label table over its labels.
+        label_table = batch_sharding(self.mesh, rules, axes.LABELS)
+        self.batch_shardings = {
+            name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(self.mesh, rules)
+            for name in [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
+        }
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(
             make_train_step(graphdef, self.rest, self.tx, config.loss),
-            in_shardings=(self.param_shardings, opt_shardings, self.batch_sharding, replicated),
+            in_shardings=(self.param_shardings, opt_shardings, self.batch_shardings, replicated),
             out_shardings=(self.param_shardings, opt_shardings, replicated),
             donate_argnums=(0, 1),
         )
@@ -145,6 +152,7 @@ class Trainer:
             seed=run.seed,
             max_types=self.gliner_config.max_types,
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
+            label_rows_multiple=data_devices,
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
@@ -193,12 +201,18 @@ class Trainer:
         )
 
     def _global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """One global array per input from every host's rows (hosts first agree on the bucket shapes)."""
+        """One global array per input from every host's rows (hosts first agree on the bucket shapes); a
+        bi-encoder's label table, which every host holds whole, is split over the devices from each host's copy."""
         if jax.process_count() > 1:
             batch = pad_to_common_shapes(batch, self.tokenizer.pad_token_id)
-        return {
-            name: jax.make_array_from_process_local_data(self.batch_sharding, value) for name, value in batch.items()
-        }
+        arrays = {}
+        for name, value in batch.items():
+            sharding = self.batch_shardings[name]
+            if name in SHARED_LABEL_ARRAYS:
+                arrays[name] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+            else:
+                arrays[name] = jax.make_array_from_process_local_data(sharding, value)
+        return arrays
 
     def fit(self) -> dict[str, float]:
         """Train to `trainer.num_steps` (resuming from the last checkpoint), evaluate and export; returns the
@@ -266,7 +280,7 @@ class Trainer:
         """The current parameters as an eval-mode `GLiNER` on this host (gathered from every process)."""
         params = multihost_utils.process_allgather(self.params, tiled=True)
         model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
-        return GLiNER(model, self.gliner_config, self.tokenizer)
+        return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
         """Span F1 on the dev examples with all their labels (every host computes it; the chief records it)."""
@@ -290,7 +304,8 @@ class Trainer:
 
 def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
     """Pad every host's arrays (at the end of each non-batch axis) to the largest shape any host has, so that the
-    hosts' bucket shapes, which depend on their own rows, form one global batch. Padding is neutral: masks and
+    hosts' bucket shapes, which depend on their own rows, form one global batch (a bi-encoder's label table is the
+    same on every host, so it is left as it is). Padding is neutral: masks and
     validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx / span_mask grow by whole words, in
     the processor's order (start-major, then width)."""
     names = sorted(batch)

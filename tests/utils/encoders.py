@@ -26,6 +26,10 @@ TINY_V3 = dict(
     hidden_act="gelu",
 )
 
+# A label encoder for bi-encoder tests: narrower than TINY_V3 (so gliner adds labels_projection) and with absolute
+# positions (so the label tokens' positions count).
+TINY_LABELS_ENCODER = {**TINY_V3, "hidden_size": 48, "num_hidden_layers": 2, "position_biased_input": True}
+
 
 def make_torch_encoder(seed: int = 0, **overrides) -> transformers.DebertaV2Model:
     """A random `DebertaV2Model` in eval mode; every tensor (LayerNorm and biases too) is perturbed."""
