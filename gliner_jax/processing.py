@@ -228,13 +228,23 @@ class Processor:
         *,
         bucket: bool = True,
         batch_size: int | None = None,
+        label_table: Sequence[str] | None = None,
+        label_rows_multiple: int = 1,
     ) -> Batch:
-        """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]).
+        """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]);
+        a bi-encoder's label table as in `collate_rows`.
 
         Word offsets are those of the words in `" ".join(words)`.
         """
         rows = [joined_word_offsets(list(words) or ["[PAD]"]) for words in word_lists]
-        return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
+        return self.collate_rows(
+            rows,
+            labels,
+            bucket=bucket,
+            batch_size=batch_size,
+            label_table=label_table,
+            label_rows_multiple=label_rows_multiple,
+        )
 
     def word_budget(self, labels: list[str]) -> int | None:
         """How many tokens of words fit beside the prompt of `labels` in the token limit: the tokenizer's

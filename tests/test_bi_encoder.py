@@ -191,7 +191,8 @@ def test_precomputed_label_embeddings_match_reference(models):
             ours.predict_with_embeds(text, torch.from_numpy(expected), LABELS, threshold=threshold), want
         )
     batched = ours.batch_predict_with_embeds(TEXTS, embeddings, LABELS, threshold=threshold, batch_size=3)
-    assert batched == ours.inference(TEXTS, LABELS, threshold=threshold, batch_size=3)
+    for got, expected in zip(batched, ours.inference(TEXTS, LABELS, threshold=threshold), strict=True):
+        assert_same_entities(got, expected)  # the label encoder ran on other shapes: float rounding apart
     assert sum(map(len, batched)) > 0
 
 
@@ -204,7 +205,7 @@ def test_repeated_labels_keep_their_own_embedding_rows(models):
     threshold = thresholds[0]
     for text in TEXTS:
         expected = ours.predict_entities(text, ["person", "award", "date"], threshold=threshold)
-        assert ours.predict_with_embeds(text, embeddings, labels, threshold=threshold) == expected
+        assert_same_entities(ours.predict_with_embeds(text, embeddings, labels, threshold=threshold), expected)
 
 
 def test_export_loads_in_gliner_strictly(models, tmp_path):

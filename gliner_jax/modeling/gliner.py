@@ -120,18 +120,49 @@ class GLiNERModel(nnx.Module):
             prompts, words = self.representations(input_ids, attention_mask, words_mask, num_labels, num_words)
             if self.rnn is not None:
                 words = self.rnn(words, words_valid)
-        else:
-            if labels_index is None:
-                raise ValueError("the bi-encoder needs labels_index")
-            if labels_embeddings is None:
-                if labels_input_ids is None or labels_attention_mask is None:
-                    raise ValueError("the bi-encoder needs labels_embeddings or labels_input_ids/labels_attention_mask")
-                labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
-            words = word_states(self.encode_text(input_ids, attention_mask), words_mask, num_words)
-            prompts = labels_embeddings.astype(words.dtype)[labels_index] * labels_valid[..., None].astype(words.dtype)
+            return self._logits(words, prompts, span_idx, span_mask)
+        if labels_index is None:
+            raise ValueError("the bi-encoder needs labels_index")
+        if labels_embeddings is None:
+            if labels_input_ids is None or labels_attention_mask is None:
+                raise ValueError("the bi-encoder needs labels_embeddings or labels_input_ids and labels_attention_mask")
+            labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
+        words = word_states(self.encode_text(input_ids, attention_mask), words_mask, num_words)
+        table = labels_embeddings.astype(words.dtype)
+        if self.span_rep is not None and self.prompt_rep.dropout.deterministic:
+            return self._span_logits_from_table(words, span_idx, span_mask, table, labels_index, labels_valid)
+        prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)  # gliner zeroes absent labels
+        return self._logits(words, prompts, span_idx, span_mask)
+
+    def _logits(
+        self, words: jax.Array, prompts: jax.Array, span_idx: jax.Array | None, span_mask: jax.Array | None
+    ) -> jax.Array:
+        """The head on words [B, W, H] and label prompts [B, C, H]."""
         if self.scorer is not None:
             return self.scorer(words, prompts)
-        if span_idx is None or span_mask is None:
-            raise ValueError("the span model needs span_idx and span_mask")
-        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
-        return self.span_rep(words, span_idx, self.prompt_rep(prompts))
+        return self.span_rep(words, _masked_spans(span_idx, span_mask), self.prompt_rep(prompts))
+
+    def _span_logits_from_table(
+        self,
+        words: jax.Array,
+        span_idx: jax.Array | None,
+        span_mask: jax.Array | None,
+        table: jax.Array,
+        labels_index: jax.Array,
+        labels_valid: jax.Array,
+    ) -> jax.Array:
+        """Bi-encoder span logits with the prompt projection and the label fold run once per label table [L, H],
+        not once per (row, label) slot: the same numbers, without B x C copies of that work (eval mode; dropout
+        would draw one mask per slot). A slot without a label reads an appended zero row, as gliner zeroes it."""
+        table = self.prompt_rep(jnp.concatenate([table, jnp.zeros((1, table.shape[1]), table.dtype)]))
+        weights, bias = self.span_rep.fold_labels(table)  # [4H, L + 1], [L + 1]
+        index = jnp.where(labels_valid, labels_index, table.shape[0] - 1)
+        folded = (jnp.moveaxis(weights[:, index], 0, 1), bias[index])  # [B, 4H, C], [B, C]
+        return self.span_rep(words, _masked_spans(span_idx, span_mask), folded=folded)
+
+
+def _masked_spans(span_idx: jax.Array | None, span_mask: jax.Array | None) -> jax.Array:
+    """span_idx with masked spans set to (0, 0), as gliner multiplies them by the mask."""
+    if span_idx is None or span_mask is None:
+        raise ValueError("the span model needs span_idx and span_mask")
+    return span_idx * span_mask[..., None].astype(span_idx.dtype)

@@ -76,9 +76,10 @@ def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrai
     """A new bi-encoder's label encoder: (the name gliner records, its config, its tokenizer, its pretrained
     weights or None for a random encoder defined by config fields)."""
     spec = section.labels_encoder
-    if isinstance(spec, Mapping):
+    if isinstance(spec, Mapping):  # a random encoder, its embeddings sized to its tokenizer
         name = section.labels_tokenizer
-        return name, encoder_config_from_hf(spec), _tokenizer(name), None
+        labels_tokenizer = _tokenizer(name)
+        return name, encoder_config_from_hf({**spec, "vocab_size": len(labels_tokenizer)}), labels_tokenizer, None
     directory = resolve(spec, ENCODER_PATTERNS)
     encoder, config = load_hf_encoder(directory, seed=seed)
     labels_tokenizer = (
