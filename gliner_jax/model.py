@@ -217,9 +217,11 @@ class GLiNER:
                 f"labels_embeddings has shape {table.shape}; {len(labels)} labels need "
                 f"({len(labels)}, {self.config.hidden_size}): one row of hidden_size per label, in order"
             )
-        return self._entities(
-            texts, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
+        words = [split_words(text) for text in texts]
+        found = self._word_spans(
+            words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
         )
+        return _entity_dicts(texts, words, found)
 
     def compiled_shapes(self) -> int:
         """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
@@ -259,38 +261,9 @@ class GLiNER:
         words, as the gliner library does. A label set whose prompt (2 words per label, plus one) does
         not fit in `max_len` words is run in several passes. Empty or whitespace-only texts give [].
         """
-        return self._entities(texts, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
-
-    def _entities(
-        self,
-        texts: Sequence[str],
-        labels: Labels,
-        threshold: float,
-        flat_ner: bool,
-        multi_label: bool,
-        batch_size: int,
-        truncate: bool,
-        progress: bool,
-        label_table: tuple[list[str], np.ndarray] | None = None,
-    ) -> list[list[dict]]:
-        """`inference`'s entity dicts, from the word-level entities of `_word_spans`."""
         words = [split_words(text) for text in texts]
-        found = self._word_spans(
-            words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, label_table
-        )
-        return [
-            [
-                {
-                    "start": words[i][s][1],
-                    "end": words[i][e][2],
-                    "text": text[words[i][s][1] : words[i][e][2]],
-                    "label": label,
-                    "score": score,
-                }
-                for s, e, label, score in spans
-            ]
-            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
-        ]
+        found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
+        return _entity_dicts(texts, words, found)
 
     def predict_words(
         self,
@@ -408,6 +381,25 @@ def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None
                 f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
                 f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
             )
+
+
+def _entity_dicts(
+    texts: Sequence[str], words: list[list[Word]], found: list[list[tuple[int, int, str, float]]]
+) -> list[list[dict]]:
+    """Word-level entities as gliner's dicts {start, end, text, label, score} with character offsets."""
+    return [
+        [
+            {
+                "start": words[i][s][1],
+                "end": words[i][e][2],
+                "text": text[words[i][s][1] : words[i][e][2]],
+                "label": label,
+                "score": score,
+            }
+            for s, e, label, score in spans
+        ]
+        for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+    ]
 
 
 def _padded_rows(array: np.ndarray, rows: int) -> np.ndarray:

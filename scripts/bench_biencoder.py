@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from gliner_jax.config import DebertaConfig
-from gliner_jax.testing.builders import CORPUS, build_backbone, build_labels_backbone, build_reference
+from gliner_jax.testing.builders import CORPUS, benchmark_texts, build_backbone, build_labels_backbone, build_reference
 
 # deberta-v3-small's sizes for the text encoder, all-MiniLM-L6-v2's for the default (random) label encoder.
 V3_SMALL = DebertaConfig(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
@@ -41,18 +41,6 @@ MINILM_SHAPED = DebertaConfig(
     max_position_embeddings=512,
 )
 PATHS = ("uni", "bi", "bi+embeds")
-
-
-def make_texts(count: int, seed: int = 0) -> list[str]:
-    """English texts of 60-120 words, drawn from the reference corpus sentences."""
-    rng = np.random.default_rng(seed)
-    texts = []
-    for _ in range(count):
-        target, words = int(rng.integers(60, 121)), []
-        while len(words) < target:
-            words += CORPUS[int(rng.integers(len(CORPUS)))].split()
-        texts.append(" ".join(words[:target]))
-    return texts
 
 
 def make_labels(count: int, seed: int = 0) -> list[str]:
@@ -138,7 +126,7 @@ def build_models(root: Path, span_mode: str, labels_encoder: str | None) -> tupl
     options = dict(span_mode=span_mode, hidden_size=768, max_width=12, logit_scale=1.0, noise=0.0)
     build_reference(backbone, root / "uni", **options)
     bi = build_reference(backbone, root / "bi", labels_encoder=labels_encoder, **options)
-    threshold = quantile_thresholds(bi, make_texts(8), make_labels(10), (0.99,))[0]
+    threshold = quantile_thresholds(bi, benchmark_texts(8), make_labels(10), (0.99,))[0]
     return {"uni": root / "uni", "bi": root / "bi", "bi+embeds": root / "bi"}, threshold
 
 
@@ -154,7 +142,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     counts = [int(n) for n in args.label_counts.split(",")]
-    texts, label_sets = make_texts(args.texts), [make_labels(n) for n in counts]
+    texts, label_sets = benchmark_texts(args.texts), [make_labels(n) for n in counts]
     load_before = os.getloadavg()
     context = multiprocessing.get_context("spawn")
     results: dict[tuple[str, str], list[dict]] = {}

@@ -244,7 +244,6 @@ def test_bad_weights_name_the_tensor(span_reference_dir, tmp_path, edit, message
         ({"span_mode": "markerV1"}, "span_mode"),
         ({"fuse_layers": True}, "fuse_layers"),
         ({"subtoken_pooling": "mean"}, "subtoken_pooling"),
-        ({"labels_encoder": "microsoft/deberta-v3-small"}, "labels_encoder"),
         ({"post_fusion_schema": "l2l-l2t"}, "post_fusion_schema"),
         ({"represent_spans": True}, "represent_spans"),
     ],

@@ -23,6 +23,20 @@ CORPUS = [
 LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
 
 
+def benchmark_texts(count: int, seed: int = 0) -> list[str]:
+    """English texts of 60-120 words, drawn from CORPUS sentences (for benchmarks)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(count):
+        target, words = int(rng.integers(60, 121)), []
+        while len(words) < target:
+            words += CORPUS[int(rng.integers(len(CORPUS)))].split()
+        texts.append(" ".join(words[:target]))
+    return texts
+
+
 def train_tokenizer(
     directory: Path, vocab_size: int = 200, model_type: str = "unigram", corpus: Sequence[str] = CORPUS
 ) -> Any:
