@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,18 @@ logger = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
 NATIVE_PARAMS_FILE = "flax_params.safetensors"
-# Tokenizer files that transformers writes and reads; copied as they are by convert/hf_encoder.py.
+# Tokenizer files that transformers writes and reads (sentencepiece, WordPiece and BPE vocabularies included);
+# copied as they are by convert/hf_encoder.py.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "spm.model",
     "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
 )
 # Where the gliner library keeps the backbone, and a bi-encoder's label encoder, inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
@@ -74,14 +79,17 @@ class CheckpointMismatchError(ValueError):
 
 def encoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
     """The full key table for one encoder config (any registered family), with optional prefixes on both sides."""
+    family = family_of_config(config)
+    absent = set(family.hf_absent(config))
     table = []
-    for module, kind in family_of_config(config).hf_modules(config).items():
+    for module, kind in family.hf_modules(config).items():
         layers = range(config.num_hidden_layers) if "{i}" in module else [None]
         ours = tuple(module.replace(".{i}", "").split("."))
         for torch_param, (param, transpose) in _KIND_PARAMS[kind].items():
             for i in layers:
-                torch_key = torch_prefix + module.format(i=i) + "." + torch_param
-                table.append(TensorMapping(torch_key, path_prefix + ours + (param,), transpose, i))
+                key = module.format(i=i) + "." + torch_param
+                if key not in absent:
+                    table.append(TensorMapping(torch_prefix + key, path_prefix + ours + (param,), transpose, i))
     return table
 
 
@@ -132,14 +140,23 @@ def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
     return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
 
 
-def state_from_torch(model: nnx.Module, tensors: Mapping[str, np.ndarray], table: list[TensorMapping]) -> None:
-    """Write PyTorch-layout `tensors` into `model`'s parameters as `table` maps them.
+def state_from_torch(
+    model: nnx.Module,
+    tensors: Mapping[str, np.ndarray],
+    table: list[TensorMapping],
+    optional: Collection[str] = (),
+) -> None:
+    """Write PyTorch-layout `tensors` into `model`'s parameters as `table` maps them. Rows of a stacked parameter
+    that the table does not cover, and `optional` tensors the checkpoint lacks, keep their values.
 
     Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped tensor.
     """
     params = _flat_params(model)
     expected = {m.torch_key for m in table}
-    missing = sorted(expected - tensors.keys())
+    kept = sorted(expected.intersection(optional) - tensors.keys())
+    if kept:
+        logger.warning("the checkpoint has no %s; initialised at random, as transformers does", kept)
+    missing = sorted(expected - tensors.keys() - set(kept))
     unexpected = sorted(tensors.keys() - expected)
     stacked: dict[tuple[str, ...], list] = {}
     wrong_shape = []
@@ -158,7 +175,7 @@ def state_from_torch(model: nnx.Module, tensors: Mapping[str, np.ndarray], table
         if m.layer is None:
             target.set_value(jax.numpy.asarray(value, target.dtype))
         else:
-            stacked.setdefault(m.path, [None] * target.shape[0])[m.layer] = value
+            stacked.setdefault(m.path, list(np.asarray(target.get_value())))[m.layer] = value
     problems = []
     if missing:
         problems.append(f"missing tensors: {missing}")
@@ -225,8 +242,15 @@ def _without_transformers_skips(tensors: dict[str, np.ndarray], config: Any, pre
     return {k: v for k, v in tensors.items() if k not in skipped}
 
 
+def _legacy_renamed(key: str) -> str:
+    """transformers' renaming of TensorFlow-era names: `LayerNorm.gamma` / `LayerNorm.beta` -> `weight` / `bias`."""
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
 def _encoder_tensors(tensors: dict[str, np.ndarray], config: Any) -> dict[str, np.ndarray]:
-    """The encoder's own tensors: base-model prefix stripped, task heads and buffers set aside."""
+    """The encoder's own tensors: legacy names renamed, base-model prefix stripped, task heads and buffers set
+    aside."""
+    tensors = {_legacy_renamed(k): v for k, v in tensors.items()}
     base = family_of_config(config).hf_base_prefix
     if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(base) for k in tensors):
         heads = sorted(k for k in tensors if not k.startswith(base))
@@ -242,12 +266,14 @@ def load_hf_encoder(
     """Load a Hugging Face encoder directory (config.json + weights) of any registered family, in eval mode.
 
     `dtype` is the compute dtype; parameters are float32. A checkpoint of a task model
-    (`DebertaV2ForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does.
+    (`DebertaV2ForMaskedLM`, `BertForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does;
+    tensors the family marks optional (BERT's pooler, absent from task models) keep their random init if missing.
     """
     path = Path(path)
     config = encoder_config_from_hf(json.loads((path / CONFIG_FILE).read_text()))
     model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
-    state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config))
+    optional = family_of_config(config).hf_optional(config)
+    state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)
     model.eval()
     return model, config
 
@@ -359,13 +385,14 @@ def convert_directory(
     model, config = load_gliner(layout.directory, config=layout.config)
     save_gliner(model, config, dst, native=to == "jax")
     written = save_tokenizers(dst, layout.tokenizer, layout.labels_tokenizer)
-    params = _flat_params(model).values()
+    # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
+    tensors = state_to_torch(model, gliner_table(config))
     return ConversionSummary(
         source=str(src),
         destination=str(dst),
         direction=f"{source_format} -> {to}",
         span_mode=config.span_mode,
-        tensors=len(gliner_table(config)) if to == "torch" else len(params),
-        parameters=sum(int(np.prod(var.shape)) for var in params),
+        tensors=len(tensors) if to == "torch" else len(_flat_params(model)),
+        parameters=sum(value.size for value in tensors.values()),
         tokenizer_files=tuple(sorted(str(Path(name).relative_to(dst)) for name in written)),
     )

@@ -1,5 +1,5 @@
 """The network a run trains: a new GLiNER (uni-encoder, or bi-encoder with a label encoder) on a random or pretrained
-encoder, or an existing GLiNER."""
+encoder of any registered family, or an existing GLiNER."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from flax import nnx
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, load_hf_encoder
-from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.config import GLiNERConfig
 from gliner_jax.hub import ENCODER_PATTERNS, TOKENIZER_PATTERNS, add_special_tokens, resolve, resolve_gliner
 from gliner_jax.model import GLiNER
-from gliner_jax.modeling.encoders import encoder_config_from_hf
+from gliner_jax.modeling.encoders import encoder_config_from_hf, family_of
+from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.training.config import ModelSection
 
@@ -49,7 +50,9 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         if not bi_encoder:
             encoder_config = dataclasses.replace(encoder_config, vocab_size=len(tokenizer))
     else:
-        encoder_config = DebertaConfig(**{**section.encoder, "vocab_size": len(tokenizer)})
+        encoder_fields = dict(section.encoder)  # a random encoder: its family's config fields, DeBERTa by default
+        family = family_of(encoder_fields.pop("model_type", DEBERTA))
+        encoder_config = family.config_class(**{**encoder_fields, "vocab_size": len(tokenizer)})
     fields: dict[str, Any] = {
         "vocab_size": len(tokenizer),
         "class_token_index": tokenizer.convert_tokens_to_ids(base.ent_token),

@@ -3,11 +3,12 @@ schedules.
 
 Mirrors the reference trainer (gliner's `Trainer.create_optimizer` on transformers' AdamW): the backbone and
 its output projection ("token_rep_layer" there) train at `encoder_lr`, everything else at `others_lr`; names
-containing "bias" and LayerNorm parameters get no weight decay (embeddings do). A bi-encoder's label encoder and its
-projection (also in gliner's "token_rep_layer", so at gliner's encoder rate) form their own group, at
+containing "bias" and every LayerNorm's scale get no weight decay (embeddings do). A bi-encoder's label encoder and
+its projection (also in gliner's "token_rep_layer", so at gliner's encoder rate) form their own group, at
 `labels_encoder_lr` / `labels_encoder_weight_decay`, which default to the encoder's (gliner has no such setting).
-Gradients of all trainable parameters are clipped together to `max_grad_norm` before AdamW, and the learning rate
-follows transformers' `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over
+The BERT family's pooler, which no GLiNER computation reads, is never updated (torch skips it: its gradient is
+None). Gradients of all trainable parameters are clipped together to `max_grad_norm` before AdamW, and the learning
+rate follows transformers' `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over
 optimizer steps.
 """
 
@@ -27,6 +28,9 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 SCHEDULERS = ("cosine", "linear", "constant")
 TRAINED_GROUPS = ("encoder", "labels_encoder", "others")
 FROZEN = "frozen"
+# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler. gliner's
+# torch AdamW never updates them (their gradient is None); here they would still decay, so they are frozen.
+NEVER_TRAINED = (r"(^|/)pooler/",)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,7 +55,7 @@ class OptimizerConfig:
     encoder_pattern: str = r"^(encoder|projection)/"
     labels_encoder_pattern: str = r"^(labels_encoder|labels_projection)/"
     frozen_patterns: tuple[str, ...] = ()
-    no_decay_patterns: tuple[str, ...] = (r"bias", r"(^|/)LayerNorm/")
+    no_decay_patterns: tuple[str, ...] = (r"bias", r"(^|/)scale$")  # biases and every LayerNorm's scale
     scheduler: str = "cosine"
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None
@@ -123,7 +127,7 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
 
 
 def _group_of(path: str, config: OptimizerConfig) -> str:
-    if any(re.search(p, path) for p in config.frozen_patterns):
+    if any(re.search(p, path) for p in (*config.frozen_patterns, *NEVER_TRAINED)):
         return FROZEN
     if re.search(config.labels_encoder_pattern, path):
         return "labels_encoder"
