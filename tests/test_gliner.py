@@ -17,6 +17,7 @@ from safetensors.numpy import load_file
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, load_gliner, state_to_torch
 from gliner_jax.testing.builders import build_reference
+from tests.utils.reference import assert_gradients_match, reference_batch, reference_gradients
 
 CASES = {
     "span_projection_rnn1": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),
@@ -59,12 +60,6 @@ def reference(request, gliner_backbone, family_backbone, tmp_path_factory):
     case = dict(CASES[request.param])
     backbone = family_backbone(case.pop("backbone")) if "backbone" in case else gliner_backbone
     return request.param, build_reference(backbone, directory, **case), directory
-
-
-def reference_batch(model: gliner.GLiNER, texts: list[str], labels) -> dict:
-    """The reference's own collated batch for `texts` and `labels`."""
-    prepared = model.prepare_batch(texts, labels)
-    return model.collate_batch(prepared["input_x"], prepared["entity_types"])
 
 
 def reference_logits(model: gliner.GLiNER, texts: list[str], labels) -> tuple[dict, np.ndarray]:
@@ -114,13 +109,7 @@ def test_parameter_gradients_match_reference(reference, mode):
     each)."""
     _, ref, directory = reference
     batch = reference_batch(ref, TEXTS, PER_TEXT_LABELS)
-    ref.model.eval()
-    ref.model.zero_grad()
-    with torch.enable_grad():
-        ref_logits = ref.model(**batch).logits
-    weights = np.random.default_rng(0).normal(size=ref_logits.shape).astype(np.float32)
-    (ref_logits * torch.from_numpy(weights)).sum().backward()
-    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    weights, ref_grads = reference_gradients(ref, batch)
 
     model, config = load_gliner(directory)
     if mode == "train_zero_dropout":
@@ -137,15 +126,8 @@ def test_parameter_gradients_match_reference(reference, mode):
         return (logits * weights).sum()
 
     nnx.update(model, jax.grad(loss)(params))
-    grads = state_to_torch(model, gliner_table(config))
     assert len(ref_grads) > 20
-    for name, ref_grad in ref_grads.items():
-        scale = max(np.abs(ref_grad).max(), 1e-3)
-        if name.endswith(".attention.self.key.bias"):
-            # A BERT key bias shifts all scores of a query alike, which softmax cancels: its gradient is zero but for
-            # rounding on both sides, at the scale of the key kernel's gradient.
-            scale = np.abs(ref_grads[name.removesuffix("bias") + "weight"]).max()
-        np.testing.assert_allclose(grads[name], ref_grad, rtol=0, atol=2e-5 * scale, err_msg=name)
+    assert_gradients_match(state_to_torch(model, gliner_table(config)), ref_grads)
 
 
 @pytest.mark.parametrize("labels", [PER_TEXT_LABELS, SHARED_LABELS], ids=["per_text_labels", "shared_labels"])

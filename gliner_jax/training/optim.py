@@ -6,10 +6,10 @@ its output projection ("token_rep_layer" there) train at `encoder_lr`, everythin
 containing "bias" and every LayerNorm's scale get no weight decay (embeddings do). A bi-encoder's label encoder and
 its projection (also in gliner's "token_rep_layer", so at gliner's encoder rate) form their own group, at
 `labels_encoder_lr` / `labels_encoder_weight_decay`, which default to the encoder's (gliner has no such setting).
-The BERT family's pooler, which no GLiNER computation reads, is never updated (torch skips it: its gradient is
-None). Gradients of all trainable parameters are clipped together to `max_grad_norm` before AdamW, and the learning
-rate follows transformers' `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over
-optimizer steps.
+Parameters no GLiNER computation reads are never updated, as torch's AdamW skips a parameter whose gradient is None:
+the BERT family's pooler, and a bi-encoder's BiLSTM (gliner builds it and never runs it). Gradients of all trainable
+parameters are clipped together to `max_grad_norm` before AdamW, and the learning rate follows transformers'
+`get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over optimizer steps.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 SCHEDULERS = ("cosine", "linear", "constant")
 TRAINED_GROUPS = ("encoder", "labels_encoder", "others")
 FROZEN = "frozen"
-# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler. gliner's
-# torch AdamW never updates them (their gradient is None); here they would still decay, so they are frozen.
+# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler, and in a
+# bi-encoder (a tree with a label encoder) the BiLSTM. gliner's torch AdamW never updates them (their gradient is
+# None); here they would still decay, so they are frozen.
 NEVER_TRAINED = (r"(^|/)pooler/",)
+BI_ENCODER_NEVER_TRAINED = (r"^rnn/",)
+BI_ENCODER_MARK = "labels_encoder/"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,16 +129,23 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: fn(parameter_path(path)), tree)
 
 
-def _group_of(path: str, config: OptimizerConfig) -> str:
-    if any(re.search(p, path) for p in (*config.frozen_patterns, *NEVER_TRAINED)):
+def _group_of(path: str, config: OptimizerConfig, never_trained: tuple[str, ...]) -> str:
+    if any(re.search(p, path) for p in (*config.frozen_patterns, *never_trained)):
         return FROZEN
     if re.search(config.labels_encoder_pattern, path):
         return "labels_encoder"
     return "encoder" if re.search(config.encoder_pattern, path) else "others"
 
 
-def _groups(tree: Any, config: OptimizerConfig) -> Any:
-    return _map_paths(lambda path: _group_of(path, config), tree)
+def _groups(tree: Any, config: OptimizerConfig, bi_encoder: bool) -> Any:
+    never_trained = NEVER_TRAINED + (BI_ENCODER_NEVER_TRAINED if bi_encoder else ())
+    return _map_paths(lambda path: _group_of(path, config, never_trained), tree)
+
+
+def _is_bi_encoder(params: Any) -> bool:
+    return any(
+        parameter_path(path).startswith(BI_ENCODER_MARK) for path, _ in jax.tree_util.tree_leaves_with_path(params)
+    )
 
 
 def _check_patterns_match(params: Any, config: OptimizerConfig) -> None:
@@ -156,7 +166,7 @@ def parameter_groups(params: Any, config: OptimizerConfig) -> Any:
 
     Raises ValueError if a configured pattern matches no parameter."""
     _check_patterns_match(params, config)
-    return _groups(params, config)
+    return _groups(params, config, _is_bi_encoder(params))
 
 
 def decay_mask(params: Any, config: OptimizerConfig) -> Any:
@@ -193,6 +203,7 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> optax.GradientTransf
     Frozen parameters get zero updates and hold no optimizer state (no moments, no accumulated gradients).
     With `grad_accum_steps` = n, n calls accumulate the mean gradient and every n-th call applies it."""
     groups = parameter_groups(params, config)
+    bi_encoder = _is_bi_encoder(params)
     settings = {
         "encoder": (config.encoder_lr, config.encoder_weight_decay),
         "labels_encoder": (
@@ -206,7 +217,7 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> optax.GradientTransf
     present = set(jax.tree.leaves(groups))
     trained = optax.multi_transform(
         {group: _adamw(config, *settings[group]) for group in TRAINED_GROUPS if group in present},
-        lambda tree: _groups(tree, config),  # the trainable part of the tree: frozen leaves are masked out
+        lambda tree: _groups(tree, config, bi_encoder),  # the trainable part: frozen leaves are masked out
     )
     if config.max_grad_norm:
         trained = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), trained)
