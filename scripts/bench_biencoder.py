@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -121,6 +122,17 @@ def build_models(root: Path, span_mode: str, labels_encoder: str) -> tuple[dict[
     return {"uni": root / "uni", "bi": root / "bi", "bi+embeds": root / "bi"}, threshold
 
 
+def _result(queue: multiprocessing.Queue, process: multiprocessing.Process, name: str) -> list[dict]:
+    """The worker's results; SystemExit if it ends without any (killed, e.g. out of memory: the 1,000-label prompt
+    of the uni-encoder is thousands of tokens long)."""
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except Empty:
+            if not process.is_alive():
+                raise SystemExit(f"{name}: the worker ended (exit code {process.exitcode}) without a result") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=16)
@@ -150,7 +162,7 @@ def main() -> None:
                     args=(path, engine, str(directories[path]), texts, label_sets, threshold, args.batch_size, queue),
                 )
                 process.start()
-                results[path, engine] = queue.get()
+                results[path, engine] = _result(queue, process, f"{path} / {engine}")
                 process.join()
     load_after = os.getloadavg()
 
