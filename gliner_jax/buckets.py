@@ -4,7 +4,9 @@ few distinct shapes (each new shape is a new program to compile) while padding s
 - tokens T and words W: multiples of 32 up to 512, then multiples of 128 (32, 64, ..., 512, 640, 768, ...);
   padding costs encoder time in proportion, so it stays under 32 tokens up to 512;
 - labels C: powers of two and 1.5 times them, from 4 (4, 6, 8, 12, 16, 24, ...): at most a third padding, which
-  the token head pays for per (word, label) pair;
+  the token head pays for per (word, label) pair; a bi-encoder's label table (rows L) uses the same buckets;
+- a bi-encoder's label tokens T_l: multiples of 8 up to 64, then the token buckets; labels are short, so the label
+  encoder pays little padding;
 - training targets E (entities per row): powers of two from 8; they only feed the loss's scatter, so fewer
   programs matter more than padding there;
 - rows B: the caller's batch size; packed training rows (`gliner_jax.packing`): `count_bucket` rows per data
@@ -24,6 +26,11 @@ def length_bucket(n: int) -> int:
     """Smallest token / word bucket >= n: multiples of 32 up to 512, then multiples of 128."""
     step = 32 if n <= 512 else 128
     return max(32, -(-n // step) * step)
+
+
+def label_token_bucket(n: int) -> int:
+    """Smallest label-token bucket >= n: multiples of 8 up to 64, then those of `length_bucket`."""
+    return max(8, -(-n // 8) * 8) if n <= 64 else length_bucket(n)
 
 
 def label_bucket(n: int) -> int:

@@ -20,7 +20,14 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.hub import CONFIG_FILE, GLINER_CONFIG_FILE, HubOptions, read_layout, resolve_gliner
+from gliner_jax.hub import (
+    CONFIG_FILE,
+    GLINER_CONFIG_FILE,
+    LABELS_TOKENIZER_DIR,
+    HubOptions,
+    read_layout,
+    resolve_gliner,
+)
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.gliner import GLiNERModel
 
@@ -42,8 +49,9 @@ TOKENIZER_FILES = (
     "merges.txt",
     "sentencepiece.bpe.model",
 )
-# Where the gliner library keeps the backbone inside its state dict.
+# Where the gliner library keeps the backbone, and a bi-encoder's label encoder, inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
+GLINER_LABELS_ENCODER_PREFIX = "token_rep_layer.labels_encoder.model."
 
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
@@ -135,10 +143,16 @@ def _span_mode_entries(span_mode: str, max_width: int) -> list[TensorMapping]:
 
 
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
-    """The key table between a `gliner` uni-encoder state dict and `GLiNERModel` parameters."""
+    """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
+
+    A bi-encoder's BiLSTM (`rnn.*`) is in the table: gliner builds and saves it although it never runs it."""
     table = encoder_table(config.encoder_config, GLINER_ENCODER_PREFIX, ("encoder",))
     if config.projects_encoder_output:
         table += _linear_entries("token_rep_layer.projection", ("projection",))
+    if config.is_bi_encoder:
+        table += encoder_table(config.labels_encoder_config, GLINER_LABELS_ENCODER_PREFIX, ("labels_encoder",))
+    if config.projects_labels_encoder_output:
+        table += _linear_entries("token_rep_layer.labels_projection", ("labels_projection",))
     for layer in range(config.num_rnn_layers):
         for suffix, direction in (("", "forward"), ("_reverse", "reverse")):
             path = ("rnn", "layers", str(layer), direction)
@@ -258,8 +272,8 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> No
 
 
 def _without_transformers_skips(tensors: dict[str, np.ndarray], config: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    skipped = family_of_config(config).hf_ignored(config)
-    return {k: v for k, v in tensors.items() if k.removeprefix(prefix) not in skipped}
+    skipped = {prefix + key for key in family_of_config(config).hf_ignored(config)}
+    return {k: v for k, v in tensors.items() if k not in skipped}
 
 
 def _legacy_renamed(key: str) -> str:
@@ -340,6 +354,8 @@ def load_gliner(
         state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
     else:
         tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
+        if config.is_bi_encoder:
+            tensors = _without_transformers_skips(tensors, config.labels_encoder_config, GLINER_LABELS_ENCODER_PREFIX)
         state_from_torch(model, tensors, gliner_table(config))
     model.eval()
     return model, config
@@ -355,6 +371,15 @@ def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path, *, n
         write_safetensors(state_to_torch(model, native_table(model)), path / NATIVE_PARAMS_FILE)
     else:
         write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)
+
+
+def save_tokenizers(path: str | Path, tokenizer: Any, labels_tokenizer: Any = None) -> list[str]:
+    """Write a GLiNER directory's tokenizers as gliner does: the text tokenizer's files at the top, a bi-encoder's
+    label tokenizer in `labels_tokenizer/`. Returns the files written."""
+    written = list(tokenizer.save_pretrained(path))
+    if labels_tokenizer is not None:
+        written += labels_tokenizer.save_pretrained(Path(path) / LABELS_TOKENIZER_DIR)
+    return written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,7 +418,7 @@ def convert_directory(
     to = to or ("torch" if source_format == "jax" else "jax")
     model, config = load_gliner(layout.directory, config=layout.config)
     save_gliner(model, config, dst, native=to == "jax")
-    written = layout.tokenizer.save_pretrained(dst)
+    written = save_tokenizers(dst, layout.tokenizer, layout.labels_tokenizer)
     # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
     tensors = state_to_torch(model, gliner_table(config))
     return ConversionSummary(
@@ -403,5 +428,5 @@ def convert_directory(
         span_mode=config.span_mode,
         tensors=len(tensors) if to == "torch" else len(_flat_params(model)),
         parameters=sum(value.size for value in tensors.values()),
-        tokenizer_files=tuple(sorted(Path(name).name for name in written)),
+        tokenizer_files=tuple(sorted(str(Path(name).relative_to(dst)) for name in written)),
     )

@@ -1,5 +1,5 @@
-"""`gliner_config.json` as a dataclass; the backbone's own config (`encoder_config`) is its encoder family's
-dataclass (`gliner_jax.modeling.encoders`)."""
+"""`gliner_config.json` as a dataclass; the backbone's own config (`encoder_config`), and a bi-encoder's label encoder
+config (`labels_encoder_config`), are their encoder family's dataclass (`gliner_jax.modeling.encoders`)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ __all__ = ["SPAN_MODES", "SUBTOKEN_POOLING", "DebertaConfig", "GLiNERConfig", "r
 SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
 
 
-# Fields of gliner_config.json that select a gliner architecture other than the uni-encoder (gliner's
+# Fields of gliner_config.json that select a gliner architecture other than the uni- and bi-encoder (gliner's
 # `_get_gliner_class`), or a part of one, that is not implemented here.
 OTHER_ARCHITECTURES = {
     "relations_layer": "relation extraction models",
     "labels_decoder": "generative label decoder models",
-    "labels_encoder": "bi-encoder models",
     "span_encoder_config": "span context encoders",
 }
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
@@ -45,9 +44,10 @@ def refuse_other_architectures(data: Mapping[str, Any]) -> None:
 class GLiNERConfig:
     """`gliner_config.json`: every field the `gliner` library writes, with its defaults.
 
-    The backbone's configuration is embedded as `encoder_config`. Keys we do not model (old
-    training settings, fields of other gliner architectures, `transformers_version`, ...) are kept
-    in `extra` and written back unchanged.
+    The backbone's configuration is embedded as `encoder_config`. A bi-encoder (gliner's `BiEncoderSpanGLiNER` /
+    `BiEncoderTokenGLiNER`) names its label encoder in `labels_encoder` and embeds that encoder's configuration as
+    `labels_encoder_config`; the uni-encoder has neither. Keys we do not model (old training settings, fields of
+    other gliner architectures, `transformers_version`, ...) are kept in `extra` and written back unchanged.
     """
 
     model_name: str = "microsoft/deberta-v3-small"
@@ -78,6 +78,8 @@ class GLiNERConfig:
     precomputed_prompts_mode: Any = None
     id_to_classes: Any = None
     encoder_config: Any = dataclasses.field(default_factory=DebertaConfig)  # an encoder family's config
+    labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
+    labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -95,29 +97,39 @@ class GLiNERConfig:
         for key, (refused, why) in refusals.items():
             if refused:
                 raise NotImplementedError(f"unsupported GLiNER config {key}={getattr(self, key)!r}: {why}")
+        if self.is_bi_encoder and self.labels_encoder_config is None:
+            raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
         if self.num_rnn_layers and self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the BiLSTM, got {self.hidden_size}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GLiNERConfig:
-        """Build from a complete `gliner_config.json` dict, `encoder_config` embedded (`gliner_jax.hub.read_layout`
-        completes the legacy layouts that lack it)."""
+        """Build from a complete `gliner_config.json` dict, `encoder_config` (and a bi-encoder's
+        `labels_encoder_config`) embedded: `gliner_jax.hub.read_layout` completes the legacy layouts that lack them."""
         refuse_other_architectures(data)
-        if not data.get("encoder_config"):
-            raise ValueError(
-                "gliner_config.json has no encoder_config: read the directory with gliner_jax.hub.read_layout (or "
-                "GLiNER.from_pretrained), which takes the backbone's config from model_name as gliner does"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "encoder_config"}
+        embedded = {"encoder_config": ("model_name", "backbone")}
+        if data.get("labels_encoder") is not None:  # gliner's test for a bi-encoder
+            embedded["labels_encoder_config"] = ("labels_encoder", "label encoder")
+        for key, (name, what) in embedded.items():
+            if not data.get(key):
+                raise ValueError(
+                    f"gliner_config.json has no {key}: read the directory with gliner_jax.hub.read_layout (or "
+                    f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
+                )
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
         values = {k: v for k, v in data.items() if k in fields}
-        extra = {k: v for k, v in data.items() if k not in fields and k != "encoder_config"}
-        return cls(**values, encoder_config=encoder_config_from_hf(data["encoder_config"]), extra=extra)
+        extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
+        configs = {key: encoder_config_from_hf(data[key]) for key in embedded}
+        return cls(**values, **configs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder config."""
+        """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder configs."""
         out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        skipped = {"extra", "labels_encoder_config"}
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
+        if self.labels_encoder_config is not None:
+            out["labels_encoder_config"] = self.labels_encoder_config.to_hf_dict()
         return out
 
     @property
@@ -127,6 +139,16 @@ class GLiNERConfig:
         return self.span_mode in BATCH_DEPENDENT_MODES
 
     @property
+    def is_bi_encoder(self) -> bool:
+        """Whether labels are read by their own encoder (gliner's bi-encoder) rather than from a prompt."""
+        return self.labels_encoder is not None
+
+    @property
     def projects_encoder_output(self) -> bool:
         """Whether a Linear maps the encoder width to `hidden_size` (`token_rep_layer.projection`)."""
         return self.hidden_size != self.encoder_config.hidden_size
+
+    @property
+    def projects_labels_encoder_output(self) -> bool:
+        """Whether a Linear maps the label encoder's width to `hidden_size` (`token_rep_layer.labels_projection`)."""
+        return self.is_bi_encoder and self.hidden_size != self.labels_encoder_config.hidden_size

@@ -12,13 +12,19 @@ the backbone's config.json and tokenizer come from the repo or directory named b
 lacks `encoder_config` or tokenizer files; `[FLERT]`, the entity and the separator tokens are added when
 `class_token_index` or `vocab_size` is -1 (absent), and the class token index and the embedding rows then follow the
 tokenizer.
+
+A bi-encoder (`labels_encoder` set) is read as gliner reads it: the label tokenizer from the directory's
+`labels_tokenizer/` folder, else from the repo or directory `labels_encoder` names, as is the label encoder's config
+when `labels_encoder_config` is absent. Its text tokenizer gets no special tokens and its embeddings keep their rows:
+gliner adds the tokens to the tokenizer but never embeds them (a text holding one is refused by the processor).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
@@ -37,6 +43,7 @@ from gliner_jax.config import GLiNERConfig, refuse_other_architectures
 GLINER_CONFIG_FILE = "gliner_config.json"
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+LABELS_TOKENIZER_DIR = "labels_tokenizer"  # a bi-encoder's label tokenizer, inside its GLiNER directory
 # What is fetched of a repo. Configs and tokenizer files (tokenizer.json, vocab.txt, merges.txt, spm.model,
 # sentencepiece.bpe.model, ...) for a backbone named by `model_name`; its weights too for an encoder to train;
 # a GLiNER repo's weights (model.safetensors, pytorch_model.bin, our flax_params.safetensors), not its ONNX exports.
@@ -115,11 +122,14 @@ def resolve(name_or_path: str | Path, patterns: Sequence[str], options: HubOptio
 @dataclasses.dataclass(frozen=True)
 class GLiNERLayout:
     """A GLiNER directory as gliner reads it: its complete config (the backbone's config embedded as
-    `encoder_config`, `class_token_index` and `vocab_size` set) and its tokenizer (gliner's special tokens in it)."""
+    `encoder_config`; a uni-encoder's `class_token_index` and `vocab_size` set, a bi-encoder's
+    `labels_encoder_config` embedded), its tokenizer (a uni-encoder's with gliner's special tokens) and a
+    bi-encoder's label tokenizer."""
 
     directory: Path
     config: GLiNERConfig
     tokenizer: PreTrainedTokenizerBase
+    labels_tokenizer: PreTrainedTokenizerBase | None = None
 
 
 def resolve_gliner(name_or_path: str | Path, options: HubOptions = HubOptions()) -> GLiNERLayout:
@@ -132,11 +142,11 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     does (see the module docstring); the backbone named by `model_name` is fetched only for what the directory
     lacks.
 
-    A config naming an architecture not implemented here (bi-encoder, decoder, relation extraction, streaming)
-    raises NotImplementedError naming the field before anything else is read. With `class_token_index` and
-    `vocab_size` both set, the tokenizer must already hold the entity token at that index (ValueError otherwise,
-    as in gliner); the weights must then have `vocab_size` embedding rows (`encoder_config`'s when embedded), and
-    `len(tokenizer)` rows otherwise.
+    A config naming an architecture not implemented here (decoder, relation extraction, streaming) raises
+    NotImplementedError naming the field before anything else is read. With `class_token_index` and `vocab_size`
+    both set, a uni-encoder's tokenizer must already hold the entity token at that index (ValueError otherwise, as
+    in gliner); the weights must then have `vocab_size` embedding rows (`encoder_config`'s when embedded), and
+    `len(tokenizer)` rows otherwise. A bi-encoder's text embeddings have `encoder_config`'s rows.
     """
     directory = Path(directory)
     config_path = directory / GLINER_CONFIG_FILE
@@ -144,14 +154,7 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         raise FileNotFoundError(f"{directory}: no {GLINER_CONFIG_FILE}, not a GLiNER model directory")
     data = json.loads(config_path.read_text())
     refuse_other_architectures(data)
-    model_name = data.get("model_name", GLiNERConfig.model_name)
-    backbone = None
-
-    def backbone_directory() -> Path:
-        nonlocal backbone
-        if backbone is None:  # gliner reads the backbone at its default revision
-            backbone = resolve(model_name, TOKENIZER_PATTERNS, dataclasses.replace(options, revision=None))
-        return backbone
+    backbone_directory = _snapshot_on_demand(data.get("model_name", GLiNERConfig.model_name), options)
 
     has_tokenizer = (directory / TOKENIZER_CONFIG_FILE).is_file()
     tokenizer = AutoTokenizer.from_pretrained(directory if has_tokenizer else backbone_directory())
@@ -161,6 +164,9 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         if data.get("vocab_size", -1) != -1:
             encoder["vocab_size"] = data["vocab_size"]
     completed = dict(data, encoder_config=encoder)
+    if data.get("labels_encoder") is not None:  # a bi-encoder: no prompt, so no special tokens
+        completed["labels_encoder_config"], labels_tokenizer = _labels_encoder(directory, data, options)
+        return GLiNERLayout(directory, GLiNERConfig.from_dict(completed), tokenizer, labels_tokenizer)
     ent_token = data.get("ent_token", GLiNERConfig.ent_token)
     if data.get("class_token_index", -1) == -1 or data.get("vocab_size", -1) == -1:
         add_special_tokens(tokenizer, ent_token, data.get("sep_token", GLiNERConfig.sep_token))
@@ -169,6 +175,30 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     else:
         _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
     return GLiNERLayout(directory, GLiNERConfig.from_dict(completed), tokenizer)
+
+
+def _snapshot_on_demand(name: str, options: HubOptions) -> Callable[[], Path]:
+    """A function giving the local directory (configs and tokenizer files) of the encoder `name` names, resolved on
+    its first call only, at the default revision: gliner reads backbones and label encoders there."""
+    return functools.cache(lambda: resolve(name, TOKENIZER_PATTERNS, dataclasses.replace(options, revision=None)))
+
+
+def _labels_encoder(directory: Path, data: dict, options: HubOptions) -> tuple[dict, PreTrainedTokenizerBase]:
+    """A bi-encoder's label encoder config and label tokenizer, each from the GLiNER directory where it is there (the
+    embedded `labels_encoder_config`, the `labels_tokenizer/` folder), else from what `labels_encoder` names, read
+    at its default revision as gliner reads it. A config read from there takes the GLiNER config's `vocab_size`
+    when that is set, as in gliner."""
+    source_directory = _snapshot_on_demand(data["labels_encoder"], options)
+    folder = directory / LABELS_TOKENIZER_DIR
+    labels_tokenizer = AutoTokenizer.from_pretrained(
+        folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else source_directory()
+    )
+    config = data.get("labels_encoder_config")
+    if not config:
+        config = json.loads((source_directory() / CONFIG_FILE).read_text())
+        if data.get("vocab_size", -1) != -1:
+            config["vocab_size"] = data["vocab_size"]
+    return config, labels_tokenizer
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase, ent_token: str, sep_token: str) -> None:

@@ -9,6 +9,7 @@ import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from gliner_jax.checkpoint_io import load_gliner, save_gliner
+from gliner_jax.buckets import label_bucket
+from gliner_jax.checkpoint_io import load_gliner, save_gliner, save_tokenizers
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
@@ -43,15 +45,33 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabiliti
     return jax.nn.sigmoid(logits) if probabilities else logits
 
 
-class GLiNER:
-    """A GLiNER model (a span model of any `span_mode`, or token `token_level`) that reads and writes `gliner`
-    directories."""
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_labels(graphdef: nnx.GraphDef, state: nnx.State, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state).encode_labels(input_ids, mask)
 
-    def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
+
+# Labels encoded per call of the label encoder when `inference` embeds a request's labels (padded to a label bucket).
+LABEL_CHUNK = 1024
+
+
+class GLiNER:
+    """A GLiNER model (a span model of any `span_mode`, or token `token_level`; uni-encoder, or bi-encoder with its
+    label encoder and `labels_tokenizer`) that reads and writes `gliner` directories."""
+
+    def __init__(
+        self,
+        model: GLiNERModel,
+        config: GLiNERConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        labels_tokenizer: PreTrainedTokenizerBase | None = None,
+    ):
         self.model = model
         self.config = config
         self.tokenizer = tokenizer
-        self.processor = Processor.from_config(config, tokenizer)
+        self.labels_tokenizer = labels_tokenizer if config.is_bi_encoder else None
+        self.processor = Processor.from_config(config, tokenizer, self.labels_tokenizer)
+        if config.is_bi_encoder:
+            return
         ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
         if ent_token_id != config.class_token_index:
             raise ValueError(
@@ -82,16 +102,17 @@ class GLiNER:
         options = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         layout = resolve_gliner(name_or_path, options)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype)
-        return cls(model, config, layout.tokenizer)
+        return cls(model, config, layout.tokenizer, layout.labels_tokenizer)
 
     def save_pretrained(self, path: str | Path, *, native: bool = False) -> None:
-        """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched.
+        """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched (a bi-encoder's
+        label tokenizer in its `labels_tokenizer/` folder, as gliner writes it).
 
         `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
         gliner-jax reads.
         """
         save_gliner(self.model, self.config, path, native=native)
-        self.tokenizer.save_pretrained(path)
+        save_tokenizers(path, self.tokenizer, self.labels_tokenizer)
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
@@ -99,9 +120,118 @@ class GLiNER:
         batch = self.processor.prepare(texts, prompts, bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
-    def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
+    def _run(self, batch: Batch, *, probabilities: bool, labels_embeddings: jax.Array | None = None) -> np.ndarray:
         graphdef, state = nnx.split(self.model)
-        return np.asarray(_forward(graphdef, state, model_inputs(batch), probabilities))
+        inputs = model_inputs(batch)
+        if labels_embeddings is not None:
+            inputs["labels_embeddings"] = labels_embeddings
+        return np.asarray(_forward(graphdef, state, inputs, probabilities))
+
+    def encode_labels(self, labels: Sequence[str], batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
+        """A bi-encoder's label embeddings [len(labels), hidden_size] (float32 NumPy), one row per label in order, as
+        gliner's `encode_labels`: the label encoder over each label tokenized alone, mean-pooled over its tokens,
+        `batch_size` labels at a time. Give them to `predict_with_embeds` / `batch_predict_with_embeds` to predict
+        without running the label encoder again.
+
+        Raises NotImplementedError for a uni-encoder, ValueError for anything but a list of strings."""
+        if not self.config.is_bi_encoder:
+            raise NotImplementedError("Labels pre-encoding is supported only for bi-encoder model.")
+        if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+            raise ValueError("labels must be a list of label strings")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        labels = list(labels)
+        graphdef, state = nnx.split(self.model)
+        chunks = range(0, len(labels), batch_size)
+        embeddings = [np.zeros((0, self.config.hidden_size), np.float32)]
+        for begin in tqdm(chunks, desc="Encoding labels", unit="batch", disable=not progress or len(chunks) < 2):
+            chunk = labels[begin : begin + batch_size]
+            input_ids, mask = self.processor.tokenize_labels(chunk, rows=batch_size)
+            encoded = _encode_labels(graphdef, state, jnp.asarray(input_ids), jnp.asarray(mask))
+            embeddings.append(np.asarray(encoded, np.float32)[: len(chunk)])
+        return np.concatenate(embeddings)
+
+    def predict_with_embeds(
+        self,
+        text: str,
+        labels_embeddings: Any,
+        labels: Sequence[str],
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        return_class_probs: bool = False,
+        *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
+        **kwargs: Any,
+    ) -> list[dict]:
+        """Entities of `labels` in `text` from precomputed label embeddings (`encode_labels(labels)`): only the text
+        encoder runs. gliner's signature; see `batch_predict_with_embeds`."""
+        return self.batch_predict_with_embeds(
+            [text],
+            labels_embeddings,
+            labels,
+            flat_ner=flat_ner,
+            threshold=threshold,
+            multi_label=multi_label,
+            return_class_probs=return_class_probs,
+            return_vectors=return_vectors,
+            return_label_vectors=return_label_vectors,
+            **kwargs,
+        )[0]
+
+    def batch_predict_with_embeds(
+        self,
+        texts: Sequence[str],
+        labels_embeddings: Any,
+        labels: Sequence[str],
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        packing_config: Any = None,
+        input_spans: Any = None,
+        return_class_probs: bool = False,
+        *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
+        truncate: bool = False,
+        progress: bool = False,
+    ) -> list[list[dict]]:
+        """Entities for each text (as `inference`) from precomputed label embeddings: row i of `labels_embeddings`
+        [len(labels), hidden_size] (a NumPy or JAX array, or a CPU torch tensor) embeds `labels[i]`, as
+        `encode_labels(labels)` returns them; one label list for every text. gliner's signature; the options gliner
+        has and we do not (`packing_config`, `input_spans`, `return_class_probs`, `return_vectors`,
+        `return_label_vectors`) raise NotImplementedError when set.
+
+        Where `labels` repeats a label, gliner pairs the de-duplicated labels with the first rows of the
+        embeddings, which shifts every label after the repeat; here each label keeps its own (first) row."""
+        unsupported = {
+            "packing_config": packing_config is not None,
+            "input_spans": input_spans is not None,
+            "return_class_probs": return_class_probs,
+            "return_vectors": return_vectors,
+            "return_label_vectors": return_label_vectors,
+        }
+        for name, requested in unsupported.items():
+            if requested:
+                raise NotImplementedError(f"{name} is not supported")
+        if not self.config.is_bi_encoder:
+            raise NotImplementedError("Predicting with label embeddings is supported only for bi-encoder models.")
+        normalize_labels(labels, len(texts))  # the same checks as inference
+        if labels and isinstance(labels[0], list | tuple):
+            raise ValueError("predicting with label embeddings takes one label list for all texts")
+        table = np.asarray(labels_embeddings, np.float32)
+        if table.shape != (len(labels), self.config.hidden_size):
+            raise ValueError(
+                f"labels_embeddings has shape {table.shape}; {len(labels)} labels need "
+                f"({len(labels)}, {self.config.hidden_size}): one row of hidden_size per label, in order"
+            )
+        words = [split_words(text) for text in texts]
+        found = self._word_spans(
+            words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
+        )
+        return _entity_dicts(texts, words, found)
 
     def compiled_shapes(self) -> int:
         """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
@@ -147,19 +277,7 @@ class GLiNER:
         """
         words = [split_words(text) for text in texts]
         found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
-        return [
-            [
-                {
-                    "start": words[i][s][1],
-                    "end": words[i][e][2],
-                    "text": text[words[i][s][1] : words[i][e][2]],
-                    "label": label,
-                    "score": score,
-                }
-                for s, e, label, score in spans
-            ]
-            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
-        ]
+        return _entity_dicts(texts, words, found)
 
     def predict_words(
         self,
@@ -213,14 +331,26 @@ class GLiNER:
         batch_size: int,
         truncate: bool,
         progress: bool,
+        label_table: tuple[list[str], np.ndarray] | None = None,
     ) -> list[list[tuple[int, int, str, float]]]:
-        """Word-level entities of each text: all windows and label passes run, decoded and merged."""
+        """Word-level entities of each text: all windows and label passes run, decoded and merged.
+
+        A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
+        when given, else the request's distinct labels, encoded once here."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = normalize_labels(labels, len(words))  # per text {prompt: label}; rows carry the prompts
         prompts = [list(label_set) for label_set in label_sets]
+        table_labels, table = None, None
+        if self.config.is_bi_encoder:  # the label table holds prompts (a label's description, where it has one)
+            if label_table is None:
+                table_labels = list(dict.fromkeys(prompt for row_prompts in prompts for prompt in row_prompts))
+                embeddings = self.encode_labels(table_labels, min(label_bucket(len(table_labels)), LABEL_CHUNK))
+            else:
+                table_labels, embeddings = label_table
+            table = jnp.asarray(_padded_rows(embeddings, label_bucket(len(embeddings))))
         planned = list(plan_rows(self.processor, words, prompts, truncate=truncate))
         if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
             rows = planned
@@ -233,10 +363,14 @@ class GLiNER:
         for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
             chunk = rows[begin : begin + batch_size]
             batch = self.processor.collate_rows(
-                [r.words for r in chunk], [r.labels for r in chunk], batch_size=batch_size
+                [r.words for r in chunk],
+                [r.labels for r in chunk],
+                batch_size=batch_size,
+                label_table=table_labels,
+                encode_table=False,
             )
             _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
-            probs = self._run(batch, probabilities=True)
+            probs = self._run(batch, probabilities=True, labels_embeddings=table)
             for i, row in enumerate(chunk):
                 spans = decode(
                     probs[i],
@@ -268,6 +402,30 @@ def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None
                 f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
                 f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
             )
+
+
+def _entity_dicts(
+    texts: Sequence[str], words: list[list[Word]], found: list[list[tuple[int, int, str, float]]]
+) -> list[list[dict]]:
+    """Word-level entities as gliner's dicts {start, end, text, label, score} with character offsets."""
+    return [
+        [
+            {
+                "start": words[i][s][1],
+                "end": words[i][e][2],
+                "text": text[words[i][s][1] : words[i][e][2]],
+                "label": label,
+                "score": score,
+            }
+            for s, e, label, score in spans
+        ]
+        for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+    ]
+
+
+def _padded_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with zero rows appended up to `rows` rows (a static shape for jit)."""
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
 
 
 def model_inputs(batch: Batch) -> dict[str, jax.Array]:

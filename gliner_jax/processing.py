@@ -1,7 +1,9 @@
 """GLiNER's inference input pipeline on the host, in NumPy: word splitting, label prompt, tokenization, padding.
 
-It follows gliner 0.2.29 (`prepare_batch` and `collate_batch` of `BaseEncoderGLiNER`, with the uni-encoder span
-and token processors and collators): with `bucket=False` the arrays equal the reference's collated tensors.
+It follows gliner 0.2.29 (`prepare_batch` and `collate_batch` of `BaseEncoderGLiNER`, with the uni- and bi-encoder
+span and token processors and collators): with `bucket=False` the arrays equal the reference's collated tensors.
+A bi-encoder's text is its words alone (no label prompt); its labels are the batch's distinct labels, tokenized by
+the label tokenizer, and `labels_index` places them in each row (gliner's `labels_gather_indices`).
 
 With `bucket=True` the array shapes are padded up to the sizes of `gliner_jax.buckets`, so that a jit-compiled model
 sees few shapes; W is never padded past `max_len`, nor T past the number of absolute position embeddings of an
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gliner_jax.buckets import NO_LIMIT, label_bucket, length_bucket
+from gliner_jax.buckets import NO_LIMIT, label_bucket, label_token_bucket, length_bucket
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 # gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
@@ -120,13 +122,17 @@ class Batch:
     labels_valid: np.ndarray  # [B, C] bool, True for the row's real labels
     span_idx: np.ndarray | None  # [B, W*K, 2] int32, span model only
     span_mask: np.ndarray | None  # [B, W*K] bool, span model only
+    labels_index: np.ndarray | None  # [B, C] int32, bi-encoder only: row of each label in the label table (0: pad)
+    labels_input_ids: np.ndarray | None  # [L, T_l] int32, bi-encoder only: the label table's labels, tokenized
+    labels_attention_mask: np.ndarray | None  # [L, T_l] int32 (None with precomputed label embeddings)
     words: list[list[str]]  # per real row: its words (after truncation)
     word_starts: list[list[int]]  # per real row: char start of each word
     word_ends: list[list[int]]  # per real row: char end (exclusive) of each word
     labels: list[list[str]]  # per real row: its label prompts in order (class id c+1 = labels[c])
 
     def model_arrays(self) -> dict[str, np.ndarray]:
-        """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model)."""
+        """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model; the label
+        arrays only for the bi-encoder)."""
         arrays = {
             "input_ids": self.input_ids,
             "attention_mask": self.attention_mask,
@@ -136,14 +142,33 @@ class Batch:
         }
         if self.span_idx is not None:
             arrays |= {"span_idx": self.span_idx, "span_mask": self.span_mask}
+        for name in LABEL_TABLE_ARRAYS:
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         return arrays
+
+
+# Bi-encoder arrays of the batch contract: labels_index is per row; the tokenized labels are a table shared by the
+# batch (leading axis: labels, not rows).
+LABEL_TABLE_ARRAYS = ("labels_index", "labels_input_ids", "labels_attention_mask")
+SHARED_LABEL_ARRAYS = ("labels_input_ids", "labels_attention_mask")
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """A missing pad token set to the eos token, as gliner sets it on its tokenizers; ValueError without either."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+    return tokenizer
 
 
 class Processor:
     """Turns texts (or pre-split words) and entity labels into a `Batch`, as gliner's processor and collator do.
 
-    Like gliner, the tokenizer is adjusted in place: bos/eos are switched on where the tokenizer defines them, and
-    a missing pad token is set to the eos token.
+    Like gliner, the tokenizers are adjusted in place: bos/eos are switched on where the text tokenizer defines
+    them, and a missing pad token is set to the eos token. With a `labels_tokenizer` it prepares a bi-encoder's
+    batches: words alone, labels tokenized by that tokenizer.
     """
 
     def __init__(
@@ -158,9 +183,15 @@ class Processor:
         words_splitter_type: str = "whitespace",
         max_tokens: int | None = None,
         subtoken_pooling: str = "first",
+        labels_tokenizer: Any = None,
+        labels_max_tokens: int | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
-        buckets never pad past it. `subtoken_pooling` chooses the subtokens words_mask marks (see `_words_mask`)."""
+        buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
+        subtokens words_mask marks (see `_words_mask`). `vocab_size`: the text encoder's embedding rows, where the
+        tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without embedding
+        them): a text tokenized into such an id is refused."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         if words_splitter_type != "whitespace":
@@ -171,11 +202,10 @@ class Processor:
             tokenizer.add_bos_token = True
         if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
             tokenizer.add_eos_token = True
-        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has neither a pad token nor an eos token")
-        self.tokenizer = tokenizer
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.labels_tokenizer = None if labels_tokenizer is None else prepare_tokenizer(labels_tokenizer)
+        self.labels_max_tokens = labels_max_tokens
+        self.vocab_size = vocab_size
         self.ent_token = ent_token
         self.sep_token = sep_token
         self.max_width = max_width
@@ -184,13 +214,22 @@ class Processor:
         self.max_tokens = max_tokens
         self.subtoken_pooling = subtoken_pooling
 
+    @property
+    def label_prompt(self) -> bool:
+        """Whether labels are written into the text as a prompt (uni-encoder), not read by a label encoder."""
+        return self.labels_tokenizer is None
+
     @classmethod
-    def from_config(cls, config: Any, tokenizer: Any) -> Processor:
-        """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...)."""
+    def from_config(cls, config: Any, tokenizer: Any, labels_tokenizer: Any = None) -> Processor:
+        """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...); a
+        bi-encoder's (`labels_encoder` set) needs its `labels_tokenizer`."""
         pooling = getattr(config, "subtoken_pooling", "first")
         if getattr(config, "precomputed_prompts_mode", False):
             raise NotImplementedError("precomputed_prompts_mode is not supported")
         encoder = getattr(config, "encoder_config", None)
+        bi_encoder = getattr(config, "labels_encoder", None) is not None
+        if bi_encoder and labels_tokenizer is None:
+            raise ValueError(f"the bi-encoder (labels_encoder={config.labels_encoder!r}) needs its label tokenizer")
         return cls(
             tokenizer,
             ent_token=config.ent_token,
@@ -201,6 +240,9 @@ class Processor:
             words_splitter_type=config.words_splitter_type,
             max_tokens=getattr(encoder, "max_tokens", None),
             subtoken_pooling=pooling if isinstance(pooling, str) else "first",  # as gliner's processor reads it
+            labels_tokenizer=labels_tokenizer if bi_encoder else None,
+            labels_max_tokens=getattr(config.labels_encoder_config, "max_tokens", None) if bi_encoder else None,
+            vocab_size=encoder.vocab_size if bi_encoder else None,
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -218,13 +260,23 @@ class Processor:
         *,
         bucket: bool = True,
         batch_size: int | None = None,
+        label_table: Sequence[str] | None = None,
+        label_rows_multiple: int = 1,
     ) -> Batch:
-        """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]).
+        """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]);
+        a bi-encoder's label table as in `collate_rows`.
 
         Word offsets are those of the words in `" ".join(words)`.
         """
         rows = [joined_word_offsets(list(words) or ["[PAD]"]) for words in word_lists]
-        return self.collate_rows(rows, labels, bucket=bucket, batch_size=batch_size)
+        return self.collate_rows(
+            rows,
+            labels,
+            bucket=bucket,
+            batch_size=batch_size,
+            label_table=label_table,
+            label_rows_multiple=label_rows_multiple,
+        )
 
     def word_budget(self, labels: list[str]) -> int | None:
         """How many tokens of words fit beside the prompt of `labels` in the token limit: the tokenizer's
@@ -242,6 +294,8 @@ class Processor:
         return np.bincount([i for i in word_ids if i is not None], minlength=len(words))
 
     def _prompt(self, labels: list[str]) -> list[str]:
+        if not self.label_prompt:
+            return []
         prompt = []
         for label in labels:
             prompt.append(self.ent_token)
@@ -256,12 +310,25 @@ class Processor:
         return row
 
     def collate_rows(
-        self, rows: list[list[Word]], labels: Labels, *, bucket: bool = True, batch_size: int | None = None
+        self,
+        rows: list[list[Word]],
+        labels: Labels,
+        *,
+        bucket: bool = True,
+        batch_size: int | None = None,
+        label_table: Sequence[str] | None = None,
+        encode_table: bool = True,
+        label_rows_multiple: int = 1,
     ) -> Batch:
         """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows.
 
         Labels are checked as `normalize_labels(..., strict=False)` checks training rows; the model reads their
-        prompts."""
+        prompts.
+
+        Bi-encoder only: `labels_index` points each row's labels into a label table, `label_table` (by default the
+        rows' distinct labels, in order of appearance). With `encode_table` the table is tokenized for the label
+        encoder, its rows padded (with `bucket`) to a label bucket that is a multiple of `label_rows_multiple`;
+        without, the model is given the table's embeddings instead (precomputed)."""
         label_sets = [list(prompts) for prompts in normalize_labels(labels, len(rows), strict=False)]
         rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
         num_rows = len(rows) if batch_size is None else batch_size
@@ -284,6 +351,7 @@ class Processor:
                 return_tensors="np",
             )
             num_tokens = encoding["input_ids"].shape[1]
+            self._check_vocabulary(encoding["input_ids"])
         if self.max_tokens is not None and num_tokens > self.max_tokens:
             raise ValueError(
                 f"a row takes {num_tokens} tokens (label prompt and words), more than the encoder's "
@@ -315,6 +383,15 @@ class Processor:
             span_idx = np.where((starts < lengths)[..., None], np.stack([starts, ends], -1), 0).astype(np.int32)
             span_mask = ends < lengths
 
+        labels_index = labels_input_ids = labels_attention_mask = None
+        if not self.label_prompt:
+            labels_index, table = self._labels_index(label_sets, live, (num_rows, num_labels), label_table)
+            if encode_table:
+                table_rows = -(-label_bucket(len(table)) // label_rows_multiple) * label_rows_multiple
+                labels_input_ids, labels_attention_mask = self.tokenize_labels(
+                    table, rows=table_rows if bucket else None, bucket=bucket
+                )
+
         return Batch(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -324,8 +401,67 @@ class Processor:
             labels_valid=np.arange(num_labels) < label_counts[:, None],
             span_idx=span_idx,
             span_mask=span_mask,
+            labels_index=labels_index,
+            labels_input_ids=labels_input_ids,
+            labels_attention_mask=labels_attention_mask,
             words=[[word for word, _, _ in row] for row in rows],
             word_starts=[[start for _, start, _ in row] for row in rows],
             word_ends=[[end for _, _, end in row] for row in rows],
             labels=label_sets,
         )
+
+    def _check_vocabulary(self, input_ids: np.ndarray) -> None:
+        """Refuse token ids the text encoder has no embedding for (see `vocab_size`)."""
+        if self.vocab_size is not None and input_ids.size and input_ids.max() >= self.vocab_size:
+            token = self.tokenizer.convert_ids_to_tokens(int(input_ids.max()))
+            raise ValueError(
+                f"the text holds the token {token!r} (id {int(input_ids.max())}), which the text encoder has no "
+                f"embedding for (it has {self.vocab_size} rows): gliner adds it to a bi-encoder's tokenizer but never "
+                "embeds it"
+            )
+
+    def _labels_index(
+        self,
+        label_sets: list[list[str]],
+        live: list[int],
+        shape: tuple[int, int],
+        table: Sequence[str] | None,
+    ) -> tuple[np.ndarray, Sequence[str]]:
+        """Bi-encoder: `labels_index` [B, C], the row of each live row's labels in the label table (the first row a
+        label has there), and that table (by default the distinct labels of the live rows, in order of appearance)."""
+        if table is None:
+            table = list(dict.fromkeys(label for i in live for label in label_sets[i]))
+        row_of: dict[str, int] = {}
+        for j, label in enumerate(table):
+            row_of.setdefault(label, j)
+        index = np.zeros(shape, np.int32)
+        for i in live:
+            missing = [label for label in label_sets[i] if label not in row_of]
+            if missing:
+                raise ValueError(f"labels {missing} have no row in the label table (the given label embeddings)")
+            index[i, : len(label_sets[i])] = [row_of[label] for label in label_sets[i]]
+        return index, table
+
+    def tokenize_labels(
+        self, labels: Sequence[str], *, rows: int | None = None, bucket: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bi-encoder: `labels` tokenized by the label tokenizer as gliner's collator tokenizes them (its special
+        tokens, truncation at its `model_max_length`), as input_ids and attention_mask [L, T_l]: padded to `rows`
+        rows (neutral rows: pad ids, mask 0) and, with `bucket`, T_l to a label token bucket. An empty list encodes
+        gliner's placeholder label "" (never looked up)."""
+        if self.labels_tokenizer is None:
+            raise ValueError("only a bi-encoder's processor (one with a labels_tokenizer) tokenizes labels")
+        encoding = self.labels_tokenizer(list(labels) or [""], truncation=True, padding="longest", return_tensors="np")
+        count, width = encoding["input_ids"].shape
+        limit = self.labels_max_tokens or NO_LIMIT
+        if width > limit:
+            raise ValueError(f"a label takes {width} tokens, more than the label encoder's {limit} position embeddings")
+        num_rows = max(rows or count, count)
+        num_tokens = min(label_token_bucket(width), limit) if bucket else width
+        input_ids = np.full((num_rows, num_tokens), self.labels_tokenizer.pad_token_id, np.int32)
+        attention_mask = np.zeros((num_rows, num_tokens), np.int32)
+        left = self.labels_tokenizer.padding_side == "left"
+        cols = slice(num_tokens - width, None) if left else slice(0, width)
+        input_ids[:count, cols] = encoding["input_ids"]
+        attention_mask[:count, cols] = encoding["attention_mask"]
+        return input_ids, attention_mask

@@ -34,7 +34,7 @@ def plan_rows(
     processor: Processor, words_per_text: list[list[Word]], label_sets: list[list[str]], *, truncate: bool
 ) -> Iterator[Row]:
     """Windows of at most `max_len` words (overlapping by a quarter, and at least `max_width`) x label passes of
-    every text that has words.
+    every text that has words (one pass for a bi-encoder, which writes no label prompt).
 
     Under a token limit (the tokenizer's `model_max_length`, the encoder's absolute positions), a window also stops
     before its words and the longest prompt of its text would pass it. `truncate=True` reads one window of the
@@ -46,7 +46,8 @@ def plan_rows(
         if truncate and len(words) > max_len:
             warnings.warn(f"text {index} has {len(words)} words; only the first {max_len} are read", stacklevel=3)
             words = words[:max_len]
-        passes = label_passes(label_sets[index], max_len)
+        # A bi-encoder reads labels with its own encoder: all of them in one pass.
+        passes = label_passes(label_sets[index], max_len) if processor.label_prompt else [label_sets[index]]
         budgets = [] if truncate else [processor.word_budget(labels) for labels in passes]
         budget = min(budgets) if budgets and budgets[0] is not None else None  # the longest prompt's
         strings = [word for word, _, _ in words]

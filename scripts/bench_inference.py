@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gliner_jax.config import DebertaConfig
-from gliner_jax.testing.builders import CORPUS, build_backbone, build_reference, quantile_thresholds
+from gliner_jax.testing.builders import benchmark_texts, build_backbone, build_reference, quantile_thresholds
 
 LABELS = ["person", "organization", "location", "date", "award"]
 # deberta-v3-small: its sizes on DebertaConfig's defaults (the deberta-v3 layout); vocab comes from the tokenizer.
@@ -37,18 +37,6 @@ V3_SMALL = DebertaConfig(
     hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
 ).to_hf_dict()
 TOY = DebertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128).to_hf_dict()
-
-
-def make_texts(count: int, seed: int = 0) -> list[str]:
-    """English texts of 60-120 words, drawn from the reference corpus sentences."""
-    rng = np.random.default_rng(seed)
-    texts = []
-    for _ in range(count):
-        target, words = int(rng.integers(60, 121)), []
-        while len(words) < target:
-            words += CORPUS[int(rng.integers(len(CORPUS)))].split()
-        texts.append(" ".join(words[:target]))
-    return texts
 
 
 def run_engine(
@@ -199,7 +187,7 @@ def main() -> None:
 
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
 
-    texts = make_texts(args.texts)
+    texts = benchmark_texts(args.texts)
     context = multiprocessing.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory() as root:

@@ -8,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built locall
 
 import pytest
 
-from gliner_jax.testing.builders import build_backbone
-from tests.utils.encoders import TINY_HF, TINY_V3, make_hf_encoder
+from gliner_jax.testing.builders import build_backbone, build_labels_backbone
+from tests.utils.encoders import TINY_HF, TINY_LABELS_ENCODER, TINY_V3, make_hf_encoder
 
 
 @pytest.fixture
@@ -30,6 +30,12 @@ def saved_encoder(tmp_path):
 def gliner_backbone(tmp_path_factory):
     """Directory with a tiny random DeBERTa-v3 plus tokenizer, shared by every reference GLiNER model."""
     return build_backbone(tmp_path_factory.mktemp("backbone"), TINY_V3)
+
+
+@pytest.fixture(scope="session")
+def labels_backbone(tmp_path_factory):
+    """Directory with a tiny random label encoder plus tokenizer (its own vocabulary), for bi-encoder GLiNERs."""
+    return build_labels_backbone(tmp_path_factory.mktemp("labels_backbone"), TINY_LABELS_ENCODER)
 
 
 @pytest.fixture(scope="session")

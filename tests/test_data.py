@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import transformers
 
-from gliner_jax import cli
+from gliner_jax import GLiNER, cli
 from gliner_jax.processing import Processor
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.data import (
@@ -22,6 +22,7 @@ from gliner_jax.training.data import (
     open_source,
     read_examples,
     sample_labels,
+    sample_shared_labels,
     tfds_source,
 )
 from tests.utils.batches import assert_state_restores, take
@@ -95,7 +96,8 @@ def reference_collate(ref, examples: list[dict], entity_types: list[str] | None 
         batch = collator(examples, entity_types=entity_types)
     mappings = batch["id_to_classes"]
     mappings = mappings if isinstance(mappings, list) else [mappings] * len(examples)
-    return {
+    extra = {name: batch[name].numpy() for name in ("labels_input_ids", "labels_attention_mask") if name in batch}
+    return extra | {
         "labels": batch["labels"].numpy(),
         "input_ids": batch["input_ids"].numpy(),
         "label_sets": [[mapping[c] for c in sorted(mapping)] for mapping in mappings],
@@ -177,6 +179,72 @@ def test_eval_batches_match_reference(setup):
         assert batch.arrays["input_ids"].shape[0] == 3
         np.testing.assert_array_equal(batch.arrays["labels_valid"][: len(rows)].sum(1), len(labels))
         assert not batch.arrays["labels_valid"][len(rows) :].any() and not batch.arrays["entities"][len(rows) :].any()
+
+
+@pytest.fixture(scope="module")
+def bi_setup(gliner_backbone, labels_backbone, tmp_path_factory):
+    """(reference bi-encoder GLiNER, our Processor for it: text and label tokenizers saved with it)."""
+    directory = tmp_path_factory.mktemp("bi")
+    ref = build_reference(
+        gliner_backbone, directory, labels_encoder=str(labels_backbone), max_width=MAX_WIDTH, max_len=MAX_LEN
+    )
+    return ref, GLiNER.from_pretrained(directory).processor
+
+
+def test_shared_labels_hand_checked():
+    """gliner's bi-encoder label pool: every example's positives and ner_negatives, or its ner_labels instead,
+    one list for the whole batch, capped at max_types per example; a batch without entities or labels gets ""."""
+    pool = sample_shared_labels(BATCH, random.Random(0), max_types=25)
+    expected = {"person", "city", "location", "company", "organisation", "product", "award", "date", "field"}
+    expected |= {"country", "river", "mountain"}  # ner_labels of "Angela Merkel ...", ner_negatives of "Paris ..."
+    assert sorted(pool) == sorted(expected)
+    assert pool == sample_shared_labels(BATCH, random.Random(0), max_types=25) != sorted(pool)  # seeded shuffle
+    assert len(sample_shared_labels(BATCH, random.Random(0), max_types=1)) == len(BATCH)
+    assert sample_shared_labels([example("a b", []), example("c", [])], random.Random(0)) == [""]
+
+
+def test_bi_encoder_batch_matches_reference(bi_setup):
+    """A bi-encoder's training batch: gliner's targets and word tokens for the shared labels, and its label table
+    tokenized as gliner's collator tokenizes it, rows padded to the label-row multiple."""
+    ref, processor = bi_setup
+    table = sample_shared_labels(BATCH, random.Random(1))
+    want = reference_collate(ref, BATCH, entity_types=[table] * len(BATCH))
+    assert want["label_sets"] == [table] * len(BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = collate(
+            BATCH, [table] * len(BATCH), processor, batch_size=len(BATCH) + 2, label_table=table, label_rows_multiple=5
+        )
+    assert_targets_match(ours, want, processor.span_mode)
+    rows, width = want["labels_input_ids"].shape
+    assert rows == len(table) and ours["labels_input_ids"].shape[0] % 5 == 0
+    np.testing.assert_array_equal(ours["labels_input_ids"][:rows, :width], want["labels_input_ids"])
+    np.testing.assert_array_equal(ours["labels_attention_mask"][:rows, :width], want["labels_attention_mask"])
+    assert not ours["labels_attention_mask"][rows:].any() and not ours["labels_attention_mask"][:, width:].any()
+    live = ours["words_valid"].any(1)
+    assert (ours["labels_index"][live] == np.arange(len(table))).all() and ours["labels_valid"][live].all()
+    assert set(ours) >= {"labels_index", "labels_input_ids", "labels_attention_mask"}
+
+
+def test_bi_encoder_hosts_share_the_global_label_table(bi_setup):
+    """Each host collates its own rows, but with the global batch's label table, whole and the same on every host."""
+    _, processor = bi_setup
+    source = numbered_examples(16)
+    common = dict(global_batch_size=4, seed=3, num_epochs=1, label_rows_multiple=4)
+    whole = take(iter(make_train_dataset(source, processor, process_index=0, process_count=1, **common)), 4)
+    hosts = [
+        take(iter(make_train_dataset(source, processor, process_index=p, process_count=2, **common)), 4)
+        for p in range(2)
+    ]
+    for full, first, second in zip(whole, *hosts, strict=True):
+        assert row_keys(first) + row_keys(second) == row_keys(full)
+        for name in ("labels_input_ids", "labels_attention_mask"):
+            np.testing.assert_array_equal(first[name], full[name])
+            np.testing.assert_array_equal(second[name], full[name])
+        assert full["labels_input_ids"].shape[0] % 4 == 0
+        np.testing.assert_array_equal(
+            np.concatenate([first["labels_index"], second["labels_index"]]), full["labels_index"]
+        )
 
 
 def write_json(path, records, *, lines: bool) -> None:

@@ -20,9 +20,9 @@ from safetensors.numpy import load_file
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import CheckpointMismatchError, gliner_table, state_to_torch
 from gliner_jax.cli import main
-from gliner_jax.hub import ModelNotFoundError
+from gliner_jax.hub import LABELS_TOKENIZER_DIR, ModelNotFoundError
 from gliner_jax.testing.builders import build_backbone, build_reference, quantile_thresholds
-from gliner_jax.testing.hub_cache import add_to_cache
+from gliner_jax.testing.hub_cache import add_to_cache, directory_files
 from gliner_jax.training.config import load_train_config
 from gliner_jax.training.model_init import build_model
 from tests.utils.encoders import TINY_V3
@@ -74,7 +74,6 @@ REFUSED = {
     "unexpected-tensor": ("span", Layout(NO_INDICES, extra_tensors={"span_rep_layer.extra": torch.ones(2)})),
 }
 ARCHITECTURES = {
-    "labels_encoder": "microsoft/deberta-v3-small",
     "labels_decoder": "openai-community/gpt2",
     "relations_layer": "none",
     "model_type": "gliner_streaming_span",
@@ -326,19 +325,17 @@ def test_train_model_from_hub_ids(hub, default_cache):
     tiny = ROOT / "configs" / "tiny.yaml"
     existing = ["model.encoder=null", "model.tokenizer=null", "model.gliner={}"]
     fine_tune = load_train_config(tiny, ["model.init_from=legacy-org/v0.1-model-name-only", *existing])
-    model, config, tokenizer = build_model(fine_tune.model, seed=0)
+    built = build_model(fine_tune.model, seed=0)
     reference = gliner.GLiNER.from_pretrained("legacy-org/v0.1-model-name-only", cache_dir=cache)
-    assert config.class_token_index == reference.config.class_token_index == len(tokenizer) - 2
-    assert_same_predictions(
-        GLiNER(model, config, tokenizer), reference, quantile_thresholds(reference, TEXTS, LABELS, (0.9,))
-    )
+    assert built.config.class_token_index == reference.config.class_token_index == len(built.tokenizer) - 2
+    assert_same_predictions(built, reference, quantile_thresholds(reference, TEXTS, LABELS, (0.9,)))
 
     new = load_train_config(tiny, [f"model.encoder={BACKBONE_ID}", "model.tokenizer=null"])
-    model, config, tokenizer = build_model(new.model, seed=0)
+    built = build_model(new.model, seed=0)
     pretrained = load_file(backbone / "model.safetensors")["embeddings.word_embeddings.weight"]
-    embeddings = np.asarray(model.encoder.embeddings.word_embeddings.embedding[...])
-    assert config.model_name == BACKBONE_ID
-    assert embeddings.shape[0] == len(tokenizer) == len(pretrained) - 20 + 3
+    embeddings = np.asarray(built.model.encoder.embeddings.word_embeddings.embedding[...])
+    assert built.config.model_name == BACKBONE_ID
+    assert embeddings.shape[0] == len(built.tokenizer) == len(pretrained) - 20 + 3
     np.testing.assert_array_equal(embeddings[: len(pretrained) - 20], pretrained[:-20])
 
 
@@ -353,3 +350,66 @@ def test_train_cli_fine_tunes_a_legacy_hub_model(hub, default_cache, tmp_path):
     reloaded = gliner.GLiNER.from_pretrained(str(tmp_path / "final"), local_files_only=True, strict=True)
     ours = GLiNER.from_pretrained(tmp_path / "final")
     assert_same_predictions(ours, reloaded, quantile_thresholds(reloaded, TEXTS, LABELS, (0.9,)))
+
+
+LABELS_ENCODER_ID = "test-org/tiny-labels"  # a bi-encoder's label encoder repo in the test cache
+# Bi-encoder layouts: gliner_config.json keys to set, and whether the repo holds labels_tokenizer/ (gliner wrote it
+# from 0.2.2x on; the knowledgator gliner-bi-*-v1.0 repos predate it and name their label encoder's repo instead).
+BI_LAYOUTS = {
+    "bi-complete": ({"labels_encoder": "absent-org/labels-encoder"}, True),  # the label encoder's repo is not read
+    "bi-no-labels-tokenizer": ({"labels_encoder": LABELS_ENCODER_ID}, False),
+    "bi-labels-config-null": ({"labels_encoder": LABELS_ENCODER_ID, "labels_encoder_config": None}, False),
+}
+
+
+@pytest.fixture(scope="module")
+def bi_hub(gliner_backbone, labels_backbone, tmp_path_factory):
+    """A cache holding a bi-encoder in each of BI_LAYOUTS and its label encoder's repo."""
+    root = tmp_path_factory.mktemp("bi_hub")
+    build_reference(gliner_backbone, root / "bi", labels_encoder=str(labels_backbone), logit_scale=4.0, **MODES["span"])
+    cache = root / "cache"
+    add_to_cache(cache, LABELS_ENCODER_ID, directory_files(labels_backbone))
+    saved = json.loads((root / "bi" / "gliner_config.json").read_text())
+    names = ["pytorch_model.bin", "tokenizer.json", "tokenizer_config.json"]
+    for name, (changes, with_labels_tokenizer) in BI_LAYOUTS.items():
+        files = {"gliner_config.json": json.dumps(saved | changes).encode(), **directory_files(root / "bi", names)}
+        if with_labels_tokenizer:
+            folder = root / "bi" / LABELS_TOKENIZER_DIR
+            files |= {f"{LABELS_TOKENIZER_DIR}/{p.name}": p for p in folder.iterdir()}
+        add_to_cache(cache, f"bi-org/{name}", files)
+    return cache
+
+
+@pytest.mark.parametrize("name", list(BI_LAYOUTS))
+def test_bi_encoder_layout_loads_and_predicts_as_gliner(bi_hub, name, tmp_path):
+    """The label tokenizer from labels_tokenizer/ or the labels_encoder repo, the label encoder's config embedded or
+    from that repo: gliner's entities; the export is complete (labels_tokenizer/ written) and gliner loads it
+    strictly."""
+    reference = gliner.GLiNER.from_pretrained(f"bi-org/{name}", cache_dir=bi_hub)
+    ours = GLiNER.from_pretrained(f"bi-org/{name}", cache_dir=bi_hub)
+    assert ours.config.labels_encoder == reference.config.labels_encoder
+    assert ours.config.labels_encoder_config.hidden_size == reference.config.labels_encoder_config.hidden_size == 48
+    assert ours.labels_tokenizer.get_vocab() == reference.data_processor.labels_tokenizer.get_vocab()
+    thresholds = quantile_thresholds(reference, TEXTS, LABELS, (0.9, 0.97))
+    assert_same_predictions(ours, reference, thresholds)
+
+    ours.save_pretrained(tmp_path)
+    assert (tmp_path / LABELS_TOKENIZER_DIR / "tokenizer_config.json").is_file()
+    saved = json.loads((tmp_path / "gliner_config.json").read_text())
+    saved["labels_encoder"] = "absent-org/labels-encoder"  # the export needs nothing from the label encoder's repo
+    (tmp_path / "gliner_config.json").write_text(json.dumps(saved))
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True, strict=True)
+    assert_same_predictions(ours, reloaded, thresholds)
+
+
+def test_bi_encoder_without_its_label_encoder_repo_is_not_found(bi_hub, tmp_path):
+    """No labels_tokenizer/ and a label encoder repo in no cache: named, as gliner fails (offline)."""
+    directory = huggingface_hub.snapshot_download("bi-org/bi-no-labels-tokenizer", cache_dir=bi_hub)
+    local = tmp_path / "model"
+    local.mkdir()
+    for path in Path(directory).iterdir():
+        (local / path.name).write_bytes(path.read_bytes())
+    config = json.loads((local / "gliner_config.json").read_text())
+    (local / "gliner_config.json").write_text(json.dumps(config | {"labels_encoder": "absent-org/labels-encoder"}))
+    with pytest.raises(ModelNotFoundError, match="absent-org/labels-encoder"):
+        GLiNER.from_pretrained(local, cache_dir=bi_hub)

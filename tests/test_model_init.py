@@ -43,8 +43,7 @@ def test_train_step_unrolls_the_encoder_as_configured(tmp_path):
 
 def test_unrolled_encoder_computes_the_scanned_numbers():
     """Same weights, the layers run in a scan or unrolled: the same hidden states and parameter gradients."""
-    model, _, _ = build_model(load_train_config(TINY).model, seed=0)
-    encoder = model.encoder
+    encoder = build_model(load_train_config(TINY).model, seed=0).model.encoder
     encoder.eval()
     rng = np.random.default_rng(0)
     input_ids = rng.integers(5, 300, (3, 17))

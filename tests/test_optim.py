@@ -32,6 +32,7 @@ from gliner_jax.training.optim import (
     schedule,
     with_master_weights,
 )
+from tests.utils.gliner_parity import reference_batch, reference_gradients
 
 ENCODER_LR, OTHERS_LR = 1e-5, 3e-5
 HF_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -46,21 +47,50 @@ def flat(tree) -> dict[str, object]:
     return {parameter_path(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def never_updated(reference) -> set[str]:
+    """The reference's parameters that a backward pass leaves without a gradient: torch's AdamW skips them."""
+    _, gradients = reference_gradients(
+        reference, reference_batch(reference, ["Marie Curie won the Nobel Prize ."], ["person", "award"])
+    )
+    return {name for name, _ in reference.model.named_parameters()} - set(gradients)
+
+
 @pytest.mark.parametrize(
     "case",
     [
         dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),
         dict(span_mode="token_level", hidden_size=64, num_rnn_layers=2),
-        dict(backbone="bert", span_mode="markerV0", hidden_size=48),
+        dict(backbone="bert", span_mode="markerV0", hidden_size=48, unused={"pooler"}),
         dict(backbone="modernbert", span_mode="token_level", hidden_size=32),
+        dict(
+            bi_encoder=True,
+            span_mode="markerV0",
+            hidden_size=64,
+            num_rnn_layers=1,
+            max_width=4,
+            unused={"pooler", "rnn"},
+        ),
+        dict(
+            bi_encoder=True,
+            backbone="modernbert",
+            span_mode="token_level",
+            hidden_size=40,
+            num_rnn_layers=2,
+            unused={"pooler", "rnn"},  # the label encoder's pooler
+        ),
     ],
-    ids=["span_projection", "token_rnn2", "bert_pooler", "modernbert_norms"],
+    ids=["span_projection", "token_rnn2", "bert_pooler", "modernbert_norms", "bi_span_rnn", "bi_modernbert_token"],
 )
-def test_groups_and_decay_match_reference_trainer(case, gliner_backbone, family_backbone, tmp_path):
-    """gliner's Trainer.create_optimizer on the reference model: same (lr group, decay) for every parameter. The
-    BERT pooler, which gliner's AdamW never updates (nothing reads it, so its gradient is None), is frozen here."""
+def test_groups_and_decay_match_reference_trainer(case, gliner_backbone, family_backbone, labels_backbone, tmp_path):
+    """gliner's Trainer.create_optimizer on the reference model: same (lr group, decay) for every parameter. What
+    no GLiNER computation reads (the BERT pooler, a bi-encoder's BiLSTM: a backward pass leaves their gradient None,
+    so gliner's AdamW never updates them) is frozen here. A bi-encoder's label encoder, at gliner's encoder rate
+    there, is its own group here (at the encoder's rate by default)."""
     case = dict(case)
+    unused = case.pop("unused", set())  # the modules whose parameters no computation reads
     backbone = family_backbone(case.pop("backbone")) if "backbone" in case else gliner_backbone
+    if case.pop("bi_encoder", False):
+        case["labels_encoder"] = str(labels_backbone)
     reference = build_reference(backbone, tmp_path, **case)
     chosen = dict(learning_rate=ENCODER_LR, weight_decay=0.1, others_lr=OTHERS_LR, others_weight_decay=0.01)
     args = types.SimpleNamespace(**{**reference_defaults(), **chosen})
@@ -71,10 +101,15 @@ def test_groups_and_decay_match_reference_trainer(case, gliner_backbone, family_
     for group in torch_optimizer.param_groups:
         label = {ENCODER_LR: "encoder", OTHERS_LR: "others"}[group["lr"]], group["weight_decay"] > 0
         torch_groups.update({names[id(p)]: label for p in group["params"]})
-    for name, (_, decays) in torch_groups.items():
-        if ".pooler." in name:
-            torch_groups[name] = "frozen", decays
     assert len(torch_groups) == len(names)
+    skipped = never_updated(reference)
+    for name, (group, decays) in torch_groups.items():
+        if name in skipped:
+            torch_groups[name] = "frozen", decays
+        elif name.startswith(("token_rep_layer.labels_encoder.", "token_rep_layer.labels_projection.")):
+            assert group == "encoder"
+            torch_groups[name] = "labels_encoder", decays
+    assert {"rnn" if name.startswith("rnn.") else name.split(".")[-3] for name in skipped} == unused
 
     config = GLiNERConfig.from_dict(json.loads((tmp_path / GLINER_CONFIG_FILE).read_text()))
     table = {m.torch_key: "/".join(m.path) for m in gliner_table(config)}

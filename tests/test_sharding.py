@@ -273,7 +273,8 @@ def logical_axis_names(model: nnx.Module) -> set[str]:
 
 
 def test_every_parameter_axis_has_a_sharding_rule():
-    """A parameter's logical axis that the rules do not list would be silently replicated."""
+    """A parameter's logical axis that the rules do not list would be silently replicated; no parameter names one
+    axis twice (the rules could not shard it), on every encoder family and in a bi-encoder."""
     ruled = {logical for logical, _ in DEFAULT_RULES}
     configs = [
         TINY_GLINER,
@@ -289,10 +290,14 @@ def test_every_parameter_axis_has_a_sharding_rule():
     biases = dict(norm_bias=True, attention_bias=True, mlp_bias=True)
     for encoder in (BertConfig(**sizes), ModernBertConfig(**sizes, **biases)):
         configs.append(dataclasses.replace(TINY_GLINER, encoder_config=encoder))
+    configs.append(dataclasses.replace(TINY_GLINER, labels_encoder="bert", labels_encoder_config=BertConfig(**sizes)))
+    mesh = make_mesh(MeshConfig())
     for config in configs:
-        names = logical_axis_names(GLiNERModel(config, rngs=nnx.Rngs(0)))
+        model = GLiNERModel(config, rngs=nnx.Rngs(0))
+        names = logical_axis_names(model)
         assert {"vocab", "embed", "heads", "mlp", "layers"} <= names
         assert names <= ruled, names - ruled
+        state_shardings(nnx.state(model, nnx.Param), mesh)  # raises on an axis named twice
     assert set(axes.ALL_AXES) <= ruled, set(axes.ALL_AXES) - ruled
 
 

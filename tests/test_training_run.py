@@ -45,12 +45,14 @@ def compilation_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("jax-cache")
 
 
-def train_command(output_dir: Path, *overrides: str, extra: tuple[str, ...] = ()) -> list[str]:
+def train_command(
+    output_dir: Path, *overrides: str, extra: tuple[str, ...] = (), config: str = "tiny.yaml"
+) -> list[str]:
     return [
         str(CLI),
         "train",
         "--config",
-        str(ROOT / "configs" / "tiny.yaml"),
+        str(ROOT / "configs" / config),
         *extra,
         f"trainer.output_dir={output_dir}",
         *overrides,
@@ -64,9 +66,11 @@ def environment(cache: Path, devices: int = 1) -> dict[str, str]:
     return env
 
 
-def run_training(output_dir: Path, cache: Path, *overrides: str, devices: int = 1) -> subprocess.CompletedProcess:
+def run_training(
+    output_dir: Path, cache: Path, *overrides: str, devices: int = 1, config: str = "tiny.yaml"
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        train_command(output_dir, *overrides),
+        train_command(output_dir, *overrides, config=config),
         cwd=ROOT,
         env=environment(cache, devices),
         capture_output=True,
@@ -226,6 +230,50 @@ def test_sharded_run_on_8_devices_equals_a_1_device_run(tmp_path, compilation_ca
         jax.tree_util.tree_leaves_with_path(sharded), jax.tree.leaves(single), strict=True
     ):
         np.testing.assert_allclose(np.asarray(value), np.asarray(expected), rtol=1e-5, atol=1e-5, err_msg=str(path))
+
+
+def test_bi_encoder_sharded_run_equals_a_1_device_run_and_exports_for_gliner(tmp_path, compilation_cache):
+    """configs/tiny_bi.yaml: the label table split over 8 devices (data 2, fsdp 4) trains as on one device; the label
+    encoder's own learning rate is logged; the export loads in gliner strictly and finds our entities."""
+    import torch
+    from gliner import GLiNER as TorchGLiNER
+    from safetensors.numpy import load_file
+
+    from gliner_jax import GLiNER
+    from gliner_jax.testing.builders import quantile_thresholds
+
+    steps = ("trainer.num_steps=4", "optimizer.num_steps=4")
+    run_training(tmp_path / "single", compilation_cache, *SHORT, *steps, "trainer.export=true", config="tiny_bi.yaml")
+    result = run_training(
+        tmp_path / "sharded",
+        compilation_cache,
+        *SHORT,
+        *steps,
+        "mesh.data=2",
+        "mesh.fsdp=4",
+        devices=8,
+        config="tiny_bi.yaml",
+    )
+    assert "8 devices" in result.stderr
+    single = logged(tmp_path / "single")
+    assert_same_losses(logged(tmp_path / "sharded"), single, range(1, 5), 1e-5)
+    assert single[3]["lr/labels_encoder"] == pytest.approx(10 * single[3]["lr/encoder"], rel=1e-6)  # 1e-3 vs 1e-4
+
+    final = tmp_path / "single" / "final"
+    reference = TorchGLiNER.from_pretrained(str(final), local_files_only=True, strict=True)
+    assert type(reference).__name__ == "BiEncoderSpanGLiNER"
+    assert set(load_file(final / "model.safetensors")) == set(reference.model.state_dict())
+    model = GLiNER.from_pretrained(final)
+    texts = ["Viktor Oyelaran won a gold medal at the World Cup .", "The Winter Games will take place in Egypt ."]
+    labels = ["person", "event", "location"]
+    threshold = quantile_thresholds(reference, texts, labels, (0.9,))[0]
+    with torch.no_grad():
+        theirs = [reference.predict_entities(text, labels, threshold=threshold) for text in texts]
+    ours = model.inference(texts, labels, threshold=threshold)
+    assert sum(map(len, theirs)) > 0
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert [(e["start"], e["end"], e["label"]) for e in mine] == [(e["start"], e["end"], e["label"]) for e in ref]
+        np.testing.assert_allclose([e["score"] for e in mine], [e["score"] for e in ref], atol=1e-5)
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ silently replicated.
 from __future__ import annotations
 
 BATCH = "batch"  # rows of a batch (activations only)
+LABELS = "labels"  # rows of a bi-encoder's label table: the labels its label encoder reads (activations only)
 VOCAB = "vocab"  # rows of a word-embedding table
 EMBED = "embed"  # the encoder's model width
 HIDDEN = "hidden"  # GLiNER's head width (`hidden_size`) where it differs from the encoder's
@@ -20,4 +21,4 @@ LAYERS = "layers"  # the stacked encoder layers
 LSTM = "lstm"  # an LSTM's four gate blocks
 LSTM_HIDDEN = "lstm_hidden"  # an LSTM's recurrent input
 
-ALL_AXES = (BATCH, VOCAB, EMBED, HIDDEN, HEADS, MLP, POSITIONS, RELPOS, TYPES, LAYERS, LSTM, LSTM_HIDDEN)
+ALL_AXES = (BATCH, LABELS, VOCAB, EMBED, HIDDEN, HEADS, MLP, POSITIONS, RELPOS, TYPES, LAYERS, LSTM, LSTM_HIDDEN)

@@ -1,4 +1,6 @@
-"""The GLiNER network: encoder -> label prompts and pooled words -> BiLSTM -> span or token head -> raw logits."""
+"""The GLiNER networks, uni-encoder and bi-encoder: text encoder -> pooled words (and, in the uni-encoder, label
+prompts read from the same sequence, then the BiLSTM; in the bi-encoder, labels read by their own encoder) -> span or
+token head -> raw logits."""
 
 from __future__ import annotations
 
@@ -9,35 +11,58 @@ from flax import nnx
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
-from gliner_jax.modeling.heads import ProjectionMLP, TokenScorer
+from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 from gliner_jax.modeling.span_modes import build_span_mode
 from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
 
+def masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of states [N, T, D] over the positions where mask [N, T] is set: gliner's label pooling, sum over the
+    mask divided by the mask's count clamped at 1e-9 (a row without tokens gives zeros)."""
+    mask = mask.astype(jnp.float32)[..., None]
+    mean = jnp.sum(states.astype(jnp.float32) * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1e-9)
+    return mean.astype(states.dtype)
+
+
+def _projection(width: int, hidden: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear | None:
+    """gliner's Linear from an encoder's width to `hidden_size`, present only where the two differ."""
+    return torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
+
+
 class GLiNERModel(nnx.Module):
-    """Span (any `span_mode` of `span_modes`) or token (`token_level`) GLiNER returning raw logits.
+    """Span (any `span_mode` of `span_modes`) or token (`token_level`) GLiNER, uni- or bi-encoder, returning raw
+    logits.
 
     Inputs (see `gliner_jax.processing.Batch`): input_ids, attention_mask, words_mask [B, T];
     words_valid [B, W] and labels_valid [B, C], whose shapes fix W and C for jit; span model only:
     span_idx [B, W*K, 2], span_mask [B, W*K]. Output: span logits [B, W, K, C] or token logits
     [B, W, C, 3] (start, end, inside).
 
+    Uni-encoder: the labels are the `<<ENT>>` states of a prompt in input_ids, and the words run through the BiLSTM.
+    Bi-encoder: label c of row b is row labels_index[b, c] of a label table [L, D], either given
+    (`labels_embeddings`, from `encode_labels`) or encoded here from labels_input_ids / labels_attention_mask
+    [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run.
+
     Packed rows (`gliner_jax.packing`): attention_mask holds segment ids (1, 2, ... for the examples of a row, 0
     padding) and every per-example input has a slot axis after the row axis, slot s holding segment s + 1:
-    words_valid [B, S, W], labels_valid [B, S, C], span_idx [B, S, W*K, 2], span_mask [B, S, W*K]. Each example's
-    words and label prompts are gathered into its own slot before the BiLSTM and the head, so it is scored exactly
-    as alone; the logits are per example, [B, S, W, K, C] or [B, S, W, C, 3] (unused slots hold padding).
+    words_valid [B, S, W], labels_valid [B, S, C], span_idx [B, S, W*K, 2], span_mask [B, S, W*K] (labels_index
+    [B, S, C]). Each example's words and label prompts are gathered into its own slot before the BiLSTM and the head,
+    so it is scored exactly as alone; the logits are per example, [B, S, W, K, C] or [B, S, W, C, 3] (unused slots
+    hold padding).
     """
 
     def __init__(self, config: GLiNERConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = config
-        hidden, width = config.hidden_size, config.encoder_config.hidden_size
+        hidden = config.hidden_size
         self.encoder = build_encoder(config.encoder_config, dtype=dtype, rngs=rngs)
-        self.projection = (
-            torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if hidden != width else None
-        )
+        self.projection = _projection(config.encoder_config.hidden_size, hidden, dtype, rngs)
+        if config.is_bi_encoder:
+            self.labels_encoder = build_encoder(config.labels_encoder_config, dtype=dtype, rngs=rngs)
+            self.labels_projection = _projection(config.labels_encoder_config.hidden_size, hidden, dtype, rngs)
+        else:
+            self.labels_encoder = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
             self.span_rep = self.prompt_rep = None
@@ -47,36 +72,49 @@ class GLiNERModel(nnx.Module):
             self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
             self.scorer = None
 
-    def representations(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        words_mask: jax.Array,
-        num_slots: int,
-        num_labels: int,
-        num_words: int,
-    ) -> tuple[jax.Array, jax.Array]:
-        """Label prompts [B, S, C, H] (states at `<<ENT>>`, in order) and word states [B, S, W, H] (subtokens pooled
-        as `subtoken_pooling` says) of the S examples (segments 1..S of `attention_mask`) of each row."""
+    def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """Token states [B, T, hidden_size] of the text encoder (projected where its width differs)."""
         tokens = self.encoder(input_ids, attention_mask)
-        if self.projection is not None:
-            tokens = self.projection(tokens)
+        return tokens if self.projection is None else self.projection(tokens)
+
+    def encode_labels(self, labels_input_ids: jax.Array, labels_attention_mask: jax.Array) -> jax.Array:
+        """Bi-encoder label embeddings [L, hidden_size] of tokenized labels [L, T_l]: the label encoder's states,
+        projected token by token where its width differs, then averaged over every attended token (special tokens
+        included), as gliner pools them."""
+        if self.labels_encoder is None:
+            raise NotImplementedError("label embeddings exist only for bi-encoder models (config.labels_encoder)")
+        states = self.labels_encoder(labels_input_ids, labels_attention_mask)
+        if self.labels_projection is not None:
+            states = self.labels_projection(states)
+        return masked_mean(states, labels_attention_mask)
+
+    def word_states(
+        self, tokens: jax.Array, attention_mask: jax.Array, words_mask: jax.Array, num_slots: int, num_words: int
+    ) -> jax.Array:
+        """Word states [B, S, W, H] (subtokens pooled as `subtoken_pooling` says) of the S examples (segments 1..S
+        of `attention_mask`) of each row of token states [B, T, H]."""
+        slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
+        word_number = jnp.where((words_mask > 0) & (words_mask <= num_words), slots * num_words + words_mask, 0)
+        words = pool_words(tokens, word_number, num_slots * num_words, self.config.subtoken_pooling)
+        return words.reshape(tokens.shape[0], num_slots, num_words, tokens.shape[-1])
+
+    def label_prompts(
+        self, tokens: jax.Array, input_ids: jax.Array, attention_mask: jax.Array, num_slots: int, num_labels: int
+    ) -> jax.Array:
+        """Uni-encoder label prompts [B, S, C, H]: the states at `<<ENT>>` (or after it), in order, of the S examples
+        of each row of token states [B, T, H]."""
         slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
         is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
         label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
         # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
         source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
         # Each (slot, index) pair becomes one index into slots * size rows; anything outside either range is dropped.
-        batch, hidden = tokens.shape[0], tokens.shape[-1]
         label_rows = num_slots * num_labels
         label_index = jnp.where(
             (slots < num_slots) & (label_index < num_labels), slots * num_labels + label_index, label_rows
         )
-        prompts = scatter_rows(source, label_index, label_rows).reshape(batch, num_slots, num_labels, hidden)
-        word_number = jnp.where((words_mask > 0) & (words_mask <= num_words), slots * num_words + words_mask, 0)
-        words = pool_words(tokens, word_number, num_slots * num_words, self.config.subtoken_pooling)
-        words = words.reshape(batch, num_slots, num_words, hidden)
-        return prompts, words
+        prompts = scatter_rows(source, label_index, label_rows)
+        return prompts.reshape(tokens.shape[0], num_slots, num_labels, tokens.shape[-1])
 
     def __call__(
         self,
@@ -87,6 +125,11 @@ class GLiNERModel(nnx.Module):
         labels_valid: jax.Array,
         span_idx: jax.Array | None = None,
         span_mask: jax.Array | None = None,
+        *,
+        labels_index: jax.Array | None = None,
+        labels_input_ids: jax.Array | None = None,
+        labels_attention_mask: jax.Array | None = None,
+        labels_embeddings: jax.Array | None = None,
     ) -> jax.Array:
         examples = words_valid.shape[:-1]  # (B,) or, packed, (B, S)
         if len(examples) not in (1, 2) or labels_valid.shape[:-1] != examples:
@@ -96,15 +139,62 @@ class GLiNERModel(nnx.Module):
             )
         num_slots = examples[1] if len(examples) == 2 else 1
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
-        prompts, words = self.representations(input_ids, attention_mask, words_mask, num_slots, num_labels, num_words)
-        prompts, words = prompts.reshape(-1, *prompts.shape[2:]), words.reshape(-1, *words.shape[2:])
-        if self.rnn is not None:
-            words = self.rnn(words, words_valid.reshape(-1, num_words))
-        if self.scorer is not None:
-            logits = self.scorer(words, prompts)
-        else:
-            if span_idx is None or span_mask is None:
-                raise ValueError("the span model needs span_idx and span_mask")
+        tokens = self.encode_text(input_ids, attention_mask)
+        words = self.word_states(tokens, attention_mask, words_mask, num_slots, num_words).reshape(
+            -1, num_words, tokens.shape[-1]
+        )
+        if span_idx is not None and span_mask is not None:
             span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
-            logits = self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid.reshape(-1, num_words))
+        elif self.scorer is None:
+            raise ValueError("the span model needs span_idx and span_mask")
+        words_valid, labels_valid = words_valid.reshape(-1, num_words), labels_valid.reshape(-1, num_labels)
+        if self.labels_encoder is None:
+            prompts = self.label_prompts(tokens, input_ids, attention_mask, num_slots, num_labels)
+            prompts = prompts.reshape(-1, num_labels, prompts.shape[-1])
+            if self.rnn is not None:
+                words = self.rnn(words, words_valid)
+            logits = self._logits(words, prompts, span_idx, words_valid)
+        else:
+            if labels_index is None:
+                raise ValueError("the bi-encoder needs labels_index")
+            if labels_embeddings is None:
+                if labels_input_ids is None or labels_attention_mask is None:
+                    raise ValueError(
+                        "the bi-encoder needs labels_embeddings or labels_input_ids and labels_attention_mask"
+                    )
+                labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
+            table, labels_index = labels_embeddings.astype(words.dtype), labels_index.reshape(-1, num_labels)
+            if isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic:
+                logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
+            else:
+                prompts = table[labels_index] * labels_valid[..., None].astype(
+                    words.dtype
+                )  # gliner zeroes absent labels
+                logits = self._logits(words, prompts, span_idx, words_valid)
         return logits.reshape(*examples, *logits.shape[1:])
+
+    def _logits(
+        self, words: jax.Array, prompts: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array
+    ) -> jax.Array:
+        """The head on words [N, W, H] and label prompts [N, C, H] (span_idx [N, W*K, 2], masked spans at (0, 0))."""
+        if self.scorer is not None:
+            return self.scorer(words, prompts)
+        return self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid)
+
+    def _span_logits_from_table(
+        self,
+        words: jax.Array,
+        span_idx: jax.Array,
+        table: jax.Array,
+        labels_index: jax.Array,
+        labels_valid: jax.Array,
+    ) -> jax.Array:
+        """Bi-encoder markerV0 span logits with the prompt projection and the label fold run once per label table
+        [L, H], not once per (row, label) slot: the same numbers, without N x C copies of that work (eval mode;
+        dropout would draw one mask per slot). A slot without a label reads an appended zero row, as gliner zeroes
+        it."""
+        table = self.prompt_rep(jnp.concatenate([table, jnp.zeros((1, table.shape[1]), table.dtype)]))
+        weights, bias = self.span_rep.fold_labels(table)  # [4H, L + 1], [L + 1]
+        index = jnp.where(labels_valid, labels_index, table.shape[0] - 1)
+        folded = (jnp.moveaxis(weights[:, index], 0, 1), bias[index])  # [N, 4H, C], [N, C]
+        return self.span_rep(words, span_idx, folded=folded)

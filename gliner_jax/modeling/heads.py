@@ -64,19 +64,31 @@ class SpanMarkerV0(nnx.Module):
         self.project_end = ProjectionMLP(hidden_size, hidden_size, dropout, dtype, rngs)
         self.out_project = ProjectionMLP(2 * hidden_size, hidden_size, dropout, dtype, rngs)
 
+    def fold_labels(self, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The labels [..., C, H] folded into the last Linear: its weights W2 . label [..., 4H, C] and biases
+        b2 . label [..., C]. Labels shared by several rows (a bi-encoder's label table) are folded once."""
+        second = self.out_project.linear_out
+        weights = jnp.einsum("fh,...ch->...fc", second.kernel[...].astype(labels.dtype), labels)
+        return weights, jnp.einsum("h,...ch->...c", second.bias[...].astype(labels.dtype), labels)
+
     def __call__(
-        self, words: jax.Array, span_idx: jax.Array, labels: jax.Array, words_valid: jax.Array | None = None
+        self,
+        words: jax.Array,
+        span_idx: jax.Array,
+        labels: jax.Array | None = None,
+        words_valid: jax.Array | None = None,
+        *,
+        folded: tuple[jax.Array, jax.Array] | None = None,
     ) -> jax.Array:
-        """words [B, W, H], span_idx [B, W*K, 2], labels [B, C, H] -> logits [B, W, K, C] (`words_valid`: unused
-        here, taken as every span mode takes it)."""
-        first, second = self.out_project.linear_in, self.out_project.linear_out
+        """words [B, W, H], span_idx [B, W*K, 2], and labels [B, C, H] or their `fold_labels` ([B, 4H, C], [B, C])
+        -> logits [B, W, K, C] (`words_valid`: unused here, taken as every span mode takes it)."""
+        first = self.out_project.linear_in
         dtype, hidden = words.dtype, words.shape[-1]
         w1 = first.kernel[...].astype(dtype)  # [2H, 4H]: rows for the start half, then the end half
         start = rows_matmul(jax.nn.relu(self.project_start(words)), w1[:hidden])  # [B, W, 4H]
         end = rows_matmul(jax.nn.relu(self.project_end(words)), w1[hidden:])
         start = start + first.bias[...].astype(dtype)
-        label_weights = jnp.einsum("fh,bch->bfc", second.kernel[...].astype(dtype), labels)  # [B, 4H, C]
-        label_bias = jnp.einsum("h,bch->bc", second.bias[...].astype(dtype), labels)
+        label_weights, label_bias = self.fold_labels(labels) if folded is None else folded  # [B, 4H, C], [B, C]
         dropout = self.out_project.dropout
         if dropout.deterministic:
             logits = by_row(_span_scores, start, end, span_idx, label_weights)

@@ -24,6 +24,20 @@ CORPUS = [
 LAST_HEAD_LAYERS = ("prompt_rep_layer.3.weight", "scorer.out_mlp.3.weight")
 
 
+def benchmark_texts(count: int, seed: int = 0) -> list[str]:
+    """English texts of 60-120 words, drawn from CORPUS sentences (for benchmarks)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(count):
+        target, words = int(rng.integers(60, 121)), []
+        while len(words) < target:
+            words += CORPUS[int(rng.integers(len(CORPUS)))].split()
+        texts.append(" ".join(words[:target]))
+    return texts
+
+
 def train_tokenizer(
     directory: Path, vocab_size: int = 200, model_type: str = "unigram", corpus: Sequence[str] = CORPUS
 ) -> Any:
@@ -179,10 +193,11 @@ def build_backbone(
 def build_reference(
     backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, noise: float = 0.05, **config: Any
 ) -> Any:
-    """A `gliner.GLiNER` over `backbone` with `config` (span_mode, hidden_size, ...), saved to `directory`.
+    """A `gliner.GLiNER` over `backbone` with `config` (span_mode, hidden_size, ...; `labels_encoder`, a label
+    encoder's directory, for a bi-encoder), saved to `directory`.
 
-    Every head parameter gets N(0, noise) added, so that biases are not at their init values, and the
-    last head layer is scaled by `logit_scale`.
+    Every head parameter (the encoders' excepted) gets N(0, noise) added, so that biases are not at their init
+    values, and the last head layer is scaled by `logit_scale`.
     """
     import gliner
     import torch
@@ -193,13 +208,25 @@ def build_reference(
     )
     with torch.no_grad():
         for name, param in model.model.named_parameters():
-            if not name.startswith("token_rep_layer.bert_layer"):
+            if not name.startswith(("token_rep_layer.bert_layer", "token_rep_layer.labels_encoder")):
                 param.add_(noise * torch.randn_like(param))
             if name in LAST_HEAD_LAYERS:
                 param.mul_(logit_scale)
     model.eval()
     model.save_pretrained(directory)
     return model
+
+
+def build_labels_backbone(directory: Path, encoder_config: dict, *, seed: int = 1, model_max_length: int = 128) -> Path:
+    """A label encoder for a bi-encoder: `build_backbone`, its tokenizer given a `model_max_length` (gliner's
+    `encode_labels` pads every label to it, so the default of none cannot be used)."""
+    import transformers
+
+    build_backbone(directory, encoder_config, seed=seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    tokenizer.model_max_length = model_max_length
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def quantile_thresholds(

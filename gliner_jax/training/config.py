@@ -26,6 +26,9 @@ class ModelSection:
     a GLiNER model to fine-tune, a local directory (gliner's, any version, or ours) or a hub repo id; its own
     gliner_config.json then defines the network, and `gliner` must be empty. `tokenizer` is a tokenizer directory
     or repo id (defaults to the encoder's or init_from's).
+    `labels_encoder` makes a new GLiNER a bi-encoder (gliner's `labels_encoder`): a Hugging Face encoder of any
+    registered family, pretrained weights, as a local directory or repo id, or the fields of its config.json
+    (`model_type` included; a random encoder); `labels_tokenizer` is its tokenizer (defaults to the encoder's).
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
     (evaluation and export keep the scan). `remat` ("none", "dots", "full") rematerialises each encoder layer in the
     backward pass (`modeling/layer_stack.py`): the same numbers, less activation memory, more compute.
@@ -40,6 +43,8 @@ class ModelSection:
     encoder: Mapping[str, Any] | str | None = None
     init_from: str | None = None
     tokenizer: str | None = None
+    labels_encoder: Mapping[str, Any] | str | None = None
+    labels_tokenizer: str | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
     unroll_layers: bool = True
@@ -53,6 +58,10 @@ class ModelSection:
             raise ValueError("model.gliner must be empty with model.init_from: the checkpoint's config is used")
         if isinstance(self.encoder, Mapping) and self.tokenizer is None:
             raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
+        if self.init_from is not None and (self.labels_encoder is not None or self.labels_tokenizer is not None):
+            raise ValueError("model.labels_encoder must be empty with model.init_from: the checkpoint's config is used")
+        if isinstance(self.labels_encoder, Mapping) and self.labels_tokenizer is None:
+            raise ValueError("model.labels_tokenizer is required for a label encoder defined by its config fields")
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16"):
                 raise ValueError(f"model.{name} must be float32 or bfloat16, got {getattr(self, name)!r}")

@@ -1,9 +1,15 @@
 """Training data: GLiNER records (`gliner_jax.data_formats`) from JSON / JSONL, ArrayRecord shards or TFDS, and the
 Grain pipeline that turns them into batches of the training contract.
 
-Label sampling and entity targets follow gliner 0.2.29's `batch_generate_class_mappings` and
-the span / token processors' `create_labels`; the only change is determinism: where gliner iterates over a set
-(in-batch types, positives + negatives), we iterate over the sorted set, so a seed fixes every batch.
+Label sampling and entity targets follow gliner 0.2.29's `batch_generate_class_mappings` (the uni-encoder's per
+example, the bi-encoder's one list shared by the batch) and the span / token processors' `create_labels`; the only
+change is determinism: where gliner iterates over a set (in-batch types, positives + negatives), we iterate over the
+sorted set, so a seed fixes every batch.
+
+A bi-encoder's batch holds no label prompt: its labels, shared by the global batch, are tokenized for the label
+encoder as a table (`labels_input_ids`, `labels_attention_mask` [L, T_l], identical on every host, L a multiple of
+`label_rows_multiple` so that the table splits evenly over the data devices) and `labels_index` [B, C] places them
+in each row.
 """
 
 from __future__ import annotations
@@ -203,6 +209,24 @@ def sample_labels(
     return label_sets
 
 
+def sample_shared_labels(examples: Sequence[Example], rng: random.Random, *, max_types: int = 25) -> list[str]:
+    """The one label list a bi-encoder's batch shares (class id c is labels[c - 1] in every example), drawn as
+    gliner's bi-encoder processor draws it: the union of each example's positives and its "ner_negatives" (or its
+    "ner_labels" verbatim), shuffled, capped at `max_types` per example. A batch without any entity or label gets
+    one empty label."""
+    classes: set[str] = set()
+    for example in examples:
+        if "ner_labels" in example:
+            classes.update(example["ner_labels"])
+        else:
+            classes.update(label for _, _, label in example["ner"])
+            classes.update(example.get("ner_negatives", ()))
+    labels = sorted(classes)
+    rng.shuffle(labels)
+    labels = labels[: int(max_types) * len(examples)]
+    return labels or ([""] if examples and not any(example["ner"] for example in examples) else [])
+
+
 def entity_rows(
     examples: Sequence[Example], label_sets: Sequence[Sequence[str]], lengths: Sequence[int], max_width: int | None
 ) -> list[list[tuple[int, int, int]]]:
@@ -227,12 +251,21 @@ def collate(
     processor: Processor,
     *,
     batch_size: int | None = None,
+    label_table: Sequence[str] | None = None,
+    label_rows_multiple: int = 1,
 ) -> dict[str, np.ndarray]:
     """The training batch contract for `examples` with their labels: the processor's bucketed arrays (rows padded
-    to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0))."""
+    to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0)); a bi-encoder's
+    label table is `label_table` (default: the examples' distinct labels), its rows a multiple of
+    `label_rows_multiple`."""
     label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
     batch = processor.collate_words(
-        [example["tokenized_text"] for example in examples], label_lists, bucket=True, batch_size=batch_size
+        [example["tokenized_text"] for example in examples],
+        label_lists,
+        bucket=True,
+        batch_size=batch_size,
+        label_table=label_table,
+        label_rows_multiple=label_rows_multiple,
     )
     max_width = None if processor.span_mode == "token_level" else processor.max_width
     rows = entity_rows(examples, label_lists, batch.text_lengths[: len(examples)].tolist(), max_width)
@@ -264,7 +297,8 @@ class Packing:
 class _CollateHostSlice(grain.transforms.MapWithIndex):
     """Samples the labels of global batch `index` (its valid records) and collates this host's share of it: the
     records at positions [process_index * rows, (process_index + 1) * rows), one per row with bad ones left as
-    padding rows, or `packing` several per row (bad ones left out)."""
+    padding rows, or `packing` several per row (bad ones left out). A bi-encoder's shared labels are drawn over the
+    global batch and tokenized whole on every host."""
 
     processor: Processor
     seed: int
@@ -273,18 +307,31 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     max_types: int
     max_neg_type_ratio: int
     packing: Packing | None = None
+    label_rows_multiple: int = 1
 
     def map_with_index(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
         positions = [i for i, record in enumerate(records) if record is not None]
         examples = [records[i] for i in positions]
-        label_sets = sample_labels(
-            examples, batch_rng(self.seed, index), max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
-        )
+        rng, table = batch_rng(self.seed, index), None
+        if self.processor.label_prompt:
+            label_sets = sample_labels(
+                examples, rng, max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
+            )
+        else:
+            table = sample_shared_labels(examples, rng, max_types=self.max_types)
+            label_sets = [table] * len(examples)
         first = self.process_index * self.rows
         mine = [j for j, i in enumerate(positions) if first <= i < first + self.rows]
         examples, label_sets = [examples[j] for j in mine], [label_sets[j] for j in mine]
         if self.packing is None:
-            return collate(examples, label_sets, self.processor, batch_size=self.rows)
+            return collate(
+                examples,
+                label_sets,
+                self.processor,
+                batch_size=self.rows,
+                label_table=table,
+                label_rows_multiple=self.label_rows_multiple,
+            )
         return pack(
             collate(examples, label_sets, self.processor),
             row_length=self.packing.row_length,
@@ -308,6 +355,7 @@ def make_train_dataset(
     process_count: int | None = None,
     packing: Packing | None = None,
     read_options: grain.ReadOptions | None = None,
+    label_rows_multiple: int = 1,
 ) -> grain.IterDataset:
     """Training batches (the batch contract, NumPy) of this host from a random-access source of records.
 
@@ -316,7 +364,8 @@ def make_train_dataset(
     `global_batch_size / process_count` examples, one per row or, with `packing`, several per row (the packed
     layout of `gliner_jax.packing`: the same examples, labels and targets), with shapes from the buckets. Records
     are checked as they are read: a bad one is logged and skipped (its row stays a neutral padding row; packed, it
-    is left out). Batches are collated ahead in
+    is left out). A bi-encoder's label table has a multiple of `label_rows_multiple` rows (the trainer's data
+    devices). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
     """
@@ -333,7 +382,14 @@ def make_train_dataset(
     if shuffle:
         dataset = dataset.shuffle(seed)
     transform = _CollateHostSlice(
-        processor, seed, global_batch_size // process_count, process_index, max_types, max_neg_type_ratio, packing
+        processor,
+        seed,
+        global_batch_size // process_count,
+        process_index,
+        max_types,
+        max_neg_type_ratio,
+        packing,
+        label_rows_multiple,
     )
     return (
         dataset.repeat(num_epochs)

@@ -1,9 +1,13 @@
-"""Optax optimizer: regex parameter groups (encoder / others / frozen), AdamW, clipping, warmup schedules.
+"""Optax optimizer: regex parameter groups (encoder / labels encoder / others / frozen), AdamW, clipping, warmup
+schedules.
 
 Mirrors the reference trainer (gliner's `Trainer.create_optimizer` on transformers' AdamW): the backbone and
 its output projection ("token_rep_layer" there) train at `encoder_lr`, everything else at `others_lr`; names
-containing "bias" and LayerNorm parameters get no weight decay (embeddings do); the BERT family's pooler, which no
-GLiNER computation reads, is never updated (torch skips it: its gradient is None). Gradients of all trainable
+containing "bias" and every LayerNorm's scale get no weight decay (embeddings do). A bi-encoder's label encoder and
+its projection (also in gliner's "token_rep_layer", so at gliner's encoder rate) form their own group, at
+`labels_encoder_lr` / `labels_encoder_weight_decay`, which default to the encoder's (gliner has no such setting).
+Parameters no GLiNER computation reads are never updated, as torch's AdamW skips a parameter whose gradient is None:
+the BERT family's pooler, and a bi-encoder's BiLSTM (gliner builds it and never runs it). Gradients of all trainable
 parameters are clipped together to `max_grad_norm` before AdamW, and the learning rate follows transformers'
 `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over optimizer steps.
 
@@ -25,19 +29,25 @@ import optax
 from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
 SCHEDULERS = ("cosine", "linear", "constant")
-TRAINED_GROUPS = ("encoder", "others")
+TRAINED_GROUPS = ("encoder", "labels_encoder", "others")
 FROZEN = "frozen"
-# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler. gliner's
-# torch AdamW never updates them (their gradient is None); here they would still decay, so they are frozen.
+# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler, and in a
+# bi-encoder (a tree with a label encoder) the BiLSTM. gliner's torch AdamW never updates them (their gradient is
+# None); here they would still decay, so they are frozen.
 NEVER_TRAINED = (r"(^|/)pooler/",)
+BI_ENCODER_NEVER_TRAINED = (r"^rnn/",)
+BI_ENCODER_MARK = "labels_encoder/"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
-    """AdamW with two learning rates; `num_steps` counts optimizer steps (not micro-batches).
+    """AdamW with two learning rates (three for a bi-encoder); `num_steps` counts optimizer steps (not
+    micro-batches).
 
     Patterns are regexes searched (`re.search`) in "/"-joined parameter paths such as
-    "encoder/encoder/layer/attention/self/query_proj/kernel". Frozen patterns win over the encoder pattern.
+    "encoder/encoder/layer/attention/self/query_proj/kernel". Frozen patterns win over the group patterns, the label
+    encoder's over the encoder's; `labels_encoder_lr` / `labels_encoder_weight_decay` set (not None) require
+    `labels_encoder_pattern` to match, like every configured pattern.
     `warmup_steps`, when set, overrides `warmup_ratio` (warmup = ceil(ratio * num_steps), as gliner).
     """
 
@@ -46,7 +56,10 @@ class OptimizerConfig:
     others_lr: float = 3e-5
     encoder_weight_decay: float = 0.1
     others_weight_decay: float = 0.01
+    labels_encoder_lr: float | None = None  # None: encoder_lr
+    labels_encoder_weight_decay: float | None = None  # None: encoder_weight_decay
     encoder_pattern: str = r"^(encoder|projection)/"
+    labels_encoder_pattern: str = r"^(labels_encoder|labels_projection)/"
     frozen_patterns: tuple[str, ...] = ()
     no_decay_patterns: tuple[str, ...] = (r"bias", r"(^|/)scale$")  # biases and every LayerNorm's scale
     scheduler: str = "cosine"
@@ -67,6 +80,9 @@ class OptimizerConfig:
             "others_lr": self.others_lr >= 0,
             "encoder_weight_decay": self.encoder_weight_decay >= 0,
             "others_weight_decay": self.others_weight_decay >= 0,
+            "labels_encoder_lr": self.labels_encoder_lr is None or self.labels_encoder_lr >= 0,
+            "labels_encoder_weight_decay": self.labels_encoder_weight_decay is None
+            or self.labels_encoder_weight_decay >= 0,
             "scheduler": self.scheduler in SCHEDULERS,
             "warmup_ratio": 0 <= self.warmup_ratio <= 1,
             "warmup_steps": self.warmup_steps is None or 0 <= self.warmup_steps <= self.num_steps,
@@ -79,7 +95,10 @@ class OptimizerConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid optimizer config {name}={getattr(self, name)!r}")
-        patterns = {"encoder_pattern": (self.encoder_pattern,)}
+        patterns = {
+            "encoder_pattern": (self.encoder_pattern,),
+            "labels_encoder_pattern": (self.labels_encoder_pattern,),
+        }
         patterns.update(frozen_patterns=self.frozen_patterns, no_decay_patterns=self.no_decay_patterns)
         for name, values in patterns.items():
             for pattern in values:
@@ -113,19 +132,30 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: fn(parameter_path(path)), tree)
 
 
-def _group_of(path: str, config: OptimizerConfig) -> str:
-    if any(re.search(p, path) for p in (*config.frozen_patterns, *NEVER_TRAINED)):
+def _group_of(path: str, config: OptimizerConfig, never_trained: tuple[str, ...]) -> str:
+    if any(re.search(p, path) for p in (*config.frozen_patterns, *never_trained)):
         return FROZEN
+    if re.search(config.labels_encoder_pattern, path):
+        return "labels_encoder"
     return "encoder" if re.search(config.encoder_pattern, path) else "others"
 
 
-def _groups(tree: Any, config: OptimizerConfig) -> Any:
-    return _map_paths(lambda path: _group_of(path, config), tree)
+def _groups(tree: Any, config: OptimizerConfig, bi_encoder: bool) -> Any:
+    never_trained = NEVER_TRAINED + (BI_ENCODER_NEVER_TRAINED if bi_encoder else ())
+    return _map_paths(lambda path: _group_of(path, config, never_trained), tree)
+
+
+def _is_bi_encoder(params: Any) -> bool:
+    return any(
+        parameter_path(path).startswith(BI_ENCODER_MARK) for path, _ in jax.tree_util.tree_leaves_with_path(params)
+    )
 
 
 def _check_patterns_match(params: Any, config: OptimizerConfig) -> None:
     paths = [parameter_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
     named = [("encoder_pattern", config.encoder_pattern)]
+    if config.labels_encoder_lr is not None or config.labels_encoder_weight_decay is not None:
+        named.append(("labels_encoder_pattern", config.labels_encoder_pattern))
     named += [("frozen_patterns", p) for p in config.frozen_patterns]
     named += [("no_decay_patterns", p) for p in config.no_decay_patterns]
     for name, pattern in named:
@@ -134,11 +164,12 @@ def _check_patterns_match(params: Any, config: OptimizerConfig) -> None:
 
 
 def parameter_groups(params: Any, config: OptimizerConfig) -> Any:
-    """The group of each parameter ("encoder", "others" or "frozen"), as a pytree shaped like `params`.
+    """The group of each parameter ("encoder", "labels_encoder", "others" or "frozen"), as a pytree shaped like
+    `params`.
 
     Raises ValueError if a configured pattern matches no parameter."""
     _check_patterns_match(params, config)
-    return _groups(params, config)
+    return _groups(params, config, _is_bi_encoder(params))
 
 
 def decay_mask(params: Any, config: OptimizerConfig) -> Any:
@@ -175,12 +206,21 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> optax.GradientTransf
     Frozen parameters get zero updates and hold no optimizer state (no moments, no accumulated gradients).
     With `grad_accum_steps` = n, n calls accumulate the mean gradient and every n-th call applies it."""
     groups = parameter_groups(params, config)
+    bi_encoder = _is_bi_encoder(params)
+    settings = {
+        "encoder": (config.encoder_lr, config.encoder_weight_decay),
+        "labels_encoder": (
+            config.encoder_lr if config.labels_encoder_lr is None else config.labels_encoder_lr,
+            config.encoder_weight_decay
+            if config.labels_encoder_weight_decay is None
+            else config.labels_encoder_weight_decay,
+        ),
+        "others": (config.others_lr, config.others_weight_decay),
+    }
+    present = set(jax.tree.leaves(groups))
     trained = optax.multi_transform(
-        {
-            "encoder": _adamw(config, config.encoder_lr, config.encoder_weight_decay),
-            "others": _adamw(config, config.others_lr, config.others_weight_decay),
-        },
-        lambda tree: _groups(tree, config),  # the trainable part of the tree: frozen leaves are masked out
+        {group: _adamw(config, *settings[group]) for group in TRAINED_GROUPS if group in present},
+        lambda tree: _groups(tree, config, bi_encoder),  # the trainable part: frozen leaves are masked out
     )
     if config.max_grad_norm:
         trained = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), trained)
@@ -193,7 +233,8 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> optax.GradientTransf
 
 
 def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
-    """{"lr/encoder": ..., "lr/others": ...}: the rates of the latest optimizer step (of step 0 before any)."""
+    """{"lr/encoder": ..., "lr/others": ...} (and "lr/labels_encoder" for a bi-encoder): the rates of the latest
+    optimizer step (of step 0 before any)."""
     rates = {}
     for path, hyperparams in optax.tree_utils.tree_get_all_with_path(opt_state, "hyperparams"):
         group = next(k.key for k in reversed(path) if isinstance(k, DictKey) and k.key in TRAINED_GROUPS)

@@ -3,7 +3,8 @@
 Model code names each parameter dimension with a logical axis (nnx metadata `out_sharding`, e.g.
 ("embed", "heads")); the rules here map logical axes to the mesh axes ("data", "fsdp", "tensor").
 FSDP style: every large parameter splits its model dimension over "fsdp" and its model-parallel dimension
-(heads, mlp, vocab) over "tensor"; batches split over "data" x "fsdp".
+(heads, mlp, vocab) over "tensor"; batches split over "data" x "fsdp", and so does a bi-encoder's label table (each
+device encodes its share of the labels; the label encoder's parameters follow the same rules as the text encoder's).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 # ("data", "fsdp"), XLA (jaxlib 0.10.2, CPU) computes wrong gradients on a mesh with all three axes > 1.
 DEFAULT_RULES: LogicalRules = (
     ("batch", ("data", "fsdp")),
+    ("labels", ("data", "fsdp")),
     ("vocab", "tensor"),
     ("heads", "tensor"),
     ("mlp", "tensor"),
@@ -124,6 +126,7 @@ def state_shardings(state: Any, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES)
     return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
-    """For arrays whose leading dimension is the global batch: split by the "batch" rule, the rest replicated."""
-    return NamedSharding(mesh, linen.logical_to_mesh_axes(("batch",), rules))
+def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, axis: str = "batch") -> NamedSharding:
+    """For arrays whose leading dimension is the global batch (or, with axis="labels", the rows of a bi-encoder's
+    label table): split by that logical axis's rule, the rest replicated."""
+    return NamedSharding(mesh, linen.logical_to_mesh_axes((axis,), rules))

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
-from gliner_jax.processing import Processor
+from gliner_jax.modeling import axes
+from gliner_jax.processing import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.loss import LossConfig, gliner_loss
@@ -110,8 +111,9 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
-        model, self.gliner_config, self.tokenizer = build_model(config.model, run.seed)
-        self.processor = Processor.from_config(self.gliner_config, self.tokenizer)
+        built = build_model(config.model, run.seed)
+        model, self.gliner_config, self.processor = built.model, built.config, built.processor
+        self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
 
         self.mesh = make_mesh(config.mesh)
         logger.info(
@@ -148,11 +150,16 @@ class Trainer:
         opt_shardings = state_shardings(jax.eval_shape(self.tx.init, initial), self.mesh, rules)
         initial = jax.device_put(initial, self.param_shardings)
         self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(initial)
-        self.batch_sharding = batch_sharding(self.mesh, rules)
+        # Per input of the batch contract: split over the batch, a bi-encoder's label table over its labels.
+        label_table = batch_sharding(self.mesh, rules, axes.LABELS)
+        self.batch_shardings = {
+            name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(self.mesh, rules)
+            for name in [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
+        }
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(
             make_train_step(graphdef, self.rest, self.tx, config.loss),
-            in_shardings=(self.param_shardings, opt_shardings, self.batch_sharding, replicated),
+            in_shardings=(self.param_shardings, opt_shardings, self.batch_shardings, replicated),
             out_shardings=(self.param_shardings, opt_shardings, replicated),
             donate_argnums=(0, 1),
         )
@@ -161,6 +168,10 @@ class Trainer:
 
         source = data_lib.open_source(config.data.train, strict=config.data.strict)
         packing = None
+        if config.data.packing and not self.processor.label_prompt:
+            raise NotImplementedError(
+                "data.packing is not supported for bi-encoders (their label table is shared by the whole batch)"
+            )
         if config.data.packing:  # each host packs whole rows for each of its data shards
             packing = data_lib.Packing(config.data.row_length, max(1, data_devices // jax.process_count()))
         self.dataset = data_lib.make_train_dataset(
@@ -171,6 +182,7 @@ class Trainer:
             max_types=self.gliner_config.max_types,
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
             packing=packing,
+            label_rows_multiple=data_devices,
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
@@ -219,12 +231,18 @@ class Trainer:
         )
 
     def _global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """One global array per input from every host's rows (hosts first agree on the bucket shapes)."""
+        """One global array per input from every host's rows (hosts first agree on the bucket shapes); a
+        bi-encoder's label table, which every host holds whole, is split over the devices from each host's copy."""
         if jax.process_count() > 1:
             batch = pad_to_common_shapes(batch, self.tokenizer.pad_token_id)
-        return {
-            name: jax.make_array_from_process_local_data(self.batch_sharding, value) for name, value in batch.items()
-        }
+        arrays = {}
+        for name, value in batch.items():
+            sharding = self.batch_shardings[name]
+            if name in SHARED_LABEL_ARRAYS:
+                arrays[name] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+            else:
+                arrays[name] = jax.make_array_from_process_local_data(sharding, value)
+        return arrays
 
     def fit(self) -> dict[str, float]:
         """Train to `trainer.num_steps` (resuming from the last checkpoint), evaluate and export; returns the
@@ -293,7 +311,7 @@ class Trainer:
         master weights where the parameters are held in bfloat16."""
         params = multihost_utils.process_allgather(float32_params(self.params, self.opt_state), tiled=True)
         model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
-        return GLiNER(model, self.gliner_config, self.tokenizer)
+        return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
         """Span F1 on the dev examples with all their labels (every host computes it; the chief records it)."""
@@ -328,10 +346,11 @@ def set_encoder_attributes(model: nnx.Module, attributes: dict[str, Any]) -> Non
 
 
 def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
-    """Pad every host's arrays (at the end of each axis) to the largest shape any host has, so that the hosts'
-    bucket shapes, which depend on their own rows (and, packed, their number of rows and slots), form one global
-    batch. Padding is neutral: masks and validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx /
-    span_mask grow by whole words, in the processor's order (start-major, then width)."""
+    """Pad every host's arrays (at the end of each axis) to the largest shape any host has, so that the
+    hosts' bucket shapes, which depend on their own rows (and, packed, their number of rows and slots), form one
+    global batch (a bi-encoder's label table is the same on every host, so it is left as it is). Padding is neutral:
+    masks and validity flags 0, entity rows (0, 0, 0), input_ids the pad id; span_idx / span_mask grow by whole
+    words, in the processor's order (start-major, then width)."""
     names = sorted(batch)
     shapes = np.array([dim for name in names for dim in batch[name].shape], np.int64)
     target = multihost_utils.process_allgather(shapes).reshape(-1, shapes.size).max(axis=0)

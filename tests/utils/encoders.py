@@ -33,7 +33,6 @@ TINY_V3 = dict(
     hidden_act="gelu",
 )
 
-
 # Odd widths and head sizes, more than one layer; ModernBERT alternates global / local layers with a window far
 # shorter than the test rows. Every model type's own position numbering and padding id.
 TINY_HF = {
@@ -86,6 +85,10 @@ TINY_HF = {
         sep_token_id=2,
     ),
 }
+
+# A label encoder for bi-encoder tests, BERT as knowledgator's (BGE, MiniLM): 48 wide, so that a GLiNER's hidden_size
+# picks which of the text and label projections exist (text encoders: DeBERTa 64, ModernBERT 48 wide).
+TINY_LABELS_ENCODER = {**TINY_HF["bert"], "model_type": "bert", "hidden_size": 48, "num_hidden_layers": 2}
 
 
 # Lengths straddle position_buckets (16) and reach far past it, with padding in every row but one.

@@ -48,19 +48,47 @@ def assert_logits_close(ours: np.ndarray, ref: np.ndarray) -> None:
 
 
 def network_inputs(batch: dict, config) -> dict[str, jnp.ndarray]:
-    """Our network's inputs for a batch collated by the reference."""
+    """Our network's inputs for a batch collated by the reference; a bi-encoder's with its label table and, where
+    rows differ, its `labels_gather_indices` / `prompts_embedding_mask`."""
     ids, lengths = batch["input_ids"].numpy(), batch["text_lengths"].numpy().reshape(-1)
-    num_labels = (ids == config.class_token_index).sum(axis=1)
     inputs = dict(
         input_ids=ids,
         attention_mask=batch["attention_mask"].numpy(),
         words_mask=batch["words_mask"].numpy(),
         words_valid=np.arange(lengths.max())[None] < lengths[:, None],
-        labels_valid=np.arange(num_labels.max())[None] < num_labels[:, None],
     )
+    if "labels_input_ids" in batch:
+        num_table = batch["labels_input_ids"].shape[0]
+        if "labels_gather_indices" in batch:
+            index = batch["labels_gather_indices"].numpy()
+            valid = batch["prompts_embedding_mask"].numpy().astype(bool)
+        else:
+            index = np.broadcast_to(np.arange(num_table), (len(lengths), num_table))
+            valid = np.ones(index.shape, bool)
+        inputs.update(
+            labels_valid=valid,
+            labels_index=index,
+            labels_input_ids=batch["labels_input_ids"].numpy(),
+            labels_attention_mask=batch["labels_attention_mask"].numpy(),
+        )
+    else:
+        num_labels = (ids == config.class_token_index).sum(axis=1)
+        inputs["labels_valid"] = np.arange(num_labels.max())[None] < num_labels[:, None]
     if config.span_mode != "token_level":
         inputs.update(span_idx=batch["span_idx"].numpy(), span_mask=batch["span_mask"].numpy())
     return {k: jnp.asarray(v) for k, v in inputs.items()}
+
+
+def reference_gradients(model: gliner.GLiNER, batch: dict, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(weights, gradients): random weights of the logits and torch autograd's gradient of sum(weights * logits) in
+    eval mode, for every parameter that gets one (a parameter nothing reads gets None and is left out)."""
+    model.model.eval()
+    model.model.zero_grad()
+    with torch.enable_grad():
+        logits = model.model(**batch).logits
+    weights = np.random.default_rng(seed).normal(size=logits.shape).astype(np.float32)
+    (logits * torch.from_numpy(weights)).sum().backward()
+    return weights, {name: p.grad.numpy() for name, p in model.model.named_parameters() if p.grad is not None}
 
 
 def parameter_gradients(
@@ -70,13 +98,7 @@ def parameter_gradients(
     PyTorch name) for a loss weighing each logit differently. Ours in eval mode (encoder layers in a scan), or with
     `train` in train mode with every dropout rate 0 and the encoder layers unrolled, as training runs them."""
     batch = reference_batch(ref, texts, labels)
-    ref.model.eval()
-    ref.model.zero_grad()
-    with torch.enable_grad():
-        ref_logits = ref.model(**batch).logits
-    weights = np.random.default_rng(0).normal(size=ref_logits.shape).astype(np.float32)
-    (ref_logits * torch.from_numpy(weights)).sum().backward()
-    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    weights, ref_grads = reference_gradients(ref, batch)
 
     model, config = load_gliner(directory)
     if train:

@@ -271,7 +271,7 @@ class BertPooler(nnx.Module):
     """tanh(dense(first token's state)): transformers' `pooler_output`."""
 
     def __init__(self, config: BertConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.dense = _linear(config, config.hidden_size, config.hidden_size, (axes.EMBED, axes.EMBED), dtype, rngs)
+        self.dense = _linear(config, config.hidden_size, config.hidden_size, (axes.EMBED, axes.HEADS), dtype, rngs)
 
     def __call__(self, hidden: jax.Array) -> jax.Array:
         return jnp.tanh(self.dense(hidden[:, 0]))
