@@ -100,7 +100,7 @@ def test_a_random_encoder_of_another_family_from_config_fields():
     """`model.encoder` given as fields builds that family's encoder (model_type picks it; DeBERTa when absent)."""
     fields = dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     config = load_train_config(TINY, [f"model.encoder={fields}"])
-    model, gliner_config, tokenizer = build_model(config.model, seed=0)
-    assert type(model.encoder).__name__ == "BertModel"
-    assert gliner_config.encoder_config.vocab_size == len(tokenizer)
-    assert gliner_config.to_dict()["encoder_config"]["model_type"] == "bert"
+    built = build_model(config.model, seed=0)
+    assert type(built.model.encoder).__name__ == "BertModel"
+    assert built.config.encoder_config.vocab_size == len(built.tokenizer)
+    assert built.config.to_dict()["encoder_config"]["model_type"] == "bert"
