@@ -15,7 +15,9 @@ False; text_lengths 0.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -71,13 +73,106 @@ def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> 
     return [list(dict.fromkeys(label_set)) for label_set in label_sets]
 
 
-def _words_mask(word_ids: list[int | None], prompt_length: int) -> np.ndarray:
-    """gliner's words_mask for one row: the ordinal of distinct word ids seen so far, minus the prompt length, at
-    each word's first subword when positive; 0 elsewhere (special tokens, prompt words, continuation subwords)."""
-    ids = np.array([-1 if i is None else i for i in word_ids], np.int64)
-    first = (ids >= 0) & (ids != np.concatenate([[-1], ids[:-1]]))
-    seen = np.cumsum(first)
-    return np.where(first & (seen > prompt_length), seen - prompt_length, 0)
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, np.int64)
+
+
+class WordPieces:
+    """Rows of pre-split words tokenized as `tokenizer(rows, is_split_into_words=True, truncation=True,
+    padding="longest")` tokenizes them, with gliner's words_mask, from a cache of each distinct word's subword ids.
+
+    A tokenizer reads pre-split words one at a time (each word is normalised, pre-tokenized and split on its own), so
+    a row's ids are its words' ids laid end to end between the special tokens it adds to any single sequence; only
+    words not seen before are sent to the tokenizer (in one call). The cache holds up to `max_words` distinct words
+    and then starts again. Thread-safe.
+    """
+
+    def __init__(self, tokenizer: Any, max_words: int = 1 << 18) -> None:
+        self.tokenizer = tokenizer
+        self.max_words = max_words
+        self._lock = threading.Lock()
+        self._special: tuple[np.ndarray, np.ndarray] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[str, int] = {}  # word -> its entry in the tables below
+        self._starts = np.zeros(0, np.int64)  # first subword of each entry in _ids
+        self._lengths = np.zeros(0, np.int64)  # subwords of each entry (0 for a word the tokenizer drops)
+        self._ids = np.zeros(0, np.int32)
+
+    def special_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids the tokenizer puts before and after the words of one sequence (e.g. [CLS] and [SEP])."""
+        if self._special is None:
+            probe = self.tokenizer(["a", "b"], is_split_into_words=True)
+            ids, word_ids = probe["input_ids"], probe.word_ids()
+            inside = [i for i, word in enumerate(word_ids) if word is not None]
+            if not inside or inside != list(range(inside[0], inside[-1] + 1)):
+                raise NotImplementedError(f"the tokenizer puts special tokens between words: {word_ids}")
+            self._special = np.array(ids[: inside[0]], np.int32), np.array(ids[inside[-1] + 1 :], np.int32)
+        return self._special
+
+    def entries(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(start into the id table, number of subwords) of each word; words new to the cache are tokenized."""
+        with self._lock:
+            missing = [word for word in dict.fromkeys(words) if word not in self._index]
+            if missing:
+                if len(self._index) + len(missing) > self.max_words:
+                    self._reset()
+                    missing = list(dict.fromkeys(words))
+                encoding = self.tokenizer(missing, is_split_into_words=True, add_special_tokens=False, verbose=False)
+                lengths = np.bincount(np.array(encoding.word_ids(), np.int64), minlength=len(missing))
+                self._starts = np.concatenate([self._starts, len(self._ids) + _exclusive_cumsum(lengths)])
+                self._lengths = np.concatenate([self._lengths, lengths])
+                self._ids = np.concatenate([self._ids, np.array(encoding["input_ids"], np.int32)])
+                self._index.update(zip(missing, range(len(self._index), len(self._index) + len(missing)), strict=True))
+            entry = np.fromiter(map(self._index.__getitem__, words), np.int64, len(words))
+            return self._starts[entry], self._lengths[entry]
+
+    def encode(self, rows: Sequence[Sequence[str]], skip: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """input_ids, attention_mask and words_mask [len(rows), longest row] (int32) of the rows, `skip[r]` leading
+        words of row r (its prompt) left out of its words_mask: at the first kept subword of each word, its ordinal
+        among the row's words that have subwords, minus skip[r], where positive; 0 elsewhere."""
+        tokenizer = self.tokenizer
+        prefix, suffix = self.special_tokens()
+        words_per_row = np.array([len(row) for row in rows], np.int64)
+        starts, pieces = self.entries(list(itertools.chain.from_iterable(rows)))
+        num_rows, total = len(rows), int(pieces.sum())
+        # Per subword: its word, its row, its place among its row's subwords.
+        token_word = np.repeat(np.arange(len(pieces)), pieces)
+        token_ids = self._ids[np.repeat(starts, pieces) + np.arange(total) - _exclusive_cumsum(pieces)[token_word]]
+        token_row = np.repeat(np.arange(num_rows), words_per_row)[token_word]
+        row_tokens = np.bincount(token_row, minlength=num_rows)
+        place = np.arange(total) - _exclusive_cumsum(row_tokens)[token_row]
+        # truncation=True: a row keeps as many subwords as fit beside the special tokens, cut on truncation_side.
+        room = tokenizer.model_max_length - len(prefix) - len(suffix)
+        kept_tokens = np.minimum(row_tokens, max(room, 0)) if room < total else row_tokens
+        cut = row_tokens - kept_tokens
+        if getattr(tokenizer, "truncation_side", "right") == "left":
+            place = place - cut[token_row]
+        keep = (place >= 0) & (place < kept_tokens[token_row])
+        token_word, token_ids, token_row, place = token_word[keep], token_ids[keep], token_row[keep], place[keep]
+        # gliner's words_mask: a subword whose word differs from the previous kept subword's starts a word.
+        first = place == 0
+        first[1:] |= token_word[1:] != token_word[:-1]
+        seen = np.cumsum(first) - _exclusive_cumsum(np.bincount(token_row[first], minlength=num_rows))[token_row]
+        skip = np.asarray(skip, np.int64)[token_row]
+        marks = np.where(first & (seen > skip), seen - skip, 0)
+
+        lengths = len(prefix) + kept_tokens + len(suffix)
+        width = int(lengths.max(initial=0))
+        lead = width - lengths if tokenizer.padding_side == "left" else np.zeros(num_rows, np.int64)
+        input_ids = np.full((num_rows, width), tokenizer.pad_token_id, np.int32)
+        attention_mask = np.zeros((num_rows, width), np.int32)
+        words_mask = np.zeros((num_rows, width), np.int32)
+        columns = np.arange(width)
+        attention_mask[(columns >= lead[:, None]) & (columns < (lead + lengths)[:, None])] = 1
+        for offset, ids in ((0, prefix), (len(prefix) + kept_tokens, suffix)):
+            for k, token in enumerate(ids):
+                input_ids[np.arange(num_rows), lead + offset + k] = token
+        column = lead[token_row] + len(prefix) + place
+        input_ids[token_row, column] = token_ids
+        words_mask[token_row, column] = marks
+        return input_ids, attention_mask, words_mask
 
 
 @dataclasses.dataclass
@@ -92,10 +187,23 @@ class Batch:
     labels_valid: np.ndarray  # [B, C] bool, True for the row's real labels
     span_idx: np.ndarray | None  # [B, W*K, 2] int32, span model only
     span_mask: np.ndarray | None  # [B, W*K] bool, span model only
-    words: list[list[str]]  # per real row: its words (after truncation)
-    word_starts: list[list[int]]  # per real row: char start of each word
-    word_ends: list[list[int]]  # per real row: char end (exclusive) of each word
+    rows: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
     labels: list[list[str]]  # per real row: its labels in prompt order (class id c+1 = labels[c])
+
+    @property
+    def words(self) -> list[list[str]]:
+        """Per real row: its words."""
+        return [[word for word, _, _ in row] for row in self.rows]
+
+    @property
+    def word_starts(self) -> list[list[int]]:
+        """Per real row: the char start of each word."""
+        return [[start for _, start, _ in row] for row in self.rows]
+
+    @property
+    def word_ends(self) -> list[list[int]]:
+        """Per real row: the char end (exclusive) of each word."""
+        return [[end for _, _, end in row] for row in self.rows]
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model)."""
@@ -145,6 +253,7 @@ class Processor:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has neither a pad token nor an eos token")
         self.tokenizer = tokenizer
+        self.pieces = WordPieces(tokenizer)
         self.ent_token = ent_token
         self.sep_token = sep_token
         self.max_width = max_width
@@ -203,13 +312,12 @@ class Processor:
         limit = min(self.tokenizer.model_max_length, self.max_tokens or NO_LIMIT)
         if limit >= NO_LIMIT:
             return None
-        prompt = self.tokenizer(self._prompt(labels), is_split_into_words=True)["input_ids"]  # with special tokens
-        return limit - len(prompt)
+        prefix, suffix = self.pieces.special_tokens()
+        return limit - len(prefix) - int(self.tokens_per_word(self._prompt(labels)).sum()) - len(suffix)
 
     def tokens_per_word(self, words: list[str]) -> np.ndarray:
         """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
-        word_ids = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False).word_ids()
-        return np.bincount([i for i in word_ids if i is not None], minlength=len(words))
+        return self.pieces.entries(words)[1]
 
     def _prompt(self, labels: list[str]) -> list[str]:
         prompt = []
@@ -242,17 +350,11 @@ class Processor:
         text_lengths[: len(rows)] = [len(row) for row in rows]
         label_counts = np.zeros(num_rows, np.int32)
         label_counts[live] = [len(label_sets[i]) for i in live]
-        num_tokens, num_words, num_labels = 0, int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
-        if live:
-            prompts = [self._prompt(label_sets[i]) for i in live]
-            encoding = self.tokenizer(
-                [prompt + [word for word, _, _ in rows[i]] for prompt, i in zip(prompts, live, strict=True)],
-                is_split_into_words=True,
-                truncation=True,
-                padding="longest",
-                return_tensors="np",
-            )
-            num_tokens = encoding["input_ids"].shape[1]
+        num_words, num_labels = int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
+        prompts = [self._prompt(label_sets[i]) for i in live]
+        sequences = [prompt + [word for word, _, _ in rows[i]] for prompt, i in zip(prompts, live, strict=True)]
+        ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts])
+        num_tokens = ids.shape[1]
         if self.max_tokens is not None and num_tokens > self.max_tokens:
             raise ValueError(
                 f"a row takes {num_tokens} tokens (label prompt and words), more than the encoder's "
@@ -266,14 +368,11 @@ class Processor:
         input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)
         attention_mask = np.zeros((num_rows, num_tokens), np.int32)
         words_mask = np.zeros((num_rows, num_tokens), np.int32)
-        if live:
-            width = encoding["input_ids"].shape[1]
-            cols = slice(num_tokens - width, None) if self.tokenizer.padding_side == "left" else slice(0, width)
-            input_ids[live, cols] = encoding["input_ids"]
-            attention_mask[live, cols] = encoding["attention_mask"]
-            words_mask[live, cols] = [
-                _words_mask(encoding.word_ids(j), len(prompt)) for j, prompt in enumerate(prompts)
-            ]
+        width = ids.shape[1]
+        cols = slice(num_tokens - width, None) if self.tokenizer.padding_side == "left" else slice(0, width)
+        input_ids[live, cols] = ids
+        attention_mask[live, cols] = mask
+        words_mask[live, cols] = marks
 
         span_idx = span_mask = None
         if self.span_mode != "token_level":
@@ -292,8 +391,6 @@ class Processor:
             labels_valid=np.arange(num_labels) < label_counts[:, None],
             span_idx=span_idx,
             span_mask=span_mask,
-            words=[[word for word, _, _ in row] for row in rows],
-            word_starts=[[start for _, start, _ in row] for row in rows],
-            word_ends=[[end for _, _, end in row] for row in rows],
+            rows=rows,
             labels=label_sets,
         )
