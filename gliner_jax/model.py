@@ -4,11 +4,11 @@ gliner's directory format; entity prediction over texts of any length and label 
 
 from __future__ import annotations
 
-import collections
 import functools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,29 +20,48 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
-from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
+from gliner_jax.devices import Placement, round_up
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.processing import Batch, Labels, Processor, Word, joined_word_offsets, normalize_labels, split_words
-from gliner_jax.windows import Row, plan_rows
+from gliner_jax.pipeline import Chunk, Pipeline, WordSpan
+from gliner_jax.processing import (
+    Batch,
+    Labels,
+    Processor,
+    Word,
+    joined_word_offsets,
+    normalize_labels,
+    split_words,
+    unpack_arrays,
+)
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
-    logits = nnx.merge(graphdef, state)(**inputs)
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _forward(
+    graphdef: nnx.GraphDef, state: nnx.State, packed: jax.Array, sizes: tuple[int, int, int | None], probabilities: bool
+) -> jax.Array:
+    """The model on a packed batch (`Batch.packed`), unpacked on the device."""
+    logits = nnx.merge(graphdef, state)(**unpack_arrays(packed, *sizes, xp=jnp))
     return jax.nn.sigmoid(logits) if probabilities else logits
 
 
 class GLiNER:
-    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories."""
+    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories.
+
+    Inference runs on all of this process's devices (see `distribute`). `pipelined` (default True): the host
+    prepares the next batch and decodes the previous one while the devices run a batch; False runs batches one
+    after the other (the same results).
+    """
 
     def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
         self.model = model
         self.config = config
         self.tokenizer = tokenizer
         self.processor = Processor.from_config(config, tokenizer)
+        self.placement: Placement | None = None
+        self.pipelined = True
         ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
         if ent_token_id != config.class_token_index:
             raise ValueError(
@@ -73,9 +92,33 @@ class GLiNER:
         batch = self.processor.prepare(texts, normalize_labels(labels, len(texts)), bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
-    def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
+    def distribute(
+        self,
+        mesh: jax.sharding.Mesh | None = None,
+        state_shardings: Any = None,
+        batch_sharding: jax.sharding.NamedSharding | None = None,
+    ) -> None:
+        """Run inference on `mesh` (default: a "data" axis over all of this process's devices). The parameters move
+        there, replicated, or sharded by `state_shardings` for a model too large for one device (e.g.
+        `training.sharding.state_shardings(nnx.state(model.model), mesh)`); each batch's rows are split over
+        `batch_sharding` (default: over every mesh axis; `training.sharding.batch_sharding(mesh)` splits them over
+        data and fsdp), and batch sizes are rounded up to a multiple of the number of row splits. Called with the
+        defaults on first use."""
+        self.placement = Placement.create(mesh, state_shardings, batch_sharding)
+        nnx.update(self.model, self.placement.place_state(nnx.state(self.model)))
+
+    def _placed(self) -> tuple[Placement, nnx.GraphDef, nnx.State]:
+        """The placement, and the model split for `_forward` with its state on the placement's devices."""
+        if self.placement is None:
+            self.distribute()
         graphdef, state = nnx.split(self.model)
-        return np.asarray(_forward(graphdef, state, model_inputs(batch), probabilities))
+        return self.placement, graphdef, self.placement.place_state(state)
+
+    def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
+        placement, graphdef, state = self._placed()
+        packed, sizes = batch.packed()
+        output = _forward(graphdef, state, placement.place_rows(packed), sizes, probabilities)
+        return np.asarray(output)[: batch.input_ids.shape[0]]
 
     def compiled_shapes(self) -> int:
         """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
@@ -117,19 +160,39 @@ class GLiNER:
         """
         words = [split_words(text) for text in texts]
         found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
-        return [
-            [
-                {
-                    "start": words[i][s][1],
-                    "end": words[i][e][2],
-                    "text": text[words[i][s][1] : words[i][e][2]],
-                    "label": label,
-                    "score": score,
-                }
-                for s, e, label, score in spans
-            ]
-            for i, (text, spans) in enumerate(zip(texts, found, strict=True))
-        ]
+        return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+
+    def inference_stream(
+        self,
+        chunks: Iterable[Sequence[str]],
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        truncate: bool = False,
+    ) -> Iterator[list[list[dict]]]:
+        """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
+        one label list for all texts. All chunks flow through one pipeline, so the devices never wait for the next
+        chunk; rows are sorted by length within a chunk, and memory holds a few chunks whatever the stream's length.
+        A text's entities are those `inference` finds; their scores may differ in float rounding, as batches of
+        other shapes round differently, but the same chunks give the same results every time."""
+        label_sets = normalize_labels(labels, 1)
+        if isinstance(labels[0], list | tuple):
+            raise ValueError("inference_stream takes one label list for all texts")
+
+        def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
+            for chunk in chunks:
+                texts = list(chunk)
+                words = [split_words(text) for text in texts]
+                yield (texts, words), words, label_sets * len(texts)
+
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
+        return (
+            [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+            for (texts, words), found in pipeline.run(planned())
+        )
 
     def predict_words(
         self,
@@ -183,54 +246,54 @@ class GLiNER:
         batch_size: int,
         truncate: bool,
         progress: bool,
-    ) -> list[list[tuple[int, int, str, float]]]:
+    ) -> list[list[WordSpan]]:
         """Word-level entities of each text: all windows and label passes run, decoded and merged."""
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
+        chunk = (None, words, normalize_labels(labels, len(words)))
+        with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
+
+            def advance(num_batches: int) -> None:
+                bar.total = num_batches
+                bar.update()
+
+            pipeline.on_batch = advance
+            ((_, found),) = pipeline.run([chunk])
+        return found
+
+    def _pipeline(
+        self, threshold: float, flat_ner: bool, multi_label: bool, batch_size: int, truncate: bool
+    ) -> Pipeline:
+        """The inference pipeline of this model on its placement, for these options (checked here)."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        label_sets = normalize_labels(labels, len(words))
-        # Rows of similar length share a batch (less padding); each row's result is independent of its batch.
-        planned = plan_rows(self.processor, words, label_sets, truncate=truncate)
-        rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
-        rows_per_text = collections.Counter(row.text for row in rows)
-        found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
-        decode = decode_span_probs if self.config.span_mode == "markerV0" else decode_token_probs
-        chunks = range(0, len(rows), batch_size)
-        for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
-            chunk = rows[begin : begin + batch_size]
-            batch = self.processor.collate_rows(
-                [r.words for r in chunk], [r.labels for r in chunk], batch_size=batch_size
-            )
-            _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
-            probs = self._run(batch, probabilities=True)
-            for i, row in enumerate(chunk):
-                spans = decode(
-                    probs[i],
-                    len(row.words),
-                    len(row.labels),
-                    threshold=threshold,
-                    flat_ner=flat_ner,
-                    multi_label=multi_label,
-                )
-                found[row.text] += [(row.first_word + s, row.first_word + e, row.labels[c], p) for s, e, c, p in spans]
-        return [
-            merge_spans(spans, flat_ner, multi_label)
-            if rows_per_text[i] > 1
-            else [(s, e, c, float(p)) for s, e, c, p in spans]
-            for i, spans in enumerate(found)
-        ]
+        placement, graphdef, state = self._placed()
+        return Pipeline(
+            self.processor,
+            place_rows=placement.place_rows,
+            forward=lambda packed, sizes: _forward(graphdef, state, packed, sizes, True),
+            batch_rows=round_up(batch_size, placement.row_multiple),
+            threshold=threshold,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+            truncate=truncate,
+            pipelined=self.pipelined,
+        )
 
 
-def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
-    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
-    marked = batch.words_mask.max(axis=1)
-    for i, row in enumerate(rows):
-        if marked[i] < len(row.words):
-            raise ValueError(
-                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
-                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
-            )
+def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan]) -> list[dict]:
+    """Word-level entities of `text` as {start, end, text, label, score} with character offsets."""
+    return [
+        {
+            "start": words[s][1],
+            "end": words[e][2],
+            "text": text[words[s][1] : words[e][2]],
+            "label": label,
+            "score": score,
+        }
+        for s, e, label, score in spans
+    ]
 
 
 def model_inputs(batch: Batch) -> dict[str, jax.Array]:

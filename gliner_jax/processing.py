@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 import re
 import threading
 import warnings
@@ -31,6 +32,11 @@ _WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
 
 Labels = Sequence[str] | Sequence[Sequence[str]]  # one label list for every text, or one list per text
 Word = tuple[str, int, int]  # a word and its character offsets (start, end exclusive) in its text
+
+
+def word_strings(words: Sequence[Word]) -> list[str]:
+    """The words of (word, char_start, char_end) tuples."""
+    return list(map(operator.itemgetter(0), words))
 
 
 def split_words(text: str) -> list[Word]:
@@ -175,6 +181,34 @@ class WordPieces:
         return input_ids, attention_mask, words_mask
 
 
+def span_arrays(text_lengths: Any, num_words: int, max_width: int, xp: Any = np) -> tuple[Any, Any]:
+    """span_idx [B, W*K, 2] (first and last word of every span, start-major then width; (0, 0) where the span
+    starts past its row's words) and span_mask [B, W*K] (the span ends inside its row), from the word counts [B];
+    `xp` is numpy or jax.numpy."""
+    starts = xp.repeat(xp.arange(num_words), max_width)
+    ends = starts + xp.tile(xp.arange(max_width), num_words)
+    lengths = text_lengths[:, None]
+    span_idx = xp.where((starts < lengths)[..., None], xp.stack([starts, ends], -1), 0).astype(xp.int32)
+    return span_idx, ends < lengths
+
+
+def unpack_arrays(packed: Any, num_words: int, num_labels: int, max_width: int | None, xp: Any = np) -> dict[str, Any]:
+    """The arrays `GLiNERModel` takes (`Batch.model_arrays`) from `Batch.packed()` and the sizes W, C and, for the
+    span model, its max_width; `xp` is numpy or jax.numpy."""
+    tokens = (packed.shape[1] - 2) // 3
+    lengths, label_counts = packed[:, 3 * tokens], packed[:, 3 * tokens + 1]
+    arrays = {
+        "input_ids": packed[:, :tokens],
+        "attention_mask": packed[:, tokens : 2 * tokens],
+        "words_mask": packed[:, 2 * tokens : 3 * tokens],
+        "words_valid": xp.arange(num_words) < lengths[:, None],
+        "labels_valid": xp.arange(num_labels) < label_counts[:, None],
+    }
+    if max_width is not None:
+        arrays["span_idx"], arrays["span_mask"] = span_arrays(lengths, num_words, max_width, xp)
+    return arrays
+
+
 @dataclasses.dataclass
 class Batch:
     """Model inputs (NumPy, possibly padded to bucket shapes) and per-row host data for decoding."""
@@ -193,7 +227,7 @@ class Batch:
     @property
     def words(self) -> list[list[str]]:
         """Per real row: its words."""
-        return [[word for word, _, _ in row] for row in self.rows]
+        return list(map(word_strings, self.rows))
 
     @property
     def word_starts(self) -> list[list[int]]:
@@ -217,6 +251,16 @@ class Batch:
         if self.span_idx is not None:
             arrays |= {"span_idx": self.span_idx, "span_mask": self.span_mask}
         return arrays
+
+    def packed(self) -> tuple[np.ndarray, tuple[int, int, int | None]]:
+        """The model's inputs as one int32 array [B, 3T + 2] (input_ids, attention_mask, words_mask, word counts,
+        label counts; one transfer to the devices) and the sizes `unpack_arrays` needs with it: W, C and the span
+        model's max_width (None for the token model)."""
+        columns = [self.input_ids, self.attention_mask, self.words_mask, self.text_lengths[:, None]]
+        packed = np.concatenate([*columns, self.labels_valid.sum(axis=1, dtype=np.int32)[:, None]], axis=1)
+        num_words = self.words_valid.shape[1]
+        max_width = None if self.span_idx is None else self.span_idx.shape[1] // max(num_words, 1)
+        return packed, (num_words, self.labels_valid.shape[1], max_width)
 
 
 class Processor:
@@ -352,7 +396,7 @@ class Processor:
         label_counts[live] = [len(label_sets[i]) for i in live]
         num_words, num_labels = int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
         prompts = [self._prompt(label_sets[i]) for i in live]
-        sequences = [prompt + [word for word, _, _ in rows[i]] for prompt, i in zip(prompts, live, strict=True)]
+        sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
         ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts])
         num_tokens = ids.shape[1]
         if self.max_tokens is not None and num_tokens > self.max_tokens:
@@ -376,11 +420,7 @@ class Processor:
 
         span_idx = span_mask = None
         if self.span_mode != "token_level":
-            starts = np.repeat(np.arange(num_words), self.max_width)
-            ends = starts + np.tile(np.arange(self.max_width), num_words)
-            lengths = text_lengths[:, None]
-            span_idx = np.where((starts < lengths)[..., None], np.stack([starts, ends], -1), 0).astype(np.int32)
-            span_mask = ends < lengths
+            span_idx, span_mask = span_arrays(text_lengths, num_words, self.max_width)
 
         return Batch(
             input_ids=input_ids,

@@ -12,7 +12,14 @@ from gliner.data_processing.tokenizer import WhitespaceTokenSplitter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gliner_jax.processing import Batch, Processor, joined_word_offsets, normalize_labels, split_words
+from gliner_jax.processing import (
+    Batch,
+    Processor,
+    joined_word_offsets,
+    normalize_labels,
+    split_words,
+    unpack_arrays,
+)
 from gliner_jax.testing.builders import build_reference
 
 MAX_LEN = 24
@@ -323,3 +330,18 @@ def test_cached_word_pieces_equal_the_tokenizer(kind, limit):
     assert processor.tokens_per_word(ODD_WORDS[0]).tolist() == [
         len(tokenizer([word], is_split_into_words=True, add_special_tokens=False)["input_ids"]) for word in ODD_WORDS[0]
     ]
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_packed_batch_unpacks_to_the_model_arrays(setup, bucket):
+    """One int32 array per batch travels to the devices; unpacked, it gives the arrays that match gliner's."""
+    _, processor = setup
+    ours = prepare(processor, [*TEXTS, "", " "], [*PER_TEXT_LABELS, ["x"], ["y", "z"]], bucket=bucket, batch_size=9)
+    packed, sizes = ours.packed()
+    assert packed.dtype == np.int32 and packed.shape[0] == 9
+    unpacked = unpack_arrays(packed, *sizes)
+    expected = ours.model_arrays()
+    assert unpacked.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(unpacked[key], value, err_msg=key)
+        assert unpacked[key].dtype == value.dtype, key

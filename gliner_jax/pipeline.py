@@ -1,0 +1,179 @@
+"""The inference loop, pipelined: while the devices run batch i, a host thread prepares batch i+1 (windows, collation,
+transfer to the devices) and the caller's thread decodes batch i-1; results come out in input order.
+
+Texts come in chunks. A chunk's model rows (windows x label passes, `windows.plan_rows`) are sorted by length and cut
+into batches, so rows of similar length share a batch; each row's result does not depend on its batch. A chunk's
+word-level entities, merged over its rows, are yielded once its last batch is decoded. At most a few batches are in
+flight, so memory is bounded by the chunk size, whatever the length of the stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+
+from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spans
+from gliner_jax.processing import Batch, Processor, Word
+from gliner_jax.windows import Row, plan_rows
+
+T = TypeVar("T")
+WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
+# One chunk: anything the caller wants back with its results, the words of each text, the labels of each text.
+Chunk = tuple[Any, list[list[Word]], list[list[str]]]
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """`items` in order, produced up to `depth` ahead by a background thread. An exception raised while producing
+    them is raised here, in its place in the order; closing this iterator stops the thread at its next item."""
+    entries: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                entries.put(entry, timeout=0.05)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(("error", error))
+            return
+        put(("done", None))
+
+    threading.Thread(target=produce, name="gliner-jax-prefetch", daemon=True).start()
+    try:
+        while True:
+            kind, value = entries.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+@dataclasses.dataclass
+class _ChunkState:
+    payload: Any
+    found: list[list[WordSpan]]  # per text, from all its rows
+    rows_per_text: collections.Counter
+    num_batches: int
+
+
+@dataclasses.dataclass
+class _Prepared:
+    chunk: _ChunkState
+    rows: list[Row]
+    inputs: jax.Array | None  # the packed batch on the devices; None for a chunk without rows
+    sizes: tuple[int, int, int | None]  # what unpacks it
+    num_words: np.ndarray
+    num_labels: np.ndarray
+    last: bool  # the chunk's last batch
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """Word-level entities of chunks of texts. `place_rows` puts a packed batch (`Batch.packed`) on the devices,
+    `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows` is
+    a multiple of the row splits of `place_rows`. `pipelined=False` runs each batch from preparation to decoding
+    before the next (no thread)."""
+
+    processor: Processor
+    place_rows: Callable[[np.ndarray], jax.Array]
+    forward: Callable[[jax.Array, tuple[int, int, int | None]], jax.Array]
+    batch_rows: int
+    threshold: float
+    flat_ner: bool
+    multi_label: bool
+    truncate: bool = False
+    pipelined: bool = True
+    on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
+
+    def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
+        """(payload, entities of each text) per chunk, in order."""
+        batches = self._prepare(chunks)
+        if not self.pipelined:
+            for prepared in batches:
+                yield from self._finish(prepared, self._dispatch(prepared))
+            return
+        in_flight = None
+        with contextlib.closing(prefetch(batches, depth=2)) as ready:
+            for prepared in ready:
+                output = self._dispatch(prepared)  # asynchronous: the devices work while the host decodes
+                if in_flight is not None:
+                    yield from self._finish(*in_flight)
+                in_flight = (prepared, output)
+        if in_flight is not None:
+            yield from self._finish(*in_flight)
+
+    def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
+        for payload, words, label_sets in chunks:
+            planned = plan_rows(self.processor, words, label_sets, truncate=self.truncate)
+            rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
+            begins = range(0, len(rows), self.batch_rows)
+            chunk = _ChunkState(payload, [[] for _ in words], collections.Counter(r.text for r in rows), len(begins))
+            if not rows:
+                yield _Prepared(chunk, [], None, (0, 0, None), np.zeros(0, np.int64), np.zeros(0, np.int64), True)
+            for begin in begins:
+                part = rows[begin : begin + self.batch_rows]
+                batch = self.processor.collate_rows(
+                    [r.words for r in part], [r.labels for r in part], batch_size=self.batch_rows
+                )
+                _check_not_cut(batch, part, self.processor.tokenizer.model_max_length)
+                packed, sizes = batch.packed()
+                yield _Prepared(
+                    chunk,
+                    part,
+                    self.place_rows(packed),
+                    sizes,
+                    batch.text_lengths[: len(part)],
+                    np.array([len(r.labels) for r in part]),
+                    last=begin + self.batch_rows >= len(rows),
+                )
+
+    def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
+        return None if prepared.inputs is None else self.forward(prepared.inputs, prepared.sizes)
+
+    def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
+        chunk = prepared.chunk
+        if output is not None:
+            probs = np.asarray(output)[: len(prepared.rows)]
+            decode = decode_span_batch if self.processor.span_mode != "token_level" else decode_token_batch
+            options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
+            decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
+            for row, spans in zip(prepared.rows, decoded, strict=True):
+                first, labels = row.first_word, row.labels
+                chunk.found[row.text] += [(first + s, first + e, labels[c], p) for s, e, c, p in spans]
+            if self.on_batch is not None:
+                self.on_batch(chunk.num_batches)
+        if prepared.last:
+            merged = [
+                merge_spans(spans, self.flat_ner, self.multi_label) if chunk.rows_per_text[i] > 1 else spans
+                for i, spans in enumerate(chunk.found)
+            ]
+            yield chunk.payload, merged
+
+
+def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
+    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
+    marked = batch.words_mask.max(axis=1)
+    for i, row in enumerate(rows):
+        if marked[i] < len(row.words):
+            raise ValueError(
+                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
+                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
+            )
