@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import gliner_jax
 
@@ -49,40 +51,70 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, else from --file or stdin (`data_formats`: plain lines, JSONL or JSON records)."""
-    from gliner_jax.data_formats import read_text_records, record_text, text_records
+def _start_distributed(args: argparse.Namespace) -> bool:
+    """jax.distributed from --coordinator-address (by hand) or --distributed (the cluster's environment); whether
+    it was asked for."""
+    import jax
 
-    if args.texts:
-        return args.texts
-    try:
-        if args.file:
-            records = read_text_records(args.file)
-        else:
-            records = [record for _, record in text_records(sys.stdin.read().splitlines(), "<stdin>")]
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    return [record_text(record) for record in records]
+    if args.coordinator_address:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()
+    return bool(args.coordinator_address or args.distributed)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Predict entities; one JSON line per text: {"text", "entities": [{start, end, text, label, score}]}."""
+    """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
+    from gliner_jax.corpus import PredictOptions, Share, annotate_file, write_jsonl
+    from gliner_jax.data_formats import read_text_lines, text_lines
     from gliner_jax.model import GLiNER
 
-    model = GLiNER.from_pretrained(args.model)
-    texts = _read_texts(args)
+    if args.output and (args.texts or not args.file):
+        raise SystemExit("error: --output writes the entities of --file (texts as arguments go to stdout)")
+    if (args.coordinator_address or args.distributed) and not args.output:
+        raise SystemExit("error: a multi-process run writes one file: pass --file and --output")
     labels = [label.strip() for label in args.labels.split(",")]
-    results = model.inference(
-        texts,
-        labels,
-        threshold=args.threshold,
-        flat_ner=not args.nested,
-        multi_label=args.multi_label,
-        batch_size=args.batch_size,
-        progress=not args.texts,
-    )
-    for text, entities in zip(texts, results, strict=True):
-        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+    options = PredictOptions(labels, args.threshold, not args.nested, args.multi_label, args.batch_size)
+    try:
+        share, barrier = Share(args.block_lines), None
+        if _start_distributed(args):
+            import jax
+            from jax.experimental import multihost_utils
+
+            from gliner_jax.training.trainer import avoid_cached_cpu_collectives
+
+            avoid_cached_cpu_collectives()
+            share = Share(args.block_lines, jax.process_index(), jax.process_count())
+            barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
+        model = GLiNER.from_pretrained(args.model)
+        if args.texts:
+            results = model.inference(
+                args.texts, labels, args.threshold, not args.nested, args.multi_label, args.batch_size
+            )
+            for text, entities in zip(args.texts, results, strict=True):
+                print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+            return 0
+        if args.output:
+            counts = annotate_file(
+                model,
+                args.file,
+                args.output,
+                options,
+                share=share,
+                strict=args.strict,
+                overwrite=args.overwrite,
+                progress=share.index == 0,
+                job={"model": str(Path(args.model).resolve())},
+                barrier=barrier,
+            )
+        else:
+            lines = read_text_lines(args.file) if args.file else text_lines(sys.stdin.buffer)
+            counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if counts.skipped:
+        numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
+        print(f"{counts.texts} texts; skipped {counts.skipped} bad line(s): {numbers}", file=sys.stderr)
     return 0
 
 
@@ -168,6 +200,14 @@ def _self_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `_start_distributed` reads."""
+    parser.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() from the cluster")
+    parser.add_argument("--coordinator-address", help="HOST:PORT of process 0, for multi-process runs by hand")
+    parser.add_argument("--num-processes", type=int, help="with --coordinator-address")
+    parser.add_argument("--process-id", type=int, help="with --coordinator-address")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
@@ -200,8 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="extract entities of the given labels from texts",
-        description="Texts come from the arguments, else from --file, else from stdin: plain lines, or JSONL "
-        'records with a "text" field. Output: one JSON line per text with its entities (character offsets).',
+        description="Texts come from the arguments, else from --file, else from stdin: plain lines, JSONL records "
+        'with a "text" (or "tokenized_text") field, or (--file) a JSON list of records. Output: one JSON line per '
+        'text, in input order: its record ({"text": line} for a plain line) with its "entities" (character '
+        "offsets); to stdout, or streamed into --output, which a rerun of the same command after an interruption "
+        "completes. Bad lines (not UTF-8, not JSON, no text) are reported with their line number and skipped.",
     )
     predict.add_argument("--model", required=True, help="GLiNER directory (gliner or native format)")
     predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
@@ -209,7 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     predict.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
-    predict.add_argument("--file", help="read texts from this file (plain lines or JSONL)")
+    predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
+    predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
+    predict.add_argument("--overwrite", action="store_true", help="start --output afresh, dropping what is there")
+    predict.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
+    predict.add_argument(
+        "--block-lines",
+        type=int,
+        default=1024,
+        help="lines per block: sorted and batched together, the unit of "
+        "resuming and of sharing among processes (default 1024)",
+    )
+    _distributed_flags(predict)
     predict.add_argument("texts", nargs="*", help="texts (default: read --file or stdin)")
     predict.set_defaults(run=_predict)
 
