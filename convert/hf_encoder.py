@@ -2,10 +2,11 @@
 
     python convert/hf_encoder.py SRC DST
 
-SRC holds config.json and model.safetensors or pytorch_model.bin of an encoder gliner-jax implements (its
-`model_type` is registered in `gliner_jax.modeling.encoders`), as the base model or inside a task model such as
-`DebertaV2ForMaskedLM` (the head is dropped). DST gets config.json and model.safetensors of the base model, every
-tensor checked strictly on the way, and SRC's tokenizer files: a directory for `model.encoder=DST` in a run config.
+SRC (a directory, or a Hugging Face Hub repo id such as microsoft/deberta-v3-small) holds config.json and
+model.safetensors or pytorch_model.bin of an encoder gliner-jax implements (its `model_type` is registered in
+`gliner_jax.modeling.encoders`), as the base model or inside a task model such as `DebertaV2ForMaskedLM` (the head is
+dropped). DST gets config.json and model.safetensors of the base model, every tensor checked strictly on the way, and
+SRC's tokenizer files: a directory for `model.encoder=DST` in a run config.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ import shutil
 from pathlib import Path
 
 from gliner_jax.checkpoint_io import TOKENIZER_FILES, load_hf_encoder, save_hf_encoder
+from gliner_jax.cli import errors_as_one_line
+from gliner_jax.hub import ENCODER_PATTERNS, resolve
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", type=Path, help="Hugging Face encoder directory")
+    parser.add_argument("src", help="Hugging Face encoder directory or hub repo id")
     parser.add_argument("dst", type=Path, help="destination directory (created)")
     args = parser.parse_args(argv)
-    encoder, config = load_hf_encoder(args.src)
+    with errors_as_one_line():
+        src = resolve(args.src, ENCODER_PATTERNS)
+        encoder, config = load_hf_encoder(src)
     save_hf_encoder(encoder, config, args.dst)
-    copied = [name for name in TOKENIZER_FILES if (args.src / name).exists()]
+    copied = [name for name in TOKENIZER_FILES if (src / name).exists()]
     for name in copied:
-        shutil.copy2(args.src / name, args.dst / name)
+        shutil.copy2(src / name, args.dst / name)
     print(f"wrote {args.dst}: {type(encoder).__name__}, tokenizer files: {', '.join(copied) or 'none'}")
 
 

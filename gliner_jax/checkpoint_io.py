@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.hub import CONFIG_FILE, GLINER_CONFIG_FILE, HubOptions, read_layout, resolve_gliner
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.gliner import GLiNERModel
 
@@ -28,16 +28,19 @@ logger = logging.getLogger(__name__)
 
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
-CONFIG_FILE = "config.json"
-GLINER_CONFIG_FILE = "gliner_config.json"
 NATIVE_PARAMS_FILE = "flax_params.safetensors"
-# Tokenizer files that transformers writes and reads; copied as they are by `convert_directory`.
+# Tokenizer files that transformers writes and reads (sentencepiece, WordPiece and BPE vocabularies included);
+# copied as they are by convert/hf_encoder.py.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "spm.model",
     "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
 )
 # Where the gliner library keeps the backbone inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
@@ -68,14 +71,17 @@ class CheckpointMismatchError(ValueError):
 
 def encoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
     """The full key table for one encoder config (any registered family), with optional prefixes on both sides."""
+    family = family_of_config(config)
+    absent = set(family.hf_absent(config))
     table = []
-    for module, kind in family_of_config(config).hf_modules(config).items():
+    for module, kind in family.hf_modules(config).items():
         layers = range(config.num_hidden_layers) if "{i}" in module else [None]
         ours = tuple(module.replace(".{i}", "").split("."))
         for torch_param, (param, transpose) in _KIND_PARAMS[kind].items():
             for i in layers:
-                torch_key = torch_prefix + module.format(i=i) + "." + torch_param
-                table.append(TensorMapping(torch_key, path_prefix + ours + (param,), transpose, i))
+                key = module.format(i=i) + "." + torch_param
+                if key not in absent:
+                    table.append(TensorMapping(torch_prefix + key, path_prefix + ours + (param,), transpose, i))
     return table
 
 
@@ -120,14 +126,23 @@ def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
     return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
 
 
-def state_from_torch(model: nnx.Module, tensors: Mapping[str, np.ndarray], table: list[TensorMapping]) -> None:
-    """Write PyTorch-layout `tensors` into `model`'s parameters as `table` maps them.
+def state_from_torch(
+    model: nnx.Module,
+    tensors: Mapping[str, np.ndarray],
+    table: list[TensorMapping],
+    optional: Collection[str] = (),
+) -> None:
+    """Write PyTorch-layout `tensors` into `model`'s parameters as `table` maps them. Rows of a stacked parameter
+    that the table does not cover, and `optional` tensors the checkpoint lacks, keep their values.
 
     Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped tensor.
     """
     params = _flat_params(model)
     expected = {m.torch_key for m in table}
-    missing = sorted(expected - tensors.keys())
+    kept = sorted(expected.intersection(optional) - tensors.keys())
+    if kept:
+        logger.warning("the checkpoint has no %s; initialised at random, as transformers does", kept)
+    missing = sorted(expected - tensors.keys() - set(kept))
     unexpected = sorted(tensors.keys() - expected)
     stacked: dict[tuple[str, ...], list] = {}
     wrong_shape = []
@@ -146,7 +161,7 @@ def state_from_torch(model: nnx.Module, tensors: Mapping[str, np.ndarray], table
         if m.layer is None:
             target.set_value(jax.numpy.asarray(value, target.dtype))
         else:
-            stacked.setdefault(m.path, [None] * target.shape[0])[m.layer] = value
+            stacked.setdefault(m.path, list(np.asarray(target.get_value())))[m.layer] = value
     problems = []
     if missing:
         problems.append(f"missing tensors: {missing}")
@@ -213,8 +228,15 @@ def _without_transformers_skips(tensors: dict[str, np.ndarray], config: Any, pre
     return {k: v for k, v in tensors.items() if k.removeprefix(prefix) not in skipped}
 
 
+def _legacy_renamed(key: str) -> str:
+    """transformers' renaming of TensorFlow-era names: `LayerNorm.gamma` / `LayerNorm.beta` -> `weight` / `bias`."""
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
 def _encoder_tensors(tensors: dict[str, np.ndarray], config: Any) -> dict[str, np.ndarray]:
-    """The encoder's own tensors: base-model prefix stripped, task heads and buffers set aside."""
+    """The encoder's own tensors: legacy names renamed, base-model prefix stripped, task heads and buffers set
+    aside."""
+    tensors = {_legacy_renamed(k): v for k, v in tensors.items()}
     base = family_of_config(config).hf_base_prefix
     if not any(k.startswith("embeddings.") for k in tensors) and any(k.startswith(base) for k in tensors):
         heads = sorted(k for k in tensors if not k.startswith(base))
@@ -230,12 +252,14 @@ def load_hf_encoder(
     """Load a Hugging Face encoder directory (config.json + weights) of any registered family, in eval mode.
 
     `dtype` is the compute dtype; parameters are float32. A checkpoint of a task model
-    (`DebertaV2ForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does.
+    (`DebertaV2ForMaskedLM`, `BertForMaskedLM`, ...) loads its encoder and ignores the head, as transformers does;
+    tensors the family marks optional (BERT's pooler, absent from task models) keep their random init if missing.
     """
     path = Path(path)
     config = encoder_config_from_hf(json.loads((path / CONFIG_FILE).read_text()))
     model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
-    state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config))
+    optional = family_of_config(config).hf_optional(config)
+    state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)
     model.eval()
     return model, config
 
@@ -260,18 +284,23 @@ def is_native(path: str | Path) -> bool:
 
 
 def load_gliner(
-    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+    path: str | Path,
+    *,
+    config: GLiNERConfig | None = None,
+    dtype: jax.typing.DTypeLike = jax.numpy.float32,
+    seed: int = 0,
 ) -> tuple[GLiNERModel, GLiNERConfig]:
-    """Load the network of a GLiNER directory, in eval mode: one written by `gliner` (gliner_config.json +
-    model.safetensors or pytorch_model.bin), or by `save_gliner(..., native=True)` (flax_params.safetensors).
+    """Load the network of a local GLiNER directory, in eval mode: one written by `gliner` (gliner_config.json +
+    model.safetensors, preferred, or pytorch_model.bin), or by `save_gliner(..., native=True)`
+    (flax_params.safetensors). `config` is the directory's complete config as `gliner_jax.hub.read_layout` gives
+    it; by default it is read from there (legacy layouts completed as gliner completes them).
 
-    Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected
-    or mis-shaped tensor raises CheckpointMismatchError naming it.
+    Every tensor must match (the reference loads non-strictly; we do not): a missing, unexpected or mis-shaped
+    tensor raises CheckpointMismatchError naming it. Only what transformers itself skips when loading the backbone
+    (e.g. the `embeddings.position_ids` buffer older files carry) is left out.
     """
     path = Path(path)
-    config = GLiNERConfig.from_dict(json.loads((path / GLINER_CONFIG_FILE).read_text()))
-    if config.class_token_index < 0:
-        raise ValueError(f"{path / GLINER_CONFIG_FILE} has class_token_index -1: not a GLiNER model saved by gliner")
+    config = config or read_layout(path).config
     model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
     if is_native(path):
         state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
@@ -310,33 +339,35 @@ class ConversionSummary:
         files = ", ".join(self.tokenizer_files) or "none"
         return (
             f"converted {self.source} -> {self.destination} ({self.direction}): {self.span_mode} model, "
-            f"{self.tensors} tensors, {self.parameters:,} parameters; tokenizer files copied: {files}"
+            f"{self.tensors} tensors, {self.parameters:,} parameters; tokenizer files written: {files}"
         )
 
 
-def convert_directory(src: str | Path, dst: str | Path, to: str | None = None) -> ConversionSummary:
-    """Convert between a gliner (PyTorch layout) directory and our native format.
+def convert_directory(
+    src: str | Path, dst: str | Path, to: str | None = None, options: HubOptions | None = None
+) -> ConversionSummary:
+    """Convert a GLiNER model (a local directory or a hub repo id, any layout gliner reads) into a gliner (PyTorch
+    layout) directory or our native format, with its complete config and tokenizer.
 
-    The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to
-    the source's own format re-writes it through a strict load (a validation pass).
+    The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to the source's own
+    format re-writes it through a strict load (a validation pass, and a legacy layout made complete).
     """
-    src, dst = Path(src), Path(dst)
-    source_format = "jax" if is_native(src) else "torch"
-    to = to or ("torch" if source_format == "jax" else "jax")
-    if to not in ("torch", "jax"):
+    if to not in (None, "torch", "jax"):
         raise ValueError(f"to must be 'torch' or 'jax', got {to!r}")
-    model, config = load_gliner(src)
+    layout = resolve_gliner(src, options or HubOptions())
+    source_format = "jax" if is_native(layout.directory) else "torch"
+    to = to or ("torch" if source_format == "jax" else "jax")
+    model, config = load_gliner(layout.directory, config=layout.config)
     save_gliner(model, config, dst, native=to == "jax")
-    copied = tuple(name for name in TOKENIZER_FILES if (src / name).exists())
-    for name in copied:
-        shutil.copy2(src / name, dst / name)
-    params = _flat_params(model).values()
+    written = layout.tokenizer.save_pretrained(dst)
+    # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
+    tensors = state_to_torch(model, gliner_table(config))
     return ConversionSummary(
         source=str(src),
         destination=str(dst),
         direction=f"{source_format} -> {to}",
         span_mode=config.span_mode,
-        tensors=len(gliner_table(config)) if to == "torch" else len(params),
-        parameters=sum(int(np.prod(var.shape)) for var in params),
-        tokenizer_files=copied,
+        tensors=len(tensors) if to == "torch" else len(_flat_params(model)),
+        parameters=sum(value.size for value in tensors.values()),
+        tokenizer_files=tuple(sorted(Path(name).name for name in written)),
     )

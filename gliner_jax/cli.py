@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gliner_jax
 
 
 def _encode(args: argparse.Namespace) -> int:
-    """Encode texts with a local Hugging Face encoder directory; optionally check against PyTorch."""
+    """Encode texts with a Hugging Face encoder (a directory or hub repo id); optionally check against PyTorch."""
     import jax.numpy as jnp
     import numpy as np
     from transformers import AutoTokenizer
 
     from gliner_jax.checkpoint_io import load_hf_encoder
+    from gliner_jax.hub import ENCODER_PATTERNS, resolve
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
-    encoder, _ = load_hf_encoder(args.model, dtype=jnp.dtype(args.dtype))
+    directory = resolve(args.model, ENCODER_PATTERNS)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    encoder, _ = load_hf_encoder(directory, dtype=jnp.dtype(args.dtype))
     batch = tokenizer(args.texts, padding="longest", return_tensors="np")
     ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
     hidden = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)), np.float32)
@@ -30,7 +33,7 @@ def _encode(args: argparse.Namespace) -> int:
     if args.compare_torch:
         from gliner_jax.testing.builders import torch_last_hidden_state
 
-        reference = torch_last_hidden_state(args.model, ids, mask)
+        reference = torch_last_hidden_state(directory, ids, mask)
 
     for row, text in enumerate(args.texts):
         valid = mask[row].astype(bool)
@@ -44,7 +47,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    """Convert a checkpoint directory between the gliner (PyTorch) layout and our native layout."""
+    """Convert a GLiNER model (a directory or hub repo id) into the gliner (PyTorch) layout or our native layout."""
     from gliner_jax.checkpoint_io import convert_directory
 
     print(convert_directory(args.src, args.dst, to=args.to))
@@ -63,6 +66,19 @@ def _start_distributed(args: argparse.Namespace) -> bool:
     return bool(args.coordinator_address or args.distributed)
 
 
+def _labels(text: str) -> list[str]:
+    """The labels of a comma-separated --labels value; ValueError for a blank one."""
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels):
+        raise ValueError(f"--labels {text!r}: blank label (give comma-separated names, e.g. person,organization)")
+    return labels
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+
+
 def _predict(args: argparse.Namespace) -> int:
     """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
     from gliner_jax.corpus import PredictOptions, Share, annotate_file, write_jsonl
@@ -70,51 +86,50 @@ def _predict(args: argparse.Namespace) -> int:
     from gliner_jax.model import GLiNER
 
     if args.output and (args.texts or not args.file):
-        raise SystemExit("error: --output writes the entities of --file (texts as arguments go to stdout)")
+        raise ValueError("--output writes the entities of --file (texts given as arguments go to stdout)")
     if (args.coordinator_address or args.distributed) and not args.output:
-        raise SystemExit("error: a multi-process run writes one file: pass --file and --output")
-    labels = [label.strip() for label in args.labels.split(",")]
+        raise ValueError("a multi-process run writes one file: pass --file and --output")
+    labels = _labels(args.labels)
+    _check_threshold(args.threshold)
     options = PredictOptions(labels, args.threshold, not args.nested, args.multi_label, args.batch_size)
-    try:
-        share, barrier = Share(args.block_lines), None
-        if _start_distributed(args):
-            import jax
-            from jax.experimental import multihost_utils
+    share, barrier = Share(args.block_lines), None
+    if _start_distributed(args):
+        import jax
+        from jax.experimental import multihost_utils
 
-            from gliner_jax.training.trainer import avoid_cached_cpu_collectives
+        from gliner_jax.training.trainer import avoid_cached_cpu_collectives
 
-            avoid_cached_cpu_collectives()
-            share = Share(args.block_lines, jax.process_index(), jax.process_count())
-            barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
-        model = GLiNER.from_pretrained(args.model)
-        if args.texts:
-            results = model.inference(
-                args.texts, labels, args.threshold, not args.nested, args.multi_label, args.batch_size
-            )
-            for text, entities in zip(args.texts, results, strict=True):
-                print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
-            return 0
-        if args.output:
-            counts = annotate_file(
-                model,
-                args.file,
-                args.output,
-                options,
-                share=share,
-                strict=args.strict,
-                overwrite=args.overwrite,
-                progress=share.index == 0,
-                job={"model": str(Path(args.model).resolve())},
-                barrier=barrier,
-            )
-        else:
-            lines = read_text_lines(args.file) if args.file else text_lines(sys.stdin.buffer)
-            counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+        avoid_cached_cpu_collectives()
+        share = Share(args.block_lines, jax.process_index(), jax.process_count())
+        barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
+    model = GLiNER.from_pretrained(args.model)
+    if args.texts:
+        options = (args.threshold, not args.nested, args.multi_label, args.batch_size)
+        results = model.inference(args.texts, labels, *options)
+        for text, entities in zip(args.texts, results, strict=True):
+            print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+        return 0
+    if args.output:
+        local = Path(args.model)
+        counts = annotate_file(
+            model,
+            args.file,
+            args.output,
+            options,
+            share=share,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=share.index == 0,
+            job={"model": str(local.resolve()) if local.exists() else args.model},
+            barrier=barrier,
+        )
+    else:
+        lines = read_text_lines(args.file) if args.file else text_lines(sys.stdin.buffer)
+        counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
     if counts.skipped:
         numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
         print(f"{counts.texts} texts; skipped {counts.skipped} bad line(s): {numbers}", file=sys.stderr)
+    return 0
     return 0
 
 
@@ -124,12 +139,10 @@ def _eval(args: argparse.Namespace) -> int:
     from gliner_jax.evaluation import evaluate_examples
     from gliner_jax.model import GLiNER
 
-    try:
-        label_map = load_label_map(args.label_map) if args.label_map else None
-        examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    labels = _labels(args.labels) if args.labels else None
+    _check_threshold(args.threshold)
+    label_map = load_label_map(args.label_map) if args.label_map else None
+    examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2)
     model = GLiNER.from_pretrained(args.model)
     result = evaluate_examples(
         model,
@@ -152,10 +165,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     """Check a JSON / JSONL training file and write its valid examples into ArrayRecord shards."""
     from gliner_jax.training.data import prepare_array_record
 
-    try:
-        summary = prepare_array_record(args.input, args.output, num_shards=args.shards, strict=args.strict)
-    except ValueError as error:  # a bad record with --strict, or a bad shard count
-        raise SystemExit(f"error: {error}") from None
+    summary = prepare_array_record(args.input, args.output, num_shards=args.shards, strict=args.strict)
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
@@ -176,8 +186,9 @@ def _train(args: argparse.Namespace) -> int:
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer
 
-    config = load_train_config(args.config, args.overrides)
-    metrics = Trainer(config).fit()
+    with errors_as_one_line():  # a bad config, model or data file; a failure mid-run keeps its traceback
+        trainer = Trainer(load_train_config(args.config, args.overrides))
+    metrics = trainer.fit()
     if jax.process_index() == 0:
         print(json.dumps(metrics))
     return 0
@@ -193,8 +204,9 @@ def _self_train(args: argparse.Namespace) -> int:
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.self_training import self_train
 
+    labels = _labels(args.labels) if args.labels else None
+    _check_threshold(args.threshold)
     config = load_train_config(args.config, [f"model.init_from={args.model}", *args.overrides])
-    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     report = self_train(config, args.unlabelled, labels=labels, threshold=args.threshold, batch_size=args.batch_size)
     print(json.dumps(report.to_dict()))
     return 0
@@ -208,6 +220,9 @@ def _distributed_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, help="with --coordinator-address")
 
 
+MODEL_HELP = "GLiNER directory (gliner or native format) or Hugging Face Hub repo id, e.g. urchade/gliner_small-v2.1"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
@@ -219,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print one JSON line per text: token count, hidden size, mean token-state norm and, "
         "with --compare-torch, the max difference from transformers' PyTorch DebertaV2Model.",
     )
-    encode.add_argument("--model", required=True, help="directory with config.json, weights and tokenizer files")
+    encode.add_argument(
+        "--model", required=True, help="directory with config.json, weights and tokenizer files, or a hub repo id"
+    )
     encode.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     encode.add_argument("--compare-torch", action="store_true", help="also run PyTorch (needs the torch extra)")
     encode.add_argument("texts", nargs="+", help="texts to encode")
@@ -227,12 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="convert a GLiNER directory between the gliner (PyTorch) and native JAX layouts",
-        description="SRC is a directory written by gliner (pytorch_model.bin or model.safetensors) or by "
-        "gliner-jax's native format (flax_params.safetensors); the direction is detected unless --to is given. "
-        "Every tensor is checked strictly; tokenizer files are copied.",
+        help="convert a GLiNER model between the gliner (PyTorch) and native JAX layouts",
+        description="SRC is a directory written by gliner, any version (pytorch_model.bin or model.safetensors), "
+        "or by gliner-jax's native format (flax_params.safetensors), or a Hugging Face Hub repo id; the direction is "
+        "detected unless --to is given. Every tensor is checked strictly; DST gets a complete config and the "
+        "tokenizer files.",
     )
-    convert.add_argument("src", help="source directory")
+    convert.add_argument("src", help="source directory or hub repo id (e.g. urchade/gliner_small-v2.1)")
     convert.add_argument("dst", help="destination directory (created)")
     convert.add_argument("--to", choices=["torch", "jax"], help="target layout (default: the other one)")
     convert.set_defaults(run=_convert)
@@ -246,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "offsets); to stdout, or streamed into --output, which a rerun of the same command after an interruption "
         "completes. Bad lines (not UTF-8, not JSON, no text) are reported with their line number and skipped.",
     )
-    predict.add_argument("--model", required=True, help="GLiNER directory (gliner or native format)")
+    predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
     predict.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
@@ -275,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exact-match spans, micro-averaged as gliner's evaluator. Prints a per-label table on stderr and a JSON "
         "report on stdout.",
     )
-    evaluate.add_argument("--model", required=True, help="GLiNER directory (gliner or native format)")
+    evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True, help="gold data: JSON, JSONL or CoNLL file")
     evaluate.add_argument("--labels", help="comma-separated labels to predict (default: all labels of the data)")
     evaluate.add_argument("--label-map", help='JSON / YAML {type: label} renaming, e.g. {"geo-loc": "location"}')
@@ -320,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-training as in the GLiNER multi-task paper (section 2.3); see configs/self_training.yaml.",
     )
     self_train.add_argument("--config", required=True, help="YAML run config, e.g. configs/self_training.yaml")
-    self_train.add_argument("--model", required=True, help="the GLiNER directory to improve (model.init_from)")
+    self_train.add_argument("--model", required=True, help="the model to improve (model.init_from): " + MODEL_HELP)
     self_train.add_argument("--unlabelled", required=True, help="texts: JSONL/JSON (text or tokenized_text) or lines")
     self_train.add_argument("--labels", help="comma-separated labels to pseudo-label (default: those of data.dev)")
     self_train.add_argument("--threshold", type=float, default=0.5, help="pseudo-labelling threshold")
@@ -330,9 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def errors_as_one_line() -> Iterator[None]:
+    """Bad input (a missing file or model, a malformed value, an unsupported config) ends the program with one
+    `error: ...` line on stderr and exit status 1, not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError, NotImplementedError) as error:
+        raise SystemExit("error: " + " ".join(str(error).split())) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    if args.command == "train":  # reports its own bad input: see _train
+        return args.run(args)
+    with errors_as_one_line():
+        return args.run(args)
 
 
 if __name__ == "__main__":

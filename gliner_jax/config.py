@@ -10,9 +10,32 @@ from typing import Any
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 
-__all__ = ["SPAN_MODES", "DebertaConfig", "GLiNERConfig"]
+__all__ = ["SPAN_MODES", "DebertaConfig", "GLiNERConfig", "refuse_other_architectures"]
 
 SPAN_MODES = ("markerV0", "token_level")
+
+
+# Fields of gliner_config.json that select a gliner architecture other than the uni-encoder (gliner's
+# `_get_gliner_class`), or a part of one, that is not implemented here.
+OTHER_ARCHITECTURES = {
+    "relations_layer": "relation extraction models",
+    "labels_decoder": "generative label decoder models",
+    "labels_encoder": "bi-encoder models",
+    "span_encoder_config": "span context encoders",
+}
+STREAMING_MODEL_TYPE = "gliner_streaming_span"
+
+
+def refuse_other_architectures(data: Mapping[str, Any]) -> None:
+    """Raise NotImplementedError naming the field when a gliner_config.json dict selects an architecture not
+    implemented here; checked before anything else of a model is read."""
+    if data.get("model_type") == STREAMING_MODEL_TYPE:
+        raise NotImplementedError(
+            f"unsupported GLiNER config model_type={STREAMING_MODEL_TYPE!r}: streaming span models are not implemented"
+        )
+    for key, what in OTHER_ARCHITECTURES.items():
+        if data.get(key) is not None:
+            raise NotImplementedError(f"unsupported GLiNER config {key}={data[key]!r}: {what} are not implemented")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,23 +87,22 @@ class GLiNERConfig:
             "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "precomputed prompts: not implemented"),
             "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
         }
-        # Fields that select other gliner architectures (bi-encoder, decoder, relation extraction).
-        for key in ("labels_encoder", "labels_decoder", "relations_layer", "span_encoder_config"):
-            refusals[key] = (self.extra.get(key) is not None, "this gliner architecture is not implemented")
+        refuse_other_architectures(self.extra)
         for key, (refused, why) in refusals.items():
             if refused:
-                value = getattr(self, key) if hasattr(self, key) else self.extra[key]
-                raise NotImplementedError(f"unsupported GLiNER config {key}={value!r}: {why}")
+                raise NotImplementedError(f"unsupported GLiNER config {key}={getattr(self, key)!r}: {why}")
         if self.num_rnn_layers and self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the BiLSTM, got {self.hidden_size}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GLiNERConfig:
-        """Build from a `gliner_config.json` dict (which must embed `encoder_config`)."""
+        """Build from a complete `gliner_config.json` dict, `encoder_config` embedded (`gliner_jax.hub.read_layout`
+        completes the legacy layouts that lack it)."""
+        refuse_other_architectures(data)
         if not data.get("encoder_config"):
             raise ValueError(
-                "gliner_config.json has no encoder_config; the backbone config is needed offline "
-                "(re-save the model with a recent gliner version)"
+                "gliner_config.json has no encoder_config: read the directory with gliner_jax.hub.read_layout (or "
+                "GLiNER.from_pretrained), which takes the backbone's config from model_name as gliner does"
             )
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "encoder_config"}
         values = {k: v for k, v in data.items() if k in fields}

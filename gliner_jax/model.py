@@ -15,13 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.devices import Placement, round_up
 from gliner_jax.evaluation import Evaluation, evaluate_examples
+from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.pipeline import Chunk, Pipeline, WordSpan
 from gliner_jax.processing import (
@@ -34,8 +35,6 @@ from gliner_jax.processing import (
     split_words,
     unpack_arrays,
 )
-
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -70,13 +69,29 @@ class GLiNER:
             )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, dtype: jax.typing.DTypeLike = jnp.float32) -> GLiNER:
-        """Load a directory written by `gliner.GLiNER.save_pretrained`, or by `save_pretrained` here."""
-        path = Path(path)
-        if not (path / TOKENIZER_CONFIG_FILE).exists():
-            raise FileNotFoundError(f"no {TOKENIZER_CONFIG_FILE} in {path}: the tokenizer must be saved with the model")
-        model, config = load_gliner(path, dtype=dtype)
-        return cls(model, config, AutoTokenizer.from_pretrained(path, local_files_only=True))
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        dtype: jax.typing.DTypeLike = jnp.float32,
+    ) -> GLiNER:
+        """Load a GLiNER model: a local directory (written by `gliner.GLiNER.save_pretrained`, by `save_pretrained`
+        here, or by an older gliner version), or a Hugging Face Hub repo id such as "urchade/gliner_small-v2.1".
+
+        A repo id is fetched with huggingface_hub (`revision`, `cache_dir`, `token`, `local_files_only`, and the
+        HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_TOKEN variables, as gliner passes them); read offline from the
+        cache when HF_HUB_OFFLINE=1. Legacy layouts are completed as gliner completes them: the backbone's config and
+        tokenizer come from `model_name` when the checkpoint lacks them (`gliner_jax.hub`). `dtype` is the compute
+        dtype; parameters are float32.
+        """
+        options = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        layout = resolve_gliner(name_or_path, options)
+        model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype)
+        return cls(model, config, layout.tokenizer)
 
     def save_pretrained(self, path: str | Path, *, native: bool = False) -> None:
         """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched.

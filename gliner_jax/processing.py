@@ -5,7 +5,7 @@ and token processors and collators): with `bucket=False` the arrays equal the re
 
 With `bucket=True` the array shapes are padded up to the sizes of `gliner_jax.buckets`, so that a jit-compiled model
 sees few shapes; W is never padded past `max_len`, nor T past the number of absolute position embeddings of an
-encoder that has them (`position_biased_input`).
+encoder that has them (its config's `max_tokens`).
 
 With `batch_size`, rows B are padded to that number (bucketing or not). All padding is neutral: input_ids hold
 the tokenizer's pad id; attention_mask and words_mask 0; span_idx (0, 0); span_mask, words_valid and labels_valid
@@ -314,7 +314,6 @@ class Processor:
         if getattr(config, "precomputed_prompts_mode", False):
             raise NotImplementedError("precomputed_prompts_mode is not supported")
         encoder = getattr(config, "encoder_config", None)
-        absolute = encoder is not None and getattr(encoder, "position_biased_input", False)
         return cls(
             tokenizer,
             ent_token=config.ent_token,
@@ -323,7 +322,7 @@ class Processor:
             max_len=config.max_len,
             span_mode=config.span_mode,
             words_splitter_type=config.words_splitter_type,
-            max_tokens=encoder.max_position_embeddings if absolute else None,
+            max_tokens=getattr(encoder, "max_tokens", None),
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:

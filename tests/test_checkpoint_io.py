@@ -22,7 +22,7 @@ from gliner_jax.checkpoint_io import (
 )
 from gliner_jax.config import DebertaConfig
 from gliner_jax.modeling.encoders.deberta import DebertaModel
-from tests.utils.encoders import TINY_V3, random_batch, torch_forward
+from tests.utils.encoders import TINY_V3, assert_same_state_dict, random_batch, torch_forward
 
 
 def _reload_strict(directory) -> transformers.DebertaV2Model:
@@ -41,11 +41,7 @@ def test_torch_jax_torch_round_trip_is_bit_exact(saved_encoder, tmp_path, overri
     encoder, config = load_hf_encoder(directory)
     save_hf_encoder(encoder, config, tmp_path / "out")
 
-    reloaded = _reload_strict(tmp_path / "out")
-    original, exported = torch_model.state_dict(), reloaded.state_dict()
-    assert exported.keys() == original.keys()
-    for key, tensor in original.items():
-        assert torch.equal(exported[key], tensor), key
+    assert_same_state_dict(_reload_strict(tmp_path / "out").state_dict(), torch_model.state_dict())
 
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     source = json.loads((directory / "config.json").read_text())

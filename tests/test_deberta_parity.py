@@ -10,7 +10,13 @@ from transformers.models.deberta_v2 import modeling_deberta_v2
 
 from gliner_jax.checkpoint_io import load_hf_encoder
 from gliner_jax.modeling.encoders.deberta import relative_positions
-from tests.utils.encoders import TINY_V3, random_batch, torch_forward
+from tests.utils.encoders import (
+    TINY_V3,
+    assert_packed_row_equals_rows_alone,
+    random_batch,
+    relative_error,
+    torch_forward,
+)
 
 # Lengths straddle position_buckets (16) and reach far past it, with padding in every row but one.
 LENGTHS = [100, 57, 9, 16]
@@ -27,12 +33,6 @@ CONFIGS = {
     "eps_1e-5_one_layer": {"layer_norm_eps": 1e-5, "num_hidden_layers": 1},
     "v3_bucket_sizes": {"position_buckets": 32, "max_position_embeddings": 512, "hidden_size": 32},
 }
-
-
-def relative_error(ours: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    """max |difference| over unpadded positions, relative to the reference's largest magnitude there."""
-    valid = mask.astype(bool)
-    return float(np.abs(ours[valid] - ref[valid]).max() / np.abs(ref[valid]).max())
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -90,18 +90,4 @@ def test_packed_segments_equal_each_segment_alone(saved_encoder, name):
     transformers' states of that example run alone (relative distances and absolute positions restart inside it)."""
     torch_model, directory = saved_encoder(**CONFIGS[name])
     encoder, config = load_hf_encoder(directory)
-    lengths = [30, 9, 17]
-    ids, _ = random_batch(config.vocab_size, lengths, seed=5)
-    packed_ids = np.zeros((1, sum(lengths) + 7), np.int32)
-    segments = np.zeros_like(packed_ids)
-    start = 0
-    for segment, (row, length) in enumerate(zip(ids, lengths, strict=True), 1):
-        packed_ids[0, start : start + length] = row[:length]
-        segments[0, start : start + length] = segment
-        start += length
-    ours = np.asarray(encoder(jnp.asarray(packed_ids), jnp.asarray(segments)))[0]
-    start = 0
-    for row, length in zip(ids, lengths, strict=True):
-        alone = torch_forward(torch_model, row[None, :length], np.ones((1, length), np.int32))[0]
-        np.testing.assert_allclose(ours[start : start + length], alone, rtol=0, atol=1e-5 * np.abs(alone).max())
-        start += length
+    assert_packed_row_equals_rows_alone(encoder, torch_model, config.vocab_size, pad_id=0)

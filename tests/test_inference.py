@@ -15,6 +15,7 @@ from gliner_jax.processing import split_words
 from gliner_jax.testing.builders import build_backbone, build_reference, quantile_thresholds
 from gliner_jax.windows import token_windows, window_starts
 from tests.utils.encoders import TINY_V3
+from tests.utils.entities import assert_same_entities
 from tests.utils.programs import compiled_programs
 
 TEXTS = [
@@ -41,13 +42,6 @@ def models(request, gliner_backbone, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **MODES[request.param])
     return reference, GLiNER.from_pretrained(directory), quantile_thresholds(reference, TEXTS, LABELS, QUANTILES)
-
-
-def assert_same_entities(ours: list[dict], ref: list[dict]) -> None:
-    assert [(e["start"], e["end"], e["text"], e["label"]) for e in ours] == [
-        (e["start"], e["end"], e["text"], e["label"]) for e in ref
-    ]
-    np.testing.assert_allclose([e["score"] for e in ours], [e["score"] for e in ref], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("quantile", range(len(QUANTILES)))

@@ -67,3 +67,13 @@ def test_unrolled_encoder_computes_the_scanned_numbers():
     assert len(scanned[1]) > 10
     for ours, reference in zip(unrolled[1], scanned[1], strict=True):
         np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
+
+
+def test_a_random_encoder_of_another_family_from_config_fields():
+    """`model.encoder` given as fields builds that family's encoder (model_type picks it; DeBERTa when absent)."""
+    fields = dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = load_train_config(TINY, [f"model.encoder={fields}"])
+    model, gliner_config, tokenizer = build_model(config.model, seed=0)
+    assert type(model.encoder).__name__ == "BertModel"
+    assert gliner_config.encoder_config.vocab_size == len(tokenizer)
+    assert gliner_config.to_dict()["encoder_config"]["model_type"] == "bert"

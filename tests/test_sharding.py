@@ -24,6 +24,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
 from gliner_jax.modeling import axes, layers
+from gliner_jax.modeling.encoders.bert import BertConfig
+from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
 from gliner_jax.training.sharding import (
@@ -283,6 +285,10 @@ def test_every_parameter_axis_has_a_sharding_rule():
             ),
         ),
     ]
+    sizes = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24)
+    biases = dict(norm_bias=True, attention_bias=True, mlp_bias=True)
+    for encoder in (BertConfig(**sizes), ModernBertConfig(**sizes, **biases)):
+        configs.append(dataclasses.replace(TINY_GLINER, encoder_config=encoder))
     for config in configs:
         names = logical_axis_names(GLiNERModel(config, rngs=nnx.Rngs(0)))
         assert {"vocab", "embed", "heads", "mlp", "layers"} <= names

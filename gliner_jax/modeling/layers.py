@@ -1,13 +1,16 @@
 """Building blocks shared by the encoders and the GLiNER heads: Linear / Embed / LayerNorm with logical axes,
-row-flattened matmuls, and torch's default Linear init."""
+row-flattened matmuls, torch's default Linear init, activations by their transformers name, segment-aware masks and
+positions, and scaled dot-product attention."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.axes import ALL_AXES
+from gliner_jax.modeling.axes import ALL_AXES, LAYERS
 
 
 def logical_axes(*axes: str | None) -> dict:
@@ -115,12 +118,60 @@ def segment_pair_mask(attention_mask: jax.Array) -> jax.Array:
     ]
 
 
-def segment_positions(attention_mask: jax.Array) -> jax.Array:
-    """Absolute positions [B, T] that restart at 0 where each packed segment (id > 1) starts; the first segment, and
-    a plain 0 / 1 mask, keep the column index, as transformers numbers a row's tokens."""
-    columns = jnp.arange(attention_mask.shape[1])
+def segment_cumsum(values: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """Running sum of non-negative `values` [B, T] along each row, restarting where each packed segment (id > 1) of
+    `attention_mask` starts; the first segment, padding, and a plain 0 / 1 mask count from the row's start."""
     starts = jnp.concatenate(
         [jnp.ones_like(attention_mask[:, :1], bool), attention_mask[:, 1:] != attention_mask[:, :-1]], axis=1
     )
-    segment_start = jax.lax.cummax(jnp.where(starts, columns, 0), axis=1)
-    return jnp.where(attention_mask > 1, columns - segment_start, columns)
+    total = jnp.cumsum(values, axis=1)
+    # The sum before each segment's start, carried along it: non-decreasing, so a running max finds it.
+    before_start = jax.lax.cummax(jnp.where(starts & (attention_mask > 1), total - values, 0), axis=1)
+    return jnp.where(attention_mask > 1, total - before_start, total)
+
+
+def segment_positions(attention_mask: jax.Array) -> jax.Array:
+    """Absolute positions [B, T] that restart at 0 where each packed segment (id > 1) starts; the first segment, and
+    a plain 0 / 1 mask, keep the column index, as transformers numbers a row's tokens."""
+    return segment_cumsum(jnp.ones_like(attention_mask), attention_mask) - 1
+
+
+# Activations by their name in transformers' ACT2FN (the ones our encoders implement).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """[..., T, heads * dh] -> [..., T, heads, dh]."""
+    return x.reshape(*x.shape[:-1], num_heads, -1)
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, pair_mask: jax.Array, dropout: Callable[[jax.Array], jax.Array]
+) -> jax.Array:
+    """Softmax(q k^T / sqrt(dh)) v over the keys `pair_mask` [B, 1, T, T] allows: q, k, v [B, T, heads, dh] ->
+    [B, T, heads * dh]. Scores and softmax in float32; a query that may see no key (padding outside every segment's
+    reach) averages all values uniformly, finite, as transformers' additive masks do."""
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k) * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    scores = jnp.where(pair_mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype))
+    context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    return context.reshape(*context.shape[:-2], -1)
+
+
+def stacked_layers(num_layers: int, make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -> nnx.Module:
+    """`num_layers` modules built by `make`, their parameters stacked on a leading "layers" axis (each drawn from its
+    own RNG split), to run in an `nnx.scan`."""
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
+    def build(rngs: nnx.Rngs) -> nnx.Module:
+        return make(rngs)
+
+    return build(rngs)

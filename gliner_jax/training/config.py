@@ -20,10 +20,11 @@ from gliner_jax.training.sharding import MeshConfig
 class ModelSection:
     """What to train: a new GLiNER (gliner_config.json fields plus an encoder) or an existing one.
 
-    `encoder` is either the fields of a DeBERTa config (a randomly initialised encoder) or the path of a Hugging
-    Face DeBERTa directory (pretrained weights, e.g. a local copy of microsoft/deberta-v3-small). `init_from` is a
-    GLiNER directory (gliner's or ours) to fine-tune; its own gliner_config.json then defines the network, and
-    `gliner` must be empty. `tokenizer` is the tokenizer directory (defaults to the encoder or init_from folder).
+    `encoder` is either the fields of a DeBERTa config (a randomly initialised encoder) or a Hugging Face DeBERTa
+    model, pretrained weights: a local directory or a hub repo id such as microsoft/deberta-v3-small. `init_from` is
+    a GLiNER model to fine-tune, a local directory (gliner's, any version, or ours) or a hub repo id; its own
+    gliner_config.json then defines the network, and `gliner` must be empty. `tokenizer` is a tokenizer directory
+    or repo id (defaults to the encoder's or init_from's).
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
     (evaluation and export keep the scan).
     """
@@ -40,15 +41,10 @@ class ModelSection:
             raise ValueError("model: give exactly one of `encoder` (a new GLiNER) or `init_from` (an existing one)")
         if self.init_from is not None and self.gliner:
             raise ValueError("model.gliner must be empty with model.init_from: the checkpoint's config is used")
+        if isinstance(self.encoder, Mapping) and self.tokenizer is None:
+            raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.dtype must be float32 or bfloat16, got {self.dtype!r}")
-
-    @property
-    def tokenizer_path(self) -> str:
-        path = self.tokenizer or self.init_from or (self.encoder if isinstance(self.encoder, str) else None)
-        if path is None:
-            raise ValueError("model.tokenizer is required for an encoder defined by its config fields")
-        return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +120,10 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         elif isinstance(value, str | int) and not isinstance(value, bool) and float in _options(hint):
             value = _to_float(value, f"{where}.{key}".lstrip("."))
         values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except TypeError as error:  # a value of the wrong type, compared or computed with in __post_init__
+        raise ValueError(f"{where or 'config'}: {error}") from None
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
@@ -154,14 +153,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML run config and apply `section.key=value` overrides (values parsed as YAML scalars)."""
-    tree = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a YAML file: {error}") from None
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
             raise ValueError(f"override {override!r} is not of the form section.key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        try:
+            _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        except yaml.YAMLError as error:
+            raise ValueError(f"override {override!r}: the value is not YAML: {error}") from None
     optimizer = tree.setdefault("optimizer", {})
     if isinstance(optimizer, dict) and "num_steps" not in optimizer:
         trainer_steps = (tree.get("trainer") or {}).get("num_steps", TrainerSection.num_steps)
+        if not isinstance(trainer_steps, int):
+            raise ValueError(f"trainer.num_steps must be an integer, got {trainer_steps!r}")
         optimizer["num_steps"] = max(1, trainer_steps // optimizer.get("grad_accum_steps", 1))
     return _build(TrainConfig, tree, "")

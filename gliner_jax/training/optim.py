@@ -2,7 +2,8 @@
 
 Mirrors the reference trainer (gliner's `Trainer.create_optimizer` on transformers' AdamW): the backbone and
 its output projection ("token_rep_layer" there) train at `encoder_lr`, everything else at `others_lr`; names
-containing "bias" and LayerNorm parameters get no weight decay (embeddings do). Gradients of all trainable
+containing "bias" and LayerNorm parameters get no weight decay (embeddings do); the BERT family's pooler, which no
+GLiNER computation reads, is never updated (torch skips it: its gradient is None). Gradients of all trainable
 parameters are clipped together to `max_grad_norm` before AdamW, and the learning rate follows transformers'
 `get_scheduler` (linear warmup from 0, then cosine / linear decay to 0 or constant) over optimizer steps.
 """
@@ -23,6 +24,9 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 SCHEDULERS = ("cosine", "linear", "constant")
 TRAINED_GROUPS = ("encoder", "others")
 FROZEN = "frozen"
+# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler. gliner's
+# torch AdamW never updates them (their gradient is None); here they would still decay, so they are frozen.
+NEVER_TRAINED = (r"(^|/)pooler/",)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,7 +45,7 @@ class OptimizerConfig:
     others_weight_decay: float = 0.01
     encoder_pattern: str = r"^(encoder|projection)/"
     frozen_patterns: tuple[str, ...] = ()
-    no_decay_patterns: tuple[str, ...] = (r"bias", r"(^|/)LayerNorm/")
+    no_decay_patterns: tuple[str, ...] = (r"bias", r"(^|/)scale$")  # biases and every LayerNorm's scale
     scheduler: str = "cosine"
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None
@@ -107,7 +111,7 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
 
 
 def _group_of(path: str, config: OptimizerConfig) -> str:
-    if any(re.search(p, path) for p in config.frozen_patterns):
+    if any(re.search(p, path) for p in (*config.frozen_patterns, *NEVER_TRAINED)):
         return FROZEN
     return "encoder" if re.search(config.encoder_pattern, path) else "others"
 

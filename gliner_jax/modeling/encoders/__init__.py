@@ -1,9 +1,11 @@
 """The encoder families, by the `model_type` of their Hugging Face config.
 
 Each family is one file here: its config dataclass (`from_hf_dict` / `to_hf_dict`, refusing options it does not
-implement), its Flax module (`Model(config, dtype=..., rngs=...)`, called as `model(input_ids, attention_mask)` ->
-last hidden states [B, T, d]) and its Hugging Face key table (`hf_modules(config)`: PyTorch module path -> parameter
-kind, `{i}` for the stacked layer index). Adding a family is that file plus one line in `ENCODERS`.
+implement; `hidden_size`, `num_hidden_layers`, `vocab_size` and `max_tokens`, the longest row its position
+embeddings cover or None), its Flax module (`Model(config, dtype=..., rngs=...)`, called as
+`model(input_ids, attention_mask)` -> last hidden states [B, T, d]) and its Hugging Face key table
+(`hf_modules(config)`: PyTorch module path -> parameter kind, `{i}` for the stacked layer index). Adding a family is
+that file plus one line in `ENCODERS` (one per model_type it reads; each with its own config class).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.modeling.encoders import deberta
+from gliner_jax.modeling.encoders import bert, deberta, modernbert
+
+
+def _none(config: Any) -> tuple[str, ...]:
+    return ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +34,23 @@ class EncoderFamily:
     hf_ignored: Callable[[Any], tuple[str, ...]]  # tensors transformers skips when loading the base model
     hf_base_prefix: str  # where task models (...ForMaskedLM) keep the base model's tensors
     hf_architecture: str  # the base model's class name in transformers, written into config.json
+    # Tensors a Hugging Face checkpoint may lack; they keep their init (transformers initialises them too).
+    hf_optional: Callable[[Any], tuple[str, ...]] = _none
+    # Tensors of `hf_modules`' stacked layout that transformers' model does not have: neither read nor written.
+    hf_absent: Callable[[Any], tuple[str, ...]] = _none
+
+
+def _bert_family(config_class: type) -> EncoderFamily:
+    model_type = config_class.model_type
+    return EncoderFamily(
+        config_class,
+        bert.BertModel,
+        bert.hf_modules,
+        bert.hf_ignored,
+        bert.HF_BASE_PREFIXES[model_type],
+        bert.HF_ARCHITECTURES[model_type],
+        hf_optional=bert.hf_optional,
+    )
 
 
 ENCODERS: dict[str, EncoderFamily] = {
@@ -38,6 +61,18 @@ ENCODERS: dict[str, EncoderFamily] = {
         deberta.hf_ignored,
         deberta.HF_BASE_PREFIX,
         "DebertaV2Model",
+    ),
+    "bert": _bert_family(bert.BertConfig),
+    "roberta": _bert_family(bert.RobertaConfig),
+    "xlm-roberta": _bert_family(bert.XLMRobertaConfig),
+    modernbert.MODEL_TYPE: EncoderFamily(
+        modernbert.ModernBertConfig,
+        modernbert.ModernBertModel,
+        modernbert.hf_modules,
+        modernbert.hf_ignored,
+        modernbert.HF_BASE_PREFIX,
+        "ModernBertModel",
+        hf_absent=modernbert.hf_absent,
     ),
 }
 
@@ -50,9 +85,9 @@ def family_of(model_type: str) -> EncoderFamily:
 
 
 def family_of_config(config: Any) -> EncoderFamily:
-    """The family of an encoder config object."""
+    """The family of an encoder config object (by its exact class: RoBERTa's config subclasses BERT's)."""
     for family in ENCODERS.values():
-        if isinstance(config, family.config_class):
+        if type(config) is family.config_class:
             return family
     raise TypeError(f"{type(config).__name__} is not the config of a registered encoder family")
 

@@ -97,6 +97,11 @@ class DebertaConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def max_tokens(self) -> int | None:
+        """The longest row the absolute position embeddings cover; None without them (relative positions only)."""
+        return self.max_position_embeddings if self.position_biased_input else None
+
+    @property
     def rel_norms(self) -> tuple[str, ...]:
         """`norm_rel_ebd` split on '|', as transformers reads it."""
         return tuple(t.strip() for t in self.norm_rel_ebd.lower().split("|"))

@@ -1,0 +1,188 @@
+"""Resolving a model name or path to a local snapshot (huggingface_hub), and reading every layout of a GLiNER
+directory that gliner 0.2.29 reads, legacy ones included.
+
+A name is taken as gliner takes it: an existing path is a local directory; anything else is a Hugging Face Hub repo
+id, fetched by `huggingface_hub.snapshot_download` into (or, offline, read from) its standard cache. The cache is
+`cache_dir`, else `HF_HUB_CACHE`, else `HF_HOME/hub`; `HF_HUB_OFFLINE=1` or `local_files_only=True` read the cache
+only; `token` (else `HF_TOKEN` or the saved login) opens private and gated repos. Nothing here looks in the cache by
+itself: huggingface_hub does.
+
+Legacy layouts (models saved by older gliner versions) are completed as gliner's `from_pretrained` completes them:
+the backbone's config.json and tokenizer come from the repo or directory named by `model_name` when the checkpoint
+lacks `encoder_config` or tokenizer files; `[FLERT]`, the entity and the separator tokens are added when
+`class_token_index` or `vocab_size` is -1 (absent), and the class token index and the embedding rows then follow the
+tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    HFValidationError,
+    IncompleteSnapshotError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from gliner_jax.config import GLiNERConfig, refuse_other_architectures
+
+GLINER_CONFIG_FILE = "gliner_config.json"
+CONFIG_FILE = "config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# What is fetched of a repo. Configs and tokenizer files (tokenizer.json, vocab.txt, merges.txt, spm.model,
+# sentencepiece.bpe.model, ...) for a backbone named by `model_name`; its weights too for an encoder to train;
+# a GLiNER repo's weights (model.safetensors, pytorch_model.bin, our flax_params.safetensors), not its ONNX exports.
+TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model")
+ENCODER_PATTERNS = (*TOKENIZER_PATTERNS, "model.safetensors", "pytorch_model.bin")
+GLINER_PATTERNS = (*ENCODER_PATTERNS, "flax_params.safetensors")
+# Tokens gliner adds to the backbone's tokenizer, in this order, before the entity and separator tokens
+# ([FLERT] is flair's context separator, kept from the flair-based gliner versions).
+FLERT_TOKEN = "[FLERT]"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is neither an existing directory nor a repo huggingface_hub can provide."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HubOptions:
+    """How repos are fetched: gliner's `from_pretrained` arguments (the revision is the named repo's only; a
+    backbone named by `model_name` is read at its default branch, as gliner reads it)."""
+
+    revision: str | None = None
+    cache_dir: str | Path | None = None
+    token: str | bool | None = None
+    local_files_only: bool = False
+
+
+def resolve(name_or_path: str | Path, patterns: Sequence[str], options: HubOptions = HubOptions()) -> Path:
+    """The local directory of `name_or_path`: the path itself if it exists, else the snapshot of that hub repo
+    (its files matching `patterns`), downloaded unless offline.
+
+    Raises ModelNotFoundError naming it when it is neither: "no such directory" for a name that cannot be a repo id;
+    "not in the Hugging Face cache" when offline; "no model repo" when the hub has none (or refuses access).
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{name_or_path}: not a directory (a model is a directory or a hub repo id)")
+        return path
+    name = str(name_or_path)
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelNotFoundError(f"{name}: no such directory") from None
+    try:
+        return Path(
+            snapshot_download(
+                name,
+                revision=options.revision,
+                cache_dir=options.cache_dir,
+                token=options.token,
+                local_files_only=options.local_files_only,
+                allow_patterns=list(patterns),
+            )
+        )
+    except IncompleteSnapshotError:
+        raise  # its message says which files the cached snapshot lacks
+    except LocalEntryNotFoundError:
+        cache = Path(options.cache_dir or constants.HF_HUB_CACHE)
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "local_files_only=True"
+        if not (constants.HF_HUB_OFFLINE or options.local_files_only):
+            why = "the hub could not be reached"
+        at = f" at revision {options.revision!r}" if options.revision else ""
+        raise ModelNotFoundError(
+            f"{name}: no such directory, and the model repo {name!r}{at} is not in the Hugging Face cache {cache} "
+            f"({why}: nothing was downloaded)"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(f"the model repo {name!r} has no revision {options.revision!r}") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"{name}: no such directory, and no model repo {name!r} on the Hugging Face Hub "
+            "(if it is private or gated, log in or pass a token)"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class GLiNERLayout:
+    """A GLiNER directory as gliner reads it: its complete config (the backbone's config embedded as
+    `encoder_config`, `class_token_index` and `vocab_size` set) and its tokenizer (gliner's special tokens in it)."""
+
+    directory: Path
+    config: GLiNERConfig
+    tokenizer: PreTrainedTokenizerBase
+
+
+def resolve_gliner(name_or_path: str | Path, options: HubOptions = HubOptions()) -> GLiNERLayout:
+    """The GLiNER model of a local directory or hub repo id, its layout read as gliner 0.2.29 reads it."""
+    return read_layout(resolve(name_or_path, GLINER_PATTERNS, options), options)
+
+
+def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GLiNERLayout:
+    """Read a GLiNER directory's config and tokenizer, completing a legacy layout as gliner's `from_pretrained`
+    does (see the module docstring); the backbone named by `model_name` is fetched only for what the directory
+    lacks.
+
+    A config naming an architecture not implemented here (bi-encoder, decoder, relation extraction, streaming)
+    raises NotImplementedError naming the field before anything else is read. With `class_token_index` and
+    `vocab_size` both set, the tokenizer must already hold the entity token at that index (ValueError otherwise,
+    as in gliner); the weights must then have `vocab_size` embedding rows (`encoder_config`'s when embedded), and
+    `len(tokenizer)` rows otherwise.
+    """
+    directory = Path(directory)
+    config_path = directory / GLINER_CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory}: no {GLINER_CONFIG_FILE}, not a GLiNER model directory")
+    data = json.loads(config_path.read_text())
+    refuse_other_architectures(data)
+    model_name = data.get("model_name", GLiNERConfig.model_name)
+    backbone = None
+
+    def backbone_directory() -> Path:
+        nonlocal backbone
+        if backbone is None:  # gliner reads the backbone at its default revision
+            backbone = resolve(model_name, TOKENIZER_PATTERNS, dataclasses.replace(options, revision=None))
+        return backbone
+
+    has_tokenizer = (directory / TOKENIZER_CONFIG_FILE).is_file()
+    tokenizer = AutoTokenizer.from_pretrained(directory if has_tokenizer else backbone_directory())
+    encoder = data.get("encoder_config")
+    if not encoder:
+        encoder = json.loads((backbone_directory() / CONFIG_FILE).read_text())
+        if data.get("vocab_size", -1) != -1:
+            encoder["vocab_size"] = data["vocab_size"]
+    completed = dict(data, encoder_config=encoder)
+    ent_token = data.get("ent_token", GLiNERConfig.ent_token)
+    if data.get("class_token_index", -1) == -1 or data.get("vocab_size", -1) == -1:
+        add_special_tokens(tokenizer, ent_token, data.get("sep_token", GLiNERConfig.sep_token))
+        rows = len(tokenizer)
+        completed.update(class_token_index=rows - 2, vocab_size=rows, encoder_config=dict(encoder, vocab_size=rows))
+    else:
+        _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
+    return GLiNERLayout(directory, GLiNERConfig.from_dict(completed), tokenizer)
+
+
+def add_special_tokens(tokenizer: PreTrainedTokenizerBase, ent_token: str, sep_token: str) -> None:
+    """Add gliner's special tokens ([FLERT], the entity and separator tokens, in that order) where missing."""
+    tokenizer.add_tokens([FLERT_TOKEN, ent_token, sep_token], special_tokens=True)
+
+
+def _check_class_token(index: int, ent_token: str, tokenizer: PreTrainedTokenizerBase, where: Path) -> None:
+    """gliner's checks of an explicit class_token_index: in the tokenizer's range, and the entity token known."""
+    if not 0 <= index < len(tokenizer):
+        raise ValueError(
+            f"{where}: class_token_index={index} is out of range for the tokenizer (len={len(tokenizer)}): the "
+            f"tokenizer lacks gliner's special tokens (set class_token_index and vocab_size to -1 to add them)"
+        )
+    unknown = tokenizer.convert_tokens_to_ids(ent_token) in (None, tokenizer.unk_token_id)
+    if unknown and ent_token != tokenizer.unk_token:
+        raise ValueError(f"{where}: the entity token {ent_token!r} is not in the tokenizer's vocabulary")

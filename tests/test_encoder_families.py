@@ -1,0 +1,234 @@
+"""BERT, RoBERTa, XLM-R and ModernBERT encoders against transformers' PyTorch base models (eval mode, float32):
+random odd-sized configs with padding, packed rows, task-model checkpoints, legacy tensor names, export, refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from gliner_jax.checkpoint_io import load_hf_encoder, save_hf_encoder
+from gliner_jax.modeling.encoders import encoder_config_from_hf
+from gliner_jax.modeling.encoders.bert import BertConfig, RobertaConfig, XLMRobertaConfig
+from gliner_jax.modeling.encoders.modernbert import GLOBAL, LOCAL, ModernBertConfig
+from tests.utils.encoders import (
+    TINY_HF,
+    assert_packed_row_equals_rows_alone,
+    assert_same_state_dict,
+    make_hf_encoder,
+    random_batch,
+    relative_error,
+    torch_forward,
+)
+
+# Rows longer than ModernBERT's local window (16 here), padding in every row but one.
+LENGTHS = [100, 57, 9, 16]
+G, L = GLOBAL, LOCAL
+
+CONFIGS = {
+    "bert": ("bert", {}),
+    "bert_gelu_new": ("bert", {"hidden_act": "gelu_new"}),
+    "bert_gelu_pytorch_tanh": ("bert", {"hidden_act": "gelu_pytorch_tanh"}),
+    "bert_relu_one_layer": ("bert", {"hidden_act": "relu", "num_hidden_layers": 1}),
+    "bert_silu": ("bert", {"hidden_act": "silu"}),
+    "bert_swish_eps_1e-5": ("bert", {"hidden_act": "swish", "layer_norm_eps": 1e-5}),
+    "roberta": ("roberta", {}),
+    "xlm-roberta": ("xlm-roberta", {}),
+    "modernbert": ("modernbert", {}),
+    "modernbert_biases": ("modernbert", {"norm_bias": True, "attention_bias": True, "mlp_bias": True}),
+    "modernbert_odd_window_every_3": ("modernbert", {"local_attention": 7, "global_attn_every_n_layers": 3}),
+    "modernbert_local_first_layer_types": ("modernbert", {"layer_types": [L, G, L, L, G]}),
+    "modernbert_gelu_new": ("modernbert", {"hidden_activation": "gelu_new"}),
+}
+
+
+def _parity(torch_model, directory, lengths=LENGTHS, seed=0) -> float:
+    encoder, config = load_hf_encoder(directory)
+    ids, mask = random_batch(config.vocab_size, lengths, seed=seed, pad_id=config.pad_token_id)
+    ours = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)))
+    ref = torch_forward(torch_model, ids, mask)
+    assert ours.shape == ref.shape == (len(lengths), max(lengths), config.hidden_size)
+    return relative_error(ours, ref, mask)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parity_with_transformers(saved_encoder, name):
+    model_type, overrides = CONFIGS[name]
+    torch_model, directory = saved_encoder(model_type=model_type, **overrides)
+    error = _parity(torch_model, directory)
+    assert error <= 1e-5, f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+def test_bfloat16_compute_close_to_float32(saved_encoder, model_type):
+    torch_model, directory = saved_encoder(model_type=model_type)
+    encoder, config = load_hf_encoder(directory, dtype=jnp.bfloat16)
+    ids, mask = random_batch(config.vocab_size, LENGTHS, pad_id=config.pad_token_id)
+    ours = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)).astype(jnp.float32))
+    ref, valid = torch_forward(torch_model, ids, mask), mask.astype(bool)
+    assert np.linalg.norm(ours[valid] - ref[valid]) / np.linalg.norm(ref[valid]) <= 2e-2
+    kernels = [var for path, var in nnx.to_flat_state(nnx.state(encoder, nnx.Param)) if path[-1] == "kernel"]
+    assert kernels and all(var.dtype == jnp.float32 for var in kernels)
+
+
+def test_config_classes_follow_model_type(saved_encoder):
+    expected = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
+    expected["modernbert"] = ModernBertConfig
+    for model_type, config_class in expected.items():
+        _, directory = saved_encoder(model_type=model_type)
+        assert type(load_hf_encoder(directory)[1]) is config_class
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta"])
+def test_roberta_positions_skip_padding_ids(saved_encoder, model_type):
+    """A pad id inside a row keeps position pad_token_id and the count goes on after it (transformers' numbering)."""
+    torch_model, directory = saved_encoder(model_type=model_type)
+    encoder, config = load_hf_encoder(directory)
+    pad = config.pad_token_id
+    ids, mask = random_batch(config.vocab_size, [40, 23], seed=2, pad_id=pad)
+    ids[0, [5, 6, 30]] = pad  # attended padding ids in the middle of the row
+    ours = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)))
+    assert relative_error(ours, torch_forward(torch_model, ids, mask), mask) <= 1e-5
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "modernbert"])
+def test_packed_segments_equal_each_segment_alone(saved_encoder, model_type):
+    """Segment ids in attention_mask: each packed example's states are transformers' states of it run alone (BERT
+    positions, RoBERTa's padding-offset positions, ModernBERT's rotary positions and local window restart)."""
+    torch_model, directory = saved_encoder(model_type=model_type)
+    encoder, config = load_hf_encoder(directory)
+    assert_packed_row_equals_rows_alone(encoder, torch_model, config.vocab_size, config.pad_token_id)
+
+
+def test_pooled_output_is_transformers_pooler_output(saved_encoder):
+    torch_model, directory = saved_encoder(model_type="bert")
+    encoder, config = load_hf_encoder(directory)
+    ids, mask = random_batch(config.vocab_size, [20, 7], seed=1)
+    ours = np.asarray(encoder.pooled_output(encoder(jnp.asarray(ids), jnp.asarray(mask))))
+    with torch.no_grad():
+        ref = torch_model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long())
+    np.testing.assert_allclose(ours, ref.pooler_output.numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task_class", "base"),
+    [
+        ("bert", "BertForMaskedLM", "bert"),
+        ("roberta", "RobertaForMaskedLM", "roberta"),
+        ("xlm-roberta", "XLMRobertaForMaskedLM", "roberta"),
+        ("modernbert", "ModernBertForMaskedLM", "model"),
+    ],
+)
+def test_masked_lm_checkpoint_loads_its_encoder(tmp_path, caplog, model_type, task_class, base):
+    """A task model's checkpoint (base-model prefix, MLM head, for BERT models no pooler) loads its encoder; the
+    missing pooler is initialised at random with a warning, as transformers does."""
+    torch.manual_seed(1)
+    config = transformers.AutoConfig.for_model(model_type, **TINY_HF[model_type])
+    mlm = getattr(transformers, task_class)(config).eval()
+    mlm.save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="gliner_jax.checkpoint_io"):
+        error = _parity(getattr(mlm, base), tmp_path, [40, 23], seed=3)
+    assert error <= 1e-5
+    assert ("pooler.dense.weight" in caplog.text) == (model_type != "modernbert")
+
+
+def test_legacy_names_and_buffers_load_as_in_transformers(tmp_path):
+    """An old BERT pickle: `bert.` prefix, TensorFlow-era LayerNorm gamma / beta, the position_ids and
+    token_type_ids buffers. We load what transformers loads from the same file."""
+    torch_model = make_hf_encoder("bert", seed=4)
+    state = {}
+    for key, tensor in torch_model.state_dict().items():
+        key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state[f"bert.{key}"] = tensor
+    state["bert.embeddings.position_ids"] = torch.arange(128)[None]
+    state["bert.embeddings.token_type_ids"] = torch.zeros(1, 128, dtype=torch.long)
+    torch_model.config.save_pretrained(tmp_path)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    reference = transformers.BertModel.from_pretrained(tmp_path).eval()
+    assert _parity(reference, tmp_path) <= 1e-5
+    assert _parity(torch_model, tmp_path) <= 1e-5  # and transformers read every tensor
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "xlm-roberta", "modernbert", "modernbert_biases"])
+def test_round_trip_loads_strictly_in_transformers(saved_encoder, tmp_path, name):
+    """torch -> jax -> torch: every tensor bit for bit (the pooler included, ModernBERT's layer 0 without an
+    attention norm), and the config reads back the same."""
+    model_type, overrides = CONFIGS[name]
+    torch_model, directory = saved_encoder(model_type=model_type, **overrides)
+    encoder, config = load_hf_encoder(directory)
+    save_hf_encoder(encoder, config, tmp_path / "out")
+    reloaded, info = transformers.AutoModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert type(reloaded) is type(torch_model)
+    assert_same_state_dict(reloaded.state_dict(), torch_model.state_dict())
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    source = json.loads((directory / "config.json").read_text())
+    assert {k: v for k, v in written.items() if k != "architectures"} == {
+        k: v for k, v in source.items() if k != "architectures"
+    }
+
+
+def test_modernbert_reads_both_config_formats():
+    """transformers 4's keys (global_attn_every_n_layers, global / local_rope_theta) and 5's (layer_types,
+    rope_parameters) give one config; a legacy `local_rope_theta: null` means the global base."""
+    legacy = {"model_type": "modernbert", "num_hidden_layers": 4, "global_attn_every_n_layers": 2}
+    legacy |= {"global_rope_theta": 1000.0, "local_rope_theta": 500.0, "local_attention": 8}
+    current = transformers.ModernBertConfig(**legacy).to_dict()
+    assert "rope_parameters" in current and "layer_types" in current
+    ours = ModernBertConfig.from_hf_dict(legacy)
+    assert ours == ModernBertConfig.from_hf_dict(current)
+    assert ours.layer_types == (G, L, G, L)
+    assert (ours.full_rope_theta, ours.sliding_rope_theta, ours.window) == (1000.0, 500.0, 4)
+    assert ModernBertConfig.from_hf_dict({**legacy, "local_rope_theta": None}).sliding_rope_theta == 1000.0
+    assert ModernBertConfig.from_hf_dict({"model_type": "modernbert"}).layer_types == (G, L, L) * 7 + (G,)
+    # Written back, both versions read the same values: the legacy keys stay beside the new ones.
+    written = ours.to_hf_dict()
+    assert written["global_rope_theta"] == 1000.0
+    assert transformers.ModernBertConfig(**written).rope_parameters == current["rope_parameters"]
+    assert current == {**current, **ModernBertConfig.from_hf_dict(current).to_hf_dict()}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "overrides", "name"),
+    [
+        ("bert", {"position_embedding_type": "relative_key"}, "position_embedding_type"),
+        ("bert", {"is_decoder": True}, "is_decoder"),
+        ("bert", {"add_cross_attention": True}, "add_cross_attention"),
+        ("bert", {"hidden_act": "gelu_10"}, "hidden_act"),
+        ("roberta", {"hidden_act": "quick_gelu"}, "hidden_act"),
+        ("bert", {"type_vocab_size": 0}, "type_vocab_size"),
+        ("roberta", {"pad_token_id": None}, "pad_token_id"),
+        ("modernbert", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ("modernbert", {"rope_parameters": {G: {"rope_type": "yarn", "rope_theta": 1e4}}}, "rope_parameters"),
+        ("modernbert", {"head_dim": 16}, "head_dim"),
+        ("modernbert", {"layer_types": [G, "chunked_attention", L, G, L]}, "layer_types"),
+        ("modernbert", {"layer_types": [G, L]}, "layer_types"),
+        ("modernbert", {"hidden_activation": "mish"}, "hidden_activation"),
+    ],
+)
+def test_unsupported_option_is_refused(model_type, overrides, name):
+    hf = {**TINY_HF[model_type], **overrides, "model_type": model_type}
+    with pytest.raises(NotImplementedError, match=name):
+        encoder_config_from_hf(hf)
+
+
+@pytest.mark.parametrize(("config_class", "model_type"), [(RobertaConfig, "bert"), (BertConfig, "xlm-roberta")])
+def test_other_model_type_is_refused(config_class, model_type):
+    with pytest.raises(NotImplementedError, match=f"model_type='{model_type}'"):
+        config_class.from_hf_dict({**TINY_HF["bert"], "model_type": model_type})
+
+
+def test_roberta_rows_are_bounded_by_their_positions(saved_encoder):
+    """RoBERTa's first pad_token_id + 1 position rows are never a real token's: a 130-row table holds 128 tokens."""
+    _, directory = saved_encoder(model_type="roberta")
+    encoder, config = load_hf_encoder(directory)
+    assert config.max_tokens == 128
+    ids, mask = random_batch(config.vocab_size, [129], pad_id=1)
+    with pytest.raises(ValueError, match="sequence length 129 exceeds the 128 positions"):
+        encoder(jnp.asarray(ids), jnp.asarray(mask))
