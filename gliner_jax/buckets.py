@@ -7,7 +7,11 @@ few distinct shapes (each new shape is a new program to compile) while padding s
   the token head pays for per (word, label) pair;
 - training targets E (entities per row): powers of two from 8; they only feed the loss's scatter, so fewer
   programs matter more than padding there;
-- rows B: the caller's batch size.
+- rows B: the caller's batch size; packed training rows (`gliner_jax.packing`): `count_bucket` rows per data
+  shard, each row `row_bucket`; examples per packed row (slots S): `count_bucket`. Both counts vary little from
+  batch to batch, so a finer grid (at most 1/8 padding past 8) costs few programs;
+- packed row length: `length_bucket` of the longest filled row, at most the configured row length unless one
+  example is longer.
 """
 
 from __future__ import annotations
@@ -32,3 +36,16 @@ def label_bucket(n: int) -> int:
 def entity_bucket(n: int) -> int:
     """Smallest entity-target bucket >= n: a power of two, at least 8."""
     return max(8, 1 << (n - 1).bit_length())
+
+
+def count_bucket(n: int) -> int:
+    """Smallest row / slot count bucket >= n: every count up to 8, then 4 per octave (10, 12, 14, 16, 20, 24, ...)."""
+    if n <= 8:
+        return max(n, 1)
+    step = 1 << ((n - 1).bit_length() - 3)
+    return -(-n // step) * step
+
+
+def row_bucket(n: int, multiple: int = 1) -> int:
+    """Packed rows for n rows' worth of examples split over `multiple` data shards: `count_bucket` rows per shard."""
+    return count_bucket(-(-n // multiple)) * multiple

@@ -103,6 +103,7 @@ def _predict(args: argparse.Namespace) -> int:
         share = Share(args.block_lines, jax.process_index(), jax.process_count())
         barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
     model = GLiNER.from_pretrained(args.model)
+    model.pack_tokens = args.pack_tokens
     if args.texts:
         options = (args.threshold, not args.nested, args.multi_label, args.batch_size)
         results = model.inference(args.texts, labels, *options)
@@ -129,7 +130,6 @@ def _predict(args: argparse.Namespace) -> int:
     if counts.skipped:
         numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
         print(f"{counts.texts} texts; skipped {counts.skipped} bad line(s): {numbers}", file=sys.stderr)
-    return 0
     return 0
 
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     predict.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    predict.add_argument(
+        "--pack-tokens", type=int, help="pack several texts into each encoder row of up to N tokens (same entities)"
+    )
     predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
     predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
     predict.add_argument("--overwrite", action="store_true", help="start --output afresh, dropping what is there")

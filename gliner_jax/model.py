@@ -29,20 +29,21 @@ from gliner_jax.processing import (
     Batch,
     Labels,
     Processor,
+    Sizes,
     Word,
     joined_word_offsets,
+    model_arrays_of,
     normalize_labels,
     split_words,
-    unpack_arrays,
 )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _forward(
-    graphdef: nnx.GraphDef, state: nnx.State, packed: jax.Array, sizes: tuple[int, int, int | None], probabilities: bool
+    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: Sizes, probabilities: bool
 ) -> jax.Array:
-    """The model on a packed batch (`Batch.packed`), unpacked on the device."""
-    logits = nnx.merge(graphdef, state)(**unpack_arrays(packed, *sizes, xp=jnp))
+    """The model on a batch's `transfer_array`, taken apart on the device."""
+    logits = nnx.merge(graphdef, state)(**model_arrays_of(transfer, sizes, xp=jnp))
     return jax.nn.sigmoid(logits) if probabilities else logits
 
 
@@ -51,7 +52,10 @@ class GLiNER:
 
     Inference runs on all of this process's devices (see `distribute`). `pipelined` (default True): the host
     prepares the next batch and decodes the previous one while the devices run a batch; False runs batches one
-    after the other (the same results).
+    after the other (the same results). `pack_tokens` (default None): pack several texts into each encoder row of
+    up to that many tokens, as gliner's inference packing (`InferencePackingConfig.max_length`) does: attention
+    stays inside each text and positions restart in it, so the entities are those found unpacked, with less
+    padding for the encoder; a text longer than `pack_tokens` gets a row of its own.
     """
 
     def __init__(self, model: GLiNERModel, config: GLiNERConfig, tokenizer: PreTrainedTokenizerBase):
@@ -61,6 +65,7 @@ class GLiNER:
         self.processor = Processor.from_config(config, tokenizer)
         self.placement: Placement | None = None
         self.pipelined = True
+        self.pack_tokens: int | None = None
         ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
         if ent_token_id != config.class_token_index:
             raise ValueError(
@@ -131,8 +136,7 @@ class GLiNER:
 
     def _run(self, batch: Batch, *, probabilities: bool) -> np.ndarray:
         placement, graphdef, state = self._placed()
-        packed, sizes = batch.packed()
-        output = _forward(graphdef, state, placement.place_rows(packed), sizes, probabilities)
+        output = _forward(graphdef, state, placement.place_rows(batch.transfer()), batch.sizes, probabilities)
         return np.asarray(output)[: batch.input_ids.shape[0]]
 
     def compiled_shapes(self) -> int:
@@ -283,17 +287,23 @@ class GLiNER:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.pack_tokens is not None and self.pack_tokens < 1:
+            raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
+            raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
         placement, graphdef, state = self._placed()
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
-            forward=lambda packed, sizes: _forward(graphdef, state, packed, sizes, True),
+            forward=lambda transfer, sizes: _forward(graphdef, state, transfer, sizes, True),
             batch_rows=round_up(batch_size, placement.row_multiple),
+            row_multiple=placement.row_multiple,
             threshold=threshold,
             flat_ner=flat_ner,
             multi_label=multi_label,
             truncate=truncate,
             pipelined=self.pipelined,
+            pack_tokens=self.pack_tokens,
         )
 
 

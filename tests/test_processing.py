@@ -16,9 +16,9 @@ from gliner_jax.processing import (
     Batch,
     Processor,
     joined_word_offsets,
+    model_arrays_of,
     normalize_labels,
     split_words,
-    unpack_arrays,
 )
 from gliner_jax.testing.builders import build_reference
 
@@ -333,13 +333,13 @@ def test_cached_word_pieces_equal_the_tokenizer(kind, limit):
 
 
 @pytest.mark.parametrize("bucket", [False, True])
-def test_packed_batch_unpacks_to_the_model_arrays(setup, bucket):
-    """One int32 array per batch travels to the devices; unpacked, it gives the arrays that match gliner's."""
+def test_transfer_array_gives_the_model_arrays(setup, bucket):
+    """One int32 array per batch travels to the devices; taken apart, it gives the arrays that match gliner's."""
     _, processor = setup
     ours = prepare(processor, [*TEXTS, "", " "], [*PER_TEXT_LABELS, ["x"], ["y", "z"]], bucket=bucket, batch_size=9)
-    packed, sizes = ours.packed()
-    assert packed.dtype == np.int32 and packed.shape[0] == 9
-    unpacked = unpack_arrays(packed, *sizes)
+    transfer = ours.transfer()
+    assert transfer.dtype == np.int32 and transfer.shape[0] == 9
+    unpacked = model_arrays_of(transfer, ours.sizes)
     expected = ours.model_arrays()
     assert unpacked.keys() == expected.keys()
     for key, value in expected.items():

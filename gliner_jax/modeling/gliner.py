@@ -10,15 +10,16 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
-from gliner_jax.modeling.layers import torch_linear
+from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 
 
-def scatter_rows(values: jax.Array, slots: jax.Array, num_slots: int) -> jax.Array:
-    """out[b, slots[b, t]] = values[b, t] into zeros [B, num_slots, D]; slots outside [0, num_slots) are dropped."""
+def scatter_slots(values: jax.Array, slots: jax.Array, index: jax.Array, num_slots: int, size: int) -> jax.Array:
+    """out[b, slots[b, t], index[b, t]] = values[b, t] into zeros [B, num_slots, size, D]; a (slot, index) outside
+    [0, num_slots) x [0, size) is dropped."""
     batch = jnp.arange(values.shape[0])[:, None]
-    out = jnp.zeros((values.shape[0], num_slots, values.shape[-1]), values.dtype)
-    return out.at[batch, slots].set(values, mode="drop")
+    out = jnp.zeros((values.shape[0], num_slots, size, values.shape[-1]), values.dtype)
+    return out.at[batch, slots, index].set(values, mode="drop")
 
 
 class GLiNERModel(nnx.Module):
@@ -28,6 +29,12 @@ class GLiNERModel(nnx.Module):
     words_valid [B, W] and labels_valid [B, C], whose shapes fix W and C for jit; span model only:
     span_idx [B, W*K, 2], span_mask [B, W*K]. Output: span logits [B, W, K, C] or token logits
     [B, W, C, 3] (start, end, inside).
+
+    Packed rows (`gliner_jax.packing`): attention_mask holds segment ids (1, 2, ... for the examples of a row, 0
+    padding) and every per-example input has a slot axis after the row axis, slot s holding segment s + 1:
+    words_valid [B, S, W], labels_valid [B, S, C], span_idx [B, S, W*K, 2], span_mask [B, S, W*K]. Each example's
+    words and label prompts are gathered into its own slot before the BiLSTM and the head, so it is scored exactly
+    as alone; the logits are per example, [B, S, W, K, C] or [B, S, W, C, 3] (unused slots hold padding).
     """
 
     def __init__(self, config: GLiNERConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
@@ -47,18 +54,27 @@ class GLiNERModel(nnx.Module):
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
 
     def representations(
-        self, input_ids: jax.Array, attention_mask: jax.Array, words_mask: jax.Array, num_labels: int, num_words: int
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        words_mask: jax.Array,
+        num_slots: int,
+        num_labels: int,
+        num_words: int,
     ) -> tuple[jax.Array, jax.Array]:
-        """Label prompts [B, C, H] (states at `<<ENT>>`, in order) and first-subword word states [B, W, H]."""
+        """Label prompts [B, S, C, H] (states at `<<ENT>>`, in order) and first-subword word states [B, S, W, H] of
+        the S examples (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encoder(input_ids, attention_mask)
         if self.projection is not None:
             tokens = self.projection(tokens)
+        slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
         is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
-        label_slots = jnp.where(is_class, jnp.cumsum(is_class, axis=1) - 1, num_labels)
+        label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
         # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
         source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
-        prompts = scatter_rows(source, label_slots, num_labels)
-        words = scatter_rows(tokens, jnp.where(words_mask > 0, words_mask - 1, num_words), num_words)
+        prompts = scatter_slots(source, slots, label_index, num_slots, num_labels)
+        word_index = jnp.where(words_mask > 0, words_mask - 1, num_words)
+        words = scatter_slots(tokens, slots, word_index, num_slots, num_words)
         return prompts, words
 
     def __call__(
@@ -71,13 +87,23 @@ class GLiNERModel(nnx.Module):
         span_idx: jax.Array | None = None,
         span_mask: jax.Array | None = None,
     ) -> jax.Array:
-        num_words, num_labels = words_valid.shape[1], labels_valid.shape[1]
-        prompts, words = self.representations(input_ids, attention_mask, words_mask, num_labels, num_words)
+        examples = words_valid.shape[:-1]  # (B,) or, packed, (B, S)
+        if len(examples) not in (1, 2) or labels_valid.shape[:-1] != examples:
+            raise ValueError(
+                f"words_valid {words_valid.shape} and labels_valid {labels_valid.shape} need the same leading axes: "
+                "(rows,) or, packed, (rows, slots)"
+            )
+        num_slots = examples[1] if len(examples) == 2 else 1
+        num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
+        prompts, words = self.representations(input_ids, attention_mask, words_mask, num_slots, num_labels, num_words)
+        prompts, words = prompts.reshape(-1, *prompts.shape[2:]), words.reshape(-1, *words.shape[2:])
         if self.rnn is not None:
-            words = self.rnn(words, words_valid)
+            words = self.rnn(words, words_valid.reshape(-1, num_words))
         if self.scorer is not None:
-            return self.scorer(words, prompts)
-        if span_idx is None or span_mask is None:
-            raise ValueError("the span model needs span_idx and span_mask")
-        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
-        return self.span_rep(words, span_idx, self.prompt_rep(prompts))
+            logits = self.scorer(words, prompts)
+        else:
+            if span_idx is None or span_mask is None:
+                raise ValueError("the span model needs span_idx and span_mask")
+            span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
+            logits = self.span_rep(words, span_idx, self.prompt_rep(prompts))
+        return logits.reshape(*examples, *logits.shape[1:])
