@@ -99,6 +99,41 @@ def _projection_mlp_entries(torch_module: str, path: tuple[str, ...]) -> list[Te
     )
 
 
+def _span_mode_entries(span_mode: str, max_width: int) -> list[TensorMapping]:
+    """gliner's `span_rep_layer.span_rep_layer.*` tensors of a span mode -> our `span_rep` parameters.
+
+    Each module is listed as (gliner's name, ours, kind): "mlp" a Sequential with Linears at 0 and 3
+    (`create_projection_layer`, or marker's narrower one), "linear" a Linear or a Conv1d (weight [out, in, k] ->
+    kernel [k, in, out]), "tensor" a bare parameter as it is, "kernel" a bare conv weight transposed like a Conv1d's.
+    """
+
+    def mlps(*names: str) -> list[tuple[str, str, str]]:
+        return [(name, name, "mlp") for name in names]
+
+    modules = {
+        "marker": [*mlps("project_start", "project_end"), ("out_project", "out_project", "linear")],
+        "markerV0": mlps("project_start", "project_end", "out_project"),
+        "markerV1": mlps("project_start", "project_end", "project_first", "out_project"),
+        "markerV2": mlps("project_start", "project_end", "project_context", "out_project"),
+        "query": [("query_seg", "query_seg", "tensor"), ("project.0", "project", "linear")],
+        "cat": [("query_seg", "query_seg", "tensor"), ("project.0", "project", "linear")],
+        "mlp": [("mlp", "mlp", "linear")],
+        "conv_share": [("conv_weigth", "conv_weight", "kernel"), ("project.1", "project", "linear")],  # sic
+    }.get(span_mode, [("project.1", "project", "linear")])  # conv_conv / conv_max / conv_mean / conv_sum
+    if span_mode == "conv_conv":  # one Conv1d per kernel size 2 .. max_width
+        modules += [(f"convs.{i}.conv", f"convs.{i}", "linear") for i in range(max_width - 1)]
+    table = []
+    for torch_module, ours, kind in modules:
+        torch_name, path = "span_rep_layer.span_rep_layer." + torch_module, ("span_rep", *ours.split("."))
+        if kind == "mlp":
+            table += _projection_mlp_entries(torch_name, path)
+        elif kind == "linear":
+            table += _linear_entries(torch_name, path)
+        else:
+            table.append(TensorMapping(torch_name, path, kind == "kernel", None))
+    return table
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni-encoder state dict and `GLiNERModel` parameters."""
     table = encoder_table(config.encoder_config, GLINER_ENCODER_PREFIX, ("encoder",))
@@ -109,15 +144,14 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
             path = ("rnn", "layers", str(layer), direction)
             for name, transpose in (("weight_ih", True), ("weight_hh", True), ("bias_ih", False), ("bias_hh", False)):
                 table.append(TensorMapping(f"rnn.lstm.{name}_l{layer}{suffix}", (*path, name), transpose, None))
-    if config.span_mode == "markerV0":
-        for part in ("project_start", "project_end", "out_project"):
-            table += _projection_mlp_entries(f"span_rep_layer.span_rep_layer.{part}", ("span_rep", part))
-        table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
-    else:
+    if config.span_mode == "token_level":
         table += _linear_entries("scorer.proj_token", ("scorer", "proj_token"))
         table += _linear_entries("scorer.proj_label", ("scorer", "proj_label"))
         table += _linear_entries("scorer.out_mlp.0", ("scorer", "linear_in"))
         table += _linear_entries("scorer.out_mlp.3", ("scorer", "linear_out"))
+    else:
+        table += _span_mode_entries(config.span_mode, config.max_width)
+        table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     return table
 
 

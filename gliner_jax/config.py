@@ -9,10 +9,13 @@ from typing import Any
 
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
+from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
+from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
+from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
-__all__ = ["SPAN_MODES", "DebertaConfig", "GLiNERConfig", "refuse_other_architectures"]
+__all__ = ["SPAN_MODES", "SUBTOKEN_POOLING", "DebertaConfig", "GLiNERConfig", "refuse_other_architectures"]
 
-SPAN_MODES = ("markerV0", "token_level")
+SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
 
 
 # Fields of gliner_config.json that select a gliner architecture other than the uni-encoder (gliner's
@@ -78,9 +81,10 @@ class GLiNERConfig:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        for key, known in (("span_mode", SPAN_MODES), ("subtoken_pooling", SUBTOKEN_POOLING)):
+            if getattr(self, key) not in known:  # gliner refuses these too
+                raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {
-            "span_mode": (self.span_mode not in SPAN_MODES, f"only {SPAN_MODES} are implemented"),
-            "subtoken_pooling": (self.subtoken_pooling != "first", "only 'first' is implemented"),
             "fuse_layers": (bool(self.fuse_layers), "layer fusion is not implemented"),
             "post_fusion_schema": (bool(self.post_fusion_schema), "cross fusion is not implemented"),
             "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
@@ -115,6 +119,12 @@ class GLiNERConfig:
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
         return out
+
+    @property
+    def spans_depend_on_batch(self) -> bool:
+        """Whether a row's span logits depend on the other rows of its batch (markerV1 / markerV2 read the
+        batch's longest row), so that rows must be batched as gliner batches them to give gliner's numbers."""
+        return self.span_mode in BATCH_DEPENDENT_MODES
 
     @property
     def projects_encoder_output(self) -> bool:

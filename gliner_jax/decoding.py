@@ -15,6 +15,7 @@ reference does on Python floats). Probabilities must not be NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -253,14 +254,28 @@ def _select_rows(
 
 
 def merge_spans(
-    spans: list[tuple[int, int, str, float]], flat_ner: bool, multi_label: bool
+    spans: list[tuple[int, int, str, float]],
+    labels: Sequence[str],
+    flat_ner: bool,
+    multi_label: bool,
+    *,
+    token_level: bool = False,
 ) -> list[tuple[int, int, str, float]]:
     """Merge the spans of one text found in several windows or label passes: each (start, end, label) once, with
-    its best score, then greedy selection again."""
+    its best score, then greedy selection again.
+
+    Candidates enter the greedy search in the order gliner's decoder would generate them from one row holding
+    all the words and `labels` (the text's labels, in prompt order): by (start, end, label position) for a span
+    model, (start, label position, end) for the token model. So of candidates with exactly equal scores, the one
+    gliner keeps is kept: the earlier start, then the shorter span or the label listed first."""
     best: dict[tuple[int, int, str], float] = {}
     for start, end, label, score in spans:
         best[(start, end, label)] = max(float(score), best.get((start, end, label), -math.inf))
-    keys = sorted(best)  # independent of the order in which windows and passes were batched
+    position = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    if token_level:
+        keys = sorted(best, key=lambda k: (k[0], position[k[2]], k[1]))
+    else:
+        keys = sorted(best, key=lambda k: (k[0], k[1], position[k[2]]))
     order = greedy_select(
         np.array([k[0] for k in keys], np.int64),
         np.array([k[1] for k in keys], np.int64),

@@ -28,6 +28,7 @@ from gliner_jax.pipeline import Chunk, Pipeline, WordSpan
 from gliner_jax.processing import (
     Batch,
     Labels,
+    LabelSet,
     Processor,
     Sizes,
     Word,
@@ -48,7 +49,8 @@ def _forward(
 
 
 class GLiNER:
-    """A GLiNER model (span `markerV0` or token `token_level`) that reads and writes `gliner` directories.
+    """A GLiNER model (a span model of any `span_mode`, or token `token_level`) that reads and writes `gliner`
+    directories.
 
     Inference runs on all of this process's devices (see `distribute`). `pipelined` (default True): the host
     prepares the next batch and decodes the previous one while the devices run a batch; False runs batches one
@@ -109,7 +111,8 @@ class GLiNER:
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
-        batch = self.processor.prepare(texts, normalize_labels(labels, len(texts)), bucket=bucket)
+        prompts = [list(label_set) for label_set in normalize_labels(labels, len(texts))]
+        batch = self.processor.prepare(texts, prompts, bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
     def distribute(
@@ -148,14 +151,17 @@ class GLiNER:
     def predict_entities(
         self,
         text: str,
-        labels: Sequence[str],
+        labels: LabelSet,
         threshold: float = 0.5,
         flat_ner: bool = True,
         multi_label: bool = False,
         *,
         truncate: bool = False,
     ) -> list[dict]:
-        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start."""
+        """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
+
+        `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
+        its label's place, and entities carry the label (as gliner does)."""
         return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
 
     def inference(
@@ -170,7 +176,8 @@ class GLiNER:
         truncate: bool = False,
         progress: bool = False,
     ) -> list[list[dict]]:
-        """Entities for each text (see `predict_entities`); `labels` is one list for all texts or one per text.
+        """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
+        {label: description} mapping) for all texts, or one per text.
 
         A text longer than `max_len` words is read in overlapping windows of `max_len` words, so an
         entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
@@ -184,7 +191,7 @@ class GLiNER:
     def inference_stream(
         self,
         chunks: Iterable[Sequence[str]],
-        labels: Sequence[str],
+        labels: LabelSet,
         threshold: float = 0.5,
         flat_ner: bool = True,
         multi_label: bool = False,
@@ -193,13 +200,15 @@ class GLiNER:
         truncate: bool = False,
     ) -> Iterator[list[list[dict]]]:
         """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
-        one label list for all texts. All chunks flow through one pipeline, so the devices never wait for the next
-        chunk; rows are sorted by length within a chunk, and memory holds a few chunks whatever the stream's length.
+        one label set (a list, or a {label: description} mapping) for all texts. All chunks flow through one
+        pipeline, so the devices never wait for the next chunk; rows are sorted by length within a chunk (kept in
+        order, in gliner's batches, for the span modes that read their batch), and memory holds a few chunks
+        whatever the stream's length.
         A text's entities are those `inference` finds; their scores may differ in float rounding, as batches of
         other shapes round differently, but the same chunks give the same results every time."""
+        if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
+            raise ValueError("inference_stream takes one label set for all texts")
         label_sets = normalize_labels(labels, 1)
-        if isinstance(labels[0], list | tuple):
-            raise ValueError("inference_stream takes one label list for all texts")
 
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
             for chunk in chunks:
@@ -297,6 +306,7 @@ class GLiNER:
             place_rows=placement.place_rows,
             forward=lambda transfer, sizes: _forward(graphdef, state, transfer, sizes, True),
             batch_rows=round_up(batch_size, placement.row_multiple),
+            gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
             row_multiple=placement.row_multiple,
             threshold=threshold,
             flat_ner=flat_ner,

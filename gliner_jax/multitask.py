@@ -100,7 +100,11 @@ def _prompted_spans(
             if shift and first < size <= last:
                 continue
             spans[index].append((first + shift * (first >= size), last + shift * (last >= size), label, score))
-    return [merge_spans(s, flat_ner, multi_label) if n > 1 else s for s, n in zip(spans, windows, strict=True)]
+    token_level = model.config.span_mode == "token_level"
+    return [
+        merge_spans(s, row, flat_ner, multi_label, token_level=token_level) if n > 1 else s
+        for s, row, n in zip(spans, labels, windows, strict=True)
+    ]
 
 
 def _text_entities(

@@ -2,8 +2,10 @@
 transfer to the devices) and the caller's thread decodes batch i-1; results come out in input order.
 
 Texts come in chunks. A chunk's model rows (windows x label passes, `windows.plan_rows`) are sorted by length and cut
-into batches, so rows of similar length share a batch; each row's result does not depend on its batch. A chunk's
-word-level entities, merged over its rows, are yielded once its last batch is decoded. At most a few batches are in
+into batches, so rows of similar length share a batch; each row's result does not depend on its batch, except for the
+span modes that read their batch (markerV1, markerV2: `gliner_batch`), whose rows are batched in order as gliner
+batches them. A chunk's word-level entities, merged over its rows with gliner's tie-breaking, are yielded once its
+last batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
 flight, so memory is bounded by the chunk size, whatever the length of the stream.
 
 With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
@@ -31,8 +33,9 @@ from gliner_jax.windows import Row, plan_rows
 
 T = TypeVar("T")
 WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
-# One chunk: anything the caller wants back with its results, the words of each text, the labels of each text.
-Chunk = tuple[Any, list[list[Word]], list[list[str]]]
+# One chunk: anything the caller wants back with its results, the words of each text, and the label set of each
+# text as `normalize_labels` gives it ({prompt: label}).
+Chunk = tuple[Any, list[list[Word]], list[dict[str, str]]]
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -74,6 +77,7 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
 @dataclasses.dataclass
 class _ChunkState:
     payload: Any
+    label_sets: list[dict[str, str]]  # per text, {prompt: label}
     found: list[list[WordSpan]]  # per text, from all its rows
     rows_per_text: collections.Counter
     num_batches: int
@@ -96,8 +100,10 @@ class Pipeline:
     """Word-level entities of chunks of texts. `place_rows` puts a batch's `transfer_array` on the devices,
     `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows`
     and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
-    `pipelined=False` runs each batch from preparation to decoding before the next (no thread); `pack_tokens`
-    packs each batch's rows into encoder rows of up to that many tokens (module doc)."""
+    `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
+    batches them, for span modes whose logits depend on the batch. `pipelined=False` runs each batch from
+    preparation to decoding before the next (no thread); `pack_tokens` packs each batch's rows into encoder rows of
+    up to that many tokens (module doc)."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -108,6 +114,7 @@ class Pipeline:
     flat_ner: bool
     multi_label: bool
     truncate: bool = False
+    gliner_batch: int | None = None
     pipelined: bool = True
     pack_tokens: int | None = None
     on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
@@ -131,15 +138,19 @@ class Pipeline:
 
     def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
         for payload, words, label_sets in chunks:
-            planned = plan_rows(self.processor, words, label_sets, truncate=self.truncate)
-            rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
-            begins = range(0, len(rows), self.batch_rows)
-            chunk = _ChunkState(payload, [[] for _ in words], collections.Counter(r.text for r in rows), len(begins))
+            prompts = [list(label_set) for label_set in label_sets]
+            rows = list(plan_rows(self.processor, words, prompts, truncate=self.truncate))
+            if self.gliner_batch is None:
+                rows.sort(key=lambda r: len(r.words) + 2 * len(r.labels))
+            per_batch = self.gliner_batch or self.batch_rows
+            begins = range(0, len(rows), per_batch)
+            counts = collections.Counter(r.text for r in rows)
+            chunk = _ChunkState(payload, label_sets, [[] for _ in words], counts, len(begins))
             if not rows:
                 empty = np.zeros(0, np.int64)
                 yield _Prepared(chunk, [], None, (0, 0, None, None), None, empty, empty, last=True)
             for begin in begins:
-                part = rows[begin : begin + self.batch_rows]
+                part = rows[begin : begin + per_batch]
                 batch = self.processor.collate_rows(
                     [r.words for r in part], [r.labels for r in part], batch_size=self.batch_rows
                 )
@@ -153,7 +164,7 @@ class Pipeline:
                     slots,
                     batch.text_lengths[: len(part)],
                     np.array([len(r.labels) for r in part]),
-                    last=begin + self.batch_rows >= len(rows),
+                    last=begin + per_batch >= len(rows),
                 )
 
     def _layout(self, batch: Batch) -> tuple[np.ndarray, Sizes, np.ndarray | None]:
@@ -177,6 +188,10 @@ class Pipeline:
         slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
         return transfer_array(*(packed[name] for name in names)), (*batch.sizes[:3], examples.shape[1]), slots
 
+    @property
+    def _token_level(self) -> bool:
+        return self.processor.span_mode == "token_level"
+
     def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
         return None if prepared.inputs is None else self.forward(prepared.inputs, prepared.sizes)
 
@@ -188,17 +203,20 @@ class Pipeline:
                 probs = probs[: len(prepared.rows)]
             else:  # [rows, slots, ...] -> the batch's rows
                 probs = probs.reshape(-1, *probs.shape[2:])[prepared.slots]
-            decode = decode_span_batch if self.processor.span_mode != "token_level" else decode_token_batch
+            decode = decode_token_batch if self._token_level else decode_span_batch
             options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
             decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
             for row, spans in zip(prepared.rows, decoded, strict=True):
-                first, labels = row.first_word, row.labels
-                chunk.found[row.text] += [(first + s, first + e, labels[c], p) for s, e, c, p in spans]
+                first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
+                chunk.found[row.text] += [(first + s, first + e, label_of[prompts[c]], p) for s, e, c, p in spans]
             if self.on_batch is not None:
                 self.on_batch(chunk.num_batches)
         if prepared.last:
+            options = dict(flat_ner=self.flat_ner, multi_label=self.multi_label, token_level=self._token_level)
             merged = [
-                merge_spans(spans, self.flat_ner, self.multi_label) if chunk.rows_per_text[i] > 1 else spans
+                merge_spans(spans, list(chunk.label_sets[i].values()), **options)
+                if chunk.rows_per_text[i] > 1
+                else spans
                 for i, spans in enumerate(chunk.found)
             ]
             yield chunk.payload, merged

@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from gliner_jax.buckets import NO_LIMIT, label_bucket, length_bucket
+from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 # gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
 _WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
 
-Labels = Sequence[str] | Sequence[Sequence[str]]  # one label list for every text, or one list per text
+LabelSet = Sequence[str] | Mapping[str, str]  # labels, or {label: description}
+Labels = LabelSet | Sequence[LabelSet]  # one label set for every text, or one per text
 Word = tuple[str, int, int]  # a word and its character offsets (start, end exclusive) in its text
 
 
@@ -53,30 +55,48 @@ def joined_word_offsets(words: Sequence[str]) -> list[Word]:
     return row
 
 
-def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> list[list[str]]:
-    """One label list per text from one list for all texts or one list per text, each deduplicated keeping the
-    first occurrence (as gliner does).
+def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> list[dict[str, str]]:
+    """One label set per text, as {prompt: label}: the prompt the model reads for each class, in class order, and
+    the label an entity of that class is returned with.
 
-    Raises ValueError for anything else: a bare string, a mapping, a count of lists other than `num_texts`, a label
-    that is not a string, and, when `strict` (not for training rows, which gliner's collator takes as they come), an
-    empty list or a blank label."""
+    `labels` is one label set for all texts or one per text (a list or tuple of them, one per text). A label set is
+    a list of labels, deduplicated keeping the first occurrence (each label is its own prompt), or a
+    {label: description} mapping, whose descriptions are the prompts: as gliner 0.2.29's `inference` takes them.
+
+    Raises ValueError for anything else: a bare string, a count of label sets other than `num_texts`, a label or
+    description that is not a string, two labels of a mapping with the same description, and, when `strict` (not
+    for training rows, which gliner's collator takes as they come), an empty label set or a blank label or
+    description."""
     if isinstance(labels, str):
         raise ValueError(f"labels must be a list of label strings, not the string {labels!r}")
-    if isinstance(labels, Mapping) or any(isinstance(group, Mapping) for group in labels):
-        raise ValueError("label descriptions ({label: description} mappings) are not supported; pass label strings")
-    labels = list(labels)
-    per_text = bool(labels) and all(isinstance(group, list | tuple) for group in labels)
+    per_text = (
+        not isinstance(labels, Mapping)
+        and bool(labels)
+        and all(isinstance(group, list | tuple | Mapping) for group in labels)
+    )
     if per_text and len(labels) != num_texts:
         raise ValueError(f"got {len(labels)} label lists for {num_texts} texts")
-    label_sets = [list(group) for group in labels] if per_text else [labels] * num_texts
-    for index, label_set in enumerate(label_sets):
-        where = f" for text {index}" if per_text else ""
-        if strict and not label_set:
-            raise ValueError(f"the label list{where} is empty")
-        for label in label_set:
-            if not isinstance(label, str) or (strict and not label.strip()):
-                raise ValueError(f"labels must be non-empty strings; got {label!r}{where}")
-    return [list(dict.fromkeys(label_set)) for label_set in label_sets]
+    label_sets = list(labels) if per_text else [labels] * num_texts
+    return [
+        _label_set(label_set, f" for text {index}" if per_text else "", strict)
+        for index, label_set in enumerate(label_sets)
+    ]
+
+
+def _label_set(labels: LabelSet, where: str, strict: bool) -> dict[str, str]:
+    """{prompt: label} of one label list or {label: description} mapping (see `normalize_labels`)."""
+    described = isinstance(labels, Mapping)
+    pairs = [(prompt, label) for label, prompt in labels.items()] if described else [(label, label) for label in labels]
+    if strict and not pairs:
+        raise ValueError(f"the label list{where} is empty")
+    what = "labels and descriptions" if described else "labels"
+    for value in (value for pair in pairs for value in pair):
+        if not isinstance(value, str) or (strict and not value.strip()):
+            raise ValueError(f"{what} must be non-empty strings; got {value!r}{where}")
+    prompts = dict(pairs)  # a repeated label keeps its first place
+    if described and len(prompts) < len(pairs):
+        raise ValueError(f"each label needs its own description{where}; got {dict(labels)!r}")
+    return prompts
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
@@ -134,9 +154,12 @@ class WordPieces:
             entry = np.fromiter(map(self._index.__getitem__, words), np.int64, len(words))
             return self._starts[entry], self._lengths[entry]
 
-    def encode(self, rows: Sequence[Sequence[str]], skip: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode(
+        self, rows: Sequence[Sequence[str]], skip: Sequence[int], pooling: str = "first"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """input_ids, attention_mask and words_mask [len(rows), longest row] (int32) of the rows, `skip[r]` leading
-        words of row r (its prompt) left out of its words_mask: at the first kept subword of each word, its ordinal
+        words of row r (its prompt) left out of its words_mask (gliner's): at the kept subwords of each word that
+        `pooling` reads (its first for "first", its last for "last", all for "mean" / "max"), the word's ordinal
         among the row's words that have subwords, minus skip[r], where positive; 0 elsewhere."""
         tokenizer = self.tokenizer
         prefix, suffix = self.special_tokens()
@@ -157,12 +180,19 @@ class WordPieces:
             place = place - cut[token_row]
         keep = (place >= 0) & (place < kept_tokens[token_row])
         token_word, token_ids, token_row, place = token_word[keep], token_ids[keep], token_row[keep], place[keep]
-        # gliner's words_mask: a subword whose word differs from the previous kept subword's starts a word.
+        # gliner's words_mask: a subword whose word differs from the previous kept subword's starts a word, one whose
+        # word differs from the next kept subword's ends it (words are numbered across rows, so a row's end ends one).
         first = place == 0
         first[1:] |= token_word[1:] != token_word[:-1]
         seen = np.cumsum(first) - _exclusive_cumsum(np.bincount(token_row[first], minlength=num_rows))[token_row]
         skip = np.asarray(skip, np.int64)[token_row]
-        marks = np.where(first & (seen > skip), seen - skip, 0)
+        if pooling == "first":
+            read = first
+        elif pooling == "last":
+            read = np.append(token_word[:-1] != token_word[1:], True)
+        else:  # mean, max: every subword
+            read = np.ones_like(first)
+        marks = np.where(read & (seen > skip), seen - skip, 0)
 
         lengths = len(prefix) + kept_tokens + len(suffix)
         width = int(lengths.max(initial=0))
@@ -242,7 +272,7 @@ class Batch:
     span_idx: np.ndarray | None  # [B, W*K, 2] int32, span model only
     span_mask: np.ndarray | None  # [B, W*K] bool, span model only
     rows: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
-    labels: list[list[str]]  # per real row: its labels in prompt order (class id c+1 = labels[c])
+    labels: list[list[str]]  # per real row: its label prompts in order (class id c+1 = labels[c])
 
     @property
     def words(self) -> list[list[str]]:
@@ -303,9 +333,13 @@ class Processor:
         span_mode: str = "markerV0",
         words_splitter_type: str = "whitespace",
         max_tokens: int | None = None,
+        subtoken_pooling: str = "first",
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
-        buckets never pad past it."""
+        buckets never pad past it. `subtoken_pooling` chooses the subtokens words_mask marks (see
+        `WordPieces.encode`)."""
+        if subtoken_pooling not in SUBTOKEN_POOLING:
+            raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         if words_splitter_type != "whitespace":
             raise NotImplementedError(
                 f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
@@ -326,13 +360,12 @@ class Processor:
         self.max_len = max_len
         self.span_mode = span_mode
         self.max_tokens = max_tokens
+        self.subtoken_pooling = subtoken_pooling
 
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any) -> Processor:
         """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...)."""
         pooling = getattr(config, "subtoken_pooling", "first")
-        if isinstance(pooling, str) and pooling != "first":
-            raise NotImplementedError(f"subtoken_pooling={pooling!r} is not supported (only 'first')")
         if getattr(config, "precomputed_prompts_mode", False):
             raise NotImplementedError("precomputed_prompts_mode is not supported")
         encoder = getattr(config, "encoder_config", None)
@@ -345,6 +378,7 @@ class Processor:
             span_mode=config.span_mode,
             words_splitter_type=config.words_splitter_type,
             max_tokens=getattr(encoder, "max_tokens", None),
+            subtoken_pooling=pooling if isinstance(pooling, str) else "first",  # as gliner's processor reads it
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -403,8 +437,9 @@ class Processor:
     ) -> Batch:
         """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows.
 
-        Labels are checked as `normalize_labels(..., strict=False)` checks training rows."""
-        label_sets = normalize_labels(labels, len(rows), strict=False)
+        Labels are checked as `normalize_labels(..., strict=False)` checks training rows; the model reads their
+        prompts."""
+        label_sets = [list(prompts) for prompts in normalize_labels(labels, len(rows), strict=False)]
         rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
         num_rows = len(rows) if batch_size is None else batch_size
         if num_rows < len(rows):
@@ -418,7 +453,7 @@ class Processor:
         num_words, num_labels = int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
         prompts = [self._prompt(label_sets[i]) for i in live]
         sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
-        ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts])
+        ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts], self.subtoken_pooling)
         num_tokens = ids.shape[1]
         if self.max_tokens is not None and num_tokens > self.max_tokens:
             raise ValueError(

@@ -118,12 +118,12 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
         net = nnx.merge(graphdef, state)
         ids, mask, words_mask = inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"]
         prompts, words = net.representations(ids, mask, words_mask, 1, num_labels, num_words)  # one slot per row
-        return net.rnn(words[:, 0], inputs["words_valid"]), prompts[:, 0]
+        return net.rnn(words, inputs["words_valid"]), prompts
 
     def head(state, words, prompts):
         net = nnx.merge(graphdef, state)
         span_idx = inputs["span_idx"] * inputs["span_mask"][..., None]
-        return net.span_rep(words, span_idx, net.prompt_rep(prompts))
+        return net.span_rep(words, span_idx, net.prompt_rep(prompts), inputs["words_valid"])
 
     def best(fn, *args) -> float:
         compiled = jax.jit(fn)

@@ -18,6 +18,7 @@ from gliner_jax.decoding import (
     decode_token_batch,
     decode_token_probs,
     greedy_select,
+    merge_spans,
 )
 
 # Few distinct logits, so that probabilities (and span scores) tie often.
@@ -99,6 +100,50 @@ def test_token_decoder_matches_gliner(case):
     num_words, num_labels, _ = logits.shape
     expected = reference(TokenDecoder, [logits], [num_words], [num_labels], **mode)[0]
     assert named(decode_token_probs(sigmoid(logits), num_words, num_labels, **mode), num_labels) == expected
+
+
+def span_candidates(probs: np.ndarray, threshold: float) -> list[tuple[int, int, int, float]]:
+    """Every (start, end, class, score) the span decoder considers: prob > threshold (in float32), inside the row."""
+    above = probs > np.float32(threshold)
+    return [
+        (s, s + w, c, float(probs[s, w, c])) for s, w, c in zip(*np.nonzero(above), strict=True) if s + w < len(probs)
+    ]
+
+
+def token_candidates(probs: np.ndarray, threshold: float) -> list[tuple[int, int, int, float]]:
+    """Every (start, end, class, score) the token decoder considers: start and end probs > threshold (in float32),
+    no inside prob on [start..end] below it (as a Python float); the score is the least of them all."""
+    words, classes, _ = probs.shape
+    found = []
+    for s, e, c in np.ndindex(words, words, classes):
+        inside = probs[s : e + 1, c, 2]
+        if e >= s and min(probs[s, c, 0], probs[e, c, 1]) > np.float32(threshold) and float(inside.min()) >= threshold:
+            found.append((s, e, c, float(min(inside.min(), probs[s, c, 0], probs[e, c, 1]))))
+    return found
+
+
+@SETTINGS
+@given(st.sampled_from(["span", "token"]), st.data())
+def test_merge_keeps_what_one_row_keeps(model, data):
+    """Candidates of one row arriving in any order, some twice (as windows and label passes deliver them): merging
+    keeps what gliner's decoder keeps from the row, exact ties included (its candidate order decides them)."""
+    logits, mode = data.draw(span_case() if model == "span" else token_case())
+    num_words, num_labels = logits.shape[0], logits.shape[-1 if model == "span" else 1]
+    decoder, candidates_of = (SpanDecoder, span_candidates) if model == "span" else (TokenDecoder, token_candidates)
+    expected = reference(decoder, [logits], [num_words], [num_labels], **mode)[0]
+    found = named(candidates_of(sigmoid(logits), mode["threshold"]), num_labels)
+    found = data.draw(st.permutations(found + data.draw(st.lists(st.sampled_from(found)) if found else st.just([]))))
+    names = list(labels(num_labels).values())
+    merged = merge_spans(found, names, mode["flat_ner"], mode["multi_label"], token_level=model == "token")
+    assert merged == expected
+
+
+def test_merge_order_differs_by_model():
+    """Hand-checked: [2, 5] "a" and [2, 3] "b" tie. The token decoder generates by (start, class, end) and keeps
+    [2, 5] "a"; the span decoder by (start, end, class) and keeps [2, 3] "b"."""
+    found = [(2, 3, "b", 0.75), (2, 5, "a", 0.75)]
+    assert merge_spans(found, ["a", "b"], True, False, token_level=True) == [(2, 5, "a", 0.75)]
+    assert merge_spans(found, ["a", "b"], True, False) == [(2, 3, "b", 0.75)]
 
 
 # (logit, threshold) where float32 and float64 comparisons disagree: 0.7005672 is above sigmoid(0.85) = 0.70056718...

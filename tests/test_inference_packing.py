@@ -113,6 +113,35 @@ def test_packed_batch_holds_several_texts_per_row(models):
             assert packed["word_counts"][r, s] == batch.text_lengths[example]
 
 
+DESCRIBED = {"person": "a human being", "award": "a prize", "city name": "a city", "organization": "a company"}
+
+
+@pytest.mark.parametrize(
+    ("span_mode", "pooling"),
+    [
+        ("token_level", "last"),
+        pytest.param("markerV1", "mean", marks=slow),
+        pytest.param("markerV0", "max", marks=slow),
+    ],
+)
+def test_packed_pooling_and_descriptions_equal_gliner(gliner_backbone, tmp_path, span_mode, pooling):
+    """Packed rows pool each text's subtokens as gliner's `subtoken_pooling` does and read {label: description}
+    prompts, entities carrying the labels: gliner's entities, batched as gliner batches them (markerV1 reads its
+    batch's longest row), over several batches; a long text's windows are merged as unpacked."""
+    config = dict(CONFIG, hidden_size=32, span_mode=span_mode, subtoken_pooling=pooling)
+    reference = build_reference(gliner_backbone, tmp_path, logit_scale=4.0, **config)
+    threshold = quantile_thresholds(reference, SHORT, list(DESCRIBED.values()), (0.95,))[0]
+    ours = GLiNER.from_pretrained(tmp_path)
+    options = dict(threshold=threshold, batch_size=3)
+    expected = reference.inference(SHORT, DESCRIBED, **options)
+    assert sum(map(len, expected)) > 0 and {e["label"] for row in expected for e in row} <= set(DESCRIBED)
+    unpacked = ours.inference([*SHORT, LONG], DESCRIBED, **options)
+    ours.pack_tokens = 64
+    packed = ours.inference([*SHORT, LONG], DESCRIBED, **options)
+    for got, want in zip(packed, [*expected, unpacked[-1]], strict=True):
+        assert_same_entities(got, want)
+
+
 def test_refusals(models):
     _, ours, _ = models
     ours.pack_tokens = 0

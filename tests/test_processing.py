@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import transformers
 from gliner.data_processing.tokenizer import WhitespaceTokenSplitter
+from gliner.model import _normalize_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -245,8 +246,7 @@ def test_label_validation(setup):
         processor.prepare(["a", "b"], [["x"]])
     with pytest.raises(ValueError, match="not the string 'person'"):
         processor.prepare(["a"], "person")
-    with pytest.raises(ValueError, match="label descriptions"):
-        processor.prepare(["a"], [{"person": "a human"}])
+    assert processor.prepare(["a"], [{"person": "a human"}]).labels == [["a human"]]  # the model reads descriptions
     with pytest.raises(ValueError, match="non-empty strings; got 3"):
         processor.prepare(["a"], ["x", 3])
     assert processor.prepare(["a b", "c"], [["x", "x", "y"], [""]]).labels == [["x", "y"], [""]]
@@ -254,8 +254,35 @@ def test_label_validation(setup):
 
 
 @pytest.mark.parametrize(
+    "labels",
+    [
+        ["person", "city", "person"],
+        {"person": "a human being", "city": "a city name", "org": "person"},
+        [["person", "date"], {"city": "a city name"}, ["x", "y", "x"]],
+        [{"a": "first"}, {"b": "second", "c": "third"}, []],
+    ],
+)
+def test_normalize_labels_matches_reference(labels):
+    """{prompt: label} per text, as gliner's own label normalisation pairs its model prompts with label names."""
+    expected_prompts, expected_names = _normalize_labels(labels, 3, [0, 1, 2])
+    if not isinstance(expected_prompts[0], list):  # one label set for every text
+        expected_prompts, expected_names = [expected_prompts] * 3, [expected_names] * 3
+    got = normalize_labels(labels, 3, strict=False)
+    assert [list(s) for s in got] == [list(p) for p in expected_prompts]
+    assert [list(s.values()) for s in got] == [list(n) for n in expected_names]
+
+
+@pytest.mark.parametrize(
     ("labels", "message"),
-    [("person", "not the string 'person'"), (["person", " "], "non-empty strings; got ' '"), ([], "list is empty")],
+    [
+        ("person", "not the string 'person'"),
+        (["person", " "], "non-empty strings; got ' '"),
+        ([], "list is empty"),
+        ({"person": "a human", "man": "a human"}, "each label needs its own description"),
+        ({"person": " "}, "labels and descriptions must be non-empty strings; got ' '"),
+        ({"person": 3}, "labels and descriptions must be non-empty strings; got 3"),
+        ([{"person": "a human"}, ["x"]], "got 2 label lists for 1 texts"),
+    ],
 )
 def test_user_facing_label_checks_are_strict(labels, message):
     with pytest.raises(ValueError, match=message):
@@ -266,10 +293,11 @@ def test_refusals(setup):
     ref, processor = setup
     with pytest.raises(NotImplementedError, match="'spacy'"):
         Processor(processor.tokenizer, words_splitter_type="spacy")
-    for key, value in [("subtoken_pooling", "mean"), ("precomputed_prompts_mode", True)]:
-        config = types.SimpleNamespace(**{**ref.config.to_dict(), key: value})
-        with pytest.raises(NotImplementedError, match=key):
-            Processor.from_config(config, processor.tokenizer)
+    config = types.SimpleNamespace(**{**ref.config.to_dict(), "precomputed_prompts_mode": True})
+    with pytest.raises(NotImplementedError, match="precomputed_prompts_mode"):
+        Processor.from_config(config, processor.tokenizer)
+    with pytest.raises(ValueError, match="subtoken_pooling 'sum'"):
+        Processor(processor.tokenizer, subtoken_pooling="sum")
 
 
 @pytest.mark.parametrize("text", TRICKY)
@@ -285,13 +313,15 @@ def test_split_words_property(text):
     assert bool(words) == bool(text.strip())  # gliner skips exactly the texts that have no words
 
 
-def gliner_tokenization(tokenizer, word_lists: list[list[str]], labels: list[list[str]]) -> dict[str, np.ndarray]:
+def gliner_tokenization(
+    tokenizer, word_lists: list[list[str]], labels: list[list[str]], pooling: str = "first"
+) -> dict[str, np.ndarray]:
     """input_ids, attention_mask and words_mask of gliner's span processor (its own tokenizer call and word mask)
-    on pre-split words."""
+    on pre-split words, with `pooling` as the config's subtoken_pooling."""
     from gliner.data_processing.processor import UniEncoderSpanProcessor
 
     config = types.SimpleNamespace(
-        ent_token="<<ENT>>", sep_token="<<SEP>>", words_splitter_type="whitespace", subtoken_pooling="first"
+        ent_token="<<ENT>>", sep_token="<<SEP>>", words_splitter_type="whitespace", subtoken_pooling=pooling
     )
     inputs = UniEncoderSpanProcessor(config, tokenizer, None).tokenize_inputs(word_lists, labels)
     return {key: inputs[key].numpy() for key in ("input_ids", "attention_mask", "words_mask")}
@@ -305,24 +335,28 @@ ODD_WORDS = [
     ["Hi"],
 ]
 ODD_LABELS = [["person", "city name"], ["\u200b", "date"], ["organisation", "thing", "x"]]
+# The same prompts, the last row's as {label: description}: the model reads the descriptions.
+ODD_DESCRIBED = [*ODD_LABELS[:2], {"org": "organisation", "kind": "thing", "y": "x"}]
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "byte_level_bpe", "metaspace_bos_only"])
 @pytest.mark.parametrize("limit", [None, 14, 9])
-def test_cached_word_pieces_equal_the_tokenizer(kind, limit):
-    """Rows assembled from cached per-word subwords equal gliner's own tokenization, for WordPiece, byte-level BPE and
-    a bos-only Metaspace tokenizer padded and truncated on the left, with and without truncation, twice (from an
-    empty cache, then a full one)."""
+@pytest.mark.parametrize("pooling", ["first", "last", "mean", "max"])
+def test_cached_word_pieces_equal_the_tokenizer(kind, limit, pooling):
+    """Rows assembled from cached per-word subwords equal gliner's own tokenization and words_mask for every
+    subtoken_pooling, for WordPiece, byte-level BPE and a bos-only Metaspace tokenizer padded and truncated on the
+    left, with and without truncation (words cut in the middle), twice (from an empty cache, then a full one); a
+    {label: description} row reads its descriptions."""
     from tests.utils.tokenizers import TOKENIZERS
 
     tokenizer = TOKENIZERS[kind]()
     if limit is not None:
         tokenizer.model_max_length = limit
-    processor = Processor(tokenizer, max_len=100)
+    processor = Processor(tokenizer, max_len=100, subtoken_pooling=pooling)
     rows = [joined_word_offsets(words) for words in ODD_WORDS]
-    want = gliner_tokenization(tokenizer, ODD_WORDS, ODD_LABELS)
+    want = gliner_tokenization(tokenizer, ODD_WORDS, ODD_LABELS, pooling)
     for _ in range(2):
-        ours = processor.collate_rows(rows, ODD_LABELS, bucket=False)
+        ours = processor.collate_rows(rows, ODD_DESCRIBED, bucket=False)
         for key, expected in want.items():
             np.testing.assert_array_equal(getattr(ours, key), expected, err_msg=key)
     if limit is not None:

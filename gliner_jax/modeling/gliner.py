@@ -1,4 +1,4 @@
-"""The GLiNER network: encoder -> label prompts and words -> BiLSTM -> span or token head -> raw logits."""
+"""The GLiNER network: encoder -> label prompts and pooled words -> BiLSTM -> span or token head -> raw logits."""
 
 from __future__ import annotations
 
@@ -9,21 +9,15 @@ from flax import nnx
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
-from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
+from gliner_jax.modeling.heads import ProjectionMLP, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
-
-
-def scatter_slots(values: jax.Array, slots: jax.Array, index: jax.Array, num_slots: int, size: int) -> jax.Array:
-    """out[b, slots[b, t], index[b, t]] = values[b, t] into zeros [B, num_slots, size, D]; a (slot, index) outside
-    [0, num_slots) x [0, size) is dropped."""
-    batch = jnp.arange(values.shape[0])[:, None]
-    out = jnp.zeros((values.shape[0], num_slots, size, values.shape[-1]), values.dtype)
-    return out.at[batch, slots, index].set(values, mode="drop")
+from gliner_jax.modeling.span_modes import build_span_mode
+from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
 
 class GLiNERModel(nnx.Module):
-    """Span (`markerV0`) or token (`token_level`) GLiNER returning raw logits.
+    """Span (any `span_mode` of `span_modes`) or token (`token_level`) GLiNER returning raw logits.
 
     Inputs (see `gliner_jax.processing.Batch`): input_ids, attention_mask, words_mask [B, T];
     words_valid [B, W] and labels_valid [B, C], whose shapes fix W and C for jit; span model only:
@@ -45,13 +39,13 @@ class GLiNERModel(nnx.Module):
             torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if hidden != width else None
         )
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
-        if config.span_mode == "markerV0":
-            self.span_rep = SpanMarkerV0(hidden, config.max_width, config.dropout, dtype, rngs)
-            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
-            self.scorer = None
-        else:
+        if config.span_mode == "token_level":
             self.span_rep = self.prompt_rep = None
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
+        else:
+            self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
+            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
+            self.scorer = None
 
     def representations(
         self,
@@ -62,19 +56,20 @@ class GLiNERModel(nnx.Module):
         num_labels: int,
         num_words: int,
     ) -> tuple[jax.Array, jax.Array]:
-        """Label prompts [B, S, C, H] (states at `<<ENT>>`, in order) and first-subword word states [B, S, W, H] of
-        the S examples (segments 1..S of `attention_mask`) of each row."""
+        """Label prompts [B * S, C, H] (states at `<<ENT>>`, in order) and word states [B * S, W, H] (subtokens
+        pooled as `subtoken_pooling` says) of the S examples (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encoder(input_ids, attention_mask)
         if self.projection is not None:
             tokens = self.projection(tokens)
-        slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
+        num_examples = input_ids.shape[0] * num_slots
+        row_start = jnp.arange(input_ids.shape[0])[:, None] * num_slots
+        examples = jnp.where(attention_mask > 0, row_start + attention_mask - 1, num_examples)  # padding: dropped
         is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
         label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
         # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
         source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
-        prompts = scatter_slots(source, slots, label_index, num_slots, num_labels)
-        word_index = jnp.where(words_mask > 0, words_mask - 1, num_words)
-        words = scatter_slots(tokens, slots, word_index, num_slots, num_words)
+        prompts = scatter_rows(source, label_index, num_labels, examples, num_examples)
+        words = pool_words(tokens, words_mask, num_words, self.config.subtoken_pooling, examples, num_examples)
         return prompts, words
 
     def __call__(
@@ -96,14 +91,14 @@ class GLiNERModel(nnx.Module):
         num_slots = examples[1] if len(examples) == 2 else 1
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
         prompts, words = self.representations(input_ids, attention_mask, words_mask, num_slots, num_labels, num_words)
-        prompts, words = prompts.reshape(-1, *prompts.shape[2:]), words.reshape(-1, *words.shape[2:])
+        words_valid = words_valid.reshape(-1, num_words)
         if self.rnn is not None:
-            words = self.rnn(words, words_valid.reshape(-1, num_words))
+            words = self.rnn(words, words_valid)
         if self.scorer is not None:
             logits = self.scorer(words, prompts)
         else:
             if span_idx is None or span_mask is None:
                 raise ValueError("the span model needs span_idx and span_mask")
             span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
-            logits = self.span_rep(words, span_idx, self.prompt_rep(prompts))
+            logits = self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid)
         return logits.reshape(*examples, *logits.shape[1:])

@@ -1,4 +1,5 @@
-"""GLiNER heads: the markerV0 span representation, the prompt projection, the token-level scorer."""
+"""GLiNER heads: the prompt projection, the markerV0 span head (with its fused fast path), the token-level scorer.
+The other span modes are in `span_modes`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from gliner_jax.modeling.layers import rows_matmul, torch_linear
 
 
 class ProjectionMLP(nnx.Module):
-    """Linear(d_in -> 4 d_out), ReLU, Dropout, Linear(4 d_out -> d_out): gliner's `create_projection_layer`."""
+    """Linear(d_in -> e d_out), ReLU, Dropout, Linear(e d_out -> d_out): gliner's `create_projection_layer` (e = 4),
+    or with `expansion=2` the start / end projections of its `marker` span mode."""
 
-    def __init__(self, d_in: int, d_out: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.linear_in = torch_linear(d_in, 4 * d_out, (axes.EMBED, axes.MLP), dtype, rngs)
+    def __init__(self, d_in: int, d_out: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs, *, expansion: int = 4):
+        self.linear_in = torch_linear(d_in, expansion * d_out, (axes.EMBED, axes.MLP), dtype, rngs)
         self.dropout = Dropout(dropout, rngs=rngs)
-        self.linear_out = torch_linear(4 * d_out, d_out, (axes.MLP, axes.EMBED), dtype, rngs)
+        self.linear_out = torch_linear(expansion * d_out, d_out, (axes.MLP, axes.EMBED), dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_out(self.dropout(jax.nn.relu(self.linear_in(x))))
@@ -62,8 +64,11 @@ class SpanMarkerV0(nnx.Module):
         self.project_end = ProjectionMLP(hidden_size, hidden_size, dropout, dtype, rngs)
         self.out_project = ProjectionMLP(2 * hidden_size, hidden_size, dropout, dtype, rngs)
 
-    def __call__(self, words: jax.Array, span_idx: jax.Array, labels: jax.Array) -> jax.Array:
-        """words [B, W, H], span_idx [B, W*K, 2], labels [B, C, H] -> logits [B, W, K, C]."""
+    def __call__(
+        self, words: jax.Array, span_idx: jax.Array, labels: jax.Array, words_valid: jax.Array | None = None
+    ) -> jax.Array:
+        """words [B, W, H], span_idx [B, W*K, 2], labels [B, C, H] -> logits [B, W, K, C] (`words_valid`: unused
+        here, taken as every span mode takes it)."""
         first, second = self.out_project.linear_in, self.out_project.linear_out
         dtype, hidden = words.dtype, words.shape[-1]
         w1 = first.kernel[...].astype(dtype)  # [2H, 4H]: rows for the start half, then the end half
