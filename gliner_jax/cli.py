@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import gliner_jax
 
@@ -52,17 +54,16 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, else from --file or stdin (`data_formats`: plain lines, JSONL or JSON records)."""
-    from gliner_jax.data_formats import read_text_records, record_text, text_records
+def _start_distributed(args: argparse.Namespace) -> bool:
+    """jax.distributed from --coordinator-address (by hand) or --distributed (the cluster's environment); whether
+    it was asked for."""
+    import jax
 
-    if args.texts:
-        return args.texts
-    if args.file:
-        records = read_text_records(args.file)
-    else:
-        records = [record for _, record in text_records(sys.stdin.read().splitlines(), "<stdin>")]
-    return [record_text(record) for record in records]
+    if args.coordinator_address:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()
+    return bool(args.coordinator_address or args.distributed)
 
 
 def _labels(text: str) -> list[str]:
@@ -79,24 +80,56 @@ def _check_threshold(threshold: float) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Predict entities; one JSON line per text: {"text", "entities": [{start, end, text, label, score}]}."""
+    """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
+    from gliner_jax.corpus import PredictOptions, Share, annotate_file, write_jsonl
+    from gliner_jax.data_formats import read_text_lines, text_lines
     from gliner_jax.model import GLiNER
 
+    if args.output and (args.texts or not args.file):
+        raise ValueError("--output writes the entities of --file (texts given as arguments go to stdout)")
+    if (args.coordinator_address or args.distributed) and not args.output:
+        raise ValueError("a multi-process run writes one file: pass --file and --output")
     labels = _labels(args.labels)
     _check_threshold(args.threshold)
+    options = PredictOptions(labels, args.threshold, not args.nested, args.multi_label, args.batch_size)
+    share, barrier = Share(args.block_lines), None
+    if _start_distributed(args):
+        import jax
+        from jax.experimental import multihost_utils
+
+        from gliner_jax.training.trainer import avoid_cached_cpu_collectives
+
+        avoid_cached_cpu_collectives()
+        share = Share(args.block_lines, jax.process_index(), jax.process_count())
+        barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
     model = GLiNER.from_pretrained(args.model)
-    texts = _read_texts(args)
-    results = model.inference(
-        texts,
-        labels,
-        threshold=args.threshold,
-        flat_ner=not args.nested,
-        multi_label=args.multi_label,
-        batch_size=args.batch_size,
-        progress=not args.texts,
-    )
-    for text, entities in zip(texts, results, strict=True):
-        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+    model.pack_tokens = args.pack_tokens
+    if args.texts:
+        options = (args.threshold, not args.nested, args.multi_label, args.batch_size)
+        results = model.inference(args.texts, labels, *options)
+        for text, entities in zip(args.texts, results, strict=True):
+            print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+        return 0
+    if args.output:
+        local = Path(args.model)
+        counts = annotate_file(
+            model,
+            args.file,
+            args.output,
+            options,
+            share=share,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=share.index == 0,
+            job={"model": str(local.resolve()) if local.exists() else args.model},
+            barrier=barrier,
+        )
+    else:
+        lines = read_text_lines(args.file) if args.file else text_lines(sys.stdin.buffer)
+        counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
+    if counts.skipped:
+        numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
+        print(f"{counts.texts} texts; skipped {counts.skipped} bad line(s): {numbers}", file=sys.stderr)
     return 0
 
 
@@ -179,6 +212,14 @@ def _self_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `_start_distributed` reads."""
+    parser.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() from the cluster")
+    parser.add_argument("--coordinator-address", help="HOST:PORT of process 0, for multi-process runs by hand")
+    parser.add_argument("--num-processes", type=int, help="with --coordinator-address")
+    parser.add_argument("--process-id", type=int, help="with --coordinator-address")
+
+
 MODEL_HELP = "GLiNER directory (gliner or native format) or Hugging Face Hub repo id, e.g. urchade/gliner_small-v2.1"
 
 
@@ -217,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="extract entities of the given labels from texts",
-        description="Texts come from the arguments, else from --file, else from stdin: plain lines, or JSONL "
-        'records with a "text" field. Output: one JSON line per text with its entities (character offsets).',
+        description="Texts come from the arguments, else from --file, else from stdin: plain lines, JSONL records "
+        'with a "text" (or "tokenized_text") field, or (--file) a JSON list of records. Output: one JSON line per '
+        'text, in input order: its record ({"text": line} for a plain line) with its "entities" (character '
+        "offsets); to stdout, or streamed into --output, which a rerun of the same command after an interruption "
+        "completes. Bad lines (not UTF-8, not JSON, no text) are reported with their line number and skipped.",
     )
     predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
@@ -226,7 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     predict.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
-    predict.add_argument("--file", help="read texts from this file (plain lines or JSONL)")
+    predict.add_argument(
+        "--pack-tokens", type=int, help="pack several texts into each encoder row of up to N tokens (same entities)"
+    )
+    predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
+    predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
+    predict.add_argument("--overwrite", action="store_true", help="start --output afresh, dropping what is there")
+    predict.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
+    predict.add_argument(
+        "--block-lines",
+        type=int,
+        default=1024,
+        help="lines per block: sorted and batched together, the unit of "
+        "resuming and of sharing among processes (default 1024)",
+    )
+    _distributed_flags(predict)
     predict.add_argument("texts", nargs="*", help="texts (default: read --file or stdin)")
     predict.set_defaults(run=_predict)
 

@@ -13,12 +13,12 @@ import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import yaml
 
-from gliner_jax.processing import split_words
+from gliner_jax.processing import split_words, word_strings
 
 Example = dict[str, Any]
 CONLL_SUFFIXES = (".conll", ".txt", ".bio")
@@ -247,24 +247,86 @@ def read_eval_data(
     return rename_labels(examples, label_map) if label_map else examples
 
 
-def text_records(lines: Iterable[str], source: str) -> Iterator[tuple[int, Example]]:
-    """(line number, record) of each non-blank line: a line starting with "{" is a JSON record, which needs a
-    "text" string or a "tokenized_text" word list; any other line is the text {"text": line}. Bad lines raise
-    ValueError naming `source` and the line."""
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if not line.lstrip().startswith("{"):
-            yield number, {"text": line}
-            continue
+@dataclasses.dataclass(frozen=True)
+class TextLine:
+    """A non-blank line of a text file: its 1-based number (in a JSON list, the record's), its record, or why it
+    cannot be read (then `record` is None), and where the next line starts (byte offset; in a JSON list, the
+    record's number) to resume from."""
+
+    number: int
+    record: Example | None
+    problem: str | None
+    end: int
+
+
+def parse_text_line(line: str) -> tuple[Example | None, str | None]:
+    """(record, None) for a text line, or (None, why not): a line starting with "{" is a JSON record, which needs a
+    "text" string or a "tokenized_text" word list; any other line is the text {"text": line}."""
+    if not line.lstrip().startswith("{"):
+        return {"text": line}, None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON: {error.msg} (column {error.colno})"
+    reason = _text_record_problem(record)
+    return (record, None) if reason is None else (None, reason)
+
+
+def text_lines(file: BinaryIO, *, first: int = 1, offset: int = 0) -> Iterator[TextLine]:
+    """The non-blank lines of a binary file (a line ends at a line feed; a carriage return before it and a leading
+    byte-order mark are dropped), each with its record or its problem: not UTF-8, or those of `parse_text_line`.
+    The file is read from its current position, which is byte `offset`, line `first`; memory holds one line."""
+    for number, raw in enumerate(file, first):
+        offset += len(raw)
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}:{number}: invalid JSON: {error.msg}") from None
+            line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as error:
+            problem = f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            yield TextLine(number, None, problem, offset)
+            continue
+        if offset == len(raw):
+            line = line.removeprefix("\ufeff")
+        if line.strip():
+            yield TextLine(number, *parse_text_line(line), offset)
+
+
+def _json_list_lines(path: Path, first: int = 1) -> Iterator[TextLine]:
+    """The records of a JSON list file from record `first` on, as TextLines (read whole)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: a JSON file of texts holds a list of records")
+    for number, record in enumerate(records[first - 1 :], first):
         reason = _text_record_problem(record)
-        if reason is not None:
-            raise ValueError(f"{source}:{number}: {reason}")
-        yield number, record
+        yield TextLine(number, None if reason else record, reason, number)
+
+
+def is_json_list(path: str | Path) -> bool:
+    """Whether a text file holds one JSON list (its first non-blank character is "["), not lines."""
+    with Path(path).open("rb") as file:
+        while block := file.read(4096):
+            head = block.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+            if head:
+                return head.startswith(b"[")
+    return False
+
+
+def read_text_lines(path: str | Path, *, first: int = 1, offset: int = 0) -> Iterator[TextLine]:
+    """The TextLines of a file of texts, from line `first` at byte `offset` (`TextLine.end` of the line before; in
+    a JSON list, from record `first`): plain or JSONL lines, streamed; a JSON list of records, read whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if is_json_list(path):
+        yield from _json_list_lines(path, first)
+        return
+    with path.open("rb") as file:
+        file.seek(offset)
+        yield from text_lines(file, first=first, offset=offset)
 
 
 def _text_record_problem(record: Any) -> str | None:
@@ -276,21 +338,15 @@ def _text_record_problem(record: Any) -> str | None:
 
 
 def read_text_records(path: str | Path) -> list[Example]:
-    """The text records of a file: a JSON list of records, or lines (see `text_records`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if not text.lstrip().startswith("["):
-        return [record for _, record in text_records(text.splitlines(), str(path))]
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
-    for index, record in enumerate(records):
-        reason = _text_record_problem(record)
-        if reason is not None:
-            raise ValueError(f"{path}: record {index}: {reason}")
+    """The text records of a file: a JSON list of records, or lines (see `text_lines`). A bad line or record raises
+    ValueError naming the file and the line (or record)."""
+    json_list = Path(path).is_file() and is_json_list(path)
+    records = []
+    for line in read_text_lines(path):
+        if line.problem is not None:
+            where = f" record {line.number - 1}:" if json_list else f"{line.number}:"
+            raise ValueError(f"{path}:{where} {line.problem}")
+        records.append(line.record)
     return records
 
 
@@ -298,7 +354,7 @@ def record_words(record: Example) -> list[str]:
     """A text record's words: its "tokenized_text", else its "text" split as gliner splits it."""
     if "tokenized_text" in record and _is_str_list(record["tokenized_text"]):
         return list(record["tokenized_text"])
-    return [word for word, _, _ in split_words(record["text"])]
+    return word_strings(split_words(record["text"]))
 
 
 def record_text(record: Example) -> str:

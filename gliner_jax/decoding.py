@@ -139,6 +139,62 @@ def _select_nested(starts: np.ndarray, ends: np.ndarray, order: np.ndarray, mult
     return kept
 
 
+def decode_span_batch(
+    probs: np.ndarray,
+    num_words: np.ndarray,
+    num_labels: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+) -> list[list[Entity]]:
+    """Rows of the span model at once: probs [B, W, K, C] (sigmoid applied; W and C padded beyond each row's
+    num_words[b] / num_labels[b]) -> per row, (start_word, end_word_inclusive, class_index_0_based, score) in
+    gliner's order. Identical to decoding each row alone: one greedy pass serves the whole batch, its rows laid
+    end to end on one word axis so that spans of different rows never conflict."""
+    probs = np.asarray(probs)
+    num_rows, words, widths, labels = probs.shape
+    num_words, num_labels = _row_sizes(num_words, num_rows), _row_sizes(num_labels, num_rows)
+    inside_text = np.arange(words)[:, None] + np.arange(widths)[None, :] < num_words[:, None, None]  # [B, W, K]
+    real_label = np.arange(labels) < num_labels[:, None]  # [B, C]
+    hit = (probs > probs.dtype.type(threshold)) & inside_text[..., None] & real_label[:, None, None, :]
+    row, start, span_width, label = np.nonzero(hit)  # per row, row-major: the order of torch.where
+    scores = probs[row, start, span_width, label]
+    return _select_rows(row, start, start + span_width, label, scores, words, num_rows, flat_ner, multi_label)
+
+
+def decode_token_batch(
+    probs: np.ndarray,
+    num_words: np.ndarray,
+    num_labels: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+) -> list[list[Entity]]:
+    """Rows of the token model at once: probs [B, W, C, 3] (start, end, inside; sigmoid applied; padded as in
+    `decode_span_batch`) -> per row, entities as `decode_span_batch` gives them."""
+    probs = np.asarray(probs)
+    num_rows, words, labels, _ = probs.shape
+    num_words, num_labels = _row_sizes(num_words, num_rows), _row_sizes(num_labels, num_rows)
+    positions = np.arange(words)
+    real = (positions[None, :, None] < num_words[:, None, None]) & (np.arange(labels) < num_labels[:, None, None])
+    above = probs > probs.dtype.type(threshold)
+    below = probs[..., 2].astype(np.float64) < threshold  # the reference checks inside probs as Python floats
+    row, start, label = np.nonzero(above[..., 0] & real)  # per row, (position, class) row-major: torch.where's order
+    # One line per start candidate over its row's positions: an end must lie in [start, num_words) ...
+    after_start = (positions[None, :] >= start[:, None]) & (positions[None, :] < num_words[row, None])  # [S, W]
+    inside = probs[row, :, label, 2]  # [S, W]
+    inside_min = np.minimum.accumulate(np.where(after_start, inside, np.inf), axis=1)
+    # ... with its end prob above threshold and no inside prob on [start..end] below it.
+    broken = np.logical_or.accumulate(after_start & below[row, :, label], axis=1)
+    ok = after_start & above[row, :, label, 1] & ~broken
+    candidate, end = np.nonzero(ok)  # per start, ends ascending
+    row, start, label = row[candidate], start[candidate], label[candidate]
+    scores = np.minimum(np.minimum(inside_min[candidate, end], probs[row, start, label, 0]), probs[row, end, label, 1])
+    return _select_rows(row, start, end, label, scores, words, num_rows, flat_ner, multi_label)
+
+
 def decode_span_probs(
     probs: np.ndarray,
     num_words: int,
@@ -150,14 +206,8 @@ def decode_span_probs(
 ) -> list[Entity]:
     """One row of the span model: probs [W, K, C] (sigmoid already applied, W and C may be padded beyond
     num_words / num_labels) -> (start_word, end_word_inclusive, class_index_0_based, score) in gliner's order."""
-    probs = np.asarray(probs)[:num_words, :, :num_labels]
-    inside_text = np.arange(probs.shape[0])[:, None] + np.arange(probs.shape[1])[None, :] < num_words
-    hit = (probs > probs.dtype.type(threshold)) & inside_text[:, :, None]
-    start, span_width, label = np.nonzero(hit)  # row-major, the order of torch.where
-    end = start + span_width
-    scores = probs[start, span_width, label]
-    keep = greedy_select(start, end, scores, flat_ner=flat_ner, multi_label=multi_label)
-    return _entities(start, end, label, scores, keep)
+    options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    return decode_span_batch(np.asarray(probs)[None], [num_words], [num_labels], **options)[0]
 
 
 def decode_token_probs(
@@ -170,28 +220,37 @@ def decode_token_probs(
     multi_label: bool = False,
 ) -> list[Entity]:
     """One row of the token model: probs [W, C, 3] (start, end, inside; sigmoid applied; padded as above)."""
-    probs = np.asarray(probs)[:num_words, :num_labels]
-    above = probs > probs.dtype.type(threshold)
-    below = probs[:, :, 2].astype(np.float64) < threshold  # the reference checks inside probs as Python floats
-    start, label = np.nonzero(above[:, :, 0])  # (position, class) row-major, the order of torch.where
-    positions = np.arange(probs.shape[0])
-    after_start = positions[None, :] >= start[:, None]  # [starts, W]
-    inside_min = np.minimum.accumulate(np.where(after_start, probs[:, label, 2].T, np.inf), axis=1)
-    broken = np.logical_or.accumulate(after_start & below[:, label].T, axis=1)  # an inside prob on [start..end] fails
-    ok = after_start & above[:, label, 1].T & ~broken
-    row, end = np.nonzero(ok)  # per start, ends ascending
-    start, label = start[row], label[row]
-    scores = np.minimum(np.minimum(inside_min[row, end], probs[start, label, 0]), probs[end, label, 1])
-    keep = greedy_select(start, end, scores, flat_ner=flat_ner, multi_label=multi_label)
-    return _entities(start, end, label, scores, keep)
+    options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    return decode_token_batch(np.asarray(probs)[None], [num_words], [num_labels], **options)[0]
 
 
-def _entities(
-    start: np.ndarray, end: np.ndarray, label: np.ndarray, scores: np.ndarray, keep: np.ndarray
-) -> list[Entity]:
-    """(start, end, label, score) Python tuples for the kept candidates, in `keep` order."""
+def _row_sizes(sizes: np.ndarray | list[int], num_rows: int) -> np.ndarray:
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    if len(sizes) != num_rows:
+        raise ValueError(f"got {len(sizes)} row sizes for {num_rows} rows")
+    return sizes
+
+
+def _select_rows(
+    row: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    label: np.ndarray,
+    scores: np.ndarray,
+    words: int,
+    num_rows: int,
+    flat_ner: bool,
+    multi_label: bool,
+) -> list[list[Entity]]:
+    """Greedy selection within each row, all rows in one pass: row b's words are shifted to b * (words + 1), so no
+    span of one row meets a span of another; a stable sort keeps each row's candidates in their own order, so each
+    row keeps what it would keep alone. Returns (start, end, label, score) Python tuples per row."""
+    shift = row * (words + 1)
+    keep = greedy_select(start + shift, end + shift, scores, flat_ner=flat_ner, multi_label=multi_label)
     columns = (start[keep].tolist(), end[keep].tolist(), label[keep].tolist(), scores[keep].tolist())
-    return list(zip(*columns, strict=True))
+    entities = list(zip(*columns, strict=True))
+    bounds = np.searchsorted(row[keep], np.arange(num_rows + 1)).tolist()  # kept spans come row by row
+    return [entities[bounds[b] : bounds[b + 1]] for b in range(num_rows)]
 
 
 def merge_spans(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import functools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +23,38 @@ from gliner_jax.checkpoint_io import load_gliner, save_gliner, save_tokenizers
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
+from gliner_jax.devices import Placement, round_up
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.pipeline import Chunk, Pipeline, WordSpan, check_not_cut
 from gliner_jax.processing import (
     Batch,
     Labels,
     LabelSet,
     Processor,
+    Sizes,
     Word,
     joined_word_offsets,
+    model_arrays_of,
     normalize_labels,
     split_words,
 )
-from gliner_jax.windows import Row, plan_rows
+from gliner_jax.windows import plan_rows
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _forward(
+    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: Sizes, probabilities: bool
+) -> jax.Array:
+    """The model on a batch's `transfer_array`, taken apart on the device."""
+    logits = nnx.merge(graphdef, state)(**model_arrays_of(transfer, sizes, xp=jnp))
+    return jax.nn.sigmoid(logits) if probabilities else logits
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _forward(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
+def _forward_arrays(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
+    """The model on a batch's arrays by name (a bi-encoder's, whose label table travels beside the rows)."""
     logits = nnx.merge(graphdef, state)(**inputs)
     return jax.nn.sigmoid(logits) if probabilities else logits
 
@@ -56,7 +70,16 @@ LABEL_CHUNK = 1024
 
 class GLiNER:
     """A GLiNER model (a span model of any `span_mode`, or token `token_level`; uni-encoder, or bi-encoder with its
-    label encoder and `labels_tokenizer`) that reads and writes `gliner` directories."""
+    label encoder and `labels_tokenizer`) that reads and writes `gliner` directories.
+
+    Inference runs on all of this process's devices (see `distribute`). `pipelined` (default True): the host
+    prepares the next batch and decodes the previous one while the devices run a batch; False runs batches one
+    after the other (the same results). `pack_tokens` (default None): pack several texts into each encoder row of
+    up to that many tokens, as gliner's inference packing (`InferencePackingConfig.max_length`) does: attention
+    stays inside each text and positions restart in it, so the entities are those found unpacked, with less
+    padding for the encoder; a text longer than `pack_tokens` gets a row of its own. A bi-encoder runs its batches
+    one after the other on one device, unpacked (its label table travels beside the rows).
+    """
 
     def __init__(
         self,
@@ -70,6 +93,9 @@ class GLiNER:
         self.tokenizer = tokenizer
         self.labels_tokenizer = labels_tokenizer if config.is_bi_encoder else None
         self.processor = Processor.from_config(config, tokenizer, self.labels_tokenizer)
+        self.placement: Placement | None = None
+        self.pipelined = True
+        self.pack_tokens: int | None = None
         if config.is_bi_encoder:
             return
         ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
@@ -120,12 +146,38 @@ class GLiNER:
         batch = self.processor.prepare(texts, prompts, bucket=bucket)
         return batch, self._run(batch, probabilities=False)
 
-    def _run(self, batch: Batch, *, probabilities: bool, labels_embeddings: jax.Array | None = None) -> np.ndarray:
+    def distribute(
+        self,
+        mesh: jax.sharding.Mesh | None = None,
+        state_shardings: Any = None,
+        batch_sharding: jax.sharding.NamedSharding | None = None,
+    ) -> None:
+        """Run inference on `mesh` (default: a "data" axis over all of this process's devices). The parameters move
+        there, replicated, or sharded by `state_shardings` for a model too large for one device (e.g.
+        `training.sharding.state_shardings(nnx.state(model.model), mesh)`); each batch's rows are split over
+        `batch_sharding` (default: over every mesh axis; `training.sharding.batch_sharding(mesh)` splits them over
+        data and fsdp), and batch sizes are rounded up to a multiple of the number of row splits. Called with the
+        defaults on first use."""
+        self.placement = Placement.create(mesh, state_shardings, batch_sharding)
+        nnx.update(self.model, self.placement.place_state(nnx.state(self.model)))
+
+    def _placed(self) -> tuple[Placement, nnx.GraphDef, nnx.State]:
+        """The placement, and the model split for `_forward` with its state on the placement's devices."""
+        if self.placement is None:
+            self.distribute()
         graphdef, state = nnx.split(self.model)
-        inputs = model_inputs(batch)
-        if labels_embeddings is not None:
-            inputs["labels_embeddings"] = labels_embeddings
-        return np.asarray(_forward(graphdef, state, inputs, probabilities))
+        return self.placement, graphdef, self.placement.place_state(state)
+
+    def _run(self, batch: Batch, *, probabilities: bool, labels_embeddings: jax.Array | None = None) -> np.ndarray:
+        if self.config.is_bi_encoder:  # the label table travels beside the rows, on one device
+            inputs = model_inputs(batch)
+            if labels_embeddings is not None:
+                inputs["labels_embeddings"] = labels_embeddings
+            graphdef, state = nnx.split(self.model)
+            return np.asarray(_forward_arrays(graphdef, state, inputs, probabilities))
+        placement, graphdef, state = self._placed()
+        output = _forward(graphdef, state, placement.place_rows(batch.transfer()), batch.sizes, probabilities)
+        return np.asarray(output)[: batch.input_ids.shape[0]]
 
     def encode_labels(self, labels: Sequence[str], batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
         """A bi-encoder's label embeddings [len(labels), hidden_size] (float32 NumPy), one row per label in order, as
@@ -231,13 +283,13 @@ class GLiNER:
         found = self._word_spans(
             words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
         )
-        return _entity_dicts(texts, words, found)
+        return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
     def compiled_shapes(self) -> int:
         """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
         forward pass has compiled so far."""
         warnings.warn("GLiNER.compiled_shapes is deprecated and will be removed", DeprecationWarning, stacklevel=2)
-        return _forward._cache_size()
+        return _forward._cache_size() + _forward_arrays._cache_size()
 
     def predict_entities(
         self,
@@ -277,7 +329,44 @@ class GLiNER:
         """
         words = [split_words(text) for text in texts]
         found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
-        return _entity_dicts(texts, words, found)
+        return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+
+    def inference_stream(
+        self,
+        chunks: Iterable[Sequence[str]],
+        labels: LabelSet,
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        truncate: bool = False,
+    ) -> Iterator[list[list[dict]]]:
+        """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
+        one label set (a list, or a {label: description} mapping) for all texts. All chunks flow through one
+        pipeline, so the devices never wait for the next chunk; rows are sorted by length within a chunk (kept in
+        order, in gliner's batches, for the span modes that read their batch), and memory holds a few chunks
+        whatever the stream's length.
+        A text's entities are those `inference` finds; their scores may differ in float rounding, as batches of
+        other shapes round differently, but the same chunks give the same results every time."""
+        if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
+            raise ValueError("inference_stream takes one label set for all texts")
+        label_sets = normalize_labels(labels, 1)
+        if self.config.is_bi_encoder:  # no pipeline: each chunk's batches run one after the other
+            options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size)
+            return (self.inference(list(chunk), labels, **options, truncate=truncate) for chunk in chunks)
+
+        def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
+            for chunk in chunks:
+                texts = list(chunk)
+                words = [split_words(text) for text in texts]
+                yield (texts, words), words, label_sets * len(texts)
+
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
+        return (
+            [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+            for (texts, words), found in pipeline.run(planned())
+        )
 
     def predict_words(
         self,
@@ -332,15 +421,68 @@ class GLiNER:
         truncate: bool,
         progress: bool,
         label_table: tuple[list[str], np.ndarray] | None = None,
-    ) -> list[list[tuple[int, int, str, float]]]:
+    ) -> list[list[WordSpan]]:
         """Word-level entities of each text: all windows and label passes run, decoded and merged.
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
         when given, else the request's distinct labels, encoded once here."""
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.config.is_bi_encoder:
+            return self._bi_encoder_word_spans(
+                words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, label_table
+            )
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
+        chunk = (None, words, normalize_labels(labels, len(words)))
+        with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
+
+            def advance(num_batches: int) -> None:
+                bar.total = num_batches
+                bar.update()
+
+            pipeline.on_batch = advance
+            ((_, found),) = pipeline.run([chunk])
+        return found
+
+    def _pipeline(
+        self, threshold: float, flat_ner: bool, multi_label: bool, batch_size: int, truncate: bool
+    ) -> Pipeline:
+        """The inference pipeline of this model on its placement, for these options (checked here)."""
+        _check_options(threshold, batch_size)
+        if self.pack_tokens is not None and self.pack_tokens < 1:
+            raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
+            raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
+        placement, graphdef, state = self._placed()
+        return Pipeline(
+            self.processor,
+            place_rows=placement.place_rows,
+            forward=lambda transfer, sizes: _forward(graphdef, state, transfer, sizes, True),
+            batch_rows=round_up(batch_size, placement.row_multiple),
+            gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
+            row_multiple=placement.row_multiple,
+            threshold=threshold,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+            truncate=truncate,
+            pipelined=self.pipelined,
+            pack_tokens=self.pack_tokens,
+        )
+
+    def _bi_encoder_word_spans(
+        self,
+        words: list[list[Word]],
+        labels: Labels,
+        threshold: float,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        truncate: bool,
+        progress: bool,
+        label_table: tuple[list[str], np.ndarray] | None,
+    ) -> list[list[WordSpan]]:
+        """`_word_spans` of a bi-encoder: batches one after the other, each row scored against one label table."""
+        _check_options(threshold, batch_size)
+        if self.pack_tokens is not None:
+            raise NotImplementedError("inference packing (pack_tokens) is not supported for bi-encoders")
         label_sets = normalize_labels(labels, len(words))  # per text {prompt: label}; rows carry the prompts
         prompts = [list(label_set) for label_set in label_sets]
         table_labels, table = None, None
@@ -369,7 +511,7 @@ class GLiNER:
                 label_table=table_labels,
                 encode_table=False,
             )
-            _check_not_cut(batch, chunk, self.tokenizer.model_max_length)
+            check_not_cut(batch, chunk, self.tokenizer.model_max_length)
             probs = self._run(batch, probabilities=True, labels_embeddings=table)
             for i, row in enumerate(chunk):
                 spans = decode(
@@ -393,34 +535,26 @@ class GLiNER:
         ]
 
 
-def _check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
-    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
-    marked = batch.words_mask.max(axis=1)
-    for i, row in enumerate(rows):
-        if marked[i] < len(row.words):
-            raise ValueError(
-                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
-                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
-            )
-
-
-def _entity_dicts(
-    texts: Sequence[str], words: list[list[Word]], found: list[list[tuple[int, int, str, float]]]
-) -> list[list[dict]]:
-    """Word-level entities as gliner's dicts {start, end, text, label, score} with character offsets."""
+def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan]) -> list[dict]:
+    """Word-level entities of `text` as {start, end, text, label, score} with character offsets."""
     return [
-        [
-            {
-                "start": words[i][s][1],
-                "end": words[i][e][2],
-                "text": text[words[i][s][1] : words[i][e][2]],
-                "label": label,
-                "score": score,
-            }
-            for s, e, label, score in spans
-        ]
-        for i, (text, spans) in enumerate(zip(texts, found, strict=True))
+        {
+            "start": words[s][1],
+            "end": words[e][2],
+            "text": text[words[s][1] : words[e][2]],
+            "label": label,
+            "score": score,
+        }
+        for s, e, label, score in spans
     ]
+
+
+def _check_options(threshold: float, batch_size: int) -> None:
+    """Refuse a threshold outside [0, 1] and a batch size below 1."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def _padded_rows(array: np.ndarray, rows: int) -> np.ndarray:

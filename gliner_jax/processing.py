@@ -17,7 +17,10 @@ False; text_lengths 0.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 import re
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +36,11 @@ _WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
 LabelSet = Sequence[str] | Mapping[str, str]  # labels, or {label: description}
 Labels = LabelSet | Sequence[LabelSet]  # one label set for every text, or one per text
 Word = tuple[str, int, int]  # a word and its character offsets (start, end exclusive) in its text
+
+
+def word_strings(words: Sequence[Word]) -> list[str]:
+    """The words of (word, char_start, char_end) tuples."""
+    return list(map(operator.itemgetter(0), words))
 
 
 def split_words(text: str) -> list[Word]:
@@ -93,21 +101,164 @@ def _label_set(labels: LabelSet, where: str, strict: bool) -> dict[str, str]:
     return prompts
 
 
-def _words_mask(word_ids: list[int | None], prompt_length: int, pooling: str = "first") -> np.ndarray:
-    """gliner's words_mask for one row: the ordinal of distinct word ids seen so far, minus the prompt length, when
-    positive, at the subtokens `pooling` reads: each word's first ("first") or last ("last") subtoken, or all of
-    them ("mean", "max"); 0 elsewhere (special tokens, prompt words, unread subtokens)."""
-    ids = np.array([-1 if i is None else i for i in word_ids], np.int64)
-    is_word = ids >= 0
-    first = is_word & (ids != np.concatenate([[-1], ids[:-1]]))
-    seen = np.cumsum(first)
-    if pooling == "first":
-        read = first
-    elif pooling == "last":
-        read = is_word & (ids != np.concatenate([ids[1:], [-1]]))
-    else:  # mean, max: every subtoken
-        read = is_word
-    return np.where(read & (seen > prompt_length), seen - prompt_length, 0)
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, np.int64)
+
+
+class WordPieces:
+    """Rows of pre-split words tokenized as `tokenizer(rows, is_split_into_words=True, truncation=True,
+    padding="longest")` tokenizes them, with gliner's words_mask, from a cache of each distinct word's subword ids.
+
+    A tokenizer reads pre-split words one at a time (each word is normalised, pre-tokenized and split on its own), so
+    a row's ids are its words' ids laid end to end between the special tokens it adds to any single sequence; only
+    words not seen before are sent to the tokenizer (in one call). The cache holds up to `max_words` distinct words
+    and then starts again. Thread-safe.
+    """
+
+    def __init__(self, tokenizer: Any, max_words: int = 1 << 18) -> None:
+        self.tokenizer = tokenizer
+        self.max_words = max_words
+        self._lock = threading.Lock()
+        self._special: tuple[np.ndarray, np.ndarray] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[str, int] = {}  # word -> its entry in the tables below
+        self._starts = np.zeros(0, np.int64)  # first subword of each entry in _ids
+        self._lengths = np.zeros(0, np.int64)  # subwords of each entry (0 for a word the tokenizer drops)
+        self._ids = np.zeros(0, np.int32)
+
+    def special_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids the tokenizer puts before and after the words of one sequence (e.g. [CLS] and [SEP])."""
+        if self._special is None:
+            probe = self.tokenizer(["a", "b"], is_split_into_words=True)
+            ids, word_ids = probe["input_ids"], probe.word_ids()
+            inside = [i for i, word in enumerate(word_ids) if word is not None]
+            if not inside or inside != list(range(inside[0], inside[-1] + 1)):
+                raise NotImplementedError(f"the tokenizer puts special tokens between words: {word_ids}")
+            self._special = np.array(ids[: inside[0]], np.int32), np.array(ids[inside[-1] + 1 :], np.int32)
+        return self._special
+
+    def entries(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(start into the id table, number of subwords) of each word; words new to the cache are tokenized."""
+        with self._lock:
+            missing = [word for word in dict.fromkeys(words) if word not in self._index]
+            if missing:
+                if len(self._index) + len(missing) > self.max_words:
+                    self._reset()
+                    missing = list(dict.fromkeys(words))
+                encoding = self.tokenizer(missing, is_split_into_words=True, add_special_tokens=False, verbose=False)
+                lengths = np.bincount(np.array(encoding.word_ids(), np.int64), minlength=len(missing))
+                self._starts = np.concatenate([self._starts, len(self._ids) + _exclusive_cumsum(lengths)])
+                self._lengths = np.concatenate([self._lengths, lengths])
+                self._ids = np.concatenate([self._ids, np.array(encoding["input_ids"], np.int32)])
+                self._index.update(zip(missing, range(len(self._index), len(self._index) + len(missing)), strict=True))
+            entry = np.fromiter(map(self._index.__getitem__, words), np.int64, len(words))
+            return self._starts[entry], self._lengths[entry]
+
+    def encode(
+        self, rows: Sequence[Sequence[str]], skip: Sequence[int], pooling: str = "first"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """input_ids, attention_mask and words_mask [len(rows), longest row] (int32) of the rows, `skip[r]` leading
+        words of row r (its prompt) left out of its words_mask (gliner's): at the kept subwords of each word that
+        `pooling` reads (its first for "first", its last for "last", all for "mean" / "max"), the word's ordinal
+        among the row's words that have subwords, minus skip[r], where positive; 0 elsewhere."""
+        tokenizer = self.tokenizer
+        prefix, suffix = self.special_tokens()
+        words_per_row = np.array([len(row) for row in rows], np.int64)
+        starts, pieces = self.entries(list(itertools.chain.from_iterable(rows)))
+        num_rows, total = len(rows), int(pieces.sum())
+        # Per subword: its word, its row, its place among its row's subwords.
+        token_word = np.repeat(np.arange(len(pieces)), pieces)
+        token_ids = self._ids[np.repeat(starts, pieces) + np.arange(total) - _exclusive_cumsum(pieces)[token_word]]
+        token_row = np.repeat(np.arange(num_rows), words_per_row)[token_word]
+        row_tokens = np.bincount(token_row, minlength=num_rows)
+        place = np.arange(total) - _exclusive_cumsum(row_tokens)[token_row]
+        # truncation=True: a row keeps as many subwords as fit beside the special tokens, cut on truncation_side.
+        room = tokenizer.model_max_length - len(prefix) - len(suffix)
+        kept_tokens = np.minimum(row_tokens, max(room, 0)) if room < total else row_tokens
+        cut = row_tokens - kept_tokens
+        if getattr(tokenizer, "truncation_side", "right") == "left":
+            place = place - cut[token_row]
+        keep = (place >= 0) & (place < kept_tokens[token_row])
+        token_word, token_ids, token_row, place = token_word[keep], token_ids[keep], token_row[keep], place[keep]
+        # gliner's words_mask: a subword whose word differs from the previous kept subword's starts a word, one whose
+        # word differs from the next kept subword's ends it (words are numbered across rows, so a row's end ends one).
+        first = place == 0
+        first[1:] |= token_word[1:] != token_word[:-1]
+        seen = np.cumsum(first) - _exclusive_cumsum(np.bincount(token_row[first], minlength=num_rows))[token_row]
+        skip = np.asarray(skip, np.int64)[token_row]
+        if pooling == "first":
+            read = first
+        elif pooling == "last":
+            read = np.append(token_word[:-1] != token_word[1:], True)
+        else:  # mean, max: every subword
+            read = np.ones_like(first)
+        marks = np.where(read & (seen > skip), seen - skip, 0)
+
+        lengths = len(prefix) + kept_tokens + len(suffix)
+        width = int(lengths.max(initial=0))
+        lead = width - lengths if tokenizer.padding_side == "left" else np.zeros(num_rows, np.int64)
+        input_ids = np.full((num_rows, width), tokenizer.pad_token_id, np.int32)
+        attention_mask = np.zeros((num_rows, width), np.int32)
+        words_mask = np.zeros((num_rows, width), np.int32)
+        columns = np.arange(width)
+        attention_mask[(columns >= lead[:, None]) & (columns < (lead + lengths)[:, None])] = 1
+        for offset, ids in ((0, prefix), (len(prefix) + kept_tokens, suffix)):
+            for k, token in enumerate(ids):
+                input_ids[np.arange(num_rows), lead + offset + k] = token
+        column = lead[token_row] + len(prefix) + place
+        input_ids[token_row, column] = token_ids
+        words_mask[token_row, column] = marks
+        return input_ids, attention_mask, words_mask
+
+
+def span_arrays(text_lengths: Any, num_words: int, max_width: int, xp: Any = np) -> tuple[Any, Any]:
+    """span_idx [..., W*K, 2] (first and last word of every span, start-major then width; (0, 0) where the span
+    starts past its example's words) and span_mask [..., W*K] (the span ends inside its example), from the word
+    counts [...] (per row [B], or per packed slot [B, S]); `xp` is numpy or jax.numpy."""
+    starts = xp.repeat(xp.arange(num_words), max_width)
+    ends = starts + xp.tile(xp.arange(max_width), num_words)
+    lengths = text_lengths[..., None]
+    span_idx = xp.where((starts < lengths)[..., None], xp.stack([starts, ends], -1), 0).astype(xp.int32)
+    return span_idx, ends < lengths
+
+
+Sizes = tuple[int, int, int | None, int | None]  # W, C, the span model's max_width K, packed slots S (or None)
+
+
+def transfer_array(
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    words_mask: np.ndarray,
+    word_counts: np.ndarray,
+    label_counts: np.ndarray,
+) -> np.ndarray:
+    """The model's inputs as one int32 array (one transfer to the devices): [B, 3T + 2S] from token arrays [B, T]
+    and word / label counts per row [B] (S = 1) or per packed slot [B, S]; `model_arrays_of` takes it apart."""
+    counts = [np.asarray(c, np.int32).reshape(len(input_ids), -1) for c in (word_counts, label_counts)]
+    return np.concatenate([input_ids, attention_mask, words_mask, *counts], axis=1, dtype=np.int32)
+
+
+def model_arrays_of(transfer: Any, sizes: Sizes, xp: Any = np) -> dict[str, Any]:
+    """The arrays `GLiNERModel` takes (`Batch.model_arrays`, or their packed layout) from a `transfer_array` and its
+    `Sizes`; `xp` is numpy or jax.numpy."""
+    num_words, num_labels, max_width, num_slots = sizes
+    slots = num_slots or 1
+    tokens = (transfer.shape[1] - 2 * slots) // 3
+    lengths, label_counts = transfer[:, 3 * tokens : 3 * tokens + slots], transfer[:, 3 * tokens + slots :]
+    if num_slots is None:
+        lengths, label_counts = lengths[:, 0], label_counts[:, 0]
+    arrays = {
+        "input_ids": transfer[:, :tokens],
+        "attention_mask": transfer[:, tokens : 2 * tokens],
+        "words_mask": transfer[:, 2 * tokens : 3 * tokens],
+        "words_valid": xp.arange(num_words) < lengths[..., None],
+        "labels_valid": xp.arange(num_labels) < label_counts[..., None],
+    }
+    if max_width is not None:
+        arrays["span_idx"], arrays["span_mask"] = span_arrays(lengths, num_words, max_width, xp)
+    return arrays
 
 
 @dataclasses.dataclass
@@ -125,10 +276,23 @@ class Batch:
     labels_index: np.ndarray | None  # [B, C] int32, bi-encoder only: row of each label in the label table (0: pad)
     labels_input_ids: np.ndarray | None  # [L, T_l] int32, bi-encoder only: the label table's labels, tokenized
     labels_attention_mask: np.ndarray | None  # [L, T_l] int32 (None with precomputed label embeddings)
-    words: list[list[str]]  # per real row: its words (after truncation)
-    word_starts: list[list[int]]  # per real row: char start of each word
-    word_ends: list[list[int]]  # per real row: char end (exclusive) of each word
+    rows: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
     labels: list[list[str]]  # per real row: its label prompts in order (class id c+1 = labels[c])
+
+    @property
+    def words(self) -> list[list[str]]:
+        """Per real row: its words."""
+        return list(map(word_strings, self.rows))
+
+    @property
+    def word_starts(self) -> list[list[int]]:
+        """Per real row: the char start of each word."""
+        return [[start for _, start, _ in row] for row in self.rows]
+
+    @property
+    def word_ends(self) -> list[list[int]]:
+        """Per real row: the char end (exclusive) of each word."""
+        return [[end for _, _, end in row] for row in self.rows]
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model; the label
@@ -146,6 +310,18 @@ class Batch:
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         return arrays
+
+    @property
+    def sizes(self) -> Sizes:
+        """The `Sizes` of this batch (not packed)."""
+        num_words = self.words_valid.shape[1]
+        max_width = None if self.span_idx is None else self.span_idx.shape[1] // max(num_words, 1)
+        return num_words, self.labels_valid.shape[1], max_width, None
+
+    def transfer(self) -> np.ndarray:
+        """The model's inputs as one `transfer_array` (`model_arrays_of` takes it apart with `sizes`)."""
+        label_counts = self.labels_valid.sum(axis=1)
+        return transfer_array(self.input_ids, self.attention_mask, self.words_mask, self.text_lengths, label_counts)
 
 
 # Bi-encoder arrays of the batch contract: labels_index is per row; the tokenized labels are a table shared by the
@@ -189,9 +365,9 @@ class Processor:
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
-        subtokens words_mask marks (see `_words_mask`). `vocab_size`: the text encoder's embedding rows, where the
-        tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without embedding
-        them): a text tokenized into such an id is refused."""
+        subtokens words_mask marks (see `WordPieces.encode`). `vocab_size`: the text encoder's embedding rows, where
+        the tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without
+        embedding them): a text tokenized into such an id is refused."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         if words_splitter_type != "whitespace":
@@ -203,6 +379,7 @@ class Processor:
         if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
             tokenizer.add_eos_token = True
         self.tokenizer = prepare_tokenizer(tokenizer)
+        self.pieces = WordPieces(self.tokenizer)
         self.labels_tokenizer = None if labels_tokenizer is None else prepare_tokenizer(labels_tokenizer)
         self.labels_max_tokens = labels_max_tokens
         self.vocab_size = vocab_size
@@ -285,13 +462,12 @@ class Processor:
         limit = min(self.tokenizer.model_max_length, self.max_tokens or NO_LIMIT)
         if limit >= NO_LIMIT:
             return None
-        prompt = self.tokenizer(self._prompt(labels), is_split_into_words=True)["input_ids"]  # with special tokens
-        return limit - len(prompt)
+        prefix, suffix = self.pieces.special_tokens()
+        return limit - len(prefix) - int(self.tokens_per_word(self._prompt(labels)).sum()) - len(suffix)
 
     def tokens_per_word(self, words: list[str]) -> np.ndarray:
         """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
-        word_ids = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False).word_ids()
-        return np.bincount([i for i in word_ids if i is not None], minlength=len(words))
+        return self.pieces.entries(words)[1]
 
     def _prompt(self, labels: list[str]) -> list[str]:
         if not self.label_prompt:
@@ -340,18 +516,12 @@ class Processor:
         text_lengths[: len(rows)] = [len(row) for row in rows]
         label_counts = np.zeros(num_rows, np.int32)
         label_counts[live] = [len(label_sets[i]) for i in live]
-        num_tokens, num_words, num_labels = 0, int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
-        if live:
-            prompts = [self._prompt(label_sets[i]) for i in live]
-            encoding = self.tokenizer(
-                [prompt + [word for word, _, _ in rows[i]] for prompt, i in zip(prompts, live, strict=True)],
-                is_split_into_words=True,
-                truncation=True,
-                padding="longest",
-                return_tensors="np",
-            )
-            num_tokens = encoding["input_ids"].shape[1]
-            self._check_vocabulary(encoding["input_ids"])
+        num_words, num_labels = int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
+        prompts = [self._prompt(label_sets[i]) for i in live]
+        sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
+        ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts], self.subtoken_pooling)
+        num_tokens = ids.shape[1]
+        self._check_vocabulary(ids)
         if self.max_tokens is not None and num_tokens > self.max_tokens:
             raise ValueError(
                 f"a row takes {num_tokens} tokens (label prompt and words), more than the encoder's "
@@ -365,23 +535,15 @@ class Processor:
         input_ids = np.full((num_rows, num_tokens), self.tokenizer.pad_token_id, np.int32)
         attention_mask = np.zeros((num_rows, num_tokens), np.int32)
         words_mask = np.zeros((num_rows, num_tokens), np.int32)
-        if live:
-            width = encoding["input_ids"].shape[1]
-            cols = slice(num_tokens - width, None) if self.tokenizer.padding_side == "left" else slice(0, width)
-            input_ids[live, cols] = encoding["input_ids"]
-            attention_mask[live, cols] = encoding["attention_mask"]
-            words_mask[live, cols] = [
-                _words_mask(encoding.word_ids(j), len(prompt), self.subtoken_pooling)
-                for j, prompt in enumerate(prompts)
-            ]
+        width = ids.shape[1]
+        cols = slice(num_tokens - width, None) if self.tokenizer.padding_side == "left" else slice(0, width)
+        input_ids[live, cols] = ids
+        attention_mask[live, cols] = mask
+        words_mask[live, cols] = marks
 
         span_idx = span_mask = None
         if self.span_mode != "token_level":
-            starts = np.repeat(np.arange(num_words), self.max_width)
-            ends = starts + np.tile(np.arange(self.max_width), num_words)
-            lengths = text_lengths[:, None]
-            span_idx = np.where((starts < lengths)[..., None], np.stack([starts, ends], -1), 0).astype(np.int32)
-            span_mask = ends < lengths
+            span_idx, span_mask = span_arrays(text_lengths, num_words, self.max_width)
 
         labels_index = labels_input_ids = labels_attention_mask = None
         if not self.label_prompt:
@@ -404,9 +566,7 @@ class Processor:
             labels_index=labels_index,
             labels_input_ids=labels_input_ids,
             labels_attention_mask=labels_attention_mask,
-            words=[[word for word, _, _ in row] for row in rows],
-            word_starts=[[start for _, start, _ in row] for row in rows],
-            word_ends=[[end for _, _, end in row] for row in rows],
+            rows=rows,
             labels=label_sets,
         )
 

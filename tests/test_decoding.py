@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gliner_jax.decoding import decode_span_probs, decode_token_probs, greedy_select, merge_spans
+from gliner_jax.decoding import (
+    decode_span_batch,
+    decode_span_probs,
+    decode_token_batch,
+    decode_token_probs,
+    greedy_select,
+    merge_spans,
+)
 
 # Few distinct logits, so that probabilities (and span scores) tie often.
 LOGITS = np.array([-3.0, -0.4, 0.0, 0.25, 0.85, 1.5, 4.0], np.float32)
@@ -159,27 +166,31 @@ def test_threshold_comparisons(logit, threshold):
 
 @st.composite
 def padded_batch(draw, row_shape):
-    """Two rows padded to one shape, with their own word and label counts (the rest is padding, never zeros)."""
-    words, labels_ = draw(st.integers(1, 7)), draw(st.integers(1, 3))
-    logits = draw(logit_arrays(row_shape(words, labels_)))
-    num_words = [draw(st.integers(1, words)) for _ in range(2)]
-    num_labels = [draw(st.integers(1, labels_)) for _ in range(2)]
+    """1-4 rows padded to one shape, with their own word and label counts (the rest is padding, never zeros)."""
+    rows, words, labels_ = draw(st.integers(1, 4)), draw(st.integers(1, 7)), draw(st.integers(1, 3))
+    logits = draw(logit_arrays((rows, *row_shape(words, labels_))))
+    num_words = [draw(st.integers(1, words)) for _ in range(rows)]
+    num_labels = [draw(st.integers(1, labels_)) for _ in range(rows)]
     return logits, num_words, num_labels, draw(modes)
 
 
 @SETTINGS
-@given(padded_batch(lambda w, c: (2, w, 3, c)))
+@given(padded_batch(lambda w, c: (w, 3, c)))
 def test_span_decoder_ignores_padding(case):
+    """Each padded row decodes as the reference decodes it alone and within its batch; the batch decoder gives the
+    same rows in one call."""
     logits, num_words, num_labels, mode = case
     batched = reference(SpanDecoder, list(logits), num_words, num_labels, **mode)
     for row, n, c, expected in zip(logits, num_words, num_labels, batched, strict=True):
         (unpadded,) = reference(SpanDecoder, [row[:n, :, :c]], [n], [c], **mode)
         assert expected == unpadded
         assert named(decode_span_probs(sigmoid(row), n, c, **mode), c) == expected
+    got = decode_span_batch(sigmoid(logits), num_words, num_labels, **mode)
+    assert [named(row, c) for row, c in zip(got, num_labels, strict=True)] == batched
 
 
 @SETTINGS
-@given(padded_batch(lambda w, c: (2, w, c, 3)))
+@given(padded_batch(lambda w, c: (w, c, 3)))
 def test_token_decoder_ignores_padding(case):
     logits, num_words, num_labels, mode = case
     batched = reference(TokenDecoder, list(logits), num_words, num_labels, **mode)
@@ -187,6 +198,8 @@ def test_token_decoder_ignores_padding(case):
         (unpadded,) = reference(TokenDecoder, [row[:n, :c]], [n], [c], **mode)
         assert expected == unpadded
         assert named(decode_token_probs(sigmoid(row), n, c, **mode), c) == expected
+    got = decode_token_batch(sigmoid(logits), num_words, num_labels, **mode)
+    assert [named(row, c) for row, c in zip(got, num_labels, strict=True)] == batched
 
 
 def reference_greedy(starts: list[int], ends: list[int], scores: list[float], **mode) -> list[int]:

@@ -259,7 +259,6 @@ def test_bounded_compilations(models, monkeypatch):
         (["person"], 1.5, r"threshold must be in \[0, 1\]"),
         (["person"], -0.1, r"threshold must be in \[0, 1\]"),
         ([["person"], ["city"]], 0.5, "2 label lists for 1 texts"),
-        ({"person": "a human being"}, 0.5, "label descriptions"),
     ],
 )
 def test_bad_input_raises(models, labels, threshold, message):
@@ -329,6 +328,29 @@ def test_tokenizer_cut_is_refused(models, monkeypatch):
         ours.inference([TEXTS[4]], [*LABELS, "international organization", "time of day", "number"])
     with pytest.raises(ValueError, match=r"exceed the tokenizer's model_max_length \(24 tokens\)"):
         ours.inference([TEXTS[4]], ["person"], truncate=True)
+
+
+@pytest.mark.slow
+def test_pipelined_serial_and_streamed_agree_in_input_order(models):
+    """Rows sorted by length, batches prepared ahead by a thread and decoded behind the devices: each text gets its
+    own entities (gliner's, for texts that fit), in input order, as with batches run one after the other and as
+    `inference_stream` gives them chunk by chunk."""
+    reference, ours, thresholds = models
+    texts = [*TEXTS, long_document(130), *TEXTS[::-1]]
+    options = dict(threshold=thresholds[0], batch_size=3)
+    pipelined = ours.inference(texts, LABELS, **options)
+    ours.pipelined = False
+    serial = ours.inference(texts, LABELS, **options)
+    ours.pipelined = True
+    chunks = [texts[:4], [], texts[4:7], texts[7:]]
+    streamed = [row for chunk in ours.inference_stream(chunks, LABELS, **options) for row in chunk]
+    assert serial == pipelined and sum(map(len, pipelined)) > 0
+    for got, want in zip(streamed, pipelined, strict=True):
+        assert_same_entities(got, want)
+    short = [i for i, text in enumerate(texts) if len(split_words(text)) <= 48]
+    expected = reference.inference([texts[i] for i in short], LABELS, threshold=thresholds[0])
+    for i, want in zip(short, expected, strict=True):
+        assert_same_entities(pipelined[i], want)
 
 
 def test_empty_texts_give_no_entities(models):

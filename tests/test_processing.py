@@ -13,7 +13,14 @@ from gliner.model import _normalize_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gliner_jax.processing import Batch, Processor, normalize_labels, split_words
+from gliner_jax.processing import (
+    Batch,
+    Processor,
+    joined_word_offsets,
+    model_arrays_of,
+    normalize_labels,
+    split_words,
+)
 from gliner_jax.testing.builders import build_reference
 
 MAX_LEN = 24
@@ -304,3 +311,71 @@ def test_split_words_property(text):
     words = split_words(text)
     assert words == list(WhitespaceTokenSplitter()(text))
     assert bool(words) == bool(text.strip())  # gliner skips exactly the texts that have no words
+
+
+def gliner_tokenization(
+    tokenizer, word_lists: list[list[str]], labels: list[list[str]], pooling: str = "first"
+) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask and words_mask of gliner's span processor (its own tokenizer call and word mask)
+    on pre-split words, with `pooling` as the config's subtoken_pooling."""
+    from gliner.data_processing.processor import UniEncoderSpanProcessor
+
+    config = types.SimpleNamespace(
+        ent_token="<<ENT>>", sep_token="<<SEP>>", words_splitter_type="whitespace", subtoken_pooling=pooling
+    )
+    inputs = UniEncoderSpanProcessor(config, tokenizer, None).tokenize_inputs(word_lists, labels)
+    return {key: inputs[key].numpy() for key in ("input_ids", "attention_mask", "words_mask")}
+
+
+# Words some tokenizer reads as nothing (zero-width space, a lone combining accent, a control character), accents,
+# CJK, emoji, gliner's own prompt tokens, and a label the tokenizer drops.
+ODD_WORDS = [
+    ["Zürich", "\u200b", "met", "東京タワー", "😀👍🏽", "e\u0301", "naïve", "\u0301", "x\x07y"],
+    ["<<ENT>>", "state-of-the-art", "$1,200.50", "«déjà»", "\x07"],
+    ["Hi"],
+]
+ODD_LABELS = [["person", "city name"], ["\u200b", "date"], ["organisation", "thing", "x"]]
+# The same prompts, the last row's as {label: description}: the model reads the descriptions.
+ODD_DESCRIBED = [*ODD_LABELS[:2], {"org": "organisation", "kind": "thing", "y": "x"}]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "byte_level_bpe", "metaspace_bos_only"])
+@pytest.mark.parametrize("limit", [None, 14, 9])
+@pytest.mark.parametrize("pooling", ["first", "last", "mean", "max"])
+def test_cached_word_pieces_equal_the_tokenizer(kind, limit, pooling):
+    """Rows assembled from cached per-word subwords equal gliner's own tokenization and words_mask for every
+    subtoken_pooling, for WordPiece, byte-level BPE and a bos-only Metaspace tokenizer padded and truncated on the
+    left, with and without truncation (words cut in the middle), twice (from an empty cache, then a full one); a
+    {label: description} row reads its descriptions."""
+    from tests.utils.tokenizers import TOKENIZERS
+
+    tokenizer = TOKENIZERS[kind]()
+    if limit is not None:
+        tokenizer.model_max_length = limit
+    processor = Processor(tokenizer, max_len=100, subtoken_pooling=pooling)
+    rows = [joined_word_offsets(words) for words in ODD_WORDS]
+    want = gliner_tokenization(tokenizer, ODD_WORDS, ODD_LABELS, pooling)
+    for _ in range(2):
+        ours = processor.collate_rows(rows, ODD_DESCRIBED, bucket=False)
+        for key, expected in want.items():
+            np.testing.assert_array_equal(getattr(ours, key), expected, err_msg=key)
+    if limit is not None:
+        assert want["attention_mask"].sum(axis=1).max() == limit  # the tokenizer did cut
+    assert processor.tokens_per_word(ODD_WORDS[0]).tolist() == [
+        len(tokenizer([word], is_split_into_words=True, add_special_tokens=False)["input_ids"]) for word in ODD_WORDS[0]
+    ]
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_transfer_array_gives_the_model_arrays(setup, bucket):
+    """One int32 array per batch travels to the devices; taken apart, it gives the arrays that match gliner's."""
+    _, processor = setup
+    ours = prepare(processor, [*TEXTS, "", " "], [*PER_TEXT_LABELS, ["x"], ["y", "z"]], bucket=bucket, batch_size=9)
+    transfer = ours.transfer()
+    assert transfer.dtype == np.int32 and transfer.shape[0] == 9
+    unpacked = model_arrays_of(transfer, ours.sizes)
+    expected = ours.model_arrays()
+    assert unpacked.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(unpacked[key], value, err_msg=key)
+        assert unpacked[key].dtype == value.dtype, key

@@ -31,6 +31,14 @@ def _projection(width: int, hidden: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nn
     return torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
 
 
+def _examples(attention_mask: jax.Array, num_slots: int) -> tuple[jax.Array, int]:
+    """The example of each token [B, T] (row b, segment s: b * num_slots + s - 1; padding: out of range) and the
+    number of examples B * num_slots."""
+    num_examples = attention_mask.shape[0] * num_slots
+    row_start = jnp.arange(attention_mask.shape[0])[:, None] * num_slots
+    return jnp.where(attention_mask > 0, row_start + attention_mask - 1, num_examples), num_examples
+
+
 class GLiNERModel(nnx.Module):
     """Span (any `span_mode` of `span_modes`) or token (`token_level`) GLiNER, uni- or bi-encoder, returning raw
     logits.
@@ -91,30 +99,30 @@ class GLiNERModel(nnx.Module):
     def word_states(
         self, tokens: jax.Array, attention_mask: jax.Array, words_mask: jax.Array, num_slots: int, num_words: int
     ) -> jax.Array:
-        """Word states [B, S, W, H] (subtokens pooled as `subtoken_pooling` says) of the S examples (segments 1..S
+        """Word states [B * S, W, H] (subtokens pooled as `subtoken_pooling` says) of the S examples (segments 1..S
         of `attention_mask`) of each row of token states [B, T, H]."""
-        slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
-        word_number = jnp.where((words_mask > 0) & (words_mask <= num_words), slots * num_words + words_mask, 0)
-        words = pool_words(tokens, word_number, num_slots * num_words, self.config.subtoken_pooling)
-        return words.reshape(tokens.shape[0], num_slots, num_words, tokens.shape[-1])
+        examples, num_examples = _examples(attention_mask, num_slots)
+        return pool_words(tokens, words_mask, num_words, self.config.subtoken_pooling, examples, num_examples)
 
-    def label_prompts(
-        self, tokens: jax.Array, input_ids: jax.Array, attention_mask: jax.Array, num_slots: int, num_labels: int
-    ) -> jax.Array:
-        """Uni-encoder label prompts [B, S, C, H]: the states at `<<ENT>>` (or after it), in order, of the S examples
-        of each row of token states [B, T, H]."""
-        slots = jnp.where(attention_mask > 0, attention_mask - 1, num_slots)
+    def representations(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        words_mask: jax.Array,
+        num_slots: int,
+        num_labels: int,
+        num_words: int,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order) and word states
+        [B * S, W, H] of the S examples (segments 1..S of `attention_mask`) of each row."""
+        tokens = self.encode_text(input_ids, attention_mask)
+        examples, num_examples = _examples(attention_mask, num_slots)
         is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
         label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
         # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
         source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
-        # Each (slot, index) pair becomes one index into slots * size rows; anything outside either range is dropped.
-        label_rows = num_slots * num_labels
-        label_index = jnp.where(
-            (slots < num_slots) & (label_index < num_labels), slots * num_labels + label_index, label_rows
-        )
-        prompts = scatter_rows(source, label_index, label_rows)
-        return prompts.reshape(tokens.shape[0], num_slots, num_labels, tokens.shape[-1])
+        prompts = scatter_rows(source, label_index, num_labels, examples, num_examples)
+        return prompts, self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
 
     def __call__(
         self,
@@ -139,24 +147,23 @@ class GLiNERModel(nnx.Module):
             )
         num_slots = examples[1] if len(examples) == 2 else 1
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
-        tokens = self.encode_text(input_ids, attention_mask)
-        words = self.word_states(tokens, attention_mask, words_mask, num_slots, num_words).reshape(
-            -1, num_words, tokens.shape[-1]
-        )
         if span_idx is not None and span_mask is not None:
             span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
         elif self.scorer is None:
             raise ValueError("the span model needs span_idx and span_mask")
         words_valid, labels_valid = words_valid.reshape(-1, num_words), labels_valid.reshape(-1, num_labels)
         if self.labels_encoder is None:
-            prompts = self.label_prompts(tokens, input_ids, attention_mask, num_slots, num_labels)
-            prompts = prompts.reshape(-1, num_labels, prompts.shape[-1])
+            prompts, words = self.representations(
+                input_ids, attention_mask, words_mask, num_slots, num_labels, num_words
+            )
             if self.rnn is not None:
                 words = self.rnn(words, words_valid)
             logits = self._logits(words, prompts, span_idx, words_valid)
         else:
             if labels_index is None:
                 raise ValueError("the bi-encoder needs labels_index")
+            tokens = self.encode_text(input_ids, attention_mask)
+            words = self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
             if labels_embeddings is None:
                 if labels_input_ids is None or labels_attention_mask is None:
                     raise ValueError(
@@ -167,9 +174,8 @@ class GLiNERModel(nnx.Module):
             if isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic:
                 logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
             else:
-                prompts = table[labels_index] * labels_valid[..., None].astype(
-                    words.dtype
-                )  # gliner zeroes absent labels
+                # gliner zeroes absent labels
+                prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)
                 logits = self._logits(words, prompts, span_idx, words_valid)
         return logits.reshape(*examples, *logits.shape[1:])
 

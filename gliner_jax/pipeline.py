@@ -1,0 +1,233 @@
+"""The inference loop, pipelined: while the devices run batch i, a host thread prepares batch i+1 (windows, collation,
+transfer to the devices) and the caller's thread decodes batch i-1; results come out in input order.
+
+Texts come in chunks. A chunk's model rows (windows x label passes, `windows.plan_rows`) are sorted by length and cut
+into batches, so rows of similar length share a batch; each row's result does not depend on its batch, except for the
+span modes that read their batch (markerV1, markerV2: `gliner_batch`), whose rows are batched in order as gliner
+batches them. A chunk's word-level entities, merged over its rows with gliner's tie-breaking, are yielded once its
+last batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
+flight, so memory is bounded by the chunk size, whatever the length of the stream.
+
+With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
+(`gliner_jax.packing`: block-diagonal attention, positions restarting in each segment), as gliner's inference packing
+does, and each row's probabilities are read back from its slot: the same entities, less padding.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+
+from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spans
+from gliner_jax.packing import pack
+from gliner_jax.processing import Batch, Processor, Sizes, Word, transfer_array
+from gliner_jax.windows import Row, plan_rows
+
+T = TypeVar("T")
+WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
+# One chunk: anything the caller wants back with its results, the words of each text, and the label set of each
+# text as `normalize_labels` gives it ({prompt: label}).
+Chunk = tuple[Any, list[list[Word]], list[dict[str, str]]]
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """`items` in order, produced up to `depth` ahead by a background thread. An exception raised while producing
+    them is raised here, in its place in the order; closing this iterator stops the thread at its next item."""
+    entries: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                entries.put(entry, timeout=0.05)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(("error", error))
+            return
+        put(("done", None))
+
+    threading.Thread(target=produce, name="gliner-jax-prefetch", daemon=True).start()
+    try:
+        while True:
+            kind, value = entries.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+@dataclasses.dataclass
+class _ChunkState:
+    payload: Any
+    label_sets: list[dict[str, str]]  # per text, {prompt: label}
+    found: list[list[WordSpan]]  # per text, from all its rows
+    rows_per_text: collections.Counter
+    num_batches: int
+
+
+@dataclasses.dataclass
+class _Prepared:
+    chunk: _ChunkState
+    rows: list[Row]
+    inputs: jax.Array | None  # the batch's `transfer_array` on the devices; None for a chunk without rows
+    sizes: Sizes  # what takes it apart
+    slots: np.ndarray | None  # packed: where each row's output is among the [rows * slots] outputs
+    num_words: np.ndarray
+    num_labels: np.ndarray
+    last: bool  # the chunk's last batch
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """Word-level entities of chunks of texts. `place_rows` puts a batch's `transfer_array` on the devices,
+    `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows`
+    and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
+    `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
+    batches them, for span modes whose logits depend on the batch. `pipelined=False` runs each batch from
+    preparation to decoding before the next (no thread); `pack_tokens` packs each batch's rows into encoder rows of
+    up to that many tokens (module doc)."""
+
+    processor: Processor
+    place_rows: Callable[[np.ndarray], jax.Array]
+    forward: Callable[[jax.Array, Sizes], jax.Array]
+    batch_rows: int
+    row_multiple: int
+    threshold: float
+    flat_ner: bool
+    multi_label: bool
+    truncate: bool = False
+    gliner_batch: int | None = None
+    pipelined: bool = True
+    pack_tokens: int | None = None
+    on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
+
+    def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
+        """(payload, entities of each text) per chunk, in order."""
+        batches = self._prepare(chunks)
+        if not self.pipelined:
+            for prepared in batches:
+                yield from self._finish(prepared, self._dispatch(prepared))
+            return
+        in_flight = None
+        with contextlib.closing(prefetch(batches, depth=2)) as ready:
+            for prepared in ready:
+                output = self._dispatch(prepared)  # asynchronous: the devices work while the host decodes
+                if in_flight is not None:
+                    yield from self._finish(*in_flight)
+                in_flight = (prepared, output)
+        if in_flight is not None:
+            yield from self._finish(*in_flight)
+
+    def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
+        for payload, words, label_sets in chunks:
+            prompts = [list(label_set) for label_set in label_sets]
+            rows = list(plan_rows(self.processor, words, prompts, truncate=self.truncate))
+            if self.gliner_batch is None:
+                rows.sort(key=lambda r: len(r.words) + 2 * len(r.labels))
+            per_batch = self.gliner_batch or self.batch_rows
+            begins = range(0, len(rows), per_batch)
+            counts = collections.Counter(r.text for r in rows)
+            chunk = _ChunkState(payload, label_sets, [[] for _ in words], counts, len(begins))
+            if not rows:
+                empty = np.zeros(0, np.int64)
+                yield _Prepared(chunk, [], None, (0, 0, None, None), None, empty, empty, last=True)
+            for begin in begins:
+                part = rows[begin : begin + per_batch]
+                batch = self.processor.collate_rows(
+                    [r.words for r in part], [r.labels for r in part], batch_size=self.batch_rows
+                )
+                check_not_cut(batch, part, self.processor.tokenizer.model_max_length)
+                array, sizes, slots = self._layout(batch)
+                yield _Prepared(
+                    chunk,
+                    part,
+                    self.place_rows(array),
+                    sizes,
+                    slots,
+                    batch.text_lengths[: len(part)],
+                    np.array([len(r.labels) for r in part]),
+                    last=begin + per_batch >= len(rows),
+                )
+
+    def _layout(self, batch: Batch) -> tuple[np.ndarray, Sizes, np.ndarray | None]:
+        """The batch's `transfer_array`, its sizes and, packed, where each row's output is."""
+        if self.pack_tokens is None:
+            return batch.transfer(), batch.sizes, None
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "words_mask": batch.words_mask,
+            "word_counts": batch.text_lengths,
+            "label_counts": batch.labels_valid.sum(axis=1),
+            "example": np.arange(1, len(batch.input_ids) + 1),  # 0 marks an unused slot
+        }
+        pad_id, limit = self.processor.tokenizer.pad_token_id, self.processor.max_tokens
+        packed = pack(arrays, row_length=self.pack_tokens, pad_id=pad_id, multiple=self.row_multiple, max_tokens=limit)
+        names = ("input_ids", "attention_mask", "words_mask", "word_counts", "label_counts")
+        examples = packed["example"]
+        filled = np.flatnonzero(examples)
+        slots = np.empty(len(filled), np.int64)
+        slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
+        return transfer_array(*(packed[name] for name in names)), (*batch.sizes[:3], examples.shape[1]), slots
+
+    @property
+    def _token_level(self) -> bool:
+        return self.processor.span_mode == "token_level"
+
+    def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
+        return None if prepared.inputs is None else self.forward(prepared.inputs, prepared.sizes)
+
+    def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
+        chunk = prepared.chunk
+        if output is not None:
+            probs = np.asarray(output)
+            if prepared.slots is None:
+                probs = probs[: len(prepared.rows)]
+            else:  # [rows, slots, ...] -> the batch's rows
+                probs = probs.reshape(-1, *probs.shape[2:])[prepared.slots]
+            decode = decode_token_batch if self._token_level else decode_span_batch
+            options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
+            decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
+            for row, spans in zip(prepared.rows, decoded, strict=True):
+                first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
+                chunk.found[row.text] += [(first + s, first + e, label_of[prompts[c]], p) for s, e, c, p in spans]
+            if self.on_batch is not None:
+                self.on_batch(chunk.num_batches)
+        if prepared.last:
+            options = dict(flat_ner=self.flat_ner, multi_label=self.multi_label, token_level=self._token_level)
+            merged = [
+                merge_spans(spans, list(chunk.label_sets[i].values()), **options)
+                if chunk.rows_per_text[i] > 1
+                else spans
+                for i, spans in enumerate(chunk.found)
+            ]
+            yield chunk.payload, merged
+
+
+def check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
+    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
+    marked = batch.words_mask.max(axis=1)
+    for i, row in enumerate(rows):
+        if marked[i] < len(row.words):
+            raise ValueError(
+                f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
+                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
+            )
