@@ -260,6 +260,12 @@ def test_bad_input(models, tmp_path):
     assert ours.tokenizer.convert_tokens_to_ids("<<ENT>>") >= ours.config.encoder_config.vocab_size
     with pytest.raises(ValueError, match=r"<<ENT>>.*no embedding"):
         ours.predict_words([["Marie", "<<ENT>>", "Curie"]], LABELS)
+    ours.pack_tokens = 64  # a bi-encoder's batches share one label table: no packed rows
+    try:
+        with pytest.raises(NotImplementedError, match="pack_tokens"):
+            ours.inference(TEXTS[:1], LABELS)
+    finally:
+        ours.pack_tokens = None
 
     bad = tmp_path / "bad"
     ours.save_pretrained(bad)

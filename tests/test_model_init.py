@@ -104,3 +104,10 @@ def test_a_random_encoder_of_another_family_from_config_fields():
     assert type(built.model.encoder).__name__ == "BertModel"
     assert built.config.encoder_config.vocab_size == len(built.tokenizer)
     assert built.config.to_dict()["encoder_config"]["model_type"] == "bert"
+
+
+def test_packing_is_refused_for_a_bi_encoder(tmp_path):
+    """A bi-encoder's batch shares one label table, which packed rows do not carry: refused by name."""
+    config = load_train_config(CONFIGS / "tiny_bi.yaml", [f"trainer.output_dir={tmp_path}", "data.packing=true"])
+    with pytest.raises(NotImplementedError, match=r"data\.packing"):
+        Trainer(config)
