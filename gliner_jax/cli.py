@@ -97,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
         import jax
         from jax.experimental import multihost_utils
 
-        from gliner_jax.training.trainer import avoid_cached_cpu_collectives
+        from gliner_jax.sharding import avoid_cached_cpu_collectives
 
         avoid_cached_cpu_collectives()
         share = Share(args.block_lines, jax.process_index(), jax.process_count())

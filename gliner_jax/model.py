@@ -23,7 +23,6 @@ from gliner_jax.checkpoint_io import load_gliner, save_gliner, save_tokenizers
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
-from gliner_jax.devices import Placement, round_up
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
@@ -40,6 +39,7 @@ from gliner_jax.processing import (
     normalize_labels,
     split_words,
 )
+from gliner_jax.sharding import Placement, round_up
 from gliner_jax.windows import plan_rows
 
 
@@ -154,8 +154,8 @@ class GLiNER:
     ) -> None:
         """Run inference on `mesh` (default: a "data" axis over all of this process's devices). The parameters move
         there, replicated, or sharded by `state_shardings` for a model too large for one device (e.g.
-        `training.sharding.state_shardings(nnx.state(model.model), mesh)`); each batch's rows are split over
-        `batch_sharding` (default: over every mesh axis; `training.sharding.batch_sharding(mesh)` splits them over
+        `sharding.state_shardings(nnx.state(model.model), mesh)`); each batch's rows are split over
+        `batch_sharding` (default: over every mesh axis; `sharding.batch_sharding(mesh)` splits them over
         data and fsdp), and batch sizes are rounded up to a multiple of the number of row splits. Called with the
         defaults on first use."""
         self.placement = Placement.create(mesh, state_shardings, batch_sharding)

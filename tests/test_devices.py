@@ -36,7 +36,7 @@ def _run_everywhere(directory: str, threshold: float, out: str) -> None:
     JSON."""
     from flax import nnx
 
-    from gliner_jax.training.sharding import MeshConfig, batch_sharding, make_mesh, state_shardings
+    from gliner_jax.sharding import MeshConfig, batch_sharding, make_mesh, state_shardings
 
     assert jax.device_count() == 8
     model = GLiNER.from_pretrained(directory)

@@ -27,8 +27,7 @@ from gliner_jax.modeling import axes, layers
 from gliner_jax.modeling.encoders.bert import BertConfig
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
-from gliner_jax.training.sharding import (
+from gliner_jax.sharding import (
     DEFAULT_RULES,
     MeshConfig,
     batch_sharding,
@@ -36,6 +35,7 @@ from gliner_jax.training.sharding import (
     override_rules,
     state_shardings,
 )
+from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # microsoft/deberta-v3-small under gliner's training configs (config.yaml: hidden 768, max_width 12).

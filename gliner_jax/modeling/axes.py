@@ -1,6 +1,6 @@
 """Every logical axis name a parameter or activation may carry, in one place.
 
-Model code names each parameter dimension with one of these (`layers.logical_axes`); `training/sharding.py` maps
+Model code names each parameter dimension with one of these (`layers.logical_axes`); `sharding.py` maps
 them to mesh axes. A name outside this list is refused when the parameter is built, so a misspelt axis cannot be
 silently replicated.
 """

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
+from gliner_jax.sharding import MeshConfig
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig
-from gliner_jax.training.sharding import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)

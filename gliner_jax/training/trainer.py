@@ -25,7 +25,6 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.experimental.compilation_cache import compilation_cache
 from tqdm import tqdm
 
 from gliner_jax.data_formats import read_examples
@@ -33,6 +32,7 @@ from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
 from gliner_jax.modeling import axes
 from gliner_jax.processing import SHARED_LABEL_ARRAYS
+from gliner_jax.sharding import avoid_cached_cpu_collectives, batch_sharding, make_mesh, override_rules, state_shardings
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.loss import LossConfig, gliner_loss
@@ -44,7 +44,6 @@ from gliner_jax.training.optim import (
     make_optimizer,
     with_master_weights,
 )
-from gliner_jax.training.sharding import batch_sharding, make_mesh, override_rules, state_shardings
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +71,6 @@ def make_train_step(
         return params, opt_state, {"loss": loss, "grad_norm": grad_norm}
 
     return step
-
-
-def avoid_cached_cpu_collectives() -> None:
-    """Turn the persistent compilation cache off in a multi-process CPU run (with a warning).
-
-    On XLA:CPU, a train step executable loaded from the persistent cache can deadlock in its cross-process
-    (gloo) all-reduces, while the same program compiled afresh runs: a 2-process restart hung every time
-    its step came from the cache, and never once the step's cache entry was deleted.
-    """
-    cache_on = jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
-    if jax.process_count() > 1 and jax.default_backend() == "cpu" and cache_on:
-        logger.warning("persistent compilation cache off: multi-process XLA:CPU runs deadlock on cached executables")
-        jax.config.update("jax_enable_compilation_cache", False)
-        compilation_cache.reset_cache()
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Device mesh and logical-axis rules: where parameters, optimizer state and batches live.
+"""Where arrays live, in training and inference alike: the device mesh, the logical-axis rules that place parameters,
+optimizer state and batches on it, and the inference `Placement` over this process's devices.
 
 Model code names each parameter dimension with a logical axis (nnx metadata `out_sharding`, e.g.
 ("embed", "heads")); the rules here map logical axes to the mesh axes ("data", "fsdp", "tensor").
@@ -10,12 +11,15 @@ device encodes its share of the labels; the label encoder's parameters follow th
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import linen, nnx
+from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -130,3 +134,72 @@ def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, axis: str = 
     """For arrays whose leading dimension is the global batch (or, with axis="labels", the rows of a bi-encoder's
     label table): split by that logical axis's rule, the rest replicated."""
     return NamedSharding(mesh, linen.logical_to_mesh_axes((axis,), rules))
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """A mesh, the shardings of the model state on it (None: replicated on every device) and the sharding of
+    batches (rows split over some mesh axes, the rest of each array whole)."""
+
+    mesh: Mesh
+    state_shardings: Any
+    batch_sharding: NamedSharding
+
+    @classmethod
+    def create(
+        cls, mesh: Mesh | None = None, state_shardings: Any = None, batch_sharding: NamedSharding | None = None
+    ) -> Placement:
+        """Default mesh: a "data" axis over all of this process's devices. Default batch sharding: rows split over
+        every mesh axis. Raises ValueError for a mesh with another process's devices (each process runs its own
+        inference) or a batch sharding on another mesh."""
+        if mesh is None:
+            devices = jax.local_devices()
+            mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+        foreign = [d for d in mesh.devices.flat if d.process_index != jax.process_index()]
+        if foreign:
+            raise ValueError(f"an inference mesh holds this process's devices only; it has {foreign[0]}")
+        if batch_sharding is None:
+            batch_sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names))
+        elif batch_sharding.mesh != mesh:
+            raise ValueError("the batch sharding must be on the inference mesh")
+        return cls(mesh, state_shardings, batch_sharding)
+
+    @property
+    def row_multiple(self) -> int:
+        """How many parts the rows of a batch are split into: a batch's row count must be a multiple of it."""
+        axes = self.batch_sharding.spec[0] if len(self.batch_sharding.spec) else None
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        return math.prod(self.mesh.shape[name] for name in names)
+
+    def place_state(self, state: Any) -> Any:
+        """`state` (an nnx.State) on the mesh: by `state_shardings`, or replicated."""
+        return jax.device_put(state, self.state_shardings or NamedSharding(self.mesh, PartitionSpec()))
+
+    def place_rows(self, rows: np.ndarray) -> jax.Array:
+        """An array of rows (e.g. `Batch.packed()`) on the mesh, split by rows; rows of zeros (neutral: no
+        attention, no words, no labels) are added up to a multiple of `row_multiple`."""
+        extra = -rows.shape[0] % self.row_multiple
+        if extra:
+            rows = np.concatenate([rows, np.zeros((extra, *rows.shape[1:]), rows.dtype)])
+        return jax.device_put(rows, self.batch_sharding)
+
+
+def round_up(rows: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= rows."""
+    return -(-rows // multiple) * multiple
+
+
+def avoid_cached_cpu_collectives() -> None:
+    """Turn the persistent compilation cache off in a multi-process CPU run (with a warning).
+
+    On XLA:CPU, a train step executable loaded from the persistent cache can deadlock in its cross-process
+    (gloo) all-reduces, while the same program compiled afresh runs: a 2-process restart hung every time
+    its step came from the cache, and never once the step's cache entry was deleted.
+    """
+    cache_on = jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
+    if jax.process_count() > 1 and jax.default_backend() == "cpu" and cache_on:
+        logging.getLogger(__name__).warning(
+            "persistent compilation cache off: multi-process XLA:CPU runs deadlock on cached executables"
+        )
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()
