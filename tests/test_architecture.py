@@ -1,15 +1,18 @@
 """The house rules, checked on the source: imports run one way (no circle, not even inside functions or under
-TYPE_CHECKING), the user class lives in `gliner_jax/model.py`, and torch / gliner stay out of the package except in
-`gliner_jax/testing/` and the optional `pytorch_model.bin` reader."""
+TYPE_CHECKING; every import follows the order ARCHITECTURE.md states, and every module has a place in it), the user
+class lives in `gliner_jax/model.py`, and torch / gliner stay out of the package except in `gliner_jax/testing/` and
+the optional `pytorch_model.bin` reader."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import gliner_jax
 
 PACKAGE = Path(gliner_jax.__file__).parent
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
 # (module, function) allowed to import torch: reading pytorch_model.bin needs it (the torch extra).
 TORCH_READERS = {("gliner_jax.checkpoint_io", "read_tensors")}
 
@@ -98,6 +101,56 @@ def test_layers_import_downwards_only():
     below_training = [m for m in graph if not m.startswith(("gliner_jax.training", "gliner_jax.cli"))]
     for module in below_training:
         assert not {t for t in graph[module] if t.startswith("gliner_jax.training")}, module
+
+
+def stated_order(text: str) -> list[list[str]]:
+    """The levels of the "Imports run one way" section: per numbered line, its backticked module patterns
+    (`training/*` is a package with everything in it)."""
+    section = text.split("## Imports run one way", 1)[1].split("\n## ", 1)[0]
+    levels: list[list[str]] = []
+    for line in section.splitlines():
+        if re.match(r"\d+\. ", line):
+            levels.append([])
+        elif not line.startswith("   ") or not levels:
+            continue
+        levels[-1] += re.findall(r"`([\w/*]+)`", line.split(" (", 1)[0])
+    return levels
+
+
+def level_of(module: str, levels: list[list[str]]) -> int | None:
+    """The level whose pattern names `module` (a dotted name under gliner_jax), or None."""
+    path = module.removeprefix("gliner_jax.").replace(".", "/")
+    for index, patterns in enumerate(levels):
+        for pattern in patterns:
+            if path == pattern or (pattern.endswith("/*") and (path + "/").startswith(pattern[:-1])):
+                return index
+    return None
+
+
+def test_imports_follow_the_stated_order():
+    """Every module of the package (but the public `__init__` and `testing/`, which sits beside it) has a level in
+    ARCHITECTURE.md, and imports only from its own level or those above it; only `cli` reaches into `testing/`."""
+    levels = stated_order(ARCHITECTURE.read_text())
+    graph = package_graph()
+    placed = {m: level_of(m, levels) for m in graph if m != "gliner_jax" and not m.startswith("gliner_jax.testing")}
+    unplaced = [m for m, level in placed.items() if level is None]
+    assert not unplaced, f"modules without a place in ARCHITECTURE.md: {unplaced}"
+    upward = [
+        f"{module} -> {target}"
+        for module, level in placed.items()
+        for target in graph[module]
+        if (target.startswith("gliner_jax.testing") and module != "gliner_jax.cli")
+        or (target in placed and placed[target] > level)
+    ]
+    assert not upward, upward
+
+
+def test_order_reader_reads_levels():
+    text = "## Imports run one way\n\n1. `a`, `b/*` (reads `c`)\n2. `d`,\n   `e`\n\n## Next\n3. `f`"
+    levels = stated_order(text)
+    assert levels == [["a", "b/*"], ["d", "e"]]
+    assert level_of("gliner_jax.b.x", levels) == 0 and level_of("gliner_jax.b", levels) == 0
+    assert level_of("gliner_jax.e", levels) == 1 and level_of("gliner_jax.bx", levels) is None
 
 
 def test_user_class_lives_in_model_py():
