@@ -66,7 +66,7 @@ def make_examples(lengths: list[int], seed: int = 0) -> tuple[list[dict], list[l
 # ---- the row plan ----
 
 
-def test_plan_rows_hand_checked():
+def test_plan_packed_rows_hand_checked():
     # Rows of <= 10 tokens: first-fit decreasing needs 3, (9), (6, 4), (5, 3, 2). 9 fits beside no other example,
     # so the other five take 2 rows, one of them with 3 examples.
     assert plan_packed_rows([5, 9, 2, 6, 3, 4], 10) == [[1], [3, 5], [0, 2, 4]]
@@ -77,7 +77,7 @@ def test_plan_rows_hand_checked():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_plan_rows_places_every_example_once_within_capacity(seed):
+def test_plan_packed_rows_places_every_example_once_within_capacity(seed):
     rng = random.Random(seed)
     lengths = [rng.randint(1, 100) for _ in range(rng.randint(1, 40))]
     multiple = rng.choice([1, 2, 4])
