@@ -81,7 +81,7 @@ def _check_threshold(threshold: float) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
-    from gliner_jax.corpus import PredictOptions, Share, annotate_file, write_jsonl
+    from gliner_jax.annotate import PredictOptions, Share, annotate_file, write_jsonl
     from gliner_jax.data_formats import read_text_lines, text_lines
     from gliner_jax.model import GLiNER
 

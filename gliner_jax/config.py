@@ -13,8 +13,6 @@ from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
-__all__ = ["SPAN_MODES", "SUBTOKEN_POOLING", "DebertaConfig", "GLiNERConfig", "refuse_other_architectures"]
-
 SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
 
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import yaml
 
-from gliner_jax.processing import split_words, word_strings
+from gliner_jax.text.words import split_words, word_strings
 
 Example = dict[str, Any]
 CONLL_SUFFIXES = (".conll", ".txt", ".bio")

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from gliner_jax._deprecation import moved_names
 from gliner_jax.data_formats import Example, labels_of
 
 Span = tuple[int, int, str]  # (first word, last word inclusive, label)
@@ -142,9 +141,3 @@ def evaluate_examples(
     )
     gold = [{(s, e, label) for s, e, label in example["ner"]} for example in examples]
     return span_scores([{(s, e, label) for s, e, label, _ in spans} for spans in predicted], gold)
-
-
-__getattr__ = moved_names(
-    __name__,
-    dict.fromkeys(["read_conll", "load_label_map", "rename_labels", "read_eval_data"], "gliner_jax.data_formats"),
-)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,28 +26,20 @@ from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.pipeline import Chunk, Pipeline, WordSpan, check_not_cut
-from gliner_jax.processing import (
-    Batch,
-    Labels,
-    LabelSet,
-    Processor,
-    Sizes,
-    Word,
-    joined_word_offsets,
-    model_arrays_of,
-    normalize_labels,
-    split_words,
-)
 from gliner_jax.sharding import Placement, round_up
-from gliner_jax.windows import plan_rows
+from gliner_jax.text.collate import Batch, Processor
+from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
+from gliner_jax.text.wire import WireSizes, from_wire
+from gliner_jax.text.words import Word, joined_word_offsets, split_words
+from gliner_jax.windows import plan_model_rows
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _forward(
-    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: Sizes, probabilities: bool
+    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes, probabilities: bool
 ) -> jax.Array:
-    """The model on a batch's `transfer_array`, taken apart on the device."""
-    logits = nnx.merge(graphdef, state)(**model_arrays_of(transfer, sizes, xp=jnp))
+    """The model on a batch's wire array (`to_wire`), taken apart on the device."""
+    logits = nnx.merge(graphdef, state)(**from_wire(transfer, sizes, xp=jnp))
     return jax.nn.sigmoid(logits) if probabilities else logits
 
 
@@ -176,7 +167,7 @@ class GLiNER:
             graphdef, state = nnx.split(self.model)
             return np.asarray(_forward_arrays(graphdef, state, inputs, probabilities))
         placement, graphdef, state = self._placed()
-        output = _forward(graphdef, state, placement.place_rows(batch.transfer()), batch.sizes, probabilities)
+        output = _forward(graphdef, state, placement.place_rows(batch.to_wire()), batch.wire_sizes, probabilities)
         return np.asarray(output)[: batch.input_ids.shape[0]]
 
     def encode_labels(self, labels: Sequence[str], batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
@@ -284,12 +275,6 @@ class GLiNER:
             words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
         )
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
-
-    def compiled_shapes(self) -> int:
-        """Deprecated (it reads a private JAX counter; tests count programs themselves): how many programs the
-        forward pass has compiled so far."""
-        warnings.warn("GLiNER.compiled_shapes is deprecated and will be removed", DeprecationWarning, stacklevel=2)
-        return _forward._cache_size() + _forward_arrays._cache_size()
 
     def predict_entities(
         self,
@@ -493,7 +478,7 @@ class GLiNER:
             else:
                 table_labels, embeddings = label_table
             table = jnp.asarray(_padded_rows(embeddings, label_bucket(len(embeddings))))
-        planned = list(plan_rows(self.processor, words, prompts, truncate=truncate))
+        planned = list(plan_model_rows(self.processor, words, prompts, truncate=truncate))
         if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
             rows = planned
         else:  # rows of similar length share a batch (less padding); each row's result is independent of its batch

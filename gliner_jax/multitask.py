@@ -16,7 +16,7 @@ import numpy as np
 
 from gliner_jax.decoding import merge_spans
 from gliner_jax.model import GLiNER
-from gliner_jax.processing import split_words
+from gliner_jax.text.words import split_words
 from gliner_jax.windows import word_windows
 
 SEPARATOR = " \n "

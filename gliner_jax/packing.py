@@ -41,7 +41,7 @@ def _place(
     return members
 
 
-def plan_rows(lengths: Sequence[int], capacity: int, *, multiple: int = 1) -> list[list[int]]:
+def plan_packed_rows(lengths: Sequence[int], capacity: int, *, multiple: int = 1) -> list[list[int]]:
     """Which examples (indices into `lengths`, token counts) share each row: `row_bucket` of the rows that
     first-fit decreasing needs, a multiple of `multiple`; examples spread over them so that the fullest row (the
     row length T) and the most examples in a row (the slots S) stay small. Examples of length 0 are left out.
@@ -81,7 +81,7 @@ def pack(
     lengths = mask.sum(axis=1)
     limit = max_tokens or NO_LIMIT
     capacity = max(min(row_length, limit), int(lengths.max(initial=0)))
-    rows = plan_rows(lengths, capacity, multiple=multiple)
+    rows = plan_packed_rows(lengths, capacity, multiple=multiple)
     fullest = max((int(lengths[row].sum()) for row in rows), default=0)
     num_tokens = min(length_bucket(fullest), max(limit, fullest))
     num_slots = count_bucket(max(map(len, rows)))

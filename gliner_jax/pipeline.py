@@ -1,11 +1,11 @@
 """The inference loop, pipelined: while the devices run batch i, a host thread prepares batch i+1 (windows, collation,
 transfer to the devices) and the caller's thread decodes batch i-1; results come out in input order.
 
-Texts come in chunks. A chunk's model rows (windows x label passes, `windows.plan_rows`) are sorted by length and cut
-into batches, so rows of similar length share a batch; each row's result does not depend on its batch, except for the
-span modes that read their batch (markerV1, markerV2: `gliner_batch`), whose rows are batched in order as gliner
-batches them. A chunk's word-level entities, merged over its rows with gliner's tie-breaking, are yielded once its
-last batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
+Texts come in chunks. A chunk's model rows (`windows.plan_model_rows`: windows x label passes) are sorted by length and
+cut into batches, so rows of similar length share a batch; each row's result does not depend on its batch, except for
+the span modes that read their batch (markerV1, markerV2: `gliner_batch`), whose rows are batched in order as gliner
+batches them. A chunk's word-level entities, merged over its rows with gliner's tie-breaking, are yielded once its last
+batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
 flight, so memory is bounded by the chunk size, whatever the length of the stream.
 
 With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
@@ -28,8 +28,10 @@ import numpy as np
 
 from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spans
 from gliner_jax.packing import pack
-from gliner_jax.processing import Batch, Processor, Sizes, Word, transfer_array
-from gliner_jax.windows import Row, plan_rows
+from gliner_jax.text.collate import Batch, Processor
+from gliner_jax.text.wire import WireSizes, to_wire
+from gliner_jax.text.words import Word
+from gliner_jax.windows import ModelRow, plan_model_rows
 
 T = TypeVar("T")
 WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
@@ -86,9 +88,9 @@ class _ChunkState:
 @dataclasses.dataclass
 class _Prepared:
     chunk: _ChunkState
-    rows: list[Row]
-    inputs: jax.Array | None  # the batch's `transfer_array` on the devices; None for a chunk without rows
-    sizes: Sizes  # what takes it apart
+    rows: list[ModelRow]
+    inputs: jax.Array | None  # the batch's wire array (`to_wire`) on the devices; None for a chunk without rows
+    sizes: WireSizes  # what takes it apart
     slots: np.ndarray | None  # packed: where each row's output is among the [rows * slots] outputs
     num_words: np.ndarray
     num_labels: np.ndarray
@@ -97,7 +99,7 @@ class _Prepared:
 
 @dataclasses.dataclass
 class Pipeline:
-    """Word-level entities of chunks of texts. `place_rows` puts a batch's `transfer_array` on the devices,
+    """Word-level entities of chunks of texts. `place_rows` puts a batch's wire array on the devices,
     `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows`
     and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
     `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
@@ -107,7 +109,7 @@ class Pipeline:
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
-    forward: Callable[[jax.Array, Sizes], jax.Array]
+    forward: Callable[[jax.Array, WireSizes], jax.Array]
     batch_rows: int
     row_multiple: int
     threshold: float
@@ -139,7 +141,7 @@ class Pipeline:
     def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
         for payload, words, label_sets in chunks:
             prompts = [list(label_set) for label_set in label_sets]
-            rows = list(plan_rows(self.processor, words, prompts, truncate=self.truncate))
+            rows = list(plan_model_rows(self.processor, words, prompts, truncate=self.truncate))
             if self.gliner_batch is None:
                 rows.sort(key=lambda r: len(r.words) + 2 * len(r.labels))
             per_batch = self.gliner_batch or self.batch_rows
@@ -148,7 +150,7 @@ class Pipeline:
             chunk = _ChunkState(payload, label_sets, [[] for _ in words], counts, len(begins))
             if not rows:
                 empty = np.zeros(0, np.int64)
-                yield _Prepared(chunk, [], None, (0, 0, None, None), None, empty, empty, last=True)
+                yield _Prepared(chunk, [], None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
             for begin in begins:
                 part = rows[begin : begin + per_batch]
                 batch = self.processor.collate_rows(
@@ -167,10 +169,10 @@ class Pipeline:
                     last=begin + per_batch >= len(rows),
                 )
 
-    def _layout(self, batch: Batch) -> tuple[np.ndarray, Sizes, np.ndarray | None]:
-        """The batch's `transfer_array`, its sizes and, packed, where each row's output is."""
+    def _layout(self, batch: Batch) -> tuple[np.ndarray, WireSizes, np.ndarray | None]:
+        """The batch's wire array (`to_wire`), its sizes and, packed, where each row's output is."""
         if self.pack_tokens is None:
-            return batch.transfer(), batch.sizes, None
+            return batch.to_wire(), batch.wire_sizes, None
         arrays = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
@@ -186,7 +188,7 @@ class Pipeline:
         filled = np.flatnonzero(examples)
         slots = np.empty(len(filled), np.int64)
         slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
-        return transfer_array(*(packed[name] for name in names)), (*batch.sizes[:3], examples.shape[1]), slots
+        return to_wire(*(packed[name] for name in names)), batch.wire_sizes._replace(num_slots=examples.shape[1]), slots
 
     @property
     def _token_level(self) -> bool:
@@ -222,7 +224,7 @@ class Pipeline:
             yield chunk.payload, merged
 
 
-def check_not_cut(batch: Batch, rows: list[Row], model_max_length: int) -> None:
+def check_not_cut(batch: Batch, rows: list[ModelRow], model_max_length: int) -> None:
     """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
     marked = batch.words_mask.max(axis=1)
     for i, row in enumerate(rows):

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gliner_jax.processing import Processor, Word, word_strings
+from gliner_jax.text.collate import Processor
+from gliner_jax.text.words import Word, word_strings
 
 
 @dataclasses.dataclass(frozen=True)
-class Row:
+class ModelRow:
     """One model row: a window of one text's words, with one pass of its labels."""
 
     text: int  # index of the text
@@ -30,9 +31,9 @@ def label_passes(labels: list[str], max_len: int) -> list[list[str]]:
     return [labels[begin : begin + per_pass] for begin in range(0, len(labels), per_pass)]
 
 
-def plan_rows(
+def plan_model_rows(
     processor: Processor, words_per_text: list[list[Word]], label_sets: list[list[str]], *, truncate: bool
-) -> Iterator[Row]:
+) -> Iterator[ModelRow]:
     """Windows of at most `max_len` words (overlapping by a quarter, and at least `max_width`) x label passes of
     every text that has words (one pass for a bi-encoder, which writes no label prompt).
 
@@ -56,7 +57,7 @@ def plan_rows(
         passes, budget = planned[key]
         for first, stop in word_windows(processor, word_strings(words), max_len, width, budget, f"text {index}"):
             for labels in passes:
-                yield Row(index, first, words[first:stop], labels)
+                yield ModelRow(index, first, words[first:stop], labels)
 
 
 def window_starts(length: int, size: int, max_width: int) -> range:

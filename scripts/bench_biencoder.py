@@ -29,7 +29,7 @@ from queue import Empty
 
 import numpy as np
 
-from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.testing.builders import CORPUS, benchmark_texts, build_backbone, build_reference, minilm_directory
 
 # deberta-v3-small's sizes for the text encoder.

@@ -21,8 +21,7 @@ import transformers
 from flax import nnx
 
 from gliner_jax.checkpoint_io import encoder_table, state_from_torch
-from gliner_jax.config import DebertaConfig
-from gliner_jax.modeling.encoders.deberta import DebertaModel
+from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaModel
 
 # Published deberta-v3 sizes; the rest of the layout is DebertaConfig's default (deberta-v3).
 SHAPES = {

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.testing.builders import benchmark_texts, build_backbone, build_reference, quantile_thresholds
 
 LABELS = ["person", "organization", "location", "date", "award"]
@@ -228,10 +228,10 @@ def corpus_worker(spec: dict) -> dict:
 
     forward, tokens = model_module._forward, np.zeros(2, np.int64)  # real tokens, token slots of the encoder rows
     if spec["pipelined"] is not None:  # this version: count them in the warm-up run
-        from gliner_jax.processing import model_arrays_of
+        from gliner_jax.text.wire import from_wire
 
         def counting(graphdef, state, transfer, sizes, probabilities):
-            mask = model_arrays_of(np.asarray(transfer), sizes)["attention_mask"]
+            mask = from_wire(np.asarray(transfer), sizes)["attention_mask"]
             tokens[:] += (np.count_nonzero(mask), mask.size)
             return forward(graphdef, state, transfer, sizes, probabilities)
 

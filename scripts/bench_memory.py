@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.config import DebertaConfig, GLiNERConfig
-from gliner_jax.modeling.encoders.deberta import QUERY_BLOCK, DebertaLayerStack
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.modeling.encoders.deberta import QUERY_BLOCK, DebertaConfig, DebertaLayerStack
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
 from gliner_jax.training.loss import LossConfig

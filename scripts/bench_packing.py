@@ -68,9 +68,10 @@ def main() -> None:
     from flax import nnx
 
     from gliner_jax import GLiNER
+    from gliner_jax.data_formats import read_examples
     from gliner_jax.packing import pack
     from gliner_jax.training.config import ModelSection
-    from gliner_jax.training.data import collate, read_examples
+    from gliner_jax.training.data import collate
     from gliner_jax.training.loss import LossConfig
     from gliner_jax.training.optim import OptimizerConfig, make_optimizer
     from gliner_jax.training.trainer import make_train_step

@@ -50,10 +50,11 @@ from typing import Any
 import numpy as np
 from bench_inference import TOY, V3_SMALL
 
-from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.data_formats import Example, read_examples
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.testing.builders import build_backbone, build_reference
 from gliner_jax.training.config import ModelSection
-from gliner_jax.training.data import Example, read_examples
 
 TINY_TRAIN = Path(__file__).resolve().parent.parent / "data" / "tiny" / "train.jsonl"
 SIZES = {

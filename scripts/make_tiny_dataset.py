@@ -16,8 +16,8 @@ import random
 import re
 from pathlib import Path
 
-from gliner_jax.processing import split_words
 from gliner_jax.testing.builders import train_tokenizer
+from gliner_jax.text.words import split_words
 
 TRAIN_SIZE, DEV_SIZE = 400, 100
 MIN_WORDS, MAX_WORDS = 8, 30

@@ -70,7 +70,8 @@ class StepProgram:
         import jax.numpy as jnp
         from flax import nnx
 
-        from gliner_jax.config import DebertaConfig, GLiNERConfig
+        from gliner_jax.config import GLiNERConfig
+        from gliner_jax.modeling.encoders.deberta import DebertaConfig
         from gliner_jax.modeling.gliner import GLiNERModel
         from gliner_jax.training.loss import LossConfig
         from gliner_jax.training.optim import OptimizerConfig, make_optimizer

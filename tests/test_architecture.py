@@ -1,7 +1,7 @@
 """The house rules, checked on the source: imports run one way (no circle, not even inside functions or under
-TYPE_CHECKING; every import follows the order ARCHITECTURE.md states, and every module has a place in it), the user
-class lives in `gliner_jax/model.py`, and torch / gliner stay out of the package except in `gliner_jax/testing/` and
-the optional `pytorch_model.bin` reader."""
+TYPE_CHECKING; every import follows the order ARCHITECTURE.md states, and every module has a place in it), each name
+is imported from the module that defines it, the user class lives in `gliner_jax/model.py`, and torch / gliner stay out
+of the package except in `gliner_jax/testing/` and the optional `pytorch_model.bin` reader."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 import gliner_jax
 
 PACKAGE = Path(gliner_jax.__file__).parent
-ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
+ROOT = PACKAGE.parent
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
+# The public API, imported by gliner_jax/__init__.py for its users: the one re-export.
+PUBLIC_API = {"GLiNER", "GLiNERConfig"}
 # (module, function) allowed to import torch: reading pytorch_model.bin needs it (the torch extra).
 TORCH_READERS = {("gliner_jax.checkpoint_io", "read_tensors")}
 
@@ -86,11 +89,12 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_layers_import_downwards_only():
     """Model code knows nothing of files, data or training; evaluation knows no model class; resolving names and
-    layouts (hub) knows only configs."""
+    layouts (hub) knows only configs; text processing knows no model, file or device."""
     graph = package_graph()
     rules = {
-        "gliner_jax.modeling.": ("gliner_jax.modeling", "gliner_jax.config", "gliner_jax._deprecation"),
-        "gliner_jax.evaluation": ("gliner_jax.data_formats", "gliner_jax.processing", "gliner_jax._deprecation"),
+        "gliner_jax.modeling.": ("gliner_jax.modeling", "gliner_jax.config"),
+        "gliner_jax.evaluation": ("gliner_jax.data_formats", "gliner_jax.text."),
+        "gliner_jax.text.": ("gliner_jax.text.", "gliner_jax.buckets", "gliner_jax.modeling.word_pooling"),
         "gliner_jax.hub": ("gliner_jax.config", "gliner_jax.modeling.encoders"),
     }
     for module, targets in graph.items():
@@ -113,7 +117,7 @@ def stated_order(text: str) -> list[list[str]]:
             levels.append([])
         elif not line.startswith("   ") or not levels:
             continue
-        levels[-1] += re.findall(r"`([\w/*]+)`", line.split(" (", 1)[0])
+        levels[-1] += re.findall(r"`([\w/*]+)`", re.sub(r"\([^)]*\)", "", line))  # remarks in brackets aside
     return levels
 
 
@@ -146,7 +150,7 @@ def test_imports_follow_the_stated_order():
 
 
 def test_order_reader_reads_levels():
-    text = "## Imports run one way\n\n1. `a`, `b/*` (reads `c`)\n2. `d`,\n   `e`\n\n## Next\n3. `f`"
+    text = "## Imports run one way\n\n1. `a` (reads `c`), `b/*`\n2. `d`,\n   `e`\n\n## Next\n3. `f`"
     levels = stated_order(text)
     assert levels == [["a", "b/*"], ["d", "e"]]
     assert level_of("gliner_jax.b.x", levels) == 0 and level_of("gliner_jax.b", levels) == 0
@@ -167,4 +171,43 @@ def test_torch_and_gliner_only_in_testing_and_the_bin_reader():
             root = target.split(".")[0]
             if root in ("torch", "gliner") and (name, function) not in TORCH_READERS:
                 offenders.append(f"{name} ({function or 'module level'}) imports {target}")
+    assert not offenders, offenders
+
+
+def top_level_names(path: Path) -> tuple[set[str], set[str]]:
+    """(names a module defines, names it imports) at its top level, `if` / `try` blocks included."""
+    defined, imported = set(), set()
+    nodes = list(ast.parse(path.read_text()).body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            imported.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.If | ast.Try):
+            nodes.extend(ast.iter_child_nodes(node))
+    return defined, imported
+
+
+def test_names_are_imported_from_their_home():
+    """Every `from gliner_jax.X import name` in the package, tests, scripts and converters names a submodule of X or
+    a name X defines: no module serves names it only imports (the public API of gliner_jax/__init__.py aside)."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    folders = ("gliner_jax", "tests", "scripts", "convert")
+    sources = [path for folder in folders for path in (ROOT / folder).rglob("*.py")]
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules):
+                continue
+            defined, imported = top_level_names(modules[node.module])
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}" in modules
+                public = node.module == "gliner_jax" and alias.name in PUBLIC_API
+                if not (submodule or public or alias.name in defined):
+                    where = "re-exported" if alias.name in imported else "missing"
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name} ({where})")
     assert not offenders, offenders

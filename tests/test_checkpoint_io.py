@@ -20,8 +20,7 @@ from gliner_jax.checkpoint_io import (
     save_hf_encoder,
     state_to_torch,
 )
-from gliner_jax.config import DebertaConfig
-from gliner_jax.modeling.encoders.deberta import DebertaModel
+from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaModel
 from tests.utils.encoders import TINY_V3, assert_same_state_dict, random_batch, torch_forward
 
 

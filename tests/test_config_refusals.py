@@ -6,7 +6,7 @@ import pytest
 import transformers
 
 from gliner_jax.checkpoint_io import load_hf_encoder
-from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from tests.utils.encoders import TINY_V3
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gliner_jax import GLiNER
+from gliner_jax.annotate import PROGRESS_SUFFIX, part_path
 from gliner_jax.cli import main
-from gliner_jax.corpus import PROGRESS_SUFFIX, part_path
 from gliner_jax.data_formats import read_text_lines
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 

@@ -13,14 +13,14 @@ import pytest
 import transformers
 
 from gliner_jax import GLiNER, cli
-from gliner_jax.processing import Processor
+from gliner_jax.data_formats import read_examples
 from gliner_jax.testing.builders import build_reference
+from gliner_jax.text.collate import Processor
 from gliner_jax.training.data import (
     ArrayRecordExamples,
     collate,
     make_train_dataset,
     open_source,
-    read_examples,
     sample_labels,
     sample_shared_labels,
     tfds_source,

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
-from gliner_jax.evaluation import load_label_map, read_conll, read_eval_data, span_scores
+from gliner_jax.data_formats import load_label_map, read_conll, read_eval_data
+from gliner_jax.evaluation import span_scores
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 
 

@@ -11,8 +11,8 @@ from gliner.decoding.decoder import Span, SpanDecoder
 
 from gliner_jax import GLiNER
 from gliner_jax.cli import main
-from gliner_jax.processing import split_words
 from gliner_jax.testing.builders import build_backbone, build_reference, quantile_thresholds
+from gliner_jax.text.words import split_words
 from gliner_jax.windows import token_windows, window_starts
 from tests.utils.encoders import TINY_V3
 from tests.utils.entities import assert_same_entities

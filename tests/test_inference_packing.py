@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from gliner_jax import GLiNER
-from gliner_jax.config import DebertaConfig
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.packing import pack
-from gliner_jax.processing import model_arrays_of, transfer_array
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
+from gliner_jax.text.wire import WireSizes, from_wire, to_wire
 from tests.utils.entities import assert_same_entities
 
 SHORT = [
@@ -150,11 +150,11 @@ def test_refusals(models):
     ours.pack_tokens = None
 
 
-def test_transfer_array_takes_apart_to_the_packed_layout():
+def test_wire_array_takes_apart_to_the_packed_layout():
     """The per-slot counts of a packed batch become slot-shaped arrays for `GLiNERModel`."""
     word_counts, label_counts = np.array([[3, 1, 0]]), np.array([[2, 2, 0]])
     tokens = np.ones((1, 5), np.int32)
-    arrays = model_arrays_of(transfer_array(tokens, tokens, tokens, word_counts, label_counts), (4, 3, 2, 3))
+    arrays = from_wire(to_wire(tokens, tokens, tokens, word_counts, label_counts), WireSizes(4, 3, 2, 3))
     assert arrays["words_valid"].tolist() == [[[True] * 3 + [False], [True] + [False] * 3, [False] * 4]]
     assert arrays["labels_valid"].tolist() == [[[True, True, False], [True, True, False], [False] * 3]]
     assert arrays["span_idx"].shape == (1, 3, 8, 2) and arrays["span_mask"].shape == (1, 3, 8)

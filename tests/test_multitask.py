@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from gliner_jax import GLiNER, multitask
-from gliner_jax.processing import split_words
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
+from gliner_jax.text.words import split_words
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",

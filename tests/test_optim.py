@@ -16,8 +16,9 @@ import transformers
 from flax import nnx
 from gliner.training import Trainer, TrainingArguments
 
-from gliner_jax.checkpoint_io import GLINER_CONFIG_FILE, gliner_table
+from gliner_jax.checkpoint_io import gliner_table
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.hub import GLINER_CONFIG_FILE
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training.optim import (

@@ -16,9 +16,9 @@ from flax import nnx
 
 from gliner_jax.buckets import row_bucket
 from gliner_jax.checkpoint_io import load_gliner
-from gliner_jax.packing import TOKEN_KEYS, pack, plan_rows
-from gliner_jax.processing import Processor
+from gliner_jax.packing import TOKEN_KEYS, pack, plan_packed_rows
 from gliner_jax.testing.builders import build_reference
+from gliner_jax.text.collate import Processor
 from gliner_jax.training.data import Packing, collate, make_train_dataset
 from gliner_jax.training.loss import LossConfig, gliner_loss
 from tests.utils.batches import assert_state_restores, take
@@ -66,22 +66,22 @@ def make_examples(lengths: list[int], seed: int = 0) -> tuple[list[dict], list[l
 # ---- the row plan ----
 
 
-def test_plan_rows_hand_checked():
+def test_plan_packed_rows_hand_checked():
     # Rows of <= 10 tokens: first-fit decreasing needs 3, (9), (6, 4), (5, 3, 2). 9 fits beside no other example,
     # so the other five take 2 rows, one of them with 3 examples.
-    assert plan_rows([5, 9, 2, 6, 3, 4], 10) == [[1], [3, 5], [0, 2, 4]]
-    assert plan_rows([4, 0, 4], 10, multiple=4) == [[0], [2], [], []]  # empty examples left out, rows spread
-    assert plan_rows([], 10, multiple=2) == [[], []]
+    assert plan_packed_rows([5, 9, 2, 6, 3, 4], 10) == [[1], [3, 5], [0, 2, 4]]
+    assert plan_packed_rows([4, 0, 4], 10, multiple=4) == [[0], [2], [], []]  # empty examples left out, rows spread
+    assert plan_packed_rows([], 10, multiple=2) == [[], []]
     with pytest.raises(ValueError, match="11 tokens"):
-        plan_rows([3, 11], 10)
+        plan_packed_rows([3, 11], 10)
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_plan_rows_places_every_example_once_within_capacity(seed):
+def test_plan_packed_rows_places_every_example_once_within_capacity(seed):
     rng = random.Random(seed)
     lengths = [rng.randint(1, 100) for _ in range(rng.randint(1, 40))]
     multiple = rng.choice([1, 2, 4])
-    rows = plan_rows(lengths, 128, multiple=multiple)
+    rows = plan_packed_rows(lengths, 128, multiple=multiple)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 128 for row in rows)
     assert all(row == sorted(row) for row in rows)

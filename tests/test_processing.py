@@ -13,15 +13,11 @@ from gliner.model import _normalize_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gliner_jax.processing import (
-    Batch,
-    Processor,
-    joined_word_offsets,
-    model_arrays_of,
-    normalize_labels,
-    split_words,
-)
 from gliner_jax.testing.builders import build_reference
+from gliner_jax.text.collate import Batch, Processor
+from gliner_jax.text.labels import normalize_labels
+from gliner_jax.text.wire import from_wire
+from gliner_jax.text.words import joined_word_offsets, split_words
 
 MAX_LEN = 24
 MAX_WIDTH = 5
@@ -367,13 +363,13 @@ def test_cached_word_pieces_equal_the_tokenizer(kind, limit, pooling):
 
 
 @pytest.mark.parametrize("bucket", [False, True])
-def test_transfer_array_gives_the_model_arrays(setup, bucket):
+def test_wire_array_gives_the_model_arrays(setup, bucket):
     """One int32 array per batch travels to the devices; taken apart, it gives the arrays that match gliner's."""
     _, processor = setup
     ours = prepare(processor, [*TEXTS, "", " "], [*PER_TEXT_LABELS, ["x"], ["y", "z"]], bucket=bucket, batch_size=9)
-    transfer = ours.transfer()
-    assert transfer.dtype == np.int32 and transfer.shape[0] == 9
-    unpacked = model_arrays_of(transfer, ours.sizes)
+    wire = ours.to_wire()
+    assert wire.dtype == np.int32 and wire.shape[0] == 9
+    unpacked = from_wire(wire, ours.wire_sizes)
     expected = ours.model_arrays()
     assert unpacked.keys() == expected.keys()
     for key, value in expected.items():

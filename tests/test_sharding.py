@@ -22,9 +22,10 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes, layers
 from gliner_jax.modeling.encoders.bert import BertConfig
+from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.sharding import (

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from gliner_jax import GLiNER
-from gliner_jax.processing import split_words
 from gliner_jax.testing.builders import build_reference
-from gliner_jax.windows import plan_rows
+from gliner_jax.text.words import split_words
+from gliner_jax.windows import plan_model_rows
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903.",
@@ -80,7 +80,7 @@ def test_ties_keep_what_gliner_keeps(tied, max_len, flat_ner, multi_label):
         pytest.skip("nested token-level spans longer than a window (gliner keeps [0, 10]) are not found in windows")
     ours = with_max_len(ours, max_len)
     words = [split_words(text) for text in TEXTS]
-    planned = plan_rows(ours.processor, words, [LABELS] * len(TEXTS), truncate=False)
+    planned = plan_model_rows(ours.processor, words, [LABELS] * len(TEXTS), truncate=False)
     assert len(list(planned)) == ROWS[max_len]
     options = dict(threshold=0.5, flat_ner=flat_ner, multi_label=multi_label)
     expected = reference.inference(TEXTS, LABELS, **options)

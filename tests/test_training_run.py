@@ -118,8 +118,8 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     from gliner import GLiNER as TorchGLiNER
 
     from gliner_jax import GLiNER
+    from gliner_jax.data_formats import read_examples
     from gliner_jax.evaluation import evaluate_examples
-    from gliner_jax.training.data import read_examples
 
     final = tiny_run / "final"
     model = GLiNER.from_pretrained(final)
@@ -324,8 +324,8 @@ def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache,
 
 def test_self_training_reports_dev_f1_before_and_after(tmp_path, tiny_run, compilation_cache):
     from gliner_jax import GLiNER
+    from gliner_jax.data_formats import read_examples
     from gliner_jax.evaluation import evaluate_examples
-    from gliner_jax.training.data import read_examples
 
     dev_file = ROOT / "data" / "tiny" / "dev.jsonl"
     dev, _ = read_examples(dev_file)

@@ -43,7 +43,7 @@ class GLiNERModel(nnx.Module):
     """Span (any `span_mode` of `span_modes`) or token (`token_level`) GLiNER, uni- or bi-encoder, returning raw
     logits.
 
-    Inputs (see `gliner_jax.processing.Batch`): input_ids, attention_mask, words_mask [B, T];
+    Inputs (see `gliner_jax.text.collate.Batch`): input_ids, attention_mask, words_mask [B, T];
     words_valid [B, W] and labels_valid [B, C], whose shapes fix W and C for jit; span model only:
     span_idx [B, W*K, 2], span_mask [B, W*K]. Output: span logits [B, W, K, C] or token logits
     [B, W, C, 3] (start, end, inside).

@@ -28,7 +28,7 @@ import numpy as np
 from gliner_jax.buckets import entity_bucket
 from gliner_jax.data_formats import Example, bio_spans, check_record, labels_of, normalize_record, read_examples
 from gliner_jax.packing import pack
-from gliner_jax.processing import Processor
+from gliner_jax.text.collate import Processor
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
 from gliner_jax.modeling import axes
-from gliner_jax.processing import SHARED_LABEL_ARRAYS
 from gliner_jax.sharding import avoid_cached_cpu_collectives, batch_sharding, make_mesh, override_rules, state_shardings
+from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.loss import LossConfig, gliner_loss

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from gliner_jax.data_formats import Example, labels_of
-from gliner_jax.processing import Processor
+from gliner_jax.text.collate import Processor
 from gliner_jax.training.data import CheckedSource, collate
 
 

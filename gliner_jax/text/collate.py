@@ -1,4 +1,5 @@
-"""GLiNER's inference input pipeline on the host, in NumPy: word splitting, label prompt, tokenization, padding.
+"""Collation on the host, in NumPy: rows of words and their labels into a `Batch` of model inputs (label prompt,
+tokenization, words_mask, span indices, padding).
 
 It follows gliner 0.2.29 (`prepare_batch` and `collate_batch` of `BaseEncoderGLiNER`, with the uni- and bi-encoder
 span and token processors and collators): with `bucket=False` the arrays equal the reference's collated tensors.
@@ -17,248 +18,17 @@ False; text_lengths 0.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import operator
-import re
-import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from gliner_jax.buckets import NO_LIMIT, label_bucket, label_token_bucket, length_bucket
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
-
-# gliner's WhitespaceTokenSplitter pattern (Python `re`, Unicode \w).
-_WORD = re.compile(r"\w+(?:[-_]\w+)*|\S")
-
-LabelSet = Sequence[str] | Mapping[str, str]  # labels, or {label: description}
-Labels = LabelSet | Sequence[LabelSet]  # one label set for every text, or one per text
-Word = tuple[str, int, int]  # a word and its character offsets (start, end exclusive) in its text
-
-
-def word_strings(words: Sequence[Word]) -> list[str]:
-    """The words of (word, char_start, char_end) tuples."""
-    return list(map(operator.itemgetter(0), words))
-
-
-def split_words(text: str) -> list[Word]:
-    """gliner's default ("whitespace") word splitter: (word, char_start, char_end) of each word, in order."""
-    return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
-
-
-def joined_word_offsets(words: Sequence[str]) -> list[Word]:
-    """(word, char_start, char_end) of each word in `" ".join(words)`."""
-    row, start = [], 0
-    for word in words:
-        row.append((word, start, start + len(word)))
-        start += len(word) + 1
-    return row
-
-
-def normalize_labels(labels: Labels, num_texts: int, *, strict: bool = True) -> list[dict[str, str]]:
-    """One label set per text, as {prompt: label}: the prompt the model reads for each class, in class order, and
-    the label an entity of that class is returned with.
-
-    `labels` is one label set for all texts or one per text (a list or tuple of them, one per text). A label set is
-    a list of labels, deduplicated keeping the first occurrence (each label is its own prompt), or a
-    {label: description} mapping, whose descriptions are the prompts: as gliner 0.2.29's `inference` takes them.
-
-    Raises ValueError for anything else: a bare string, a count of label sets other than `num_texts`, a label or
-    description that is not a string, two labels of a mapping with the same description, and, when `strict` (not
-    for training rows, which gliner's collator takes as they come), an empty label set or a blank label or
-    description."""
-    if isinstance(labels, str):
-        raise ValueError(f"labels must be a list of label strings, not the string {labels!r}")
-    per_text = (
-        not isinstance(labels, Mapping)
-        and bool(labels)
-        and all(isinstance(group, list | tuple | Mapping) for group in labels)
-    )
-    if per_text and len(labels) != num_texts:
-        raise ValueError(f"got {len(labels)} label lists for {num_texts} texts")
-    label_sets = list(labels) if per_text else [labels] * num_texts
-    return [
-        _label_set(label_set, f" for text {index}" if per_text else "", strict)
-        for index, label_set in enumerate(label_sets)
-    ]
-
-
-def _label_set(labels: LabelSet, where: str, strict: bool) -> dict[str, str]:
-    """{prompt: label} of one label list or {label: description} mapping (see `normalize_labels`)."""
-    described = isinstance(labels, Mapping)
-    pairs = [(prompt, label) for label, prompt in labels.items()] if described else [(label, label) for label in labels]
-    if strict and not pairs:
-        raise ValueError(f"the label list{where} is empty")
-    what = "labels and descriptions" if described else "labels"
-    for value in (value for pair in pairs for value in pair):
-        if not isinstance(value, str) or (strict and not value.strip()):
-            raise ValueError(f"{what} must be non-empty strings; got {value!r}{where}")
-    prompts = dict(pairs)  # a repeated label keeps its first place
-    if described and len(prompts) < len(pairs):
-        raise ValueError(f"each label needs its own description{where}; got {dict(labels)!r}")
-    return prompts
-
-
-def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, np.int64)
-
-
-class WordPieces:
-    """Rows of pre-split words tokenized as `tokenizer(rows, is_split_into_words=True, truncation=True,
-    padding="longest")` tokenizes them, with gliner's words_mask, from a cache of each distinct word's subword ids.
-
-    A tokenizer reads pre-split words one at a time (each word is normalised, pre-tokenized and split on its own), so
-    a row's ids are its words' ids laid end to end between the special tokens it adds to any single sequence; only
-    words not seen before are sent to the tokenizer (in one call). The cache holds up to `max_words` distinct words
-    and then starts again. Thread-safe.
-    """
-
-    def __init__(self, tokenizer: Any, max_words: int = 1 << 18) -> None:
-        self.tokenizer = tokenizer
-        self.max_words = max_words
-        self._lock = threading.Lock()
-        self._special: tuple[np.ndarray, np.ndarray] | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._index: dict[str, int] = {}  # word -> its entry in the tables below
-        self._starts = np.zeros(0, np.int64)  # first subword of each entry in _ids
-        self._lengths = np.zeros(0, np.int64)  # subwords of each entry (0 for a word the tokenizer drops)
-        self._ids = np.zeros(0, np.int32)
-
-    def special_tokens(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ids the tokenizer puts before and after the words of one sequence (e.g. [CLS] and [SEP])."""
-        if self._special is None:
-            probe = self.tokenizer(["a", "b"], is_split_into_words=True)
-            ids, word_ids = probe["input_ids"], probe.word_ids()
-            inside = [i for i, word in enumerate(word_ids) if word is not None]
-            if not inside or inside != list(range(inside[0], inside[-1] + 1)):
-                raise NotImplementedError(f"the tokenizer puts special tokens between words: {word_ids}")
-            self._special = np.array(ids[: inside[0]], np.int32), np.array(ids[inside[-1] + 1 :], np.int32)
-        return self._special
-
-    def entries(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(start into the id table, number of subwords) of each word; words new to the cache are tokenized."""
-        with self._lock:
-            missing = [word for word in dict.fromkeys(words) if word not in self._index]
-            if missing:
-                if len(self._index) + len(missing) > self.max_words:
-                    self._reset()
-                    missing = list(dict.fromkeys(words))
-                encoding = self.tokenizer(missing, is_split_into_words=True, add_special_tokens=False, verbose=False)
-                lengths = np.bincount(np.array(encoding.word_ids(), np.int64), minlength=len(missing))
-                self._starts = np.concatenate([self._starts, len(self._ids) + _exclusive_cumsum(lengths)])
-                self._lengths = np.concatenate([self._lengths, lengths])
-                self._ids = np.concatenate([self._ids, np.array(encoding["input_ids"], np.int32)])
-                self._index.update(zip(missing, range(len(self._index), len(self._index) + len(missing)), strict=True))
-            entry = np.fromiter(map(self._index.__getitem__, words), np.int64, len(words))
-            return self._starts[entry], self._lengths[entry]
-
-    def encode(
-        self, rows: Sequence[Sequence[str]], skip: Sequence[int], pooling: str = "first"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """input_ids, attention_mask and words_mask [len(rows), longest row] (int32) of the rows, `skip[r]` leading
-        words of row r (its prompt) left out of its words_mask (gliner's): at the kept subwords of each word that
-        `pooling` reads (its first for "first", its last for "last", all for "mean" / "max"), the word's ordinal
-        among the row's words that have subwords, minus skip[r], where positive; 0 elsewhere."""
-        tokenizer = self.tokenizer
-        prefix, suffix = self.special_tokens()
-        words_per_row = np.array([len(row) for row in rows], np.int64)
-        starts, pieces = self.entries(list(itertools.chain.from_iterable(rows)))
-        num_rows, total = len(rows), int(pieces.sum())
-        # Per subword: its word, its row, its place among its row's subwords.
-        token_word = np.repeat(np.arange(len(pieces)), pieces)
-        token_ids = self._ids[np.repeat(starts, pieces) + np.arange(total) - _exclusive_cumsum(pieces)[token_word]]
-        token_row = np.repeat(np.arange(num_rows), words_per_row)[token_word]
-        row_tokens = np.bincount(token_row, minlength=num_rows)
-        place = np.arange(total) - _exclusive_cumsum(row_tokens)[token_row]
-        # truncation=True: a row keeps as many subwords as fit beside the special tokens, cut on truncation_side.
-        room = tokenizer.model_max_length - len(prefix) - len(suffix)
-        kept_tokens = np.minimum(row_tokens, max(room, 0)) if room < total else row_tokens
-        cut = row_tokens - kept_tokens
-        if getattr(tokenizer, "truncation_side", "right") == "left":
-            place = place - cut[token_row]
-        keep = (place >= 0) & (place < kept_tokens[token_row])
-        token_word, token_ids, token_row, place = token_word[keep], token_ids[keep], token_row[keep], place[keep]
-        # gliner's words_mask: a subword whose word differs from the previous kept subword's starts a word, one whose
-        # word differs from the next kept subword's ends it (words are numbered across rows, so a row's end ends one).
-        first = place == 0
-        first[1:] |= token_word[1:] != token_word[:-1]
-        seen = np.cumsum(first) - _exclusive_cumsum(np.bincount(token_row[first], minlength=num_rows))[token_row]
-        skip = np.asarray(skip, np.int64)[token_row]
-        if pooling == "first":
-            read = first
-        elif pooling == "last":
-            read = np.append(token_word[:-1] != token_word[1:], True)
-        else:  # mean, max: every subword
-            read = np.ones_like(first)
-        marks = np.where(read & (seen > skip), seen - skip, 0)
-
-        lengths = len(prefix) + kept_tokens + len(suffix)
-        width = int(lengths.max(initial=0))
-        lead = width - lengths if tokenizer.padding_side == "left" else np.zeros(num_rows, np.int64)
-        input_ids = np.full((num_rows, width), tokenizer.pad_token_id, np.int32)
-        attention_mask = np.zeros((num_rows, width), np.int32)
-        words_mask = np.zeros((num_rows, width), np.int32)
-        columns = np.arange(width)
-        attention_mask[(columns >= lead[:, None]) & (columns < (lead + lengths)[:, None])] = 1
-        for offset, ids in ((0, prefix), (len(prefix) + kept_tokens, suffix)):
-            for k, token in enumerate(ids):
-                input_ids[np.arange(num_rows), lead + offset + k] = token
-        column = lead[token_row] + len(prefix) + place
-        input_ids[token_row, column] = token_ids
-        words_mask[token_row, column] = marks
-        return input_ids, attention_mask, words_mask
-
-
-def span_arrays(text_lengths: Any, num_words: int, max_width: int, xp: Any = np) -> tuple[Any, Any]:
-    """span_idx [..., W*K, 2] (first and last word of every span, start-major then width; (0, 0) where the span
-    starts past its example's words) and span_mask [..., W*K] (the span ends inside its example), from the word
-    counts [...] (per row [B], or per packed slot [B, S]); `xp` is numpy or jax.numpy."""
-    starts = xp.repeat(xp.arange(num_words), max_width)
-    ends = starts + xp.tile(xp.arange(max_width), num_words)
-    lengths = text_lengths[..., None]
-    span_idx = xp.where((starts < lengths)[..., None], xp.stack([starts, ends], -1), 0).astype(xp.int32)
-    return span_idx, ends < lengths
-
-
-Sizes = tuple[int, int, int | None, int | None]  # W, C, the span model's max_width K, packed slots S (or None)
-
-
-def transfer_array(
-    input_ids: np.ndarray,
-    attention_mask: np.ndarray,
-    words_mask: np.ndarray,
-    word_counts: np.ndarray,
-    label_counts: np.ndarray,
-) -> np.ndarray:
-    """The model's inputs as one int32 array (one transfer to the devices): [B, 3T + 2S] from token arrays [B, T]
-    and word / label counts per row [B] (S = 1) or per packed slot [B, S]; `model_arrays_of` takes it apart."""
-    counts = [np.asarray(c, np.int32).reshape(len(input_ids), -1) for c in (word_counts, label_counts)]
-    return np.concatenate([input_ids, attention_mask, words_mask, *counts], axis=1, dtype=np.int32)
-
-
-def model_arrays_of(transfer: Any, sizes: Sizes, xp: Any = np) -> dict[str, Any]:
-    """The arrays `GLiNERModel` takes (`Batch.model_arrays`, or their packed layout) from a `transfer_array` and its
-    `Sizes`; `xp` is numpy or jax.numpy."""
-    num_words, num_labels, max_width, num_slots = sizes
-    slots = num_slots or 1
-    tokens = (transfer.shape[1] - 2 * slots) // 3
-    lengths, label_counts = transfer[:, 3 * tokens : 3 * tokens + slots], transfer[:, 3 * tokens + slots :]
-    if num_slots is None:
-        lengths, label_counts = lengths[:, 0], label_counts[:, 0]
-    arrays = {
-        "input_ids": transfer[:, :tokens],
-        "attention_mask": transfer[:, tokens : 2 * tokens],
-        "words_mask": transfer[:, 2 * tokens : 3 * tokens],
-        "words_valid": xp.arange(num_words) < lengths[..., None],
-        "labels_valid": xp.arange(num_labels) < label_counts[..., None],
-    }
-    if max_width is not None:
-        arrays["span_idx"], arrays["span_mask"] = span_arrays(lengths, num_words, max_width, xp)
-    return arrays
+from gliner_jax.text.labels import Labels, normalize_labels
+from gliner_jax.text.wire import WireSizes, span_arrays, to_wire
+from gliner_jax.text.words import Word, WordPieces, joined_word_offsets, prepare_tokenizer, split_words, word_strings
 
 
 @dataclasses.dataclass
@@ -276,23 +46,23 @@ class Batch:
     labels_index: np.ndarray | None  # [B, C] int32, bi-encoder only: row of each label in the label table (0: pad)
     labels_input_ids: np.ndarray | None  # [L, T_l] int32, bi-encoder only: the label table's labels, tokenized
     labels_attention_mask: np.ndarray | None  # [L, T_l] int32 (None with precomputed label embeddings)
-    rows: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
+    word_offsets: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
     labels: list[list[str]]  # per real row: its label prompts in order (class id c+1 = labels[c])
 
     @property
     def words(self) -> list[list[str]]:
         """Per real row: its words."""
-        return list(map(word_strings, self.rows))
+        return list(map(word_strings, self.word_offsets))
 
     @property
     def word_starts(self) -> list[list[int]]:
         """Per real row: the char start of each word."""
-        return [[start for _, start, _ in row] for row in self.rows]
+        return [[start for _, start, _ in row] for row in self.word_offsets]
 
     @property
     def word_ends(self) -> list[list[int]]:
         """Per real row: the char end (exclusive) of each word."""
-        return [[end for _, _, end in row] for row in self.rows]
+        return [[end for _, _, end in row] for row in self.word_offsets]
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         """The arrays `GLiNERModel` takes, by argument name (span_idx / span_mask only for the span model; the label
@@ -312,31 +82,22 @@ class Batch:
         return arrays
 
     @property
-    def sizes(self) -> Sizes:
-        """The `Sizes` of this batch (not packed)."""
+    def wire_sizes(self) -> WireSizes:
+        """The `WireSizes` of this batch (not packed)."""
         num_words = self.words_valid.shape[1]
         max_width = None if self.span_idx is None else self.span_idx.shape[1] // max(num_words, 1)
-        return num_words, self.labels_valid.shape[1], max_width, None
+        return WireSizes(num_words, self.labels_valid.shape[1], max_width, None)
 
-    def transfer(self) -> np.ndarray:
-        """The model's inputs as one `transfer_array` (`model_arrays_of` takes it apart with `sizes`)."""
+    def to_wire(self) -> np.ndarray:
+        """The model's inputs as one wire array (`wire.from_wire` takes it apart with `wire_sizes`)."""
         label_counts = self.labels_valid.sum(axis=1)
-        return transfer_array(self.input_ids, self.attention_mask, self.words_mask, self.text_lengths, label_counts)
+        return to_wire(self.input_ids, self.attention_mask, self.words_mask, self.text_lengths, label_counts)
 
 
 # Bi-encoder arrays of the batch contract: labels_index is per row; the tokenized labels are a table shared by the
 # batch (leading axis: labels, not rows).
 LABEL_TABLE_ARRAYS = ("labels_index", "labels_input_ids", "labels_attention_mask")
 SHARED_LABEL_ARRAYS = ("labels_input_ids", "labels_attention_mask")
-
-
-def prepare_tokenizer(tokenizer: Any) -> Any:
-    """A missing pad token set to the eos token, as gliner sets it on its tokenizers; ValueError without either."""
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has neither a pad token nor an eos token")
-    return tokenizer
 
 
 class Processor:
@@ -566,7 +327,7 @@ class Processor:
             labels_index=labels_index,
             labels_input_ids=labels_input_ids,
             labels_attention_mask=labels_attention_mask,
-            rows=rows,
+            word_offsets=rows,
             labels=label_sets,
         )
 
