@@ -153,8 +153,8 @@ class GLiNER:
             label_table=None if table is None else table.prompts,
             encode_table=False,
         )
-        transfer = placement.place_rows(batch.transfer())
-        output = _forward(graphdef, state, transfer, batch.sizes, False, self._label_arrays(placement, batch, table))
+        labels = None if table is None else table.arrays(placement.place_rows(batch.labels_index))
+        output = _forward(graphdef, state, placement.place_rows(batch.transfer()), batch.sizes, False, labels)
         return batch, np.asarray(output)[: batch.input_ids.shape[0]]
 
     def distribute(
@@ -196,13 +196,6 @@ class GLiNER:
             prompts, embeddings = given
         padded = _padded_rows(np.asarray(embeddings, np.float32), label_bucket(len(embeddings)))
         return LabelTable(prompts, placement.replicate(padded))
-
-    @staticmethod
-    def _label_arrays(placement: Placement, batch: Batch, table: LabelTable | None) -> dict[str, jax.Array] | None:
-        """A bi-encoder batch's label arrays for `_forward` on the placement's devices; None for a uni-encoder."""
-        if table is None:
-            return None
-        return {"labels_index": placement.place_rows(batch.labels_index), "labels_embeddings": table.embeddings}
 
     def encode_labels(self, labels: Sequence[str], batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
         """A bi-encoder's label embeddings [len(labels), hidden_size] (float32 NumPy), one row per label in order, as

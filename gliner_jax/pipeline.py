@@ -86,6 +86,11 @@ class LabelTable:
     prompts: list[str]
     embeddings: jax.Array
 
+    def arrays(self, labels_index: jax.Array) -> dict[str, jax.Array]:
+        """The bi-encoder's label arguments of the model for a batch whose labels are `labels_index` (on the
+        devices)."""
+        return {"labels_index": labels_index, "labels_embeddings": self.embeddings}
+
 
 @dataclasses.dataclass
 class _ChunkState:
@@ -226,9 +231,7 @@ class Pipeline:
     def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
         if prepared.inputs is None:
             return None
-        labels = None
-        if self.label_table is not None:
-            labels = {"labels_index": prepared.labels_index, "labels_embeddings": self.label_table.embeddings}
+        labels = None if self.label_table is None else self.label_table.arrays(prepared.labels_index)
         return self.forward(prepared.inputs, prepared.sizes, labels)
 
     def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
