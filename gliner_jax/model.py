@@ -4,7 +4,6 @@ gliner's directory format; entity prediction over texts of any length and label 
 
 from __future__ import annotations
 
-import collections
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,37 +20,38 @@ from gliner_jax.buckets import label_bucket
 from gliner_jax.checkpoint_io import load_gliner, save_gliner, save_tokenizers
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
-from gliner_jax.decoding import decode_span_probs, decode_token_probs, merge_spans
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.pipeline import Chunk, Pipeline, WordSpan, check_not_cut
+from gliner_jax.pipeline import Chunk, LabelTable, Pipeline, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
 from gliner_jax.text.wire import WireSizes, from_wire
 from gliner_jax.text.words import Word, joined_word_offsets, split_words
-from gliner_jax.windows import plan_model_rows
+
+# The jitted inference entry points (tests count their compiled programs): the forward pass of every model kind, and
+# a bi-encoder's label encoder.
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _forward(
-    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes, probabilities: bool
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    transfer: jax.Array,
+    sizes: WireSizes,
+    probabilities: bool,
+    labels: dict[str, jax.Array] | None = None,
 ) -> jax.Array:
-    """The model on a batch's wire array (`to_wire`), taken apart on the device."""
-    logits = nnx.merge(graphdef, state)(**from_wire(transfer, sizes, xp=jnp))
-    return jax.nn.sigmoid(logits) if probabilities else logits
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _forward_arrays(graphdef: nnx.GraphDef, state: nnx.State, inputs: dict, probabilities: bool) -> jax.Array:
-    """The model on a batch's arrays by name (a bi-encoder's, whose label table travels beside the rows)."""
-    logits = nnx.merge(graphdef, state)(**inputs)
+    """The model on a batch's wire array (`to_wire`), taken apart on the device; a bi-encoder's `labels` are the rows'
+    labels_index and the request's label table, labels_embeddings."""
+    logits = nnx.merge(graphdef, state)(**from_wire(transfer, sizes, xp=jnp), **(labels or {}))
     return jax.nn.sigmoid(logits) if probabilities else logits
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_labels(graphdef: nnx.GraphDef, state: nnx.State, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """A bi-encoder's label embeddings of tokenized labels."""
     return nnx.merge(graphdef, state).encode_labels(input_ids, mask)
 
 
@@ -68,8 +68,9 @@ class GLiNER:
     after the other (the same results). `pack_tokens` (default None): pack several texts into each encoder row of
     up to that many tokens, as gliner's inference packing (`InferencePackingConfig.max_length`) does: attention
     stays inside each text and positions restart in it, so the entities are those found unpacked, with less
-    padding for the encoder; a text longer than `pack_tokens` gets a row of its own. A bi-encoder runs its batches
-    one after the other on one device, unpacked (its label table travels beside the rows).
+    padding for the encoder; a text longer than `pack_tokens` gets a row of its own. Uni- and bi-encoders run
+    through the same pipeline; a bi-encoder's request encodes its distinct labels once (`encode_labels`), and that
+    label table goes to the devices with the batches.
     """
 
     def __init__(
@@ -133,9 +134,19 @@ class GLiNER:
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
-        prompts = [list(label_set) for label_set in normalize_labels(labels, len(texts))]
-        batch = self.processor.prepare(texts, prompts, bucket=bucket)
-        return batch, self._run(batch, probabilities=False)
+        label_sets = normalize_labels(labels, len(texts))
+        placement, graphdef, state = self._placed()
+        table = self._label_table(placement, label_sets)
+        batch = self.processor.collate_rows(
+            [split_words(text) for text in texts],
+            [list(label_set) for label_set in label_sets],
+            bucket=bucket,
+            label_table=None if table is None else table.prompts,
+            encode_table=False,
+        )
+        labels = None if table is None else table.arrays(placement.place_rows(batch.labels_index))
+        output = _forward(graphdef, state, placement.place_rows(batch.to_wire()), batch.wire_sizes, False, labels)
+        return batch, np.asarray(output)[: batch.input_ids.shape[0]]
 
     def distribute(
         self,
@@ -159,16 +170,23 @@ class GLiNER:
         graphdef, state = nnx.split(self.model)
         return self.placement, graphdef, self.placement.place_state(state)
 
-    def _run(self, batch: Batch, *, probabilities: bool, labels_embeddings: jax.Array | None = None) -> np.ndarray:
-        if self.config.is_bi_encoder:  # the label table travels beside the rows, on one device
-            inputs = model_inputs(batch)
-            if labels_embeddings is not None:
-                inputs["labels_embeddings"] = labels_embeddings
-            graphdef, state = nnx.split(self.model)
-            return np.asarray(_forward_arrays(graphdef, state, inputs, probabilities))
-        placement, graphdef, state = self._placed()
-        output = _forward(graphdef, state, placement.place_rows(batch.to_wire()), batch.wire_sizes, probabilities)
-        return np.asarray(output)[: batch.input_ids.shape[0]]
+    def _label_table(
+        self,
+        placement: Placement,
+        label_sets: list[dict[str, str]],
+        given: tuple[list[str], np.ndarray] | None = None,
+    ) -> LabelTable | None:
+        """A bi-encoder request's label table on the placement's devices: `given` (prompts, embeddings), or the
+        distinct prompts of `label_sets` embedded by `encode_labels`; None for a uni-encoder."""
+        if not self.config.is_bi_encoder:
+            return None
+        if given is None:
+            prompts = list(dict.fromkeys(prompt for label_set in label_sets for prompt in label_set))
+            embeddings = self.encode_labels(prompts, min(label_bucket(len(prompts)), LABEL_CHUNK))
+        else:
+            prompts, embeddings = given
+        padded = _padded_rows(np.asarray(embeddings, np.float32), label_bucket(len(embeddings)))
+        return LabelTable(prompts, placement.replicate(padded))
 
     def encode_labels(self, labels: Sequence[str], batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
         """A bi-encoder's label embeddings [len(labels), hidden_size] (float32 NumPy), one row per label in order, as
@@ -337,9 +355,6 @@ class GLiNER:
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
         label_sets = normalize_labels(labels, 1)
-        if self.config.is_bi_encoder:  # no pipeline: each chunk's batches run one after the other
-            options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size)
-            return (self.inference(list(chunk), labels, **options, truncate=truncate) for chunk in chunks)
 
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
             for chunk in chunks:
@@ -347,7 +362,7 @@ class GLiNER:
                 words = [split_words(text) for text in texts]
                 yield (texts, words), words, label_sets * len(texts)
 
-        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)
         return (
             [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
             for (texts, words), found in pipeline.run(planned())
@@ -410,13 +425,10 @@ class GLiNER:
         """Word-level entities of each text: all windows and label passes run, decoded and merged.
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
-        when given, else the request's distinct labels, encoded once here."""
-        if self.config.is_bi_encoder:
-            return self._bi_encoder_word_spans(
-                words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, label_table
-            )
-        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate)
-        chunk = (None, words, normalize_labels(labels, len(words)))
+        when given, else the request's distinct labels, encoded once."""
+        label_sets = normalize_labels(labels, len(words))
+        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
+        chunk = (None, words, label_sets)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
 
             def advance(num_batches: int) -> None:
@@ -428,9 +440,17 @@ class GLiNER:
         return found
 
     def _pipeline(
-        self, threshold: float, flat_ner: bool, multi_label: bool, batch_size: int, truncate: bool
+        self,
+        threshold: float,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        truncate: bool,
+        label_sets: list[dict[str, str]],
+        label_table: tuple[list[str], np.ndarray] | None = None,
     ) -> Pipeline:
-        """The inference pipeline of this model on its placement, for these options (checked here)."""
+        """The inference pipeline of this model on its placement, for these options (checked here); a bi-encoder's
+        carries the label table of `label_sets` (see `_label_table`)."""
         _check_options(threshold, batch_size)
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
@@ -440,7 +460,7 @@ class GLiNER:
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
-            forward=lambda transfer, sizes: _forward(graphdef, state, transfer, sizes, True),
+            forward=lambda transfer, sizes, labels: _forward(graphdef, state, transfer, sizes, True, labels),
             batch_rows=round_up(batch_size, placement.row_multiple),
             gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
             row_multiple=placement.row_multiple,
@@ -450,74 +470,8 @@ class GLiNER:
             truncate=truncate,
             pipelined=self.pipelined,
             pack_tokens=self.pack_tokens,
+            label_table=self._label_table(placement, label_sets, label_table),
         )
-
-    def _bi_encoder_word_spans(
-        self,
-        words: list[list[Word]],
-        labels: Labels,
-        threshold: float,
-        flat_ner: bool,
-        multi_label: bool,
-        batch_size: int,
-        truncate: bool,
-        progress: bool,
-        label_table: tuple[list[str], np.ndarray] | None,
-    ) -> list[list[WordSpan]]:
-        """`_word_spans` of a bi-encoder: batches one after the other, each row scored against one label table."""
-        _check_options(threshold, batch_size)
-        if self.pack_tokens is not None:
-            raise NotImplementedError("inference packing (pack_tokens) is not supported for bi-encoders")
-        label_sets = normalize_labels(labels, len(words))  # per text {prompt: label}; rows carry the prompts
-        prompts = [list(label_set) for label_set in label_sets]
-        table_labels, table = None, None
-        if self.config.is_bi_encoder:  # the label table holds prompts (a label's description, where it has one)
-            if label_table is None:
-                table_labels = list(dict.fromkeys(prompt for row_prompts in prompts for prompt in row_prompts))
-                embeddings = self.encode_labels(table_labels, min(label_bucket(len(table_labels)), LABEL_CHUNK))
-            else:
-                table_labels, embeddings = label_table
-            table = jnp.asarray(_padded_rows(embeddings, label_bucket(len(embeddings))))
-        planned = list(plan_model_rows(self.processor, words, prompts, truncate=truncate))
-        if self.config.spans_depend_on_batch:  # batched in order, as gliner batches them, for gliner's numbers
-            rows = planned
-        else:  # rows of similar length share a batch (less padding); each row's result is independent of its batch
-            rows = sorted(planned, key=lambda r: len(r.words) + 2 * len(r.labels))
-        rows_per_text = collections.Counter(row.text for row in rows)
-        found: list[list[tuple[int, int, str, float]]] = [[] for _ in words]
-        decode = decode_token_probs if self.config.span_mode == "token_level" else decode_span_probs
-        chunks = range(0, len(rows), batch_size)
-        for begin in tqdm(chunks, desc="batches", unit="batch", disable=not progress or len(chunks) < 2):
-            chunk = rows[begin : begin + batch_size]
-            batch = self.processor.collate_rows(
-                [r.words for r in chunk],
-                [r.labels for r in chunk],
-                batch_size=batch_size,
-                label_table=table_labels,
-                encode_table=False,
-            )
-            check_not_cut(batch, chunk, self.tokenizer.model_max_length)
-            probs = self._run(batch, probabilities=True, labels_embeddings=table)
-            for i, row in enumerate(chunk):
-                spans = decode(
-                    probs[i],
-                    len(row.words),
-                    len(row.labels),
-                    threshold=threshold,
-                    flat_ner=flat_ner,
-                    multi_label=multi_label,
-                )
-                label_of = label_sets[row.text]
-                found[row.text] += [
-                    (row.first_word + s, row.first_word + e, label_of[row.labels[c]], p) for s, e, c, p in spans
-                ]
-        token_level = self.config.span_mode == "token_level"
-        return [
-            merge_spans(spans, list(label_sets[i].values()), flat_ner, multi_label, token_level=token_level)
-            if rows_per_text[i] > 1
-            else [(s, e, c, float(p)) for s, e, c, p in spans]
-            for i, spans in enumerate(found)
-        ]
 
 
 def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan]) -> list[dict]:

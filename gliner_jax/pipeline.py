@@ -8,6 +8,10 @@ batches them. A chunk's word-level entities, merged over its rows with gliner's 
 batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
 flight, so memory is bounded by the chunk size, whatever the length of the stream.
 
+A bi-encoder's labels are a table (`LabelTable`): the request's label prompts, embedded once, on the devices. Each
+batch carries its rows' `labels_index` (which row of the table each label is) beside its wire array (`to_wire`), and the
+table goes to every forward call with it.
+
 With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
 (`gliner_jax.packing`: block-diagonal attention, positions restarting in each segment), as gliner's inference packing
 does, and each row's probabilities are read back from its slot: the same entities, less padding.
@@ -76,6 +80,20 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
         stop.set()
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelTable:
+    """A bi-encoder request's label table: the label prompts its rows' `labels_index` points into (a prompt's first
+    row where it repeats) and their embeddings [L, D] on the devices (L padded to a label bucket, replicated)."""
+
+    prompts: list[str]
+    embeddings: jax.Array
+
+    def arrays(self, labels_index: jax.Array) -> dict[str, jax.Array]:
+        """The bi-encoder's label arguments of the model for a batch whose labels are `labels_index` (on the
+        devices)."""
+        return {"labels_index": labels_index, "labels_embeddings": self.embeddings}
+
+
 @dataclasses.dataclass
 class _ChunkState:
     payload: Any
@@ -90,6 +108,7 @@ class _Prepared:
     chunk: _ChunkState
     rows: list[ModelRow]
     inputs: jax.Array | None  # the batch's wire array (`to_wire`) on the devices; None for a chunk without rows
+    labels_index: jax.Array | None  # bi-encoder: each row's (or packed slot's) labels in the table, on the devices
     sizes: WireSizes  # what takes it apart
     slots: np.ndarray | None  # packed: where each row's output is among the [rows * slots] outputs
     num_words: np.ndarray
@@ -99,9 +118,11 @@ class _Prepared:
 
 @dataclasses.dataclass
 class Pipeline:
-    """Word-level entities of chunks of texts. `place_rows` puts a batch's wire array on the devices,
-    `forward` runs the model on it and its sizes (returning probabilities without waiting for them); `batch_rows`
-    and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
+    """Word-level entities of chunks of texts. `place_rows` puts a batch's wire array (`to_wire`) (and a bi-encoder's
+    `labels_index`) on the devices, `forward` runs the model on it, its sizes and a bi-encoder's label arrays
+    (labels_index, labels_embeddings; None for a uni-encoder), returning probabilities without waiting for them;
+    `batch_rows` and the packed rows of a batch are multiples of `row_multiple`, the row splits of `place_rows`.
+    `label_table`: a bi-encoder's (required for one, refused for a uni-encoder), the labels of every chunk.
     `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
     batches them, for span modes whose logits depend on the batch. `pipelined=False` runs each batch from
     preparation to decoding before the next (no thread); `pack_tokens` packs each batch's rows into encoder rows of
@@ -109,7 +130,7 @@ class Pipeline:
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
-    forward: Callable[[jax.Array, WireSizes], jax.Array]
+    forward: Callable[[jax.Array, WireSizes, dict[str, jax.Array] | None], jax.Array]
     batch_rows: int
     row_multiple: int
     threshold: float
@@ -120,6 +141,11 @@ class Pipeline:
     pipelined: bool = True
     pack_tokens: int | None = None
     on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
+    label_table: LabelTable | None = None
+
+    def __post_init__(self) -> None:
+        if self.processor.label_prompt != (self.label_table is None):
+            raise ValueError("a bi-encoder's pipeline needs its label table; a uni-encoder's takes none")
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
@@ -150,18 +176,24 @@ class Pipeline:
             chunk = _ChunkState(payload, label_sets, [[] for _ in words], counts, len(begins))
             if not rows:
                 empty = np.zeros(0, np.int64)
-                yield _Prepared(chunk, [], None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
+                yield _Prepared(chunk, [], None, None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
+            table = None if self.label_table is None else self.label_table.prompts
             for begin in begins:
                 part = rows[begin : begin + per_batch]
                 batch = self.processor.collate_rows(
-                    [r.words for r in part], [r.labels for r in part], batch_size=self.batch_rows
+                    [r.words for r in part],
+                    [r.labels for r in part],
+                    batch_size=self.batch_rows,
+                    label_table=table,
+                    encode_table=False,
                 )
                 check_not_cut(batch, part, self.processor.tokenizer.model_max_length)
-                array, sizes, slots = self._layout(batch)
+                array, labels_index, sizes, slots = self._layout(batch)
                 yield _Prepared(
                     chunk,
                     part,
                     self.place_rows(array),
+                    None if labels_index is None else self.place_rows(labels_index),
                     sizes,
                     slots,
                     batch.text_lengths[: len(part)],
@@ -169,10 +201,11 @@ class Pipeline:
                     last=begin + per_batch >= len(rows),
                 )
 
-    def _layout(self, batch: Batch) -> tuple[np.ndarray, WireSizes, np.ndarray | None]:
-        """The batch's wire array (`to_wire`), its sizes and, packed, where each row's output is."""
+    def _layout(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None, WireSizes, np.ndarray | None]:
+        """The batch's wire array (`to_wire`), a bi-encoder's labels_index, their sizes and, packed, where each row's
+        output is."""
         if self.pack_tokens is None:
-            return batch.to_wire(), batch.wire_sizes, None
+            return batch.to_wire(), batch.labels_index, batch.wire_sizes, None
         arrays = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
@@ -181,6 +214,8 @@ class Pipeline:
             "label_counts": batch.labels_valid.sum(axis=1),
             "example": np.arange(1, len(batch.input_ids) + 1),  # 0 marks an unused slot
         }
+        if batch.labels_index is not None:
+            arrays["labels_index"] = batch.labels_index  # per example: [rows, slots, C] once packed
         pad_id, limit = self.processor.tokenizer.pad_token_id, self.processor.max_tokens
         packed = pack(arrays, row_length=self.pack_tokens, pad_id=pad_id, multiple=self.row_multiple, max_tokens=limit)
         names = ("input_ids", "attention_mask", "words_mask", "word_counts", "label_counts")
@@ -188,14 +223,18 @@ class Pipeline:
         filled = np.flatnonzero(examples)
         slots = np.empty(len(filled), np.int64)
         slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
-        return to_wire(*(packed[name] for name in names)), batch.wire_sizes._replace(num_slots=examples.shape[1]), slots
+        transfer = to_wire(*(packed[name] for name in names))
+        return transfer, packed.get("labels_index"), batch.wire_sizes._replace(num_slots=examples.shape[1]), slots
 
     @property
     def _token_level(self) -> bool:
         return self.processor.span_mode == "token_level"
 
     def _dispatch(self, prepared: _Prepared) -> jax.Array | None:
-        return None if prepared.inputs is None else self.forward(prepared.inputs, prepared.sizes)
+        if prepared.inputs is None:
+            return None
+        labels = None if self.label_table is None else self.label_table.arrays(prepared.labels_index)
+        return self.forward(prepared.inputs, prepared.sizes, labels)
 
     def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         chunk = prepared.chunk

@@ -175,6 +175,10 @@ class Placement:
         """`state` (an nnx.State) on the mesh: by `state_shardings`, or replicated."""
         return jax.device_put(state, self.state_shardings or NamedSharding(self.mesh, PartitionSpec()))
 
+    def replicate(self, array: np.ndarray) -> jax.Array:
+        """`array` whole on every device of the mesh (e.g. a bi-encoder request's label table)."""
+        return jax.device_put(array, NamedSharding(self.mesh, PartitionSpec()))
+
     def place_rows(self, rows: np.ndarray) -> jax.Array:
         """An array of rows (e.g. `Batch.packed()`) on the mesh, split by rows; rows of zeros (neutral: no
         attention, no words, no labels) are added up to a multiple of `row_multiple`."""

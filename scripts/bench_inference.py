@@ -230,10 +230,10 @@ def corpus_worker(spec: dict) -> dict:
     if spec["pipelined"] is not None:  # this version: count them in the warm-up run
         from gliner_jax.text.wire import from_wire
 
-        def counting(graphdef, state, transfer, sizes, probabilities):
+        def counting(graphdef, state, transfer, sizes, *rest):
             mask = from_wire(np.asarray(transfer), sizes)["attention_mask"]
             tokens[:] += (np.count_nonzero(mask), mask.size)
-            return forward(graphdef, state, transfer, sizes, probabilities)
+            return forward(graphdef, state, transfer, sizes, *rest)
 
         model_module._forward = counting
     entities = run()  # warm-up: compilation

@@ -193,6 +193,42 @@ def test_repeated_labels_keep_their_own_embedding_rows(models):
         assert_same_entities(ours.predict_with_embeds(text, embeddings, labels, threshold=threshold), expected)
 
 
+def test_inference_stream_gives_the_entities_of_inference(models):
+    """Chunks streamed through one pipeline (one label table for the stream) give `inference`'s entities."""
+    _, _, ours, thresholds = models
+    options = dict(threshold=thresholds[0], flat_ner=False, batch_size=2)
+    chunks = [TEXTS[:2], TEXTS[2:3], TEXTS[3:]]
+    streamed = [entities for chunk in ours.inference_stream(chunks, LABELS, **options) for entities in chunk]
+    expected = ours.inference(TEXTS, LABELS, **options)
+    assert sum(map(len, expected)) > 0
+    for got, want in zip(streamed, expected, strict=True):
+        assert_same_entities(got, want)
+
+
+def test_inference_packing_gives_the_entities_unpacked(models):
+    """With pack_tokens several texts share an encoder row (each row's labels_index packed with it, per slot): the
+    entities of unpacked inference, per-text label lists and label embeddings given alike."""
+    _, _, ours, thresholds = models
+    options = dict(threshold=thresholds[0], batch_size=4)
+    embeddings = ours.encode_labels(LABELS)
+    expected = [
+        ours.inference(TEXTS, PER_TEXT_LABELS, **options),
+        ours.batch_predict_with_embeds(TEXTS, embeddings, LABELS, **options),
+    ]
+    ours.pack_tokens = 64
+    try:
+        got = [
+            ours.inference(TEXTS, PER_TEXT_LABELS, **options),
+            ours.batch_predict_with_embeds(TEXTS, embeddings, LABELS, **options),
+        ]
+    finally:
+        ours.pack_tokens = None
+    assert sum(map(len, expected[1])) > 0
+    for packed, unpacked in zip(got, expected, strict=True):
+        for ours_entities, want in zip(packed, unpacked, strict=True):
+            assert_same_entities(ours_entities, want)
+
+
 def test_export_loads_in_gliner_strictly(models, tmp_path):
     """Our export is gliner's state dict key for key (label encoder, projections, the unused BiLSTM), with its
     label tokenizer in labels_tokenizer/; gliner loads it strictly and computes the reference's logits, and our
@@ -234,13 +270,16 @@ def test_parameter_gradients_match_reference(models):
 
 
 def test_label_encoder_compiles_few_programs(models):
-    """Label counts and lengths vary within their buckets: one label-encoder program and one forward program."""
+    """Label counts and lengths (3 to 8 label tokens) vary within their buckets: one label-encoder program and one
+    forward program. The count is real: a label of more tokens compiles one more label-encoder program."""
     _, _, ours, _ = models
     ours.inference(TEXTS[:1], ["person"], batch_size=2)
     before = compiled_programs()
-    for labels in (["person", "award"], ["city name of the country", "date"], ["organization"]):
+    for labels in (["person", "award"], ["name of the city", "date"], ["organization"]):
         ours.inference(TEXTS[:1], labels, batch_size=2)
     assert compiled_programs() == before
+    ours.inference(TEXTS[:1], ["city name of the country"], batch_size=2)  # 13 label tokens: the next bucket
+    assert compiled_programs() == before + 1
 
 
 def test_bad_input(models, tmp_path):
@@ -260,12 +299,6 @@ def test_bad_input(models, tmp_path):
     assert ours.tokenizer.convert_tokens_to_ids("<<ENT>>") >= ours.config.encoder_config.vocab_size
     with pytest.raises(ValueError, match=r"<<ENT>>.*no embedding"):
         ours.predict_words([["Marie", "<<ENT>>", "Curie"]], LABELS)
-    ours.pack_tokens = 64  # a bi-encoder's batches share one label table: no packed rows
-    try:
-        with pytest.raises(NotImplementedError, match="pack_tokens"):
-            ours.inference(TEXTS[:1], LABELS)
-    finally:
-        ours.pack_tokens = None
 
     bad = tmp_path / "bad"
     ours.save_pretrained(bad)

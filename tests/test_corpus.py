@@ -103,6 +103,30 @@ def test_bad_lines_are_reported_skipped_and_counted(model_dir, tmp_path, capsys)
         main(predict_args(directory, threshold, source, tmp_path / "strict.jsonl", "--strict"))
 
 
+def test_a_bi_encoder_streams_a_file(gliner_backbone, labels_backbone, tmp_path):
+    """A bi-encoder takes the same streamed path: one output line per text, the entities `inference` finds."""
+    directory = tmp_path / "bi"
+    config = dict(span_mode="markerV0", hidden_size=64, max_width=4, max_len=48, num_rnn_layers=1)
+    reference = build_reference(
+        gliner_backbone, directory, labels_encoder=str(labels_backbone), logit_scale=5.0, **config
+    )
+    threshold = quantile_thresholds(reference, CORPUS, LABELS, (0.97,))[0]
+    good = corpus_lines(12)
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(good) + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+
+    assert main(predict_args(directory, threshold, source, output)) == 0
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    texts = [json.loads(line)["text"] for line in good]
+    assert [r["text"] for r in records] == texts
+    expected = GLiNER.from_pretrained(directory).inference(texts, LABELS, threshold=threshold)
+    assert sum(map(len, expected)) > 0
+    for record, entities in zip(records, expected, strict=True):  # batched otherwise: scores within rounding
+        assert [{**e, "score": None} for e in record["entities"]] == [{**e, "score": None} for e in entities]
+        assert [e["score"] for e in record["entities"]] == pytest.approx([e["score"] for e in entities], abs=1e-5)
+
+
 def test_text_lines_resume_where_a_line_ends(tmp_path):
     """Reading from a line's `end` offset (and the next line number) gives exactly the lines after it."""
     source = tmp_path / "in.txt"

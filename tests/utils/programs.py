@@ -1,4 +1,4 @@
-"""How many programs gliner-jax's inference forward pass has compiled (one per distinct input shape)."""
+"""How many programs gliner-jax's inference has compiled (one per distinct input shape)."""
 
 from __future__ import annotations
 
@@ -6,5 +6,6 @@ from gliner_jax import model
 
 
 def compiled_programs() -> int:
-    """The size of the jitted forward pass's compilation cache (a private JAX counter, fine for tests)."""
-    return model._forward._cache_size()
+    """The programs of every jitted inference entry point, counted by the size of its compilation cache (a private
+    JAX counter, fine for tests): the forward pass, uni- and bi-encoder alike, and a bi-encoder's label encoder."""
+    return model._forward._cache_size() + model._encode_labels._cache_size()
