@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -186,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer
 
-    with errors_as_one_line():  # a bad config, model or data file; a failure mid-run keeps its traceback
+    with errors_as_one_line(args.debug):  # a bad config, model or data file; a failure mid-run keeps its traceback
         trainer = Trainer(load_train_config(args.config, args.overrides))
     metrics = trainer.fit()
     if jax.process_index() == 0:
@@ -226,6 +227,7 @@ MODEL_HELP = "GLiNER directory (gliner or native format) or Hugging Face Hub rep
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     encode = commands.add_parser(
@@ -352,12 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def errors_as_one_line() -> Iterator[None]:
+def errors_as_one_line(debug: bool = False) -> Iterator[None]:
     """Bad input (a missing file or model, a malformed value, an unsupported config) ends the program with one
-    `error: ...` line on stderr and exit status 1, not a traceback."""
+    `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the traceback). A reader that
+    stops reading our output (`| head`) ends it quietly."""
     try:
         yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        raise SystemExit(1) from None
     except (OSError, ValueError, NotImplementedError) as error:
+        if debug:
+            raise
         raise SystemExit("error: " + " ".join(str(error).split())) from None
 
 
@@ -365,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":  # reports its own bad input: see _train
         return args.run(args)
-    with errors_as_one_line():
+    with errors_as_one_line(args.debug):
         return args.run(args)
 
 
