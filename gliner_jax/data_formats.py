@@ -84,11 +84,24 @@ def normalize_record(record: dict) -> Example:
     return example
 
 
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a file; ValueError naming the file and line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line, column = data.count(b"\n", 0, error.start) + 1, error.start - data.rfind(b"\n", 0, error.start)
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at column {column})") from None
+
+
 def _parse(path: Path) -> list[tuple[Any, str | None]]:
     """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        records = json.loads(text)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
         return [(record, None) for record in records]
     parsed = []
     for line in text.splitlines():
@@ -104,7 +117,8 @@ def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Examp
     """Valid examples of a JSON list or JSONL file, and the problems of the records skipped.
 
     Every record is checked up front, so a bad one never stops a run halfway. With `strict`, the first bad record
-    raises ValueError (naming its index and reason) instead of being skipped with a warning.
+    raises ValueError (naming its index and reason) instead of being skipped with a warning; a file whose records
+    are all bad raises ValueError too.
     """
     examples, problems = [], []
     for index, (record, error) in enumerate(_parse(Path(path))):
@@ -117,6 +131,8 @@ def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Examp
         problems.append(RecordProblem(index, reason))
     if problems:
         first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
+        if not examples:
+            raise ValueError(f"{path}: no valid record among {len(problems)}: {first}")
         warnings.warn(
             f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
         )
@@ -158,7 +174,7 @@ def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
     examples: list[Example] = []
     tokens: list[str] = []
     tags: list[str] = []
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path, "utf-8-sig").splitlines()
     for number, line in enumerate([*lines, ""], 1):
         if not line.strip():
             if tokens:
@@ -184,7 +200,7 @@ def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
 def load_label_map(path: str | Path) -> dict[str, str | None]:
     """A {type: label} mapping from a JSON or YAML file; a type mapped to null is dropped."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -213,9 +229,9 @@ def _is_conll(path: Path) -> bool:
         return True
     if path.suffix.lower() in JSON_SUFFIXES:
         return False
-    with path.open(encoding="utf-8-sig") as file:
-        head = file.read(4096).lstrip()
-    return not head.startswith(("[", "{"))
+    with path.open("rb") as file:
+        head = file.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return not head.startswith((b"[", b"{"))
 
 
 def read_eval_data(
@@ -230,13 +246,8 @@ def read_eval_data(
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        if _is_conll(path):
-            examples = read_conll(path, strict_iob2=strict_iob2)
-        else:
-            try:
-                examples = read_examples(path, strict=True)[0]
-            except json.JSONDecodeError as error:  # a JSON list; JSONL lines are reported by record
-                raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+        conll = _is_conll(path)
+        examples = read_conll(path, strict_iob2=strict_iob2) if conll else read_examples(path, strict=True)[0]
     else:
         examples = []
         for index, record in enumerate(data):
@@ -293,9 +304,7 @@ def text_lines(file: BinaryIO, *, first: int = 1, offset: int = 0) -> Iterator[T
 def _json_list_lines(path: Path, first: int = 1) -> Iterator[TextLine]:
     """The records of a JSON list file from record `first` on, as TextLines (read whole)."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {error.start})") from None
+        records = json.loads(read_text(path, "utf-8-sig"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
     if not isinstance(records, list):
