@@ -3,6 +3,7 @@ naming the file (and the field or line), exit status 1, no traceback (`--debug` 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -44,7 +45,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
         main(argv)
     code = ended.value.code
     assert isinstance(code, str), code  # the interpreter prints a string code to stderr and exits with status 1
-    lines = [*capsys.readouterr().err.splitlines(), *code.splitlines()]
+    shown = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.split("\n")]  # what a terminal shows
+    lines = [*filter(str.strip, shown), *code.splitlines()]
     lines += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and "Traceback" not in lines[0], lines[0]
@@ -230,3 +232,61 @@ def test_closed_pipe_ends_quietly(saved):
     os.close(write)
     assert done.stderr == ""
     assert done.returncode == 1
+
+
+TRICKY_LINES = ["[Breaking] Marie Curie won the Nobel Prize.", "{Paris} is where she worked."]
+
+
+def predicted_texts(capsys, argv: list[str]) -> list[str]:
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.err
+    return [json.loads(line)["text"] for line in captured.out.splitlines()]
+
+
+def test_txt_file_is_plain_text(saved, tmp_path, capsys):
+    """A .txt file is read as plain text: a first line starting with "[" is no JSON list, a "{" line no record."""
+    source = tmp_path / "news.txt"
+    source.write_text("\n".join(TRICKY_LINES) + "\n")
+    argv = ["predict", "--model", str(saved / "torch"), "--labels", "person", "--file", str(source)]
+    assert predicted_texts(capsys, argv) == TRICKY_LINES
+    assert predicted_texts(capsys, [*argv[:-2], "--format", "text", "--file", str(source)]) == TRICKY_LINES
+
+
+def test_text_format_drops_no_line_of_stdin(saved, capsys, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO("\n".join([*TRICKY_LINES, '{"text": "json?"}']).encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    argv = ["predict", "--model", str(saved / "torch"), "--labels", "person", "--format", "text"]
+    assert predicted_texts(capsys, argv) == [*TRICKY_LINES, '{"text": "json?"}']
+
+
+@pytest.mark.parametrize(
+    ("text_format", "content", "fragment"),
+    [
+        ("jsonl", "Marie Curie\n", "texts.dat:1: invalid JSON"),
+        ("json", '{"text": "Marie Curie"}\n', "texts.dat: a JSON file of texts holds a list of records"),
+    ],
+)
+def test_json_formats_refuse_what_is_not_json(saved, tmp_path, capsys, text_format, content, fragment):
+    source = tmp_path / "texts.dat"
+    source.write_text(content)
+    argv = ["predict", "--model", str(saved / "torch"), "--labels", "person", "--file", str(source), "--strict"]
+    assert_names(one_line_error(capsys, [*argv, "--format", text_format]), fragment)
+
+
+def test_unlabelled_txt_is_plain_text(tmp_path):
+    from gliner_jax.data_formats import record_words
+    from gliner_jax.training.self_training import read_unlabelled
+
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TRICKY_LINES))
+    assert read_unlabelled(source) == [record_words({"text": line}) for line in TRICKY_LINES]
+    assert read_unlabelled(source, "text") == read_unlabelled(source)
+
+
+def test_eval_format_names_conll(saved, tmp_path, capsys):
+    """`eval --format conll` reads a CoNLL file whatever its name; a bad tag is one line naming the file and line."""
+    gold = tmp_path / "gold.data"
+    gold.write_text("{Marie} B-person\nCurie X-person\n")
+    argv = ["eval", "--model", str(saved / "torch"), "--data", str(gold), "--format", "conll"]
+    assert_names(one_line_error(capsys, argv), f"{gold}:2: not a BIO tag: 'X-person'")
