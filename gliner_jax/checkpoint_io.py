@@ -317,7 +317,11 @@ def load_hf_encoder(
     tensors the family marks optional (BERT's pooler, absent from task models) keep their random init if missing.
     """
     path = Path(path)
-    config = encoder_config_from_hf(read_json_object(path / CONFIG_FILE))
+    hf_config = read_json_object(path / CONFIG_FILE)
+    try:
+        config = encoder_config_from_hf(hf_config)
+    except ValueError as error:
+        raise ValueError(f"{path / CONFIG_FILE}: {error}") from None
     model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
     optional = family_of_config(config).hf_optional(config)
     state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)

@@ -188,6 +188,7 @@ def _train(args: argparse.Namespace) -> int:
         jax.distributed.initialize()  # from the cluster environment (TPU pods, SLURM, ...)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every step of every save at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backends it tried and did not find
 
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer

@@ -210,7 +210,13 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(directory)
     except Exception as error:  # the tokenizers library raises bare Exceptions
-        for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "special_tokens_map.json", "added_tokens.json"):
+        for name in (
+            TOKENIZER_FILE,
+            TOKENIZER_CONFIG_FILE,
+            "special_tokens_map.json",
+            "added_tokens.json",
+            CONFIG_FILE,
+        ):
             if (directory / name).is_file():
                 read_json_object(directory / name)
         why = " ".join(str(error).split()) or type(error).__name__

@@ -151,6 +151,8 @@ TRAIN_FAULTS = {
     "wrong-type": (["trainer.log_every=abc"], ["tiny.yaml", "trainer.log_every", "int", "'abc'"]),
     "wrong-nested-type": (["model.gliner.max_width=twelve"], ["tiny.yaml", "max_width='twelve'", "int"]),
     "wrong-section-type": (["trainer=5"], ["tiny.yaml", "trainer must be a mapping"]),
+    "misspelt-encoder-key": (["model.encoder.hiden_size=64"], ["'hiden_size'", "did you mean 'hidden_size'"]),
+    "wrong-encoder-type": (["model.encoder.num_hidden_layers=two"], ["num_hidden_layers='two'", "int"]),
 }
 
 
@@ -165,6 +167,24 @@ def test_training_config_not_a_mapping_is_one_line(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("- model\n- data\n")
     assert_names(one_line_error(capsys, ["train", "--config", str(config)]), str(config), "mapping")
+
+
+ENCODER_FAULTS = {
+    "config-is-a-list": ("config.json", "[]", "config.json: expected a JSON object, got a list"),
+    "config-wrong-type": ("config.json", '{"hidden_size": "big"}', "config.json: encoder config hidden_size='big'"),
+    "tokenizer-corrupt": ("tokenizer.json", '{"version": ', "tokenizer.json:1: invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(ENCODER_FAULTS))
+def test_bad_encoder_or_tokenizer_file_is_one_line(tmp_path, capsys, fault):
+    """`model.encoder` (a Hugging Face encoder directory) and `model.tokenizer` files of a training run."""
+    name, content, fragment = ENCODER_FAULTS[fault]
+    tokenizer = shutil.copytree(ROOT / "data/tiny/tokenizer", tmp_path / "encoder")
+    (tokenizer / name).write_text(content)
+    overrides = [f"model.encoder={tokenizer}", f"model.tokenizer={tokenizer}"]
+    line = one_line_error(capsys, ["train", "--config", TINY, f"trainer.output_dir={tmp_path / 'run'}", *overrides])
+    assert_names(line, f"{tokenizer / name}", fragment)
 
 
 def record(*words: str) -> str:

@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.modeling.encoders import family_of
 from gliner_jax.modeling.encoders.config_checks import check_field_types, check_known_keys, fits, type_name
+from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
 from gliner_jax.sharding import MeshConfig
 from gliner_jax.training.loss import LossConfig
@@ -57,6 +59,11 @@ class ModelSection:
         gliner_fields = {f.name for f in dataclasses.fields(GLiNERConfig)} - {"extra"}
         check_known_keys(self.gliner, gliner_fields, "model.gliner")
         check_field_types(self.gliner, GLiNERConfig, "model.gliner:")
+        if isinstance(self.encoder, Mapping):  # a random encoder: the fields of its family's config
+            config_class = family_of(self.encoder.get("model_type", DEBERTA)).config_class
+            known = {f.name for f in dataclasses.fields(config_class)} - {"extra"} | {"model_type"}
+            check_known_keys(self.encoder, known, "model.encoder")
+            check_field_types(self.encoder, config_class, "model.encoder:")
         if (self.encoder is None) == (self.init_from is None):
             raise ValueError("model: give exactly one of `encoder` (a new GLiNER) or `init_from` (an existing one)")
         if self.init_from is not None and self.gliner:
