@@ -19,13 +19,12 @@ def _encode(args: argparse.Namespace) -> int:
     """Encode texts with a Hugging Face encoder (a directory or hub repo id); optionally check against PyTorch."""
     import jax.numpy as jnp
     import numpy as np
-    from transformers import AutoTokenizer
 
     from gliner_jax.checkpoint_io import load_hf_encoder
-    from gliner_jax.hub import ENCODER_PATTERNS, resolve
+    from gliner_jax.hub import ENCODER_PATTERNS, load_tokenizer, resolve
 
     directory = resolve(args.model, ENCODER_PATTERNS)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = load_tokenizer(directory)
     encoder, _ = load_hf_encoder(directory, dtype=jnp.dtype(args.dtype))
     batch = tokenizer(args.texts, padding="longest", return_tensors="np")
     ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)

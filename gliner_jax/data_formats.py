@@ -245,7 +245,7 @@ def read_eval_data(
 ) -> list[Example]:
     """Gold examples from a JSON / JSONL / CoNLL file (see `read_conll`; `data_format` one of EVAL_FORMATS, "auto"
     going by suffix, then content) or a list of records, labels renamed by `label_map`. Every record must be valid: a
-    bad one raises ValueError naming it."""
+    bad one, or a file without any, raises ValueError naming it."""
     if isinstance(data, str | Path):
         path = Path(data)
         if not path.is_file():
@@ -254,6 +254,8 @@ def read_eval_data(
             raise ValueError(f"unknown data format {data_format!r}; known: {', '.join(EVAL_FORMATS)}")
         conll = data_format == "conll" or (data_format == "auto" and _is_conll(path))
         examples = read_conll(path, strict_iob2=strict_iob2) if conll else read_examples(path, strict=True)[0]
+        if not examples:
+            raise ValueError(f"{path}: no examples")
     else:
         examples = []
         for index, record in enumerate(data):

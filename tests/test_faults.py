@@ -222,6 +222,7 @@ def test_bad_training_data_is_refused_before_the_model_is_built(tmp_path, capsys
 
 EVAL_DATA_FAULTS = {
     "jsonl-not-utf8": ("gold.jsonl", record("Marie").encode() * 2 + b"\xff\n", ["gold.jsonl:3: not UTF-8"]),
+    "empty": ("gold.jsonl", b"", ["gold.jsonl: no examples"]),
     "conll-not-utf8": ("gold.conll", b"Marie B-person\nCurie I-person\n\nwon\xff O\n", ["gold.conll:4: not UTF-8"]),
 }
 
@@ -239,6 +240,30 @@ def test_bad_label_map_is_one_line(saved, tmp_path, capsys):
     argv = ["eval", "--model", str(saved / "torch"), "--data", str(ROOT / "data/tiny/dev.jsonl")]
     line = one_line_error(capsys, [*argv, "--label-map", str(tmp_path / "map.yaml")])
     assert_names(line, str(tmp_path / "map.yaml") + ":1: not UTF-8")
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_one_line_in_a_real_process(saved, tmp_path, command):
+    """What a terminal shows, logging and warnings included: one line, exit status 1."""
+    model = shutil.copytree(saved / "torch", tmp_path / "model")
+    truncate(model / "model.safetensors")
+    (tmp_path / "empty.jsonl").write_text("")
+    args = {
+        "predict": predict_args(model),
+        "train": [
+            "train",
+            "--config",
+            TINY,
+            f"trainer.output_dir={tmp_path / 'run'}",
+            f"data.train={tmp_path}/empty.jsonl",
+        ],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-m", "gliner_jax.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: {tmp_path}"), done.stderr
 
 
 def test_closed_pipe_ends_quietly(saved):
