@@ -46,6 +46,14 @@ GLINER_CONFIG_FILE = "gliner_config.json"
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 TOKENIZER_FILE = "tokenizer.json"
+# The JSON files AutoTokenizer reads: a corrupt one is named by `load_tokenizer`.
+TOKENIZER_JSON_FILES = (
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    "special_tokens_map.json",
+    "added_tokens.json",
+    CONFIG_FILE,
+)
 LABELS_TOKENIZER_DIR = "labels_tokenizer"  # a bi-encoder's label tokenizer, inside its GLiNER directory
 # What is fetched of a repo. Configs and tokenizer files (tokenizer.json, vocab.txt, merges.txt, spm.model,
 # sentencepiece.bpe.model, ...) for a backbone named by `model_name`; its weights too for an encoder to train;
@@ -210,17 +218,13 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(directory)
     except Exception as error:  # the tokenizers library raises bare Exceptions
-        for name in (
-            TOKENIZER_FILE,
-            TOKENIZER_CONFIG_FILE,
-            "special_tokens_map.json",
-            "added_tokens.json",
-            CONFIG_FILE,
-        ):
+        for name in TOKENIZER_JSON_FILES:
             if (directory / name).is_file():
                 read_json_object(directory / name)
-        why = " ".join(str(error).split()) or type(error).__name__
-        raise ValueError(f"{directory}: cannot read the tokenizer: {why}") from error
+        why = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error) or type(error).__name__
+        raise ValueError(
+            f"{directory}: cannot read the tokenizer, its files are corrupt or of another kind ({why})"
+        ) from error
 
 
 def _snapshot_on_demand(name: str, options: HubOptions) -> Callable[[], Path]:
