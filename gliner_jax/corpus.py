@@ -232,6 +232,7 @@ def annotate_file(
     target = output if share.count == 1 else part_path(output, share.index, share.count)
     identity = {
         "input": str(source.resolve()),
+        "format": text_format,
         "options": dataclasses.asdict(options),
         "share": dataclasses.asdict(share),
         **(job or {}),

@@ -47,7 +47,7 @@ def fits(value: Any, hint: Any) -> bool:
 
 def type_name(hint: Any) -> str:
     """A type hint as it reads in Python ("int", "str | None", "tuple[str, ...]")."""
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
 def check_field_types(values: Mapping[str, Any], cls: type, what: str) -> None:
