@@ -401,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":  # reports its own bad input: see _train
         return args.run(args)
     with errors_as_one_line(args.debug):
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it ends the command quietly, not at exit
+        return status
 
 
 if __name__ == "__main__":
