@@ -20,6 +20,7 @@ counted; with `strict` the first one stops the job with a ValueError.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import heapq
 import json
@@ -32,7 +33,7 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from gliner_jax.data_formats import TextLine, is_json_list, read_text_lines, record_text
+from gliner_jax.data_formats import TextLine, read_text_lines, record_text, resolve_text_format
 from gliner_jax.model import GLiNER
 
 PROGRESS_SUFFIX = ".progress.json"
@@ -88,6 +89,17 @@ class Counts:
         self.texts += len(block.lines) - len(bad)
         self.skipped += len(bad)
         self.skipped_lines = (self.skipped_lines + bad)[:10]
+
+
+@contextlib.contextmanager
+def erased_on_error(bar: tqdm) -> Iterator[tqdm]:
+    """`bar`, closed at the end, and erased when an error ends the run: its one `error:` line stands alone."""
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.leave = False
+            raise
 
 
 def print_above_bar(message: str) -> None:
@@ -208,8 +220,10 @@ def annotate_file(
     job: dict[str, Any] | None = None,
     barrier: Callable[[], None] | None = None,
     report: Callable[[str], None] = print_above_bar,
+    text_format: str = "auto",
 ) -> Counts:
-    """Write the entities of every text of `source` to `output` (see the module doc), resuming an interrupted run
+    """Write the entities of every text of `source` (read in `text_format`, see
+    `data_formats.resolve_text_format`) to `output` (see the module doc), resuming an interrupted run
     of the same job. `job` identifies the job in the progress file besides the input, options and share (e.g. the
     model); a progress file of another job is refused. With several processes, `barrier` waits for all of them
     before process 0 merges the parts. Returns this process's counts. Raises ValueError for a bad line with
@@ -218,13 +232,14 @@ def annotate_file(
     target = output if share.count == 1 else part_path(output, share.index, share.count)
     identity = {
         "input": str(source.resolve()),
+        "format": text_format,
         "options": dataclasses.asdict(options),
         "share": dataclasses.asdict(share),
         **(job or {}),
     }
     state = _start(target, output, identity, overwrite)
     if not state.complete:
-        _run(model, source, target, options, share, state, strict=strict, progress=progress, report=report)
+        _run(model, source, target, options, share, state, strict, progress, report, text_format)
     if share.count > 1:
         state.complete = True
         state.save(progress_path(target))
@@ -274,18 +289,18 @@ def _run(
     options: PredictOptions,
     share: Share,
     state: _Progress,
-    *,
     strict: bool,
     progress: bool,
     report: Callable[[str], None],
+    text_format: str,
 ) -> None:
     """Annotate from where `state` stands to the end of `source`, committing after each block. The progress bar
     counts the lines of the file passed (every process passes all of them) and shows this process's texts/s."""
-    lines = read_text_lines(source, first=state.next_line, offset=state.next_offset)
-    total = None if is_json_list(source) else _count_lines(source)
+    lines = read_text_lines(source, first=state.next_line, offset=state.next_offset, text_format=text_format)
+    total = None if resolve_text_format(source, text_format) == "json" else _count_lines(source)
     bar = tqdm(total=total, initial=state.next_line - 1, unit="line", desc="predict", disable=not progress)
     annotated = annotate(model, lines, options, share, problem_handler(str(source), strict, report))
-    with bar, target.open("r+b") as file:
+    with erased_on_error(bar), target.open("r+b") as file:
         file.truncate(state.size)
         file.seek(state.size)
         for block, records in _with_progress(annotated, bar):
@@ -332,7 +347,7 @@ def write_jsonl(
     """Stream the entities of `lines` to `out` as JSONL, without resuming (e.g. stdin to stdout)."""
     counts = Counts()
     annotated = annotate(model, lines, options, Share(), problem_handler(source, strict, report))
-    with tqdm(unit="line", desc="predict", disable=not progress) as bar:
+    with erased_on_error(tqdm(unit="line", desc="predict", disable=not progress)) as bar:
         for block, records in _with_progress(annotated, bar):
             out.write(_jsonl(records, None))
             counts.add(block)

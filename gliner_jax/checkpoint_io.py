@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from gliner_jax.hub import (
     GLINER_CONFIG_FILE,
     LABELS_TOKENIZER_DIR,
     HubOptions,
+    read_json_object,
     read_layout,
     resolve_gliner,
 )
@@ -246,18 +248,29 @@ def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:
             raise ImportError(
                 f"{torch_path} is a PyTorch pickle; install PyTorch (pip install 'gliner-jax[torch]') to read it"
             ) from err
-        state = torch.load(torch_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(torch_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # what weights_only refuses: code, or objects other than tensors
+            raise ValueError(f"{torch_path}: not a plain tensor checkpoint (it holds pickled objects)") from None
+        except (RuntimeError, EOFError, OSError) as error:
+            why = " ".join(str(error).split()) or type(error).__name__
+            raise ValueError(f"{torch_path}: not a PyTorch checkpoint, or truncated: {why}") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{torch_path}: not a plain tensor checkpoint (not a name -> tensor mapping)")
         return {k: _to_float32(v.float().numpy() if v.is_floating_point() else v.numpy()) for k, v in state.items()}
     raise FileNotFoundError(f"no {SAFETENSORS_FILE} or {TORCH_FILE} in {directory}")
 
 
 def read_tensors_file(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of one safetensors file as NumPy, floating point upcast to float32."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     # The "flax" framework reads bfloat16 too, which NumPy alone cannot.
-    with safe_open(path, framework="flax") as f:
-        return {k: _to_float32(np.asarray(f.get_tensor(k))) for k in f.keys()}  # noqa: SIM118
+    try:
+        with safe_open(path, framework="flax") as f:
+            return {k: _to_float32(np.asarray(f.get_tensor(k))) for k in f.keys()}  # noqa: SIM118
+    except SafetensorError as error:
+        raise ValueError(f"{path}: not a safetensors file, or truncated: {error}") from None
 
 
 def _to_float32(x: np.ndarray) -> np.ndarray:
@@ -304,7 +317,11 @@ def load_hf_encoder(
     tensors the family marks optional (BERT's pooler, absent from task models) keep their random init if missing.
     """
     path = Path(path)
-    config = encoder_config_from_hf(json.loads((path / CONFIG_FILE).read_text()))
+    hf_config = read_json_object(path / CONFIG_FILE)
+    try:
+        config = encoder_config_from_hf(hf_config)
+    except ValueError as error:
+        raise ValueError(f"{path / CONFIG_FILE}: {error}") from None
     model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
     optional = family_of_config(config).hf_optional(config)
     state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)

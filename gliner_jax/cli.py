@@ -6,24 +6,25 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gliner_jax
+from gliner_jax.data_formats import EVAL_FORMATS, TEXT_FORMATS
 
 
 def _encode(args: argparse.Namespace) -> int:
     """Encode texts with a Hugging Face encoder (a directory or hub repo id); optionally check against PyTorch."""
     import jax.numpy as jnp
     import numpy as np
-    from transformers import AutoTokenizer
 
     from gliner_jax.checkpoint_io import load_hf_encoder
-    from gliner_jax.hub import ENCODER_PATTERNS, resolve
+    from gliner_jax.hub import ENCODER_PATTERNS, load_tokenizer, resolve
 
     directory = resolve(args.model, ENCODER_PATTERNS)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = load_tokenizer(directory)
     encoder, _ = load_hf_encoder(directory, dtype=jnp.dtype(args.dtype))
     batch = tokenizer(args.texts, padding="longest", return_tensors="np")
     ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
@@ -82,7 +83,7 @@ def _check_threshold(threshold: float) -> None:
 def _predict(args: argparse.Namespace) -> int:
     """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
     from gliner_jax.annotate import PredictOptions, Share, annotate_file, write_jsonl
-    from gliner_jax.data_formats import read_text_lines, text_lines
+    from gliner_jax.data_formats import read_text_lines, resolve_text_format, text_lines
     from gliner_jax.model import GLiNER
 
     if args.output and (args.texts or not args.file):
@@ -123,9 +124,13 @@ def _predict(args: argparse.Namespace) -> int:
             progress=share.index == 0,
             job={"model": str(local.resolve()) if local.exists() else args.model},
             barrier=barrier,
+            text_format=args.format,
         )
     else:
-        lines = read_text_lines(args.file) if args.file else text_lines(sys.stdin.buffer)
+        if args.file:
+            lines = read_text_lines(args.file, text_format=args.format)
+        else:
+            lines = text_lines(sys.stdin.buffer, text_format=resolve_text_format(None, args.format))
         counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
     if counts.skipped:
         numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
@@ -142,7 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
     label_map = load_label_map(args.label_map) if args.label_map else None
-    examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2)
+    examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2, data_format=args.format)
     model = GLiNER.from_pretrained(args.model)
     result = evaluate_examples(
         model,
@@ -182,11 +187,12 @@ def _train(args: argparse.Namespace) -> int:
         jax.distributed.initialize()  # from the cluster environment (TPU pods, SLURM, ...)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every step of every save at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backends it tried and did not find
 
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer
 
-    with errors_as_one_line():  # a bad config, model or data file; a failure mid-run keeps its traceback
+    with errors_as_one_line(args.debug):  # a bad config, model or data file; a failure mid-run keeps its traceback
         trainer = Trainer(load_train_config(args.config, args.overrides))
     metrics = trainer.fit()
     if jax.process_index() == 0:
@@ -207,7 +213,8 @@ def _self_train(args: argparse.Namespace) -> int:
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
     config = load_train_config(args.config, [f"model.init_from={args.model}", *args.overrides])
-    report = self_train(config, args.unlabelled, labels=labels, threshold=args.threshold, batch_size=args.batch_size)
+    options = {"threshold": args.threshold, "batch_size": args.batch_size, "text_format": args.format}
+    report = self_train(config, args.unlabelled, labels=labels, **options)
     print(json.dumps(report.to_dict()))
     return 0
 
@@ -220,12 +227,25 @@ def _distributed_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, help="with --coordinator-address")
 
 
+def _format_flag(parser: argparse.ArgumentParser) -> None:
+    """--format of a file of texts: `data_formats.resolve_text_format`."""
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=TEXT_FORMATS,
+        help="text: every line is a text, even one that looks like JSON; jsonl: a JSON record per line; json: a JSON "
+        'list of records (records hold "text" or "tokenized_text"). auto (default): text for a .txt file, else a '
+        'JSON list if the file starts with "[", else lines, those starting with "{" read as JSON records',
+    )
+
+
 MODEL_HELP = "GLiNER directory (gliner or native format) or Hugging Face Hub repo id, e.g. urchade/gliner_small-v2.1"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliner-jax", description="GLiNER in JAX / Flax NNX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {gliner_jax.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     encode = commands.add_parser(
@@ -259,10 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="extract entities of the given labels from texts",
         description="Texts come from the arguments, else from --file, else from stdin: plain lines, JSONL records "
-        'with a "text" (or "tokenized_text") field, or (--file) a JSON list of records. Output: one JSON line per '
-        'text, in input order: its record ({"text": line} for a plain line) with its "entities" (character '
-        "offsets); to stdout, or streamed into --output, which a rerun of the same command after an interruption "
-        "completes. Bad lines (not UTF-8, not JSON, no text) are reported with their line number and skipped.",
+        'with a "text" (or "tokenized_text") field, or (--file) a JSON list of records, as --format says. Output: '
+        'one JSON line per text, in input order: its record ({"text": line} for a plain line) with its "entities" '
+        "(character offsets); to stdout, or streamed into --output, which a rerun of the same command after an "
+        "interruption completes. Bad lines (not UTF-8, not JSON, no text) are reported with their line number and "
+        "skipped.",
     )
     predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
@@ -274,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pack-tokens", type=int, help="pack several texts into each encoder row of up to N tokens (same entities)"
     )
     predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
+    _format_flag(predict)
     predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
     predict.add_argument("--overwrite", action="store_true", help="start --output afresh, dropping what is there")
     predict.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
@@ -299,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True, help="gold data: JSON, JSONL or CoNLL file")
     evaluate.add_argument("--labels", help="comma-separated labels to predict (default: all labels of the data)")
+    evaluate.add_argument(
+        "--format",
+        default="auto",
+        choices=EVAL_FORMATS,
+        help="format of --data (default auto: .conll/.txt/.bio are CoNLL, .json/.jsonl records, else by content)",
+    )
     evaluate.add_argument("--label-map", help='JSON / YAML {type: label} renaming, e.g. {"geo-loc": "location"}')
     evaluate.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
     evaluate.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
@@ -343,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     self_train.add_argument("--config", required=True, help="YAML run config, e.g. configs/self_training.yaml")
     self_train.add_argument("--model", required=True, help="the model to improve (model.init_from): " + MODEL_HELP)
     self_train.add_argument("--unlabelled", required=True, help="texts: JSONL/JSON (text or tokenized_text) or lines")
+    _format_flag(self_train)
     self_train.add_argument("--labels", help="comma-separated labels to pseudo-label (default: those of data.dev)")
     self_train.add_argument("--threshold", type=float, default=0.5, help="pseudo-labelling threshold")
     self_train.add_argument("--batch-size", type=int, default=16, help="prediction batch size")
@@ -352,12 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def errors_as_one_line() -> Iterator[None]:
+def errors_as_one_line(debug: bool = False) -> Iterator[None]:
     """Bad input (a missing file or model, a malformed value, an unsupported config) ends the program with one
-    `error: ...` line on stderr and exit status 1, not a traceback."""
+    `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the traceback). A reader that
+    stops reading our output (`| head`) ends it quietly."""
     try:
         yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        raise SystemExit(1) from None
     except (OSError, ValueError, NotImplementedError) as error:
+        if debug:
+            raise
         raise SystemExit("error: " + " ".join(str(error).split())) from None
 
 
@@ -365,8 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":  # reports its own bad input: see _train
         return args.run(args)
-    with errors_as_one_line():
-        return args.run(args)
+    with errors_as_one_line(args.debug):
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it ends the command quietly, not at exit
+        return status
 
 
 if __name__ == "__main__":

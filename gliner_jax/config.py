@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gliner_jax.modeling.encoders import encoder_config_from_hf
+from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
@@ -81,6 +82,7 @@ class GLiNERConfig:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        check_field_types(self.__dict__, GLiNERConfig, "GLiNER config")
         for key, known in (("span_mode", SPAN_MODES), ("subtoken_pooling", SUBTOKEN_POOLING)):
             if getattr(self, key) not in known:  # gliner refuses these too
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")

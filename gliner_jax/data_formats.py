@@ -23,6 +23,8 @@ from gliner_jax.text.words import split_words, word_strings
 Example = dict[str, Any]
 CONLL_SUFFIXES = (".conll", ".txt", ".bio")
 JSON_SUFFIXES = (".json", ".jsonl")
+TEXT_FORMATS = ("auto", "text", "jsonl", "json")  # what a user names; "auto" resolves to one of them or "lines"
+EVAL_FORMATS = ("auto", "conll", "jsonl", "json")
 DOCSTART = "-DOCSTART-"
 
 
@@ -84,11 +86,24 @@ def normalize_record(record: dict) -> Example:
     return example
 
 
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a file; ValueError naming the file and line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line, column = data.count(b"\n", 0, error.start) + 1, error.start - data.rfind(b"\n", 0, error.start)
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at column {column})") from None
+
+
 def _parse(path: Path) -> list[tuple[Any, str | None]]:
     """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        records = json.loads(text)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
         return [(record, None) for record in records]
     parsed = []
     for line in text.splitlines():
@@ -104,7 +119,8 @@ def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Examp
     """Valid examples of a JSON list or JSONL file, and the problems of the records skipped.
 
     Every record is checked up front, so a bad one never stops a run halfway. With `strict`, the first bad record
-    raises ValueError (naming its index and reason) instead of being skipped with a warning.
+    raises ValueError (naming its index and reason) instead of being skipped with a warning; a file whose records
+    are all bad raises ValueError too.
     """
     examples, problems = [], []
     for index, (record, error) in enumerate(_parse(Path(path))):
@@ -117,6 +133,8 @@ def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Examp
         problems.append(RecordProblem(index, reason))
     if problems:
         first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
+        if not examples:
+            raise ValueError(f"{path}: no valid record among {len(problems)}: {first}")
         warnings.warn(
             f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
         )
@@ -158,7 +176,7 @@ def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
     examples: list[Example] = []
     tokens: list[str] = []
     tags: list[str] = []
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path, "utf-8-sig").splitlines()
     for number, line in enumerate([*lines, ""], 1):
         if not line.strip():
             if tokens:
@@ -184,7 +202,7 @@ def read_conll(path: str | Path, *, strict_iob2: bool = False) -> list[Example]:
 def load_label_map(path: str | Path) -> dict[str, str | None]:
     """A {type: label} mapping from a JSON or YAML file; a type mapped to null is dropped."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -213,9 +231,9 @@ def _is_conll(path: Path) -> bool:
         return True
     if path.suffix.lower() in JSON_SUFFIXES:
         return False
-    with path.open(encoding="utf-8-sig") as file:
-        head = file.read(4096).lstrip()
-    return not head.startswith(("[", "{"))
+    with path.open("rb") as file:
+        head = file.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return not head.startswith((b"[", b"{"))
 
 
 def read_eval_data(
@@ -223,20 +241,21 @@ def read_eval_data(
     label_map: Mapping[str, str | None] | None = None,
     *,
     strict_iob2: bool = False,
+    data_format: str = "auto",
 ) -> list[Example]:
-    """Gold examples from a JSON / JSONL / CoNLL file (see `read_conll`) or a list of records, labels renamed by
-    `label_map`. Every record must be valid: a bad one raises ValueError naming it."""
+    """Gold examples from a JSON / JSONL / CoNLL file (see `read_conll`; `data_format` one of EVAL_FORMATS, "auto"
+    going by suffix, then content) or a list of records, labels renamed by `label_map`. Every record must be valid: a
+    bad one, or a file without any, raises ValueError naming it."""
     if isinstance(data, str | Path):
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        if _is_conll(path):
-            examples = read_conll(path, strict_iob2=strict_iob2)
-        else:
-            try:
-                examples = read_examples(path, strict=True)[0]
-            except json.JSONDecodeError as error:  # a JSON list; JSONL lines are reported by record
-                raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+        if data_format not in EVAL_FORMATS:
+            raise ValueError(f"unknown data format {data_format!r}; known: {', '.join(EVAL_FORMATS)}")
+        conll = data_format == "conll" or (data_format == "auto" and _is_conll(path))
+        examples = read_conll(path, strict_iob2=strict_iob2) if conll else read_examples(path, strict=True)[0]
+        if not examples:
+            raise ValueError(f"{path}: no examples")
     else:
         examples = []
         for index, record in enumerate(data):
@@ -259,10 +278,25 @@ class TextLine:
     end: int
 
 
-def parse_text_line(line: str) -> tuple[Example | None, str | None]:
-    """(record, None) for a text line, or (None, why not): a line starting with "{" is a JSON record, which needs a
-    "text" string or a "tokenized_text" word list; any other line is the text {"text": line}."""
-    if not line.lstrip().startswith("{"):
+def resolve_text_format(path: str | Path | None, text_format: str = "auto") -> str:
+    """The format of a file of texts (TEXT_FORMATS): "text", plain lines, each its own text; "jsonl", a JSON record
+    per line; "json", a JSON list of records; or "lines", a JSON record where a line starts with "{" and a plain
+    text elsewhere. "auto" is "text" for a .txt file, else "json" when the file's first non-blank character is "[",
+    else "lines"."""
+    if text_format not in (*TEXT_FORMATS, "lines"):
+        raise ValueError(f"unknown text format {text_format!r}; known: {', '.join(TEXT_FORMATS)}")
+    if text_format != "auto":
+        return text_format
+    if path is not None and Path(path).suffix.lower() == ".txt":
+        return "text"
+    return "json" if path is not None and Path(path).is_file() and is_json_list(path) else "lines"
+
+
+def parse_text_line(line: str, text_format: str = "lines") -> tuple[Example | None, str | None]:
+    """(record, None) for a text line, or (None, why not). In "text" format every line is the text {"text": line};
+    in "jsonl" format every line is a JSON record, which needs a "text" string or a "tokenized_text" word list; in
+    "lines" format a line starting with "{" is a JSON record and any other line a text."""
+    if text_format == "text" or (text_format == "lines" and not line.lstrip().startswith("{")):
         return {"text": line}, None
     try:
         record = json.loads(line)
@@ -272,10 +306,11 @@ def parse_text_line(line: str) -> tuple[Example | None, str | None]:
     return (record, None) if reason is None else (None, reason)
 
 
-def text_lines(file: BinaryIO, *, first: int = 1, offset: int = 0) -> Iterator[TextLine]:
+def text_lines(file: BinaryIO, *, first: int = 1, offset: int = 0, text_format: str = "lines") -> Iterator[TextLine]:
     """The non-blank lines of a binary file (a line ends at a line feed; a carriage return before it and a leading
-    byte-order mark are dropped), each with its record or its problem: not UTF-8, or those of `parse_text_line`.
-    The file is read from its current position, which is byte `offset`, line `first`; memory holds one line."""
+    byte-order mark are dropped), each with its record or its problem: not UTF-8, or those of `parse_text_line` in
+    `text_format`. The file is read from its current position, which is byte `offset`, line `first`; memory holds
+    one line."""
     for number, raw in enumerate(file, first):
         offset += len(raw)
         try:
@@ -287,15 +322,13 @@ def text_lines(file: BinaryIO, *, first: int = 1, offset: int = 0) -> Iterator[T
         if offset == len(raw):
             line = line.removeprefix("\ufeff")
         if line.strip():
-            yield TextLine(number, *parse_text_line(line), offset)
+            yield TextLine(number, *parse_text_line(line, text_format), offset)
 
 
 def _json_list_lines(path: Path, first: int = 1) -> Iterator[TextLine]:
     """The records of a JSON list file from record `first` on, as TextLines (read whole)."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {error.start})") from None
+        records = json.loads(read_text(path, "utf-8-sig"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
     if not isinstance(records, list):
@@ -315,18 +348,22 @@ def is_json_list(path: str | Path) -> bool:
     return False
 
 
-def read_text_lines(path: str | Path, *, first: int = 1, offset: int = 0) -> Iterator[TextLine]:
-    """The TextLines of a file of texts, from line `first` at byte `offset` (`TextLine.end` of the line before; in
-    a JSON list, from record `first`): plain or JSONL lines, streamed; a JSON list of records, read whole."""
+def read_text_lines(
+    path: str | Path, *, first: int = 1, offset: int = 0, text_format: str = "auto"
+) -> Iterator[TextLine]:
+    """The TextLines of a file of texts (`text_format`: see `resolve_text_format`), from line `first` at byte
+    `offset` (`TextLine.end` of the line before; in a JSON list, from record `first`): lines, streamed; a JSON list
+    of records, read whole."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if is_json_list(path):
+    text_format = resolve_text_format(path, text_format)
+    if text_format == "json":
         yield from _json_list_lines(path, first)
         return
     with path.open("rb") as file:
         file.seek(offset)
-        yield from text_lines(file, first=first, offset=offset)
+        yield from text_lines(file, first=first, offset=offset, text_format=text_format)
 
 
 def _text_record_problem(record: Any) -> str | None:
@@ -337,12 +374,12 @@ def _text_record_problem(record: Any) -> str | None:
     return "a JSON record needs a string 'text' or a 'tokenized_text' list of strings"
 
 
-def read_text_records(path: str | Path) -> list[Example]:
-    """The text records of a file: a JSON list of records, or lines (see `text_lines`). A bad line or record raises
-    ValueError naming the file and the line (or record)."""
-    json_list = Path(path).is_file() and is_json_list(path)
+def read_text_records(path: str | Path, text_format: str = "auto") -> list[Example]:
+    """The text records of a file (`text_format`: see `resolve_text_format`): a JSON list of records, or lines (see
+    `text_lines`). A bad line or record raises ValueError naming the file and the line (or record)."""
+    json_list = Path(path).is_file() and resolve_text_format(path, text_format) == "json"
     records = []
-    for line in read_text_lines(path):
+    for line in read_text_lines(path, text_format=text_format):
         if line.problem is not None:
             where = f" record {line.number - 1}:" if json_list else f"{line.number}:"
             raise ValueError(f"{path}:{where} {line.problem}")

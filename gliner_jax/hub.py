@@ -26,6 +26,7 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import (
@@ -39,10 +40,20 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gliner_jax.config import GLiNERConfig, refuse_other_architectures
+from gliner_jax.modeling.encoders.config_checks import check_field_types
 
 GLINER_CONFIG_FILE = "gliner_config.json"
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+# The JSON files AutoTokenizer reads: a corrupt one is named by `load_tokenizer`.
+TOKENIZER_JSON_FILES = (
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    "special_tokens_map.json",
+    "added_tokens.json",
+    CONFIG_FILE,
+)
 LABELS_TOKENIZER_DIR = "labels_tokenizer"  # a bi-encoder's label tokenizer, inside its GLiNER directory
 # What is fetched of a repo. Configs and tokenizer files (tokenizer.json, vocab.txt, merges.txt, spm.model,
 # sentencepiece.bpe.model, ...) for a backbone named by `model_name`; its weights too for an encoder to train;
@@ -152,21 +163,22 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     config_path = directory / GLINER_CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory}: no {GLINER_CONFIG_FILE}, not a GLiNER model directory")
-    data = json.loads(config_path.read_text())
+    data = read_json_object(config_path)
     refuse_other_architectures(data)
+    check_field_types(data, GLiNERConfig, f"{config_path}:")
     backbone_directory = _snapshot_on_demand(data.get("model_name", GLiNERConfig.model_name), options)
 
     has_tokenizer = (directory / TOKENIZER_CONFIG_FILE).is_file()
-    tokenizer = AutoTokenizer.from_pretrained(directory if has_tokenizer else backbone_directory())
+    tokenizer = load_tokenizer(directory if has_tokenizer else backbone_directory())
     encoder = data.get("encoder_config")
     if not encoder:
-        encoder = json.loads((backbone_directory() / CONFIG_FILE).read_text())
+        encoder = read_json_object(backbone_directory() / CONFIG_FILE)
         if data.get("vocab_size", -1) != -1:
             encoder["vocab_size"] = data["vocab_size"]
     completed = dict(data, encoder_config=encoder)
     if data.get("labels_encoder") is not None:  # a bi-encoder: no prompt, so no special tokens
         completed["labels_encoder_config"], labels_tokenizer = _labels_encoder(directory, data, options)
-        return GLiNERLayout(directory, GLiNERConfig.from_dict(completed), tokenizer, labels_tokenizer)
+        return GLiNERLayout(directory, _config(completed, config_path), tokenizer, labels_tokenizer)
     ent_token = data.get("ent_token", GLiNERConfig.ent_token)
     if data.get("class_token_index", -1) == -1 or data.get("vocab_size", -1) == -1:
         add_special_tokens(tokenizer, ent_token, data.get("sep_token", GLiNERConfig.sep_token))
@@ -174,7 +186,45 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         completed.update(class_token_index=rows - 2, vocab_size=rows, encoder_config=dict(encoder, vocab_size=rows))
     else:
         _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
-    return GLiNERLayout(directory, GLiNERConfig.from_dict(completed), tokenizer)
+    return GLiNERLayout(directory, _config(completed, config_path), tokenizer)
+
+
+def _config(data: dict[str, Any], path: Path) -> GLiNERConfig:
+    """The GLiNERConfig of a completed config dict; a bad value is a ValueError naming the file it came from."""
+    try:
+        return GLiNERConfig.from_dict(data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object a config file holds; ValueError naming the file (and line) when it holds something else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
+def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained(directory)`; a corrupt tokenizer file is a ValueError naming the directory and,
+    for a JSON file, the file and line."""
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as error:  # the tokenizers library raises bare Exceptions
+        for name in TOKENIZER_JSON_FILES:
+            if (directory / name).is_file():
+                read_json_object(directory / name)
+        why = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error) or type(error).__name__
+        raise ValueError(
+            f"{directory}: cannot read the tokenizer, its files are corrupt or of another kind ({why})"
+        ) from error
 
 
 def _snapshot_on_demand(name: str, options: HubOptions) -> Callable[[], Path]:
@@ -190,12 +240,10 @@ def _labels_encoder(directory: Path, data: dict, options: HubOptions) -> tuple[d
     when that is set, as in gliner."""
     source_directory = _snapshot_on_demand(data["labels_encoder"], options)
     folder = directory / LABELS_TOKENIZER_DIR
-    labels_tokenizer = AutoTokenizer.from_pretrained(
-        folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else source_directory()
-    )
+    labels_tokenizer = load_tokenizer(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else source_directory())
     config = data.get("labels_encoder_config")
     if not config:
-        config = json.loads((source_directory() / CONFIG_FILE).read_text())
+        config = read_json_object(source_directory() / CONFIG_FILE)
         if data.get("vocab_size", -1) != -1:
             config["vocab_size"] = data["vocab_size"]
     return config, labels_tokenizer

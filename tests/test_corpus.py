@@ -129,7 +129,7 @@ def test_a_bi_encoder_streams_a_file(gliner_backbone, labels_backbone, tmp_path)
 
 def test_text_lines_resume_where_a_line_ends(tmp_path):
     """Reading from a line's `end` offset (and the next line number) gives exactly the lines after it."""
-    source = tmp_path / "in.txt"
+    source = tmp_path / "in"  # no suffix: lines, those starting with "{" read as JSON
     source.write_bytes(b'\xef\xbb\xbfHello Z\xc3\xbcrich\r\n\n{"text": "J\xe2\x80\xa8son"}\nbad \xff\nlast')
     lines = list(read_text_lines(source))
     assert [(line.number, line.record, line.problem) for line in lines] == [

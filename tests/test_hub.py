@@ -228,7 +228,10 @@ def test_revision_selects_the_snapshot(hub):
         ),
         (["eval", "--model", "/no/such/model", "--data", str(ROOT / "data/tiny/dev.jsonl")], ["no such directory"]),
         (["convert", "nobody/no-such-model", "out"], ["nobody/no-such-model"]),
-        (["train", "--config", str(ROOT / "configs/tiny.yaml"), "model.tokeniser=x"], ["unknown key(s) in model"]),
+        (
+            ["train", "--config", str(ROOT / "configs/tiny.yaml"), "model.tokeniser=x"],
+            ["unknown key 'tokeniser' in model", "tokenizer"],
+        ),
         (["train", "--config", str(ROOT / "configs/tiny.yaml"), "trainer.num_steps=many"], ["trainer"]),
         (
             ["train", "--config", str(ROOT / "configs/tiny.yaml"), "model.encoder=/no/such/encoder"],

@@ -11,6 +11,10 @@ from typing import Any
 
 import yaml
 
+from gliner_jax.config import GLiNERConfig
+from gliner_jax.modeling.encoders import family_of
+from gliner_jax.modeling.encoders.config_checks import check_field_types, check_known_keys, fits, type_name
+from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
 from gliner_jax.sharding import MeshConfig
 from gliner_jax.training.loss import LossConfig
@@ -52,6 +56,14 @@ class ModelSection:
     encoder_attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        gliner_fields = {f.name for f in dataclasses.fields(GLiNERConfig)} - {"extra"}
+        check_known_keys(self.gliner, gliner_fields, "model.gliner")
+        check_field_types(self.gliner, GLiNERConfig, "model.gliner:")
+        if isinstance(self.encoder, Mapping):  # a random encoder: the fields of its family's config
+            config_class = family_of(self.encoder.get("model_type", DEBERTA)).config_class
+            known = {f.name for f in dataclasses.fields(config_class)} - {"extra"} | {"model_type"}
+            check_known_keys(self.encoder, known, "model.encoder")
+            check_field_types(self.encoder, config_class, "model.encoder:")
         if (self.encoder is None) == (self.init_from is None):
             raise ValueError("model: give exactly one of `encoder` (a new GLiNER) or `init_from` (an existing one)")
         if self.init_from is not None and self.gliner:
@@ -132,21 +144,20 @@ class TrainConfig:
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     """Instantiate dataclass `cls` from a mapping, recursing into dataclass fields; unknown keys are errors."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where or 'config'} must be a mapping, got {data!r}")
+        raise ValueError(f"{where or 'the config'} must be a mapping of keys to values, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where or 'config'}: {unknown}; known: {sorted(fields)}")
+    check_known_keys(data, [f.name for f in dataclasses.fields(cls)], where or "the config")
     values = {}
     for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            value = _build(hint, value, f"{where}.{key}".lstrip("."))
+        hint, name = hints[key], f"{where}.{key}".lstrip(".")
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, name)
         elif isinstance(value, list) and _is_tuple_hint(hint):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         elif isinstance(value, str | int) and not isinstance(value, bool) and float in _options(hint):
-            value = _to_float(value, f"{where}.{key}".lstrip("."))
+            value = _to_float(value, name)
+        if not fits(value, hint):
+            raise ValueError(f"{name} must be {type_name(hint)}, got {value!r}")
         values[key] = value
     try:
         return cls(**values)
@@ -182,9 +193,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML run config and apply `section.key=value` overrides (values parsed as YAML scalars)."""
     try:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+        ) from None
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not a YAML file: {error}") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: a run config is a mapping of sections, got a {type(tree).__name__}")
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
@@ -195,8 +212,14 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
             raise ValueError(f"override {override!r}: the value is not YAML: {error}") from None
     optimizer = tree.setdefault("optimizer", {})
     if isinstance(optimizer, dict) and "num_steps" not in optimizer:
-        trainer_steps = (tree.get("trainer") or {}).get("num_steps", TrainerSection.num_steps)
-        if not isinstance(trainer_steps, int):
-            raise ValueError(f"trainer.num_steps must be an integer, got {trainer_steps!r}")
-        optimizer["num_steps"] = max(1, trainer_steps // optimizer.get("grad_accum_steps", 1))
-    return _build(TrainConfig, tree, "")
+        trainer = tree.get("trainer") or {}
+        trainer_steps = trainer.get("num_steps", TrainerSection.num_steps) if isinstance(trainer, dict) else 1
+        accumulation = optimizer.get("grad_accum_steps", 1)
+        for name, value in (("trainer.num_steps", trainer_steps), ("optimizer.grad_accum_steps", accumulation)):
+            if not fits(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        optimizer["num_steps"] = max(1, trainer_steps // accumulation)
+    try:
+        return _build(TrainConfig, tree, "")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

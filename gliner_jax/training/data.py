@@ -148,9 +148,10 @@ def open_source(spec: str, *, strict: bool = False) -> Sequence[Any]:
         if not name or not split:
             raise ValueError(f"expected tfds:NAME:SPLIT, got {spec!r}")
         return tfds_source(name, split)
-    if Path(spec).is_dir():
-        return ArrayRecordExamples(spec)
-    return read_examples(spec, strict=strict)[0]
+    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_examples(spec, strict=strict)[0]
+    if not len(source):
+        raise ValueError(f"{spec}: no training examples")
+    return source
 
 
 class CheckedSource:

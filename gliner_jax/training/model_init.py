@@ -10,11 +10,18 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, load_hf_encoder
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.hub import ENCODER_PATTERNS, TOKENIZER_PATTERNS, add_special_tokens, resolve, resolve_gliner
+from gliner_jax.hub import (
+    ENCODER_PATTERNS,
+    TOKENIZER_PATTERNS,
+    add_special_tokens,
+    load_tokenizer,
+    resolve,
+    resolve_gliner,
+)
 from gliner_jax.model import GLiNER
 from gliner_jax.modeling.encoders import encoder_config_from_hf, family_of
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
@@ -41,7 +48,7 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
-    tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else AutoTokenizer.from_pretrained(encoder_dir)
+    tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)
     if not bi_encoder:
         add_special_tokens(tokenizer, base.ent_token, base.sep_token)
     pretrained = {}
@@ -85,15 +92,13 @@ def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrai
         return name, encoder_config_from_hf({**spec, "vocab_size": len(labels_tokenizer)}), labels_tokenizer, None
     directory = resolve(spec, ENCODER_PATTERNS)
     encoder, config = load_hf_encoder(directory, seed=seed)
-    labels_tokenizer = (
-        _tokenizer(section.labels_tokenizer) if section.labels_tokenizer else AutoTokenizer.from_pretrained(directory)
-    )
+    labels_tokenizer = _tokenizer(section.labels_tokenizer) if section.labels_tokenizer else load_tokenizer(directory)
     return spec, config, labels_tokenizer, encoder
 
 
 def _tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a local directory or hub repo id."""
-    return AutoTokenizer.from_pretrained(resolve(name_or_path, TOKENIZER_PATTERNS))
+    return load_tokenizer(resolve(name_or_path, TOKENIZER_PATTERNS))
 
 
 def _copy_pretrained_encoder(target: nnx.Module, pretrained: nnx.Module) -> None:

@@ -17,10 +17,10 @@ from gliner_jax.training.trainer import Trainer
 PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
 
 
-def read_unlabelled(path: str | Path) -> list[list[str]]:
+def read_unlabelled(path: str | Path, text_format: str = "auto") -> list[list[str]]:
     """Texts to pseudo-label, as word lists (`data_formats.read_text_records`: plain lines, JSONL or a JSON list of
-    records with "tokenized_text" or "text"; texts split with gliner's whitespace splitter)."""
-    return [record_words(record) for record in read_text_records(path)]
+    records with "tokenized_text" or "text", as `text_format` says; texts split with gliner's whitespace splitter)."""
+    return [record_words(record) for record in read_text_records(path, text_format)]
 
 
 def pseudo_label(
@@ -55,12 +55,15 @@ def self_train(
     labels: Sequence[str] | None = None,
     threshold: float = 0.5,
     batch_size: int = 16,
+    text_format: str = "auto",
 ) -> SelfTrainingReport:
-    """Pseudo-label `unlabelled` with the model of `config.model.init_from`, fine-tune it on them with `config`
-    (its data.train is replaced by the pseudo-labels), and score both models on `config.data.dev`."""
+    """Pseudo-label `unlabelled` (read in `text_format`) with the model of `config.model.init_from`, fine-tune it on
+    them with `config` (its data.train is replaced by the pseudo-labels), and score both models on
+    `config.data.dev`."""
     if config.model.init_from is None or config.data.dev is None:
         raise ValueError("self-training needs model.init_from (the model to improve) and data.dev (labelled)")
     dev, _ = read_examples(config.data.dev, strict=config.data.strict)
+    word_lists = read_unlabelled(unlabelled, text_format)  # a bad file is refused before the model is loaded
     if labels is None:
         labels = labels_of(dev)
     model = GLiNER.from_pretrained(config.model.init_from)
@@ -68,7 +71,7 @@ def self_train(
 
     output_dir = Path(config.trainer.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    examples = pseudo_label(model, read_unlabelled(unlabelled), labels, threshold=threshold, batch_size=batch_size)
+    examples = pseudo_label(model, word_lists, labels, threshold=threshold, batch_size=batch_size)
     pseudo_file = output_dir / PSEUDO_LABELS_FILE
     pseudo_file.write_text("".join(json.dumps(example) + "\n" for example in examples), encoding="utf-8")
 

@@ -96,6 +96,7 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
+        source = data_lib.open_source(config.data.train, strict=config.data.strict)  # bad data: before the model
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
         self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
@@ -151,7 +152,6 @@ class Trainer:
         self.rng = np.asarray(jax.random.key_data(jax.random.key(run.seed)))  # host NumPy: the same on every host
         self.step = 0
 
-        source = data_lib.open_source(config.data.train, strict=config.data.strict)
         packing = None
         if config.data.packing and not self.processor.label_prompt:
             raise NotImplementedError(

@@ -11,6 +11,7 @@ that file plus one line in `ENCODERS` (one per model_type it reads; each with it
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gliner_jax.modeling.encoders import bert, deberta, modernbert
+from gliner_jax.modeling.encoders.config_checks import check_field_types
 
 
 def _none(config: Any) -> tuple[str, ...]:
@@ -93,8 +95,15 @@ def family_of_config(config: Any) -> EncoderFamily:
 
 
 def encoder_config_from_hf(hf: Mapping[str, Any]) -> Any:
-    """The encoder config of a Hugging Face `config.json` dict, by its `model_type` (DeBERTa-v2 when absent)."""
-    return family_of(hf.get("model_type") or deberta.MODEL_TYPE).config_class.from_hf_dict(hf)
+    """The encoder config of a Hugging Face `config.json` dict, by its `model_type` (DeBERTa-v2 when absent).
+    ValueError naming the first field whose value has not the int, float, bool or str type of its field."""
+    if not isinstance(hf, Mapping):
+        raise ValueError(f"an encoder config is a JSON object, got {hf!r}")
+    config_class = family_of(hf.get("model_type") or deberta.MODEL_TYPE).config_class
+    hints = typing.get_type_hints(config_class)
+    scalars = {key: value for key, value in hf.items() if hints.get(key) in (int, float, bool, str)}
+    check_field_types(scalars, config_class, "encoder config")
+    return config_class.from_hf_dict(hf)
 
 
 def build_encoder(config: Any, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
