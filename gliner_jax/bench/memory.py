@@ -5,7 +5,8 @@ compiled for the default backend; the table reports XLA's `memory_analysis()`: t
 beyond its arguments and outputs) and arguments (parameters, optimizer state, batch).
 
 1. `remat`: the whole GLiNER train step (forward, focal loss, backward, clipping, AdamW; encoder layers in a scan,
-   or with `--unroll` unrolled as `gliner-jax train` runs them by default) at deberta-v3-large shapes (24 layers,
+   or with `--unroll` unrolled as `gliner-jax train` runs them by default; the Trainer's program,
+   `training.step.build_train_program`, built abstractly) at deberta-v3-large shapes (24 layers,
    width 1024, the 128,004-row vocabulary), span model (hidden 768, max_width 12), batch 8 x 512 tokens, 384 words,
    25 labels, bfloat16 compute, under each remat policy; one more row with bfloat16 parameters (float32 master
    weights in the optimizer state). XLA:CPU drops the optimization barriers that keep unrolled recomputation apart
@@ -15,14 +16,13 @@ beyond its arguments and outputs) and arguments (parameters, optimizer state, ba
    train mode (dropout on), float32, at several lengths: the whole-sequence attention against blockwise attention
    (blocks of `query_block` queries).
 
-    python scripts/bench_memory.py [--sections remat,attention] [--lengths 512,2048,8192] [--query-block 256]
-                                   [--unroll]
+    python -m gliner_jax.bench memory [--sections remat,attention] [--lengths 512,2048,8192] [--query-block 256]
+                                      [--unroll]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,26 +31,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gliner_jax.config import DebertaConfig, GLiNERConfig
+from gliner_jax.bench.batches import SYNTHETIC_LABELS, shapes_of, synthetic_batch
+from gliner_jax.bench.programs import one_device_program
+from gliner_jax.bench.sizes import deberta_v3, span_gliner
 from gliner_jax.modeling.encoders.deberta import QUERY_BLOCK, DebertaLayerStack
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
-from gliner_jax.training.loss import LossConfig
-from gliner_jax.training.optim import OptimizerConfig, make_optimizer, with_master_weights
-from gliner_jax.training.trainer import make_train_step
 
-LARGE = DebertaConfig(
-    vocab_size=128004, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
-)
-GLINER = dict(span_mode="markerV0", hidden_size=768, max_width=12, dropout=0.4, max_len=384)
-BATCH, TOKENS, WORDS, LABELS, ENTITIES = 8, 512, 384, 25, 32
+BATCH, TOKENS = 8, 512
 MIB = 2**20
 
 
-def compiled_memory(fn: Callable[..., Any], *args: Any) -> dict[str, float]:
-    """MiB of temp and argument buffers of `jax.jit(fn)` compiled for `args` (abstract), and the compile seconds."""
+def compiled_memory(lowered: Callable[[], jax.stages.Lowered]) -> dict[str, float]:
+    """MiB of temp and argument buffers of the program that `lowered()` lowers, and the seconds to lower and
+    compile it."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = lowered().compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     return {
@@ -60,46 +56,19 @@ def compiled_memory(fn: Callable[..., Any], *args: Any) -> dict[str, float]:
     }
 
 
-def abstract_batch() -> dict[str, jax.ShapeDtypeStruct]:
-    """A span-model training batch (`training.data.collate`'s arrays) as shapes."""
-    spans = WORDS * GLINER["max_width"]
-    shapes = {
-        "input_ids": ((BATCH, TOKENS), jnp.int32),
-        "attention_mask": ((BATCH, TOKENS), jnp.int32),
-        "words_mask": ((BATCH, TOKENS), jnp.int32),
-        "words_valid": ((BATCH, WORDS), jnp.bool_),
-        "labels_valid": ((BATCH, LABELS), jnp.bool_),
-        "span_idx": ((BATCH, spans, 2), jnp.int32),
-        "span_mask": ((BATCH, spans), jnp.bool_),
-        "entities": ((BATCH, ENTITIES, 3), jnp.int32),
-    }
-    return {name: jax.ShapeDtypeStruct(shape, dtype) for name, (shape, dtype) in shapes.items()}
-
-
-def train_step_memory(remat: str, param_dtype: jnp.dtype, unroll: bool) -> dict[str, float]:
-    """Compiled memory of `make_train_step` for the large span model under `remat`."""
-    config = GLiNERConfig(**GLINER, encoder_config=LARGE, vocab_size=LARGE.vocab_size, class_token_index=128001)
+def train_step_memory(remat: str, param_dtype: str, unroll: bool) -> dict[str, float]:
+    """Compiled memory of the Trainer's step for the large span model under `remat`, built abstractly."""
+    config = span_gliner("large")
     model = nnx.eval_shape(lambda: GLiNERModel(config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
-    model.train()
-    model.set_attributes(unroll_layers=unroll, remat=remat)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, param_dtype), params)
-    tx = make_optimizer(OptimizerConfig(num_steps=1000, encoder_lr=1e-5, others_lr=5e-5), params)
-    if param_dtype != jnp.float32:
-        tx = with_master_weights(tx)
-    opt_state = jax.eval_shape(tx.init, params)
-    loss = LossConfig(alpha=0.75, gamma=0.0, reduction="sum")
-
-    def step(params: nnx.State, opt_state: Any, batch: dict, key: jax.Array, rest: nnx.State) -> Any:
-        return make_train_step(graphdef, rest, tx, loss)(params, opt_state, batch, key)
-
+    batch = shapes_of(synthetic_batch(BATCH, TOKENS, config.class_token_index, config.max_width, config.max_len))
+    program = one_device_program(model, 1000, list(batch), param_dtype=param_dtype, remat=remat, unroll_layers=unroll)
     key = jax.eval_shape(lambda: jax.random.key(0))
-    return compiled_memory(step, params, opt_state, abstract_batch(), key, rest)
+    return compiled_memory(lambda: program.step.lower(program.params, program.opt_state, batch, key))
 
 
 def layer_memory(length: int, blockwise: bool, query_block: int) -> dict[str, float]:
     """Compiled memory of the gradient of one deberta-v3-large layer (train mode, float32) at batch 1."""
-    config = dataclasses.replace(LARGE, num_hidden_layers=1)
+    config = deberta_v3("large", num_hidden_layers=1)
     stack = nnx.eval_shape(lambda: DebertaLayerStack(config, jnp.float32, nnx.Rngs(0)))
     stack.train()
     stack.set_attributes(blockwise_above=0 if blockwise else None, query_block=query_block)
@@ -114,20 +83,22 @@ def layer_memory(length: int, blockwise: bool, query_block: int) -> dict[str, fl
 
     hidden = jax.ShapeDtypeStruct((1, length, config.hidden_size), jnp.float32)
     mask = jax.ShapeDtypeStruct((1, length), jnp.int32)
-    return compiled_memory(gradients, params, hidden, mask, rest)
+    return compiled_memory(lambda: jax.jit(gradients).lower(params, hidden, mask, rest))
 
 
 def remat_table(unroll: bool) -> list[str]:
     rows = []
-    runs = [(policy, jnp.float32) for policy in REMAT_POLICIES] + [("full", jnp.bfloat16)]
+    runs = [(policy, "float32") for policy in REMAT_POLICIES] + [("full", "bfloat16")]
     for policy, param_dtype in runs:
         memory = train_step_memory(policy, param_dtype, unroll)
-        rows.append((policy, jnp.dtype(param_dtype).name, memory))
-        print(f"  remat={policy} params={jnp.dtype(param_dtype).name}: {memory}", flush=True)
+        rows.append((policy, param_dtype, memory))
+        print(f"  remat={policy} params={param_dtype}: {memory}", flush=True)
     none = rows[0][2]["temp"]
+    words = min(span_gliner("large").max_len, TOKENS - 2 * SYNTHETIC_LABELS - 3)  # synthetic_batch's
     lines = [
-        f"Train step, deberta-v3-large span GLiNER, batch {BATCH} x {TOKENS} tokens ({WORDS} words, {LABELS} labels), "
-        f"bfloat16 compute, layers {'unrolled' if unroll else 'in a scan'}, on {jax.devices()[0].device_kind}:",
+        f"Train step, deberta-v3-large span GLiNER, batch {BATCH} x {TOKENS} tokens ({words} words, "
+        f"{SYNTHETIC_LABELS} labels), bfloat16 compute, layers {'unrolled' if unroll else 'in a scan'}, on "
+        f"{jax.devices()[0].device_kind}:",
         "",
         "| remat | params | temp MiB | temp / none | arguments MiB | compile s |",
         "|---|---|---:|---:|---:|---:|",
@@ -158,6 +129,7 @@ def attention_table(lengths: Sequence[int], query_block: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="remat,attention")
     parser.add_argument("--lengths", default="512,2048,8192")
