@@ -25,7 +25,7 @@ SPAN_GLINER = dict(span_mode="markerV0", **GLINER_HEAD, dropout=0.4, max_len=384
 
 def deberta_v3(size: str, **fields: object) -> DebertaConfig:
     """The DeBERTa-v3 encoder config of `size` (a key of DEBERTA_V3), with `fields` set on top."""
-    return DebertaConfig(**DEBERTA_V3[size], **fields)
+    return DebertaConfig(**(DEBERTA_V3[size] | fields))
 
 
 def encoder_dict(size: str) -> dict:
