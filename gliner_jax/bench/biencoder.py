@@ -19,7 +19,6 @@ numbers.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.entities import agree, simplify
 from gliner_jax.bench.runner import in_fresh_process
 from gliner_jax.bench.sizes import GLINER_HEAD, encoder_dict
@@ -113,7 +113,7 @@ def build_models(root: Path, span_mode: str, labels_encoder: str) -> tuple[dict[
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--texts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--label-counts", default="10,100,1000")

@@ -21,7 +21,6 @@ Run from a source checkout (the parity steps run its tests/):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -33,6 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
+
+from gliner_jax.bench import argument_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -224,7 +225,7 @@ def run_step(step: Step, budget_s: float, log: TextIO) -> tuple[str, float, str]
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the check with command-line arguments `argv`; exits 1 unless every step is ok."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--out", required=True, help="folder for device_check.md and device_check.log")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the same steps at toy sizes on the CPU")
     parser.add_argument("--deadline-s", type=float, default=470, help="all steps together (default: 470)")

@@ -8,7 +8,6 @@ and the same inputs; the table reports tokens per second of each and their ratio
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.sizes import DEBERTA_V3, deberta_v3
 from gliner_jax.checkpoint_io import encoder_table, state_from_torch
 from gliner_jax.modeling.encoders.deberta import DebertaModel
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--sizes", default="small,large", help=f"comma-separated, of {sorted(DEBERTA_V3)}")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)

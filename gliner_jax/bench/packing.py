@@ -21,7 +21,6 @@ each batch is computed both ways in eval mode: the two must agree (the same exam
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import make_records, pick_labels, pile_ner_length, tokenizer_corpus
 from gliner_jax.bench.programs import TrainLoop, one_device_program
 from gliner_jax.bench.sizes import VOCAB_SIZE, reference_models
@@ -39,7 +39,7 @@ from gliner_jax.bench.train import SIZES
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--size", choices=SIZES, default="small", help="deberta-v3 encoder shapes")
     parser.add_argument("--mode", choices=("markerV0", "token_level"), default="markerV0")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per step")

@@ -34,7 +34,6 @@ state (started from the float32 weights, as the Trainer does); `--json PATH` als
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import resource
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import LABELS_PER_RECORD, make_records, pick_labels, tokenizer_corpus
 from gliner_jax.bench.programs import LOSS, OPTIMIZER, TrainLoop, one_device_program, remat_policies
 from gliner_jax.bench.runner import in_fresh_process
@@ -356,7 +356,7 @@ def add_mfu(rows: list[tuple[str, dict]], steps: int, peak: float | None) -> Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--size", choices=SIZES, default="small", help="deberta-v3 encoder shapes")
     parser.add_argument("--modes", default="markerV0,token_level")
     parser.add_argument("--steps", type=int, default=8, help="timed steps, after one warm-up step per batch")
