@@ -102,11 +102,8 @@ class TrainProgram:
     params: nnx.State
     opt_state: optax.OptState
     step: TrainStep
-    tx: optax.GradientTransformation
-    graphdef: nnx.GraphDef
     eval_graphdef: nnx.GraphDef
     rest: nnx.State
-    param_shardings: Any
     batch_shardings: dict[str, NamedSharding]
     eval_loss_fn: Callable[..., jax.Array]
 
@@ -116,7 +113,7 @@ class TrainProgram:
         return float(self.eval_loss_fn(float32_params(self.params, self.opt_state), self.rest, batch))
 
 
-def make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable[..., jax.Array]:
+def _make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable[..., jax.Array]:
     """`loss(params, rest, batch)`, jitted: the GLiNER loss of the network `graphdef` (in eval mode: no dropout)."""
 
     def loss(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
@@ -204,11 +201,8 @@ def build_train_program(
         params=params,
         opt_state=opt_state,
         step=TrainStep(jitted, _place(rest, rest_shardings)),
-        tx=tx,
-        graphdef=graphdef,
         eval_graphdef=eval_graphdef,
         rest=rest,
-        param_shardings=param_shardings,
         batch_shardings=batch_shardings,
-        eval_loss_fn=make_eval_loss(eval_graphdef, loss),
+        eval_loss_fn=_make_eval_loss(eval_graphdef, loss),
     )
