@@ -77,9 +77,7 @@ class StepProgram:
 
         state, self.state = self.state, None
         try:
-            params, opt_state, _ = jax.block_until_ready(
-                compiled(*state, self.batch(rows, tokens), self.key, self.program.step.rest)
-            )
+            params, opt_state, _ = jax.block_until_ready(compiled(*state, self.batch(rows, tokens), self.key))
         except Exception:
             del state
             self.reset()

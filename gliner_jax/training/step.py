@@ -12,6 +12,7 @@ optimizer state and the batch are placed on the mesh under the logical axis rule
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -79,19 +80,19 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
 
 @dataclasses.dataclass(frozen=True)
 class TrainStep:
-    """The jitted sharded step bound to the network's placed non-parameter state:
-    `step(params, opt_state, batch, key) -> (params, opt_state, metrics)`, parameters and optimizer state donated;
-    `step.lower(...)` with the same arguments lowers it ahead of time."""
+    """The jitted sharded step, `step(params, opt_state, batch, key) -> (params, opt_state, metrics)`, parameters and
+    optimizer state donated; `step.lower(...)` with the same arguments lowers it ahead of time. A concrete network's
+    non-parameter state (RNG streams) is a constant of the program; an abstract one's is `bound`, passed last."""
 
     jitted: Any
-    rest: nnx.State
+    bound: tuple[Any, ...] = ()
 
     def __call__(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> Any:
-        return self.jitted(params, opt_state, batch, key, self.rest)
+        return self.jitted(params, opt_state, batch, key, *self.bound)
 
     def lower(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> jax.stages.Lowered:
         """The step lowered for these (concrete or abstract) arguments."""
-        return self.jitted.lower(params, opt_state, batch, key, self.rest)
+        return self.jitted.lower(params, opt_state, batch, key, *self.bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,6 @@ def build_train_program(
         tx = with_master_weights(tx)  # masters start from the float32 weights, not their rounding
     param_shardings = state_shardings(params, mesh, rules)
     opt_shardings = state_shardings(jax.eval_shape(tx.init, initial), mesh, rules)
-    rest_shardings = state_shardings(rest, mesh, rules)
     params = _place(params, param_shardings)
     initial = _place(initial, param_shardings)
     if abstract:
@@ -191,16 +191,23 @@ def build_train_program(
         name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(mesh, rules) for name in batch_names
     }
     replicated = NamedSharding(mesh, PartitionSpec())
+    in_shardings = (param_shardings, opt_shardings, batch_shardings, replicated)
+    step = make_train_step(graphdef, tx, loss)
+    if abstract:  # the RNG state as an argument: an abstract one cannot be a constant
+        rest_shardings = state_shardings(rest, mesh, rules)
+        in_shardings, bound = (*in_shardings, rest_shardings), (_place(rest, rest_shardings),)
+    else:
+        step, bound = functools.partial(step, rest=rest), ()
     jitted = jax.jit(
-        make_train_step(graphdef, tx, loss),
-        in_shardings=(param_shardings, opt_shardings, batch_shardings, replicated, rest_shardings),
+        step,
+        in_shardings=in_shardings,
         out_shardings=(param_shardings, opt_shardings, replicated),
         donate_argnums=(0, 1),
     )
     return TrainProgram(
         params=params,
         opt_state=opt_state,
-        step=TrainStep(jitted, _place(rest, rest_shardings)),
+        step=TrainStep(jitted, bound),
         eval_graphdef=eval_graphdef,
         rest=rest,
         batch_shardings=batch_shardings,
