@@ -219,6 +219,14 @@ def _self_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Run a benchmark of `gliner_jax.bench` (`python -m gliner_jax.bench NAME [args]`)."""
+    from gliner_jax.bench.__main__ import main as bench
+
+    bench(args.args)
+    return 0
+
+
 def _distributed_flags(parser: argparse.ArgumentParser) -> None:
     """The flags `_start_distributed` reads."""
     parser.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() from the cluster")
@@ -377,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     self_train.add_argument("--batch-size", type=int, default=16, help="prediction batch size")
     self_train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.dev=dev.jsonl")
     self_train.set_defaults(run=_self_train)
+
+    bench = commands.add_parser(
+        "bench", help="run a benchmark (NAME --help for its options)", description="python -m gliner_jax.bench NAME"
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="NAME (train, inference, ...) and its arguments")
+    bench.set_defaults(run=_bench)
     return parser
 
 

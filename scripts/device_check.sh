@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command for whoever has a lent GPU (an H100 or H200 with jax, torch and transformers installed): within
-# 8 minutes, parity tests on the GPU (float32, and bfloat16 against float32), bench_inference.py (both libraries),
-# bench_train.py --size large --dtype bfloat16 (MFU, peak GPU memory, each remat policy) and the largest batch that
-# fits per remat policy; one markdown table to stdout and $OUT/device_check.md (step output: device_check.log).
+# 8 minutes, parity tests on the GPU (float32, and bfloat16 against float32), the inference benchmark (both
+# libraries), the train benchmark --size large --dtype bfloat16 (MFU, peak GPU memory, each remat policy) and the
+# largest batch that fits per remat policy; one markdown table to stdout and $OUT/device_check.md (step output:
+# device_check.log). `python -m gliner_jax.bench device_check` drives the steps.
 #
 #   here, first:  scripts/fetch_device_wheels.sh          (the wheels the GPU image lacks, into .device-wheels/)
 #   there:        scripts/device_check.sh                  (carry .device-wheels; $OUT: where the table goes)
@@ -16,7 +17,7 @@ if [ "${1:-}" = "--cpu-dry-run" ]; then
   shift
   python=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
   export JAX_PLATFORMS=cpu PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  exec "$python" scripts/device_check.py --cpu-dry-run --deadline-s 1800 --out "${OUT:-runs/device_check}" "$@"
+  exec "$python" -m gliner_jax.bench device_check --cpu-dry-run --deadline-s 1800 --out "${OUT:-runs/device_check}" "$@"
 fi
 
 python=${PYTHON:-python3}
@@ -29,4 +30,4 @@ site=/tmp/gliner-jax-device-site
   .device-wheels/*.whl
 export PYTHONPATH="$site:$PWD"
 export HF_HUB_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-exec "$python" scripts/device_check.py --out "${OUT:-runs/device_check}" "$@"
+exec "$python" -m gliner_jax.bench device_check --out "${OUT:-runs/device_check}" "$@"

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gliner_jax.sharding import MeshConfig, make_mesh
 from gliner_jax.training.config import load_train_config
 from gliner_jax.training.model_init import build_model
+from gliner_jax.training.step import build_train_program
 from gliner_jax.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -39,6 +41,26 @@ def test_train_step_unrolls_the_encoder_as_configured(tmp_path):
         loops[unroll] = lowered.as_text().count("stablehlo.while")
         assert trainer.host_model().model.encoder.encoder.unroll_layers is False
     assert loops[False] == loops[True] + 2  # the scan over layers, forward and backward
+
+
+def test_an_abstract_network_gives_the_concrete_train_state_as_shapes():
+    """`build_train_program` on a network from `nnx.eval_shape` (what the memory benchmark compiles): the parameters
+    and optimizer state (bfloat16 parameters, float32 masters) of the concrete program as shapes, with its shardings."""
+    config = load_train_config(TINY)
+    model = build_model(config.model, seed=0).model
+    abstract_model = nnx.eval_shape(lambda: nnx.merge(*nnx.split(model)))
+    mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
+    abstract, concrete = (
+        build_train_program(network, config.optimizer, config.loss, mesh, ["input_ids"], param_dtype="bfloat16")
+        for network in (abstract_model, model)
+    )
+    shapes = jax.tree.leaves((abstract.params, abstract.opt_state))
+    arrays = jax.tree.leaves((concrete.params, concrete.opt_state))
+    assert len(shapes) == len(arrays) > 10
+    for shape, array in zip(shapes, arrays, strict=True):
+        assert isinstance(shape, jax.ShapeDtypeStruct)
+        assert (shape.shape, shape.dtype, shape.sharding) == (array.shape, array.dtype, array.sharding)
+    assert {leaf.dtype for leaf in jax.tree.leaves(abstract.params)} == {jnp.dtype(jnp.bfloat16)}
 
 
 def test_unrolled_encoder_computes_the_scanned_numbers():

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -30,47 +28,15 @@ from tqdm import tqdm
 from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
-from gliner_jax.modeling import axes
-from gliner_jax.sharding import avoid_cached_cpu_collectives, batch_sharding, make_mesh, override_rules, state_shardings
+from gliner_jax.sharding import avoid_cached_cpu_collectives, make_mesh, override_rules
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.loss import LossConfig, gliner_loss
 from gliner_jax.training.model_init import build_model
-from gliner_jax.training.optim import (
-    apply_updates,
-    float32_params,
-    learning_rates,
-    make_optimizer,
-    with_master_weights,
-)
+from gliner_jax.training.optim import float32_params, learning_rates
+from gliner_jax.training.step import build_train_program
 
 logger = logging.getLogger(__name__)
-
-
-def make_train_step(
-    graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, loss_config: LossConfig
-) -> Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]:
-    """`step(params, opt_state, batch, key) -> (params, opt_state, metrics)`: forward with dropout drawn from
-    `key`, the GLiNER loss, gradients, one optimizer update (not jitted; `Trainer` jits it with shardings). With
-    `optim.with_master_weights` the parameters become the rounded float32 masters of the optimizer state."""
-
-    def loss_fn(params: nnx.State, batch: dict[str, jax.Array], key: jax.Array) -> jax.Array:
-        # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
-        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
-        dropout_key, loss_key = jax.random.split(key)
-        nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        logits = model(**{name: value for name, value in batch.items() if name != "entities"})
-        return gliner_loss(logits, batch, loss_config, loss_key)
-
-    def step(params, opt_state, batch, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = apply_updates(params, updates, opt_state)
-        grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
-        return params, opt_state, {"loss": loss, "grad_norm": grad_norm}
-
-    return step
 
 
 @dataclasses.dataclass
@@ -112,43 +78,22 @@ class Trainer:
                 f"trainer.global_batch_size={run.global_batch_size} is not divisible by the {data_devices} devices "
                 "of the mesh's data and fsdp axes"
             )
-        set_encoder_attributes(model, config.model.encoder_attributes)
-        model.eval()
-        self.eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
-        model.train()
-        model.set_attributes(unroll_layers=config.model.unroll_layers)
-        if config.model.remat != "none":  # an encoder without remat support is refused by name
-            set_encoder_attributes(model, {"remat": config.model.remat})
-            if config.model.unroll_layers and jax.default_backend() == "cpu":
-                logger.warning(
-                    "model.remat=%s saves no memory in unrolled layers on XLA:CPU, which drops the optimization "
-                    "barriers that keep recomputation apart from the forward pass; set model.unroll_layers=false",
-                    config.model.remat,
-                )
-        graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        param_dtype = jnp.dtype(config.model.param_dtype)
-        initial, params = params, jax.tree.map(lambda p: p.astype(param_dtype), params)
-        self.tx = make_optimizer(config.optimizer, params)
-        if param_dtype != jnp.float32:
-            self.tx = with_master_weights(self.tx)  # masters start from the float32 weights, not their rounding
-        self.param_shardings = state_shardings(params, self.mesh, rules)
-        self.params = jax.device_put(params, self.param_shardings)
-        opt_shardings = state_shardings(jax.eval_shape(self.tx.init, initial), self.mesh, rules)
-        initial = jax.device_put(initial, self.param_shardings)
-        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(initial)
-        # Per input of the batch contract: split over the batch, a bi-encoder's label table over its labels.
-        label_table = batch_sharding(self.mesh, rules, axes.LABELS)
-        self.batch_shardings = {
-            name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(self.mesh, rules)
-            for name in [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
-        }
-        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        self.train_step = jax.jit(
-            make_train_step(graphdef, self.rest, self.tx, config.loss),
-            in_shardings=(self.param_shardings, opt_shardings, self.batch_shardings, replicated),
-            out_shardings=(self.param_shardings, opt_shardings, replicated),
-            donate_argnums=(0, 1),
+        names = [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
+        program = build_train_program(
+            model,
+            config.optimizer,
+            config.loss,
+            self.mesh,
+            names,
+            rules=rules,
+            param_dtype=config.model.param_dtype,
+            remat=config.model.remat,
+            unroll_layers=config.model.unroll_layers,
+            encoder_attributes=config.model.encoder_attributes,
         )
+        self.params, self.opt_state = program.params, program.opt_state
+        self.train_step, self.batch_shardings = program.step, program.batch_shardings
+        self.eval_graphdef, self.rest = program.eval_graphdef, program.rest  # for host_model
         self.rng = np.asarray(jax.random.key_data(jax.random.key(run.seed)))  # host NumPy: the same on every host
         self.step = 0
 
@@ -316,18 +261,6 @@ class Trainer:
         if self.is_chief:
             model.save_pretrained(path)
             logger.info("exported to %s", path)
-
-
-def set_encoder_attributes(model: nnx.Module, attributes: dict[str, Any]) -> None:
-    """Set attributes of the encoder's modules by name (`model.encoder.set_attributes`); ValueError naming any that
-    no module of this encoder family has."""
-    if not attributes:
-        return
-    try:
-        model.encoder.set_attributes(**attributes)
-    except ValueError as error:
-        family = type(model.encoder).__name__
-        raise ValueError(f"model: {family} has no module attribute among {sorted(attributes)} ({error})") from None
 
 
 def pad_to_common_shapes(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:

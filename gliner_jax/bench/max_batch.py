@@ -1,7 +1,8 @@
 """The largest training batch that fits the device's memory, per encoder remat policy and row length.
 
 For each remat policy this checkout has (`model.remat`: none, dots, full) and each row length T, the train step of a
-span GLiNER (forward, focal loss, backward, clipping, AdamW; `make_train_step`, random weights at deberta-v3 shapes,
+span GLiNER (forward, focal loss, backward, clipping, AdamW; the Trainer's program, `build_train_program`, random
+weights at deberta-v3 shapes,
 GLiNER hidden 768, max_width 12, 25 labels, up to 384 words per row) is compiled ahead of time at two batch sizes.
 XLA's memory analysis of the program (arguments + outputs + temp, less the donated buffers) grows linearly in the
 rows; the line gives the largest batch under the device's memory limit (`bytes_limit`, or `--memory-gb`). That
@@ -9,104 +10,57 @@ batch is then compiled and run once on real arrays: "runs" if it does, otherwise
 one runs (or `--tries` are spent). The table reports rows x T, XLA's memory of that program and the device's
 peak memory in use (the process's peak so far: policies run in the order given).
 
-    python scripts/max_batch.py [--size large] [--dtype bfloat16] [--lengths 512] [--remat none,dots,full]
-                                [--probe 4,8] [--scan] [--memory-gb G] [--json PATH]
+    python -m gliner_jax.bench max_batch [--size large] [--dtype bfloat16] [--lengths 512] [--remat none,dots,full]
+                                         [--probe 4,8] [--scan] [--memory-gb G] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_train import SIZES, remat_policies
 
-GLINER = dict(span_mode="markerV0", hidden_size=768, max_width=12, max_len=384, dropout=0.4)
-LABELS, ENTITIES = 25, 32
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.batches import synthetic_batch
+from gliner_jax.bench.programs import one_device_program, remat_policies
+from gliner_jax.bench.sizes import span_gliner
+from gliner_jax.bench.train import SIZES
+
 GIB = 2**30
 
 
-def synthetic_batch(rows: int, tokens: int, vocab: int, class_token: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A span-model training batch (the `collate` contract) of `rows` rows of `tokens` tokens: [CLS], 25 labels
-    (`<<ENT>>` and one token each), [SEP], as many one-token words as fit (at most max_len), [SEP]."""
-    rng = np.random.default_rng(seed)
-    width, prompt = GLINER["max_width"], 2 * LABELS + 2
-    words = min(GLINER["max_len"], tokens - prompt - 1)
-    if words < 1:
-        raise ValueError(f"rows of {tokens} tokens leave no room for words beside {LABELS} labels")
-    input_ids = rng.integers(4, class_token, (rows, tokens)).astype(np.int32)
-    input_ids[:, 1 : prompt - 1 : 2] = class_token
-    attention_mask = np.zeros((rows, tokens), np.int32)
-    attention_mask[:, : prompt + words + 1] = 1
-    words_mask = np.zeros((rows, tokens), np.int32)
-    words_mask[:, prompt : prompt + words] = np.arange(1, words + 1)
-    starts = np.repeat(np.arange(words), width)
-    ends = starts + np.tile(np.arange(width), words)
-    span_mask = np.broadcast_to(ends < words, (rows, words * width))
-    span_idx = np.where(span_mask[..., None], np.stack([starts, ends], -1), 0).astype(np.int32)
-    first = rng.integers(0, max(1, words - 3), (rows, ENTITIES))
-    last = np.minimum(first + rng.integers(0, 3, (rows, ENTITIES)), words - 1)
-    entities = np.stack([first, last, rng.integers(1, LABELS + 1, (rows, ENTITIES))], axis=-1).astype(np.int32)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "words_mask": words_mask,
-        "words_valid": np.ones((rows, words), bool),
-        "labels_valid": np.ones((rows, LABELS), bool),
-        "span_idx": span_idx,
-        "span_mask": np.ascontiguousarray(span_mask),
-        "entities": entities,
-    }
-
-
 class StepProgram:
-    """The jitted train step of one remat policy, compiled per batch shape, and real parameters to run it on."""
+    """The Trainer's train step of one remat policy, compiled per batch shape, and real parameters to run it on."""
 
     def __init__(self, size: str, dtype: str, remat: str, scan: bool):
+        self.config, self.dtype, self.remat, self.scan = span_gliner(size), dtype, remat, scan
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh model, train state and step."""
         import jax
         import jax.numpy as jnp
         from flax import nnx
 
-        from gliner_jax.config import GLiNERConfig
-        from gliner_jax.modeling.encoders.deberta import DebertaConfig
         from gliner_jax.modeling.gliner import GLiNERModel
-        from gliner_jax.training.loss import LossConfig
-        from gliner_jax.training.optim import OptimizerConfig, make_optimizer
-        from gliner_jax.training.trainer import make_train_step
 
-        encoder = DebertaConfig.from_hf_dict({**SIZES[size], "vocab_size": 128004})
-        self.config = GLiNERConfig(**GLINER, encoder_config=encoder, vocab_size=128004, class_token_index=128001)
-
-        def network() -> tuple[Any, Any, Any]:
-            model = GLiNERModel(self.config, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
-            model.train()
-            model.set_attributes(unroll_layers=not scan)
-            if remat != "none":
-                model.set_attributes(remat=remat)
-            return nnx.split(model, nnx.Param, ...)
-
-        graphdef, params, self.rest = network()
-        tx = make_optimizer(OptimizerConfig(num_steps=1000, encoder_lr=1e-5, others_lr=5e-5), params)
-        self.network, self.init = network, jax.jit(tx.init)
-        self.state = (params, self.init(params))
-        loss = LossConfig(alpha=0.75, reduction="sum")
-
-        def step(params: Any, opt_state: Any, batch: dict, key: jax.Array, rest: Any) -> Any:
-            return make_train_step(graphdef, rest, tx, loss)(params, opt_state, batch, key)
-
-        self.step = jax.jit(step, donate_argnums=(0, 1))
-        self.key = jax.random.key(0)
+        model = GLiNERModel(self.config, dtype=jnp.dtype(self.dtype), rngs=nnx.Rngs(0))
+        names = list(self.batch(1, 128))
+        self.program = one_device_program(model, 1000, names, remat=self.remat, unroll_layers=not self.scan)
+        self.state, self.key = (self.program.params, self.program.opt_state), jax.random.key(0)
 
     def batch(self, rows: int, tokens: int) -> dict[str, np.ndarray]:
-        return synthetic_batch(rows, tokens, self.config.vocab_size, self.config.class_token_index)
+        config = self.config
+        return synthetic_batch(rows, tokens, config.class_token_index, config.max_width, config.max_len)
 
     def compile(self, rows: int, tokens: int) -> tuple[Any, float]:
         """The compiled step for `rows` x `tokens` and its memory per XLA (bytes): arguments + outputs + temp,
         less what the outputs reuse of the donated arguments (parameters and optimizer state)."""
-        compiled = self.step.lower(*self.state, self.batch(rows, tokens), self.key, self.rest).compile()
+        compiled = self.program.step.lower(*self.state, self.batch(rows, tokens), self.key).compile()
         memory = compiled.memory_analysis()
         total = (
             memory.argument_size_in_bytes
@@ -118,18 +72,15 @@ class StepProgram:
 
     def run(self, compiled: Any, rows: int, tokens: int) -> None:
         """One step on real arrays, which takes over the parameters and optimizer state it donates; when it fails
-        (out of memory) they are built afresh."""
+        (out of memory) the model and state are built afresh."""
         import jax
 
         state, self.state = self.state, None
         try:
-            params, opt_state, _ = jax.block_until_ready(
-                compiled(*state, self.batch(rows, tokens), self.key, self.rest)
-            )
+            params, opt_state, _ = jax.block_until_ready(compiled(*state, self.batch(rows, tokens), self.key))
         except Exception:
             del state
-            params = self.network()[1]
-            self.state = (params, self.init(params))
+            self.reset()
             raise
         self.state = (params, opt_state)
 
@@ -179,9 +130,10 @@ def largest_batch(program: StepProgram, tokens: int, probe: tuple[int, int], lim
     return result | {"rows": rows, "runs": False}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="large", help="deberta-v3 encoder shapes")
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
+    parser.add_argument("--size", choices=SIZES, default="large", help="deberta-v3 encoder shapes")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16", help="compute dtype")
     parser.add_argument("--lengths", default="512", help="tokens per row, comma-separated")
     parser.add_argument("--remat", default="none,dots,full", help="encoder remat policies, comma-separated")
@@ -190,11 +142,9 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=None, help="memory limit (default: the device's)")
     parser.add_argument("--tries", type=int, default=3, help="runs before giving up on a policy and length")
     parser.add_argument("--json", default=None, help="also write the results to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    policies, missing = remat_policies(args.remat.split(","))
-    if missing:
-        print(f"remat policies {missing} are not in this checkout (gliner_jax.modeling.layer_stack); skipped")
+    policies = remat_policies(args.remat)
     limit, device_kind = device_limit(args.memory_gb)
     probe = tuple(int(n) for n in args.probe.split(","))
     results = []

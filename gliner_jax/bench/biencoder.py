@@ -9,7 +9,7 @@ own fresh process over every label count, after a warm-up pass (jit compilation 
 torch); the precomputed path's label embeddings (`encode_labels`) are made before the clock starts, and their cost is
 reported apart. Both libraries must find the same entities (start, end, label; scores within 1e-4).
 
-    python scripts/bench_biencoder.py [--texts 16] [--batch-size 8] [--label-counts 10,100,1000]
+    python -m gliner_jax.bench biencoder [--texts 16] [--batch-size 8] [--label-counts 10,100,1000]
         [--span-mode markerV0] [--labels-encoder DIR]
 
 Targets: the precomputed path at 1,000 labels >= 1.5x gliner's same path on CPU, and nearly flat in the label count
@@ -19,21 +19,20 @@ numbers.
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from queue import Empty
 
 import numpy as np
 
-from gliner_jax.modeling.encoders.deberta import DebertaConfig
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.entities import agree, simplify
+from gliner_jax.bench.runner import in_fresh_process
+from gliner_jax.bench.sizes import GLINER_HEAD, encoder_dict
 from gliner_jax.testing.builders import CORPUS, benchmark_texts, build_backbone, build_reference, minilm_directory
 
-# deberta-v3-small's sizes for the text encoder.
-V3_SMALL = DebertaConfig(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
 PATHS = ("uni", "bi", "bi+embeds")
 
 
@@ -55,9 +54,8 @@ def run_path(
     label_sets: list[list[str]],
     threshold: float,
     batch_size: int,
-    queue: multiprocessing.Queue,
-) -> None:
-    """Time one (path, library) over every label set; report texts/s, the label-encoding time and the entities."""
+) -> list[dict]:
+    """Time one (path, library) over every label set: texts/s, the label-encoding time and the entities."""
     if engine == "torch":
         import gliner
         import torch
@@ -94,17 +92,8 @@ def run_path(
             start = time.perf_counter()
             entities = predict()
             seconds = time.perf_counter() - start
-        simplified = [[(e["start"], e["end"], e["label"], float(e["score"])) for e in row] for row in entities]
-        results.append({"seconds": seconds, "encode_s": encode_s, "entities": simplified})
-    queue.put(results)
-
-
-def agree(ref: list[list[tuple]], ours: list[list[tuple]]) -> bool:
-    """Same entities (start, end, label) in the same order, scores within 1e-4."""
-    return all(
-        [e[:3] for e in r] == [e[:3] for e in o] and all(abs(a[3] - b[3]) <= 1e-4 for a, b in zip(r, o, strict=True))
-        for r, o in zip(ref, ours, strict=True)
-    )
+        results.append({"seconds": seconds, "encode_s": encode_s, "entities": simplify(entities)})
+    return results
 
 
 def build_models(root: Path, span_mode: str, labels_encoder: str) -> tuple[dict[str, Path], float]:
@@ -113,28 +102,18 @@ def build_models(root: Path, span_mode: str, labels_encoder: str) -> tuple[dict[
     from gliner_jax.testing.builders import quantile_thresholds
 
     backbone = build_backbone(
-        root / "backbone", V3_SMALL.to_hf_dict(), tokenizer=dict(vocab_size=1000, model_type="bpe")
+        root / "backbone", encoder_dict("small"), tokenizer=dict(vocab_size=1000, model_type="bpe")
     )
-    options = dict(span_mode=span_mode, hidden_size=768, max_width=12, logit_scale=1.0, noise=0.0)
+    options = dict(span_mode=span_mode, logit_scale=1.0, noise=0.0, **GLINER_HEAD)
     build_reference(backbone, root / "uni", **options)
     bi = build_reference(backbone, root / "bi", labels_encoder=labels_encoder, **options)
     threshold = quantile_thresholds(bi, benchmark_texts(8), make_labels(10), (0.99,))[0]
     return {"uni": root / "uni", "bi": root / "bi", "bi+embeds": root / "bi"}, threshold
 
 
-def _result(queue: multiprocessing.Queue, process: multiprocessing.Process, name: str) -> list[dict]:
-    """The worker's results; SystemExit if it ends without any (killed, e.g. out of memory: the 1,000-label prompt
-    of the uni-encoder is thousands of tokens long)."""
-    while True:
-        try:
-            return queue.get(timeout=5)
-        except Empty:
-            if not process.is_alive():
-                raise SystemExit(f"{name}: the worker ended (exit code {process.exitcode}) without a result") from None
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--texts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--label-counts", default="10,100,1000")
@@ -143,27 +122,20 @@ def main() -> None:
         "--labels-encoder", default=None, help="a Hugging Face encoder directory (default: the real all-MiniLM-L6-v2)"
     )
     parser.add_argument("--paths", default=",".join(PATHS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     labels_encoder = args.labels_encoder or str(minilm_directory())
     counts = [int(n) for n in args.label_counts.split(",")]
     texts, label_sets = benchmark_texts(args.texts), [make_labels(n) for n in counts]
     load_before = os.getloadavg()
-    context = multiprocessing.get_context("spawn")
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as root:
         directories, threshold = build_models(Path(root), args.span_mode, labels_encoder)
         for path in args.paths.split(","):
             for engine in ("torch", "jax"):
-                queue = context.Queue()
-                process = context.Process(
-                    target=run_path,
-                    args=(path, engine, str(directories[path]), texts, label_sets, threshold, args.batch_size, queue),
-                )
-                process.start()
-                results[path, engine] = _result(queue, process, f"{path} / {engine}")
-                process.join()
+                job = (path, engine, str(directories[path]), texts, label_sets, threshold, args.batch_size)
+                results[path, engine] = in_fresh_process(run_path, *job, name=f"{path} / {engine}")
     load_after = os.getloadavg()
 
     print(
@@ -178,7 +150,7 @@ def main() -> None:
         for index, count in enumerate(counts):
             torch_run, jax_run = results[path, "torch"][index], results[path, "jax"][index]
             torch_rate, jax_rate = args.texts / torch_run["seconds"], args.texts / jax_run["seconds"]
-            same = agree(torch_run["entities"], jax_run["entities"])
+            same = agree(torch_run["entities"], jax_run["entities"], 1e-4)
             found = sum(map(len, torch_run["entities"]))
             encode = "-"
             if torch_run["encode_s"] is not None:

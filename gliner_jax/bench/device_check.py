@@ -1,24 +1,26 @@
-"""The accelerator check behind scripts/device_check.sh: each step in a subprocess under a shared deadline, then one
-markdown table (one row per step) to stdout and OUT/device_check.md; every step's output goes to
-OUT/device_check.log. Each step has a share of the deadline (470 s on the GPU, 1800 s for the CPU dry run) plus
-what the steps before it left unused; a step past its time is stopped and reported as timed out.
+"""The accelerator check behind scripts/device_check.sh (`python -m gliner_jax.bench device_check`): each step in
+a subprocess under a shared deadline, then one markdown table (one row per step) to stdout and OUT/device_check.md;
+every step's output goes to OUT/device_check.log. Each step has a share of the deadline (470 s on the GPU, 1800 s
+for the CPU dry run) plus what the steps before it left unused; a step past its time is stopped and reported as
+timed out.
 
 Steps (GPU / `--cpu-dry-run` toy sizes on the CPU):
 1. env: versions of the libraries and the device;
 2. parity: encoder and GLiNER parity tests (transformers / gliner in float32 on the CPU against ours on the device,
    float32 with full-precision matrix products: JAX_DEFAULT_MATMUL_PRECISION=highest), and the packed batch tests;
 3. bf16: bfloat16 compute against the float32 reference (encoder within 2% relative L2, GLiNER logits within 3%);
-4. inference: scripts/bench_inference.py, both libraries on the device (float32, full precision);
-5. train: scripts/bench_train.py --size large --dtype bfloat16, span model, one run of gliner and one of ours per
+4. inference: the inference benchmark, both libraries on the device (float32, full precision);
+5. train: the train benchmark --size large --dtype bfloat16, span model, one run of gliner and one of ours per
    remat policy: tokens/s, MFU, peak device memory;
-6. max_batch: scripts/max_batch.py, the largest batch of 512-token rows whose train step runs, per remat policy.
+6. max_batch: the largest batch of 512-token rows whose train step runs, per remat policy.
 
-    python scripts/device_check.py --out DIR [--cpu-dry-run] [--deadline-s 470] [--only train,max_batch]
+Run from a source checkout (the parity steps run its tests/):
+
+    python -m gliner_jax.bench device_check --out DIR [--cpu-dry-run] [--deadline-s 470] [--only train,max_batch]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -27,11 +29,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-ROOT = Path(__file__).resolve().parents[1]
+from gliner_jax.bench import argument_parser
+
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 HIGHEST = {"JAX_DEFAULT_MATMUL_PRECISION": "highest"}
 ENV_PROBE = """
@@ -147,15 +151,15 @@ def steps(dry_run: bool, out: Path) -> list[Step]:
     if dry_run:
         max_batch = ["--size", "toy", "--dtype", "bfloat16", "--lengths", "128", "--scan", "--probe", "1,2"]
         max_batch += ["--memory-gb", "0.25"]
-    script = [PYTHON, "-u"]
+    bench = [PYTHON, "-u", "-m", "gliner_jax.bench"]
     return [
         Step("env", "versions and device", [PYTHON, "-c", ENV_PROBE], 60),
         pytest_step("parity", "float32 parity tests (encoder, GLiNER, packing)", parity, 150, HIGHEST),
         pytest_step("bf16", "bfloat16 against float32 (encoder 2%, GLiNER 3%)", bf16, 60, {}),
         Step(
             "inference",
-            "bench_inference.py, both libraries, float32",
-            [*script, "scripts/bench_inference.py", *device, *inference, "--json", str(out / "inference.json")],
+            "inference benchmark, both libraries, float32",
+            [*bench, "inference", *device, *inference, "--json", str(out / "inference.json")],
             120,
             HIGHEST,
             summarise_inference,
@@ -163,8 +167,8 @@ def steps(dry_run: bool, out: Path) -> list[Step]:
         ),
         Step(
             "train",
-            "bench_train.py, bfloat16, per remat policy",
-            [*script, "scripts/bench_train.py", *device, *train],
+            "train benchmark, bfloat16, per remat policy",
+            [*bench, "train", *device, *train],
             240,
             {},
             summarise_train,
@@ -172,8 +176,8 @@ def steps(dry_run: bool, out: Path) -> list[Step]:
         ),
         Step(
             "max_batch",
-            "max_batch.py: largest batch that runs, per remat policy",
-            [*script, "scripts/max_batch.py", *max_batch, "--remat", "none,dots,full", "--json", str(out / "max.json")],
+            "max_batch: largest batch that runs, per remat policy",
+            [*bench, "max_batch", *max_batch, "--remat", "none,dots,full", "--json", str(out / "max.json")],
             180,
             {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95"},
             summarise_max_batch,
@@ -219,13 +223,14 @@ def run_step(step: Step, budget_s: float, log: TextIO) -> tuple[str, float, str]
     return "ok", seconds, (results or lines[-1:] or [""])[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the check with command-line arguments `argv`; exits 1 unless every step is ok."""
+    parser = argument_parser(__name__, __doc__)
     parser.add_argument("--out", required=True, help="folder for device_check.md and device_check.log")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the same steps at toy sizes on the CPU")
     parser.add_argument("--deadline-s", type=float, default=470, help="all steps together (default: 470)")
     parser.add_argument("--only", default=None, help="comma-separated step names to run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = steps(args.cpu_dry_run, out)

@@ -3,33 +3,24 @@
 Both run in one process on the same machine with the same random weights (deberta-v3 shapes)
 and the same inputs; the table reports tokens per second of each and their ratio.
 
-    python scripts/bench_encoder.py [--sizes small,large] [--batch 8] [--seq 256] [--repeats 3]
+    python -m gliner_jax.bench encoder [--sizes small,large] [--batch 8] [--seq 256] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
-import transformers
 from flax import nnx
 
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.sizes import DEBERTA_V3, deberta_v3
 from gliner_jax.checkpoint_io import encoder_table, state_from_torch
-from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaModel
-
-# Published deberta-v3 sizes; the rest of the layout is DebertaConfig's default (deberta-v3).
-SHAPES = {
-    "xsmall": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
-    "small": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-}
+from gliner_jax.modeling.encoders.deberta import DebertaModel
 
 
 def seconds_per_call(run: Callable[[], object], repeats: int) -> float:
@@ -44,7 +35,11 @@ def seconds_per_call(run: Callable[[], object], repeats: int) -> float:
 
 
 def bench_size(name: str, batch: int, seq: int, repeats: int, dtype: str) -> dict:
-    config = DebertaConfig(**SHAPES[name])
+    """Both encoders of size `name` on one random batch: tokens/s, our first call's seconds, the outputs' gap."""
+    import torch
+    import transformers
+
+    config = deberta_v3(name)
     hf_config = transformers.DebertaV2Config(**config.to_hf_dict())
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,14 +84,17 @@ def bench_size(name: str, batch: int, seq: int, repeats: int, dtype: str) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="small,large", help=f"comma-separated, of {sorted(SHAPES)}")
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    import torch
+
+    parser = argument_parser(__name__, __doc__)
+    parser.add_argument("--sizes", default="small,large", help=f"comma-separated, of {sorted(DEBERTA_V3)}")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="our compute dtype")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = jax.devices()[0].device_kind
     print(f"jax {jax.__version__} on {device}; torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -12,8 +12,9 @@ with gliner's parameter groups (encoder at one learning rate, the rest at anothe
 LayerNorm) and a warmup + cosine schedule. The reference step is what gliner's Trainer runs (its compute_loss
 and create_optimizer, rebuilt here because transformers' Trainer needs `accelerate`): the model in train mode,
 `loss.backward()`, `clip_grad_norm_`, fused torch AdamW (transformers' default), scheduler step, zero_grad. Ours
-is `make_train_step` under `jax.jit` on one device with the optimizer of gliner_jax.training.optim, the encoder
-layers unrolled as `gliner-jax train` runs them by default (`model.unroll_layers`). Both warm up
+is the Trainer's program (`training.step.build_train_program`) on one device with the optimizer of
+gliner_jax.training.optim, the encoder layers unrolled as `gliner-jax train` runs them by default
+(`model.unroll_layers`). Both warm up
 on every batch (that is where jax compiles) and then run `--steps` steps; throughput counts non-pad tokens (the
 attention mask). Before training, each engine computes the loss of the first batch in eval mode: equal losses
 show that both train the same network on the same data.
@@ -22,65 +23,39 @@ On a GPU the table adds model FLOPs utilisation: analytic model FLOPs (below) ov
 device for the compute dtype (H100 / H200 SXM dense: 989 TFLOP/s bfloat16, 494.5 TFLOP/s TF32 for float32
 matmuls, which both XLA and, set here, torch use), or `--peak-tflops`.
 
-`--remat none,dots,full` runs our step once per encoder remat policy (`model.remat`; policies this checkout does
-not have are skipped with a note), against one run of the reference; `--json PATH` also writes the results.
+`--remat none,dots,full` runs our step once per encoder remat policy (`model.remat`), against one run of the
+reference; `--param-dtype bfloat16` holds our parameters in bfloat16 with float32 master weights in the optimizer
+state (started from the float32 weights, as the Trainer does); `--json PATH` also writes the results.
 
-    python scripts/bench_train.py [--size toy|small|large] [--modes markerV0,token_level] [--steps 8]
-                                  [--batch-size 8] [--batches 2] [--dtype float32|bfloat16] [--device cpu|gpu]
-                                  [--remat none,dots,full] [--param-dtype float32|bfloat16] [--json PATH]
+    python -m gliner_jax.bench train [--size toy|small|large] [--modes markerV0,token_level] [--steps 8]
+                                     [--batch-size 8] [--batches 2] [--dtype float32|bfloat16] [--device cpu|gpu]
+                                     [--remat none,dots,full] [--param-dtype float32|bfloat16] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import json
-import multiprocessing
-import random
 import resource
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import numpy as np
-from bench_inference import TOY, V3_SMALL
 
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.batches import LABELS_PER_RECORD, make_records, pick_labels, tokenizer_corpus
+from gliner_jax.bench.programs import LOSS, OPTIMIZER, TrainLoop, one_device_program, remat_policies
+from gliner_jax.bench.runner import in_fresh_process
+from gliner_jax.bench.sizes import GLINER_HEAD, VOCAB_SIZE, reference_models
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.data_formats import Example, read_examples
-from gliner_jax.modeling.encoders.deberta import DebertaConfig
-from gliner_jax.testing.builders import build_backbone, build_reference
+from gliner_jax.data_formats import Example
 from gliner_jax.training.config import ModelSection
 
-TINY_TRAIN = Path(__file__).resolve().parent.parent / "data" / "tiny" / "train.jsonl"
-SIZES = {
-    "toy": TOY,
-    "small": V3_SMALL,
-    "large": DebertaConfig(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
-    ).to_hf_dict(),
-}
-GLINER = dict(hidden_size=768, max_width=12)  # gliner's large / multi models: hidden 768, spans up to 12 words
-VOCAB_SIZE = 128004  # gliner's deberta-v3 models: 128,001 tokenizer ids + the 3 tokens gliner adds
-NEGATIVE_TYPES = ("award", "disease", "vehicle", "language", "currency")  # types no record has
-LABELS_PER_RECORD, MAX_POSITIVE_TYPES = 5, 3
-LOSS = dict(alpha=0.75, gamma=0.0, prob_margin=0.0, label_smoothing=0.0, reduction="sum", negatives=1.0)
-OPTIMIZER = dict(
-    encoder_lr=1e-5,
-    others_lr=5e-5,
-    encoder_weight_decay=0.01,
-    others_weight_decay=0.01,
-    scheduler="cosine",
-    warmup_ratio=0.1,
-    max_grad_norm=1.0,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-)
+SIZES = ("toy", "small", "large")
 # Dense peak TFLOP/s by (device name fragment, compute dtype); float32 matmuls run as TF32. First match wins.
 PEAK_TFLOPS = (
     ("H100 PCIe", "bfloat16", 756.0),
@@ -111,70 +86,15 @@ class Options:
         return [(self.records[i : i + size], self.labels[i : i + size]) for i in range(0, len(self.records), size)]
 
 
-# ---------------------------------------------------------------------------------------------- data and model
-
-
-def make_records(
-    count: int, seed: int = 0, draw_length: Callable[[random.Random], int] = lambda rng: rng.randint(60, 120)
-) -> list[Example]:
-    """Records of `draw_length` words (default 60-120): consecutive random sentences of data/tiny/train.jsonl,
-    their entities shifted, cut at the drawn length (entities past the cut dropped)."""
-    sentences = read_examples(TINY_TRAIN)[0]
-    rng = random.Random(seed)
-    records = []
-    for _ in range(count):
-        target, words, ner = draw_length(rng), [], []
-        while len(words) < target:
-            sentence = sentences[rng.randrange(len(sentences))]
-            ner += [[start + len(words), end + len(words), label] for start, end, label in sentence["ner"]]
-            words += sentence["tokenized_text"]
-        records.append({"tokenized_text": words[:target], "ner": [e for e in ner if e[1] < target]})
-    return records
-
-
-def pick_labels(records: Sequence[Example], seed: int = 0) -> list[list[str]]:
-    """Per record 5 labels, shuffled: up to 3 of its entity types, the rest negatives (types it does not have)."""
-    rng = random.Random(seed)
-    all_types = sorted({label for record in records for *_, label in record["ner"]} | set(NEGATIVE_TYPES))
-    label_sets = []
-    for record in records:
-        present = sorted({label for *_, label in record["ner"]})
-        positives = rng.sample(present, min(MAX_POSITIVE_TYPES, len(present)))
-        absent = [label for label in all_types if label not in present]
-        labels = positives + rng.sample(absent, LABELS_PER_RECORD - len(positives))
-        rng.shuffle(labels)
-        label_sets.append(labels)
-    return label_sets
-
-
-def build_model(root: Path, size: str, modes: Sequence[str], corpus: list[str], vocab_size: int) -> dict[str, Path]:
-    """One gliner directory per span mode over one random backbone (word-level tokenizer trained on `corpus`),
-    the word embeddings grown to `vocab_size` rows (unused ids) so that the optimizer updates a real-size table."""
-    backbone = build_backbone(
-        root / "backbone", SIZES[size], tokenizer=dict(vocab_size=1000, model_type="word", corpus=corpus)
-    )
-    directories = {}
-    for mode in modes:
-        directory = root / mode
-        # gliner's own head init (no noise, no scaling): the loss is then in its usual range.
-        reference = build_reference(backbone, directory, span_mode=mode, logit_scale=1.0, noise=0.0, **GLINER)
-        if vocab_size > reference.config.vocab_size:
-            reference.model.token_rep_layer.resize_token_embeddings(vocab_size)
-            reference.config.vocab_size = reference.config.encoder_config.vocab_size = vocab_size
-            reference.save_pretrained(directory)
-        directories[mode] = directory
-    return directories
-
-
 # ---------------------------------------------------------------------------------------------------- engines
 
 
 @dataclasses.dataclass
 class Engine:
-    """A prepared training loop: `step(i, batch)` runs one step (asynchronously where the library allows),
+    """A prepared training loop: `step(batch)` runs one step (asynchronously where the library allows),
     `sync()` waits for all of them; `batches` are on the device; `tokens` counts each batch's non-pad tokens."""
 
-    step: Callable[[int, Any], None]
+    step: Callable[[Any], None]
     sync: Callable[[], None]
     batches: list[Any]
     tokens: list[int]
@@ -233,7 +153,7 @@ def torch_engine(options: Options) -> Engine:
         first_loss = float(forward_loss(batches[0]))
     model.train()
 
-    def step(_: int, batch: dict) -> None:
+    def step(batch: dict) -> None:
         forward_loss(batch).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIMIZER["max_grad_norm"])
         optimizer.step()
@@ -255,47 +175,33 @@ def torch_engine(options: Options) -> Engine:
 
 
 def jax_engine(options: Options) -> Engine:
-    """Our step: `make_train_step` jitted on one device (parameters and optimizer state donated)."""
+    """Our step: the Trainer's program (`build_train_program`) on one device (parameters and optimizer state
+    donated)."""
     import jax
 
     if options.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
     import jax.numpy as jnp
-    from flax import nnx
 
     from gliner_jax import GLiNER
     from gliner_jax.training.data import collate
-    from gliner_jax.training.loss import LossConfig
-    from gliner_jax.training.optim import OptimizerConfig, make_optimizer, with_master_weights
-    from gliner_jax.training.trainer import make_train_step
 
     gliner_model = GLiNER.from_pretrained(options.directory, dtype=jnp.dtype(options.dtype))
     host_batches = [
         collate(records, labels, gliner_model.processor, batch_size=options.batch_size)
         for records, labels in options.chunks()
     ]
-    batches = [jax.device_put(batch) for batch in host_batches]
-    loss_config = LossConfig(**LOSS, masking="global")
-    network = gliner_model.model
-    first_loss = eval_loss_function(network, loss_config)(batches[0])
-
-    network.train()
-    network.set_attributes(unroll_layers=ModelSection.unroll_layers)  # `gliner-jax train`'s default
-    if options.remat != "none":
-        network.set_attributes(remat=options.remat)
-    graphdef, params, rest = nnx.split(network, nnx.Param, ...)
-    params = jax.tree.map(lambda p: p.astype(options.param_dtype), params)
-    tx = make_optimizer(OptimizerConfig(num_steps=total_steps(options), **OPTIMIZER), params)
-    if options.param_dtype != "float32":
-        tx = with_master_weights(tx)
-    train_step = jax.jit(make_train_step(graphdef, rest, tx, loss_config), donate_argnums=(0, 1))
-    carry = {"params": params, "opt_state": jax.jit(tx.init)(params)}
-    key = jax.random.key(0)
-
-    def step(i: int, batch: dict[str, jax.Array]) -> None:
-        carry["params"], carry["opt_state"], _ = train_step(
-            carry["params"], carry["opt_state"], batch, jax.random.fold_in(key, i)
-        )
+    program = one_device_program(
+        gliner_model.model,
+        total_steps(options),
+        list(host_batches[0]),
+        param_dtype=options.param_dtype,
+        remat=options.remat,
+        unroll_layers=ModelSection.unroll_layers,  # `gliner-jax train`'s default
+    )
+    loop = TrainLoop(program)
+    batches = [loop.put(batch) for batch in host_batches]
+    first_loss = program.eval_loss(batches[0])
 
     def peak_device_mb() -> float | None:
         if jax.default_backend() == "cpu":
@@ -305,8 +211,8 @@ def jax_engine(options: Options) -> Engine:
 
     config = gliner_model.config
     return Engine(
-        step=step,
-        sync=lambda: jax.block_until_ready(carry),
+        step=loop,
+        sync=loop.wait,
         batches=batches,
         tokens=[int(batch["attention_mask"].sum()) for batch in host_batches],
         first_loss=first_loss,
@@ -319,24 +225,6 @@ def jax_engine(options: Options) -> Engine:
     )
 
 
-def eval_loss_function(network: Any, loss_config: Any) -> Callable[[dict], float]:
-    """`loss(batch)`: the GLiNER loss of `network` (switched to eval mode: no dropout) on a batch, jitted."""
-    import jax
-    from flax import nnx
-
-    from gliner_jax.training.loss import gliner_loss
-
-    network.eval()
-    graphdef, state = nnx.split(network)
-
-    @jax.jit
-    def eval_loss(state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
-        logits = nnx.merge(graphdef, state)(**{name: value for name, value in batch.items() if name != "entities"})
-        return gliner_loss(logits, batch, loss_config)
-
-    return lambda batch: float(eval_loss(state, batch))
-
-
 def total_steps(options: Options) -> int:
     """The schedule's length: warm-up passes plus timed steps."""
     return len(options.chunks()) + options.steps
@@ -345,14 +233,13 @@ def total_steps(options: Options) -> int:
 def measure(engine: Engine, steps: int) -> dict[str, Any]:
     """Warm up on every batch once (compilation for jax), then time `steps` steps cycling over the batches."""
     start = time.perf_counter()
-    for i, batch in enumerate(engine.batches):
-        engine.step(i, batch)
+    for batch in engine.batches:
+        engine.step(batch)
     engine.sync()
     warmup_s = time.perf_counter() - start
-    offset = len(engine.batches)
     start = time.perf_counter()
     for i in range(steps):
-        engine.step(offset + i, engine.batches[i % len(engine.batches)])
+        engine.step(engine.batches[i % len(engine.batches)])
     engine.sync()
     seconds = time.perf_counter() - start
     tokens = sum(engine.tokens[i % len(engine.tokens)] for i in range(steps))
@@ -371,13 +258,9 @@ def measure(engine: Engine, steps: int) -> dict[str, Any]:
 ENGINES = {"torch": torch_engine, "jax": jax_engine}
 
 
-def run_engine(name: str, options: Options, queue: multiprocessing.Queue) -> None:
-    """Subprocess body: build engine `name`, measure it, send the result (or the error) back."""
-    try:
-        queue.put(measure(ENGINES[name](options), options.steps))
-    except Exception as error:
-        queue.put({"error": f"{type(error).__name__}: {error}"})
-        raise
+def run_engine(name: str, options: Options) -> dict[str, Any]:
+    """Build engine `name` and measure it (the body of its fresh process)."""
+    return measure(ENGINES[name](options), options.steps)
 
 
 # ------------------------------------------------------------------------------------------------ model FLOPs
@@ -425,41 +308,14 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 # ---------------------------------------------------------------------------------------------------- report
 
 
-def remat_policies(requested: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The requested encoder remat policies this checkout has (`model.remat`), and those it lacks."""
-    try:
-        known = importlib.import_module("gliner_jax.modeling.layer_stack").REMAT_POLICIES
-    except ModuleNotFoundError:
-        known = ("none",)
-    return [p for p in requested if p in known], [p for p in requested if p not in known]
-
-
 def run_mode(options: Options, policies: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The reference once and our step once per remat policy ("jax" for "none", "jax:POLICY" otherwise), one
-    after the other, each in a fresh spawned subprocess."""
-    context = multiprocessing.get_context("spawn")
+    after the other, each in a fresh process."""
     results = {}
-    runs = [("torch", "none")] + [("jax", policy) for policy in policies]
-    for name, policy in runs:
+    for name, policy in [("torch", "none")] + [("jax", policy) for policy in policies]:
         key = name if policy == "none" else f"{name}:{policy}"
-        queue = context.Queue()
-        process = context.Process(target=run_engine, args=(name, dataclasses.replace(options, remat=policy), queue))
-        process.start()
-        results[key] = receive(process, queue)
-        process.join()
-        if "error" in results[key]:
-            raise RuntimeError(f"{key} engine failed: {results[key]['error']}")
+        results[key] = in_fresh_process(run_engine, name, dataclasses.replace(options, remat=policy), name=key)
     return results
-
-
-def receive(process: multiprocessing.Process, queue: multiprocessing.Queue) -> dict[str, Any]:
-    """The subprocess's result; an error if it dies without one (e.g. killed for memory)."""
-    while True:
-        try:
-            return queue.get(timeout=5)
-        except Empty:
-            if not process.is_alive():
-                raise RuntimeError(f"engine subprocess exited with code {process.exitcode} and no result") from None
 
 
 def print_table(rows: list[tuple[str, dict]], gpu: bool) -> None:
@@ -498,9 +354,10 @@ def add_mfu(rows: list[tuple[str, dict]], steps: int, peak: float | None) -> Non
             run["mfu"] = flops / run["step_s"] / peak if peak else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="deberta-v3 encoder shapes")
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
+    parser.add_argument("--size", choices=SIZES, default="small", help="deberta-v3 encoder shapes")
     parser.add_argument("--modes", default="markerV0,token_level")
     parser.add_argument("--steps", type=int, default=8, help="timed steps, after one warm-up step per batch")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -512,25 +369,18 @@ def main() -> None:
     parser.add_argument("--remat", default="none", help="our encoder remat policies, comma-separated")
     parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32", help="ours")
     parser.add_argument("--json", default=None, help="also write the results to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.device is None:
         import torch
 
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
-    policies, missing = remat_policies(args.remat.split(","))
-    if missing:
-        print(f"remat policies {missing} are not in this checkout (gliner_jax.modeling.layer_stack); skipped")
-    if not policies:
-        raise SystemExit("no remat policy to run")
-
+    policies = remat_policies(args.remat)
     records = make_records(args.batches * args.batch_size)
     labels = pick_labels(records)
-    corpus = [" ".join(record["tokenized_text"]) for record in read_examples(TINY_TRAIN)[0]]
-    corpus.append(" ".join(sorted({label for row in labels for label in row} | set(NEGATIVE_TYPES))))
     modes = args.modes.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        directories = build_model(Path(root), args.size, modes, corpus, args.vocab_size)
+        directories = reference_models(Path(root), args.size, modes, tokenizer_corpus(labels), args.vocab_size)
         config = json.loads((directories[modes[0]] / "gliner_config.json").read_text())
         for mode in modes:
             options = Options(
@@ -556,7 +406,7 @@ def main() -> None:
     tokens = ours["tokens"]
     print(
         f"deberta-v3-{args.size} shapes ({config['encoder_config']['num_hidden_layers']} layers, vocab "
-        f"{config['vocab_size']:,}), GLiNER hidden {GLINER['hidden_size']}, batch {args.batch_size} x "
+        f"{config['vocab_size']:,}), GLiNER hidden {GLINER_HEAD['hidden_size']}, batch {args.batch_size} x "
         f"{LABELS_PER_RECORD} labels, {args.batches} batches of {', '.join(map(str, tokens))} tokens, "
         f"{args.steps} timed steps, {args.dtype} on {device_kind}; ours: {args.param_dtype} parameters"
         + (f" (peak {peak / 1e12:.1f} TFLOP/s)" if peak else "")

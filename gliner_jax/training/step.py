@@ -1,0 +1,215 @@
+"""The one builder of the train state and the jitted, sharded train step (the Trainer, the benchmarks and the tools
+all train through it).
+
+`build_train_program` takes a built GLiNER network and sets it up for training as `gliner-jax train` does: encoder
+attributes and the remat policy through the checked path (`set_encoder_attributes`), the layers unrolled or in a
+scan. Parameters are held in `param_dtype`; below float32 the optimizer keeps float32 master weights
+(`optim.with_master_weights`) that start from the float32 initialisation, not from its rounding. Parameters,
+optimizer state and the batch are placed on the mesh under the logical axis rules. A network built under
+`nnx.eval_shape` gives an abstract program: the same shapes and shardings, for compiling ahead of time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gliner_jax.modeling import axes
+from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
+from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
+from gliner_jax.training.loss import LossConfig, gliner_loss
+from gliner_jax.training.optim import (
+    OptimizerConfig,
+    apply_updates,
+    float32_params,
+    make_optimizer,
+    with_master_weights,
+)
+
+logger = logging.getLogger(__name__)
+
+StepFn = Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]
+
+
+def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> None:
+    """Set attributes of the encoder's modules by name (`model.encoder.set_attributes`); ValueError naming any that
+    no module of this encoder family has."""
+    if not attributes:
+        return
+    try:
+        model.encoder.set_attributes(**attributes)
+    except ValueError as error:
+        family = type(model.encoder).__name__
+        raise ValueError(f"model: {family} has no module attribute among {sorted(attributes)} ({error})") from None
+
+
+def _model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return {name: value for name, value in batch.items() if name != "entities"}
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_config: LossConfig) -> StepFn:
+    """`step(params, opt_state, batch, key, rest) -> (params, opt_state, metrics)`: forward with dropout drawn from
+    `key`, the GLiNER loss, gradients, one optimizer update (not jitted). With `optim.with_master_weights` the
+    parameters become the rounded float32 masters of the optimizer state."""
+
+    def loss_fn(params: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State) -> jax.Array:
+        # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
+        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        dropout_key, loss_key = jax.random.split(key)
+        nnx.reseed(model, dropout=dropout_key, policy="match_shape")
+        return gliner_loss(model(**_model_inputs(batch)), batch, loss_config, loss_key)
+
+    def step(params, opt_state, batch, key, rest):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = apply_updates(params, updates, opt_state)
+        grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
+        return params, opt_state, {"loss": loss, "grad_norm": grad_norm}
+
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """The jitted sharded step, `step(params, opt_state, batch, key) -> (params, opt_state, metrics)`, parameters and
+    optimizer state donated; `step.lower(...)` with the same arguments lowers it ahead of time. A concrete network's
+    non-parameter state (RNG streams) is a constant of the program; an abstract one's is `bound`, passed last."""
+
+    jitted: Any
+    bound: tuple[Any, ...] = ()
+
+    def __call__(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> Any:
+        return self.jitted(params, opt_state, batch, key, *self.bound)
+
+    def lower(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> jax.stages.Lowered:
+        """The step lowered for these (concrete or abstract) arguments."""
+        return self.jitted.lower(params, opt_state, batch, key, *self.bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """What `build_train_program` returns: the initial train state on the mesh, the step, and what evaluation and
+    export need (the eval-mode graph and the host's non-parameter state)."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    step: TrainStep
+    eval_graphdef: nnx.GraphDef
+    rest: nnx.State
+    batch_shardings: dict[str, NamedSharding]
+    eval_loss_fn: Callable[..., jax.Array]
+
+    def eval_loss(self, batch: dict[str, Any]) -> float:
+        """The loss of the initial parameters (the float32 masters where there are any) on `batch` in eval mode
+        (no dropout); call it before the first step, which takes over the initial state."""
+        return float(self.eval_loss_fn(float32_params(self.params, self.opt_state), self.rest, batch))
+
+
+def _make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable[..., jax.Array]:
+    """`loss(params, rest, batch)`, jitted: the GLiNER loss of the network `graphdef` (in eval mode: no dropout)."""
+
+    def loss(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        return gliner_loss(model(**_model_inputs(batch)), batch, loss_config)
+
+    return jax.jit(loss)
+
+
+def _is_abstract(tree: Any) -> bool:
+    return any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(tree))
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+    """`tree` on the mesh: device_put, or for abstract leaves their shapes with the shardings."""
+    if _is_abstract(tree):
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    return jax.device_put(tree, shardings)
+
+
+def build_train_program(
+    model: nnx.Module,
+    optimizer: OptimizerConfig,
+    loss: LossConfig,
+    mesh: Mesh,
+    batch_names: Sequence[str],
+    *,
+    rules: LogicalRules = DEFAULT_RULES,
+    param_dtype: str = "float32",
+    remat: str = "none",
+    unroll_layers: bool = True,
+    encoder_attributes: Mapping[str, Any] | None = None,
+) -> TrainProgram:
+    """Set `model` (a GLiNER network, concrete or from `nnx.eval_shape`) up for training and build its sharded train
+    state and step.
+
+    `encoder_attributes` reach the encoder for training and evaluation, `remat` and `unroll_layers` for training
+    only; `batch_names` are the arrays of a training batch (a bi-encoder's label table is split over its labels, the
+    rest over the batch)."""
+    set_encoder_attributes(model, encoder_attributes or {})
+    model.eval()
+    eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
+    model.train()
+    model.set_attributes(unroll_layers=unroll_layers)
+    if remat != "none":  # an encoder without remat support is refused by name
+        set_encoder_attributes(model, {"remat": remat})
+        if unroll_layers and jax.default_backend() == "cpu":
+            logger.warning(
+                "model.remat=%s saves no memory in unrolled layers on XLA:CPU, which drops the optimization barriers "
+                "that keep recomputation apart from the forward pass; set model.unroll_layers=false",
+                remat,
+            )
+    graphdef, initial, rest = nnx.split(model, nnx.Param, ...)
+    dtype = jnp.dtype(param_dtype)
+
+    def cast(tree: Any) -> Any:
+        return jax.tree.map(lambda p: p.astype(dtype), tree)
+
+    abstract = _is_abstract(initial)
+    params = jax.eval_shape(cast, initial) if abstract else cast(initial)
+    tx = make_optimizer(optimizer, params)
+    if dtype != jnp.float32:
+        tx = with_master_weights(tx)  # masters start from the float32 weights, not their rounding
+    param_shardings = state_shardings(params, mesh, rules)
+    opt_shardings = state_shardings(jax.eval_shape(tx.init, initial), mesh, rules)
+    params = _place(params, param_shardings)
+    initial = _place(initial, param_shardings)
+    if abstract:
+        opt_state = _place(jax.eval_shape(tx.init, initial), opt_shardings)
+    else:
+        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(initial)
+    label_table = batch_sharding(mesh, rules, axes.LABELS)
+    batch_shardings = {
+        name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(mesh, rules) for name in batch_names
+    }
+    replicated = NamedSharding(mesh, PartitionSpec())
+    in_shardings = (param_shardings, opt_shardings, batch_shardings, replicated)
+    step = make_train_step(graphdef, tx, loss)
+    if abstract:  # the RNG state as an argument: an abstract one cannot be a constant
+        rest_shardings = state_shardings(rest, mesh, rules)
+        in_shardings, bound = (*in_shardings, rest_shardings), (_place(rest, rest_shardings),)
+    else:
+        step, bound = functools.partial(step, rest=rest), ()
+    jitted = jax.jit(
+        step,
+        in_shardings=in_shardings,
+        out_shardings=(param_shardings, opt_shardings, replicated),
+        donate_argnums=(0, 1),
+    )
+    return TrainProgram(
+        params=params,
+        opt_state=opt_state,
+        step=TrainStep(jitted, bound),
+        eval_graphdef=eval_graphdef,
+        rest=rest,
+        batch_shardings=batch_shardings,
+        eval_loss_fn=_make_eval_loss(eval_graphdef, loss),
+    )
