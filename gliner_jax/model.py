@@ -499,8 +499,3 @@ def _check_options(threshold: float, batch_size: int) -> None:
 def _padded_rows(array: np.ndarray, rows: int) -> np.ndarray:
     """`array` with zero rows appended up to `rows` rows (a static shape for jit)."""
     return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
-
-
-def model_inputs(batch: Batch) -> dict[str, jax.Array]:
-    """The arrays of `batch` that `GLiNERModel` takes, as device arrays."""
-    return {name: jnp.asarray(value) for name, value in batch.model_arrays().items()}

@@ -93,11 +93,10 @@ def span_head_share(directory: str, texts: list[str], batch_size: int, repeats: 
     from flax import nnx
 
     from gliner_jax import GLiNER
-    from gliner_jax.model import model_inputs
 
     model = GLiNER.from_pretrained(directory)
     batch = model.processor.prepare(texts[:batch_size], LABELS, batch_size=batch_size)
-    inputs = model_inputs(batch)
+    inputs = {name: jax.numpy.asarray(value) for name, value in batch.model_arrays().items()}
     graphdef, state = nnx.split(model.model)
     num_words, num_labels = inputs["words_valid"].shape[1], inputs["labels_valid"].shape[1]
 

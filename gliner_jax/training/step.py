@@ -52,7 +52,8 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
         raise ValueError(f"model: {family} has no module attribute among {sorted(attributes)} ({error})") from None
 
 
-def _model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The batch's arrays that the network takes (all but the loss targets)."""
     return {name: value for name, value in batch.items() if name != "entities"}
 
 
@@ -66,7 +67,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        return gliner_loss(model(**_model_inputs(batch)), batch, loss_config, loss_key)
+        return gliner_loss(model(**_network_inputs(batch)), batch, loss_config, loss_key)
 
     def step(params, opt_state, batch, key, rest):
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, key, rest)
@@ -119,7 +120,7 @@ def _make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable
 
     def loss(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
-        return gliner_loss(model(**_model_inputs(batch)), batch, loss_config)
+        return gliner_loss(model(**_network_inputs(batch)), batch, loss_config)
 
     return jax.jit(loss)
 
