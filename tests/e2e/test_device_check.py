@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["env", "max_batch"]
 
 pytestmark = pytest.mark.slow  # steps in subprocesses

@@ -15,7 +15,7 @@ from gliner_jax.training.config import load_train_config
 from gliner_jax.training.model_init import build_model
 from gliner_jax.training.trainer import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = CONFIGS / "tiny.yaml"
 
 

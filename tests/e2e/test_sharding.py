@@ -37,7 +37,7 @@ from gliner_jax.sharding import (
 )
 from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # microsoft/deberta-v3-small under gliner's training configs (config.yaml: hidden 768, max_width 12).
 SMALL_ENCODER = DebertaConfig(
     vocab_size=128100, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072

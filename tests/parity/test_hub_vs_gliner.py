@@ -37,7 +37,7 @@ from tests.utils.legacy_layouts import (
     layout_files,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
     "Dr. Smith-Jones (WHO) met Angela Merkel in Geneva at 10:30am on Tuesday with 3 colleagues from the UN.",

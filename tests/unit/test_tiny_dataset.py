@@ -1,5 +1,6 @@
 """The committed tiny dataset (data/tiny): reproducible from its script, valid GLiNER training records, words as
-gliner's own splitter yields them, and a tokenizer that keeps every word (and label name) whole."""
+gliner's own splitter yields them (our `split_words`, which test_processing_vs_gliner.py holds to gliner's splitter),
+and a tokenizer that keeps every word (and label name) whole."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import transformers
-from gliner.data_processing.tokenizer import WhitespaceTokenSplitter
 
-ROOT = Path(__file__).resolve().parents[1]
+from gliner_jax.processing import split_words
+
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "tiny"
 LABELS = {"person", "organization", "location", "date", "product", "event"}
 
@@ -54,11 +56,10 @@ def test_records_are_valid_training_examples():
     assert (len(train), len(dev)) == (400, 100)
     texts = [" ".join(r["tokenized_text"]) for r in train + dev]
     assert len(set(texts)) == len(texts)  # distinct sentences, so train and dev are disjoint
-    splitter = WhitespaceTokenSplitter()
     for record, text in zip(train + dev, texts, strict=True):
         assert set(record) == {"tokenized_text", "ner"}
         words = record["tokenized_text"]
-        assert [token for token, _, _ in splitter(text)] == words
+        assert [token for token, _, _ in split_words(text)] == words
         assert 8 <= len(words) <= 30 and len(record["ner"]) <= 4
         for start, end, label in record["ner"]:
             assert 0 <= start <= end < len(words) and end - start < 12 and label in LABELS

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "gliner-jax"
 # Short runs of the tiny config: no dev evaluation, a checkpoint every 3 steps, every step logged. The schedule
 # length is pinned so that runs of different lengths compile the same program (the compilation cache serves them).

@@ -18,7 +18,7 @@ from gliner_jax import GLiNER
 from gliner_jax.data_formats import read_examples
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
     "Dr. Smith-Jones (WHO) met Angela Merkel in Geneva at 10:30am on Tuesday with 3 colleagues from the UN.",

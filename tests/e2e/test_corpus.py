@@ -21,7 +21,7 @@ from gliner_jax.corpus import PROGRESS_SUFFIX, part_path
 from gliner_jax.data_formats import read_text_lines
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "gliner-jax"
 LABELS = ["person", "location", "date"]
 

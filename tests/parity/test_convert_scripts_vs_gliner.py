@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 from gliner_jax.testing.builders import build_reference, train_tokenizer
 from tests.utils.encoders import TINY_V3, random_batch, torch_forward
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(name: str, *args: str) -> str:

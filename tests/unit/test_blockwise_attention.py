@@ -1,6 +1,6 @@
-"""Blockwise disentangled attention (queries in blocks): transformers' numbers, the whole-sequence path's numbers
-(forward, gradients and dropout masks), and no [T, T] table in the compiled program. Packed rows read blockwise:
-`test_deberta_parity.test_packed_segments_equal_each_segment_alone`."""
+"""Blockwise disentangled attention (queries in blocks): the whole-sequence path's numbers (forward, gradients and
+dropout masks), and no [T, T] table in the compiled program. Against transformers (also packed rows read blockwise):
+`tests/parity/test_encoder_families_vs_transformers.py`."""
 
 from __future__ import annotations
 
@@ -12,31 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gliner_jax.checkpoint_io import load_hf_encoder
 from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaLayerStack, DebertaModel
-from tests.utils.encoders import (
-    BLOCKWISE,
-    CONFIGS,
-    LENGTHS,
-    assert_same_outputs,
-    hidden_and_gradients,
-    random_batch,
-    relative_error,
-    torch_forward,
-    training_model_and_batch,
-)
-
-
-@pytest.mark.parametrize("name", ["v3", "c2p_only_unshared", "p2c_only_unshared", "no_buckets_max_rel_32"])
-def test_blockwise_matches_transformers_and_the_whole_sequence(saved_encoder, name):
-    torch_model, directory = saved_encoder(**CONFIGS[name])
-    encoder, config = load_hf_encoder(directory)
-    ids, mask = random_batch(config.vocab_size, LENGTHS)
-    whole = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)))
-    encoder.set_attributes(**BLOCKWISE)  # 100 tokens: 7 blocks, the last one padded
-    blocks = np.asarray(encoder(jnp.asarray(ids), jnp.asarray(mask)))
-    assert relative_error(blocks, torch_forward(torch_model, ids, mask), mask) <= 1e-5
-    assert relative_error(blocks, whole, mask) <= 1e-6
+from tests.utils.encoders import assert_same_outputs, hidden_and_gradients, training_model_and_batch
 
 
 @pytest.mark.slow

@@ -1,0 +1,69 @@
+"""The unit tier runs without torch and gliner: while a unit test module is imported and while a unit test runs,
+importing either fails loudly (as it would in a venv without them), so a unit test that drags one in fails here too.
+
+The blocker hands out a module spec whose loader raises, so `importlib.util.find_spec` still sees the package
+(transformers' availability checks keep their answer for the rest of the session) and a guarded `try: import torch`
+in a library takes its except branch. A module already imported by an earlier test in the same process (a parity
+file on the same xdist worker) is not blocked: the torch-free venv check (`pytest tests/unit` there) covers that."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+import pytest
+
+BLOCKED = ("torch", "gliner")
+
+
+class _Refuse(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ModuleNotFoundError(
+            f"unit tests run without {spec.name!r}: move this test to tests/parity", name=spec.name
+        )
+
+    def exec_module(self, module):  # never reached
+        raise AssertionError
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in BLOCKED:
+            return importlib.machinery.ModuleSpec(fullname, _Refuse())
+        return None
+
+
+@contextlib.contextmanager
+def _blocked():
+    blocker = _Blocker()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    with _blocked():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _blocked():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _blocked():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with _blocked():
+        return (yield)
