@@ -5,11 +5,8 @@ two processes (jax.distributed on CPU) into the file of a one-process run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +17,9 @@ from gliner_jax.cli import main
 from gliner_jax.corpus import PROGRESS_SUFFIX, part_path
 from gliner_jax.data_formats import read_text_lines
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
+from tests.utils import fresh
+from tests.utils.fresh import CLI
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = Path(sys.executable).parent / "gliner-jax"
 LABELS = ["person", "location", "date"]
 
 
@@ -118,13 +115,6 @@ def test_text_lines_resume_where_a_line_ends(tmp_path):
         assert list(read_text_lines(source, first=line.number + 1, offset=line.end)) == lines[i + 1 :]
 
 
-def environment(cache: Path) -> dict[str, str]:
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
-    )
-    return env | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-
-
 @pytest.mark.slow
 def test_sigkilled_predict_resumes_to_the_uninterrupted_file(model_dir, tmp_path, capsys):
     directory, threshold = model_dir
@@ -136,8 +126,8 @@ def test_sigkilled_predict_resumes_to_the_uninterrupted_file(model_dir, tmp_path
     output = tmp_path / "out.jsonl"
     progress = tmp_path / ("out.jsonl" + PROGRESS_SUFFIX)
     command = [str(CLI), *predict_args(directory, threshold, source, output)]
-    env = environment(tmp_path / "cache")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    env = fresh.fresh_env(cache=tmp_path / "cache")
+    process = fresh.start(command, env, stderr=None)
     deadline = time.monotonic() + 300
     while not (progress.exists() and json.loads(progress.read_text())["next_line"] > 40):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
@@ -147,8 +137,7 @@ def test_sigkilled_predict_resumes_to_the_uninterrupted_file(model_dir, tmp_path
     killed_at = json.loads(progress.read_text())["next_line"]
     assert 40 < killed_at <= 240  # killed mid-way: the progress file is still there
 
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    fresh.run(command, env)
     assert output.read_bytes() == expected.read_bytes()
     assert len(output.read_text(encoding="utf-8").splitlines()) == 240
     assert not progress.exists()
@@ -169,33 +158,24 @@ def test_two_processes_write_the_file_of_one(model_dir, tmp_path):
     lines[20] = "{broken"
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    env = environment(tmp_path / "cache")
+    env = fresh.fresh_env(cache=tmp_path / "cache")
     single = tmp_path / "single.jsonl"
-    result = subprocess.run(
-        [str(CLI), *predict_args(directory, threshold, source, single)], cwd=ROOT, env=env, capture_output=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    fresh.run([str(CLI), *predict_args(directory, threshold, source, single)], env)
 
     output = tmp_path / "out.jsonl"
     address = f"127.0.0.1:{free_port()}"
     processes = [
-        subprocess.Popen(
+        fresh.start(
             [
                 str(CLI),
                 *predict_args(directory, threshold, source, output),
                 *("--coordinator-address", address, "--num-processes", "2", "--process-id", str(index)),
             ],
-            cwd=ROOT,
-            env=dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path / f"cache-{index}")),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path / f"cache-{index}")),
         )
         for index in range(2)
     ]
-    errors = [process.communicate(timeout=600)[1] for process in processes]
-    for process, error in zip(processes, errors, strict=True):
-        assert process.returncode == 0, error[-3000:]
+    errors = fresh.finish(processes)
     assert output.read_bytes() == single.read_bytes()
     assert len(single.read_text(encoding="utf-8").splitlines()) == 59
     assert "in.jsonl:21: invalid JSON" in errors[0]  # line 21 is in block 2 (lines 17-24), process 0's

@@ -5,9 +5,6 @@ parameters on a (data 2, fsdp 2, tensor 2) mesh, give the entities of one device
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -17,6 +14,7 @@ import pytest
 from gliner_jax import GLiNER
 from gliner_jax.data_formats import read_examples
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
+from tests.utils import fresh
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
@@ -69,11 +67,8 @@ def test_eight_devices_give_the_entities_of_one(gliner_backbone, tmp_path):
     reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **config)
     threshold = quantile_thresholds(reference, TEXTS, LABELS, (0.97,))[0]
     out = tmp_path / "results.json"
-    arguments = f"{str(directory)!r}, {threshold!r}, {str(out)!r}"
-    code = f"import runpy; runpy.run_path({__file__!r})['_run_everywhere']({arguments})"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-5000:]
+    command = fresh.function_command(__file__, "_run_everywhere", str(directory), threshold, str(out))
+    fresh.run(command, fresh.fresh_env(devices=8))
     results = json.loads(out.read_text())
 
     expected = {

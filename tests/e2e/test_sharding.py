@@ -1,17 +1,13 @@
-"""Meshes, logical rules and shardings; the multi-device checks on 8 fake CPU devices in subprocesses.
+"""Meshes and shardings on 8 fake CPU devices, in subprocesses (the rules on one device:
+tests/unit/test_sharding_rules.py).
 
-This pytest process has one CPU device; `_train_and_save` (and through it `_check_meshes_and_large_arrays_sharded`)
-runs in fresh interpreters started with XLA_FLAGS=--xla_force_host_platform_device_count=8 (the flag must be set
-before jax starts).
+This pytest process has one CPU device; `_train_and_save` (and through it `_meshes_and_large_arrays`) runs in fresh
+interpreters started with XLA_FLAGS=--xla_force_host_platform_device_count=8 (the flag must be set before jax starts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -23,21 +19,11 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from gliner_jax.config import DebertaConfig, GLiNERConfig
-from gliner_jax.modeling import axes, layers
-from gliner_jax.modeling.encoders.bert import BertConfig
-from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.sharding import (
-    DEFAULT_RULES,
-    MeshConfig,
-    batch_sharding,
-    make_mesh,
-    override_rules,
-    state_shardings,
-)
+from gliner_jax.sharding import MeshConfig, batch_sharding, make_mesh, state_shardings
 from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
+from tests.utils import fresh
 
-ROOT = Path(__file__).resolve().parents[2]
 # microsoft/deberta-v3-small under gliner's training configs (config.yaml: hidden 768, max_width 12).
 SMALL_ENCODER = DebertaConfig(
     vocab_size=128100, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
@@ -59,82 +45,39 @@ def flat(tree) -> dict[str, np.ndarray]:
     return {parameter_path(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-@pytest.mark.parametrize(
-    ("config", "shape"),
-    [
-        (MeshConfig(), (8, 1, 1)),
-        (MeshConfig(data=2, fsdp=4), (2, 4, 1)),
-        (MeshConfig(data=-1, fsdp=2, tensor=2), (2, 2, 2)),
-        (MeshConfig(data=1, fsdp=-1), (1, 8, 1)),
-        (MeshConfig(data=2, fsdp=2, tensor=-1), (2, 2, 2)),
-        (MeshConfig(data=2, fsdp=2, tensor=2), (2, 2, 2)),
-    ],
-)
-def test_mesh_shape(config, shape):
-    assert config.shape(8) == shape
-
-
-@pytest.mark.parametrize(
-    ("build", "message"),
-    [
-        (lambda: MeshConfig(data=-1, fsdp=-1), "at most one"),
-        (lambda: MeshConfig(fsdp=0), "fsdp"),
-        (lambda: MeshConfig(data=3).shape(8), "8 devices"),
-        (lambda: MeshConfig(data=-1, fsdp=3).shape(8), "8 devices"),
-        (lambda: MeshConfig(data=2, fsdp=2).shape(8), "8 devices"),
-        (lambda: make_mesh(MeshConfig(data=2)), "1 devices"),
-    ],
-)
-def test_mesh_refusals(build, message):
-    with pytest.raises(ValueError, match=message):
-        build()
-
-
-def test_rules_are_pairs_with_batch_over_data_and_fsdp():
-    rules = dict(DEFAULT_RULES)
-    assert len(rules) == len(DEFAULT_RULES)
-    assert rules["batch"] == ("data", "fsdp")
-    assert rules["layers"] is None
-
-
-def test_override_rules():
-    rules = override_rules({"vocab": None, "heads": ["tensor", "fsdp"], "length": "tensor"})
-    assert [logical for logical, _ in rules] == [logical for logical, _ in DEFAULT_RULES] + ["length"]
-    assert dict(rules) == {**dict(DEFAULT_RULES), "vocab": None, "heads": ("tensor", "fsdp"), "length": "tensor"}
-    with pytest.raises(ValueError, match="model"):
-        override_rules({"mlp": "model"})
-
-
-def _check_meshes_and_large_arrays_sharded() -> None:
-    """8 devices: mesh shapes and axis types; on (data 2, fsdp 4) every parameter and optimizer-state array of a
-    deberta-v3-small GLiNER (span and token heads) over 1 MB is split, and undivisible dimensions replicate."""
-    assert jax.device_count() == 8
-    for config, shape in [(MeshConfig(), (8, 1, 1)), (MeshConfig(data=2, fsdp=-1, tensor=2), (2, 2, 2))]:
-        mesh = make_mesh(config)
-        assert (mesh.axis_names, tuple(mesh.shape.values())) == (("data", "fsdp", "tensor"), shape)
-        assert mesh.axis_types == (AxisType.Auto,) * 3
-    assert dict(make_mesh(MeshConfig(data=2, fsdp=2), jax.devices()[:4]).shape) == {"data": 2, "fsdp": 2, "tensor": 1}
+def _meshes_and_large_arrays() -> dict[str, np.ndarray]:
+    """8 devices: mesh shapes and axis types; on (data 2, fsdp 4) the shards of a batch, and of every parameter and
+    optimizer-state array of a deberta-v3-small GLiNER (span and token heads): the numbers the test asserts (mesh
+    shapes, batch shard shapes, arrays over 1 MB and how many of them are split); undivisible dimensions
+    replicate."""
+    checks = {"device_count": np.array(jax.device_count())}
+    configs = [MeshConfig(), MeshConfig(data=2, fsdp=-1, tensor=2)]
+    meshes = [make_mesh(config) for config in configs] + [make_mesh(MeshConfig(data=2, fsdp=2), jax.devices()[:4])]
+    checks["mesh_shapes"] = np.array([tuple(mesh.shape.values()) for mesh in meshes])
+    assert all(mesh.axis_names == ("data", "fsdp", "tensor") for mesh in meshes)
+    assert all(mesh.axis_types == (AxisType.Auto,) * 3 for mesh in meshes)
 
     mesh = make_mesh(MeshConfig(data=2, fsdp=4))
     rows = jax.device_put(np.arange(16.0).reshape(8, 2), batch_sharding(mesh))
-    assert {s.data.shape for s in rows.addressable_shards} == {(1, 2)}
+    checks["row_shards"] = np.array(sorted(s.data.shape for s in rows.addressable_shards))
     for span_mode in ("markerV0", "token_level"):
         config = GLiNERConfig(hidden_size=768, span_mode=span_mode, encoder_config=SMALL_ENCODER)
         params = nnx.state(nnx.eval_shape(lambda config=config: GLiNERModel(config, rngs=nnx.Rngs(0))), nnx.Param)
         opt_state = jax.eval_shape(make_optimizer(OptimizerConfig(num_steps=10), params).init, params)
-        large = 0
+        large = split = 0
         for tree in (params, opt_state):
             shardings = jax.tree.leaves(state_shardings(tree, mesh))
-            for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(tree), shardings, strict=True):
+            for (_, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(tree), shardings, strict=True):
                 assert isinstance(sharding, NamedSharding)
                 shard = sharding.shard_shape(leaf.shape)  # raises if a dimension does not divide
                 if leaf.size * leaf.dtype.itemsize > 2**20:
                     large += 1
-                    assert np.prod(shard) < leaf.size, parameter_path(path)
-        assert large >= 3 * 15  # encoder matrices, embeddings, LSTM and head matrices; in params, mu and nu
+                    split += bool(np.prod(shard) < leaf.size)
+        checks[f"large/{span_mode}"], checks[f"split/{span_mode}"] = np.array(large), np.array(split)
         if span_mode == "token_level":  # [4H, 3]: 3 outputs cannot split over fsdp=4, so that dimension replicates
             out = state_shardings(params, mesh)["scorer"]["linear_out"]["kernel"].get_value()
-            assert out.spec == PartitionSpec("tensor", None)
+            checks["token_out_spec"] = np.array([str(axis) for axis in out.spec])
+    return checks
 
 
 def toy_batch(batch: int, max_width: int) -> dict[str, np.ndarray]:
@@ -206,9 +149,9 @@ MESHES = {"sharded": (MeshConfig(data=2, fsdp=2, tensor=2), 8), "single": (MeshC
 def _train_and_save(name: str, out_dir: str) -> None:
     """Entry point of an 8-device interpreter: train on the mesh `MESHES[name]` (on its first devices) and save
     the losses and the initial and trained parameters to `out_dir`/`name`.npz. The sharded run first runs
-    the mesh and sharding checks."""
+    the mesh and sharding checks (saved to `out_dir`/checks.npz)."""
     if name == "sharded":
-        _check_meshes_and_large_arrays_sharded()
+        np.savez(Path(out_dir) / "checks.npz", **_meshes_and_large_arrays())
     config, num_devices = MESHES[name]
     mesh = make_mesh(config, jax.devices()[:num_devices])
     initial = flat(nnx.state(tiny_model(), nnx.Param))
@@ -223,24 +166,18 @@ def training_runs(tmp_path_factory):
     side by side); returns a function that waits for them, fails with their stderr, and returns what they saved."""
     out = tmp_path_factory.mktemp("training_runs")
     # LLVM optimisation level 0: the programs compile in about half the time.
-    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    processes = {}
-    for name in MESHES:
-        code = f"import runpy; runpy.run_path({str(Path(__file__))!r})['_train_and_save']({name!r}, {str(out)!r})"
-        processes[name] = subprocess.Popen(
-            [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+    env = fresh.fresh_env(devices=8, xla_flags="--xla_backend_optimization_level=0")
+    processes = [
+        fresh.start(fresh.function_command(__file__, "_train_and_save", name, str(out)), env) for name in MESHES
+    ]
 
     @functools.cache
     def results() -> dict[str, dict[str, np.ndarray]]:
-        for name, process in processes.items():
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, f"{name}: {stderr[-5000:]}"
-        return {name: dict(np.load(out / f"{name}.npz")) for name in processes}
+        fresh.finish(processes, timeout=300)
+        return {name: dict(np.load(out / f"{name}.npz")) for name in [*MESHES, "checks"]}
 
     yield results
-    for process in processes.values():
+    for process in processes:
         if process.poll() is None:
             process.kill()
             process.communicate()
@@ -251,6 +188,7 @@ def test_sharded_step_matches_single_device(training_runs):
     """5 jitted steps on 8 devices (data 2, fsdp 2, tensor 2) == the same steps on one device, within 1e-5
     (dropout masks included)."""
     sharded, single = training_runs()["sharded"], training_runs()["single"]
+    assert {k for k in single if not k.startswith(("params/", "initial/"))} == {"losses"}
     assert sharded.keys() == single.keys()
     params = [k for k in single if k.startswith("params/")]
     assert max(np.abs(single[k] - single[k.replace("params/", "initial/")]).max() for k in params) > 1e-3  # it trains
@@ -261,46 +199,13 @@ def test_sharded_step_matches_single_device(training_runs):
 
 @pytest.mark.slow
 def test_meshes_and_large_arrays_sharded_on_8_devices(training_runs):
-    """`_check_meshes_and_large_arrays_sharded` passed in the 8-device interpreter."""
-    assert "losses" in training_runs()["sharded"]
-
-
-def logical_axis_names(model: nnx.Module) -> set[str]:
-    names = set()
-    for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        names.update(axis for axis in variable.get_metadata().get("out_sharding") or () if axis is not None)
-    return names
-
-
-def test_every_parameter_axis_has_a_sharding_rule():
-    """A parameter's logical axis that the rules do not list would be silently replicated; no parameter names one
-    axis twice (the rules could not shard it), on every encoder family and in a bi-encoder."""
-    ruled = {logical for logical, _ in DEFAULT_RULES}
-    configs = [
-        TINY_GLINER,
-        dataclasses.replace(TINY_GLINER, span_mode="token_level", num_rnn_layers=2, hidden_size=32),
-        dataclasses.replace(
-            TINY_GLINER,
-            encoder_config=dataclasses.replace(
-                TINY_ENCODER, position_biased_input=True, share_att_key=False, norm_rel_ebd="none"
-            ),
-        ),
-    ]
-    sizes = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24)
-    biases = dict(norm_bias=True, attention_bias=True, mlp_bias=True)
-    for encoder in (BertConfig(**sizes), ModernBertConfig(**sizes, **biases)):
-        configs.append(dataclasses.replace(TINY_GLINER, encoder_config=encoder))
-    configs.append(dataclasses.replace(TINY_GLINER, labels_encoder="bert", labels_encoder_config=BertConfig(**sizes)))
-    mesh = make_mesh(MeshConfig())
-    for config in configs:
-        model = GLiNERModel(config, rngs=nnx.Rngs(0))
-        names = logical_axis_names(model)
-        assert {"vocab", "embed", "heads", "mlp", "layers"} <= names
-        assert names <= ruled, names - ruled
-        state_shardings(nnx.state(model, nnx.Param), mesh)  # raises on an axis named twice
-    assert set(axes.ALL_AXES) <= ruled, set(axes.ALL_AXES) - ruled
-
-
-def test_a_misspelt_logical_axis_is_refused():
-    with pytest.raises(ValueError, match=r"unknown logical axes \['embd'\]"):
-        layers.logical_axes("embd", "heads")
+    """On 8 devices: (8, 1, 1), (2, 2, 2) and, on 4 of them, (2, 2, 1) meshes; a batch of 8 rows in 8 shards of
+    one row; every array over 1 MB of a deberta-v3-small GLiNER split (encoder matrices, embeddings, LSTM and head
+    matrices; in params, mu and nu); the token head's 3 outputs replicated over fsdp."""
+    checks = training_runs()["checks"]
+    assert checks["device_count"] == 8
+    np.testing.assert_array_equal(checks["mesh_shapes"], [(8, 1, 1), (2, 2, 2), (2, 2, 1)])
+    np.testing.assert_array_equal(checks["row_shards"], [(1, 2)] * 8)
+    for span_mode in ("markerV0", "token_level"):
+        assert checks[f"split/{span_mode}"] == checks[f"large/{span_mode}"] >= 3 * 15, span_mode
+    assert checks["token_out_spec"].tolist() == ["tensor", "None"]

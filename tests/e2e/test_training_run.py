@@ -10,20 +10,19 @@ devices equals a 1-device run; a packed run trains like the unpacked one and res
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = Path(sys.executable).parent / "gliner-jax"
+from tests.utils import fresh
+from tests.utils.fresh import CLI, ROOT
+
 # Short runs of the tiny config: no dev evaluation, a checkpoint every 3 steps, every step logged. The schedule
 # length is pinned so that runs of different lengths compile the same program (the compilation cache serves them).
 SHORT = (
@@ -60,24 +59,13 @@ def train_command(
 
 
 def environment(cache: Path, devices: int = 1) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache))
-    env |= {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
+    return fresh.fresh_env(devices, cache)
 
 
 def run_training(
     output_dir: Path, cache: Path, *overrides: str, devices: int = 1, config: str = "tiny.yaml"
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        train_command(output_dir, *overrides, config=config),
-        cwd=ROOT,
-        env=environment(cache, devices),
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
+    return fresh.run(train_command(output_dir, *overrides, config=config), environment(cache, devices))
 
 
 def logged(output_dir: Path) -> dict[int, dict]:
@@ -147,7 +135,7 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
 
 def test_sigkilled_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, compilation_cache, uninterrupted):
     command = train_command(tmp_path, *SHORT, "trainer.num_steps=18")
-    process = subprocess.Popen(command, cwd=ROOT, env=environment(compilation_cache), stderr=subprocess.DEVNULL)
+    process = fresh.start(command, environment(compilation_cache), stdout=None, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.monotonic() + 600
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 11):
@@ -286,25 +274,18 @@ def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[st
     """Both processes of a 2-host run (4 CPU devices each, one global mesh of 8); returns their stderr."""
     address = f"127.0.0.1:{free_port()}"
     processes = [
-        subprocess.Popen(
+        fresh.start(
             train_command(
                 output_dir,
                 *overrides,
                 extra=("--coordinator-address", address, "--num-processes", "2", "--process-id", str(index)),
             ),
-            cwd=ROOT,
             # One compilation cache per process, as each host of a pod has its own disk.
-            env=environment(cache / f"process-{index}", devices=4),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            environment(cache / f"process-{index}", devices=4),
         )
         for index in range(2)
     ]
-    errors = [process.communicate(timeout=600)[1] for process in processes]
-    for process, error in zip(processes, errors, strict=True):
-        assert process.returncode == 0, error[-4000:]
-    return errors
+    return fresh.finish(processes)
 
 
 @pytest.mark.parametrize("packing", [(), (*PACKED, "trainer.global_batch_size=16")], ids=["rows", "packed"])
@@ -346,8 +327,7 @@ def test_self_training_reports_dev_f1_before_and_after(tmp_path, tiny_run, compi
         "trainer.save_every=20",
         "trainer.log_every=1",
     ]
-    result = subprocess.run(command, cwd=ROOT, env=environment(compilation_cache), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = fresh.run(command, environment(compilation_cache))
     report = json.loads(result.stdout.splitlines()[-1])
 
     teacher = GLiNER.from_pretrained(tiny_run / "final")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from pathlib import Path
 
 import gliner
 import numpy as np
@@ -13,17 +11,13 @@ import transformers
 from safetensors.numpy import load_file
 
 from gliner_jax.testing.builders import build_reference, train_tokenizer
+from tests.utils import fresh
 from tests.utils.encoders import TINY_V3, random_batch, torch_forward
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.utils.fresh import ROOT
 
 
 def run_script(name: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "convert" / name), *args], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return fresh.run([sys.executable, str(ROOT / "convert" / name), *args], fresh.fresh_env()).stdout
 
 
 def test_gliner_checkpoint_round_trip(gliner_backbone, tmp_path):
