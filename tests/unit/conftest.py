@@ -70,3 +70,19 @@ def pytest_runtest_call(item):
 def pytest_runtest_teardown(item, nextitem):
     with _blocked():
         return (yield)
+
+
+@pytest.fixture(scope="session")
+def processor(tmp_path_factory):
+    """A span-mode Processor (max_width 3, max_len 64) on the tokenizer of the reference backbones (trained here,
+    without building a model) with gliner's added tokens, for the training pipeline tests."""
+    import transformers
+
+    from gliner_jax.processing import Processor
+    from gliner_jax.testing.builders import train_tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(directory)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    tokenizer.add_tokens(["[FLERT]", "<<ENT>>", "<<SEP>>"], special_tokens=True)
+    return Processor(tokenizer, max_width=3, max_len=64)
