@@ -1,51 +1,40 @@
-"""The unit tier runs without torch and gliner: while a unit test module is imported and while a unit test runs,
-importing either fails loudly (as it would in a venv without them), so a unit test that drags one in fails here too.
+"""The unit tier runs without torch and gliner: while a unit test module is imported and while a unit test runs, an
+`import torch` or `import gliner` (or `from ... import`) executed by the tests or by gliner_jax fails loudly, as it
+would in a venv without them, so a unit test that drags one in fails here too.
 
-The blocker hands out a module spec whose loader raises, so `importlib.util.find_spec` still sees an installed
-package (transformers' availability checks keep their answer for the rest of the session) and a guarded
-`try: import torch` in a library takes its except branch. A module already imported by an earlier test in the same
-process (a parity file on the same xdist worker) is not blocked: the torch-free venv check (`pytest tests/unit`
-there) covers that."""
+The guard wraps `builtins.__import__`, which every import statement calls, even for a module already imported (by a
+parity file on the same xdist worker, or by transformers, which imports torch for itself where it is installed;
+libraries' own imports go through unguarded, as they take their torch-free paths in a venv without torch). Check the
+tier in such a venv too: `pytest tests/unit` there (README, Testing)."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
 
 import pytest
 
-# Only what this venv has: where a package is missing, the import system already says so.
-BLOCKED = tuple(name for name in ("torch", "gliner") if importlib.util.find_spec(name) is not None)
-
-
-class _Refuse(importlib.abc.Loader):
-    def create_module(self, spec):
-        raise ModuleNotFoundError(
-            f"unit tests run without {spec.name!r}: move this test to tests/parity", name=spec.name
-        )
-
-    def exec_module(self, module):  # never reached
-        raise AssertionError
-
-
-class _Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] in BLOCKED:
-            return importlib.machinery.ModuleSpec(fullname, _Refuse())
-        return None
+BLOCKED = ("torch", "gliner")
+# Modules whose imports are checked: the tests and the package.
+CHECKED = ("tests", "gliner_jax")
 
 
 @contextlib.contextmanager
 def _blocked():
-    blocker = _Blocker()
-    sys.meta_path.insert(0, blocker)
+    original = builtins.__import__
+
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+        importer = (globals or {}).get("__name__") or ""
+        if level == 0 and name.partition(".")[0] in BLOCKED and importer.partition(".")[0] in CHECKED:
+            message = f"{importer} imports {name!r}: unit tests run without torch and gliner (move it to tests/parity)"
+            raise ModuleNotFoundError(message, name=name)
+        return original(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = guarded
     try:
         yield
     finally:
-        sys.meta_path.remove(blocker)
+        builtins.__import__ = original
 
 
 @pytest.hookimpl(wrapper=True)
