@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,37 +90,6 @@ def test_bad_checkpoint_names_the_tensor(saved_encoder, edit, message):
     with pytest.raises(CheckpointMismatchError) as err:
         load_hf_encoder(directory)
     assert message in str(err.value)
-
-
-def test_missing_weights_file(tmp_path):
-    transformers.DebertaV2Config(**TINY_V3).save_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors or pytorch_model\.bin"):
-        load_hf_encoder(tmp_path)
-
-
-def test_parameters_carry_logical_axes():
-    config = DebertaConfig.from_hf_dict(transformers.DebertaV2Config(**TINY_V3).to_dict())
-    encoder = DebertaModel(config, rngs=nnx.Rngs(0))
-    params = nnx.state(encoder, nnx.Param).flat_state()
-    for path, var in params:
-        axes = var.get_metadata()["out_sharding"]
-        assert len(axes) == var.ndim, path
-        assert ("layers" in axes) == ("layer" in path), path
-    axes = {tuple(var.get_metadata()["out_sharding"]) for _, var in params}
-    assert {("vocab", "embed"), ("layers", "embed", "heads"), ("layers", "embed", "mlp")} <= axes
-
-
-def test_layers_are_stacked_for_scan():
-    config = DebertaConfig.from_hf_dict(transformers.DebertaV2Config(**TINY_V3).to_dict())
-    encoder = DebertaModel(config, rngs=nnx.Rngs(0))
-    encoder.eval()
-    kernel = encoder.encoder.layer.attention.self.query_proj.kernel
-    assert kernel.shape == (config.num_hidden_layers, config.hidden_size, config.hidden_size)
-    # One compiled forward, whatever the depth: the jaxpr holds a single scan over layers.
-    graphdef, state = nnx.split(encoder)
-    ones = jnp.ones((1, 8), jnp.int32)
-    jaxpr = jax.make_jaxpr(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ones, ones)
-    assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.jaxpr.eqns) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
