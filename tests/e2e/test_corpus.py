@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -143,12 +142,6 @@ def test_sigkilled_predict_resumes_to_the_uninterrupted_file(model_dir, tmp_path
     assert not progress.exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_write_the_file_of_one(model_dir, tmp_path):
     """Two processes (jax.distributed over gloo, one CPU device each) take alternate blocks and process 0 merges
@@ -163,7 +156,7 @@ def test_two_processes_write_the_file_of_one(model_dir, tmp_path):
     fresh.run([str(CLI), *predict_args(directory, threshold, source, single)], env)
 
     output = tmp_path / "out.jsonl"
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{fresh.free_port()}"
     processes = [
         fresh.start(
             [

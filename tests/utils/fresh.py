@@ -5,6 +5,7 @@ all of them: CPU jax, the hub offline, an optional persistent compilation cache.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -59,3 +60,10 @@ def run(command: Sequence[str], env: dict[str, str], timeout: float = 600, tail:
     result = subprocess.run(list(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{list(command)[:3]} exited {result.returncode}: {result.stderr[-tail:]}"
     return result
+
+
+def free_port() -> int:
+    """A free TCP port on this host (for a jax.distributed coordinator)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
