@@ -28,9 +28,9 @@ TEXTS = [
 LABELS = ["person", "award", "city name", "date", "year", "science", "country", "organization", "money", "event"]
 # The last Linear of each head, whose weights are zeroed and bias set: logits = that bias (token model) or the dot
 # product of the span bias with the prompt bias (span model), the same for every span, word and label.
+# One span model and the token model: the span decoder breaks ties the same way whatever span mode made the logits.
 CONSTANT_HEADS = {
     "markerV0": {"span_rep_layer.span_rep_layer.out_project.3": 0.1, "prompt_rep_layer.3": 0.2},
-    "conv_sum": {"span_rep_layer.span_rep_layer.project.1": 0.1, "prompt_rep_layer.3": 0.2},
     "token_level": {"scorer.out_mlp.3": 1.0},
 }
 
