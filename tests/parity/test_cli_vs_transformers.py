@@ -9,16 +9,15 @@ from transformers import AutoTokenizer
 
 from gliner_jax.cli import main
 from gliner_jax.modeling.encoders import ENCODERS
-from gliner_jax.testing.builders import build_backbone
 from tests.utils.encoders import TINY_HF
 
 
 @pytest.mark.parametrize("model_type", sorted(ENCODERS))
-def test_encode_matches_torch(tmp_path, capsys, model_type):
-    build_backbone(tmp_path, {**TINY_HF[model_type], "model_type": model_type})
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+def test_encode_matches_torch(family_backbone, capsys, model_type):
+    directory = family_backbone(model_type)  # TINY_HF sizes, the session's backbone of that family
+    tokenizer = AutoTokenizer.from_pretrained(directory)
     texts = ["Marie Curie won the Nobel Prize.", "Zürich, 2021: Apple Inc. and the World Health Organization met."]
-    assert main(["encode", "--model", str(tmp_path), "--compare-torch", *texts]) == 0
+    assert main(["encode", "--model", str(directory), "--compare-torch", *texts]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["text"] for r in records] == texts
     assert [r["tokens"] for r in records] == [len(tokenizer(t)["input_ids"]) for t in texts]
