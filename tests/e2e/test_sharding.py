@@ -173,7 +173,7 @@ def training_runs(tmp_path_factory):
 
     @functools.cache
     def results() -> dict[str, dict[str, np.ndarray]]:
-        fresh.finish(processes, timeout=300)
+        fresh.finish(processes)
         return {name: dict(np.load(out / f"{name}.npz")) for name in [*MESHES, "checks"]}
 
     yield results
