@@ -22,7 +22,8 @@ TEXTS = [
     "Dr. Smith-Jones (WHO) met Angela Merkel in Geneva at 10:30am on Tuesday with 3 colleagues from the UN.",
 ]
 LABELS = ["person", "award", "city name", "organization", "date"]
-QUANTILES = (0.9, 0.99)
+# One threshold, low enough for many overlapping candidates: higher ones run the same decoding on fewer.
+QUANTILES = (0.9,)
 
 
 @pytest.fixture(scope="module", params=["bert", "roberta", "xlm-roberta", "modernbert"])

@@ -57,7 +57,8 @@ PER_TEXT_LABELS = [
     ["organization"],
     ["date", "person", "international organization", "city", "time of day"],
 ]
-QUANTILES = (0.9, 0.97, 0.995)
+# One threshold, low enough for many overlapping candidates: higher ones run the same decoding on fewer.
+QUANTILES = (0.9,)
 
 
 @pytest.fixture(scope="module", params=list(CASES))

@@ -33,7 +33,8 @@ MODES = {
 }
 
 
-QUANTILES = (0.9, 0.97, 0.995)
+# One threshold, low enough for many overlapping candidates: higher ones run the same decoding on fewer.
+QUANTILES = (0.9,)
 
 
 @pytest.fixture(scope="module", params=list(MODES))
