@@ -24,9 +24,10 @@ def plain_scan() -> dict[str, tuple]:
     return references
 
 
+# Each layer loop (scan; unrolled, behind a barrier) and each remat policy once: the policy is an argument of the
+# same checkpointed layer in either loop.
 @pytest.mark.slow
-@pytest.mark.parametrize("unroll", [False, True], ids=["scan", "unrolled"])
-@pytest.mark.parametrize("remat", ["dots", "full"])
+@pytest.mark.parametrize(("remat", "unroll"), [("dots", False), ("full", True)], ids=["dots-scan", "full-unrolled"])
 def test_remat_computes_the_numbers_of_the_plain_scan(plain_scan, remat, unroll):
     """DeBERTa in train mode, dropout on, padded and packed rows; blockwise attention inside the remat too."""
     model, ids, mask, weights = training_model_and_batch()
@@ -38,8 +39,11 @@ def test_remat_computes_the_numbers_of_the_plain_scan(plain_scan, remat, unroll)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("remat", "unroll"), [("full", False), ("dots", True)], ids=["full-scan", "dots-unrolled"])
-@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+@pytest.mark.parametrize(
+    ("model_type", "remat", "unroll"),
+    [("bert", "full", False), ("modernbert", "dots", True)],
+    ids=["bert-full-scan", "modernbert-dots-unrolled"],
+)
 def test_remat_in_other_encoder_families(plain_scan, model_type, remat, unroll):
     """BERT (post-LN) and ModernBERT (pre-LN, global and local layers, rotary) run their layers through the same
     remat: train mode, dropout on, padded and packed rows give the plain scan's hidden states and gradients."""
