@@ -1,4 +1,6 @@
-"""The end-to-end tier (marker `slow`, set in tests/conftest.py): training runs, several processes and devices."""
+"""The end-to-end tier (marker `slow`, set in tests/conftest.py): training runs, several processes and devices, and the
+compile-heavy training-mode numerics of the encoder layers (remat, blockwise attention) that would hold up the unit
+loop."""
 
 from __future__ import annotations
 

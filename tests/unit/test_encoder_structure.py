@@ -1,5 +1,6 @@
 """Our DeBERTa encoder without a reference model: a directory without weights is refused, parameters carry their
-logical axes, layers are stacked for one scan (against transformers: tests/parity/)."""
+logical axes, layers are stacked for one scan, blockwise attention is chosen above the configured length (against
+transformers: tests/parity/; the blockwise numbers: tests/e2e/test_blockwise_attention.py)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,21 @@ def test_layers_are_stacked_for_scan():
     ones = jnp.ones((1, 8), jnp.int32)
     jaxpr = jax.make_jaxpr(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ones, ones)
     assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.jaxpr.eqns) == 1
+
+
+def test_blockwise_is_chosen_above_the_configured_length():
+    """The default encoder runs longer inputs blockwise (its program holds the custom-gradient block loop) and shorter
+    ones whole; `blockwise_above=None` never splits."""
+    config = DebertaConfig(vocab_size=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    model = DebertaModel(config, rngs=nnx.Rngs(0))
+    model.eval()
+    above = model.encoder.layer.attention.self.blockwise_above
+
+    def splits(length: int) -> bool:
+        graphdef, state = nnx.split(model)
+        ids = jnp.ones((1, length), jnp.int32)
+        return "custom_vjp_call" in str(jax.make_jaxpr(lambda s, i: nnx.merge(graphdef, s)(i, i))(state, ids))
+
+    assert not splits(above) and splits(above + 32)
+    model.set_attributes(blockwise_above=None)
+    assert not splits(above + 32)

@@ -1,6 +1,7 @@
 """Blockwise disentangled attention (queries in blocks): the whole-sequence path's numbers (forward, gradients and
 dropout masks), and no [T, T] table in the compiled program. Against transformers (also packed rows read blockwise):
-`tests/parity/test_encoder_families_vs_transformers.py`."""
+`tests/parity/test_encoder_families_vs_transformers.py`; the length above which it is chosen:
+`tests/unit/test_encoder_structure.py`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaLayerStack, DebertaModel
+from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaLayerStack
 from tests.utils.encoders import assert_same_outputs, hidden_and_gradients, training_model_and_batch
 
 
@@ -51,21 +52,3 @@ def test_no_table_of_the_whole_sequence_exists_forward_or_backward():
     length, heads = 512, 4
     assert largest_buffer(length, blockwise_above=None) >= heads * length * length
     assert largest_buffer(length, blockwise_above=0, query_block=64) < heads * length * length // 2
-
-
-def test_blockwise_is_chosen_above_the_configured_length():
-    """The default encoder runs longer inputs blockwise (its program holds the custom-gradient block loop) and shorter
-    ones whole; `blockwise_above=None` never splits."""
-    config = DebertaConfig(vocab_size=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
-    model = DebertaModel(config, rngs=nnx.Rngs(0))
-    model.eval()
-    above = model.encoder.layer.attention.self.blockwise_above
-
-    def splits(length: int) -> bool:
-        graphdef, state = nnx.split(model)
-        ids = jnp.ones((1, length), jnp.int32)
-        return "custom_vjp_call" in str(jax.make_jaxpr(lambda s, i: nnx.merge(graphdef, s)(i, i))(state, ids))
-
-    assert not splits(above) and splits(above + 32)
-    model.set_attributes(blockwise_above=None)
-    assert not splits(above + 32)
