@@ -26,7 +26,8 @@ from tests.utils.gliner_parity import (
 from tests.utils.programs import compiled_programs
 
 # Text encoders: DeBERTa-v3 (64 wide) as knowledgator's gliner-bi-*-v1.0, ModernBERT (48) as their v2.0 / modern
-# bi-encoders; labels: BERT (48 wide). hidden_size picks which of the two projections exist.
+# bi-encoders; labels: BERT (48 wide). hidden_size picks which of the two projections exist. Each text encoder, head,
+# and projection layout once.
 CASES = {
     "span_deberta_labels_projection_rnn1": dict(
         text="deberta-v2", span_mode="markerV0", hidden_size=64, num_rnn_layers=1, max_width=4
@@ -36,9 +37,6 @@ CASES = {
     ),
     "span_modernbert_no_projection_no_rnn": dict(
         text="modernbert", span_mode="markerV0", hidden_size=48, num_rnn_layers=0, max_width=3
-    ),
-    "token_modernbert_both_projections_rnn1": dict(
-        text="modernbert", span_mode="token_level", hidden_size=40, num_rnn_layers=1
     ),
 }
 TEXTS = [

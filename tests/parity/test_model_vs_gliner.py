@@ -26,12 +26,13 @@ from tests.utils.gliner_parity import (
     reference_logits,
 )
 
+# The span head with and without the encoder projection and the BiLSTM (1 or 2 layers run one loop), and without the
+# label token; the token head once.
 CASES = {
     "span_projection_rnn1": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),
     "span_no_projection_rnn2": dict(span_mode="markerV0", hidden_size=64, num_rnn_layers=2, max_width=3),
     "span_no_rnn_label_token": dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=0, embed_ent_token=False),
     "token_projection_rnn2": dict(span_mode="token_level", hidden_size=48, num_rnn_layers=2),
-    "token_no_projection_rnn1": dict(span_mode="token_level", hidden_size=64, num_rnn_layers=1),
     # Other backbones (gliner builds them with AutoModel); `backbone` names the model type, each encoder's code once
     # (XLM-R runs RoBERTa's; the heads run the same code on every backbone). Slow: their pipeline and entities are
     # checked in tests/parity/test_backbones_vs_gliner.py; here also gradients, export and round trips.
