@@ -1,6 +1,6 @@
 """Every span mode and subtoken pooling of gliner 0.2.29 against the gliner package: logits on its own batches and
 through our (bucketed) pipeline, entities, checkpoints both ways, gradients. markerV0 / token_level with "first"
-pooling are covered at length in test_gliner.py and test_inference.py."""
+pooling are covered at length in test_model_vs_gliner.py and test_inference_vs_gliner.py."""
 
 from __future__ import annotations
 
