@@ -1,53 +1,45 @@
-"""Offline fixtures: random PyTorch reference models, built at test time (helpers: `tests/utils`)."""
+"""Test tiers and offline fixtures shared by every tier (helpers: `tests/utils`).
+
+tests/unit runs without torch and gliner (tests/unit/conftest.py refuses them); tests/parity compares with gliner and
+transformers (marker `parity`; its torch fixtures: tests/parity/conftest.py); tests/e2e trains, runs several processes
+or devices (marker `slow`)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built locally; never wait on a hub
 
 import pytest
 
-from gliner_jax.testing.builders import build_backbone, build_labels_backbone
-from tests.utils.encoders import TINY_HF, TINY_LABELS_ENCODER, TINY_V3, make_hf_encoder
+HERE = Path(__file__).resolve().parent
+# Each tier's folder and the marker that every test in it carries.
+TIER_MARKERS = {"parity": pytest.mark.parity, "e2e": pytest.mark.slow}
 
 
-@pytest.fixture
-def saved_encoder(tmp_path):
-    """Factory: save a random reference encoder (model.safetensors; DeBERTa-v3 unless `model_type` says otherwise)
-    and return (model, dir)."""
-
-    def build(seed: int = 0, model_type: str = "deberta-v2", **overrides):
-        model = make_hf_encoder(model_type, seed, **overrides)
-        directory = tmp_path / f"hf-{seed}-{len(list(tmp_path.iterdir()))}"
-        model.save_pretrained(directory)
-        return model, directory
-
-    return build
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.resolve().relative_to(HERE).parts
+        if len(parts) > 1 and parts[0] in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[parts[0]])
 
 
 @pytest.fixture(scope="session")
 def gliner_backbone(tmp_path_factory):
-    """Directory with a tiny random DeBERTa-v3 plus tokenizer, shared by every reference GLiNER model."""
+    """Directory with a tiny random DeBERTa-v3 plus tokenizer, shared by every reference GLiNER model (built with
+    torch: parity and e2e tests only)."""
+    from gliner_jax.testing.builders import build_backbone
+    from tests.utils.encoders import TINY_V3
+
     return build_backbone(tmp_path_factory.mktemp("backbone"), TINY_V3)
 
 
 @pytest.fixture(scope="session")
 def labels_backbone(tmp_path_factory):
-    """Directory with a tiny random label encoder plus tokenizer (its own vocabulary), for bi-encoder GLiNERs."""
+    """Directory with a tiny random label encoder plus tokenizer (its own vocabulary), for bi-encoder GLiNERs (built
+    with torch: parity and e2e tests only)."""
+    from gliner_jax.testing.builders import build_labels_backbone
+    from tests.utils.encoders import TINY_LABELS_ENCODER
+
     return build_labels_backbone(tmp_path_factory.mktemp("labels_backbone"), TINY_LABELS_ENCODER)
-
-
-@pytest.fixture(scope="session")
-def family_backbone(tmp_path_factory):
-    """Factory: the directory of a tiny random backbone of a model type (TINY_HF sizes) with a locally trained
-    tokenizer of its kind, built once per session."""
-    built = {}
-
-    def get(model_type: str):
-        if model_type not in built:
-            config = {**TINY_HF[model_type], "model_type": model_type}
-            built[model_type] = build_backbone(tmp_path_factory.mktemp(f"backbone-{model_type}"), config)
-        return built[model_type]
-
-    return get

@@ -124,23 +124,24 @@ def megabytes(value: float | None) -> str:
 def steps(dry_run: bool, out: Path) -> list[Step]:
     """The steps, at GPU sizes or toy sizes for the CPU dry run."""
     device = ["--device", "cpu"] if dry_run else ["--device", "gpu"]
+    encoders, model = "tests/parity/test_encoder_families_vs_transformers.py", "tests/parity/test_model_vs_gliner.py"
     parity = [
-        "tests/test_deberta_parity.py",
-        "tests/test_gliner.py",
-        "tests/test_packing.py",
+        encoders,
+        model,
+        "tests/parity/test_packing_vs_gliner.py",
         "-k",
         "not bfloat16 and (parity or packed or matches_reference or gradients)",
     ]
-    bf16 = ["tests/test_deberta_parity.py", "tests/test_gliner.py", "-k", "bfloat16"]
+    bf16 = [encoders, model, "-k", "bfloat16"]
     if dry_run:  # one test of each kind
         parity = [
-            "tests/test_deberta_parity.py::test_parity_with_transformers[v3]",
-            "tests/test_gliner.py::test_network_matches_reference_on_reference_batch[span_projection_rnn1]",
-            "tests/test_packing.py::test_packed_loss_equals_unpacked_and_gliner_loss[markerV0]",
+            f"{encoders}::test_parity_with_transformers[deberta-v3]",
+            f"{model}::test_network_matches_reference_on_reference_batch[span_projection_rnn1]",
+            "tests/parity/test_packing_vs_gliner.py::test_packed_loss_equals_unpacked_and_gliner_loss[markerV0]",
         ]
         bf16 = [
-            "tests/test_deberta_parity.py::test_bfloat16_compute_close_to_float32",
-            "tests/test_gliner.py::test_bfloat16_compute_close_to_reference[span_projection_rnn1]",
+            f"{encoders}::test_bfloat16_compute_close_to_float32[deberta-v2]",
+            f"{model}::test_bfloat16_compute_close_to_reference[span_projection_rnn1]",
         ]
     inference = ["--size", "toy", "--texts", "8", "--batch-size", "4", "--modes", "markerV0"] if dry_run else []
     toy_train = ["--size", "toy", "--batch-size", "2", "--vocab-size", "0", "--steps", "1"]

@@ -3,6 +3,9 @@ beginning-of-sequence token only), trained on the reference corpus, with gliner'
 
 from __future__ import annotations
 
+import copy
+import functools
+
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -70,3 +73,13 @@ def metaspace_bos_only() -> PreTrainedTokenizerFast:
 
 
 TOKENIZERS = {"wordpiece": wordpiece, "byte_level_bpe": byte_level_bpe, "metaspace_bos_only": metaspace_bos_only}
+
+
+@functools.cache
+def _trained_once(kind: str) -> PreTrainedTokenizerFast:
+    return TOKENIZERS[kind]()
+
+
+def trained(kind: str) -> PreTrainedTokenizerFast:
+    """A copy of the `kind` tokenizer, trained once per process (the copy is the caller's to change)."""
+    return copy.deepcopy(_trained_once(kind))

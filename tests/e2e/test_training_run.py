@@ -1,0 +1,193 @@
+"""End-to-end training runs of `gliner-jax train` on the shipped tiny config, in subprocesses.
+
+They check what only whole runs show: the tiny config learns its dataset (the CI learning check) and exports a
+directory the `gliner` package loads strictly and predicts identically from; a run killed with SIGKILL resumes
+with exactly the losses of an uninterrupted run; a half-written checkpoint is never loaded; a sharded run on 8
+devices equals a 1-device run; a packed run trains like the unpacked one and resumes; self-training. Bi-encoder,
+two-process and bfloat16 runs: test_training_hosts_and_bfloat16.py (a file of its own, so that the two pytest-xdist
+workers share the runs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.utils import fresh
+from tests.utils.fresh import CLI, ROOT
+from tests.utils.training_runs import (
+    NO_DROPOUT,
+    PACKED,
+    SHORT,
+    assert_same_losses,
+    environment,
+    logged,
+    restore_params,
+    resumed_from,
+    run_training,
+    train_command,
+)
+
+pytestmark = pytest.mark.slow  # each test trains in subprocesses: 20-140 s
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, compilation_cache) -> Path:
+    """An 18-step run, the reference for the interrupted and sharded runs."""
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_training(output_dir, compilation_cache, *SHORT, "trainer.num_steps=18")
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, compilation_cache) -> Path:
+    """The shipped tiny config, trained in full."""
+    output_dir = tmp_path_factory.mktemp("tiny")
+    run_training(output_dir, compilation_cache)
+    return output_dir
+
+
+def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
+    """The CI learning check: from a random tiny encoder, training-set span F1 > 0.9; the export loads in gliner."""
+    import torch
+    from gliner import GLiNER as TorchGLiNER
+
+    from gliner_jax import GLiNER
+    from gliner_jax.data_formats import read_examples
+    from gliner_jax.evaluation import evaluate_examples
+
+    final = tiny_run / "final"
+    model = GLiNER.from_pretrained(final)
+    train, _ = read_examples(ROOT / "data" / "tiny" / "train.jsonl")
+    micro, _ = evaluate_examples(model, train)
+    assert micro.f1 > 0.9, micro
+    assert any((tiny_run / "tensorboard").iterdir())
+    records = logged(tiny_run)
+    assert records[max(records)]["dev/f1"] > 0.5  # evaluated on the dev file at the end
+    assert {"lr/encoder", "lr/others", "tokens_per_second"} <= records[max(records)].keys()
+
+    reference = TorchGLiNER.from_pretrained(str(final), local_files_only=True)
+    from safetensors.numpy import load_file
+
+    assert set(load_file(final / "model.safetensors")) == set(reference.model.state_dict())  # a strict load
+    texts = [" ".join(example["tokenized_text"]) for example in train[:12]]
+    labels = sorted({entity[2] for example in train for entity in example["ner"]})
+    ours = model.inference(texts, labels, threshold=0.5)
+    with torch.no_grad():
+        theirs = [reference.predict_entities(text, labels, threshold=0.5) for text in texts]
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert [(e["start"], e["end"], e["label"]) for e in mine] == [(e["start"], e["end"], e["label"]) for e in ref]
+        np.testing.assert_allclose([e["score"] for e in mine], [e["score"] for e in ref], atol=1e-5)
+
+
+def test_sigkilled_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, compilation_cache, uninterrupted):
+    command = train_command(tmp_path, *SHORT, "trainer.num_steps=18")
+    process = fresh.start(command, environment(compilation_cache), stdout=None, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 11):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(logged(tmp_path))
+    assert killed_at < 18
+
+    resumed = resumed_from(run_training(tmp_path, compilation_cache, *SHORT, "trainer.num_steps=18").stderr)
+    assert resumed and resumed[0] <= killed_at and resumed[0] % 3 == 0
+    assert sorted(logged(tmp_path)) == list(range(1, 19))
+    assert_same_losses(logged(tmp_path), logged(uninterrupted), range(resumed[0] + 1, 19), 1e-6)
+
+
+def test_a_half_written_checkpoint_is_never_loaded(tmp_path, compilation_cache, uninterrupted):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    checkpoints = run / "checkpoints"
+    for step in (15, 18):
+        shutil.rmtree(checkpoints / str(step))
+    # A save of step 15 cut off mid-way: Orbax writes into a temporary folder and renames it once complete.
+    partial = checkpoints / "15.orbax-checkpoint-tmp-1234567"
+    shutil.copytree(checkpoints / "12", partial)
+    shutil.rmtree(partial / "state")
+    result = run_training(run, compilation_cache, *SHORT, "trainer.num_steps=18")
+    assert resumed_from(result.stderr) == [12]
+    assert (checkpoints / "18").is_dir()
+    assert_same_losses(logged(run), logged(uninterrupted), range(13, 19), 1e-6)
+
+
+def test_packed_run_trains_like_the_unpacked_run_and_resumes(tmp_path, compilation_cache):
+    """Without dropout, a packed run's losses are the unpacked run's (the same examples, loss and gradients per
+    step); killed after step 6 and rerun, it resumes from its checkpoint with the same losses."""
+    rows = tmp_path / "rows"
+    run_training(rows, compilation_cache, *SHORT, *NO_DROPOUT, "trainer.num_steps=9")
+    packed = tmp_path / "packed"
+    run_training(packed, compilation_cache, *SHORT, *NO_DROPOUT, *PACKED, "trainer.num_steps=6")
+    result = run_training(packed, compilation_cache, *SHORT, *NO_DROPOUT, *PACKED, "trainer.num_steps=9")
+    assert resumed_from(result.stderr) == [6]
+    assert sorted(logged(packed)) == list(range(1, 10))
+    assert_same_losses(logged(packed), logged(rows), range(1, 10), 1e-4)
+
+
+def test_sharded_run_on_8_devices_equals_a_1_device_run(tmp_path, compilation_cache, uninterrupted):
+    result = run_training(
+        tmp_path, compilation_cache, *SHORT, "trainer.num_steps=6", "mesh.data=2", "mesh.fsdp=4", devices=8
+    )
+    assert "8 devices" in result.stderr
+    assert_same_losses(logged(tmp_path), logged(uninterrupted), range(1, 7), 1e-5)
+    import jax
+
+    sharded = restore_params(tmp_path / "checkpoints" / "6")
+    single = restore_params(uninterrupted / "checkpoints" / "6")
+    assert jax.tree.structure(sharded) == jax.tree.structure(single)
+    for (path, value), expected in zip(
+        jax.tree_util.tree_leaves_with_path(sharded), jax.tree.leaves(single), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(value), np.asarray(expected), rtol=1e-5, atol=1e-5, err_msg=str(path))
+
+
+def test_self_training_reports_dev_f1_before_and_after(tmp_path, tiny_run, compilation_cache):
+    from gliner_jax import GLiNER
+    from gliner_jax.data_formats import read_examples
+    from gliner_jax.evaluation import evaluate_examples
+
+    dev_file = ROOT / "data" / "tiny" / "dev.jsonl"
+    dev, _ = read_examples(dev_file)
+    unlabelled = tmp_path / "texts.txt"
+    unlabelled.write_text("".join(" ".join(example["tokenized_text"]) + "\n" for example in dev[:40]))
+    command = [
+        str(CLI),
+        "self-train",
+        "--config",
+        str(ROOT / "configs" / "self_training.yaml"),
+        "--model",
+        str(tiny_run / "final"),
+        "--unlabelled",
+        str(unlabelled),
+        f"data.dev={dev_file}",
+        f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.num_steps=20",
+        "trainer.save_every=20",
+        "trainer.log_every=1",
+    ]
+    result = fresh.run(command, environment(compilation_cache))
+    report = json.loads(result.stdout.splitlines()[-1])
+
+    teacher = GLiNER.from_pretrained(tiny_run / "final")
+    before, _ = evaluate_examples(teacher, dev)
+    assert report["before"]["f1"] == pytest.approx(before.f1) and before.f1 > 0.5
+    pseudo, _ = read_examples(tmp_path / "run" / "pseudo_labels.jsonl")
+    labels = sorted({entity[2] for example in dev for entity in example["ner"]})
+    predicted = teacher.predict_words([example["tokenized_text"] for example in dev[:40]], labels)
+    assert [example["ner"] for example in pseudo] == [[[s, e, label] for s, e, label, _ in p] for p in predicted]
+    assert report["pseudo_entities"] == sum(len(p) for p in predicted) > 0
+    after, _ = evaluate_examples(GLiNER.from_pretrained(tmp_path / "run" / "final"), dev)
+    assert report["after"]["f1"] == pytest.approx(after.f1)
+    peak = max(record["lr/encoder"] for record in logged(tmp_path / "run").values())
+    assert peak == pytest.approx(5e-6)  # the Table 6 rates of configs/self_training.yaml
