@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,7 @@ from gliner_jax.checkpoint_io import (
 )
 from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaModel
 from tests.utils.encoders import TINY_V3, assert_same_state_dict, random_batch, torch_forward
+from tests.utils.faults import assert_names, one_line_error, predict_args, save_tiny_model, truncate
 
 
 def _reload_strict(directory) -> transformers.DebertaV2Model:
@@ -100,3 +102,27 @@ def test_half_precision_file_loads_upcast(saved_encoder, tmp_path, dtype):
     for key, tensor in torch_model.state_dict().items():
         assert ours[key].dtype == np.float32
         np.testing.assert_array_equal(ours[key], tensor.float().numpy(), err_msg=key)
+
+
+class NotATensor:
+    """An object that PyTorch's safe loader (weights_only) refuses to unpickle."""
+
+
+@pytest.mark.parametrize("fault", ["truncated", "pickled-object"])
+def test_bad_pytorch_checkpoint_is_one_line(tmp_path, capsys, fault):
+    saved = save_tiny_model(tmp_path / "saved")
+    import torch
+    from safetensors.torch import load_file
+
+    model = shutil.copytree(saved / "torch", tmp_path / "model")
+    tensors = load_file(model / "model.safetensors")
+    (model / "model.safetensors").unlink()
+    if fault == "pickled-object":
+        tensors["extra"] = NotATensor()
+    torch.save(tensors, model / "pytorch_model.bin")
+    if fault == "truncated":
+        truncate(model / "pytorch_model.bin")
+    line = one_line_error(capsys, predict_args(model))
+    why = "not a plain tensor checkpoint" if fault == "pickled-object" else "truncated"
+    assert_names(line, str(model / "pytorch_model.bin"), why)
+    assert "weights_only" not in line

@@ -9,17 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gliner_jax.cli import main
-from gliner_jax.training.config import ModelSection
-from gliner_jax.training.model_init import build_model
+from tests.utils.faults import assert_names, one_line_error, predict_args, save_tiny_model, truncate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 NOT_UTF8 = b"\xff\xfe"
 ENCODER = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
@@ -29,41 +27,7 @@ GLINER = {"hidden_size": 16, "max_width": 4, "max_len": 64}
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """A tiny random GLiNER (the shipped tiny tokenizer), saved in gliner's layout (`torch/`) and ours (`native/`)."""
-    section = ModelSection(tokenizer=str(ROOT / "data/tiny/tokenizer"), encoder=ENCODER, gliner=GLINER)
-    model = build_model(section, seed=0)
-    directory = tmp_path_factory.mktemp("saved")
-    model.save_pretrained(directory / "torch")
-    model.save_pretrained(directory / "native", native=True)
-    return directory
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    """Run the command line as a user does; check that it ends with exit status 1 and one line on stderr (no
-    traceback, no warning) and return that line."""
-    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as ended:
-        warnings.simplefilter("always")
-        main(argv)
-    code = ended.value.code
-    assert isinstance(code, str), code  # the interpreter prints a string code to stderr and exits with status 1
-    shown = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.split("\n")]  # what a terminal shows
-    lines = [*filter(str.strip, shown), *code.splitlines()]
-    lines += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and "Traceback" not in lines[0], lines[0]
-    return lines[0]
-
-
-def assert_names(line: str, *fragments: str) -> None:
-    missing = [fragment for fragment in fragments if fragment not in line]
-    assert not missing, f"{missing} not in {line!r}"
-
-
-def predict_args(model: Path) -> list[str]:
-    return ["predict", "--model", str(model), "--labels", "person", "Marie Curie won the Nobel Prize."]
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return save_tiny_model(tmp_path_factory.mktemp("saved"))
 
 
 def edit_config(**changes: object) -> Callable[[Path], None]:
@@ -110,29 +74,6 @@ def test_bad_model_file_is_one_line(saved, tmp_path, capsys, fault):
     spoil(model)
     line = one_line_error(capsys, predict_args(model))
     assert_names(line, str(model), *fragments)
-
-
-class NotATensor:
-    """An object that PyTorch's safe loader (weights_only) refuses to unpickle."""
-
-
-@pytest.mark.parametrize("fault", ["truncated", "pickled-object"])
-def test_bad_pytorch_checkpoint_is_one_line(saved, tmp_path, capsys, fault):
-    torch = pytest.importorskip("torch")
-    from safetensors.torch import load_file
-
-    model = shutil.copytree(saved / "torch", tmp_path / "model")
-    tensors = load_file(model / "model.safetensors")
-    (model / "model.safetensors").unlink()
-    if fault == "pickled-object":
-        tensors["extra"] = NotATensor()
-    torch.save(tensors, model / "pytorch_model.bin")
-    if fault == "truncated":
-        truncate(model / "pytorch_model.bin")
-    line = one_line_error(capsys, predict_args(model))
-    why = "not a plain tensor checkpoint" if fault == "pickled-object" else "truncated"
-    assert_names(line, str(model / "pytorch_model.bin"), why)
-    assert "weights_only" not in line
 
 
 def test_debug_shows_the_traceback(saved, tmp_path):
