@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from gliner_jax.data_formats import TextLine, read_text_lines, record_text, resolve_text_format
+from gliner_jax.data_formats import TextLine, count_text_lines, read_text_lines, record_text
 from gliner_jax.model import GLiNER
 
 PROGRESS_SUFFIX = ".progress.json"
@@ -163,16 +163,6 @@ def annotate(
         yield block, [{**record, "entities": entities} for record, entities in zip(records, found, strict=True)]
 
 
-def _count_lines(path: Path) -> int:
-    """Lines of a file (a last line without a newline counts)."""
-    count, last = 0, b"\n"
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
 def part_path(output: Path, index: int, count: int) -> Path:
     """Where process `index` of `count` writes its lines."""
     return output.with_name(f"{output.name}.part-{index:05d}-of-{count:05d}")
@@ -297,7 +287,7 @@ def _run(
     """Annotate from where `state` stands to the end of `source`, committing after each block. The progress bar
     counts the lines of the file passed (every process passes all of them) and shows this process's texts/s."""
     lines = read_text_lines(source, first=state.next_line, offset=state.next_offset, text_format=text_format)
-    total = None if resolve_text_format(source, text_format) == "json" else _count_lines(source)
+    total = count_text_lines(source, text_format)
     bar = tqdm(total=total, initial=state.next_line - 1, unit="line", desc="predict", disable=not progress)
     annotated = annotate(model, lines, options, share, problem_handler(str(source), strict, report))
     with erased_on_error(bar), target.open("r+b") as file:
@@ -311,8 +301,7 @@ def _run(
             state.counts.add(block)
             state.size, state.next_line, state.next_offset = file.tell(), block.next_line, block.next_offset
             state.save(progress_path(target))
-        if total is not None:
-            bar.update(total - bar.n)  # other processes' blocks and blank lines after this process's last text
+        bar.update(total - bar.n)  # other processes' blocks and blank lines after this process's last text
 
 
 def _with_progress(annotated: Iterable[tuple[Block, list[dict]]], bar: tqdm) -> Iterator[tuple[Block, list[dict]]]:
@@ -342,15 +331,19 @@ def write_jsonl(
     source: str,
     strict: bool = False,
     progress: bool = True,
+    total: int | None = None,
     report: Callable[[str], None] = print_above_bar,
 ) -> Counts:
-    """Stream the entities of `lines` to `out` as JSONL, without resuming (e.g. stdin to stdout)."""
+    """Stream the entities of `lines` to `out` as JSONL, without resuming (e.g. stdin to stdout); the progress bar
+    counts up to `total` lines (`count_text_lines` of a file) where it is known."""
     counts = Counts()
     annotated = annotate(model, lines, options, Share(), problem_handler(source, strict, report))
-    with erased_on_error(tqdm(unit="line", desc="predict", disable=not progress)) as bar:
+    with erased_on_error(tqdm(total=total, unit="line", desc="predict", disable=not progress)) as bar:
         for block, records in _with_progress(annotated, bar):
             out.write(_jsonl(records, None))
             counts.add(block)
+        if total is not None:
+            bar.update(total - bar.n)  # blank lines after the last text
     out.flush()
     return counts
 

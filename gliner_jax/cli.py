@@ -83,7 +83,7 @@ def _check_threshold(threshold: float) -> None:
 def _predict(args: argparse.Namespace) -> int:
     """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
     from gliner_jax.annotate import PredictOptions, Share, annotate_file, write_jsonl
-    from gliner_jax.data_formats import read_text_lines, resolve_text_format, text_lines
+    from gliner_jax.data_formats import count_text_lines, read_text_lines, resolve_text_format, text_lines
     from gliner_jax.model import GLiNER
 
     if args.output and (args.texts or not args.file):
@@ -128,10 +128,11 @@ def _predict(args: argparse.Namespace) -> int:
         )
     else:
         if args.file:
-            lines = read_text_lines(args.file, text_format=args.format)
+            lines, total = read_text_lines(args.file, text_format=args.format), count_text_lines(args.file, args.format)
         else:
-            lines = text_lines(sys.stdin.buffer, text_format=resolve_text_format(None, args.format))
-        counts = write_jsonl(model, lines, options, sys.stdout, source=args.file or "<stdin>", strict=args.strict)
+            lines, total = text_lines(sys.stdin.buffer, text_format=resolve_text_format(None, args.format)), None
+        source = args.file or "<stdin>"
+        counts = write_jsonl(model, lines, options, sys.stdout, source=source, strict=args.strict, total=total)
     if counts.skipped:
         numbers = ", ".join(map(str, counts.skipped_lines)) + (", ..." if counts.skipped > 10 else "")
         print(f"{counts.texts} texts; skipped {counts.skipped} bad line(s): {numbers}", file=sys.stderr)
@@ -139,13 +140,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout."""
+    """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout or into
+    --output."""
     from gliner_jax.data_formats import load_label_map, read_eval_data
     from gliner_jax.evaluation import evaluate_examples
     from gliner_jax.model import GLiNER
 
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
+    if args.output:
+        _check_not_an_input(Path(args.output), args.data, args.label_map)
     label_map = load_label_map(args.label_map) if args.label_map else None
     examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2, data_format=args.format)
     model = GLiNER.from_pretrained(args.model)
@@ -162,8 +166,18 @@ def _eval(args: argparse.Namespace) -> int:
     print(result.table(), file=sys.stderr)
     report = {"model": args.model, "data": args.data, "examples": len(examples), "threshold": args.threshold}
     report |= {"flat_ner": not args.nested, "multi_label": args.multi_label, **result.to_dict()}
-    print(json.dumps(report, ensure_ascii=False))
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    else:
+        print(json.dumps(report, ensure_ascii=False))
     return 0
+
+
+def _check_not_an_input(output: Path, *inputs: str | None) -> None:
+    """ValueError when `output` is one of the input files (by any path to it)."""
+    for given in filter(None, inputs):
+        if output.exists() and Path(given).exists() and output.samefile(given):
+            raise ValueError(f"--output {output} is the input file {given}: it would be overwritten")
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -324,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='DATA is a GLiNER JSON / JSONL file ({"tokenized_text", "ner"} records) or a CoNLL-style file '
         "(token first, BIO / IOB1 / IOB2 tag last, blank lines between sentences; .conll, .txt, .bio or detected). "
         "Exact-match spans, micro-averaged as gliner's evaluator. Prints a per-label table on stderr and a JSON "
-        "report on stdout.",
+        "report on stdout (or into --output).",
     )
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True, help="gold data: JSON, JSONL or CoNLL file")
@@ -341,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     evaluate.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
     evaluate.add_argument("--strict-iob2", action="store_true", help="CoNLL: refuse an I- tag that continues nothing")
+    evaluate.add_argument("--output", help="write the JSON report into this file (replaced), not to stdout")
     evaluate.set_defaults(run=_eval)
 
     data = commands.add_parser("data", help="prepare training data")

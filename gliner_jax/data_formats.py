@@ -348,6 +348,22 @@ def is_json_list(path: str | Path) -> bool:
     return False
 
 
+def count_text_lines(path: str | Path, text_format: str = "auto") -> int:
+    """How many lines `read_text_lines` numbers in a file (a last line without a newline counts; in a JSON list, its
+    records): the total of a progress bar."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if resolve_text_format(path, text_format) == "json":
+        return sum(1 for _ in _json_list_lines(path))
+    count, last = 0, b"\n"
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
 def read_text_lines(
     path: str | Path, *, first: int = 1, offset: int = 0, text_format: str = "auto"
 ) -> Iterator[TextLine]:

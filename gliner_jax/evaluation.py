@@ -82,6 +82,14 @@ class Evaluation(NamedTuple):
         per_label = {label: dataclasses.asdict(scores) for label, scores in self.per_label.items()}
         return {**dataclasses.asdict(self.micro), "per_label": per_label}
 
+    def scalars(self, prefix: str) -> dict[str, float]:
+        """Flat scores for a metrics log: "PREFIX/f1" (precision, recall) micro, "PREFIX/f1/LABEL" of each label."""
+        values = {}
+        for metric in ("precision", "recall", "f1"):
+            values[f"{prefix}/{metric}"] = getattr(self.micro, metric)
+            values |= {f"{prefix}/{metric}/{label}": getattr(s, metric) for label, s in self.per_label.items()}
+        return values
+
     def table(self) -> str:
         """A plain-text table: one row per label, then the micro row."""
         rows = [*self.per_label.items(), ("(micro)", self.micro)]

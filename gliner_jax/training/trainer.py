@@ -244,16 +244,17 @@ class Trainer:
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
-        """Span F1 on the dev examples with all their labels (every host computes it; the chief records it)."""
-        micro, _ = evaluate_examples(
+        """Span P/R/F1 on the dev examples with all their labels, micro and per label (every host computes them; the
+        chief shows a progress bar and records them)."""
+        evaluation = evaluate_examples(
             self.host_model(),
             self.dev,
             threshold=self.config.trainer.eval_threshold,
             batch_size=self.config.trainer.eval_batch_size,
+            progress=self.is_chief,
         )
-        values = {"dev/precision": micro.precision, "dev/recall": micro.recall, "dev/f1": micro.f1}
-        logger.info("step %d: %s", self.step, values)
-        return values
+        logger.info("step %d: dev %s", self.step, evaluation)
+        return evaluation.scalars("dev")
 
     def export(self, path: Path) -> None:
         """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""

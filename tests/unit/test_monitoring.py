@@ -1,0 +1,132 @@
+"""Monitoring as the README shows it: the TensorBoard extra, per-label dev scores in metrics.jsonl and TensorBoard,
+`eval --output`, and progress bars that know their total."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import struct
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gliner_jax.cli import main
+from gliner_jax.evaluation import span_scores
+from gliner_jax.training.config import load_train_config
+from gliner_jax.training.trainer import Trainer
+from tests.utils.faults import ROOT, assert_names, one_line_error, save_tiny_model
+
+DEV = [
+    {"tokenized_text": ["Ada", "Lovelace", "lived", "in", "London", "."], "ner": [[0, 1, "person"], [4, 4, "city"]]},
+    {"tokenized_text": ["Alan", "Turing", "visited", "Paris", "."], "ner": [[0, 1, "person"], [3, 3, "city"]]},
+    {"tokenized_text": ["Grace", "Hopper", "wrote", "code", "."], "ner": [[0, 1, "person"]]},
+]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("saved")) / "native"
+
+
+def _name(requirement: str) -> str:
+    """The normalised project name of a requirement string (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)[0]).lower()
+
+
+def test_every_extra_is_pinned_and_the_readme_installs_tensorboard():
+    """TensorBoard comes from the tensorboard extra, which the README installs before `tensorboard --logdir`, and
+    every package of every extra (and TensorBoard's own dependencies) has an exact version in constraints.txt."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [_name(requirement) for requirement in extras["tensorboard"]] == ["tensorboard"]
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pinned = {_name(line) for line in lines if "==" in line and not line.startswith("#")}
+    wanted = {_name(requirement) for requirement in itertools.chain(*extras.values())}
+    wanted |= {"tensorboard-data-server", "grpcio", "markdown", "werkzeug", "pillow", "setuptools"}
+    assert wanted <= pinned, wanted - pinned
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("-e '.[tensorboard]'") < readme.index("tensorboard --logdir")
+
+
+def test_scalars_name_micro_and_per_label_scores():
+    """`Evaluation.scalars`: PREFIX/precision|recall|f1, micro, and PREFIX/METRIC/LABEL of each label."""
+    evaluation = span_scores([{(0, 1, "person"), (3, 3, "city")}], [{(0, 1, "person"), (4, 4, "city")}])
+    values = evaluation.scalars("dev")
+    assert values["dev/f1"] == pytest.approx(0.5)
+    assert values["dev/f1/person"] == 1.0 and values["dev/f1/city"] == 0.0
+    assert values["dev/precision/city"] == 0.0 and values["dev/recall/person"] == 1.0
+    assert len(values) == 3 * 3
+
+
+def _scalar_tags(directory: Path) -> set[str]:
+    """The scalar tags of the TensorBoard event files in `directory` (TFRecord: length, its CRC, data, its CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in directory.glob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            offset += 12 + length + 4
+    return tags
+
+
+def test_training_logs_per_label_dev_scores_with_a_dev_progress_bar(tmp_path, capsys):
+    """A one-step run evaluates on its dev file: metrics.jsonl and TensorBoard get dev/f1/LABEL (and precision,
+    recall) of each dev label beside the micro scores, and the evaluation's progress bar shows its total."""
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps(example) + "\n" for example in DEV))
+    output = tmp_path / "run"
+    overrides = [f"trainer.output_dir={output}", f"data.dev={dev}", "trainer.num_steps=1", "trainer.export=false"]
+    Trainer(load_train_config(ROOT / "configs/tiny.yaml", [*overrides, "trainer.eval_batch_size=2"])).fit()
+    (record,) = map(json.loads, (output / "metrics.jsonl").read_text().splitlines())
+    metrics, labels = ("precision", "recall", "f1"), ("", "/city", "/person")
+    expected = {f"dev/{metric}{label}" for metric in metrics for label in labels}
+    assert expected <= record.keys()
+    assert expected | {"train/loss"} <= _scalar_tags(output / "tensorboard")
+    bars = capsys.readouterr().err
+    assert re.search(r"batches: 100%\|.*\| (\d+)/\1 \[", bars), bars
+
+
+def test_eval_output_writes_the_report_and_refuses_its_input(saved, tmp_path, capsys):
+    """`eval --output FILE` writes the JSON report (per-label scores included) there, not to stdout; an --output
+    that is the --data or --label-map file is refused before anything runs."""
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps(example) + "\n" for example in DEV))
+    label_map = tmp_path / "map.yaml"
+    label_map.write_text("city: location\n")
+    report = tmp_path / "report.json"
+    argv = ["eval", "--model", str(saved), "--data", str(data), "--label-map", str(label_map)]
+    assert main([*argv, "--output", str(report)]) == 0
+    assert capsys.readouterr().out == ""
+    written = json.loads(report.read_text())
+    assert written["examples"] == 3 and written["per_label"].keys() == {"location", "person"}
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(data)
+    for own_input in (data, label_map, link):
+        line = one_line_error(capsys, [*argv, "--output", str(own_input)])
+        assert_names(line, f"--output {own_input}", "input file")
+    assert data.read_text().count("\n") == 3 and label_map.read_text() == "city: location\n"
+
+
+@pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "output"])
+@pytest.mark.parametrize("text_format", ["lines", "json"])
+def test_predict_file_progress_has_a_total(saved, tmp_path, capsys, to_file, text_format):
+    """predict --file counts the file's lines (a JSON list's records) first, so that its progress bar shows a total
+    and an ETA, to stdout or into --output."""
+    texts = ["Ada Lovelace lived in London.", "Alan Turing visited Paris.", "Grace Hopper wrote code."]
+    source = tmp_path / f"texts.{text_format}"
+    if text_format == "json":
+        source.write_text(json.dumps([{"text": text} for text in texts]))
+    else:
+        source.write_text("\n".join(texts) + "\n\n")  # a blank last line counts
+    argv = ["predict", "--model", str(saved), "--labels", "person,city", "--file", str(source), "--block-lines", "2"]
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl")] if to_file else argv) == 0
+    captured = capsys.readouterr()
+    total = 3 if text_format == "json" else 4
+    assert re.search(rf"predict: 100%\|.*\| {total}/{total} \[", captured.err), captured.err
+    written = (tmp_path / "out.jsonl").read_text() if to_file else captured.out
+    assert len(written.splitlines()) == 3
