@@ -202,6 +202,7 @@ def _train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every step of every save at INFO
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backends it tried and did not find
+    logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)  # each write of a tag it renames ("a b": "a_b")
 
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.trainer import Trainer
@@ -220,6 +221,7 @@ def _self_train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)
 
     from gliner_jax.training.config import load_train_config
     from gliner_jax.training.self_training import self_train

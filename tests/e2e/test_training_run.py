@@ -60,7 +60,7 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     from gliner import GLiNER as TorchGLiNER
 
     from gliner_jax import GLiNER
-    from gliner_jax.data_formats import read_examples
+    from gliner_jax.data_formats import labels_of, read_examples
     from gliner_jax.evaluation import evaluate_examples
 
     final = tiny_run / "final"
@@ -72,6 +72,9 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     records = logged(tiny_run)
     assert records[max(records)]["dev/f1"] > 0.5  # evaluated on the dev file at the end
     assert {"lr/encoder", "lr/others", "tokens_per_second"} <= records[max(records)].keys()
+    dev_labels = labels_of(read_examples(ROOT / "data" / "tiny" / "dev.jsonl")[0])
+    per_label = {f"dev/{metric}/{label}" for metric in ("precision", "recall", "f1") for label in dev_labels}
+    assert per_label <= records[max(records)].keys()
 
     reference = TorchGLiNER.from_pretrained(str(final), local_files_only=True)
     from safetensors.numpy import load_file

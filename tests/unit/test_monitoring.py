@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import struct
 import tomllib
 from pathlib import Path
 
@@ -60,35 +59,37 @@ def test_scalars_name_micro_and_per_label_scores():
 
 
 def _scalar_tags(directory: Path) -> set[str]:
-    """The scalar tags of the TensorBoard event files in `directory` (TFRecord: length, its CRC, data, its CRC)."""
+    """The scalar tags of the TensorBoard event files in `directory` (TFRecords: length, its CRC, event, its CRC)."""
     from tensorboardX.proto import event_pb2
 
     tags = set()
     for path in directory.glob("events.out.tfevents.*"):
         data, offset = path.read_bytes(), 0
         while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            length = int.from_bytes(data[offset : offset + 8], "little")
             event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
             tags.update(value.tag for value in event.summary.value)
-            offset += 12 + length + 4
+            offset += 16 + length
     return tags
 
 
-def test_training_logs_per_label_dev_scores_with_a_dev_progress_bar(tmp_path, capsys):
-    """A one-step run evaluates on its dev file: metrics.jsonl and TensorBoard get dev/f1/LABEL (and precision,
-    recall) of each dev label beside the micro scores, and the evaluation's progress bar shows its total."""
+def test_dev_evaluation_scores_each_label_with_a_progress_bar(tmp_path, capsys):
+    """A training run's dev evaluation gives dev/f1/LABEL (and precision, recall) of each dev label beside the micro
+    scores, which TensorBoard records under those tags (metrics.jsonl of a whole run: tests/e2e/test_training_run.py),
+    and its progress bar shows the total of its batches."""
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps(example) + "\n" for example in DEV))
-    output = tmp_path / "run"
-    overrides = [f"trainer.output_dir={output}", f"data.dev={dev}", "trainer.num_steps=1", "trainer.export=false"]
-    Trainer(load_train_config(ROOT / "configs/tiny.yaml", [*overrides, "trainer.eval_batch_size=2"])).fit()
-    (record,) = map(json.loads, (output / "metrics.jsonl").read_text().splitlines())
+    overrides = [f"trainer.output_dir={tmp_path / 'run'}", f"data.dev={dev}", "trainer.eval_batch_size=2"]
+    trainer = Trainer(load_train_config(ROOT / "configs/tiny.yaml", overrides))
+    values = trainer._evaluate()
     metrics, labels = ("precision", "recall", "f1"), ("", "/city", "/person")
-    expected = {f"dev/{metric}{label}" for metric in metrics for label in labels}
-    assert expected <= record.keys()
-    assert expected | {"train/loss"} <= _scalar_tags(output / "tensorboard")
+    assert values.keys() == {f"dev/{metric}{label}" for metric in metrics for label in labels}
     bars = capsys.readouterr().err
     assert re.search(r"batches: 100%\|.*\| (\d+)/\1 \[", bars), bars
+    writer = trainer._writer()
+    trainer._record(values, writer, None)
+    writer.close()
+    assert _scalar_tags(tmp_path / "run" / "tensorboard") == values.keys()
 
 
 def test_eval_output_writes_the_report_and_refuses_its_input(saved, tmp_path, capsys):
