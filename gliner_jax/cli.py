@@ -177,7 +177,7 @@ def _check_not_an_input(output: Path, *inputs: str | None) -> None:
     """ValueError when `output` is one of the input files (by any path to it)."""
     for given in filter(None, inputs):
         if output.exists() and Path(given).exists() and output.samefile(given):
-            raise ValueError(f"--output {output} is the input file {given}: it would be overwritten")
+            raise ValueError(f"--output {output} is the input file {given}: choose another output")
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
