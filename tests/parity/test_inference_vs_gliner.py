@@ -219,6 +219,7 @@ def test_absolute_positions_bound_buckets_and_windows(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("models", ["span"], indirect=True)  # the token model pads its inputs by the same buckets
 def test_bounded_compilations(models, monkeypatch):
     """50 random texts and label sets of varied sizes: one compilation per bucketed shape, and few shapes."""
     _, ours, _ = models
