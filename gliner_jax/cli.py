@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
     _format_flag(predict)
     predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
-    predict.add_argument("--overwrite", action="store_true", help="start afresh (the old --output stays until the new one is complete)")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="start afresh (an old --output stays until the new one is complete)"
+    )
     predict.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
     predict.add_argument(
         "--block-lines",
