@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("src", help="source GLiNER directory or hub repo id")
     parser.add_argument("dst", help="destination directory (created)")
     parser.add_argument("--to", choices=["torch", "jax"], help="target layout (default: the other one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST whole if it holds a model")
     args = parser.parse_args(argv)
     with errors_as_one_line():
-        print(convert_directory(args.src, args.dst, to=args.to))
+        print(convert_directory(args.src, args.dst, to=args.to, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":
