@@ -9,6 +9,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,3 +158,14 @@ def test_saved_files_are_readable_by_others(saved, tmp_path, native):
     weights = destination / ("flax_params.safetensors" if native else "model.safetensors")
     for path in (weights, destination / "gliner_config.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_the_trainer_replaces_its_own_export(saved, tmp_path):
+    from gliner_jax.training.trainer import Trainer
+
+    final = tmp_path / "final"
+    Trainer.export(SimpleNamespace(host_model=lambda: GLiNER.from_pretrained(saved / "native"), is_chief=True), final)
+    Trainer.export(SimpleNamespace(host_model=other_model, is_chief=True), final)  # a rerun: replaced, not refused
+    exported = checkpoint_io.read_tensors(final)
+    expected = checkpoint_io.state_to_torch(other_model().model, checkpoint_io.gliner_table(other_model().config))
+    assert all(np.array_equal(exported[key], expected[key]) for key in expected)
