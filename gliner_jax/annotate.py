@@ -297,7 +297,7 @@ def _start(target: Path, saved: Path, output: Path, identity: dict[str, Any], ov
         if not target.exists() or target.stat().st_size < state.size:
             raise ValueError(f"{target} is shorter than {saved} records: it was changed; pass --overwrite")
         return state
-    for path in [target] if overwrite else [output, target]:
+    for path in () if overwrite else (output, target):
         if path.exists():
             raise ValueError(f"{path} exists: remove it, choose another output, or pass --overwrite")
     state = _Progress(identity)
