@@ -363,9 +363,9 @@ def is_native(path: str | Path) -> bool:
     return True
 
 
-def check_new_folder(path: str | Path, overwrite: bool = False) -> None:
-    """Whether a model may be written to `path`: a new or empty folder, or with `overwrite` a GLiNER model folder
-    (one holding gliner_config.json), which is then replaced whole. ValueError naming `path` otherwise."""
+def check_new_folder(path: str | Path, overwrite: bool = False, model_file: str = GLINER_CONFIG_FILE) -> None:
+    """Whether a model may be written to `path`: a new or empty folder, or with `overwrite` a model folder (one
+    holding `model_file`), which is then replaced whole. ValueError naming `path` otherwise."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder to write a model into")
@@ -375,18 +375,18 @@ def check_new_folder(path: str | Path, overwrite: bool = False) -> None:
         raise ValueError(
             f"{path} is not empty: choose another folder, or pass --overwrite (overwrite=True) to replace it whole"
         )
-    if not (path / GLINER_CONFIG_FILE).is_file():
+    if not (path / model_file).is_file():
         raise ValueError(
-            f"{path} holds no {GLINER_CONFIG_FILE}: not a model folder, so it is not replaced; choose another folder"
+            f"{path} holds no {model_file}: not a model folder, so it is not replaced; choose another folder"
         )
 
 
 @contextlib.contextmanager
-def new_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def new_folder(path: str | Path, *, overwrite: bool = False, model_file: str = GLINER_CONFIG_FILE) -> Iterator[Path]:
     """A temporary folder beside `path` to write a model into, put in `path`'s place when the block ends (removed
     if it raises): a crash never leaves a half-written model, and a replaced folder goes whole, never mixing two
     models' files. What may be replaced is `check_new_folder`'s (checked before anything is written)."""
-    check_new_folder(path, overwrite)
+    check_new_folder(path, overwrite, model_file)
     path = Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

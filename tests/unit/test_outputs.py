@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_the_trainer_replaces_its_own_export(saved, tmp_path):
     exported = checkpoint_io.read_tensors(final)
     expected = checkpoint_io.state_to_torch(other_model().model, checkpoint_io.gliner_table(other_model().config))
     assert all(np.array_equal(exported[key], expected[key]) for key in expected)
+
+
+def test_the_encoder_converter_refuses_a_folder_that_is_not_empty(tmp_path):
+    convert = runpy.run_path(str(ROOT / "convert" / "hf_encoder.py"))["main"]
+    destination = tmp_path / "encoder"
+    destination.mkdir()
+    (destination / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as ended:
+        convert([str(tmp_path / "no-such-encoder"), str(destination)])
+    assert_names(str(ended.value.code), f"error: {destination} is not empty", "--overwrite")
+    with pytest.raises(SystemExit) as ended:
+        convert([str(tmp_path / "no-such-encoder"), str(destination), "--overwrite"])
+    assert_names(str(ended.value.code), f"error: {destination} holds no config.json")
+    assert [path.name for path in destination.iterdir()] == ["notes.txt"]
