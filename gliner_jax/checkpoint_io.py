@@ -387,7 +387,7 @@ def new_folder(path: str | Path, *, overwrite: bool = False, model_file: str = G
     if it raises): a crash never leaves a half-written model, and a replaced folder goes whole, never mixing two
     models' files. What may be replaced is `check_new_folder`'s (checked before anything is written)."""
     check_new_folder(path, overwrite, model_file)
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.realpath(path))  # a link to a folder: the folder it names is replaced
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
