@@ -119,6 +119,13 @@ def test_save_pretrained_replaces_a_model_folder_only_when_asked(saved, tmp_path
     model.save_pretrained(destination, overwrite=True)
     assert not (destination / "flax_params.safetensors").exists() and not (destination / "notes.txt").exists()
     assert (destination / "model.safetensors").exists()
+    link = tmp_path / "link"
+    link.symlink_to(destination)
+    model.save_pretrained(link, native=True, overwrite=True)  # the folder it names is replaced; the link stays
+    assert link.is_symlink() and sorted(path.name for path in destination.iterdir() if "safetensors" in path.name) == [
+        "flax_params.safetensors"
+    ]
+    link.unlink()
 
     folder = tmp_path / "not-a-model"
     folder.mkdir()
