@@ -5,10 +5,13 @@ model's inference pipeline into JSONL, one line per text in input order: the tex
 Lines are taken in blocks of `block_lines` lines (by line number); a block's texts are one pipeline chunk, so a
 text's batch, and with it its result, is the same in every run. Process p of N takes blocks p, p + N, p + 2N, ...
 
-Resuming: after each block the output is flushed to disk, then a progress file (OUTPUT.progress.json, replaced
-atomically) records the output's size and where reading goes on. Rerunning the same job cuts the output back to
-that size and continues: an interrupted run, even one killed with SIGKILL, ends with the file an uninterrupted run
-writes. The progress file is removed when the output is complete.
+The lines go to OUTPUT.partial, renamed to OUTPUT when it is complete: an existing OUTPUT (replaced with
+`overwrite`) is left as it is until then. An OUTPUT that is the input file (by any path or link) is refused.
+
+Resuming: after each block the partial output is flushed to disk, then a progress file (OUTPUT.progress.json,
+replaced atomically) records its size and where reading goes on. Rerunning the same job cuts the partial output back
+to that size and continues: an interrupted run, even one killed with SIGKILL, ends with the file an uninterrupted
+run writes. The progress file is removed when the output is in place.
 
 With N > 1 processes, process p writes OUTPUT.part-P-of-N, each line led by its input line number and a tab; when
 every part is complete, process 0 merges them in input order into OUTPUT (`merge_parts`) and removes them.
@@ -37,6 +40,7 @@ from gliner_jax.data_formats import TextLine, count_text_lines, read_text_lines,
 from gliner_jax.model import GLiNER
 
 PROGRESS_SUFFIX = ".progress.json"
+PARTIAL_SUFFIX = ".partial"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +176,21 @@ def progress_path(path: Path) -> Path:
     return path.with_name(path.name + PROGRESS_SUFFIX)
 
 
+def _work_paths(output: Path, share: Share) -> tuple[Path, Path]:
+    """Where this process writes its lines, and its progress file."""
+    if share.count == 1:
+        return output.with_name(output.name + PARTIAL_SUFFIX), progress_path(output)
+    part = part_path(output, share.index, share.count)
+    return part, progress_path(part)
+
+
+def _refuse_input(source: Path, outputs: Iterable[Path]) -> None:
+    """ValueError when one of `outputs` is the file `source` (the same path, a symbolic or a hard link)."""
+    for output in outputs:
+        if source.exists() and output.exists() and os.path.samefile(source, output):
+            raise ValueError(f"--output {output} is the input file {source}: choose another output")
+
+
 @dataclasses.dataclass
 class _Progress:
     """What a progress file holds: the job it belongs to, the output's committed size, where reading goes on."""
@@ -216,10 +235,12 @@ def annotate_file(
     `data_formats.resolve_text_format`) to `output` (see the module doc), resuming an interrupted run
     of the same job. `job` identifies the job in the progress file besides the input, options and share (e.g. the
     model); a progress file of another job is refused. With several processes, `barrier` waits for all of them
-    before process 0 merges the parts. Returns this process's counts. Raises ValueError for a bad line with
-    `strict`, an output that exists without a progress file (unless `overwrite`), or another job's progress."""
+    before process 0 merges the parts. Returns this process's counts. Raises ValueError, before anything is
+    written, for an output that is the input, one that exists without a progress file (unless `overwrite`), or
+    another job's progress; and for a bad line with `strict`."""
     source, output = Path(source), Path(output)
-    target = output if share.count == 1 else part_path(output, share.index, share.count)
+    target, saved = _work_paths(output, share)
+    _refuse_input(source, (output, target, saved))
     identity = {
         "input": str(source.resolve()),
         "format": text_format,
@@ -227,26 +248,28 @@ def annotate_file(
         "share": dataclasses.asdict(share),
         **(job or {}),
     }
-    state = _start(target, output, identity, overwrite)
+    state = _start(target, saved, output, identity, overwrite)
     if not state.complete:
-        _run(model, source, target, options, share, state, strict, progress, report, text_format)
-    if share.count > 1:
+        _run(model, source, target, saved, options, share, state, strict, progress, report, text_format)
         state.complete = True
-        state.save(progress_path(target))
+        state.save(saved)
+    if share.count > 1:
         if barrier is not None:
             barrier()
         if share.index == 0:
             merge_parts(output, share.count)
     else:
-        progress_path(target).unlink()
+        if target.exists():  # not yet renamed by a run killed after completing it
+            os.replace(target, output)
+        saved.unlink()
     return state.counts
 
 
-def _start(target: Path, output: Path, identity: dict[str, Any], overwrite: bool) -> _Progress:
-    """The progress of this job at `target`: resumed from its progress file, or fresh."""
-    saved = progress_path(target)
+def _start(target: Path, saved: Path, output: Path, identity: dict[str, Any], overwrite: bool) -> _Progress:
+    """The progress of this job writing `target`: resumed from its progress file `saved`, or fresh. `overwrite`
+    drops an earlier run's partial output (never `output` itself: the new one replaces it once complete)."""
     if overwrite:
-        for path in (saved, target, output):
+        for path in (saved, target):
             path.unlink(missing_ok=True)
     if saved.exists():
         state = _Progress.load(saved)
@@ -257,12 +280,14 @@ def _start(target: Path, output: Path, identity: dict[str, Any], overwrite: bool
                 f"{saved} belongs to another job ({', '.join(changed)} differ): rerun that job to finish it, "
                 "or pass --overwrite to start this one afresh"
             )
+        if state.complete:
+            return state
         if state.size == 0:
             target.touch()  # a run killed between writing its progress file and creating its output
         if not target.exists() or target.stat().st_size < state.size:
             raise ValueError(f"{target} is shorter than {saved} records: it was changed; pass --overwrite")
         return state
-    for path in {output, target}:
+    for path in () if overwrite else (output, target):
         if path.exists():
             raise ValueError(f"{path} exists: remove it, choose another output, or pass --overwrite")
     state = _Progress(identity)
@@ -276,6 +301,7 @@ def _run(
     model: GLiNER,
     source: Path,
     target: Path,
+    saved: Path,
     options: PredictOptions,
     share: Share,
     state: _Progress,
@@ -300,7 +326,7 @@ def _run(
             os.fsync(file.fileno())
             state.counts.add(block)
             state.size, state.next_line, state.next_offset = file.tell(), block.next_line, block.next_offset
-            state.save(progress_path(target))
+            state.save(saved)
         bar.update(total - bar.n)  # other processes' blocks and blank lines after this process's last text
 
 

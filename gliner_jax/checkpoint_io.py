@@ -8,11 +8,15 @@ layers are stacked here, so `encoder.layer.{i}.X` maps to row i of `encoder.laye
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pickle
-from collections.abc import Collection, Mapping
+import shutil
+import tempfile
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +286,7 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> No
     from safetensors.numpy import save_file
 
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    Path(path).chmod(0o644)  # readable by others: safetensors writes through a private temporary file
 
 
 def _without_transformers_skips(tensors: dict[str, np.ndarray], config: Any, prefix: str = "") -> dict[str, np.ndarray]:
@@ -344,8 +349,64 @@ def native_table(model: nnx.Module) -> list[TensorMapping]:
 
 
 def is_native(path: str | Path) -> bool:
-    """Whether `path` holds our native format rather than a gliner (PyTorch layout) directory."""
-    return (Path(path) / NATIVE_PARAMS_FILE).exists()
+    """Whether `path` holds our native format rather than a gliner (PyTorch layout) directory. A directory holding
+    both (the weights of two models, perhaps) is refused: ValueError naming the files."""
+    path = Path(path)
+    if not (path / NATIVE_PARAMS_FILE).exists():
+        return False
+    torch_files = [name for name in (SAFETENSORS_FILE, TORCH_FILE) if (path / name).exists()]
+    if torch_files:
+        raise ValueError(
+            f"{path} holds both {' and '.join(torch_files)} (gliner's layout) and {NATIVE_PARAMS_FILE} (ours): "
+            "which model it is cannot be told; remove the weights that are not its own"
+        )
+    return True
+
+
+def check_new_folder(path: str | Path, overwrite: bool = False, model_file: str = GLINER_CONFIG_FILE) -> None:
+    """Whether a model may be written to `path`: a new or empty folder, or with `overwrite` a model folder (one
+    holding `model_file`), which is then replaced whole. ValueError naming `path` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder to write a model into")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{path} is not empty: choose another folder, or pass --overwrite (overwrite=True) to replace it whole"
+        )
+    if not (path / model_file).is_file():
+        raise ValueError(
+            f"{path} holds no {model_file}: not a model folder, so it is not replaced; choose another folder"
+        )
+
+
+@contextlib.contextmanager
+def new_folder(path: str | Path, *, overwrite: bool = False, model_file: str = GLINER_CONFIG_FILE) -> Iterator[Path]:
+    """A temporary folder beside `path` to write a model into, put in `path`'s place when the block ends (removed
+    if it raises): a crash never leaves a half-written model, and a replaced folder goes whole, never mixing two
+    models' files. What may be replaced is `check_new_folder`'s (checked before anything is written)."""
+    check_new_folder(path, overwrite, model_file)
+    path = Path(os.path.realpath(path))  # a link to a folder: the folder it names is replaced
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield temporary
+        temporary.chmod(0o755)  # mkdtemp's folder is private
+        if path.is_dir() and any(path.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)
+            try:
+                os.replace(temporary, path)
+            except OSError:
+                os.replace(old, path)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
 
 
 def load_gliner(
@@ -378,16 +439,27 @@ def load_gliner(
     return model, config
 
 
-def save_gliner(model: GLiNERModel, config: GLiNERConfig, path: str | Path, *, native: bool = False) -> None:
-    """Write gliner_config.json and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly, or
-    with `native`, flax_params.safetensors in our parameter layout (no PyTorch needed; only gliner-jax reads it)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if native:
-        write_safetensors(state_to_torch(model, native_table(model)), path / NATIVE_PARAMS_FILE)
-    else:
-        write_safetensors(state_to_torch(model, gliner_table(config)), path / SAFETENSORS_FILE)
+def save_gliner(
+    model: GLiNERModel,
+    config: GLiNERConfig,
+    path: str | Path,
+    tokenizer: Any,
+    labels_tokenizer: Any = None,
+    *,
+    native: bool = False,
+    overwrite: bool = False,
+) -> list[str]:
+    """Write a complete GLiNER folder through `new_folder` (`overwrite` replaces a model folder): gliner_config.json
+    and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly, or with `native`,
+    flax_params.safetensors in our parameter layout (no PyTorch needed; only gliner-jax reads it), and the
+    tokenizers (`save_tokenizers`). Returns the tokenizer files written, relative to the folder."""
+    with new_folder(path, overwrite=overwrite) as folder:
+        (folder / GLINER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if native:
+            write_safetensors(state_to_torch(model, native_table(model)), folder / NATIVE_PARAMS_FILE)
+        else:
+            write_safetensors(state_to_torch(model, gliner_table(config)), folder / SAFETENSORS_FILE)
+        return [str(Path(name).relative_to(folder)) for name in save_tokenizers(folder, tokenizer, labels_tokenizer)]
 
 
 def save_tokenizers(path: str | Path, tokenizer: Any, labels_tokenizer: Any = None) -> list[str]:
@@ -420,22 +492,30 @@ class ConversionSummary:
 
 
 def convert_directory(
-    src: str | Path, dst: str | Path, to: str | None = None, options: HubOptions | None = None
+    src: str | Path,
+    dst: str | Path,
+    to: str | None = None,
+    options: HubOptions | None = None,
+    *,
+    overwrite: bool = False,
 ) -> ConversionSummary:
     """Convert a GLiNER model (a local directory or a hub repo id, any layout gliner reads) into a gliner (PyTorch
     layout) directory or our native format, with its complete config and tokenizer.
 
     The direction is detected from `src` unless `to` ("torch" or "jax") is given; converting to the source's own
-    format re-writes it through a strict load (a validation pass, and a legacy layout made complete).
+    format re-writes it through a strict load (a validation pass, and a legacy layout made complete). `dst` is
+    written as `save_gliner` writes: a non-empty folder is refused, before `src` is read, unless `overwrite`.
     """
     if to not in (None, "torch", "jax"):
         raise ValueError(f"to must be 'torch' or 'jax', got {to!r}")
+    check_new_folder(dst, overwrite)
     layout = resolve_gliner(src, options or HubOptions())
     source_format = "jax" if is_native(layout.directory) else "torch"
     to = to or ("torch" if source_format == "jax" else "jax")
     model, config = load_gliner(layout.directory, config=layout.config)
-    save_gliner(model, config, dst, native=to == "jax")
-    written = save_tokenizers(dst, layout.tokenizer, layout.labels_tokenizer)
+    written = save_gliner(
+        model, config, dst, layout.tokenizer, layout.labels_tokenizer, native=to == "jax", overwrite=overwrite
+    )
     # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
     tensors = state_to_torch(model, gliner_table(config))
     return ConversionSummary(
@@ -445,5 +525,5 @@ def convert_directory(
         span_mode=config.span_mode,
         tensors=len(tensors) if to == "torch" else len(_flat_params(model)),
         parameters=sum(value.size for value in tensors.values()),
-        tokenizer_files=tuple(sorted(str(Path(name).relative_to(dst)) for name in written)),
+        tokenizer_files=tuple(sorted(written)),
     )

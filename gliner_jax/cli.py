@@ -51,7 +51,7 @@ def _convert(args: argparse.Namespace) -> int:
     """Convert a GLiNER model (a directory or hub repo id) into the gliner (PyTorch) layout or our native layout."""
     from gliner_jax.checkpoint_io import convert_directory
 
-    print(convert_directory(args.src, args.dst, to=args.to))
+    print(convert_directory(args.src, args.dst, to=args.to, overwrite=args.overwrite))
     return 0
 
 
@@ -295,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tokenizer files.",
     )
     convert.add_argument("src", help="source directory or hub repo id (e.g. urchade/gliner_small-v2.1)")
-    convert.add_argument("dst", help="destination directory (created)")
+    convert.add_argument("dst", help="destination directory (created; an existing one must be empty)")
     convert.add_argument("--to", choices=["torch", "jax"], help="target layout (default: the other one)")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST whole if it holds a model")
     convert.set_defaults(run=_convert)
 
     predict = commands.add_parser(
@@ -321,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="read texts from this file (plain lines, JSONL or a JSON list)")
     _format_flag(predict)
     predict.add_argument("--output", help="write JSONL here (resumable: rerun the same command to continue)")
-    predict.add_argument("--overwrite", action="store_true", help="start --output afresh, dropping what is there")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="start afresh (an old --output stays until the new one is complete)"
+    )
     predict.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
     predict.add_argument(
         "--block-lines",

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from gliner_jax.buckets import label_bucket
-from gliner_jax.checkpoint_io import load_gliner, save_gliner, save_tokenizers
+from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, evaluate_examples
@@ -122,15 +122,17 @@ class GLiNER:
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype)
         return cls(model, config, layout.tokenizer, layout.labels_tokenizer)
 
-    def save_pretrained(self, path: str | Path, *, native: bool = False) -> None:
+    def save_pretrained(self, path: str | Path, *, native: bool = False, overwrite: bool = False) -> None:
         """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched (a bi-encoder's
         label tokenizer in its `labels_tokenizer/` folder, as gliner writes it).
 
         `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
-        gliner-jax reads.
+        gliner-jax reads. The folder is written beside `path` and renamed into place; an existing `path` must be
+        empty, or with `overwrite` a model folder, replaced whole (ValueError otherwise, before anything is written).
         """
-        save_gliner(self.model, self.config, path, native=native)
-        save_tokenizers(path, self.tokenizer, self.labels_tokenizer)
+        save_gliner(
+            self.model, self.config, path, self.tokenizer, self.labels_tokenizer, native=native, overwrite=overwrite
+        )
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""

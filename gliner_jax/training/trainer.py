@@ -260,7 +260,7 @@ class Trainer:
         """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""
         model = self.host_model()
         if self.is_chief:
-            model.save_pretrained(path)
+            model.save_pretrained(path, overwrite=True)  # a rerun replaces its own earlier export
             logger.info("exported to %s", path)
 
 
