@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -276,3 +277,14 @@ def test_eval_format_names_conll(saved, tmp_path, capsys):
     gold.write_text("{Marie} B-person\nCurie X-person\n")
     argv = ["eval", "--model", str(saved / "torch"), "--data", str(gold), "--format", "conll"]
     assert_names(one_line_error(capsys, argv), f"{gold}:2: not a BIO tag: 'X-person'")
+
+
+def test_readme_fault_table_names_real_tests():
+    """Every row of the README's fault table names a test that exists (file, function and parameter id)."""
+    section = (ROOT / "README.md").read_text().split("## Faults and bad input", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([\w-]+)\])?`", section)
+    assert len(named) >= 30
+    for path, function, case in named:
+        source = (ROOT / path).read_text()
+        assert f"def {function}(" in source, (path, function)
+        assert case is None or f'"{case}"' in source, (path, function, case)
