@@ -205,11 +205,16 @@ def _train(args: argparse.Namespace) -> int:
     logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)  # each write of a tag it renames ("a b": "a_b")
 
     from gliner_jax.training.config import load_train_config
+    from gliner_jax.training.resume import TrainingInterrupted
     from gliner_jax.training.trainer import Trainer
 
     with errors_as_one_line(args.debug):  # a bad config, model or data file; a failure mid-run keeps its traceback
         trainer = Trainer(load_train_config(args.config, args.overrides))
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    except TrainingInterrupted as interrupted:  # SIGTERM / SIGINT: the step is saved
+        print(interrupted, file=sys.stderr)
+        return 128 + interrupted.signum
     if jax.process_index() == 0:
         print(json.dumps(metrics))
     return 0
@@ -224,13 +229,18 @@ def _self_train(args: argparse.Namespace) -> int:
     logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)
 
     from gliner_jax.training.config import load_train_config
+    from gliner_jax.training.resume import TrainingInterrupted
     from gliner_jax.training.self_training import self_train
 
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
     config = load_train_config(args.config, [f"model.init_from={args.model}", *args.overrides])
     options = {"threshold": args.threshold, "batch_size": args.batch_size, "text_format": args.format}
-    report = self_train(config, args.unlabelled, labels=labels, **options)
+    try:
+        report = self_train(config, args.unlabelled, labels=labels, **options)
+    except TrainingInterrupted as interrupted:  # SIGTERM / SIGINT: the fine-tuning step is saved
+        print(interrupted, file=sys.stderr)
+        return 128 + interrupted.signum
     print(json.dumps(report.to_dict()))
     return 0
 

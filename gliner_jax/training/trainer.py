@@ -5,6 +5,9 @@ logical axis rules; each host feeds its own slice of every global batch. Every `
 Orbax checkpoint holds the parameters, optimizer state, step, base RNG key and the Grain iterator state, so a
 restarted run (same command) continues from the last finished checkpoint with the same batches, dropout masks
 and losses as an uninterrupted run; a checkpoint that was still being written when the process died is ignored.
+SIGTERM or SIGINT ends the run after the current step (on every host the same step) with a checkpoint of that step
+(`TrainingInterrupted`). The resolved config is kept in the output folder: a rerun is checked against it
+(`resume.check_rerun`), and metrics.jsonl and TensorBoard are cut back to the step it resumes from.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.model_init import build_model
 from gliner_jax.training.optim import float32_params, learning_rates
+from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
 from gliner_jax.training.step import build_train_program
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,16 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
+        self.checkpoints = ocp.CheckpointManager(
+            (self.output_dir / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=run.keep_checkpoints,
+                enable_async_checkpointing=True,
+                cleanup_tmp_directories=True,  # the folders of saves cut off mid-write
+            ),
+            item_names=("state", "data"),
+        )
+        self.restore_data = check_rerun(self.output_dir, config, self.checkpoints.latest_step())  # before the model
         source = data_lib.open_source(config.data.train, strict=config.data.strict)  # bad data: before the model
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
@@ -116,32 +131,20 @@ class Trainer:
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
-        self.checkpoints = ocp.CheckpointManager(
-            (self.output_dir / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=run.keep_checkpoints,
-                enable_async_checkpointing=True,
-                cleanup_tmp_directories=True,
-            ),
-            item_names=("state", "data"),
-        )
 
     def _train_state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
 
     def restore_latest(self) -> bool:
-        """Resume from the newest finished checkpoint, if any; returns whether one was loaded."""
+        """Resume from the newest finished checkpoint, if any (its data position too, unless the data changed);
+        returns whether one was loaded."""
         step = self.checkpoints.latest_step()
         if step is None:
             return False
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self._train_state())
-        restored = self.checkpoints.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract),
-                data=grain.checkpoint.CheckpointRestore(self.iterator),
-            ),
-        )
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, self._train_state()))}
+        if self.restore_data:
+            items["data"] = grain.checkpoint.CheckpointRestore(self.iterator)
+        restored = self.checkpoints.restore(step, args=ocp.args.Composite(**items))
         state = restored["state"]
         self.params, self.opt_state, self.rng = state["params"], state["opt_state"], np.asarray(state["rng"])
         self.step = int(state["step"])
@@ -176,15 +179,40 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train to `trainer.num_steps` (resuming from the last checkpoint), evaluate and export; returns the
-        last logged metrics."""
+        last logged metrics. SIGTERM or SIGINT: `TrainingInterrupted` once the current step is saved."""
         run = self.config.trainer
-        self.restore_latest()
+        with StopSignals() as signals:
+            self.restore_latest()
+            if jax.process_count() > 1:  # every host has compared the saved config before the chief replaces it
+                multihost_utils.sync_global_devices("gliner-jax train: config compared")
+            last = {}
+            if self.is_chief:
+                save_config(self.output_dir, self.config)
+                last = cut_metrics(self.output_dir / "metrics.jsonl", self.step)
+            stopped = self._train(last, signals)
+        if stopped:
+            raise TrainingInterrupted(self.step, signals.received or signal.SIGTERM)
+        if run.export:
+            self.export(self.output_dir / "final")
+        return last
+
+    def _stop_requested(self, signals: StopSignals) -> bool:
+        """Whether any host received a stop signal, or JAX's preemption service (which takes SIGTERM before `fit`
+        in a multi-process run) reached its sync point: the same answer on every host, so that all save this step."""
+        received = signals.received
+        if jax.process_count() > 1:
+            received = multihost_utils.process_allgather(np.int32(received)).any()
+        return bool(received) or self.checkpoints.reached_preemption(self.step)
+
+    def _train(self, last: dict[str, float], signals: StopSignals) -> bool:
+        """The steps up to `trainer.num_steps`, their metrics into `last`; whether a stop signal ended them."""
+        run = self.config.trainer
         writer = self._writer()
         metrics_file = (self.output_dir / "metrics.jsonl").open("a") if self.is_chief else None
-        timer, last = StepTimer(), {}
+        timer, stopped = StepTimer(), False
         progress = tqdm(total=run.num_steps, initial=self.step, desc="train", unit="step", disable=not self.is_chief)
         try:
-            while self.step < run.num_steps:
+            while self.step < run.num_steps and not stopped:
                 batch = next(self.iterator)
                 timer.tokens += int((batch["attention_mask"] > 0).sum()) * jax.process_count()
                 key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
@@ -203,7 +231,8 @@ class Trainer:
                 if values:
                     last |= values
                     self._record(values, writer, metrics_file)
-                if final or self.step % run.save_every == 0:
+                stopped = not final and self._stop_requested(signals)
+                if final or stopped or self.step % run.save_every == 0:
                     self._save()
         finally:
             progress.close()
@@ -212,16 +241,17 @@ class Trainer:
                 metrics_file.close()
             if writer is not None:
                 writer.close()
-        if run.export:
-            self.export(self.output_dir / "final")
-        return last
+        return stopped
 
     def _writer(self) -> Any:
+        """The chief's TensorBoard writer: a new event file that hides the older files' events after this step."""
         if not self.is_chief:
             return None
         from tensorboardX import SummaryWriter
 
-        return SummaryWriter(str(self.output_dir / "tensorboard"))
+        directory = self.output_dir / "tensorboard"
+        resumed = directory.is_dir() and any(directory.iterdir())
+        return SummaryWriter(str(directory), purge_step=self.step + 1 if resumed else None)
 
     def _train_metrics(self, metrics: dict[str, jax.Array], tokens_per_second: float) -> dict[str, float]:
         values = {name: float(value) for name, value in (metrics | learning_rates(self.opt_state)).items()}
@@ -232,6 +262,7 @@ class Trainer:
         if writer is not None:
             for name, value in values.items():
                 writer.add_scalar(name if "/" in name else f"train/{name}", value, self.step)
+            writer.flush()  # on disk with its metrics.jsonl line, should the process be killed
         if metrics_file is not None:
             metrics_file.write(json.dumps({"step": self.step, **values}) + "\n")
             metrics_file.flush()

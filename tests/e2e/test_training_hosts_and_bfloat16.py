@@ -5,6 +5,9 @@ test_training_run.py."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +71,10 @@ def test_bi_encoder_sharded_run_equals_a_1_device_run_and_exports_for_gliner(tmp
         np.testing.assert_allclose([e["score"] for e in mine], [e["score"] for e in ref], atol=1e-5)
 
 
-def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[str]:
-    """Both processes of a 2-host run (4 CPU devices each, one global mesh of 8); returns their stderr."""
+def start_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[subprocess.Popen]:
+    """Both processes of a 2-host run (4 CPU devices each, one global mesh of 8)."""
     address = f"127.0.0.1:{fresh.free_port()}"
-    processes = [
+    return [
         fresh.start(
             train_command(
                 output_dir,
@@ -83,21 +86,43 @@ def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[st
         )
         for index in range(2)
     ]
-    return fresh.finish(processes)
+
+
+def run_two_processes(output_dir: Path, cache: Path, *overrides: str) -> list[str]:
+    """A 2-host run to its end; returns the processes' stderr."""
+    return fresh.finish(start_two_processes(output_dir, cache, *overrides))
 
 
 @pytest.mark.parametrize("packing", [(), (*PACKED, "trainer.global_batch_size=16")], ids=["rows", "packed"])
 def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache, packing):
-    """Packed, each host packs its 8 examples into rows for its 4 data shards; hosts agree on the shapes."""
+    """Packed, each host packs its 8 examples into rows for its 4 data shards; hosts agree on the shapes. Resumed,
+    SIGINT (Ctrl-C) to the second process alone after step 4: both save the same step and exit with the same line
+    (the first as if terminated), no traceback."""
     mesh = ("mesh.data=2", "mesh.fsdp=4", *packing)
     run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=3")
     assert (tmp_path / "checkpoints" / "3").is_dir()
-    errors = run_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=5")
+    processes = start_two_processes(tmp_path, compilation_cache, *SHORT, *mesh, "trainer.num_steps=12")
+    metrics, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 600
+    while len(metrics.read_text().splitlines()) < 4:
+        assert all(p.poll() is None for p in processes) and time.monotonic() < deadline, "ended before the signal"
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGINT)
+    errors = [process.communicate(timeout=600)[1] for process in processes]
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM, 128 + signal.SIGINT], [
+        error[-2000:] for error in errors
+    ]
+    assert not any("Traceback" in error for error in errors)
+    saved = max(logged(tmp_path))
+    assert 4 <= saved < 12 and (tmp_path / "checkpoints" / str(saved)).is_dir()
+    assert all(
+        error.splitlines()[-1] == f"interrupted at step {saved}; saved; rerun the same command to resume"
+        for error in errors
+    )
     assert all(resumed_from(error) == [3] for error in errors)
     # Each process turned its compilation cache off (cached XLA:CPU executables deadlock across processes).
     assert all("persistent compilation cache off" in error for error in errors)
     records = logged(tmp_path)
-    assert sorted(records) == [1, 2, 3, 4, 5]
+    assert sorted(records) == list(range(1, saved + 1))
     assert all(np.isfinite(record["loss"]) for record in records.values())
 
 

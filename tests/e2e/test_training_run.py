@@ -11,14 +11,17 @@ workers share the runs).
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+import yaml
 
 from tests.utils import fresh
 from tests.utils.fresh import CLI, ROOT
@@ -29,9 +32,11 @@ from tests.utils.training_runs import (
     assert_same_losses,
     environment,
     logged,
+    logged_steps,
     restore_params,
     resumed_from,
     run_training,
+    tensorboard_steps,
     train_command,
 )
 
@@ -105,8 +110,60 @@ def test_sigkilled_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path,
 
     resumed = resumed_from(run_training(tmp_path, compilation_cache, *SHORT, "trainer.num_steps=18").stderr)
     assert resumed and resumed[0] <= killed_at and resumed[0] % 3 == 0
-    assert sorted(logged(tmp_path)) == list(range(1, 19))
+    assert logged_steps(tmp_path) == tensorboard_steps(tmp_path) == list(range(1, 19))  # cut back to the checkpoint
     assert_same_losses(logged(tmp_path), logged(uninterrupted), range(resumed[0] + 1, 19), 1e-6)
+
+
+def test_sigterm_saves_its_step_and_the_rerun_ends_bit_identical(tmp_path, compilation_cache, uninterrupted):
+    """SIGTERM at a random step (checkpoints every 1000 steps): the step is saved, one line, exit 143. Reruns: another
+    network is refused in one line; the same command resumes from exactly that step, cleans a stale temporary folder
+    and ends with the parameters of the uninterrupted run, bit for bit, each step once in metrics.jsonl and
+    TensorBoard; another learning rate for the finished run is refused; new data and more steps are applied."""
+    overrides = (*SHORT, "trainer.num_steps=18", "trainer.save_every=1000")
+    env = environment(compilation_cache)
+    process = fresh.start(train_command(tmp_path, *overrides), env)
+    signal_after = random.randint(1, 15)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= signal_after):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=600)[1]
+    saved = max(logged(tmp_path))
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-4000:]
+    assert stderr.splitlines()[-1] == f"interrupted at step {saved}; saved; rerun the same command to resume"
+    checkpoints = tmp_path / "checkpoints"
+    assert signal_after <= saved < 18 and sorted(path.name for path in checkpoints.iterdir()) == [str(saved)]
+    stale = checkpoints / f"{saved + 1}.orbax-checkpoint-tmp-1234567"  # a save cut off mid-write (by SIGKILL)
+    shutil.copytree(checkpoints / str(saved), stale)
+
+    def rerun(*changes: str) -> subprocess.CompletedProcess:
+        command = train_command(tmp_path, *overrides, *changes)
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    refused = rerun("model.gliner.hidden_size=32")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].endswith(
+        "(changed: model.gliner.hidden_size 64 -> 32); rerun with its values or use a new trainer.output_dir"
+    )
+    resumed = run_training(tmp_path, compilation_cache, *overrides)
+    assert resumed_from(resumed.stderr) == [saved] and not stale.exists()
+    assert logged_steps(tmp_path) == tensorboard_steps(tmp_path) == list(range(1, 19))
+    final, expected = restore_params(checkpoints / "18"), restore_params(uninterrupted / "checkpoints" / "18")
+    for (path, value), reference in zip(
+        jax.tree_util.tree_leaves_with_path(final), jax.tree.leaves(expected), strict=True
+    ):
+        np.testing.assert_array_equal(value, reference, err_msg=f"interrupted after {saved}: {path}")
+
+    finished = rerun("optimizer.encoder_lr=1e-3")
+    assert finished.returncode == 1 and "finished at step 18" in finished.stderr.splitlines()[-1]
+    data = tmp_path / "train.jsonl"
+    shutil.copy(ROOT / "data" / "tiny" / "train.jsonl", data)
+    extended = run_training(tmp_path, compilation_cache, *overrides, f"data.train={data}", "trainer.num_steps=19")
+    assert "trainer.num_steps 18 -> 19; the data is read from its beginning" in extended.stderr
+    assert logged_steps(tmp_path) == tensorboard_steps(tmp_path) == list(range(1, 20))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["train"] == str(data)
 
 
 def test_a_half_written_checkpoint_is_never_loaded(tmp_path, compilation_cache, uninterrupted):
@@ -144,8 +201,6 @@ def test_sharded_run_on_8_devices_equals_a_1_device_run(tmp_path, compilation_ca
     )
     assert "8 devices" in result.stderr
     assert_same_losses(logged(tmp_path), logged(uninterrupted), range(1, 7), 1e-5)
-    import jax
-
     sharded = restore_params(tmp_path / "checkpoints" / "6")
     single = restore_params(uninterrupted / "checkpoints" / "6")
     assert jax.tree.structure(sharded) == jax.tree.structure(single)

@@ -4,6 +4,7 @@ compilation cache shared by the runs of a worker), and what the runs log and che
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -59,6 +60,29 @@ def logged(output_dir: Path) -> dict[int, dict]:
     """The metrics of each step; a step logged twice (before a kill and after the restart) keeps the last."""
     lines = (output_dir / "metrics.jsonl").read_text().splitlines()
     return {record["step"]: record for record in map(json.loads, lines)}
+
+
+def logged_steps(output_dir: Path) -> list[int]:
+    """The step of every line of metrics.jsonl, in order (repeats included)."""
+    return [json.loads(line)["step"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def tensorboard_steps(output_dir: Path, tag: str = "train/loss") -> list[int]:
+    """The steps of `tag` that TensorBoard shows: the event files in the order written, a SessionLog START
+    (tensorboardX's `purge_step`) hiding the events of the earlier files at or after its step, as TensorBoard does."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    steps: list[int] = []
+    for path in sorted((output_dir / "tensorboard").glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):  # TFRecords: length (8 bytes), its CRC (4), the event, its CRC (4)
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 16 + length
+            if event.session_log.status == SessionLog.START:
+                steps = [step for step in steps if step < event.step]
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
 
 
 def resumed_from(stderr: str) -> list[int]:
