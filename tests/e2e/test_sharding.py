@@ -24,22 +24,12 @@ from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.sharding import MeshConfig, batch_sharding, make_mesh, state_shardings
 from gliner_jax.training.optim import OptimizerConfig, make_optimizer, parameter_path
 from tests.utils import fresh
+from tests.utils.sharding_configs import CLASS_TOKEN, TINY_ENCODER, TINY_GLINER
 
 # microsoft/deberta-v3-small under gliner's training configs (config.yaml: hidden 768, max_width 12).
 SMALL_ENCODER = DebertaConfig(
     vocab_size=128100, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072
 )
-TINY_ENCODER = DebertaConfig(
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    position_buckets=8,
-)
-CLASS_TOKEN = 7
-TINY_GLINER = GLiNERConfig(hidden_size=16, max_width=3, encoder_config=TINY_ENCODER, class_token_index=CLASS_TOKEN)
 
 
 def flat(tree) -> dict[str, np.ndarray]:

@@ -8,25 +8,12 @@ import dataclasses
 import pytest
 from flax import nnx
 
-from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes, layers
 from gliner_jax.modeling.encoders.bert import BertConfig
-from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.sharding import DEFAULT_RULES, MeshConfig, make_mesh, override_rules, state_shardings
-
-TINY_ENCODER = DebertaConfig(
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    position_buckets=8,
-)
-CLASS_TOKEN = 7
-TINY_GLINER = GLiNERConfig(hidden_size=16, max_width=3, encoder_config=TINY_ENCODER, class_token_index=CLASS_TOKEN)
+from tests.utils.sharding_configs import TINY_ENCODER, TINY_GLINER
 
 
 @pytest.mark.parametrize(
