@@ -184,11 +184,14 @@ def _work_paths(output: Path, share: Share) -> tuple[Path, Path]:
     return part, progress_path(part)
 
 
-def _refuse_input(source: Path, outputs: Iterable[Path]) -> None:
-    """ValueError when one of `outputs` is the file `source` (the same path, a symbolic or a hard link)."""
+def refuse_output_over_input(outputs: Iterable[Path], inputs: Iterable[str | Path | None]) -> None:
+    """ValueError when one of `outputs` is one of the existing `inputs` (the same path, a symbolic or a hard link);
+    None among `inputs` is skipped."""
+    sources = [Path(given) for given in inputs if given is not None]
     for output in outputs:
-        if source.exists() and output.exists() and os.path.samefile(source, output):
-            raise ValueError(f"--output {output} is the input file {source}: choose another output")
+        for source in sources:
+            if source.exists() and output.exists() and os.path.samefile(source, output):
+                raise ValueError(f"--output {output} is the input file {source}: choose another output")
 
 
 @dataclasses.dataclass
@@ -240,7 +243,7 @@ def annotate_file(
     another job's progress; and for a bad line with `strict`."""
     source, output = Path(source), Path(output)
     target, saved = _work_paths(output, share)
-    _refuse_input(source, (output, target, saved))
+    refuse_output_over_input((output, target, saved), [source])
     identity = {
         "input": str(source.resolve()),
         "format": text_format,

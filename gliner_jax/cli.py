@@ -142,6 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout or into
     --output."""
+    from gliner_jax.annotate import refuse_output_over_input
     from gliner_jax.data_formats import load_label_map, read_eval_data
     from gliner_jax.evaluation import evaluate_examples
     from gliner_jax.model import GLiNER
@@ -149,7 +150,7 @@ def _eval(args: argparse.Namespace) -> int:
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
     if args.output:
-        _check_not_an_input(Path(args.output), args.data, args.label_map)
+        refuse_output_over_input([Path(args.output)], [args.data, args.label_map])
     label_map = load_label_map(args.label_map) if args.label_map else None
     examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2, data_format=args.format)
     model = GLiNER.from_pretrained(args.model)
@@ -171,13 +172,6 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(report, ensure_ascii=False))
     return 0
-
-
-def _check_not_an_input(output: Path, *inputs: str | None) -> None:
-    """ValueError when `output` is one of the input files (by any path to it)."""
-    for given in filter(None, inputs):
-        if output.exists() and Path(given).exists() and output.samefile(given):
-            raise ValueError(f"--output {output} is the input file {given}: choose another output")
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
