@@ -67,6 +67,8 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
+        # Bad data is refused before anything starts: the checkpoint manager's cleanup thread, the model.
+        source = data_lib.open_source(config.data.train, strict=config.data.strict)
         self.checkpoints = ocp.CheckpointManager(
             (self.output_dir / "checkpoints").absolute(),
             options=ocp.CheckpointManagerOptions(
@@ -76,8 +78,11 @@ class Trainer:
             ),
             item_names=("state", "data"),
         )
-        self.restore_data = check_rerun(self.output_dir, config, self.checkpoints.latest_step())  # before the model
-        source = data_lib.open_source(config.data.train, strict=config.data.strict)  # bad data: before the model
+        try:  # before the model
+            self.restore_data = check_rerun(self.output_dir, config, self.checkpoints.latest_step())
+        except ValueError:
+            self.checkpoints.close()  # its cleanup thread ends before the one-line error does
+            raise
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
         self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
