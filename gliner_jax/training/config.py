@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.data_formats import read_text
 from gliner_jax.modeling.encoders import family_of
 from gliner_jax.modeling.encoders.config_checks import check_field_types, check_known_keys, fits, type_name
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
@@ -193,11 +194,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML run config and apply `section.key=value` overrides (values parsed as YAML scalars)."""
     try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path}: not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})"
-        ) from None
+        tree = yaml.safe_load(read_text(Path(path))) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not a YAML file: {error}") from None
     if not isinstance(tree, dict):
