@@ -67,10 +67,13 @@ class Trainer:
         run = config.trainer
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
-        # Bad data is refused before anything starts: the checkpoint manager's cleanup thread, the model.
+        # Bad data and a refused rerun end before anything starts: the checkpoint manager's cleanup thread, the model.
         source = data_lib.open_source(config.data.train, strict=config.data.strict)
+        checkpoints_dir = (self.output_dir / "checkpoints").absolute()
+        saved = ocp.utils.checkpoint_steps(checkpoints_dir) if checkpoints_dir.is_dir() else []
+        self.restore_data = check_rerun(self.output_dir, config, max(saved, default=None))
         self.checkpoints = ocp.CheckpointManager(
-            (self.output_dir / "checkpoints").absolute(),
+            checkpoints_dir,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=run.keep_checkpoints,
                 enable_async_checkpointing=True,
@@ -78,11 +81,6 @@ class Trainer:
             ),
             item_names=("state", "data"),
         )
-        try:  # before the model
-            self.restore_data = check_rerun(self.output_dir, config, self.checkpoints.latest_step())
-        except ValueError:
-            self.checkpoints.close()  # its cleanup thread ends before the one-line error does
-            raise
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
         self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
