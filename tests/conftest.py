@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built locally; never wait on a hub
-
 import pytest
+
+from tests.utils.fresh import TEST_XLA_FLAGS
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built locally; never wait on a hub
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()  # read when jax starts
 
 HERE = Path(__file__).resolve().parent
 # Each tier's folder and the marker that every test in it carries.

@@ -156,8 +156,7 @@ def training_runs(tmp_path_factory):
     """Starts `_train_and_save` for each mesh, each in its own interpreter that sees 8 CPU devices (they run
     side by side); returns a function that waits for them, fails with their stderr, and returns what they saved."""
     out = tmp_path_factory.mktemp("training_runs")
-    # LLVM optimisation level 0: the programs compile in about half the time.
-    env = fresh.fresh_env(devices=8, xla_flags="--xla_backend_optimization_level=0")
+    env = fresh.fresh_env(devices=8)
     processes = [
         fresh.start(fresh.function_command(__file__, "_train_and_save", name, str(out)), env) for name in MESHES
     ]

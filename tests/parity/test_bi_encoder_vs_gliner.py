@@ -17,10 +17,9 @@ from gliner_jax.hub import LABELS_TOKENIZER_DIR
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from tests.utils.entities import assert_same_entities
 from tests.utils.gliner_parity import (
-    assert_gradients_close,
     assert_logits_close,
+    assert_training_network_matches,
     network_inputs,
-    parameter_gradients,
     reference_batch,
 )
 from tests.utils.programs import compiled_programs
@@ -89,13 +88,11 @@ def test_reference_is_a_bi_encoder(models):
     )
 
 
-@pytest.mark.parametrize("labels", [LABELS, PER_TEXT_LABELS], ids=["shared", "per_text"])
-def test_network_matches_reference_on_reference_batch(models, labels):
-    """Our network fed gliner's own collated bi-encoder batch (label table, gather indices) gives its logits."""
+def test_network_matches_reference_on_reference_batch(models):
+    """Our network (eval mode) fed gliner's own collated bi-encoder batch with shared labels (a label table, no gather
+    indices) gives its logits; per-text labels: test_training_network_matches_reference."""
     reference, directory, _, _ = models
-    batch = reference_batch(reference, TEXTS, labels)
-    if labels is PER_TEXT_LABELS:
-        assert "labels_gather_indices" in batch  # the per-row layout is exercised
+    batch = reference_batch(reference, TEXTS, LABELS)
     with torch.no_grad():
         expected = reference.run_batch(batch).logits.numpy()
     model, config = load_gliner(directory)
@@ -256,13 +253,13 @@ def test_export_loads_in_gliner_strictly(models, tmp_path):
     np.testing.assert_array_equal(again, first)
 
 
-def test_parameter_gradients_match_reference(models):
-    """Gradients of every parameter, the label encoder's included, equal torch autograd's on the reference network
-    (eval mode), for a loss that weighs each logit differently."""
+def test_training_network_matches_reference(models):
+    """Per-text labels (gliner's gather indices) through our network as training runs it: the reference's logits, and
+    gradients of every parameter, the label encoder's included, equal to torch autograd's."""
     reference, directory, _, _ = models
-    ref_grads, ours = parameter_gradients(reference, directory, TEXTS, PER_TEXT_LABELS, train=False)
+    assert "labels_gather_indices" in reference_batch(reference, TEXTS, PER_TEXT_LABELS)  # the per-row layout
+    ours, ref_grads = assert_training_network_matches(reference, directory, TEXTS, PER_TEXT_LABELS)
     assert any(".labels_encoder." in name for name in ref_grads)
-    assert_gradients_close(ours, ref_grads)
     unused = [name for name in ours if name.startswith("rnn.")]  # built, never run: no gradient
     assert all(not ours[name].any() for name in unused)
     assert not any(name in ref_grads for name in unused)

@@ -13,7 +13,7 @@ import torch
 from safetensors.numpy import load_file
 
 from gliner_jax import GLiNER
-from gliner_jax.checkpoint_io import gliner_table, load_gliner
+from gliner_jax.checkpoint_io import gliner_table
 from gliner_jax.config import SPAN_MODES
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
@@ -21,10 +21,8 @@ from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     SHARED_LABELS,
     TEXTS,
-    assert_gradients_close,
     assert_logits_close,
-    network_inputs,
-    parameter_gradients,
+    assert_training_network_matches,
     reference_logits,
 )
 
@@ -66,22 +64,27 @@ def entity_reference(request, gliner_backbone, tmp_path_factory):
     return build_reference(gliner_backbone, directory, logit_scale=4.0, **CASES[request.param]), directory
 
 
-def test_logits_match_reference(reference):
-    """Our network on the reference's own batch, and our pipeline exact and bucketed (W, T and C padded further),
-    give the reference's logits: markerV1 / markerV2 included, whose rows read the batch's widest row."""
+def test_network_and_pipeline_match_reference(reference):
+    """Our network as training runs it on the reference's own batch gives its logits and every parameter's gradient
+    (markerV1's project_first, which gliner never applies, gets zeros); our pipeline, bucketed (W, T and C padded
+    further), gives the reference's logits too: markerV1 / markerV2 included, whose rows read the batch's widest row."""
     ref, directory = reference
+    grads, ref_grads = assert_training_network_matches(ref, directory, TEXTS, PER_TEXT_LABELS)
+    unused = {name for name in grads if name not in ref_grads}
+    assert unused == {name for name in grads if ".project_first." in name}
+    assert ref.config.span_mode == "markerV1" or not unused
+    for name in unused:
+        assert not grads[name].any(), name
+
     batch, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
-    model, config = load_gliner(directory)
-    assert_logits_close(np.asarray(model(**network_inputs(batch, config))), ref_logits)
     ours = GLiNER.from_pretrained(directory)
     np.testing.assert_array_equal(
         ours.processor.prepare(TEXTS, PER_TEXT_LABELS, bucket=False).words_mask, batch["words_mask"].numpy()
     )
-    assert_logits_close(ours.batch_logits(TEXTS, PER_TEXT_LABELS, bucket=False)[1], ref_logits)
     _, bucketed = ours.batch_logits(TEXTS, PER_TEXT_LABELS, bucket=True)
     assert bucketed.shape[1] > ref_logits.shape[1]
     words = slice(0, ref_logits.shape[1])
-    if config.span_mode == "token_level":  # [B, W, C, 3]
+    if ours.config.span_mode == "token_level":  # [B, W, C, 3]
         region = bucketed[:, words, : ref_logits.shape[2]]
     else:  # [B, W, K, C]
         region = bucketed[:, words, :, : ref_logits.shape[3]]
@@ -126,20 +129,6 @@ def test_checkpoints_both_ways(reference, tmp_path):
     np.testing.assert_array_equal(
         reference_logits(reloaded, TEXTS, SHARED_LABELS)[1], reference_logits(ref, TEXTS, SHARED_LABELS)[1]
     )
-
-
-@pytest.mark.slow
-def test_gradients_match_reference(reference):
-    """Every parameter's gradient equals torch autograd's (training mode, dropout 0); markerV1's project_first,
-    which gliner never applies, gets zeros."""
-    ref, directory = reference
-    ref_grads, grads = parameter_gradients(ref, directory, TEXTS, PER_TEXT_LABELS, train=True)
-    unused = {name for name in grads if name not in ref_grads}
-    assert unused == {name for name in grads if ".project_first." in name}
-    assert ref.config.span_mode == "markerV1" or not unused
-    for name in unused:
-        assert not grads[name].any(), name
-    assert_gradients_close(grads, ref_grads)
 
 
 @pytest.mark.parametrize("mode", BATCH_DEPENDENT_MODES)

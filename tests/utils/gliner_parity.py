@@ -91,31 +91,39 @@ def reference_gradients(model: gliner.GLiNER, batch: dict, seed: int = 0) -> tup
     return weights, {name: p.grad.numpy() for name, p in model.model.named_parameters() if p.grad is not None}
 
 
-def parameter_gradients(
-    ref: gliner.GLiNER, directory, texts: list[str], labels, *, train: bool
+def assert_training_network_matches(
+    ref: gliner.GLiNER, directory, texts: list[str], labels
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(torch autograd's gradients of the reference's parameters that get one, ours of every parameter by its
-    PyTorch name) for a loss weighing each logit differently. Ours in eval mode (encoder layers in a scan), or with
-    `train` in train mode with every dropout rate 0 and the encoder layers unrolled, as training runs them."""
+    """Our network as training runs it (train mode with every dropout rate 0, encoder layers unrolled), fed the
+    reference's own batch: its logits are the reference's, and so are the gradients of every parameter that gets one
+    in torch, for a loss weighing each logit differently. Returns (ours by PyTorch name, all parameters; torch's).
+    Eval mode (the layer scan) is what the pipeline tests run; tests/e2e/test_layer_stack.py checks that the scan and
+    the unrolled layers give the same gradients."""
     batch = reference_batch(ref, texts, labels)
+    with torch.no_grad():
+        ref_logits = ref.run_batch(batch).logits.numpy()
     weights, ref_grads = reference_gradients(ref, batch)
+    assert len(ref_grads) > 20
 
     model, config = load_gliner(directory)
-    if train:
-        for _, module in model.iter_modules():
-            if isinstance(module, nnx.Dropout):
-                module.rate = 0.0
-        model.train()
-        model.set_attributes(unroll_layers=True)
+    for _, module in model.iter_modules():
+        if isinstance(module, nnx.Dropout):
+            module.rate = 0.0
+    model.train()
+    model.set_attributes(unroll_layers=True)
     inputs = network_inputs(batch, config)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss(params):
         logits = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))(**inputs)
-        return (logits * weights).sum()
+        return (logits * weights).sum(), logits
 
-    nnx.update(model, jax.grad(loss)(params))
-    return ref_grads, state_to_torch(model, gliner_table(config))
+    gradients, logits = jax.grad(loss, has_aux=True)(params)
+    assert_logits_close(np.asarray(logits), ref_logits)
+    nnx.update(model, gradients)
+    grads = state_to_torch(model, gliner_table(config))
+    assert_gradients_close(grads, ref_grads)
+    return grads, ref_grads
 
 
 def assert_gradients_close(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
