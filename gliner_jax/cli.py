@@ -139,6 +139,40 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(path: Path, report: dict) -> None:
+    """The JSON report, indented, into `path` (replaced atomically)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _eval_benchmark(args: argparse.Namespace) -> int:
+    """gliner's benchmark suite (a folder of dataset folders): a table on stderr, a JSON report on stdout or into
+    --output."""
+    from gliner_jax.annotate import refuse_output_over_input
+    from gliner_jax.benchmark_suite import BATCH_SIZE, evaluate_benchmark, read_benchmark
+    from gliner_jax.model import GLiNER
+
+    given = [flag for flag, value in (("--labels", args.labels), ("--label-map", args.label_map)) if value]
+    given += [flag for flag, value in (("--nested", args.nested), ("--multi-label", args.multi_label)) if value]
+    if given:
+        raise ValueError(f"--benchmark takes labels and nesting from its folders, as gliner: drop {', '.join(given)}")
+    _check_threshold(args.threshold)
+    datasets = read_benchmark(args.benchmark)
+    if args.output:
+        refuse_output_over_input([Path(args.output)], list(Path(args.benchmark).glob("*/*.json")))
+    model = GLiNER.from_pretrained(args.model)
+    batch_size = args.batch_size or BATCH_SIZE
+    result = evaluate_benchmark(model, datasets, threshold=args.threshold, batch_size=batch_size, progress=True)
+    print(result.table(), file=sys.stderr)
+    report = {"model": args.model, "benchmark": args.benchmark, "threshold": args.threshold, **result.to_dict()}
+    if args.output:
+        _write_report(Path(args.output), report)
+    else:
+        print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     """Span-level P/R/F1 of a model on gold data: a per-label table on stderr, a JSON report on stdout or into
     --output."""
@@ -147,6 +181,8 @@ def _eval(args: argparse.Namespace) -> int:
     from gliner_jax.evaluation import evaluate_examples
     from gliner_jax.model import GLiNER
 
+    if args.benchmark:
+        return _eval_benchmark(args)
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
     if args.output:
@@ -159,7 +195,7 @@ def _eval(args: argparse.Namespace) -> int:
         examples,
         labels=labels,
         threshold=args.threshold,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 8,
         flat_ner=not args.nested,
         multi_label=args.multi_label,
         progress=True,
@@ -168,7 +204,7 @@ def _eval(args: argparse.Namespace) -> int:
     report = {"model": args.model, "data": args.data, "examples": len(examples), "threshold": args.threshold}
     report |= {"flat_ner": not args.nested, "multi_label": args.multi_label, **result.to_dict()}
     if args.output:
-        Path(args.output).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        _write_report(Path(args.output), report)
     else:
         print(json.dumps(report, ensure_ascii=False))
     return 0
@@ -350,7 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         "report on stdout (or into --output).",
     )
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
-    evaluate.add_argument("--data", required=True, help="gold data: JSON, JSONL or CoNLL file")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="gold data: JSON, JSONL or CoNLL file")
+    source.add_argument(
+        "--benchmark",
+        metavar="DIR",
+        help="gliner's benchmark suite: DIR/NAME/ folders of test and labels JSON files; per-dataset P/R/F1 and "
+        "the zero-shot and other averages",
+    )
     evaluate.add_argument("--labels", help="comma-separated labels to predict (default: all labels of the data)")
     evaluate.add_argument(
         "--format",
@@ -362,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
     evaluate.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     evaluate.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    evaluate.add_argument(
+        "--batch-size", type=int, help="rows per forward pass (default 8; with --benchmark 12, as gliner)"
+    )
     evaluate.add_argument("--strict-iob2", action="store_true", help="CoNLL: refuse an I- tag that continues nothing")
     evaluate.add_argument("--output", help="write the JSON report into this file (replaced), not to stdout")
     evaluate.set_defaults(run=_eval)
