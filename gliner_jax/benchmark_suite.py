@@ -227,5 +227,7 @@ def evaluate_benchmark(
             batch_size=batch_size,
             flat_ner=not dataset.nested,
         )
-        results.append(DatasetResult(dataset.name, len(dataset.examples), dataset.nested, dataset.zero_shot, evaluation))
+        results.append(
+            DatasetResult(dataset.name, len(dataset.examples), dataset.nested, dataset.zero_shot, evaluation)
+        )
     return BenchmarkResult(results)
