@@ -193,6 +193,13 @@ class BenchmarkResult:
             lines.append(f"{title:<{width}}  {'':>7}  {'':>7}  {'-' if average is None else f'{average:.2%}':>7}")
         return "\n".join(lines)
 
+    def scalars(self, prefix: str) -> dict[str, float]:
+        """Flat scores for a metrics log: "PREFIX/zero_shot_f1" and "PREFIX/all_f1" (where the group is not empty)
+        and "PREFIX/NAME/f1" of each dataset."""
+        averages = {f"{prefix}/zero_shot_f1": self.zero_shot_f1, f"{prefix}/all_f1": self.all_f1}
+        values = {name: value for name, value in averages.items() if value is not None}
+        return values | {f"{prefix}/{result.name}/f1": result.evaluation.f1 for result in self.datasets}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: both averages and, per dataset, its scores (`Evaluation.to_dict`) and how it was read."""
         datasets = {

@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         description='DATA is a GLiNER JSON / JSONL file ({"tokenized_text", "ner"} records) or a CoNLL-style file '
         "(token first, BIO / IOB1 / IOB2 tag last, blank lines between sentences; .conll, .txt, .bio or detected). "
         "Exact-match spans, micro-averaged as gliner's evaluator. Prints a per-label table on stderr and a JSON "
-        "report on stdout (or into --output).",
+        "report on stdout (or into --output). --benchmark DIR instead evaluates gliner's benchmark suite "
+        "(DIR/NAME/ folders of test and labels JSON files) as gliner's get_for_all_path does.",
     )
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     source = evaluate.add_mutually_exclusive_group(required=True)

@@ -90,10 +90,12 @@ class DataSection:
     `strict`: refuse a training file with bad records instead of skipping them (with a report).
     `packing`: put several examples in each encoder row of about `row_length` tokens (`gliner_jax.packing`): the
     same examples, labels and loss per step, less padding; off by default, which gives the reference's batches.
+    `benchmark`: a folder in gliner's benchmark layout (`gliner_jax.benchmark_suite`), evaluated with the dev data.
     """
 
     train: str = ""
     dev: str | None = None
+    benchmark: str | None = None
     strict: bool = False
     packing: bool = False
     row_length: int = 512
@@ -114,7 +116,7 @@ class TrainerSection:
     global_batch_size: int = 8
     seed: int = 0
     log_every: int = 10
-    eval_every: int = 0  # 0: only at the end (when data.dev is set)
+    eval_every: int = 0  # 0: only at the end (when data.dev or data.benchmark is set)
     eval_threshold: float = 0.5
     eval_batch_size: int = 16
     save_every: int = 500

@@ -29,6 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from gliner_jax.benchmark_suite import evaluate_benchmark, read_benchmark
 from gliner_jax.data_formats import read_examples
 from gliner_jax.evaluation import evaluate_examples
 from gliner_jax.model import GLiNER
@@ -134,6 +135,7 @@ class Trainer:
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
+        self.benchmark = read_benchmark(config.data.benchmark) if config.data.benchmark else None
 
     def _train_state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
@@ -229,7 +231,8 @@ class Trainer:
                 if self.step % run.log_every == 0 or final:
                     values = self._train_metrics(metrics, timer.rate())
                     progress.set_postfix(loss=f"{values['loss']:.4g}", tok_s=f"{values['tokens_per_second']:,.0f}")
-                if self.dev is not None and (final or (run.eval_every and self.step % run.eval_every == 0)):
+                evaluated = self.dev is not None or self.benchmark is not None
+                if evaluated and (final or (run.eval_every and self.step % run.eval_every == 0)):
                     values |= self._evaluate()
                 if values:
                     last |= values
@@ -278,17 +281,24 @@ class Trainer:
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
-        """Span P/R/F1 on the dev examples with all their labels, micro and per label (every host computes them; the
-        chief shows a progress bar and records them)."""
-        evaluation = evaluate_examples(
-            self.host_model(),
-            self.dev,
-            threshold=self.config.trainer.eval_threshold,
-            batch_size=self.config.trainer.eval_batch_size,
-            progress=self.is_chief,
-        )
-        logger.info("step %d: dev %s", self.step, evaluation)
-        return evaluation.scalars("dev")
+        """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the benchmark's averages
+        and per-dataset F1 (every host computes them; the chief shows progress bars and records them)."""
+        model, values = self.host_model(), {}
+        if self.dev is not None:
+            evaluation = evaluate_examples(
+                model,
+                self.dev,
+                threshold=self.config.trainer.eval_threshold,
+                batch_size=self.config.trainer.eval_batch_size,
+                progress=self.is_chief,
+            )
+            logger.info("step %d: dev %s", self.step, evaluation)
+            values |= evaluation.scalars("dev")
+        if self.benchmark is not None:
+            result = evaluate_benchmark(model, self.benchmark, progress=self.is_chief)
+            logger.info("step %d: benchmark\n%s", self.step, result.table())
+            values |= result.scalars("benchmark")
+        return values
 
     def export(self, path: Path) -> None:
         """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""

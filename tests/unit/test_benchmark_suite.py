@@ -129,6 +129,7 @@ def test_averages_table_and_json():
     only_zero_shot = BenchmarkResult(result.datasets[:1])
     assert only_zero_shot.all_f1 is None and only_zero_shot.to_dict()["all_f1"] is None
     assert only_zero_shot.table().splitlines()[1].split() == ["average", "-"]
+    assert only_zero_shot.scalars("b") == {"b/zero_shot_f1": 0.5, "b/CrossNER_AI/f1": 0.5}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from gliner_jax.cli import main
 from gliner_jax.evaluation import span_scores
 from gliner_jax.training.config import load_train_config
 from gliner_jax.training.trainer import Trainer
+from tests.utils.benchmark import record, write_dataset
 from tests.utils.faults import ROOT, assert_names, one_line_error, save_tiny_model
 
 DEV = [
@@ -111,6 +112,31 @@ def test_eval_output_writes_the_report_and_refuses_its_input(saved, tmp_path, ca
         line = one_line_error(capsys, [*argv, "--output", str(own_input)])
         assert_names(line, f"--output {own_input}", "input file")
     assert data.read_text().count("\n") == 3 and label_map.read_text() == "city: location\n"
+
+
+def test_benchmark_evaluation_is_recorded_beside_dev(tmp_path, capsys):
+    """With data.benchmark, a training run's evaluation adds the benchmark's two averages and each dataset's F1 (a
+    zero-shot set and another, so both averages exist), in metrics.jsonl names and TensorBoard tags."""
+    root = tmp_path / "suite"
+    sentences = [record("Ada Lovelace lived in London .", ("Ada Lovelace", "person"), ("London", "city"))]
+    write_dataset(root, "mit-movie", sentences, ["person", "city"])
+    write_dataset(root, "conll", sentences, ["person"])
+    overrides = [f"trainer.output_dir={tmp_path / 'run'}", f"data.benchmark={root}"]
+    trainer = Trainer(load_train_config(ROOT / "configs/tiny.yaml", overrides))
+    values = trainer._evaluate()
+    dev = {name for name in values if name.startswith("dev/")}
+    assert dev and values.keys() - dev == {
+        "benchmark/zero_shot_f1",
+        "benchmark/all_f1",
+        "benchmark/mit-movie/f1",
+        "benchmark/conll/f1",
+    }
+    assert values["benchmark/zero_shot_f1"] == values["benchmark/mit-movie/f1"]
+    assert re.search(r"benchmark: 100%\|.*\| 2/2 \[", capsys.readouterr().err)
+    writer = trainer._writer()
+    trainer._record(values, writer, None)
+    writer.close()
+    assert _scalar_tags(tmp_path / "run" / "tensorboard") == values.keys()
 
 
 @pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "output"])
