@@ -153,10 +153,10 @@ def _eval_benchmark(args: argparse.Namespace) -> int:
     from gliner_jax.benchmark_suite import BATCH_SIZE, evaluate_benchmark, read_benchmark
     from gliner_jax.model import GLiNER
 
-    given = [flag for flag, value in (("--labels", args.labels), ("--label-map", args.label_map)) if value]
-    given += [flag for flag, value in (("--nested", args.nested), ("--multi-label", args.multi_label)) if value]
-    if given:
-        raise ValueError(f"--benchmark takes labels and nesting from its folders, as gliner: drop {', '.join(given)}")
+    flags = {"--labels": args.labels, "--label-map": args.label_map, "--nested": args.nested}
+    flags |= {"--multi-label": args.multi_label, "--format": args.format != "auto", "--strict-iob2": args.strict_iob2}
+    if given := [flag for flag, value in flags.items() if value]:
+        raise ValueError(f"--benchmark reads its folders as gliner does: drop {', '.join(given)}")
     _check_threshold(args.threshold)
     datasets = read_benchmark(args.benchmark)
     if args.output:

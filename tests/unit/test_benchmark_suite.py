@@ -156,7 +156,7 @@ def test_cli_benchmark_writes_the_report_and_refuses_bad_input(saved, tmp_path, 
     }
     line = one_line_error(capsys, [*argv, "--output", str(root / "ACE05" / "test.json")])
     assert_names(line, "input file")
-    line = one_line_error(capsys, [*argv, "--nested", "--labels", "a"])
-    assert_names(line, "--benchmark", "--labels", "--nested")
+    line = one_line_error(capsys, [*argv, "--nested", "--labels", "a", "--format", "conll"])
+    assert_names(line, "--benchmark", "--labels", "--nested", "--format")
     (root / "ACE05" / "labels.json").unlink()
     assert_names(one_line_error(capsys, argv), str(root / "ACE05"), "no labels file")
