@@ -26,7 +26,15 @@ import grain
 import numpy as np
 
 from gliner_jax.buckets import entity_bucket
-from gliner_jax.data_formats import Example, bio_spans, check_record, labels_of, normalize_record, read_examples
+from gliner_jax.data_formats import (
+    Example,
+    bio_spans,
+    check_record,
+    labels_of,
+    normalize_record,
+    read_examples,
+    read_source,
+)
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Processor
 
@@ -140,15 +148,15 @@ def tfds_source(
     )
 
 
-def open_source(spec: str, *, strict: bool = False) -> Sequence[Any]:
-    """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a JSON /
-    JSONL file (read and checked up front; `strict` refuses bad records)."""
+def open_source(spec: str, *, strict: bool = False, data_format: str = "auto") -> Sequence[Any]:
+    """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a file in
+    `data_format` (`data_formats.read_source`: read and checked up front; `strict` refuses bad records)."""
     if spec.startswith("tfds:"):
         name, _, split = spec.removeprefix("tfds:").partition(":")  # splits may hold ":" (train[:10%])
         if not name or not split:
             raise ValueError(f"expected tfds:NAME:SPLIT, got {spec!r}")
         return tfds_source(name, split)
-    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_examples(spec, strict=strict)[0]
+    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_source(spec, data_format, strict=strict)[0]
     if not len(source):
         raise ValueError(f"{spec}: no training examples")
     return source
