@@ -37,11 +37,13 @@ from gliner_jax.data_formats import (
 )
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Processor
+from gliner_jax.training.config import source_name
 
 logger = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # gliner's `sampled_neg`: in-batch types drawn per batch
 SHARD_PATTERN = "examples.array_record-{index:05d}-of-{count:05d}"
+SOURCE_COUNTS = "source_counts"  # a mixture's batch: records drawn from each source so far (see make_train_dataset)
 
 
 def prepare_array_record(
@@ -160,6 +162,48 @@ def open_source(spec: str, *, strict: bool = False, data_format: str = "auto") -
     if not len(source):
         raise ValueError(f"{spec}: no training examples")
     return source
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedSource:
+    """A source of a mixture: its name (in the logs and metrics), its examples and its weight."""
+
+    name: str
+    examples: Sequence[Any]
+    weight: float = 1.0
+
+
+def open_mixture(specs: Sequence[Mapping[str, Any]], *, strict: bool = False) -> list[WeightedSource]:
+    """The sources of a `data.sources` mixture ({path, weight, format, name}, see `config.DataSection`), opened with
+    `open_source`; logs each one's size and weight."""
+    sources = [
+        WeightedSource(
+            source_name(spec),
+            open_source(spec["path"], strict=strict, data_format=spec.get("format", "auto")),
+            float(spec.get("weight", 1.0)),
+        )
+        for spec in specs
+    ]
+    total = sum(source.weight for source in sources)
+    for source in sources:
+        logger.info(
+            "data source %s: %d examples, weight %g (%.1f%% of the stream)",
+            source.name,
+            len(source.examples),
+            source.weight,
+            100 * source.weight / total,
+        )
+    return sources
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tag(grain.transforms.MapWithIndex):
+    """A mixture's record as (its source, its position in that source's stream, the record)."""
+
+    source: int
+
+    def map_with_index(self, index: int, record: Example | None) -> tuple[int, int, Example | None]:
+        return self.source, index, record
 
 
 class CheckedSource:
@@ -317,8 +361,17 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     max_neg_type_ratio: int
     packing: Packing | None = None
     label_rows_multiple: int = 1
+    sources: int = 0
 
-    def map_with_index(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
+    def map_with_index(self, index: int, records: list[Any]) -> dict[str, np.ndarray]:
+        if not self.sources:
+            return self._collate(index, records)
+        counts = np.zeros(self.sources, np.int64)  # per source, the records drawn through this batch
+        for source, position, _ in records:
+            counts[source] = max(counts[source], position + 1)
+        return self._collate(index, [record for _, _, record in records]) | {SOURCE_COUNTS: counts}
+
+    def _collate(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
         positions = [i for i, record in enumerate(records) if record is not None]
         examples = [records[i] for i in positions]
         rng, table = batch_rng(self.seed, index), None
@@ -350,8 +403,13 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         )
 
 
+def _shuffled(source: Sequence[Any], seed: int, shuffle: bool, num_epochs: int | None) -> grain.MapDataset:
+    dataset = grain.MapDataset.source(CheckedSource(source))
+    return (dataset.shuffle(seed) if shuffle else dataset).repeat(num_epochs)
+
+
 def make_train_dataset(
-    source: Sequence[Any],
+    source: Sequence[Any] | Sequence[WeightedSource],
     processor: Processor,
     *,
     global_batch_size: int,
@@ -366,7 +424,8 @@ def make_train_dataset(
     read_options: grain.ReadOptions | None = None,
     label_rows_multiple: int = 1,
 ) -> grain.IterDataset:
-    """Training batches (the batch contract, NumPy) of this host from a random-access source of records.
+    """Training batches (the batch contract, NumPy) of this host from a random-access source of records, or from a
+    mixture of `WeightedSource`s.
 
     Every host reads the same global batches (shuffled with `seed`, reshuffled each epoch, `num_epochs` None =
     forever, a last partial batch dropped), samples their labels from (seed, batch index) and collates its own
@@ -377,6 +436,12 @@ def make_train_dataset(
     devices). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
+
+    A mixture's sources are each shuffled (source i with seed + i) and repeated on their own, then interleaved by
+    Grain's `MapDataset.mix` in proportion to their weights (a fixed pattern, so every stretch of the stream holds
+    them in proportion; with `num_epochs`, the stream ends when the first source runs out). Its batches carry
+    SOURCE_COUNTS: per source, the records drawn from it since the start of training, through this batch (0 for a
+    source the batch has none of).
     """
     if process_index is None or process_count is None:
         import jax
@@ -387,9 +452,15 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    dataset = grain.MapDataset.source(CheckedSource(source))
-    if shuffle:
-        dataset = dataset.shuffle(seed)
+    mixture = isinstance(source, list | tuple) and any(isinstance(part, WeightedSource) for part in source[:1])
+    if mixture:
+        parts = [
+            _shuffled(part.examples, seed + i, shuffle, num_epochs).map_with_index(_Tag(i))
+            for i, part in enumerate(source)
+        ]
+        dataset = grain.MapDataset.mix(parts, [part.weight for part in source])
+    else:
+        dataset = _shuffled(source, seed, shuffle, num_epochs)
     transform = _CollateHostSlice(
         processor,
         seed,
@@ -399,10 +470,10 @@ def make_train_dataset(
         max_neg_type_ratio,
         packing,
         label_rows_multiple,
+        len(source) if mixture else 0,
     )
     return (
-        dataset.repeat(num_epochs)
-        .batch(global_batch_size, drop_remainder=True, batch_fn=list)
+        dataset.batch(global_batch_size, drop_remainder=True, batch_fn=list)
         .map_with_index(transform)
         .to_iter_dataset(read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     )
