@@ -90,7 +90,7 @@ def source_name(source: Mapping[str, Any]) -> str:
     return source.get("name") or Path(str(source["path"]).rstrip("/")).stem
 
 
-def _check_sources(sources: tuple[Any, ...]) -> None:
+def check_sources(sources: tuple[Any, ...]) -> None:
     """ValueError naming the first `data.sources` entry that is not {path, weight > 0, format, name}."""
     names = set()
     for i, source in enumerate(sources):
@@ -134,7 +134,7 @@ class DataSection:
     def __post_init__(self) -> None:
         if bool(self.train) == bool(self.sources):
             raise ValueError("data: give exactly one of `train` (one source) or `sources` (a weighted mixture)")
-        _check_sources(self.sources)
+        check_sources(self.sources)
         if self.row_length < 1:
             raise ValueError(f"data.row_length must be >= 1, got {self.row_length}")
 

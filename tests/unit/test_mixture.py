@@ -1,15 +1,24 @@
 """A weighted mixture of training sources (`data.sources`): Grain's proportions, the same stream for a seed, a
-restored iterator continuing it, the per-source counts the batches carry, and the config's refusals."""
+restored iterator continuing it, the per-source counts the batches carry, the config's refusals, and `gliner-jax data
+prepare` writing a mixture into ArrayRecord shards."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import yaml
 
+from gliner_jax import cli
 from gliner_jax.training.config import load_train_config
-from gliner_jax.training.data import SOURCE_COUNTS, WeightedSource, make_train_dataset
+from gliner_jax.training.data import (
+    SOURCE_COUNTS,
+    ArrayRecordExamples,
+    WeightedSource,
+    make_train_dataset,
+    open_source,
+)
 from tests.utils.batches import assert_state_restores, row_keys, take
 
 BATCH, STEPS = 8, 50
@@ -77,3 +86,37 @@ def test_config_takes_train_or_sources(tmp_path):
     for message, data in refusals.items():
         with pytest.raises(ValueError, match=message):
             load_train_config(write_config(tmp_path / "bad.yaml", data))
+
+
+def test_data_prepare_writes_a_mixture_into_a_new_folder(tmp_path, capsys):
+    news = [{"text": f"Story {i} in Oslo", "entities": [{"start": 11, "end": 15, "label": "city"}]} for i in range(3)]
+    (tmp_path / "news.jsonl").write_text("\n".join(json.dumps(r) for r in news) + "\n", encoding="utf-8")
+    web = [{"tokenized_text": ["Page", str(i)], "ner": [[0, 0, "thing"]]} for i in range(2)]
+    (tmp_path / "web.json").write_text(json.dumps(web), encoding="utf-8")
+    sources = [f"{tmp_path / 'news.jsonl'}:char@2", f"{tmp_path / 'web.json'}@1"]
+
+    # One pass, 2:1: the 3 news stories, and 1 web page (a second would need a fourth story).
+    assert cli.main(["data", "prepare", *sources, str(tmp_path / "pass")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(s["name"], s["weight"], s["examples"], s["written"]) for s in summary["sources"]] == [
+        ("news", 2.0, 3, 3),
+        ("web", 1.0, 2, 1),
+    ]
+    stories = {("Story", str(i), "in", "Oslo") for i in range(3)}
+    written = ArrayRecordExamples(tmp_path / "pass")
+    rows = [written[i] for i in range(len(written))]
+    assert {tuple(row["tokenized_text"]) for row in rows} - stories in ({("Page", "0")}, {("Page", "1")})
+    assert sorted(map(str, (row["ner"] for row in rows))) == ["[[0, 0, 'thing']]", *["[[3, 3, 'city']]"] * 3]
+
+    # A fixed number: 9 records, 6 news and 3 web, over two shards that data.train reads.
+    assert cli.main(["data", "prepare", *sources, str(tmp_path / "nine"), "--examples", "9", "--shards", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [s["written"] for s in summary["sources"]] == [6, 3] and len(summary["shards"]) == 2
+    assert len(open_source(str(tmp_path / "nine"))) == 9
+
+    # A folder that holds anything is never written into; nothing is left aside.
+    with pytest.raises(SystemExit, match=r"^error: .*nine: exists and is not empty; give a new output folder$"):
+        cli.main(["data", "prepare", *sources, str(tmp_path / "nine")])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["news.jsonl", "nine", "pass", "web.json"]
+    with pytest.raises(SystemExit, match=r"data.sources\[1\].weight must be a number > 0"):
+        cli.main(["data", "prepare", sources[0], f"{tmp_path / 'web.json'}@0", str(tmp_path / "zero")])
