@@ -124,7 +124,7 @@ class DataSection:
     same examples, labels and loss per step, less padding; off by default, which gives the reference's batches.
     """
 
-    train: str = ""
+    train: str | None = None
     sources: tuple[Mapping[str, Any], ...] = ()
     dev: str | None = None
     strict: bool = False
