@@ -72,7 +72,7 @@ def write_config(path, data: dict) -> str:
 def test_config_takes_train_or_sources(tmp_path):
     sources = [{"path": "a.jsonl", "weight": 0.5, "format": "char"}, {"path": "b/", "name": "web"}]
     config = load_train_config(write_config(tmp_path / "ok.yaml", {"sources": sources}))
-    assert config.data.sources == tuple(sources) and config.data.train == ""
+    assert config.data.sources == tuple(sources) and config.data.train is None
     refusals = {
         "exactly one of `train`": {"train": "a.jsonl", "sources": sources},
         r"exactly one of `train` \(one source\) or `sources`": {},
