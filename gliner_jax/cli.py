@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gliner_jax
-from gliner_jax.data_formats import EVAL_FORMATS, TEXT_FORMATS
+from gliner_jax.data_formats import EVAL_FORMATS, SOURCE_FORMATS, TEXT_FORMATS
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -210,11 +210,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_source(text: str) -> dict:
+    """A `data prepare` SOURCE, PATH[:FORMAT][@WEIGHT], as a `data.sources` entry: a last "@" followed by a number
+    gives the weight, then a last ":" followed by a format name gives the format."""
+    source: dict = {}
+    head, at, weight = text.rpartition("@")
+    if at:
+        with contextlib.suppress(ValueError):
+            source["weight"], text = float(weight), head
+    head, colon, data_format = text.rpartition(":")
+    if colon and data_format in SOURCE_FORMATS:
+        source["format"], text = data_format, head
+    return {"path": text, **source}
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
-    """Check a JSON / JSONL training file and write its valid examples into ArrayRecord shards."""
+    """Check training sources and write them, or their weighted mixture, into ArrayRecord shards."""
+    from gliner_jax.training.config import check_sources
     from gliner_jax.training.data import prepare_array_record
 
-    summary = prepare_array_record(args.input, args.output, num_shards=args.shards, strict=args.strict)
+    sources = [parse_source(text) for text in args.sources]
+    check_sources(tuple(sources))
+    summary = prepare_array_record(
+        sources, args.output, num_shards=args.shards, strict=args.strict, examples=args.examples, seed=args.seed
+    )
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
@@ -417,14 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser(
         "prepare",
-        help="write a JSON / JSONL training file into ArrayRecord shards",
-        description='IN is a JSON list or JSONL file of {"tokenized_text": [...], "ner": [[start, end, label], ...]} '
-        "records. Bad records are reported and skipped (or refused with --strict); the valid ones are written in "
-        "order to OUT/examples.array_record-IIIII-of-NNNNN. Prints a JSON summary.",
+        help="write training sources, or a weighted mixture of them, into ArrayRecord shards",
+        description="Each SOURCE is PATH[:FORMAT][@WEIGHT]: a training file (FORMAT: "
+        f"{', '.join(SOURCE_FORMATS)}; default auto, by suffix and content), a folder of ArrayRecord shards or "
+        "tfds:NAME:SPLIT, and its weight in the mixture (default 1). One SOURCE is written as it is, in order; "
+        "several (or --examples) are mixed as data.sources mixes them, each shuffled with --seed: the first "
+        "--examples records of the mixture, or one pass, until its first source runs out. Bad records are reported "
+        "and skipped (or refused with --strict). OUT, a new or empty folder, gets "
+        "examples.array_record-IIIII-of-NNNNN (written aside, then renamed). Prints a JSON summary with the "
+        "records written per source.",
     )
-    prepare.add_argument("input", metavar="IN", help="JSON or JSONL file")
-    prepare.add_argument("output", metavar="OUT", help="output folder (created)")
+    prepare.add_argument("sources", nargs="+", metavar="SOURCE", help="PATH[:FORMAT][@WEIGHT]")
+    prepare.add_argument("output", metavar="OUT", help="output folder (created; must not hold anything)")
     prepare.add_argument("--shards", type=int, default=1, help="number of shards (default 1)")
+    prepare.add_argument("--examples", type=int, help="records of the mixture to write (default: one pass)")
+    prepare.add_argument("--seed", type=int, default=0, help="the mixture's shuffling seed (default 0)")
     prepare.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
     prepare.set_defaults(run=_data_prepare)
 

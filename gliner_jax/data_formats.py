@@ -131,14 +131,19 @@ def read_examples(path: str | Path, *, strict: bool = False) -> tuple[list[Examp
         if strict:
             raise ValueError(f"{path}: record {index}: {reason}")
         problems.append(RecordProblem(index, reason))
+    _report(path, examples, problems)
+    return examples, problems
+
+
+def _report(path: str | Path, examples: list[Example], problems: list[RecordProblem]) -> None:
+    """Warn of skipped records; ValueError when no record is valid."""
     if problems:
         first = "; ".join(f"record {p.index}: {p.reason}" for p in problems[:3])
         if not examples:
             raise ValueError(f"{path}: no valid record among {len(problems)}: {first}")
         warnings.warn(
-            f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=2
+            f"{path}: skipped {len(problems)} bad record(s) of {len(examples) + len(problems)}: {first}", stacklevel=3
         )
-    return examples, problems
 
 
 def labels_of(examples: Iterable[Example]) -> list[str]:
@@ -413,3 +418,118 @@ def record_words(record: Example) -> list[str]:
 def record_text(record: Example) -> str:
     """A text record's text: its "text", else its "tokenized_text" joined by spaces."""
     return record["text"] if isinstance(record.get("text"), str) else " ".join(record["tokenized_text"])
+
+
+SOURCE_FORMATS = ("auto", "gliner", "char", "prompted", "conll")
+PROMPT_SEPARATOR = " \n "  # between a prompt and its text, as the multi-task helpers join them
+
+
+def _char_entities(record: dict) -> list[tuple[int, int, str]] | str:
+    """The (start, end exclusive, label) entities of a character-offset record, or why it has none valid."""
+    if not isinstance(record.get("text"), str):
+        return "missing string 'text'"
+    entities = record.get("entities")
+    if not isinstance(entities, list):
+        return "'entities' must be a list of {start, end, label} or [start, end, label]"
+    spans = []
+    for j, entity in enumerate(entities):
+        if isinstance(entity, dict) and {"start", "end", "label"} <= entity.keys():
+            entity = (entity["start"], entity["end"], entity["label"])
+        if not isinstance(entity, list | tuple) or len(entity) != 3:
+            return f"entities[{j}] must be {{start, end, label}} or [start, end, label], got {entity!r}"
+        start, end, label = entity
+        if not (_is_int(start) and _is_int(end)) or not isinstance(label, str):
+            return f"entities[{j}]: start and end must be integers and label a string, got {entity!r}"
+        if not 0 <= start < end <= len(record["text"]):
+            return f"entities[{j}]: [{start}, {end}) is not a non-empty range of the {len(record['text'])} characters"
+        spans.append((int(start), int(end), label))
+    return spans
+
+
+def char_example(text: str, entities: Sequence[tuple[int, int, str]], skip: int = 0) -> tuple[Example, int] | str:
+    """A character-offset record as an example: the text split into words as the model splits it (`split_words`),
+    each entity [start, end) (offsets into `text[skip:]`) the words it overlaps; with the number of entities whose
+    offsets do not fall on word boundaries. An entity that overlaps no word (only spaces) is a problem."""
+    words = split_words(text)
+    starts, ends = [start for _, start, _ in words], [end for _, _, end in words]
+    ner, misaligned = [], 0
+    for start, end, label in entities:
+        start, end = start + skip, end + skip
+        first = next((i for i, word_end in enumerate(ends) if word_end > start), len(words))
+        last = next((i for i in range(len(words) - 1, -1, -1) if starts[i] < end), -1)
+        if first > last:
+            return f"entity [{start - skip}, {end - skip}) {label!r} covers no word"
+        misaligned += starts[first] != start or ends[last] != end
+        ner.append([first, last, label])
+    return {"tokenized_text": word_strings(words), "ner": ner}, misaligned
+
+
+def convert_record(record: Any, data_format: str) -> tuple[Example, int] | str:
+    """A record of `data_format` ("gliner", "char" or "prompted") as an example and its misaligned entities (see
+    `char_example`), or why it is not valid.
+
+    "gliner": {"tokenized_text", "ner"} (see `check_record`). "char": {"text", "entities"}, entities as
+    {"start", "end", "label"} objects or [start, end, label] triples, character offsets, end exclusive.
+    "prompted" (the multi-task paper's): a "char" record with a "prompt" string, read as the model reads a
+    prompted text, `prompt + PROMPT_SEPARATOR + text` (offsets index the text)."""
+    if data_format == "gliner":
+        reason = check_record(record)
+        return (normalize_record(record), 0) if reason is None else reason
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    entities = _char_entities(record)
+    if isinstance(entities, str):
+        return entities
+    if data_format == "char":
+        return char_example(record["text"], entities)
+    if not isinstance(record.get("prompt"), str):
+        return "missing string 'prompt'"
+    head = record["prompt"] + PROMPT_SEPARATOR
+    return char_example(head + record["text"], entities, len(head))
+
+
+def _json_format(path: Path) -> str:
+    """The record format of a JSON / JSONL file, from its first record's keys (gliner's when it has none)."""
+    first = next((record for record, _ in _parse(path) if isinstance(record, dict)), {})
+    if "tokenized_text" in first or "text" not in first:
+        return "gliner"
+    return "prompted" if "prompt" in first else "char"
+
+
+def resolve_source_format(path: str | Path, data_format: str = "auto") -> str:
+    """The format of a training file (SOURCE_FORMATS): "auto" is "conll" by suffix (.conll / .txt / .bio) or
+    content (not starting with [ or {), else by the first record's keys: "prompt" -> "prompted", "text" (without
+    "tokenized_text") -> "char", else "gliner"."""
+    if data_format not in SOURCE_FORMATS:
+        raise ValueError(f"unknown data format {data_format!r}; known: {', '.join(SOURCE_FORMATS)}")
+    if data_format != "auto":
+        return data_format
+    return "conll" if _is_conll(Path(path)) else _json_format(Path(path))
+
+
+def read_source(
+    path: str | Path, data_format: str = "auto", *, strict: bool = False
+) -> tuple[list[Example], list[RecordProblem], int]:
+    """The valid examples of a training file in `data_format` (see `resolve_source_format`, `convert_record` and
+    `read_conll`), the problems of the records skipped and the number of entities whose character offsets were
+    widened to word boundaries. Bad records as in `read_examples` (`strict` raises on the first; a CoNLL file raises
+    on any, naming its line)."""
+    data_format = resolve_source_format(path, data_format)
+    if data_format == "conll":
+        return read_conll(path), [], 0
+    if data_format == "gliner":
+        return (*read_examples(path, strict=strict), 0)
+    examples, problems, misaligned = [], [], 0
+    for index, (record, error) in enumerate(_parse(Path(path))):
+        converted = error or convert_record(record, data_format)
+        if isinstance(converted, tuple):
+            examples.append(converted[0])
+            misaligned += converted[1]
+            continue
+        if strict:
+            raise ValueError(f"{path}: record {index}: {converted}")
+        problems.append(RecordProblem(index, converted))
+    _report(path, examples, problems)
+    if misaligned:
+        warnings.warn(f"{path}: {misaligned} entities not on word boundaries took the words they overlap", stacklevel=2)
+    return examples, problems, misaligned

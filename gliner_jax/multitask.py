@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gliner_jax.data_formats import PROMPT_SEPARATOR
 from gliner_jax.decoding import merge_spans
 from gliner_jax.model import GLiNER
 from gliner_jax.text.words import split_words
 from gliner_jax.windows import word_windows
 
-SEPARATOR = " \n "
 QA_PROMPT = "Answer the following question: {}"
 SUMMARY_PROMPT = "Summarize the following text highlighting the most important information:"
 RELATION_PROMPT = "Extract relationships between entities from the text: "
@@ -30,7 +30,7 @@ Span = tuple[int, int, str, float]  # first word, last word (inclusive), label, 
 
 @dataclasses.dataclass(frozen=True)
 class _Prompted:
-    """`prompt + SEPARATOR + text` as the model reads it: its words (offsets into `string`), the first
+    """`prompt + PROMPT_SEPARATOR + text` as the model reads it: its words (offsets into `string`), the first
     `prompt_words` of them the prompt's, and the offset at which the text starts."""
 
     string: str
@@ -40,7 +40,7 @@ class _Prompted:
 
     @classmethod
     def build(cls, prompt: str, text: str) -> _Prompted:
-        head = prompt + SEPARATOR  # ends in whitespace, so no word runs from the prompt into the text
+        head = prompt + PROMPT_SEPARATOR  # ends in whitespace, so no word runs from the prompt into the text
         return cls(head + text, split_words(head + text), len(split_words(head)), len(head))
 
     def span_text(self, span: Span) -> str:

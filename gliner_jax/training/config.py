@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from gliner_jax.config import GLiNERConfig
-from gliner_jax.data_formats import read_text
+from gliner_jax.data_formats import SOURCE_FORMATS, read_text
 from gliner_jax.modeling.encoders import family_of
 from gliner_jax.modeling.encoders.config_checks import check_field_types, check_known_keys, fits, type_name
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
@@ -82,9 +82,41 @@ class ModelSection:
             raise ValueError(f"model.remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
 
 
+SOURCE_KEYS = ("path", "weight", "format", "name")
+
+
+def source_name(source: Mapping[str, Any]) -> str:
+    """A mixture source's name in the logs and metrics (`data/<name>`): its `name`, else its path's stem."""
+    return source.get("name") or Path(str(source["path"]).rstrip("/")).stem
+
+
+def check_sources(sources: tuple[Any, ...]) -> None:
+    """ValueError naming the first `data.sources` entry that is not {path, weight > 0, format, name}."""
+    names = set()
+    for i, source in enumerate(sources):
+        where = f"data.sources[{i}]"
+        if not isinstance(source, Mapping):
+            raise ValueError(f"{where} must be a mapping of {', '.join(SOURCE_KEYS)}, got {source!r}")
+        check_known_keys(source, SOURCE_KEYS, where)
+        if not isinstance(source.get("path"), str) or not source["path"]:
+            raise ValueError(f"{where}.path is required (a file, a folder of ArrayRecord shards or tfds:NAME:SPLIT)")
+        weight = source.get("weight", 1.0)
+        if not fits(weight, float) or not weight > 0:
+            raise ValueError(f"{where}.weight must be a number > 0, got {weight!r}")
+        if source.get("format", "auto") not in SOURCE_FORMATS:
+            raise ValueError(f"{where}.format must be one of {', '.join(SOURCE_FORMATS)}, got {source['format']!r}")
+        if source_name(source) in names:
+            raise ValueError(f"{where}: a second source named {source_name(source)!r}; give each a distinct `name`")
+        names.add(source_name(source))
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSection:
     """Training and dev data: a JSON/JSONL file, a folder of ArrayRecord shards, or `tfds:NAME:SPLIT`.
+
+    `sources`, instead of `train`: a weighted mixture, a list of {path, weight (default 1), format (default auto,
+    see `data_formats.SOURCE_FORMATS`), name (default the path's stem)}, each source shuffled and repeated on its
+    own and drawn in proportion to its weight.
 
     Label sampling follows the model's gliner config (max_types, max_neg_type_ratio), as in the reference.
     `strict`: refuse a training file with bad records instead of skipping them (with a report).
@@ -93,7 +125,8 @@ class DataSection:
     `benchmark`: a folder in gliner's benchmark layout (`gliner_jax.benchmark_suite`), evaluated with the dev data.
     """
 
-    train: str = ""
+    train: str | None = None
+    sources: tuple[Mapping[str, Any], ...] = ()
     dev: str | None = None
     benchmark: str | None = None
     strict: bool = False
@@ -101,8 +134,9 @@ class DataSection:
     row_length: int = 512
 
     def __post_init__(self) -> None:
-        if not self.train:
-            raise ValueError("data.train is required")
+        if bool(self.train) == bool(self.sources):
+            raise ValueError("data: give exactly one of `train` (one source) or `sources` (a weighted mixture)")
+        check_sources(self.sources)
         if self.row_length < 1:
             raise ValueError(f"data.row_length must be >= 1, got {self.row_length}")
 

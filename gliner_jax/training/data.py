@@ -18,6 +18,8 @@ import dataclasses
 import json
 import logging
 import random
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,44 +28,23 @@ import grain
 import numpy as np
 
 from gliner_jax.buckets import entity_bucket
-from gliner_jax.data_formats import Example, bio_spans, check_record, labels_of, normalize_record, read_examples
+from gliner_jax.data_formats import (
+    Example,
+    bio_spans,
+    check_record,
+    labels_of,
+    normalize_record,
+    read_source,
+)
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Processor
+from gliner_jax.training.config import source_name
 
 logger = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # gliner's `sampled_neg`: in-batch types drawn per batch
 SHARD_PATTERN = "examples.array_record-{index:05d}-of-{count:05d}"
-
-
-def prepare_array_record(
-    in_path: str | Path, out_dir: str | Path, *, num_shards: int = 1, strict: bool = False
-) -> dict[str, Any]:
-    """Write the valid examples of a JSON / JSONL file into ArrayRecord shards (one JSON record each, group size 1
-    for random access), in order, split into contiguous runs; returns a summary of what was written."""
-    from array_record.python.array_record_module import ArrayRecordWriter
-
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    examples, problems = read_examples(in_path, strict=strict)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
-    shards = []
-    for index in range(num_shards):
-        path = out_dir / SHARD_PATTERN.format(index=index, count=num_shards)
-        writer = ArrayRecordWriter(str(path), "group_size:1")
-        for example in examples[bounds[index] : bounds[index + 1]]:
-            writer.write(json.dumps(example, ensure_ascii=False).encode("utf-8"))
-        writer.close()
-        shards.append(str(path))
-    return {
-        "input": str(in_path),
-        "records": len(examples),
-        "skipped": len(problems),
-        "problems": [dataclasses.asdict(problem) for problem in problems[:10]],
-        "shards": shards,
-    }
+SOURCE_COUNTS = "source_counts"  # a mixture's batch: records drawn from each source so far (see make_train_dataset)
 
 
 class ArrayRecordExamples:
@@ -140,18 +121,60 @@ def tfds_source(
     )
 
 
-def open_source(spec: str, *, strict: bool = False) -> Sequence[Any]:
-    """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a JSON /
-    JSONL file (read and checked up front; `strict` refuses bad records)."""
+def open_source(spec: str, *, strict: bool = False, data_format: str = "auto") -> Sequence[Any]:
+    """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a file in
+    `data_format` (`data_formats.read_source`: read and checked up front; `strict` refuses bad records)."""
     if spec.startswith("tfds:"):
         name, _, split = spec.removeprefix("tfds:").partition(":")  # splits may hold ":" (train[:10%])
         if not name or not split:
             raise ValueError(f"expected tfds:NAME:SPLIT, got {spec!r}")
         return tfds_source(name, split)
-    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_examples(spec, strict=strict)[0]
+    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_source(spec, data_format, strict=strict)[0]
     if not len(source):
         raise ValueError(f"{spec}: no training examples")
     return source
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedSource:
+    """A source of a mixture: its name (in the logs and metrics), its examples and its weight."""
+
+    name: str
+    examples: Sequence[Any]
+    weight: float = 1.0
+
+
+def open_mixture(specs: Sequence[Mapping[str, Any]], *, strict: bool = False) -> list[WeightedSource]:
+    """The sources of a `data.sources` mixture ({path, weight, format, name}, see `config.DataSection`), opened with
+    `open_source`; logs each one's size and weight."""
+    sources = [
+        WeightedSource(
+            source_name(spec),
+            open_source(spec["path"], strict=strict, data_format=spec.get("format", "auto")),
+            float(spec.get("weight", 1.0)),
+        )
+        for spec in specs
+    ]
+    total = sum(source.weight for source in sources)
+    for source in sources:
+        logger.info(
+            "data source %s: %d examples, weight %g (%.1f%% of the stream)",
+            source.name,
+            len(source.examples),
+            source.weight,
+            100 * source.weight / total,
+        )
+    return sources
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tag(grain.transforms.MapWithIndex):
+    """A mixture's record as (its source, its position in that source's stream, the record)."""
+
+    source: int
+
+    def map_with_index(self, index: int, record: Example | None) -> tuple[int, int, Example | None]:
+        return self.source, index, record
 
 
 class CheckedSource:
@@ -309,8 +332,17 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     max_neg_type_ratio: int
     packing: Packing | None = None
     label_rows_multiple: int = 1
+    sources: int = 0
 
-    def map_with_index(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
+    def map_with_index(self, index: int, records: list[Any]) -> dict[str, np.ndarray]:
+        if not self.sources:
+            return self._collate(index, records)
+        counts = np.zeros(self.sources, np.int64)  # per source, the records drawn through this batch
+        for source, position, _ in records:
+            counts[source] = max(counts[source], position + 1)
+        return self._collate(index, [record for _, _, record in records]) | {SOURCE_COUNTS: counts}
+
+    def _collate(self, index: int, records: list[Example | None]) -> dict[str, np.ndarray]:
         positions = [i for i, record in enumerate(records) if record is not None]
         examples = [records[i] for i in positions]
         rng, table = batch_rng(self.seed, index), None
@@ -342,8 +374,27 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         )
 
 
+def mixed_records(
+    sources: Sequence[WeightedSource], seed: int, *, shuffle: bool = True, num_epochs: int | None = None
+) -> grain.MapDataset:
+    """A mixture's stream of (source index, position in that source's stream, record or None when bad): each source
+    shuffled (source i with seed + i) and repeated `num_epochs` times (None: forever) on its own, interleaved by
+    Grain's `MapDataset.mix` in proportion to the weights (a fixed pattern; finite, it ends when its first source
+    runs out)."""
+    parts = [
+        _shuffled(part.examples, seed + i, shuffle, num_epochs).map_with_index(_Tag(i))
+        for i, part in enumerate(sources)
+    ]
+    return grain.MapDataset.mix(parts, [part.weight for part in sources])
+
+
+def _shuffled(source: Sequence[Any], seed: int, shuffle: bool, num_epochs: int | None) -> grain.MapDataset:
+    dataset = grain.MapDataset.source(CheckedSource(source))
+    return (dataset.shuffle(seed) if shuffle else dataset).repeat(num_epochs)
+
+
 def make_train_dataset(
-    source: Sequence[Any],
+    source: Sequence[Any] | Sequence[WeightedSource],
     processor: Processor,
     *,
     global_batch_size: int,
@@ -358,7 +409,8 @@ def make_train_dataset(
     read_options: grain.ReadOptions | None = None,
     label_rows_multiple: int = 1,
 ) -> grain.IterDataset:
-    """Training batches (the batch contract, NumPy) of this host from a random-access source of records.
+    """Training batches (the batch contract, NumPy) of this host from a random-access source of records, or from a
+    mixture of `WeightedSource`s.
 
     Every host reads the same global batches (shuffled with `seed`, reshuffled each epoch, `num_epochs` None =
     forever, a last partial batch dropped), samples their labels from (seed, batch index) and collates its own
@@ -369,6 +421,11 @@ def make_train_dataset(
     devices). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
+
+    A mixture's records are those of `mixed_records` (every stretch of the stream holds the sources in proportion;
+    with `num_epochs`, the stream ends when the first source runs out). Its batches carry
+    SOURCE_COUNTS: per source, the records drawn from it since the start of training, through this batch (0 for a
+    source the batch has none of).
     """
     if process_index is None or process_count is None:
         import jax
@@ -379,9 +436,11 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    dataset = grain.MapDataset.source(CheckedSource(source))
-    if shuffle:
-        dataset = dataset.shuffle(seed)
+    mixture = isinstance(source, list | tuple) and any(isinstance(part, WeightedSource) for part in source[:1])
+    if mixture:
+        dataset = mixed_records(source, seed, shuffle=shuffle, num_epochs=num_epochs)
+    else:
+        dataset = _shuffled(source, seed, shuffle, num_epochs)
     transform = _CollateHostSlice(
         processor,
         seed,
@@ -391,10 +450,77 @@ def make_train_dataset(
         max_neg_type_ratio,
         packing,
         label_rows_multiple,
+        len(source) if mixture else 0,
     )
     return (
-        dataset.repeat(num_epochs)
-        .batch(global_batch_size, drop_remainder=True, batch_fn=list)
+        dataset.batch(global_batch_size, drop_remainder=True, batch_fn=list)
         .map_with_index(transform)
         .to_iter_dataset(read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     )
+
+
+def prepare_array_record(
+    sources: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    num_shards: int = 1,
+    strict: bool = False,
+    examples: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write training sources ({path, weight, format, name}, as `data.sources`) into ArrayRecord shards (one JSON
+    example each, group size 1 for random access) in a new folder, split into contiguous runs; returns a summary.
+
+    One source without `examples`: its valid records, in order. Otherwise the mixture as `mixed_records` draws it
+    with `seed`: its first `examples` records, or, without `examples`, one pass: until its first source runs out
+    (no record twice). Bad records are left out. The shards are written into a temporary sibling folder, renamed to
+    `out_dir` when complete; an `out_dir` that exists and is not empty is refused.
+    """
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if examples is not None and examples < 1:
+        raise ValueError(f"examples must be >= 1, got {examples}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"{out_dir}: exists and is not empty; give a new output folder")
+    parts = open_mixture(sources, strict=strict)
+    if len(parts) == 1 and examples is None:
+        stream = grain.MapDataset.source(CheckedSource(parts[0].examples)).map_with_index(_Tag(0))
+    else:
+        stream = mixed_records(parts, seed, num_epochs=1 if examples is None else None)
+        stream = stream[:examples] if examples is not None else stream
+    bounds = np.linspace(0, len(stream), num_shards + 1).astype(int)
+    written = np.zeros(len(parts), np.int64)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        for index in range(num_shards):
+            writer = ArrayRecordWriter(
+                str(partial / SHARD_PATTERN.format(index=index, count=num_shards)), "group_size:1"
+            )
+            for source, _, record in stream[bounds[index] : bounds[index + 1]]:
+                if record is not None:
+                    writer.write(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+                    written[source] += 1
+            writer.close()
+        if out_dir.exists():
+            out_dir.rmdir()
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    summary = [
+        {"name": part.name, "path": spec["path"], "weight": part.weight, "examples": len(part.examples)}
+        | {"written": int(count)}
+        for part, spec, count in zip(parts, sources, written, strict=True)
+    ]
+    for row in summary:
+        logger.info("data source %s: %d of its %d examples written", row["name"], row["written"], row["examples"])
+    return {
+        "sources": summary,
+        "records": int(written.sum()),
+        "skipped": len(stream) - int(written.sum()),
+        "shards": [str(out_dir / SHARD_PATTERN.format(index=i, count=num_shards)) for i in range(num_shards)],
+    }

@@ -77,7 +77,7 @@ def self_train(
 
     tuned = dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data, train=str(pseudo_file)),
+        data=dataclasses.replace(config.data, train=str(pseudo_file), sources=()),
         trainer=dataclasses.replace(config.trainer, export=True),
     )
     Trainer(tuned).fit()

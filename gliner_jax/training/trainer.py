@@ -69,7 +69,12 @@ class Trainer:
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
         # Bad data and a refused rerun end before anything starts: the checkpoint manager's cleanup thread, the model.
-        source = data_lib.open_source(config.data.train, strict=config.data.strict)
+        if config.data.sources:
+            source = data_lib.open_mixture(config.data.sources, strict=config.data.strict)
+        else:
+            source = data_lib.open_source(config.data.train, strict=config.data.strict)
+        self.source_names = [part.name for part in source] if config.data.sources else []
+        self.source_counts = np.zeros(len(self.source_names), np.int64)  # a mixture's records drawn per source
         checkpoints_dir = (self.output_dir / "checkpoints").absolute()
         saved = ocp.utils.checkpoint_steps(checkpoints_dir) if checkpoints_dir.is_dir() else []
         self.restore_data = check_rerun(self.output_dir, config, max(saved, default=None))
@@ -219,6 +224,7 @@ class Trainer:
         try:
             while self.step < run.num_steps and not stopped:
                 batch = next(self.iterator)
+                self.source_counts = np.maximum(self.source_counts, batch.pop(data_lib.SOURCE_COUNTS, 0))
                 timer.tokens += int((batch["attention_mask"] > 0).sum()) * jax.process_count()
                 key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
                 self.params, self.opt_state, metrics = self.train_step(
@@ -261,7 +267,8 @@ class Trainer:
 
     def _train_metrics(self, metrics: dict[str, jax.Array], tokens_per_second: float) -> dict[str, float]:
         values = {name: float(value) for name, value in (metrics | learning_rates(self.opt_state)).items()}
-        return values | {"tokens_per_second": tokens_per_second}
+        counts = {f"data/{name}": float(n) for name, n in zip(self.source_names, self.source_counts, strict=True)}
+        return values | {"tokens_per_second": tokens_per_second} | counts
 
     def _record(self, values: dict[str, float], writer: Any, metrics_file: Any) -> None:
         """TensorBoard scalars and one metrics.jsonl line for this step (chief only)."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gliner_jax import GLiNER, multitask
+from gliner_jax.data_formats import PROMPT_SEPARATOR
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.words import split_words
 
@@ -257,7 +258,7 @@ def test_prompted_windows_fit_the_tokenizer_limit(models, monkeypatch):
     rows being split again or cut), and the text is read to its end."""
     _, ours = models
     text = " ".join(TEXTS * 3)
-    prompt = split_words(multitask.QA_PROMPT.format(QUESTION) + multitask.SEPARATOR)
+    prompt = split_words(multitask.QA_PROMPT.format(QUESTION) + PROMPT_SEPARATOR)
     limit = 90  # the prompts take 52 tokens: about 12 of the 21 words a window could hold fit beside them
     monkeypatch.setattr(ours.tokenizer, "model_max_length", limit)
     rows = []
