@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from gliner_jax.data_formats import read_examples
-from gliner_jax.evaluation import evaluate_examples
+from gliner_jax.evaluation import evaluate_thresholds, sweep_scalars
 from gliner_jax.model import GLiNER
 from gliner_jax.sharding import avoid_cached_cpu_collectives, make_mesh, override_rules
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
@@ -278,17 +278,24 @@ class Trainer:
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
-        """Span P/R/F1 on the dev examples with all their labels, micro and per label (every host computes them; the
-        chief shows a progress bar and records them)."""
-        evaluation = evaluate_examples(
+        """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the threshold sweep, from
+        one model pass (every host computes them; the chief shows a progress bar and records them)."""
+        run = self.config.trainer
+        sweep = evaluate_thresholds(
             self.host_model(),
             self.dev,
-            threshold=self.config.trainer.eval_threshold,
-            batch_size=self.config.trainer.eval_batch_size,
+            [run.eval_threshold, *run.eval_thresholds],
+            batch_size=run.eval_batch_size,
             progress=self.is_chief,
         )
+        evaluation = sweep[run.eval_threshold]
         logger.info("step %d: dev %s", self.step, evaluation)
-        return evaluation.scalars("dev")
+        values = evaluation.scalars("dev")
+        if run.eval_thresholds:
+            values |= sweep_scalars({t: sweep[t] for t in run.eval_thresholds}, "dev")
+            best, f1 = values["dev/best_threshold"], values["dev/best_f1"]
+            logger.info("step %d: dev best threshold %g (F1 %.2f%%)", self.step, best, 100 * f1)
+        return values
 
     def export(self, path: Path) -> None:
         """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""
