@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -78,6 +79,17 @@ def _labels(text: str) -> list[str]:
 def _check_threshold(threshold: float) -> None:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+
+
+def _thresholds(text: str) -> list[float]:
+    """The thresholds of a comma-separated --thresholds value; ValueError for one that is not a number in [0, 1]."""
+    try:
+        thresholds = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--thresholds {text!r}: give comma-separated numbers, e.g. 0.3,0.5,0.7") from None
+    if not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"--thresholds {text!r}: every threshold must be in [0, 1]")
+    return thresholds
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -178,31 +190,40 @@ def _eval(args: argparse.Namespace) -> int:
     --output."""
     from gliner_jax.annotate import refuse_output_over_input
     from gliner_jax.data_formats import load_label_map, read_eval_data
-    from gliner_jax.evaluation import evaluate_examples
+    from gliner_jax.evaluation import best_threshold, evaluate_thresholds, sweep_table
     from gliner_jax.model import GLiNER
 
     if args.benchmark:
         return _eval_benchmark(args)
     labels = _labels(args.labels) if args.labels else None
     _check_threshold(args.threshold)
+    thresholds = _thresholds(args.thresholds) if args.thresholds else []
     if args.output:
         refuse_output_over_input([Path(args.output)], [args.data, args.label_map])
     label_map = load_label_map(args.label_map) if args.label_map else None
     examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2, data_format=args.format)
     model = GLiNER.from_pretrained(args.model)
-    result = evaluate_examples(
+    sweep = evaluate_thresholds(
         model,
         examples,
+        [args.threshold, *thresholds],
         labels=labels,
-        threshold=args.threshold,
         batch_size=args.batch_size or 8,
         flat_ner=not args.nested,
         multi_label=args.multi_label,
         progress=True,
     )
+    result = sweep[args.threshold]
     print(result.table(), file=sys.stderr)
     report = {"model": args.model, "data": args.data, "examples": len(examples), "threshold": args.threshold}
     report |= {"flat_ner": not args.nested, "multi_label": args.multi_label, **result.to_dict()}
+    if thresholds:
+        swept = {t: sweep[t] for t in thresholds}
+        best = best_threshold(swept)
+        print(f"\n{sweep_table(swept)}\nbest threshold: {best:g} (F1 {swept[best].f1:.2%})", file=sys.stderr)
+        micro = {t: dataclasses.asdict(evaluation.micro) for t, evaluation in swept.items()}
+        report["sweep"] = [{"threshold": t, **scores} for t, scores in micro.items()]
+        report["best_threshold"] = best
     if args.output:
         _write_report(Path(args.output), report)
     else:
@@ -423,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--label-map", help='JSON / YAML {type: label} renaming, e.g. {"geo-loc": "location"}')
     evaluate.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    evaluate.add_argument(
+        "--thresholds",
+        help="comma-separated thresholds to sweep from the same model pass, e.g. 0.1,0.2,...,0.9: a micro P/R/F1 "
+        "table on stderr, the best threshold, and 'sweep' and 'best_threshold' in the report",
+    )
     evaluate.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     evaluate.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     evaluate.add_argument(

@@ -2,14 +2,15 @@
 
 The numbers are those of gliner's `BaseNEREvaluator`: a predicted (start, end, label) of a text counts when the
 same text's gold has it; duplicates count once; a ratio with a zero denominator is 0. Any model with a
-`predict_words` method (`WordPredictor`) can be evaluated; reading gold data is `data_formats`' job.
+`predict_words` method (`WordPredictor`) can be evaluated; reading gold data is `data_formats`' job. A threshold
+sweep (`evaluate_thresholds`) scores several thresholds from one model pass (`SweepPredictor`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from gliner_jax.data_formats import Example, labels_of
@@ -32,6 +33,23 @@ class WordPredictor(Protocol):
         *,
         progress: bool = False,
     ) -> list[list[WordEntity]]: ...
+
+
+class SweepPredictor(Protocol):
+    """What a threshold sweep needs: `predict_words` at several thresholds from one pass (as
+    `GLiNER.predict_words_sweep` returns them), {threshold: entities of each text}."""
+
+    def predict_words_sweep(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        thresholds: Sequence[float],
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        progress: bool = False,
+    ) -> dict[float, list[list[WordEntity]]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +139,18 @@ def span_scores(predicted: Sequence[Iterable[Span]], gold: Sequence[Iterable[Spa
     return Evaluation(micro, per_label)
 
 
+def _labels_to_predict(examples: Sequence[Example], labels: Sequence[str] | None) -> list[str]:
+    labels = labels_of(examples) if labels is None else labels
+    if not labels:
+        raise ValueError("no labels to predict: the data has no entities; pass labels")
+    return list(labels)
+
+
+def _scores_of(examples: Sequence[Example], predicted: Sequence[Iterable[WordEntity]]) -> Evaluation:
+    gold = [{(s, e, label) for s, e, label in example["ner"]} for example in examples]
+    return span_scores([{(s, e, label) for s, e, label, _ in spans} for spans in predicted], gold)
+
+
 def evaluate_examples(
     model: WordPredictor,
     examples: Sequence[Example],
@@ -134,18 +164,63 @@ def evaluate_examples(
 ) -> Evaluation:
     """Span scores of `model` on examples in the GLiNER training format, every text given every label of `labels`
     (default: the sorted set of the examples' labels). Gold entities of other labels still count as missed."""
-    if labels is None:
-        labels = labels_of(examples)
-    if not labels:
-        raise ValueError("no labels to predict: the data has no entities; pass labels")
     predicted = model.predict_words(
         [example["tokenized_text"] for example in examples],
-        list(labels),
+        _labels_to_predict(examples, labels),
         threshold,
         flat_ner,
         multi_label,
         batch_size,
         progress=progress,
     )
-    gold = [{(s, e, label) for s, e, label in example["ner"]} for example in examples]
-    return span_scores([{(s, e, label) for s, e, label, _ in spans} for spans in predicted], gold)
+    return _scores_of(examples, predicted)
+
+
+def evaluate_thresholds(
+    model: SweepPredictor,
+    examples: Sequence[Example],
+    thresholds: Sequence[float],
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 16,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+    progress: bool = False,
+) -> dict[float, Evaluation]:
+    """`evaluate_examples` at each of `thresholds` from one model pass: {threshold: its scores}, in the given order."""
+    predicted = model.predict_words_sweep(
+        [example["tokenized_text"] for example in examples],
+        _labels_to_predict(examples, labels),
+        list(thresholds),
+        flat_ner,
+        multi_label,
+        batch_size,
+        progress=progress,
+    )
+    return {threshold: _scores_of(examples, predicted[threshold]) for threshold in thresholds}
+
+
+def best_threshold(sweep: Mapping[float, Evaluation]) -> float:
+    """The threshold of the highest micro F1 in `sweep`; of equal F1s, the lowest threshold."""
+    return min(sweep, key=lambda threshold: (-sweep[threshold].f1, threshold))
+
+
+def sweep_scalars(sweep: Mapping[float, Evaluation], prefix: str) -> dict[str, float]:
+    """Flat sweep scores for a metrics log: "PREFIX/f1@T" of each threshold T, "PREFIX/best_threshold" and
+    "PREFIX/best_f1"."""
+    best = best_threshold(sweep)
+    values = {f"{prefix}/f1@{threshold:g}": evaluation.f1 for threshold, evaluation in sweep.items()}
+    return values | {f"{prefix}/best_threshold": best, f"{prefix}/best_f1": sweep[best].f1}
+
+
+def sweep_table(sweep: Mapping[float, Evaluation]) -> str:
+    """A plain-text table: one row per threshold (micro scores), the best marked with '*'."""
+    best = best_threshold(sweep)
+    lines = [f"{'threshold':>9}  {'pred':>6}  {'correct':>7}  {'P':>7}  {'R':>7}  {'F1':>7}"]
+    for threshold, evaluation in sweep.items():
+        s, mark = evaluation.micro, " *" if threshold == best else ""
+        lines.append(
+            f"{threshold:>9g}  {s.predicted:>6}  {s.true_positives:>7}  "
+            f"{s.precision:>7.2%}  {s.recall:>7.2%}  {s.f1:>7.2%}{mark}"
+        )
+    return "\n".join(lines)

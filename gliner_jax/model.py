@@ -386,6 +386,26 @@ class GLiNER:
         rows = [joined_word_offsets(words) for words in word_lists]
         return self._word_spans(rows, labels, threshold, flat_ner, multi_label, batch_size, False, progress)
 
+    def predict_words_sweep(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Labels,
+        thresholds: Sequence[float],
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        progress: bool = False,
+    ) -> dict[float, list[list[tuple[int, int, str, float]]]]:
+        """`predict_words` at each of `thresholds` from one model pass: {threshold: entities of each text}, each
+        what `predict_words` gives at that threshold (the probabilities are decoded at each)."""
+        if not thresholds:
+            raise ValueError("thresholds must not be empty")
+        rows = [joined_word_offsets(words) for words in word_lists]
+        first, *sweep = thresholds
+        options = (flat_ner, multi_label, batch_size, False, progress)
+        return self._word_spans_sweep(rows, labels, first, tuple(sweep), *options)
+
     def evaluate(
         self,
         data: str | Path | Sequence[Mapping],
@@ -428,8 +448,28 @@ class GLiNER:
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
         when given, else the request's distinct labels, encoded once."""
+        options = (flat_ner, multi_label, batch_size, truncate, progress, label_table)
+        return self._word_spans_sweep(words, labels, threshold, (), *options)[threshold]
+
+    def _word_spans_sweep(
+        self,
+        words: list[list[Word]],
+        labels: Labels,
+        threshold: float,
+        sweep: tuple[float, ...],
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        truncate: bool,
+        progress: bool,
+        label_table: tuple[list[str], np.ndarray] | None = None,
+    ) -> dict[float, list[list[WordSpan]]]:
+        """`_word_spans` at `threshold` and each of `sweep`, from one model pass: {threshold: entities}."""
+        for extra in sweep:
+            _check_options(extra, batch_size)
         label_sets = normalize_labels(labels, len(words))
         pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
+        pipeline.sweep = sweep
         chunk = (None, words, label_sets)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
 
@@ -438,7 +478,7 @@ class GLiNER:
                 bar.update()
 
             pipeline.on_batch = advance
-            ((_, found),) = pipeline.run([chunk])
+            ((_, found),) = pipeline.run_sweep([chunk])
         return found
 
     def _pipeline(

@@ -6,7 +6,8 @@ cut into batches, so rows of similar length share a batch; each row's result doe
 the span modes that read their batch (markerV1, markerV2: `gliner_batch`), whose rows are batched in order as gliner
 batches them. A chunk's word-level entities, merged over its rows with gliner's tie-breaking, are yielded once its last
 batch is decoded; entities carry each text's labels (the model reads their prompts). At most a few batches are in
-flight, so memory is bounded by the chunk size, whatever the length of the stream.
+flight, so memory is bounded by the chunk size, whatever the length of the stream. `run_sweep` decodes each batch's
+probabilities at several thresholds: one model pass gives the entities of a separate run at each.
 
 A bi-encoder's labels are a table (`LabelTable`): the request's label prompts, embedded once, on the devices. Each
 batch carries its rows' `labels_index` (which row of the table each label is) beside its wire array (`to_wire`), and the
@@ -98,7 +99,7 @@ class LabelTable:
 class _ChunkState:
     payload: Any
     label_sets: list[dict[str, str]]  # per text, {prompt: label}
-    found: list[list[WordSpan]]  # per text, from all its rows
+    found: dict[float, list[list[WordSpan]]]  # per threshold, per text, from all its rows
     rows_per_text: collections.Counter
     num_batches: int
 
@@ -126,7 +127,7 @@ class Pipeline:
     `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
     batches them, for span modes whose logits depend on the batch. `pipelined=False` runs each batch from
     preparation to decoding before the next (no thread); `pack_tokens` packs each batch's rows into encoder rows of
-    up to that many tokens (module doc)."""
+    up to that many tokens (module doc). `sweep`: more thresholds every batch is also decoded at (`run_sweep`)."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -142,6 +143,7 @@ class Pipeline:
     pack_tokens: int | None = None
     on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
     label_table: LabelTable | None = None
+    sweep: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.processor.label_prompt != (self.label_table is None):
@@ -149,6 +151,12 @@ class Pipeline:
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
+        for payload, found in self.run_sweep(chunks):
+            yield payload, found[self.threshold]
+
+    def run_sweep(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, dict[float, list[list[WordSpan]]]]]:
+        """(payload, {threshold: entities of each text}) per chunk, in order, for `threshold` and each of `sweep`:
+        the entities of a run at that threshold, decoded from the same probabilities."""
         batches = self._prepare(chunks)
         if not self.pipelined:
             for prepared in batches:
@@ -173,7 +181,8 @@ class Pipeline:
             per_batch = self.gliner_batch or self.batch_rows
             begins = range(0, len(rows), per_batch)
             counts = collections.Counter(r.text for r in rows)
-            chunk = _ChunkState(payload, label_sets, [[] for _ in words], counts, len(begins))
+            found = {threshold: [[] for _ in words] for threshold in self._thresholds}
+            chunk = _ChunkState(payload, label_sets, found, counts, len(begins))
             if not rows:
                 empty = np.zeros(0, np.int64)
                 yield _Prepared(chunk, [], None, None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
@@ -227,6 +236,10 @@ class Pipeline:
         return transfer, packed.get("labels_index"), batch.wire_sizes._replace(num_slots=examples.shape[1]), slots
 
     @property
+    def _thresholds(self) -> list[float]:
+        return list(dict.fromkeys((self.threshold, *self.sweep)))
+
+    @property
     def _token_level(self) -> bool:
         return self.processor.span_mode == "token_level"
 
@@ -245,21 +258,25 @@ class Pipeline:
             else:  # [rows, slots, ...] -> the batch's rows
                 probs = probs.reshape(-1, *probs.shape[2:])[prepared.slots]
             decode = decode_token_batch if self._token_level else decode_span_batch
-            options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-            decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
-            for row, spans in zip(prepared.rows, decoded, strict=True):
-                first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
-                chunk.found[row.text] += [(first + s, first + e, label_of[prompts[c]], p) for s, e, c, p in spans]
+            for threshold, found in chunk.found.items():
+                options = dict(threshold=threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
+                decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
+                for row, spans in zip(prepared.rows, decoded, strict=True):
+                    first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
+                    found[row.text] += [(first + s, first + e, label_of[prompts[c]], p) for s, e, c, p in spans]
             if self.on_batch is not None:
                 self.on_batch(chunk.num_batches)
         if prepared.last:
             options = dict(flat_ner=self.flat_ner, multi_label=self.multi_label, token_level=self._token_level)
-            merged = [
-                merge_spans(spans, list(chunk.label_sets[i].values()), **options)
-                if chunk.rows_per_text[i] > 1
-                else spans
-                for i, spans in enumerate(chunk.found)
-            ]
+            merged = {
+                threshold: [
+                    merge_spans(spans, list(chunk.label_sets[i].values()), **options)
+                    if chunk.rows_per_text[i] > 1
+                    else spans
+                    for i, spans in enumerate(found)
+                ]
+                for threshold, found in chunk.found.items()
+            }
             yield chunk.payload, merged
 
 

@@ -143,7 +143,8 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class TrainerSection:
-    """The loop: steps, batch, seed, logging, evaluation and checkpoint cadence, output folder."""
+    """The loop: steps, batch, seed, logging, evaluation and checkpoint cadence, output folder. Each dev evaluation
+    scores `eval_threshold` (the headline dev/f1) and the `eval_thresholds` sweep (empty: none) from one model pass."""
 
     output_dir: str = "runs/default"
     num_steps: int = 1000
@@ -152,6 +153,7 @@ class TrainerSection:
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end (when data.dev or data.benchmark is set)
     eval_threshold: float = 0.5
+    eval_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     eval_batch_size: int = 16
     save_every: int = 500
     keep_checkpoints: int = 3
@@ -163,6 +165,8 @@ class TrainerSection:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise ValueError(f"trainer.eval_every must be >= 0, got {self.eval_every}")
+        if not all(fits(t, float) and 0 <= t <= 1 for t in self.eval_thresholds):
+            raise ValueError(f"trainer.eval_thresholds must be numbers in [0, 1], got {list(self.eval_thresholds)}")
 
 
 @dataclasses.dataclass(frozen=True)

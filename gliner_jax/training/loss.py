@@ -175,17 +175,11 @@ def per_example_rows(logits: jax.Array, batch: Mapping[str, Any]) -> tuple[jax.A
     return logits.reshape(-1, *logits.shape[lead:]), flat
 
 
-def gliner_loss(
-    logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None = None
-) -> jax.Array:
-    """GLiNER's scalar training loss for span logits [B, W, K, C] or token logits [B, W, C, 3] (packed: [B, S, ...]).
-
-    The batch (training batch contract, packed or not) picks the model: with `span_mask` the span loss over valid
-    (span, label) cells, "mean" dividing by the number of valid spans; without it the token loss over valid (word,
-    label) cells (start, end and inside), "mean" dividing by the number of valid (word, label) pairs. `key` drives
-    the negative masking (span model only, and only when masking != "none" and negatives < 1; its draws follow the
-    example rows, so a packed batch draws other masks than the same batch unpacked).
-    """
+def _element_losses(
+    logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The elementwise losses (0 on invalid or masked cells), their targets (same shape) and the count that "mean"
+    divides by, for span logits [B, W, K, C] (cells [B, W*K, C]) or token logits [B, W, C, 3]."""
     logits, batch = per_example_rows(logits, batch)
     entities = batch["entities"]
     labels_valid = jnp.asarray(batch["labels_valid"], bool)
@@ -198,8 +192,37 @@ def gliner_loss(
         keep = _negative_keep(key, targets, config)
         if keep is not None:
             losses = losses * keep
-        return _reduce(losses, jnp.sum(span_mask), config.reduction)
+        return losses, targets, jnp.sum(span_mask)
     _, w, c, _ = logits.shape
     valid = jnp.asarray(batch["words_valid"], bool)[:, :, None] & labels_valid[:, None, :]
-    losses = _masked_focal(logits, token_targets(entities, w, c), valid[..., None], config)
-    return _reduce(losses, jnp.sum(valid), config.reduction)
+    targets = token_targets(entities, w, c)
+    return _masked_focal(logits, targets, valid[..., None], config), targets, jnp.sum(valid)
+
+
+def gliner_loss(
+    logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None = None
+) -> jax.Array:
+    """GLiNER's scalar training loss for span logits [B, W, K, C] or token logits [B, W, C, 3] (packed: [B, S, ...]).
+
+    The batch (training batch contract, packed or not) picks the model: with `span_mask` the span loss over valid
+    (span, label) cells, "mean" dividing by the number of valid spans; without it the token loss over valid (word,
+    label) cells (start, end and inside), "mean" dividing by the number of valid (word, label) pairs. `key` drives
+    the negative masking (span model only, and only when masking != "none" and negatives < 1; its draws follow the
+    example rows, so a packed batch draws other masks than the same batch unpacked).
+    """
+    losses, _, count = _element_losses(logits, batch, config, key)
+    return _reduce(losses, count, config.reduction)
+
+
+def gliner_loss_terms(
+    logits: jax.Array, batch: Mapping[str, Any], config: LossConfig, key: jax.Array | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`gliner_loss` (computed exactly as there) and its split into terms, each reduced as the loss is: "positive"
+    and "negative", the cells whose target is 1 or 0 (before label smoothing), and for the token model also
+    "start", "end" and "inside". Each split sums to the loss up to rounding."""
+    losses, targets, count = _element_losses(logits, batch, config, key)
+    parts = {"positive": targets > 0, "negative": targets <= 0}
+    if "span_mask" not in batch:
+        parts |= {name: jnp.arange(3) == i for i, name in enumerate(("start", "end", "inside"))}
+    terms = {name: _reduce(jnp.where(part, losses, 0.0), count, config.reduction) for name, part in parts.items()}
+    return _reduce(losses, count, config.reduction), terms

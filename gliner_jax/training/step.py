@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gliner_jax.modeling import axes
 from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
-from gliner_jax.training.loss import LossConfig, gliner_loss
+from gliner_jax.training.loss import LossConfig, gliner_loss, gliner_loss_terms
 from gliner_jax.training.optim import (
     OptimizerConfig,
     apply_updates,
@@ -60,21 +60,26 @@ def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_config: LossConfig) -> StepFn:
     """`step(params, opt_state, batch, key, rest) -> (params, opt_state, metrics)`: forward with dropout drawn from
     `key`, the GLiNER loss, gradients, one optimizer update (not jitted). With `optim.with_master_weights` the
-    parameters become the rounded float32 masters of the optimizer state."""
+    parameters become the rounded float32 masters of the optimizer state. The metrics: "loss", "grad_norm" and the
+    loss's terms from the same forward pass (`gliner_loss_terms`) as "loss/positive", "loss/negative" (and the token
+    model's "loss/start", "loss/end", "loss/inside")."""
 
-    def loss_fn(params: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State) -> jax.Array:
+    def loss_fn(
+        params: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        return gliner_loss(model(**_network_inputs(batch)), batch, loss_config, loss_key)
+        return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, loss_key)
 
     def step(params, opt_state, batch, key, rest):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key, rest)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key, rest)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = apply_updates(params, updates, opt_state)
         grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
-        return params, opt_state, {"loss": loss, "grad_norm": grad_norm}
+        metrics = {"loss": loss, "grad_norm": grad_norm} | {f"loss/{name}": value for name, value in terms.items()}
+        return params, opt_state, metrics
 
     return step
 

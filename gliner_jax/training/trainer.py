@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from gliner_jax.benchmark_suite import evaluate_benchmark, read_benchmark
 from gliner_jax.data_formats import read_examples
-from gliner_jax.evaluation import evaluate_examples
+from gliner_jax.evaluation import evaluate_thresholds, sweep_scalars
 from gliner_jax.model import GLiNER
 from gliner_jax.sharding import avoid_cached_cpu_collectives, make_mesh, override_rules
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
@@ -288,19 +288,25 @@ class Trainer:
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
-        """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the benchmark's averages
-        and per-dataset F1 (every host computes them; the chief shows progress bars and records them)."""
-        model, values = self.host_model(), {}
+        """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the threshold sweep, from
+        one model pass; the benchmark's averages and per-dataset F1 (every host computes them; the chief shows
+        progress bars and records them)."""
+        run, model, values = self.config.trainer, self.host_model(), {}
         if self.dev is not None:
-            evaluation = evaluate_examples(
+            sweep = evaluate_thresholds(
                 model,
                 self.dev,
-                threshold=self.config.trainer.eval_threshold,
-                batch_size=self.config.trainer.eval_batch_size,
+                [run.eval_threshold, *run.eval_thresholds],
+                batch_size=run.eval_batch_size,
                 progress=self.is_chief,
             )
+            evaluation = sweep[run.eval_threshold]
             logger.info("step %d: dev %s", self.step, evaluation)
             values |= evaluation.scalars("dev")
+            if run.eval_thresholds:
+                values |= sweep_scalars({t: sweep[t] for t in run.eval_thresholds}, "dev")
+                best, f1 = values["dev/best_threshold"], values["dev/best_f1"]
+                logger.info("step %d: dev best threshold %g (F1 %.2f%%)", self.step, best, 100 * f1)
         if self.benchmark is not None:
             result = evaluate_benchmark(model, self.benchmark, progress=self.is_chief)
             logger.info("step %d: benchmark\n%s", self.step, result.table())

@@ -61,7 +61,8 @@ def tiny_run(tmp_path_factory, compilation_cache) -> Path:
 
 
 def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
-    """The CI learning check: from a random tiny encoder, training-set span F1 > 0.9; the export loads in gliner."""
+    """The CI learning check: from a random tiny encoder, training-set span F1 > 0.9; the export loads in gliner.
+    metrics.jsonl holds the dev threshold sweep and the loss's terms, which sum to the loss."""
     import torch
     from gliner import GLiNER as TorchGLiNER
 
@@ -81,6 +82,10 @@ def test_tiny_config_learns_and_exports_for_gliner(tiny_run):
     dev_labels = labels_of(read_examples(ROOT / "data" / "tiny" / "dev.jsonl")[0])
     per_label = {f"dev/{metric}/{label}" for metric in ("precision", "recall", "f1") for label in dev_labels}
     assert per_label <= records[max(records)].keys()
+    last = records[max(records)]  # the default sweep 0.1, ..., 0.9 holds trainer.eval_threshold 0.5
+    assert last["dev/f1@0.5"] == last["dev/f1"] <= last["dev/best_f1"] == last[f"dev/f1@{last['dev/best_threshold']:g}"]
+    for record in (record for record in records.values() if "loss" in record):
+        assert record["loss/positive"] + record["loss/negative"] == pytest.approx(record["loss"], rel=1e-5)
 
     reference = TorchGLiNER.from_pretrained(str(final), local_files_only=True)
     from safetensors.numpy import load_file

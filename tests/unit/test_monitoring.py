@@ -1,5 +1,5 @@
-"""Monitoring as the README shows it: the TensorBoard extra, per-label dev scores in metrics.jsonl and TensorBoard,
-`eval --output`, and progress bars that know their total."""
+"""Monitoring as the README shows it: the TensorBoard extra, per-label dev scores and the threshold sweep in
+metrics.jsonl and TensorBoard, `eval --output`, and progress bars that know their total."""
 
 from __future__ import annotations
 
@@ -76,21 +76,25 @@ def _scalar_tags(directory: Path) -> set[str]:
 
 def test_dev_evaluation_scores_each_label_with_a_progress_bar(tmp_path, capsys):
     """A training run's dev evaluation gives dev/f1/LABEL (and precision, recall) of each dev label beside the micro
-    scores, which TensorBoard records under those tags (metrics.jsonl of a whole run: tests/e2e/test_training_run.py),
-    and its progress bar shows the total of its batches."""
+    scores, and the threshold sweep's dev/f1@T, dev/best_threshold and dev/best_f1 (one model pass: one progress
+    bar), which TensorBoard records under those tags ('@' as '_'; metrics.jsonl of a whole run:
+    tests/e2e/test_training_run.py); its progress bar shows the total of its batches."""
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps(example) + "\n" for example in DEV))
     overrides = [f"trainer.output_dir={tmp_path / 'run'}", f"data.dev={dev}", "trainer.eval_batch_size=2"]
-    trainer = Trainer(load_train_config(ROOT / "configs/tiny.yaml", overrides))
+    trainer = Trainer(load_train_config(ROOT / "configs/tiny.yaml", [*overrides, "trainer.eval_thresholds=[0.3,0.5]"]))
     values = trainer._evaluate()
     metrics, labels = ("precision", "recall", "f1"), ("", "/city", "/person")
-    assert values.keys() == {f"dev/{metric}{label}" for metric in metrics for label in labels}
+    sweep = {"dev/f1@0.3", "dev/f1@0.5", "dev/best_threshold", "dev/best_f1"}
+    assert values.keys() == {f"dev/{metric}{label}" for metric in metrics for label in labels} | sweep
+    assert values["dev/f1@0.5"] == values["dev/f1"]  # trainer.eval_threshold is 0.5
+    assert values["dev/best_threshold"] in (0.3, 0.5)
     bars = capsys.readouterr().err
-    assert re.search(r"batches: 100%\|.*\| (\d+)/\1 \[", bars), bars
+    assert len(re.findall(r"batches: 100%\|.*\| (\d+)/\1 \[", bars)) == 1, bars
     writer = trainer._writer()
     trainer._record(values, writer, None)
     writer.close()
-    assert _scalar_tags(tmp_path / "run" / "tensorboard") == values.keys()
+    assert _scalar_tags(tmp_path / "run" / "tensorboard") == {name.replace("@", "_") for name in values}
 
 
 def test_eval_output_writes_the_report_and_refuses_its_input(saved, tmp_path, capsys):
