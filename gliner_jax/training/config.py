@@ -21,6 +21,9 @@ from gliner_jax.sharding import MeshConfig
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig
 
+# The scores `trainer.best_by` may choose a checkpoint by (higher is better), as the evaluations log them.
+BEST_BY = ("dev/f1", "benchmark/zero_shot_f1", "benchmark/all_f1")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
@@ -144,7 +147,11 @@ class DataSection:
 @dataclasses.dataclass(frozen=True)
 class TrainerSection:
     """The loop: steps, batch, seed, logging, evaluation and checkpoint cadence, output folder. Each dev evaluation
-    scores `eval_threshold` (the headline dev/f1) and the `eval_thresholds` sweep (empty: none) from one model pass."""
+    scores `eval_threshold` (the headline dev/f1) and the `eval_thresholds` sweep (empty: none) from one model pass.
+
+    `best_by` (one of `BEST_BY`, or None) also saves every evaluation as a checkpoint with its scores, keeps the
+    best-scoring one besides the newest `keep_checkpoints`, and exports it to OUTPUT/best beside OUTPUT/final.
+    """
 
     output_dir: str = "runs/default"
     num_steps: int = 1000
@@ -158,6 +165,7 @@ class TrainerSection:
     save_every: int = 500
     keep_checkpoints: int = 3
     export: bool = True
+    best_by: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "global_batch_size", "log_every", "save_every", "keep_checkpoints"):
@@ -167,6 +175,8 @@ class TrainerSection:
             raise ValueError(f"trainer.eval_every must be >= 0, got {self.eval_every}")
         if not all(fits(t, float) and 0 <= t <= 1 for t in self.eval_thresholds):
             raise ValueError(f"trainer.eval_thresholds must be numbers in [0, 1], got {list(self.eval_thresholds)}")
+        if self.best_by is not None and self.best_by not in BEST_BY:
+            raise ValueError(f"trainer.best_by must be null or one of {', '.join(BEST_BY)}, got {self.best_by!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +190,12 @@ class TrainConfig:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     rules: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # logical axis -> mesh axes, over the defaults
+
+    def __post_init__(self) -> None:
+        best_by = self.trainer.best_by
+        needed = "data.dev" if best_by == "dev/f1" else "data.benchmark"
+        if best_by is not None and not getattr(self.data, needed.removeprefix("data.")):
+            raise ValueError(f"trainer.best_by={best_by} needs {needed}: no evaluation of this run gives {best_by}")
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:

@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from gliner_jax.model import GLiNER
 from gliner_jax.sharding import avoid_cached_cpu_collectives, make_mesh, override_rules
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
+from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.model_init import build_model
 from gliner_jax.training.optim import float32_params, learning_rates
@@ -78,15 +80,7 @@ class Trainer:
         checkpoints_dir = (self.output_dir / "checkpoints").absolute()
         saved = ocp.utils.checkpoint_steps(checkpoints_dir) if checkpoints_dir.is_dir() else []
         self.restore_data = check_rerun(self.output_dir, config, max(saved, default=None))
-        self.checkpoints = ocp.CheckpointManager(
-            checkpoints_dir,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=run.keep_checkpoints,
-                enable_async_checkpointing=True,
-                cleanup_tmp_directories=True,  # the folders of saves cut off mid-write
-            ),
-            item_names=("state", "data"),
-        )
+        self.checkpoints = checkpoint_manager(checkpoints_dir, run)
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
         self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
@@ -141,6 +135,7 @@ class Trainer:
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
         self.benchmark = read_benchmark(config.data.benchmark) if config.data.benchmark else None
+        check_best_by(run.best_by, self.benchmark)
 
     def _train_state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
@@ -151,10 +146,7 @@ class Trainer:
         step = self.checkpoints.latest_step()
         if step is None:
             return False
-        items = {"state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, self._train_state()))}
-        if self.restore_data:
-            items["data"] = grain.checkpoint.CheckpointRestore(self.iterator)
-        restored = self.checkpoints.restore(step, args=ocp.args.Composite(**items))
+        restored = self._restore(step, data=self.restore_data)
         state = restored["state"]
         self.params, self.opt_state, self.rng = state["params"], state["opt_state"], np.asarray(state["rng"])
         self.step = int(state["step"])
@@ -163,13 +155,23 @@ class Trainer:
         logger.info("resumed from step %d", step)
         return True
 
-    def _save(self) -> None:
+    def _restore(self, step: int, *, data: bool) -> dict[str, Any]:
+        """Checkpoint `step`'s train state (as arrays laid out like the current one) and, with `data`, the data
+        position (into the iterator)."""
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, self._train_state()))}
+        if data:
+            items["data"] = grain.checkpoint.CheckpointRestore(self.iterator)
+        return self.checkpoints.restore(step, args=ocp.args.Composite(**items))
+
+    def _save(self, scores: Mapping[str, float]) -> None:
+        """Checkpoint this step, carrying its `scores` (kept as Orbax metrics with `trainer.best_by`)."""
         self.checkpoints.save(
             self.step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(self._train_state()),
                 data=grain.checkpoint.CheckpointSave(self.iterator),
             ),
+            metrics=dict(scores),
             force=True,
         )
 
@@ -204,7 +206,18 @@ class Trainer:
             raise TrainingInterrupted(self.step, signals.received or signal.SIGTERM)
         if run.export:
             self.export(self.output_dir / "final")
+            if run.best_by is not None:
+                self._export_best()
         return last
+
+    def _export_best(self) -> None:
+        """Export the parameters of the checkpoint with the best `trainer.best_by` score to OUTPUT/best."""
+        best = best_checkpoint(self.checkpoints, self.config.trainer.best_by)
+        if best is None:  # a rerun of a run finished without best_by
+            logger.warning("no checkpoint has a %s score: nothing exported as best", self.config.trainer.best_by)
+            return
+        logger.info("best checkpoint: step %d, %s %.4f", best[0], self.config.trainer.best_by, best[1])
+        self.export(self.output_dir / "best", self.host_model(self._restore(best[0], data=False)["state"]))
 
     def _stop_requested(self, signals: StopSignals) -> bool:
         """Whether any host received a stop signal, or JAX's preemption service (which takes SIGTERM before `fit`
@@ -240,12 +253,15 @@ class Trainer:
                 evaluated = self.dev is not None or self.benchmark is not None
                 if evaluated and (final or (run.eval_every and self.step % run.eval_every == 0)):
                     values |= self._evaluate()
+                scores = checkpoint_scores(values) if run.best_by is not None else {}
+                stopped = not final and self._stop_requested(signals)
+                if final or stopped or scores or self.step % run.save_every == 0:
+                    self._save(scores)
+                if scores and (best := best_checkpoint(self.checkpoints, run.best_by, scores)):
+                    values |= {"best/step": best[0], "best/score": best[1]}
                 if values:
                     last |= values
                     self._record(values, writer, metrics_file)
-                stopped = not final and self._stop_requested(signals)
-                if final or stopped or self.step % run.save_every == 0:
-                    self._save()
         finally:
             progress.close()
             self.checkpoints.wait_until_finished()
@@ -280,10 +296,11 @@ class Trainer:
             metrics_file.write(json.dumps({"step": self.step, **values}) + "\n")
             metrics_file.flush()
 
-    def host_model(self) -> GLiNER:
-        """The current parameters as an eval-mode `GLiNER` on this host (gathered from every process); the float32
-        master weights where the parameters are held in bfloat16."""
-        params = multihost_utils.process_allgather(float32_params(self.params, self.opt_state), tiled=True)
+    def host_model(self, state: Mapping[str, Any] | None = None) -> GLiNER:
+        """The current parameters (or those of a restored train `state`) as an eval-mode `GLiNER` on this host
+        (gathered from every process); the float32 master weights where the parameters are held in bfloat16."""
+        state = self._train_state() if state is None else state
+        params = multihost_utils.process_allgather(float32_params(state["params"], state["opt_state"]), tiled=True)
         model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
@@ -313,9 +330,10 @@ class Trainer:
             values |= result.scalars("benchmark")
         return values
 
-    def export(self, path: Path) -> None:
-        """Write the gliner-compatible directory (the chief writes; every host joins the gather)."""
-        model = self.host_model()
+    def export(self, path: Path, model: GLiNER | None = None) -> None:
+        """Write the gliner-compatible directory of `model` (default: the current parameters; the chief writes, every
+        host joins the gather)."""
+        model = self.host_model() if model is None else model
         if self.is_chief:
             model.save_pretrained(path, overwrite=True)  # a rerun replaces its own earlier export
             logger.info("exported to %s", path)
