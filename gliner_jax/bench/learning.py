@@ -41,6 +41,7 @@ trainers before. To aim at 35%: `--steps 3000 --others-lr 3e-3` (more steps, a h
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import statistics
 import tempfile
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev, labels = dev[: args.dev_size], sorted(set(LABEL_NAMES.values()))
     trainers = {"gliner": train_gliner, "ours": train_ours}
     chosen = [name for name in args.trainers.split(",") if name]
+    if "gliner" in chosen and importlib.util.find_spec("accelerate") is None:
+        parser.error("gliner's Trainer needs accelerate (not in the dev extra): pip install accelerate")
     runs = []
     with tempfile.TemporaryDirectory() as root:
         start = build_start(str(Path(root) / "start"), args.encoder or str(minilm_directory()), args.init_seed)
