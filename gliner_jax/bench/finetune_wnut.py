@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--uni", action="store_true", help="a uni-encoder GLiNER instead of a bi-encoder")
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args(argv)
+    if not Path(args.data).is_file():
+        parser.error(f"--data {args.data}: no such file")
 
     encoder = args.encoder or str(minilm_directory())
     examples = rename_labels(read_conll(args.data), LABEL_NAMES)

@@ -258,14 +258,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             flag = "--" + field.name.replace("_", "-")
             parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
     args = parser.parse_args(argv)
+    if not Path(args.data).is_file():
+        parser.error(f"--data {args.data}: no such file")
+    if "gliner" in args.trainers.split(",") and importlib.util.find_spec("accelerate") is None:
+        parser.error("gliner's Trainer needs accelerate (not in the dev extra): pip install accelerate")
     names = {f.name for f in dataclasses.fields(Settings)} - {"seed", "adam_betas"}
     base = Settings(**{name: getattr(args, name) for name in names})
     train, dev = split(rename_labels(read_conll(args.data), LABEL_NAMES))
     dev, labels = dev[: args.dev_size], sorted(set(LABEL_NAMES.values()))
     trainers = {"gliner": train_gliner, "ours": train_ours}
     chosen = [name for name in args.trainers.split(",") if name]
-    if "gliner" in chosen and importlib.util.find_spec("accelerate") is None:
-        parser.error("gliner's Trainer needs accelerate (not in the dev extra): pip install accelerate")
     runs = []
     with tempfile.TemporaryDirectory() as root:
         start = build_start(str(Path(root) / "start"), args.encoder or str(minilm_directory()), args.init_seed)
