@@ -17,14 +17,13 @@ invalid JSON or a malformed record is a ValueError naming the file.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from gliner_jax.data_formats import Example, read_text
+from gliner_jax.data_formats import Example, read_json
 from gliner_jax.evaluation import Evaluation, WordPredictor, evaluate_examples
 
 ZERO_SHOT = (
@@ -80,13 +79,6 @@ def sentence_example(record: dict[str, Any]) -> Example:
     return {"tokenized_text": words, "ner": ner}
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class BenchmarkDataset:
     """One dataset's test split as Examples, its labels (lower-cased, file order) and whether it is nested."""
@@ -120,13 +112,13 @@ def read_dataset(folder: str | Path) -> BenchmarkDataset:
     """A dataset folder's test split and labels; ValueError naming the file for anything malformed."""
     folder = Path(folder)
     files = _role_files(folder)
-    records = _load_json(files["test"])
+    records = read_json(files["test"])
     if not isinstance(records, list):
         raise ValueError(f"{files['test']}: expected a JSON list of records")
     for index, record in enumerate(records):
         if problem := _record_problem(record):
             raise ValueError(f"{files['test']}: record {index}: {problem}")
-    labels = _load_json(files["labels"])
+    labels = read_json(files["labels"])
     if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
         raise ValueError(f"{files['labels']}: expected a non-empty JSON list of label strings")
     nested = any(marker in folder.name for marker in NESTED_MARKERS)

@@ -96,15 +96,24 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
         raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at column {column})") from None
 
 
+def _loads(text: str, path: Path) -> Any:
+    """The JSON value of `text`, the contents of `path`; ValueError naming path:line for invalid JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value of a UTF-8 file; ValueError naming path:line for invalid JSON or text that is not UTF-8."""
+    return _loads(read_text(path), path)
+
+
 def _parse(path: Path) -> list[tuple[Any, str | None]]:
     """(record, JSON error) per record of a JSON list or a JSONL file (blank lines skipped)."""
     text = read_text(path)
     if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
-        return [(record, None) for record in records]
+        return [(record, None) for record in _loads(text, path)]
     parsed = []
     for line in text.splitlines():
         if line.strip():
