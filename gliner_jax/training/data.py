@@ -18,8 +18,6 @@ import dataclasses
 import json
 import logging
 import random
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import grain
 import numpy as np
 
 from gliner_jax.buckets import entity_bucket
+from gliner_jax.checkpoint_io import new_folder
 from gliner_jax.data_formats import (
     Example,
     bio_spans,
@@ -436,7 +435,7 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    mixture = isinstance(source, list | tuple) and any(isinstance(part, WeightedSource) for part in source[:1])
+    mixture = isinstance(source, list | tuple) and bool(source) and isinstance(source[0], WeightedSource)
     if mixture:
         dataset = mixed_records(source, seed, shuffle=shuffle, num_epochs=num_epochs)
     else:
@@ -493,9 +492,7 @@ def prepare_array_record(
         stream = stream[:examples] if examples is not None else stream
     bounds = np.linspace(0, len(stream), num_shards + 1).astype(int)
     written = np.zeros(len(parts), np.int64)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with new_folder(out_dir) as partial:  # written beside, renamed in when complete
         for index in range(num_shards):
             writer = ArrayRecordWriter(
                 str(partial / SHARD_PATTERN.format(index=index, count=num_shards)), "group_size:1"
@@ -505,12 +502,6 @@ def prepare_array_record(
                     writer.write(json.dumps(record, ensure_ascii=False).encode("utf-8"))
                     written[source] += 1
             writer.close()
-        if out_dir.exists():
-            out_dir.rmdir()
-        partial.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     summary = [
         {"name": part.name, "path": spec["path"], "weight": part.weight, "examples": len(part.examples)}
         | {"written": int(count)}

@@ -113,6 +113,7 @@ def test_data_prepare_writes_a_mixture_into_a_new_folder(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert [s["written"] for s in summary["sources"]] == [6, 3] and len(summary["shards"]) == 2
     assert len(open_source(str(tmp_path / "nine"))) == 9
+    assert (tmp_path / "nine").stat().st_mode & 0o777 == 0o755  # readable by the other hosts of a shared filesystem
 
     # A folder that holds anything is never written into; nothing is left aside.
     with pytest.raises(SystemExit, match=r"^error: .*nine: exists and is not empty; give a new output folder$"):
