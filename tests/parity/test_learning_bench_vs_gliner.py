@@ -4,10 +4,13 @@ set of settings (no training)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
 from gliner.training import TrainingArguments
 
-from gliner_jax.bench.learning import Settings, gliner_arguments, our_config
+from gliner_jax.bench.learning import Settings, gliner_arguments, our_config, settings_from_config
+from gliner_jax.training.config import load_train_config
 
 SETTINGS = Settings(
     steps=120,
@@ -79,3 +82,16 @@ def test_our_config_is_the_same_settings():
     assert (loss.alpha, loss.gamma, loss.label_smoothing, loss.prob_margin) == (0.6, 1.5, 0.0, 0.0)
     assert (loss.reduction, loss.negatives, loss.masking) == ("mean", 0.7, "label")
     assert trainer.export and trainer.output_dir == "/run"
+
+
+def test_the_wnut_config_holds_the_benchmark_settings():
+    config = load_train_config(Path(__file__).parents[2] / "configs" / "wnut_minilm.yaml")
+    assert settings_from_config(config) == Settings()
+    assert settings_from_config(our_config(SETTINGS, "/start", "/train.jsonl", "/run")) == SETTINGS
+
+
+def test_a_setting_gliner_cannot_be_given_is_refused():
+    config = our_config(SETTINGS, "/start", "/train.jsonl", "/run")
+    config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, label_smoothing=0.1))
+    with pytest.raises(ValueError, match=r"^loss\.label_smoothing: the learning benchmark maps only"):
+        settings_from_config(config)
