@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gliner_jax
 from gliner_jax.data_formats import EVAL_FORMATS, SOURCE_FORMATS, TEXT_FORMATS
+from gliner_jax.text.splitters import SPLITTER_TYPES, WordSplitter
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -252,8 +253,15 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
     sources = [parse_source(text) for text in args.sources]
     check_sources(tuple(sources))
+    split = WordSplitter(args.words_splitter)
     summary = prepare_array_record(
-        sources, args.output, num_shards=args.shards, strict=args.strict, examples=args.examples, seed=args.seed
+        sources,
+        args.output,
+        num_shards=args.shards,
+        strict=args.strict,
+        examples=args.examples,
+        seed=args.seed,
+        split=split,
     )
     print(json.dumps(summary, ensure_ascii=False))
     return 0
@@ -478,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--examples", type=int, help="records of the mixture to write (default: one pass)")
     prepare.add_argument("--seed", type=int, default=0, help="the mixture's shuffling seed (default 0)")
     prepare.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    prepare.add_argument(
+        "--words-splitter",
+        choices=SPLITTER_TYPES,
+        default="whitespace",
+        help="the word splitter of the model to train (its words_splitter_type), which splits the texts of "
+        "character-offset records (default whitespace)",
+    )
     prepare.set_defaults(run=_data_prepare)
 
     train = commands.add_parser(

@@ -29,6 +29,14 @@ from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.training.config import ModelSection
 
 
+def words_splitter_type(section: ModelSection) -> str:
+    """The words_splitter_type of the model the section builds: `init_from`'s config's, else `gliner`'s (gliner's
+    default, whitespace, when absent), known before the model is built (its training texts are split with it)."""
+    if section.init_from is not None:
+        return resolve_gliner(section.init_from).config.words_splitter_type
+    return section.gliner.get("words_splitter_type", GLiNERConfig.words_splitter_type)
+
+
 def build_model(section: ModelSection, seed: int) -> GLiNER:
     """The model (float32 parameters, compute dtype from the section) with its config and tokenizers.
 

@@ -5,6 +5,7 @@ missing-model error; a jieba model's entities against gliner's."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 
 import pytest
@@ -13,6 +14,9 @@ from gliner.data_processing.tokenizer import SpaCyTokenSplitter, WordsSplitter
 from gliner_jax import GLiNER
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.splitters import REQUIREMENTS, WordSplitter, check_available
+from gliner_jax.training.config import ModelSection
+from gliner_jax.training.data import open_source
+from gliner_jax.training.model_init import words_splitter_type
 from tests.utils.entities import assert_same_entities
 
 # One text per language, with a repeated word (placed after the previous one, not at its first occurrence), digits,
@@ -102,3 +106,20 @@ def test_jieba_model_predicts_reference_entities(gliner_backbone, tmp_path):
     assert sum(map(len, expected)) > 0  # the comparison is not between empty lists
     for ours_row, ref_row in zip(ours.inference(texts, labels, threshold=threshold), expected, strict=True):
         assert_same_entities(ours_row, ref_row)
+    # Training from this model splits character-offset records with its splitter, read from its config.
+    assert words_splitter_type(ModelSection(init_from=str(tmp_path))) == "jieba"
+
+
+def test_character_offset_records_split_with_the_splitter(tmp_path):
+    """A training file of character-offset records, read for a jieba model: gliner's jieba words, each entity the
+    words it covers."""
+    require("jieba")
+    text = TEXTS["zh"]
+    entities = [[0, 4, "organization"], [5, 8, "person"], [text.index("上海"), text.index("上海") + 2, "city"]]
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"text": text, "entities": entities}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (example,) = open_source(str(path), data_format="char", split=WordSplitter("jieba"))
+    words = list(WordsSplitter("jieba")(text))
+    assert example["tokenized_text"] == [word for word, _, _ in words]
+    starts, ends = [start for _, start, _ in words], [end for _, _, end in words]
+    assert example["ner"] == [[starts.index(start), ends.index(end), label] for start, end, label in entities]
