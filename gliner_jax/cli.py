@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gliner_jax
+from gliner_jax.config import WORDS_SPLITTER_TYPES
 from gliner_jax.data_formats import EVAL_FORMATS, SOURCE_FORMATS, TEXT_FORMATS
-from gliner_jax.text.splitters import SPLITTER_TYPES, WordSplitter
+from gliner_jax.text.splitters import WordSplitter
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -488,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
     prepare.add_argument(
         "--words-splitter",
-        choices=SPLITTER_TYPES,
+        choices=WORDS_SPLITTER_TYPES,
         default="whitespace",
         help="the word splitter of the model to train (its words_splitter_type), which splits the texts of "
         "character-offset records (default whitespace)",
@@ -533,15 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def errors_as_one_line(debug: bool = False) -> Iterator[None]:
-    """Bad input (a missing file or model, a malformed value, an unsupported config) ends the program with one
-    `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the traceback). A reader that
-    stops reading our output (`| head`) ends it quietly."""
+    """Bad input (a missing file or model, a malformed value, an unsupported config, a missing optional library)
+    ends the program with one `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the
+    traceback). A reader that stops reading our output (`| head`) ends it quietly."""
     try:
         yield
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         raise SystemExit(1) from None
-    except (OSError, ValueError, NotImplementedError) as error:
+    except (OSError, ValueError, NotImplementedError, ModuleNotFoundError) as error:
         if debug:
             raise
         raise SystemExit("error: " + " ".join(str(error).split())) from None

@@ -18,8 +18,9 @@ from gliner_jax.text.words import Word, split_words
 
 Splitter = Callable[[str], list[Word]]
 
-# words_splitter_type -> (the modules it imports, the pip extra of gliner-jax that installs them). gliner checks
-# for `jieba` but imports `jieba3`; we need only `jieba3`.
+# words_splitter_type (every one gliner 0.2.29 accepts, as config.WORDS_SPLITTER_TYPES lists them) -> (the modules it
+# imports, the pip extra of gliner-jax that installs them). gliner checks for `jieba` but imports `jieba3`; we need
+# only `jieba3`.
 REQUIREMENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "whitespace": ((), ""),
     "spacy": (("spacy",), "spacy"),
@@ -32,7 +33,6 @@ REQUIREMENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "stanza": (("stanza", "langdetect"), "stanza"),
     "universal": (("langdetect", "spacy", "mecab", "janome", "indicnlp", "jieba3", "camel_tools"), "universal"),
 }
-SPLITTER_TYPES = tuple(REQUIREMENTS)  # every words_splitter_type gliner 0.2.29 accepts
 
 # The universal splitter's language (langdetect's code) -> splitter; any other language, or none detected, gets
 # spaCy's multi-language tokenizer.
@@ -66,7 +66,7 @@ def _placed(text: str, tokens: Iterable[str], skip_missing: bool = False) -> lis
 def check_available(splitter_type: str) -> None:
     """ValueError for an unknown `splitter_type`; ModuleNotFoundError naming the extra when its library is missing."""
     if splitter_type not in REQUIREMENTS:
-        raise ValueError(f"unknown GLiNER config words_splitter_type={splitter_type!r}; known: {SPLITTER_TYPES}")
+        raise ValueError(f"unknown GLiNER config words_splitter_type={splitter_type!r}; known: {tuple(REQUIREMENTS)}")
     modules, extra = REQUIREMENTS[splitter_type]
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if missing:

@@ -12,6 +12,7 @@ import pytest
 from gliner.data_processing.tokenizer import SpaCyTokenSplitter, WordsSplitter
 
 from gliner_jax import GLiNER
+from gliner_jax.config import WORDS_SPLITTER_TYPES
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.splitters import REQUIREMENTS, WordSplitter, check_available
 from gliner_jax.training.config import ModelSection
@@ -87,6 +88,7 @@ def test_stanza_without_a_model_refuses_like_reference(monkeypatch, tmp_path):
 
 
 def test_unknown_or_missing_splitter_is_named(monkeypatch):
+    assert tuple(REQUIREMENTS) == WORDS_SPLITTER_TYPES  # the config accepts what the registry builds
     with pytest.raises(ValueError, match="words_splitter_type='spaces'"):
         WordSplitter("spaces")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
