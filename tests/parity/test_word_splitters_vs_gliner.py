@@ -12,11 +12,12 @@ import pytest
 from gliner.data_processing.tokenizer import SpaCyTokenSplitter, WordsSplitter
 
 from gliner_jax import GLiNER
+from gliner_jax.cli import main
 from gliner_jax.config import WORDS_SPLITTER_TYPES
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.splitters import REQUIREMENTS, WordSplitter, check_available
 from gliner_jax.training.config import ModelSection
-from gliner_jax.training.data import open_source
+from gliner_jax.training.data import ArrayRecordExamples, open_source
 from gliner_jax.training.model_init import words_splitter_type
 from tests.utils.entities import assert_same_entities
 
@@ -113,8 +114,8 @@ def test_jieba_model_predicts_reference_entities(gliner_backbone, tmp_path):
 
 
 def test_character_offset_records_split_with_the_splitter(tmp_path):
-    """A training file of character-offset records, read for a jieba model: gliner's jieba words, each entity the
-    words it covers."""
+    """A training file of character-offset records, read for a jieba model (as a training source, and written into
+    shards by `data prepare --words-splitter jieba`): gliner's jieba words, each entity the words it covers."""
     require("jieba")
     text = TEXTS["zh"]
     entities = [[0, 4, "organization"], [5, 8, "person"], [text.index("上海"), text.index("上海") + 2, "city"]]
@@ -125,3 +126,6 @@ def test_character_offset_records_split_with_the_splitter(tmp_path):
     assert example["tokenized_text"] == [word for word, _, _ in words]
     starts, ends = [start for _, start, _ in words], [end for _, _, end in words]
     assert example["ner"] == [[starts.index(start), ends.index(end), label] for start, end, label in entities]
+    assert main(["data", "prepare", f"{path}:char", str(tmp_path / "shards"), "--words-splitter", "jieba"]) == 0
+    written = ArrayRecordExamples(tmp_path / "shards")
+    assert [written[i] for i in range(len(written))] == [example]
