@@ -11,10 +11,9 @@ from pathlib import Path
 from gliner_jax.data_formats import Example, Split, labels_of, read_examples, read_text_records, record_words
 from gliner_jax.evaluation import Scores, evaluate_examples
 from gliner_jax.model import GLiNER
-from gliner_jax.text.splitters import WordSplitter
 from gliner_jax.text.words import split_words
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.model_init import words_splitter_type
+from gliner_jax.training.model_init import ModelWordSplitter
 from gliner_jax.training.trainer import Trainer
 
 PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
@@ -67,7 +66,7 @@ def self_train(
     if config.model.init_from is None or config.data.dev is None:
         raise ValueError("self-training needs model.init_from (the model to improve) and data.dev (labelled)")
     dev, _ = read_examples(config.data.dev, strict=config.data.strict)
-    split = WordSplitter(words_splitter_type(config.model))  # the model's, read from its config
+    split = ModelWordSplitter(config.model)  # the model's, read from its config
     word_lists = read_unlabelled(unlabelled, text_format, split)  # a bad file is refused before the model is loaded
     if labels is None:
         labels = labels_of(dev)

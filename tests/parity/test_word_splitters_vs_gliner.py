@@ -18,7 +18,7 @@ from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.splitters import REQUIREMENTS, WordSplitter, check_available
 from gliner_jax.training.config import ModelSection
 from gliner_jax.training.data import ArrayRecordExamples, open_source
-from gliner_jax.training.model_init import words_splitter_type
+from gliner_jax.training.model_init import ModelWordSplitter
 from tests.utils.entities import assert_same_entities
 
 # One text per language, with a repeated word (placed after the previous one, not at its first occurrence), digits,
@@ -110,7 +110,8 @@ def test_jieba_model_predicts_reference_entities(gliner_backbone, tmp_path):
     for ours_row, ref_row in zip(ours.inference(texts, labels, threshold=threshold), expected, strict=True):
         assert_same_entities(ours_row, ref_row)
     # Training from this model splits character-offset records with its splitter, read from its config.
-    assert words_splitter_type(ModelSection(init_from=str(tmp_path))) == "jieba"
+    split = ModelWordSplitter(ModelSection(init_from=str(tmp_path)))
+    assert split(TEXTS["zh"]) == list(WordsSplitter("jieba")(TEXTS["zh"]))
 
 
 def test_character_offset_records_split_with_the_splitter(tmp_path):
