@@ -176,7 +176,7 @@ class _Stanza:
         pipeline = self.pipeline(language) or self.pipeline(STANZA_DEFAULT_LANGUAGE)
         if pipeline is None:
             tried = " or ".join(map(repr, dict.fromkeys([language, STANZA_DEFAULT_LANGUAGE])))
-            raise RuntimeError(
+            raise FileNotFoundError(
                 f"words_splitter_type='stanza': no stanza tokenize model for {tried} could be loaded or downloaded "
                 f"(stanza.download({language!r}, processors='tokenize') fetches one)"
             )
@@ -204,9 +204,10 @@ _BUILDERS: dict[str, Callable[[], Splitter]] = {
 class WordSplitter:
     """The word splitter of a `words_splitter_type`: called on a text, its (word, char_start, char_end) words.
 
-    Built eagerly (a missing library or model fails here, not at the first text); calls are serialised, since the
-    libraries' tokenizers are not all thread-safe. A pickled copy carries only the type and rebuilds the library's
-    tokenizer at its first call."""
+    Built eagerly: a missing library (or HanLP's model, which cannot be downloaded) fails here; a missing Stanza
+    model fails at the first text of its language, as in gliner (FileNotFoundError; gliner's RuntimeError). Calls are
+    serialised, since the libraries' tokenizers are not all thread-safe. A pickled copy carries only the type and
+    rebuilds the library's tokenizer at its first call."""
 
     def __init__(self, splitter_type: str = "whitespace") -> None:
         check_available(splitter_type)

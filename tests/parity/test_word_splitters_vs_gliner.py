@@ -71,7 +71,8 @@ def test_texts_reach_every_branch_of_reference_universal():
 
 
 def test_stanza_without_a_model_refuses_like_reference(monkeypatch, tmp_path):
-    """Offline, with no model on disk: both splitters build and then raise RuntimeError at the first text. (A real
+    """Offline, with no model on disk: both splitters build and then refuse the first text (gliner: RuntimeError;
+    ours: FileNotFoundError, which the CLI shows as one line). (A real
     stanza model cannot be fetched here; stanza.download is replaced by one that fails, as it does offline.)"""
     require("stanza")
     import stanza
@@ -84,7 +85,7 @@ def test_stanza_without_a_model_refuses_like_reference(monkeypatch, tmp_path):
     ours, reference = WordSplitter("stanza"), WordsSplitter("stanza")
     with pytest.raises(RuntimeError, match="could not be loaded"):
         list(reference(TEXTS["en"]))
-    with pytest.raises(RuntimeError, match=r"words_splitter_type='stanza': no stanza tokenize model for 'en'"):
+    with pytest.raises(FileNotFoundError, match=r"words_splitter_type='stanza': no stanza tokenize model for 'en'"):
         ours(TEXTS["en"])
 
 
