@@ -13,7 +13,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gliner_jax
+from gliner_jax.config import WORDS_SPLITTER_TYPES
 from gliner_jax.data_formats import EVAL_FORMATS, SOURCE_FORMATS, TEXT_FORMATS
+from gliner_jax.text.splitters import WordSplitter
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -252,8 +254,15 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
     sources = [parse_source(text) for text in args.sources]
     check_sources(tuple(sources))
+    split = WordSplitter(args.words_splitter)
     summary = prepare_array_record(
-        sources, args.output, num_shards=args.shards, strict=args.strict, examples=args.examples, seed=args.seed
+        sources,
+        args.output,
+        num_shards=args.shards,
+        strict=args.strict,
+        examples=args.examples,
+        seed=args.seed,
+        split=split,
     )
     print(json.dumps(summary, ensure_ascii=False))
     return 0
@@ -478,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--examples", type=int, help="records of the mixture to write (default: one pass)")
     prepare.add_argument("--seed", type=int, default=0, help="the mixture's shuffling seed (default 0)")
     prepare.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    prepare.add_argument(
+        "--words-splitter",
+        choices=WORDS_SPLITTER_TYPES,
+        default="whitespace",
+        help="the word splitter of the model to train (its words_splitter_type), which splits the texts of "
+        "character-offset records (default whitespace)",
+    )
     prepare.set_defaults(run=_data_prepare)
 
     train = commands.add_parser(
@@ -518,15 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def errors_as_one_line(debug: bool = False) -> Iterator[None]:
-    """Bad input (a missing file or model, a malformed value, an unsupported config) ends the program with one
-    `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the traceback). A reader that
-    stops reading our output (`| head`) ends it quietly."""
+    """Bad input (a missing file or model, a malformed value, an unsupported config, a missing optional library)
+    ends the program with one `error: ...` line on stderr and exit status 1, not a traceback (`debug` keeps the
+    traceback). A reader that stops reading our output (`| head`) ends it quietly."""
     try:
         yield
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         raise SystemExit(1) from None
-    except (OSError, ValueError, NotImplementedError) as error:
+    except (OSError, ValueError, NotImplementedError, ModuleNotFoundError) as error:
         if debug:
             raise
         raise SystemExit("error: " + " ".join(str(error).split())) from None

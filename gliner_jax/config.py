@@ -15,6 +15,19 @@ from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
+# Every words_splitter_type gliner 0.2.29 accepts (its WordsSplitter); `text/splitters.py` implements each.
+WORDS_SPLITTER_TYPES = (
+    "whitespace",
+    "spacy",
+    "mecab",
+    "jieba",
+    "hanlp",
+    "janome",
+    "camel",
+    "hindi",
+    "stanza",
+    "universal",
+)
 
 
 # Fields of gliner_config.json that select a gliner architecture other than the uni- and bi-encoder (gliner's
@@ -83,7 +96,12 @@ class GLiNERConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self.__dict__, GLiNERConfig, "GLiNER config")
-        for key, known in (("span_mode", SPAN_MODES), ("subtoken_pooling", SUBTOKEN_POOLING)):
+        checked = (
+            ("span_mode", SPAN_MODES),
+            ("subtoken_pooling", SUBTOKEN_POOLING),
+            ("words_splitter_type", WORDS_SPLITTER_TYPES),
+        )
+        for key, known in checked:
             if getattr(self, key) not in known:  # gliner refuses these too
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {

@@ -11,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import yaml
 
-from gliner_jax.text.words import split_words, word_strings
+from gliner_jax.text.words import Word, split_words, word_strings
 
 Example = dict[str, Any]
+Split = Callable[[str], list[Word]]  # a word splitter (`text.splitters.WordSplitter`): a text's (word, start, end)
 CONLL_SUFFIXES = (".conll", ".txt", ".bio")
 JSON_SUFFIXES = (".json", ".jsonl")
 TEXT_FORMATS = ("auto", "text", "jsonl", "json")  # what a user names; "auto" resolves to one of them or "lines"
@@ -417,11 +418,12 @@ def read_text_records(path: str | Path, text_format: str = "auto") -> list[Examp
     return records
 
 
-def record_words(record: Example) -> list[str]:
-    """A text record's words: its "tokenized_text", else its "text" split as gliner splits it."""
+def record_words(record: Example, split: Split = split_words) -> list[str]:
+    """A text record's words: its "tokenized_text", else its "text" split by `split` (the model's word splitter;
+    gliner's default, whitespace, unless given)."""
     if "tokenized_text" in record and _is_str_list(record["tokenized_text"]):
         return list(record["tokenized_text"])
-    return word_strings(split_words(record["text"]))
+    return word_strings(split(record["text"]))
 
 
 def record_text(record: Example) -> str:
@@ -455,11 +457,13 @@ def _char_entities(record: dict) -> list[tuple[int, int, str]] | str:
     return spans
 
 
-def char_example(text: str, entities: Sequence[tuple[int, int, str]], skip: int = 0) -> tuple[Example, int] | str:
-    """A character-offset record as an example: the text split into words as the model splits it (`split_words`),
+def char_example(
+    text: str, entities: Sequence[tuple[int, int, str]], skip: int = 0, split: Split = split_words
+) -> tuple[Example, int] | str:
+    """A character-offset record as an example: the text split into words as the model splits it (`split`),
     each entity [start, end) (offsets into `text[skip:]`) the words it overlaps; with the number of entities whose
     offsets do not fall on word boundaries. An entity that overlaps no word (only spaces) is a problem."""
-    words = split_words(text)
+    words = split(text)
     starts, ends = [start for _, start, _ in words], [end for _, _, end in words]
     ner, misaligned = [], 0
     for start, end, label in entities:
@@ -473,9 +477,9 @@ def char_example(text: str, entities: Sequence[tuple[int, int, str]], skip: int 
     return {"tokenized_text": word_strings(words), "ner": ner}, misaligned
 
 
-def convert_record(record: Any, data_format: str) -> tuple[Example, int] | str:
+def convert_record(record: Any, data_format: str, split: Split = split_words) -> tuple[Example, int] | str:
     """A record of `data_format` ("gliner", "char" or "prompted") as an example and its misaligned entities (see
-    `char_example`), or why it is not valid.
+    `char_example`; texts split into words by `split`), or why it is not valid.
 
     "gliner": {"tokenized_text", "ner"} (see `check_record`). "char": {"text", "entities"}, entities as
     {"start", "end", "label"} objects or [start, end, label] triples, character offsets, end exclusive.
@@ -490,11 +494,11 @@ def convert_record(record: Any, data_format: str) -> tuple[Example, int] | str:
     if isinstance(entities, str):
         return entities
     if data_format == "char":
-        return char_example(record["text"], entities)
+        return char_example(record["text"], entities, split=split)
     if not isinstance(record.get("prompt"), str):
         return "missing string 'prompt'"
     head = record["prompt"] + PROMPT_SEPARATOR
-    return char_example(head + record["text"], entities, len(head))
+    return char_example(head + record["text"], entities, len(head), split)
 
 
 def _json_format(path: Path) -> str:
@@ -517,12 +521,12 @@ def resolve_source_format(path: str | Path, data_format: str = "auto") -> str:
 
 
 def read_source(
-    path: str | Path, data_format: str = "auto", *, strict: bool = False
+    path: str | Path, data_format: str = "auto", *, strict: bool = False, split: Split = split_words
 ) -> tuple[list[Example], list[RecordProblem], int]:
-    """The valid examples of a training file in `data_format` (see `resolve_source_format`, `convert_record` and
-    `read_conll`), the problems of the records skipped and the number of entities whose character offsets were
-    widened to word boundaries. Bad records as in `read_examples` (`strict` raises on the first; a CoNLL file raises
-    on any, naming its line)."""
+    """The valid examples of a training file in `data_format` (see `resolve_source_format`, `convert_record`, whose
+    texts `split` splits into words, and `read_conll`), the problems of the records skipped and the number of
+    entities whose character offsets were widened to word boundaries. Bad records as in `read_examples` (`strict`
+    raises on the first; a CoNLL file raises on any, naming its line)."""
     data_format = resolve_source_format(path, data_format)
     if data_format == "conll":
         return read_conll(path), [], 0
@@ -530,7 +534,7 @@ def read_source(
         return (*read_examples(path, strict=strict), 0)
     examples, problems, misaligned = [], [], 0
     for index, (record, error) in enumerate(_parse(Path(path))):
-        converted = error or convert_record(record, data_format)
+        converted = error or convert_record(record, data_format, split)
         if isinstance(converted, tuple):
             examples.append(converted[0])
             misaligned += converted[1]

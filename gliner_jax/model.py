@@ -28,7 +28,7 @@ from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
 from gliner_jax.text.wire import WireSizes, from_wire
-from gliner_jax.text.words import Word, joined_word_offsets, split_words
+from gliner_jax.text.words import Word, joined_word_offsets
 
 # The jitted inference entry points (tests count their compiled programs): the forward pass of every model kind, and
 # a bi-encoder's label encoder.
@@ -140,7 +140,7 @@ class GLiNER:
         placement, graphdef, state = self._placed()
         table = self._label_table(placement, label_sets)
         batch = self.processor.collate_rows(
-            [split_words(text) for text in texts],
+            [self.processor.split_words(text) for text in texts],
             [list(label_set) for label_set in label_sets],
             bucket=bucket,
             label_table=None if table is None else table.prompts,
@@ -290,7 +290,7 @@ class GLiNER:
                 f"labels_embeddings has shape {table.shape}; {len(labels)} labels need "
                 f"({len(labels)}, {self.config.hidden_size}): one row of hidden_size per label, in order"
             )
-        words = [split_words(text) for text in texts]
+        words = [self.processor.split_words(text) for text in texts]
         found = self._word_spans(
             words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
         )
@@ -332,7 +332,7 @@ class GLiNER:
         words, as the gliner library does. A label set whose prompt (2 words per label, plus one) does
         not fit in `max_len` words is run in several passes. Empty or whitespace-only texts give [].
         """
-        words = [split_words(text) for text in texts]
+        words = [self.processor.split_words(text) for text in texts]
         found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
@@ -361,7 +361,7 @@ class GLiNER:
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
             for chunk in chunks:
                 texts = list(chunk)
-                words = [split_words(text) for text in texts]
+                words = [self.processor.split_words(text) for text in texts]
                 yield (texts, words), words, label_sets * len(texts)
 
         pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)

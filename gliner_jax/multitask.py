@@ -17,7 +17,7 @@ import numpy as np
 from gliner_jax.data_formats import PROMPT_SEPARATOR
 from gliner_jax.decoding import merge_spans
 from gliner_jax.model import GLiNER
-from gliner_jax.text.words import split_words
+from gliner_jax.text.splitters import WordSplitter
 from gliner_jax.windows import word_windows
 
 QA_PROMPT = "Answer the following question: {}"
@@ -39,9 +39,12 @@ class _Prompted:
     text_start: int
 
     @classmethod
-    def build(cls, prompt: str, text: str) -> _Prompted:
-        head = prompt + PROMPT_SEPARATOR  # ends in whitespace, so no word runs from the prompt into the text
-        return cls(head + text, split_words(head + text), len(split_words(head)), len(head))
+    def build(cls, prompt: str, text: str, split: WordSplitter) -> _Prompted:
+        """The prompted text split as one string by the model's word splitter; the prompt's words are those that
+        start before the text (the separator ends in whitespace, so no word runs from the prompt into the text)."""
+        head = prompt + PROMPT_SEPARATOR
+        words = split(head + text)
+        return cls(head + text, words, sum(start < len(head) for _, start, _ in words), len(head))
 
     def span_text(self, span: Span) -> str:
         return self.string[self.words[span[0]][1] : self.words[span[1]][2]]
@@ -118,7 +121,9 @@ def _text_entities(
     batch_size: int = 8,
 ) -> list[list[dict]]:
     """Entities {start, end, text, label, score} of each text, read after its prompt, by start."""
-    items = [_Prompted.build(prompt, text) for prompt, text in zip(prompts, texts, strict=True)]
+    items = [
+        _Prompted.build(prompt, text, model.processor.split_words) for prompt, text in zip(prompts, texts, strict=True)
+    ]
     labels = [row if len(item.words) > item.prompt_words else [] for item, row in zip(items, labels, strict=True)]
     found = _prompted_spans(model, items, labels, threshold, flat_ner, multi_label, batch_size)
     return [
@@ -203,7 +208,7 @@ def classify(
     texts = _as_list(texts)
     if isinstance(classes, str) or not classes:
         raise ValueError(f"classes must be a non-empty list of class names, got {classes!r}")
-    items = [_Prompted.build(prompt.format(", ".join(classes)), text) for text in texts]
+    items = [_Prompted.build(prompt.format(", ".join(classes)), text, model.processor.split_words) for text in texts]
     found = _prompted_spans(model, items, [["match"]] * len(texts), threshold, batch_size=batch_size)
     results = []
     for item, spans in zip(items, found, strict=True):

@@ -35,7 +35,7 @@ from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spa
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.wire import WireSizes, to_wire
-from gliner_jax.text.words import Word
+from gliner_jax.text.words import Word, word_strings
 from gliner_jax.windows import ModelRow, plan_model_rows
 
 T = TypeVar("T")
@@ -196,7 +196,7 @@ class Pipeline:
                     label_table=table,
                     encode_table=False,
                 )
-                check_not_cut(batch, part, self.processor.tokenizer.model_max_length)
+                check_not_cut(batch, part, self.processor)
                 array, labels_index, sizes, slots = self._layout(batch)
                 yield _Prepared(
                     chunk,
@@ -280,12 +280,16 @@ class Pipeline:
             yield chunk.payload, merged
 
 
-def check_not_cut(batch: Batch, rows: list[ModelRow], model_max_length: int) -> None:
-    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length)."""
+def check_not_cut(batch: Batch, rows: list[ModelRow], processor: Processor) -> None:
+    """Refuse rows whose last words the tokenizer cut off (prompt + words over its model_max_length): words_mask
+    marks fewer words than the row has words with subwords (a word without any, such as the spaces some word
+    splitters give, is never marked)."""
     marked = batch.words_mask.max(axis=1)
     for i, row in enumerate(rows):
-        if marked[i] < len(row.words):
+        if marked[i] < len(row.words) and marked[i] < np.count_nonzero(
+            processor.tokens_per_word(word_strings(row.words))
+        ):
             raise ValueError(
                 f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
-                f"model_max_length ({model_max_length} tokens); lower max_len or use fewer labels"
+                f"model_max_length ({processor.tokenizer.model_max_length} tokens); lower max_len or use fewer labels"
             )

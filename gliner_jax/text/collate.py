@@ -27,8 +27,9 @@ import numpy as np
 from gliner_jax.buckets import NO_LIMIT, label_bucket, label_token_bucket, length_bucket
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 from gliner_jax.text.labels import Labels, normalize_labels
+from gliner_jax.text.splitters import WordSplitter
 from gliner_jax.text.wire import WireSizes, span_arrays, to_wire
-from gliner_jax.text.words import Word, WordPieces, joined_word_offsets, prepare_tokenizer, split_words, word_strings
+from gliner_jax.text.words import Word, WordPieces, joined_word_offsets, prepare_tokenizer, word_strings
 
 
 @dataclasses.dataclass
@@ -131,10 +132,7 @@ class Processor:
         embedding them): a text tokenized into such an id is refused."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
-        if words_splitter_type != "whitespace":
-            raise NotImplementedError(
-                f"words_splitter_type={words_splitter_type!r} is not supported (only 'whitespace')"
-            )
+        self.split_words = WordSplitter(words_splitter_type)
         if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None:
             tokenizer.add_bos_token = True
         if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
@@ -189,7 +187,9 @@ class Processor:
         A text without words (empty or whitespace only) gets a neutral row, like a padding row: gliner skips such
         texts and returns no entities for them.
         """
-        return self.collate_rows([split_words(text) for text in texts], labels, bucket=bucket, batch_size=batch_size)
+        return self.collate_rows(
+            [self.split_words(text) for text in texts], labels, bucket=bucket, batch_size=batch_size
+        )
 
     def collate_words(
         self,

@@ -29,6 +29,7 @@ from gliner_jax.buckets import entity_bucket
 from gliner_jax.checkpoint_io import new_folder
 from gliner_jax.data_formats import (
     Example,
+    Split,
     bio_spans,
     check_record,
     labels_of,
@@ -37,6 +38,7 @@ from gliner_jax.data_formats import (
 )
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Processor
+from gliner_jax.text.words import split_words
 from gliner_jax.training.config import source_name
 
 logger = logging.getLogger(__name__)
@@ -120,15 +122,22 @@ def tfds_source(
     )
 
 
-def open_source(spec: str, *, strict: bool = False, data_format: str = "auto") -> Sequence[Any]:
+def open_source(
+    spec: str, *, strict: bool = False, data_format: str = "auto", split: Split = split_words
+) -> Sequence[Any]:
     """A training source from its description: "tfds:NAME:SPLIT", a folder of ArrayRecord shards, or a file in
-    `data_format` (`data_formats.read_source`: read and checked up front; `strict` refuses bad records)."""
+    `data_format` (`data_formats.read_source`: read and checked up front; `strict` refuses bad records; `split`, the
+    model's word splitter, splits the texts of character-offset records)."""
     if spec.startswith("tfds:"):
         name, _, split = spec.removeprefix("tfds:").partition(":")  # splits may hold ":" (train[:10%])
         if not name or not split:
             raise ValueError(f"expected tfds:NAME:SPLIT, got {spec!r}")
         return tfds_source(name, split)
-    source = ArrayRecordExamples(spec) if Path(spec).is_dir() else read_source(spec, data_format, strict=strict)[0]
+    source = (
+        ArrayRecordExamples(spec)
+        if Path(spec).is_dir()
+        else read_source(spec, data_format, strict=strict, split=split)[0]
+    )
     if not len(source):
         raise ValueError(f"{spec}: no training examples")
     return source
@@ -143,13 +152,15 @@ class WeightedSource:
     weight: float = 1.0
 
 
-def open_mixture(specs: Sequence[Mapping[str, Any]], *, strict: bool = False) -> list[WeightedSource]:
+def open_mixture(
+    specs: Sequence[Mapping[str, Any]], *, strict: bool = False, split: Split = split_words
+) -> list[WeightedSource]:
     """The sources of a `data.sources` mixture ({path, weight, format, name}, see `config.DataSection`), opened with
-    `open_source`; logs each one's size and weight."""
+    `open_source` (texts split by `split`); logs each one's size and weight."""
     sources = [
         WeightedSource(
             source_name(spec),
-            open_source(spec["path"], strict=strict, data_format=spec.get("format", "auto")),
+            open_source(spec["path"], strict=strict, data_format=spec.get("format", "auto"), split=split),
             float(spec.get("weight", 1.0)),
         )
         for spec in specs
@@ -466,13 +477,15 @@ def prepare_array_record(
     strict: bool = False,
     examples: int | None = None,
     seed: int = 0,
+    split: Split = split_words,
 ) -> dict[str, Any]:
     """Write training sources ({path, weight, format, name}, as `data.sources`) into ArrayRecord shards (one JSON
     example each, group size 1 for random access) in a new folder, split into contiguous runs; returns a summary.
 
     One source without `examples`: its valid records, in order. Otherwise the mixture as `mixed_records` draws it
     with `seed`: its first `examples` records, or, without `examples`, one pass: until its first source runs out
-    (no record twice). Bad records are left out. The shards are written into a temporary sibling folder, renamed to
+    (no record twice). Bad records are left out; texts of character-offset records are split into words by `split`
+    (the word splitter of the model to train). The shards are written into a temporary sibling folder, renamed to
     `out_dir` when complete; an `out_dir` that exists and is not empty is refused.
     """
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -484,7 +497,7 @@ def prepare_array_record(
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir}: exists and is not empty; give a new output folder")
-    parts = open_mixture(sources, strict=strict)
+    parts = open_mixture(sources, strict=strict, split=split)
     if len(parts) == 1 and examples is None:
         stream = grain.MapDataset.source(CheckedSource(parts[0].examples)).map_with_index(_Tag(0))
     else:

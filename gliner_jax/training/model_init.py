@@ -26,7 +26,32 @@ from gliner_jax.model import GLiNER
 from gliner_jax.modeling.encoders import encoder_config_from_hf, family_of
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.text.splitters import WordSplitter
+from gliner_jax.text.words import Word
 from gliner_jax.training.config import ModelSection
+
+
+def words_splitter_type(section: ModelSection) -> str:
+    """The words_splitter_type of the model the section builds: `init_from`'s config's, else `gliner`'s (gliner's
+    default, whitespace, when absent), known before the model is built (its training texts are split with it)."""
+    if section.init_from is not None:
+        return resolve_gliner(section.init_from).config.words_splitter_type
+    return section.gliner.get("words_splitter_type", GLiNERConfig.words_splitter_type)
+
+
+class ModelWordSplitter:
+    """The word splitter of the model a section builds, made at its first text: a run whose data has no text to
+    split (pre-split records) never resolves `init_from` before its data is checked."""
+
+    def __init__(self, section: ModelSection) -> None:
+        self.section = section
+        self._split: WordSplitter | None = None
+
+    def __call__(self, text: str) -> list[Word]:
+        """The words of `text` with their character offsets, as the model splits it."""
+        if self._split is None:
+            self._split = WordSplitter(words_splitter_type(self.section))
+        return self._split(text)
 
 
 def build_model(section: ModelSection, seed: int) -> GLiNER:

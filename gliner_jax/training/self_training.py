@@ -8,19 +8,22 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gliner_jax.data_formats import Example, labels_of, read_examples, read_text_records, record_words
+from gliner_jax.data_formats import Example, Split, labels_of, read_examples, read_text_records, record_words
 from gliner_jax.evaluation import Scores, evaluate_examples
 from gliner_jax.model import GLiNER
+from gliner_jax.text.words import split_words
 from gliner_jax.training.config import TrainConfig
+from gliner_jax.training.model_init import ModelWordSplitter
 from gliner_jax.training.trainer import Trainer
 
 PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
 
 
-def read_unlabelled(path: str | Path, text_format: str = "auto") -> list[list[str]]:
+def read_unlabelled(path: str | Path, text_format: str = "auto", split: Split = split_words) -> list[list[str]]:
     """Texts to pseudo-label, as word lists (`data_formats.read_text_records`: plain lines, JSONL or a JSON list of
-    records with "tokenized_text" or "text", as `text_format` says; texts split with gliner's whitespace splitter)."""
-    return [record_words(record) for record in read_text_records(path, text_format)]
+    records with "tokenized_text" or "text", as `text_format` says; texts split into words by `split`, the model's
+    word splitter)."""
+    return [record_words(record, split) for record in read_text_records(path, text_format)]
 
 
 def pseudo_label(
@@ -63,7 +66,8 @@ def self_train(
     if config.model.init_from is None or config.data.dev is None:
         raise ValueError("self-training needs model.init_from (the model to improve) and data.dev (labelled)")
     dev, _ = read_examples(config.data.dev, strict=config.data.strict)
-    word_lists = read_unlabelled(unlabelled, text_format)  # a bad file is refused before the model is loaded
+    split = ModelWordSplitter(config.model)  # the model's, read from its config
+    word_lists = read_unlabelled(unlabelled, text_format, split)  # a bad file is refused before the model is loaded
     if labels is None:
         labels = labels_of(dev)
     model = GLiNER.from_pretrained(config.model.init_from)

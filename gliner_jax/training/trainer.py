@@ -39,7 +39,7 @@ from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.model_init import build_model
+from gliner_jax.training.model_init import ModelWordSplitter, build_model
 from gliner_jax.training.optim import float32_params, learning_rates
 from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
 from gliner_jax.training.step import build_train_program
@@ -71,10 +71,11 @@ class Trainer:
         self.output_dir = Path(run.output_dir)
         self.is_chief = jax.process_index() == 0
         # Bad data and a refused rerun end before anything starts: the checkpoint manager's cleanup thread, the model.
+        split = ModelWordSplitter(config.model)  # splits the texts of character-offset records
         if config.data.sources:
-            source = data_lib.open_mixture(config.data.sources, strict=config.data.strict)
+            source = data_lib.open_mixture(config.data.sources, strict=config.data.strict, split=split)
         else:
-            source = data_lib.open_source(config.data.train, strict=config.data.strict)
+            source = data_lib.open_source(config.data.train, strict=config.data.strict, split=split)
         self.source_names = [part.name for part in source] if config.data.sources else []
         self.source_counts = np.zeros(len(self.source_names), np.int64)  # a mixture's records drawn per source
         checkpoints_dir = (self.output_dir / "checkpoints").absolute()

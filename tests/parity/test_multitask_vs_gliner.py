@@ -109,7 +109,7 @@ def test_prompts_are_the_reference_helpers(models):
     for prompt, pipeline, kwargs in cases:
         kwargs = dict(classes=CLASSES) if pipeline is REF.GLiNERClassifier else kwargs
         expected = pipeline(model=reference, device="cpu").prepare_texts([text], **kwargs)[0]
-        prompted = multitask._Prompted.build(prompt, text)
+        prompted = multitask._Prompted.build(prompt, text, split_words)
         assert prompted.string == expected
         assert prompted.string[prompted.text_start :] == text
         assert split_words(expected)[prompted.prompt_words][0] == "Marie"

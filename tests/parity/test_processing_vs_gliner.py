@@ -287,8 +287,8 @@ def test_user_facing_label_checks_are_strict(labels, message):
 
 def test_refusals(setup):
     ref, processor = setup
-    with pytest.raises(NotImplementedError, match="'spacy'"):
-        Processor(processor.tokenizer, words_splitter_type="spacy")
+    with pytest.raises(ValueError, match="words_splitter_type='spaces'"):
+        Processor(processor.tokenizer, words_splitter_type="spaces")
     config = types.SimpleNamespace(**{**ref.config.to_dict(), "precomputed_prompts_mode": True})
     with pytest.raises(NotImplementedError, match="precomputed_prompts_mode"):
         Processor.from_config(config, processor.tokenizer)

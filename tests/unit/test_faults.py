@@ -3,6 +3,7 @@ naming the file (and the field or line), exit status 1, no traceback (`--debug` 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -59,6 +60,11 @@ MODEL_FAULTS = {
         ["gliner_config.json", "max_width='twelve'", "int"],
     ),
     "config-unknown-value": ("native", edit_config(span_mode="markerV9"), ["gliner_config.json", "span_mode"]),
+    "config-unknown-splitter": (
+        "torch",
+        edit_config(words_splitter_type="spaces"),
+        ["gliner_config.json", "words_splitter_type='spaces'"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",
@@ -75,6 +81,17 @@ def test_bad_model_file_is_one_line(saved, tmp_path, capsys, fault):
     spoil(model)
     line = one_line_error(capsys, predict_args(model))
     assert_names(line, str(model), *fragments)
+
+
+def test_missing_splitter_library_is_one_line(saved, tmp_path, capsys, monkeypatch):
+    """A model whose words_splitter_type needs a library that is not installed (janome, hidden here) names the
+    library and the extra that installs it."""
+    model = shutil.copytree(saved / "torch", tmp_path / "model")
+    edit_config(words_splitter_type="janome")(model)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "janome" else find_spec(name, *a))
+    line = one_line_error(capsys, predict_args(model))
+    assert_names(line, "words_splitter_type='janome'", "needs janome", "pip install 'gliner-jax[janome]'")
 
 
 def test_debug_shows_the_traceback(saved, tmp_path):
