@@ -304,7 +304,7 @@ class GLiNER:
         flat_ner: bool = True,
         multi_label: bool = False,
         *,
-        input_spans: Sequence[Mapping[str, int]] | None = None,
+        input_spans: Sequence[Sequence[Mapping[str, int]]] | None = None,
         return_class_probs: bool = False,
         return_vectors: bool = False,
         return_label_vectors: bool = False,
@@ -313,17 +313,15 @@ class GLiNER:
         """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
 
         `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
-        its label's place, and entities carry the label (as gliner does). `input_spans` (a list of {start, end}
-        dicts) and the `return_*` options are those of `inference`, for this one text."""
+        its label's place, and entities carry the label (as gliner does). `input_spans` and the `return_*` options
+        are those of `inference` for the one text: as in gliner, `input_spans` holds one list of {start, end} dicts."""
         details = dict(
             return_class_probs=return_class_probs,
             return_vectors=return_vectors,
             return_label_vectors=return_label_vectors,
         )
-        spans = None if input_spans is None else [input_spans]
-        return self.inference(
-            [text], labels, threshold, flat_ner, multi_label, input_spans=spans, truncate=truncate, **details
-        )[0]
+        options = dict(input_spans=input_spans, truncate=truncate, **details)
+        return self.inference([text], labels, threshold, flat_ner, multi_label, **options)[0]
 
     def inference(
         self,
@@ -587,7 +585,8 @@ def _word_input_spans(
     list per text missing, or a span without integer start and end."""
     if input_spans is None:
         return None
-    if isinstance(input_spans, str | Mapping) or len(input_spans) != len(words):
+    per_text = not isinstance(input_spans, str | Mapping) and len(input_spans) == len(words)
+    if not per_text or any(isinstance(spans, str | Mapping) for spans in input_spans):
         raise ValueError(f"input_spans must hold one list of {{start, end}} spans per text ({len(words)} texts)")
     converted = []
     for index, (text_words, spans) in enumerate(zip(words, input_spans, strict=True)):

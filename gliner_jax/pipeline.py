@@ -115,7 +115,6 @@ class LabelTable:
 class _ChunkState:
     payload: Any
     label_sets: list[dict[str, str]]  # per text, {prompt: label}
-    input_spans: list[list[tuple[int, int]]] | None  # per text, the only word spans to classify
     found: dict[float, list[list[WordSpan]]]  # per threshold, per text, from all its rows
     rows_per_text: collections.Counter
     num_batches: int
@@ -212,7 +211,7 @@ class Pipeline:
             begins = range(0, len(rows), per_batch)
             counts = collections.Counter(r.text for r in rows)
             found = {threshold: [[] for _ in words] for threshold in self._thresholds}
-            chunk = _ChunkState(payload, label_sets, input_spans, found, counts, len(begins))
+            chunk = _ChunkState(payload, label_sets, found, counts, len(begins))
             if not rows:
                 empty = np.zeros(0, np.int64)
                 yield _Prepared(chunk, [], None, None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
@@ -348,6 +347,7 @@ class Pipeline:
         if not flat:
             return details
         rows, starts, ends, classes = (np.array(column, np.int64) for column in zip(*flat, strict=True))
+        take = functools.partial(_take, examples=examples[rows], packed=prepared.slots is not None)
         if self.class_probs and not self._token_level:  # gliner's token decoder gives none
             for entry, i, s, e in zip(cells, rows, starts, ends, strict=True):
                 row = prepared.rows[i]
@@ -357,30 +357,30 @@ class Pipeline:
                 entry["class_probs"] = {label_of[row.labels[c]]: float(scores[c]) for c in best}
         if self.vectors:
             if self._token_level:  # the mean word state: a difference of running sums over the span's length
-                ends_sum = self._take(kept["vectors"], examples[rows], ends + 1)
                 counts = (ends - starts + 1).astype(np.float32)[:, None]
-                vectors = (ends_sum - self._take(kept["vectors"], examples[rows], starts)) / counts
+                vectors = (take(kept["vectors"], positions=ends + 1) - take(kept["vectors"], positions=starts)) / counts
             else:  # span (s, e) of the [W, K] representations
                 width = kept["vectors"].shape[-2]
-                vectors = self._take(kept["vectors"], examples[rows], starts * width + ends - starts, merge=True)
+                vectors = take(kept["vectors"], positions=starts * width + ends - starts, merge=True)
             for entry, vector in zip(cells, vectors.astype(np.float32), strict=True):
                 entry["vector"] = vector
         if self.label_vectors:
-            for entry, vector in zip(cells, self._take(kept["label_vectors"], examples[rows], classes), strict=True):
+            for entry, vector in zip(cells, take(kept["label_vectors"], positions=classes), strict=True):
                 entry["label_vector"] = vector
         return details
 
-    def _take(
-        self, array: jax.Array, examples: np.ndarray, positions: np.ndarray, *, merge: bool = False
-    ) -> np.ndarray:
-        """array's rows [N, H] at (example, position), gathered on the devices; the example axes (row, and slot when
-        packed) are one axis, and with `merge` so are the two position axes (a span model's W and K)."""
-        lead = 2 if array.ndim == (5 if merge else 4) else 1
-        count = len(examples)
-        padded = max(MIN_GATHER, 1 << (count - 1).bit_length())
-        index = np.zeros((2, padded), np.int32)
-        index[:, :count] = examples, positions
-        return np.asarray(_gather(array, index[0], index[1], lead, merge), np.float32)[:count]
+
+def _take(
+    array: jax.Array, *, examples: np.ndarray, positions: np.ndarray, packed: bool, merge: bool = False
+) -> np.ndarray:
+    """array's rows [N, H] at (example, position), gathered on the devices (`_gather`, N padded to a power of two):
+    the example axes (row, and slot when `packed`) are one axis, and with `merge` so are the two position axes (a
+    span model's W and K)."""
+    count = len(examples)
+    padded = max(MIN_GATHER, 1 << (count - 1).bit_length())
+    index = np.zeros((2, padded), np.int32)
+    index[:, :count] = examples, positions
+    return np.asarray(_gather(array, index[0], index[1], 2 if packed else 1, merge), np.float32)[:count]
 
 
 def _merge_detailed(

@@ -98,7 +98,7 @@ def test_input_spans_match_gliner(models):
     for got_row, expected_row in zip(got, expected, strict=True):
         assert_same_detailed(got_row, expected_row)
     if not ours.config.is_bi_encoder:
-        one = ours.predict_entities(TEXTS[3], LABELS, threshold=threshold / 4, input_spans=INPUT_SPANS[3], **DETAILS)
+        one = ours.predict_entities(TEXTS[3], LABELS, threshold=threshold / 4, input_spans=INPUT_SPANS[3:], **DETAILS)
         assert_same_detailed(one, expected[3])
 
 
@@ -133,7 +133,7 @@ def test_long_texts_and_packing(models):
     assert_same_detailed(got, [in_windows[e["start"], e["end"], e["label"]] for e in got])
 
     spans = [{"start": e["start"], "end": e["end"]} for e in got]
-    restricted = ours.predict_entities(text, LABELS, threshold=threshold, input_spans=spans, **DETAILS)
+    restricted = ours.predict_entities(text, LABELS, threshold=threshold, input_spans=[spans], **DETAILS)
     assert_same_detailed(restricted, got)
 
     ours.pack_tokens = 64
@@ -153,5 +153,7 @@ def test_bad_input_spans(models):
         ours.inference(TEXTS[:2], LABELS, input_spans=[[]])
     with pytest.raises(ValueError, match=r"input_spans\[0\]\[1\]: \{'start': 0\} is not a \{start, end\} dict"):
         ours.inference(TEXTS[:1], LABELS, input_spans=[[{"start": 0, "end": 11}, {"start": 0}]])
-    with pytest.raises(ValueError, match=r"input_spans\[0\]\[0\]"):
-        ours.predict_entities(TEXTS[0], LABELS, input_spans=[(0, 11)])
+    with pytest.raises(ValueError, match=r"input_spans\[0\]\[0\]: \(0, 11\)"):
+        ours.predict_entities(TEXTS[0], LABELS, input_spans=[[(0, 11)]])
+    with pytest.raises(ValueError, match=r"one list of \{start, end\} spans per text \(1 texts\)"):
+        ours.predict_entities(TEXTS[0], LABELS, input_spans=[{"start": 0, "end": 11}])  # as gliner, one list per text
