@@ -595,7 +595,7 @@ def _word_input_spans(
         kept = []
         for number, span in enumerate(spans):
             bounds = [span.get(key) if isinstance(span, Mapping) else None for key in ("start", "end")]
-            if not all(isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds):
+            if not all(isinstance(bound, int | np.integer) and not isinstance(bound, bool) for bound in bounds):
                 raise ValueError(f"input_spans[{index}][{number}]: {span!r} is not a {{start, end}} dict of ints")
             first, last = starts.get(bounds[0]), ends.get(bounds[1])
             if first is not None and last is not None and last >= first:
