@@ -147,17 +147,21 @@ def decode_span_batch(
     threshold: float = 0.5,
     flat_ner: bool = True,
     multi_label: bool = False,
+    allowed: np.ndarray | None = None,
 ) -> list[list[Entity]]:
     """Rows of the span model at once: probs [B, W, K, C] (sigmoid applied; W and C padded beyond each row's
     num_words[b] / num_labels[b]) -> per row, (start_word, end_word_inclusive, class_index_0_based, score) in
     gliner's order. Identical to decoding each row alone: one greedy pass serves the whole batch, its rows laid
-    end to end on one word axis so that spans of different rows never conflict."""
+    end to end on one word axis so that spans of different rows never conflict. `allowed` [B, W, K] (bool): only
+    those spans are candidates (gliner's `input_spans`)."""
     probs = np.asarray(probs)
     num_rows, words, widths, labels = probs.shape
     num_words, num_labels = _row_sizes(num_words, num_rows), _row_sizes(num_labels, num_rows)
     inside_text = np.arange(words)[:, None] + np.arange(widths)[None, :] < num_words[:, None, None]  # [B, W, K]
     real_label = np.arange(labels) < num_labels[:, None]  # [B, C]
     hit = (probs > probs.dtype.type(threshold)) & inside_text[..., None] & real_label[:, None, None, :]
+    if allowed is not None:
+        hit &= allowed[..., None]
     row, start, span_width, label = np.nonzero(hit)  # per row, row-major: the order of torch.where
     scores = probs[row, start, span_width, label]
     return _select_rows(row, start, start + span_width, label, scores, words, num_rows, flat_ner, multi_label)
@@ -171,9 +175,11 @@ def decode_token_batch(
     threshold: float = 0.5,
     flat_ner: bool = True,
     multi_label: bool = False,
+    allowed: np.ndarray | None = None,
 ) -> list[list[Entity]]:
     """Rows of the token model at once: probs [B, W, C, 3] (start, end, inside; sigmoid applied; padded as in
-    `decode_span_batch`) -> per row, entities as `decode_span_batch` gives them."""
+    `decode_span_batch`) -> per row, entities as `decode_span_batch` gives them. `allowed` [B, W, W] (bool, by start
+    and end word): only those spans are candidates (gliner's `input_spans`)."""
     probs = np.asarray(probs)
     num_rows, words, labels, _ = probs.shape
     num_words, num_labels = _row_sizes(num_words, num_rows), _row_sizes(num_labels, num_rows)
@@ -191,6 +197,9 @@ def decode_token_batch(
     ok = after_start & above[row, :, label, 1] & ~broken
     candidate, end = np.nonzero(ok)  # per start, ends ascending
     row, start, label = row[candidate], start[candidate], label[candidate]
+    if allowed is not None:
+        kept = allowed[row, start, end]
+        row, start, label, end, candidate = row[kept], start[kept], label[kept], end[kept], candidate[kept]
     scores = np.minimum(np.minimum(inside_min[candidate, end], probs[row, start, label, 0]), probs[row, end, label, 1])
     return _select_rows(row, start, end, label, scores, words, num_rows, flat_ner, multi_label)
 

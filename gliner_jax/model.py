@@ -23,7 +23,7 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.pipeline import Chunk, LabelTable, Pipeline, WordSpan
+from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
@@ -34,7 +34,7 @@ from gliner_jax.text.words import Word, joined_word_offsets
 # a bi-encoder's label encoder.
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+@functools.partial(jax.jit, static_argnums=(0, 3, 4), static_argnames=("vectors", "label_vectors"))
 def _forward(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -42,11 +42,18 @@ def _forward(
     sizes: WireSizes,
     probabilities: bool,
     labels: dict[str, jax.Array] | None = None,
-) -> jax.Array:
+    *,
+    vectors: bool = False,
+    label_vectors: bool = False,
+) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
     """The model on a batch's wire array (`to_wire`), taken apart on the device; a bi-encoder's `labels` are the rows'
-    labels_index and the request's label table, labels_embeddings."""
-    logits = nnx.merge(graphdef, state)(**from_wire(transfer, sizes, xp=jnp), **(labels or {}))
-    return jax.nn.sigmoid(logits) if probabilities else logits
+    labels_index and the request's label table, labels_embeddings. With `vectors` / `label_vectors`, also what
+    entity vectors are read from (`GLiNERModel.__call__`), left on the device."""
+    model = nnx.merge(graphdef, state)
+    output = model(**from_wire(transfer, sizes, xp=jnp), **(labels or {}), vectors=vectors, label_vectors=label_vectors)
+    logits, kept = output if vectors or label_vectors else (output, None)
+    scores = jax.nn.sigmoid(logits) if probabilities else logits
+    return scores if kept is None else (scores, kept)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -261,24 +268,16 @@ class GLiNER:
         truncate: bool = False,
         progress: bool = False,
     ) -> list[list[dict]]:
-        """Entities for each text (as `inference`) from precomputed label embeddings: row i of `labels_embeddings`
-        [len(labels), hidden_size] (a NumPy or JAX array, or a CPU torch tensor) embeds `labels[i]`, as
-        `encode_labels(labels)` returns them; one label list for every text. gliner's signature; the options gliner
-        has and we do not (`packing_config`, `input_spans`, `return_class_probs`, `return_vectors`,
-        `return_label_vectors`) raise NotImplementedError when set.
+        """Entities for each text (as `inference`, with its `input_spans`, `return_class_probs`, `return_vectors` and
+        `return_label_vectors`) from precomputed label embeddings: row i of `labels_embeddings` [len(labels),
+        hidden_size] (a NumPy or JAX array, or a CPU torch tensor) embeds `labels[i]`, as `encode_labels(labels)`
+        returns them; one label list for every text. gliner's signature; `packing_config` raises NotImplementedError
+        when set (see `pack_tokens`).
 
         Where `labels` repeats a label, gliner pairs the de-duplicated labels with the first rows of the
         embeddings, which shifts every label after the repeat; here each label keeps its own (first) row."""
-        unsupported = {
-            "packing_config": packing_config is not None,
-            "input_spans": input_spans is not None,
-            "return_class_probs": return_class_probs,
-            "return_vectors": return_vectors,
-            "return_label_vectors": return_label_vectors,
-        }
-        for name, requested in unsupported.items():
-            if requested:
-                raise NotImplementedError(f"{name} is not supported")
+        if packing_config is not None:
+            raise NotImplementedError("packing_config is not supported; set GLiNER.pack_tokens instead")
         if not self.config.is_bi_encoder:
             raise NotImplementedError("Predicting with label embeddings is supported only for bi-encoder models.")
         normalize_labels(labels, len(texts))  # the same checks as inference
@@ -291,9 +290,10 @@ class GLiNER:
                 f"({len(labels)}, {self.config.hidden_size}): one row of hidden_size per label, in order"
             )
         words = [self.processor.split_words(text) for text in texts]
-        found = self._word_spans(
-            words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table)
-        )
+        details = dict(class_probs=return_class_probs, vectors=return_vectors, label_vectors=return_label_vectors)
+        spans = _word_input_spans(words, input_spans)
+        options = (flat_ner, multi_label, batch_size, truncate, progress, (list(labels), table))
+        found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
     def predict_entities(
@@ -304,13 +304,24 @@ class GLiNER:
         flat_ner: bool = True,
         multi_label: bool = False,
         *,
+        input_spans: Sequence[Sequence[Mapping[str, int]]] | None = None,
+        return_class_probs: bool = False,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
         truncate: bool = False,
     ) -> list[dict]:
         """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
 
         `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
-        its label's place, and entities carry the label (as gliner does)."""
-        return self.inference([text], labels, threshold, flat_ner, multi_label, truncate=truncate)[0]
+        its label's place, and entities carry the label (as gliner does). `input_spans` and the `return_*` options
+        are those of `inference` for the one text: as in gliner, `input_spans` holds one list of {start, end} dicts."""
+        details = dict(
+            return_class_probs=return_class_probs,
+            return_vectors=return_vectors,
+            return_label_vectors=return_label_vectors,
+        )
+        options = dict(input_spans=input_spans, truncate=truncate, **details)
+        return self.inference([text], labels, threshold, flat_ner, multi_label, **options)[0]
 
     def inference(
         self,
@@ -321,6 +332,10 @@ class GLiNER:
         multi_label: bool = False,
         batch_size: int = 8,
         *,
+        input_spans: Sequence[Sequence[Mapping[str, int]]] | None = None,
+        return_class_probs: bool = False,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
         truncate: bool = False,
         progress: bool = False,
     ) -> list[list[dict]]:
@@ -331,9 +346,20 @@ class GLiNER:
         entity anywhere in it can be found; `truncate=True` instead reads only its first `max_len`
         words, as the gliner library does. A label set whose prompt (2 words per label, plus one) does
         not fit in `max_len` words is run in several passes. Empty or whitespace-only texts give [].
-        """
+
+        As gliner's options: `input_spans`, one list of {"start", "end"} character spans per text, restricts the
+        candidates to those spans (a span whose ends are not a word's start and end is dropped; a span model never
+        classifies one wider than max_width). `return_class_probs` (span models; gliner's token model gives none)
+        adds "class_probs", the entity's 5 most probable labels {label: probability} best first; `return_vectors`
+        adds "vector", a span model's span representation or a token model's mean word state over the entity;
+        `return_label_vectors` adds "label_vector", the label embedding its score came from (a span model's
+        projected label, a token model's label prompt); both NumPy float32 arrays [hidden_size]. An entity seen
+        in several windows or label passes takes these from the row that gave its score."""
         words = [self.processor.split_words(text) for text in texts]
-        found = self._word_spans(words, labels, threshold, flat_ner, multi_label, batch_size, truncate, progress)
+        details = dict(class_probs=return_class_probs, vectors=return_vectors, label_vectors=return_label_vectors)
+        spans = _word_input_spans(words, input_spans)
+        options = (flat_ner, multi_label, batch_size, truncate, progress)
+        found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
     def inference_stream(
@@ -362,7 +388,7 @@ class GLiNER:
             for chunk in chunks:
                 texts = list(chunk)
                 words = [self.processor.split_words(text) for text in texts]
-                yield (texts, words), words, label_sets * len(texts)
+                yield (texts, words), words, label_sets * len(texts), None
 
         pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)
         return (
@@ -443,13 +469,18 @@ class GLiNER:
         truncate: bool,
         progress: bool,
         label_table: tuple[list[str], np.ndarray] | None = None,
-    ) -> list[list[WordSpan]]:
+        *,
+        input_spans: list[list[tuple[int, int]]] | None = None,
+        **details: bool,
+    ) -> list[list[WordSpan | DetailedSpan]]:
         """Word-level entities of each text: all windows and label passes run, decoded and merged.
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
-        when given, else the request's distinct labels, encoded once."""
+        when given, else the request's distinct labels, encoded once. `input_spans`: per text, the only (first,
+        last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors."""
         options = (flat_ner, multi_label, batch_size, truncate, progress, label_table)
-        return self._word_spans_sweep(words, labels, threshold, (), *options)[threshold]
+        found = self._word_spans_sweep(words, labels, threshold, (), *options, input_spans=input_spans, **details)
+        return found[threshold]
 
     def _word_spans_sweep(
         self,
@@ -463,14 +494,18 @@ class GLiNER:
         truncate: bool,
         progress: bool,
         label_table: tuple[list[str], np.ndarray] | None = None,
-    ) -> dict[float, list[list[WordSpan]]]:
+        *,
+        input_spans: list[list[tuple[int, int]]] | None = None,
+        **details: bool,
+    ) -> dict[float, list[list[WordSpan | DetailedSpan]]]:
         """`_word_spans` at `threshold` and each of `sweep`, from one model pass: {threshold: entities}."""
         for extra in sweep:
             _check_options(extra, batch_size)
         label_sets = normalize_labels(labels, len(words))
-        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
+        options = (flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
+        pipeline = self._pipeline(threshold, *options, **details)
         pipeline.sweep = sweep
-        chunk = (None, words, label_sets)
+        chunk = (None, words, label_sets, input_spans)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
 
             def advance(num_batches: int) -> None:
@@ -490,9 +525,14 @@ class GLiNER:
         truncate: bool,
         label_sets: list[dict[str, str]],
         label_table: tuple[list[str], np.ndarray] | None = None,
+        *,
+        class_probs: bool = False,
+        vectors: bool = False,
+        label_vectors: bool = False,
     ) -> Pipeline:
         """The inference pipeline of this model on its placement, for these options (checked here); a bi-encoder's
-        carries the label table of `label_sets` (see `_label_table`)."""
+        carries the label table of `label_sets` (see `_label_table`). `class_probs`, `vectors`, `label_vectors`:
+        what each entity comes with (see `Pipeline`)."""
         _check_options(threshold, batch_size)
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
@@ -502,7 +542,9 @@ class GLiNER:
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
-            forward=lambda transfer, sizes, labels: _forward(graphdef, state, transfer, sizes, True, labels),
+            forward=lambda transfer, sizes, labels: _forward(
+                graphdef, state, transfer, sizes, True, labels, vectors=vectors, label_vectors=label_vectors
+            ),
             batch_rows=round_up(batch_size, placement.row_multiple),
             gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
             row_multiple=placement.row_multiple,
@@ -513,11 +555,15 @@ class GLiNER:
             pipelined=self.pipelined,
             pack_tokens=self.pack_tokens,
             label_table=self._label_table(placement, label_sets, label_table),
+            class_probs=class_probs,
+            vectors=vectors,
+            label_vectors=label_vectors,
         )
 
 
-def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan]) -> list[dict]:
-    """Word-level entities of `text` as {start, end, text, label, score} with character offsets."""
+def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan | DetailedSpan]) -> list[dict]:
+    """Word-level entities of `text` as {start, end, text, label, score} with character offsets, and the extra keys
+    of a `DetailedSpan`."""
     return [
         {
             "start": words[s][1],
@@ -525,9 +571,37 @@ def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan]) -> list[d
             "text": text[words[s][1] : words[e][2]],
             "label": label,
             "score": score,
+            **(details[0] if details else {}),
         }
-        for s, e, label, score in spans
+        for s, e, label, score, *details in spans
     ]
+
+
+def _word_input_spans(
+    words: list[list[Word]], input_spans: Sequence[Sequence[Mapping[str, int]]] | None
+) -> list[list[tuple[int, int]]] | None:
+    """gliner's `input_spans` (per text, {"start", "end"} character offsets) as (first, last) word spans; a span
+    whose start is no word's start, or whose end is no word's end, is dropped as gliner drops it. ValueError for a
+    list per text missing, or a span without integer start and end."""
+    if input_spans is None:
+        return None
+    per_text = not isinstance(input_spans, str | Mapping) and len(input_spans) == len(words)
+    if not per_text or any(isinstance(spans, str | Mapping) for spans in input_spans):
+        raise ValueError(f"input_spans must hold one list of {{start, end}} spans per text ({len(words)} texts)")
+    converted = []
+    for index, (text_words, spans) in enumerate(zip(words, input_spans, strict=True)):
+        starts = {start: i for i, (_, start, _) in enumerate(text_words)}
+        ends = {end: i for i, (_, _, end) in enumerate(text_words)}
+        kept = []
+        for number, span in enumerate(spans):
+            bounds = [span.get(key) if isinstance(span, Mapping) else None for key in ("start", "end")]
+            if not all(isinstance(bound, int | np.integer) and not isinstance(bound, bool) for bound in bounds):
+                raise ValueError(f"input_spans[{index}][{number}]: {span!r} is not a {{start, end}} dict of ints")
+            first, last = starts.get(bounds[0]), ends.get(bounds[1])
+            if first is not None and last is not None and last >= first:
+                kept.append((first, last))
+        converted.append(kept)
+    return converted
 
 
 def _check_options(threshold: float, batch_size: int) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -40,9 +41,24 @@ from gliner_jax.windows import ModelRow, plan_model_rows
 
 T = TypeVar("T")
 WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
-# One chunk: anything the caller wants back with its results, the words of each text, and the label set of each
-# text as `normalize_labels` gives it ({prompt: label}).
-Chunk = tuple[Any, list[list[Word]], list[dict[str, str]]]
+# A span with what was asked for beside it (`Pipeline.class_probs`, `vectors`, `label_vectors`): an entity's extra keys.
+DetailedSpan = tuple[int, int, str, float, dict[str, Any]]
+# One chunk: anything the caller wants back with its results, the words of each text, the label set of each text as
+# `normalize_labels` gives it ({prompt: label}), and None, or per text the only (first, last) word spans to classify
+# (gliner's `input_spans`).
+Chunk = tuple[Any, list[list[Word]], list[dict[str, str]], list[list[tuple[int, int]]] | None]
+# Entities asked for per batch of vectors gathered on the devices are padded up to a power of two, at least this.
+MIN_GATHER = 8
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _gather(array: jax.Array, examples: jax.Array, positions: jax.Array, lead: int, merge: bool) -> jax.Array:
+    """Rows [N, H] of an array of [..., H] on the devices, at (example, position): its `lead` leading axes (row, and
+    slot when packed) are the example axis, and with `merge` its two position axes (a span model's W and K) are one."""
+    array = array.reshape(-1, *array.shape[lead:])
+    if merge:
+        array = array.reshape(array.shape[0], -1, array.shape[-1])
+    return array[examples, positions]
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -115,6 +131,7 @@ class _Prepared:
     num_words: np.ndarray
     num_labels: np.ndarray
     last: bool  # the chunk's last batch
+    allowed: np.ndarray | None = None  # input spans: the candidate spans of each row (see the decoders)
 
 
 @dataclasses.dataclass
@@ -127,7 +144,14 @@ class Pipeline:
     `gliner_batch`: rows keep their order and each batch holds that many (padded to `batch_rows`), as gliner
     batches them, for span modes whose logits depend on the batch. `pipelined=False` runs each batch from
     preparation to decoding before the next (no thread); `pack_tokens` packs each batch's rows into encoder rows of
-    up to that many tokens (module doc). `sweep`: more thresholds every batch is also decoded at (`run_sweep`)."""
+    up to that many tokens (module doc). `sweep`: more thresholds every batch is also decoded at (`run_sweep`).
+
+    `class_probs` (span models), `vectors`, `label_vectors`: each entity comes with a dict of gliner's extra keys
+    (`DetailedSpan`): class_probs, its 5 best labels {label: probability}; vector, a span model's span representation
+    or a token model's mean word state over the span; label_vector, the label embedding its score came from (NumPy
+    float32 [hidden_size]). `forward` then returns (probabilities, {"vectors", "label_vectors"}) as `GLiNERModel`
+    does; those arrays stay on the devices, and only the rows of the entities found come back. An entity found in
+    several rows (windows, label passes) takes them from the row of its best score."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -144,10 +168,15 @@ class Pipeline:
     on_batch: Callable[[int], None] | None = None  # called after each batch with its chunk's number of batches
     label_table: LabelTable | None = None
     sweep: tuple[float, ...] = ()
+    class_probs: bool = False
+    vectors: bool = False
+    label_vectors: bool = False
 
     def __post_init__(self) -> None:
         if self.processor.label_prompt != (self.label_table is None):
             raise ValueError("a bi-encoder's pipeline needs its label table; a uni-encoder's takes none")
+        if self._detailed and self.sweep:
+            raise ValueError("entity details are decoded at one threshold, not in a sweep")
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
@@ -173,7 +202,7 @@ class Pipeline:
             yield from self._finish(*in_flight)
 
     def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
-        for payload, words, label_sets in chunks:
+        for payload, words, label_sets, input_spans in chunks:
             prompts = [list(label_set) for label_set in label_sets]
             rows = list(plan_model_rows(self.processor, words, prompts, truncate=self.truncate))
             if self.gliner_batch is None:
@@ -208,7 +237,23 @@ class Pipeline:
                     batch.text_lengths[: len(part)],
                     np.array([len(r.labels) for r in part]),
                     last=begin + per_batch >= len(rows),
+                    allowed=None
+                    if input_spans is None
+                    else self._allowed(part, input_spans, batch.words_valid.shape[1]),
                 )
+
+    def _allowed(self, rows: list[ModelRow], input_spans: list[list[tuple[int, int]]], num_words: int) -> np.ndarray:
+        """The candidate spans of each row from its text's input spans, shifted into its window: [B, W, K] by start
+        and width for a span model (a span wider than max_width is never one, as in gliner), [B, W, W] by start and
+        end for the token model."""
+        width = num_words if self._token_level else self.processor.max_width
+        allowed = np.zeros((len(rows), num_words, width), bool)
+        for i, row in enumerate(rows):
+            for first, last in input_spans[row.text]:
+                start, end = first - row.first_word, last - row.first_word
+                if 0 <= start <= end < len(row.words) and (self._token_level or end - start < width):
+                    allowed[i, start, end if self._token_level else end - start] = True
+        return allowed
 
     def _layout(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None, WireSizes, np.ndarray | None]:
         """The batch's wire array (`to_wire`), a bi-encoder's labels_index, their sizes and, packed, where each row's
@@ -240,6 +285,10 @@ class Pipeline:
         return list(dict.fromkeys((self.threshold, *self.sweep)))
 
     @property
+    def _detailed(self) -> bool:
+        return self.class_probs or self.vectors or self.label_vectors
+
+    @property
     def _token_level(self) -> bool:
         return self.processor.span_mode == "token_level"
 
@@ -252,25 +301,29 @@ class Pipeline:
     def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         chunk = prepared.chunk
         if output is not None:
+            output, kept = output if self.vectors or self.label_vectors else (output, {})
             probs = np.asarray(output)
-            if prepared.slots is None:
-                probs = probs[: len(prepared.rows)]
-            else:  # [rows, slots, ...] -> the batch's rows
-                probs = probs.reshape(-1, *probs.shape[2:])[prepared.slots]
+            examples = np.arange(len(prepared.rows)) if prepared.slots is None else prepared.slots
+            # packed: [rows, slots, ...] -> one axis of examples, the batch's rows among them
+            probs = probs.reshape(-1, *probs.shape[1 + (prepared.slots is not None) :])[examples]
             decode = decode_token_batch if self._token_level else decode_span_batch
             for threshold, found in chunk.found.items():
                 options = dict(threshold=threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-                decoded = decode(probs, prepared.num_words, prepared.num_labels, **options)
-                for row, spans in zip(prepared.rows, decoded, strict=True):
+                decoded = decode(probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options)
+                details = self._details(decoded, probs, kept, examples, prepared) if self._detailed else None
+                for i, (row, spans) in enumerate(zip(prepared.rows, decoded, strict=True)):
                     first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
-                    found[row.text] += [(first + s, first + e, label_of[prompts[c]], p) for s, e, c, p in spans]
+                    found[row.text] += [
+                        (first + s, first + e, label_of[prompts[c]], p, *([] if details is None else [details[i][j]]))
+                        for j, (s, e, c, p) in enumerate(spans)
+                    ]
             if self.on_batch is not None:
                 self.on_batch(chunk.num_batches)
         if prepared.last:
             options = dict(flat_ner=self.flat_ner, multi_label=self.multi_label, token_level=self._token_level)
             merged = {
                 threshold: [
-                    merge_spans(spans, list(chunk.label_sets[i].values()), **options)
+                    _merge_detailed(spans, list(chunk.label_sets[i].values()), **options)
                     if chunk.rows_per_text[i] > 1
                     else spans
                     for i, spans in enumerate(found)
@@ -278,6 +331,69 @@ class Pipeline:
                 for threshold, found in chunk.found.items()
             }
             yield chunk.payload, merged
+
+    def _details(
+        self,
+        decoded: list[list[tuple[int, int, int, float]]],
+        probs: np.ndarray,
+        kept: dict[str, jax.Array],
+        examples: np.ndarray,
+        prepared: _Prepared,
+    ) -> list[list[dict[str, Any]]]:
+        """Per row, per decoded span, its extra keys in gliner's order (class_probs, vector, label_vector)."""
+        flat = [(i, s, e, c) for i, spans in enumerate(decoded) for s, e, c, _ in spans]
+        details = [[{} for _ in spans] for spans in decoded]
+        cells = [entry for row in details for entry in row]
+        if not flat:
+            return details
+        rows, starts, ends, classes = (np.array(column, np.int64) for column in zip(*flat, strict=True))
+        take = functools.partial(_take, examples=examples[rows], packed=prepared.slots is not None)
+        if self.class_probs and not self._token_level:  # gliner's token decoder gives none
+            for entry, i, s, e in zip(cells, rows, starts, ends, strict=True):
+                row = prepared.rows[i]
+                label_of = prepared.chunk.label_sets[row.text]
+                scores = probs[i, s, e - s, : prepared.num_labels[i]]
+                best = np.argsort(-scores, kind="stable")[:5]
+                entry["class_probs"] = {label_of[row.labels[c]]: float(scores[c]) for c in best}
+        if self.vectors:
+            if self._token_level:  # the mean word state: a difference of running sums over the span's length
+                counts = (ends - starts + 1).astype(np.float32)[:, None]
+                vectors = (take(kept["vectors"], positions=ends + 1) - take(kept["vectors"], positions=starts)) / counts
+            else:  # span (s, e) of the [W, K] representations
+                width = kept["vectors"].shape[-2]
+                vectors = take(kept["vectors"], positions=starts * width + ends - starts, merge=True)
+            for entry, vector in zip(cells, vectors.astype(np.float32), strict=True):
+                entry["vector"] = vector
+        if self.label_vectors:
+            for entry, vector in zip(cells, take(kept["label_vectors"], positions=classes), strict=True):
+                entry["label_vector"] = vector
+        return details
+
+
+def _take(
+    array: jax.Array, *, examples: np.ndarray, positions: np.ndarray, packed: bool, merge: bool = False
+) -> np.ndarray:
+    """array's rows [N, H] at (example, position), gathered on the devices (`_gather`, N padded to a power of two):
+    the example axes (row, and slot when `packed`) are one axis, and with `merge` so are the two position axes (a
+    span model's W and K)."""
+    count = len(examples)
+    padded = max(MIN_GATHER, 1 << (count - 1).bit_length())
+    index = np.zeros((2, padded), np.int32)
+    index[:, :count] = examples, positions
+    return np.asarray(_gather(array, index[0], index[1], 2 if packed else 1, merge), np.float32)[:count]
+
+
+def _merge_detailed(
+    spans: list[WordSpan | DetailedSpan], labels: list[str], **options: Any
+) -> list[WordSpan | DetailedSpan]:
+    """`merge_spans` over one text's rows, each kept span with the details of the row that gave its score (the first
+    such row on equal scores)."""
+    best: dict[tuple[int, int, str], tuple[float, dict[str, Any]]] = {}
+    for start, end, label, score, *details in spans:
+        if details and ((start, end, label) not in best or score > best[start, end, label][0]):
+            best[start, end, label] = (score, details[0])
+    merged = merge_spans([span[:4] for span in spans], labels, **options)
+    return [(*span, best[span[:3]][1]) for span in merged] if best else merged
 
 
 def check_not_cut(batch: Batch, rows: list[ModelRow], processor: Processor) -> None:

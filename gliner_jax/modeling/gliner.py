@@ -138,7 +138,13 @@ class GLiNERModel(nnx.Module):
         labels_input_ids: jax.Array | None = None,
         labels_attention_mask: jax.Array | None = None,
         labels_embeddings: jax.Array | None = None,
-    ) -> jax.Array:
+        vectors: bool = False,
+        label_vectors: bool = False,
+    ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+        """Logits; with `vectors` / `label_vectors`, (logits, {"vectors": ..., "label_vectors": ...}) holding what
+        gliner attaches to entities, per example as the logits: a span model's span representations [W, K, H] or a
+        token model's running sums of word states [W + 1, H] (float32, 0 first), and the label vectors [C, H] the
+        head scores against (a span model's projected prompts, a token model's prompts)."""
         examples = words_valid.shape[:-1]  # (B,) or, packed, (B, S)
         if len(examples) not in (1, 2) or labels_valid.shape[:-1] != examples:
             raise ValueError(
@@ -171,13 +177,31 @@ class GLiNERModel(nnx.Module):
                     )
                 labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
             table, labels_index = labels_embeddings.astype(words.dtype), labels_index.reshape(-1, num_labels)
+            logits = None
             if isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic:
                 logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
-            else:
+            if label_vectors or logits is None:
                 # gliner zeroes absent labels
                 prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)
+            if logits is None:
                 logits = self._logits(words, prompts, span_idx, words_valid)
-        return logits.reshape(*examples, *logits.shape[1:])
+        logits = logits.reshape(*examples, *logits.shape[1:])
+        if not (vectors or label_vectors):
+            return logits
+        extras = {}
+        if vectors:
+            extras["vectors"] = self._entity_vectors(words, span_idx, words_valid)
+        if label_vectors:
+            extras["label_vectors"] = prompts if self.scorer is not None else self.prompt_rep(prompts)
+        return logits, {name: value.reshape(*examples, *value.shape[1:]) for name, value in extras.items()}
+
+    def _entity_vectors(self, words: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array) -> jax.Array:
+        """What an entity's vector is read from: span representations [N, W, K, H], or (token model) the running
+        sums of the word states [N, W + 1, H] in float32, whose differences are sums over spans."""
+        if self.scorer is None:
+            return self.span_rep.spans(words, span_idx, words_valid)
+        sums = jnp.cumsum(words.astype(jnp.float32), axis=1)
+        return jnp.concatenate([jnp.zeros_like(sums[:, :1]), sums], axis=1)
 
     def _logits(
         self, words: jax.Array, prompts: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array

@@ -301,9 +301,8 @@ def test_bad_input(models, tmp_path):
         ours.predict_with_embeds(TEXTS[0], embeddings[:4], LABELS)
     with pytest.raises(ValueError, match="one label list"):
         ours.batch_predict_with_embeds(TEXTS[:2], embeddings, [LABELS, LABELS])
-    for option in ("return_class_probs", "return_vectors", "return_label_vectors"):
-        with pytest.raises(NotImplementedError, match=option):
-            ours.predict_with_embeds(TEXTS[0], embeddings, LABELS, **{option: True})
+    with pytest.raises(NotImplementedError, match="packing_config"):
+        ours.batch_predict_with_embeds(TEXTS[:1], embeddings, LABELS, packing_config=object())
     with pytest.raises(ValueError, match="label strings"):
         ours.encode_labels("person")
     # gliner adds <<ENT>> to a bi-encoder's text tokenizer without an embedding row for it (its word splitter cuts
