@@ -148,6 +148,35 @@ def _span_mode_entries(span_mode: str, max_width: int) -> list[TensorMapping]:
     return table
 
 
+def _relation_entries(relations_layer: str) -> list[TensorMapping]:
+    """gliner's relex tensors (`relations_rep_layer.relation_rep_layer.*`, `pair_rep_layer.*`) -> our
+    `relation_head` parameters."""
+    attn = [
+        TensorMapping("attn.in_proj_weight", ("attn", "in_proj", "kernel"), True, None),
+        TensorMapping("attn.in_proj_bias", ("attn", "in_proj", "bias"), False, None),
+        *_linear_entries("attn.out_proj", ("attn", "out_proj")),
+    ]
+    linears = {  # gliner's module -> ours, each a Linear
+        "mlp": {"mlp.0": "linear_in", "mlp.2": "linear_out"},
+        "bilinear": {"proj": "proj"},
+        "gcn": {"gcn.linear": "gcn.linear", "proj": "proj"},
+        "gat": {"linear": "linear"},
+    }.get(relations_layer, {})
+    entries = attn if relations_layer in ("attention", "attn", "gat") else []
+    for torch_module, ours in linears.items():
+        entries += _linear_entries(torch_module, tuple(ours.split(".")))
+    table = [
+        TensorMapping(
+            f"relations_rep_layer.relation_rep_layer.{m.torch_key}",
+            ("relation_head", "relation_rep_layer", *m.path),
+            m.transpose,
+            None,
+        )
+        for m in entries
+    ]
+    return table + _projection_mlp_entries("pair_rep_layer", ("relation_head", "pair_rep"))
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
 
@@ -172,6 +201,8 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     else:
         table += _span_mode_entries(config.span_mode, config.max_width)
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
+    if config.is_relex:
+        table += _relation_entries(config.relations_layer)
     return table
 
 

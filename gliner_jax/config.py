@@ -20,11 +20,13 @@ SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.
 # Fields of gliner_config.json that select a gliner architecture other than the uni- and bi-encoder (gliner's
 # `_get_gliner_class`), or a part of one, that is not implemented here.
 OTHER_ARCHITECTURES = {
-    "relations_layer": "relation extraction models",
     "labels_decoder": "generative label decoder models",
     "span_encoder_config": "span context encoders",
 }
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
+# gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
+# ordered pair of selected entities is scored.
+RELATIONS_LAYERS = ("dot", "mlp", "attention", "attn", "bilinear", "gcn", "gat", "none")
 
 
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
@@ -77,6 +79,13 @@ class GLiNERConfig:
     precomputed_prompts_mode: Any = None
     id_to_classes: Any = None
     encoder_config: Any = dataclasses.field(default_factory=DebertaConfig)  # an encoder family's config
+    relations_layer: str | None = None  # relation extraction (gliner's UniEncoderSpanRelexGLiNER): RELATIONS_LAYERS
+    triples_layer: str | None = None
+    embed_rel_token: bool = True
+    rel_token_index: int = -1
+    rel_token: str = "<<REL>>"
+    adjacency_loss_coef: float = 1.0
+    relation_loss_coef: float = 1.0
     labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
     labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -97,6 +106,8 @@ class GLiNERConfig:
         for key, (refused, why) in refusals.items():
             if refused:
                 raise NotImplementedError(f"unsupported GLiNER config {key}={getattr(self, key)!r}: {why}")
+        if self.is_relex:
+            self._check_relex()
         if self.is_bi_encoder and self.labels_encoder_config is None:
             raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
         if self.num_rnn_layers and self.hidden_size % 2:
@@ -131,6 +142,30 @@ class GLiNERConfig:
         if self.labels_encoder_config is not None:
             out["labels_encoder_config"] = self.labels_encoder_config.to_hf_dict()
         return out
+
+    def _check_relex(self) -> None:
+        if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"
+            raise ValueError(
+                f"unknown GLiNER config relations_layer={self.relations_layer!r}; known: {RELATIONS_LAYERS}"
+            )
+        refusals = {
+            "triples_layer": (self.triples_layer is not None, "triples scoring layers are not implemented"),
+            "span_mode": (
+                self.span_mode == "token_level",
+                "token-level relation extraction is not implemented (gliner 0.2.29 fails to build it too)",
+            ),
+            "labels_encoder": (self.is_bi_encoder, "relation extraction reads its labels from the prompt"),
+        }
+        for key, (refused, why) in refusals.items():
+            if refused:
+                raise NotImplementedError(
+                    f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
+                )
+
+    @property
+    def is_relex(self) -> bool:
+        """Whether this is a relation extraction model (gliner selects one by `relations_layer` alone)."""
+        return self.relations_layer is not None
 
     @property
     def spans_depend_on_batch(self) -> bool:

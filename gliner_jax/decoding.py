@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gliner_jax.buckets import entity_bucket
+
 Entity = tuple[int, int, int, float]
 
 
@@ -284,3 +286,68 @@ def merge_spans(
         multi_label=multi_label,
     )
     return [(*keys[i], best[keys[i]]) for i in order]
+
+
+Relation = tuple[int, int, int, float]  # (head entity index, relation class index 0-based, tail entity index, score)
+
+
+def select_entities(
+    probs: np.ndarray, span_mask: np.ndarray, threshold: float, num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The entities a relation model's relation stage reads, chosen as gliner chooses them: every span (flat index
+    start * K + width, in that order) whose best probability over the batch's first `num_labels` label columns
+    exceeds `threshold`, span_mask set; no span when the batch has no label. probs [B, W, K, C], span_mask
+    [B, W*K] -> entity_index [B, E] (E an entity bucket; padding 0) and entity_mask [B, E]."""
+    rows = probs.shape[0]
+    if num_labels:
+        best = probs[..., :num_labels].reshape(rows, -1, num_labels).max(axis=-1)
+        keep = (best > probs.dtype.type(threshold)) & span_mask.reshape(rows, -1)
+    else:
+        keep = np.zeros(span_mask.reshape(rows, -1).shape, bool)
+    counts = keep.sum(axis=1)
+    width = entity_bucket(int(counts.max(initial=0)) or 1)
+    entity_mask = np.arange(width) < counts[:, None]
+    entity_index = np.zeros((rows, width), np.int32)
+    entity_index[entity_mask] = np.nonzero(keep)[1]
+    return entity_index, entity_mask
+
+
+def decode_relations(
+    entities: Sequence[Sequence[Entity]],
+    entity_index: np.ndarray,
+    entity_mask: np.ndarray,
+    max_width: int,
+    adjacency: np.ndarray | None,
+    pair_probs: np.ndarray,
+    num_relations: Sequence[int],
+    *,
+    adjacency_threshold: float,
+    relation_threshold: float,
+) -> list[list[Relation]]:
+    """Relations of each row, as gliner's relation decoder gives them: the ordered pairs (head i, tail j), i != j, of
+    the selected entities (`select_entities`) whose adjacency [B, E, E] exceeds `adjacency_threshold` (every pair
+    when `adjacency` is None: relations_layer "none"), in row-major order; for each, every relation class c below
+    the row's `num_relations` whose probability pair_probs [B, E, E, R] exceeds `relation_threshold`. Entities are
+    referred to by their index in the row's decoded `entities`: the first decoded entity with the selected span's
+    bounds; a pair with an entity not among them is skipped."""
+    relations: list[list[Relation]] = []
+    for row, decoded in enumerate(entities):
+        count = int(entity_mask[row].sum())
+        flat = entity_index[row, :count]
+        bounds = zip((flat // max_width).tolist(), (flat // max_width + flat % max_width).tolist(), strict=True)
+        first: dict[tuple[int, int], int] = {}
+        for i, (start, end, *_) in enumerate(decoded):
+            first.setdefault((start, end), i)
+        decoded_of = [first.get(b) for b in bounds]
+        pairs = ~np.eye(count, dtype=bool)
+        if adjacency is not None:
+            pairs &= adjacency[row, :count, :count] > adjacency.dtype.type(adjacency_threshold)
+        found = []
+        for head, tail in zip(*np.nonzero(pairs), strict=True):
+            if decoded_of[head] is None or decoded_of[tail] is None:
+                continue
+            for c, prob in enumerate(pair_probs[row, head, tail, : num_relations[row]].tolist()):
+                if prob > relation_threshold:
+                    found.append((decoded_of[head], c, decoded_of[tail], prob))
+        relations.append(found)
+    return relations

@@ -1,0 +1,129 @@
+"""Relation extraction GLiNER (gliner's UniEncoderSpanRelexGLiNER) against the `gliner` PyTorch package: entity
+logits, adjacency and relation logits of every relations_layer, strict conversion both ways, and the entities and
+relations of inference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
+from gliner_jax.decoding import select_entities
+from gliner_jax.testing.builders import build_reference
+from tests.utils.gliner_parity import assert_logits_close, network_inputs
+
+TEXTS = [
+    "Marie Curie worked at the University of Paris with Pierre Curie in 1903.",
+    "Apple was founded by Steve Jobs in Cupertino.",
+    "Bill Gates founded Microsoft with Paul Allen in Albuquerque, New Mexico, in 1975.",
+]
+LABELS = [["person", "organization", "date"], ["company", "person", "city"], ["person", "company", "city", "year"]]
+RELATIONS = [["works at", "married to"], ["founded by", "located in", "ceo of"], ["founded", "founded with"]]
+RELATIONS_LAYERS = ("dot", "mlp", "attn", "bilinear", "gcn", "gat", "none")
+# gliner's relation heads (and the entity head, scaled by build_reference) with their last layers scaled, so that
+# entities, adjacency and relations each spread over (0, 1).
+RELATION_SCALES = {"pair_rep_layer.3.weight": 30.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 30.0}
+
+
+@pytest.fixture(scope="module", params=RELATIONS_LAYERS)
+def reference(request, gliner_backbone, tmp_path_factory):
+    """(relations_layer, a gliner relex model with it, its saved directory)."""
+    directory = tmp_path_factory.mktemp(f"relex-{request.param}")
+    ref = build_reference(
+        gliner_backbone,
+        directory,
+        logit_scale=30.0,
+        span_mode="markerV0",
+        hidden_size=32,
+        max_width=4,
+        relations_layer=request.param,
+    )
+    with torch.no_grad():
+        for name, param in ref.model.named_parameters():
+            param.mul_(RELATION_SCALES.get(name, 1.0))
+    ref.save_pretrained(directory)
+    return request.param, ref, directory
+
+
+def _reference_forward(ref, threshold: float, adjacency_threshold: float) -> tuple[dict, object, np.ndarray | None]:
+    """gliner's collated batch of TEXTS, its forward output at these thresholds (entity selection, pair selection)
+    and the adjacency its relations layer computed (None without one)."""
+    prepared = ref.prepare_batch(TEXTS, LABELS, relations=RELATIONS)
+    batch = ref.collate_batch(prepared["input_x"], prepared["entity_types"], relation_types=prepared["relation_types"])
+    captured = []
+    layer = getattr(ref.model, "relations_rep_layer", None)
+    hook = None if layer is None else layer.register_forward_hook(lambda m, i, o: captured.append(o.numpy()))
+    with torch.no_grad():
+        output = ref.run_batch(batch, threshold=threshold, adjacency_threshold=adjacency_threshold)
+    if hook is not None:
+        hook.remove()
+    return batch, output, captured[0] if captured else None
+
+
+def _between(values: np.ndarray, rank: int) -> float:
+    """A threshold halfway between the rank-th and (rank+1)-th smallest of values: none sits on it."""
+    values = np.sort(values.reshape(-1))
+    return float((values[rank] + values[rank + 1]) / 2)
+
+
+def reference_thresholds(ref) -> tuple[float, float]:
+    """(entity threshold, adjacency threshold) from gliner's own scores: about 15 entities over the texts, and half
+    of their pairs kept (random heads score alike, so fixed thresholds keep all or nothing)."""
+    batch, output, _ = _reference_forward(ref, 0.5, 0.5)
+    best = torch.sigmoid(output.logits).amax(-1).numpy().reshape(len(TEXTS), -1)[batch["span_mask"].numpy()]
+    threshold = _between(best, len(best) - 16)
+    _, _, adjacency = _reference_forward(ref, threshold, 0.5)
+    if adjacency is None:
+        return threshold, 0.5
+    values = adjacency[(adjacency > 0) & ~np.eye(adjacency.shape[1], dtype=bool)]
+    return threshold, _between(values, len(values) // 2)
+
+
+def test_logits_adjacency_and_relations_match(reference):
+    """Fed gliner's own batch: entity logits, the entities selected for the relation stage, their adjacency and the
+    relation logits of gliner's pairs are gliner's."""
+    _, ref, directory = reference
+    threshold, adjacency_threshold = reference_thresholds(ref)
+    batch, output, ref_adjacency = _reference_forward(ref, threshold, adjacency_threshold)
+    model, config = load_gliner(directory)
+    inputs = network_inputs(batch, config)
+    rel_ids = batch["input_ids"].numpy() == config.rel_token_index
+    inputs["relations_valid"] = jnp.asarray(np.arange(rel_ids.sum(1).max())[None] < rel_ids.sum(1)[:, None])
+    logits, spans, relations = model.relex(**inputs)
+    assert_logits_close(np.asarray(logits), output.logits.numpy())
+
+    probs = np.asarray(jax.nn.sigmoid(logits))
+    num_labels = int(inputs["labels_valid"].shape[1])
+    entity_index, entity_mask = select_entities(probs, batch["span_mask"].numpy(), threshold, num_labels)
+    count = int(entity_mask.sum(1).max())
+    assert count >= 3, "too few entities selected to test the relation stage"
+    flat = entity_index[:, :count] * entity_mask[:, :count]
+    bounds = np.stack([flat // 4, flat // 4 + flat % 4], -1) * entity_mask[:, :count, None]
+    np.testing.assert_array_equal(bounds, output.entity_spans.numpy())
+
+    index, mask = jnp.asarray(entity_index), jnp.asarray(entity_mask)
+    adjacency, pair_logits = model.relation_scores(spans, index, mask, relations)
+    if ref_adjacency is None:
+        assert adjacency is None
+    else:
+        np.testing.assert_allclose(np.asarray(adjacency)[:, :count, :count], ref_adjacency, rtol=0, atol=1e-5)
+    pair_idx, pair_mask = output.rel_idx.numpy(), output.rel_mask.numpy()
+    assert pair_mask.sum() >= 4
+    rows, pairs = np.nonzero(pair_mask)
+    ours = np.asarray(pair_logits)[rows, pair_idx[rows, pairs, 0], pair_idx[rows, pairs, 1]]
+    ref_logits = output.rel_logits.numpy()[rows, pairs]
+    assert_logits_close(ours[:, : ref_logits.shape[-1]], ref_logits)
+
+
+def test_conversion_is_strict_both_ways(reference):
+    """Every tensor of gliner's state dict is read (a missing or unexpected one refused) and written back equal."""
+    _, ref, directory = reference
+    model, config = load_gliner(directory)
+    ref_state = {k: v.numpy() for k, v in ref.model.state_dict().items()}
+    ours = state_to_torch(model, gliner_table(config))
+    assert ours.keys() == ref_state.keys()
+    for key, value in ref_state.items():
+        np.testing.assert_array_equal(ours[key], value, err_msg=key)
