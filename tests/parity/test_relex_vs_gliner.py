@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
 from gliner_jax.decoding import select_entities
 from gliner_jax.testing.builders import build_reference
@@ -69,17 +70,17 @@ def _between(values: np.ndarray, rank: int) -> float:
     return float((values[rank] + values[rank + 1]) / 2)
 
 
-def reference_thresholds(ref) -> tuple[float, float]:
-    """(entity threshold, adjacency threshold) from gliner's own scores: about 15 entities over the texts, and half
-    of their pairs kept (random heads score alike, so fixed thresholds keep all or nothing)."""
+def reference_thresholds(ref, entities: int = 16, pairs: float = 0.5) -> tuple[float, float]:
+    """(entity threshold, adjacency threshold) from gliner's own scores: about `entities` entities over the texts, and
+    that fraction of their `pairs` kept (random heads score alike, so fixed thresholds keep all or nothing)."""
     batch, output, _ = _reference_forward(ref, 0.5, 0.5)
     best = torch.sigmoid(output.logits).amax(-1).numpy().reshape(len(TEXTS), -1)[batch["span_mask"].numpy()]
-    threshold = _between(best, len(best) - 16)
+    threshold = _between(best, len(best) - entities)
     _, _, adjacency = _reference_forward(ref, threshold, 0.5)
     if adjacency is None:
         return threshold, 0.5
     values = adjacency[(adjacency > 0) & ~np.eye(adjacency.shape[1], dtype=bool)]
-    return threshold, _between(values, len(values) // 2)
+    return threshold, _between(values, int(len(values) * (1 - pairs)))
 
 
 def test_logits_adjacency_and_relations_match(reference):
@@ -127,3 +128,51 @@ def test_conversion_is_strict_both_ways(reference):
     assert ours.keys() == ref_state.keys()
     for key, value in ref_state.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
+
+
+def assert_same_outputs(ours: list, ref: list) -> None:
+    """The same dicts in the same order; scores (of entities and relations) within 1e-5."""
+
+    def split(item: dict) -> tuple[dict, float]:
+        return {k: v for k, v in item.items() if k != "score"}, item["score"]
+
+    assert len(ours) == len(ref)
+    for our_items, ref_items in zip(ours, ref, strict=True):
+        assert [split(item)[0] for item in our_items] == [split(item)[0] for item in ref_items]
+        np.testing.assert_allclose(
+            [item["score"] for item in our_items], [item["score"] for item in ref_items], atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("reference", ["dot", "none"], indirect=True)
+@pytest.mark.parametrize("flat_ner, multi_label", [(True, False), (False, True)])
+def test_inference_matches_reference(reference, flat_ner, multi_label):
+    """Texts, per-text labels and relations in (an empty text among them, gliner's batches of 2): entities and
+    relations out, as gliner's `inference` gives them, thresholds for entities, pairs and relations set apart; and
+    `predict_relations` of one text."""
+    _, ref, directory = reference
+    threshold, adjacency_threshold = reference_thresholds(ref, entities=40, pairs=0.75)
+    _, output, _ = _reference_forward(ref, threshold, adjacency_threshold)
+    rel_probs = torch.sigmoid(output.rel_logits[..., 0]).numpy()[output.rel_mask.numpy()]  # a real class in each row
+    relation_threshold = _between(rel_probs, len(rel_probs) // 2)
+    texts, labels, relations = (
+        [*TEXTS[:2], " ", TEXTS[2]],
+        [*LABELS[:2], ["x"], LABELS[2]],
+        [*RELATIONS[:2], ["y"], RELATIONS[2]],
+    )
+    options = dict(
+        threshold=threshold,
+        adjacency_threshold=adjacency_threshold,
+        relation_threshold=relation_threshold,
+        flat_ner=flat_ner,
+        multi_label=multi_label,
+    )
+    ref_entities, ref_relations = ref.inference(texts, labels, relations=relations, batch_size=2, **options)
+    model = GLiNER.from_pretrained(directory)
+    entities, found = model.inference(texts, labels, relations=relations, batch_size=2, **options)
+    assert sum(map(len, ref_relations)) >= 3
+    assert_same_outputs(entities, ref_entities)
+    assert_same_outputs(found, ref_relations)
+    one = model.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
+    ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
+    assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
