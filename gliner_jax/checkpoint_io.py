@@ -148,9 +148,9 @@ def _span_mode_entries(span_mode: str, max_width: int) -> list[TensorMapping]:
     return table
 
 
-def _relation_entries(relations_layer: str) -> list[TensorMapping]:
-    """gliner's relex tensors (`relations_rep_layer.relation_rep_layer.*`, `pair_rep_layer.*`) -> our
-    `relation_head` parameters."""
+def relation_table(relations_layer: str, triples_layer: str | None) -> list[TensorMapping]:
+    """gliner's relex tensors (`relations_rep_layer.relation_rep_layer.*`, then `pair_rep_layer.*` or
+    `triples_score_layer.interaction.*`) -> our `relation_head` parameters."""
     attn = [
         TensorMapping("attn.in_proj_weight", ("attn", "in_proj", "kernel"), True, None),
         TensorMapping("attn.in_proj_bias", ("attn", "in_proj", "bias"), False, None),
@@ -174,7 +174,22 @@ def _relation_entries(relations_layer: str) -> list[TensorMapping]:
         )
         for m in entries
     ]
-    return table + _projection_mlp_entries("pair_rep_layer", ("relation_head", "pair_rep"))
+    if triples_layer is None:
+        return table + _projection_mlp_entries("pair_rep_layer", ("relation_head", "pair_rep"))
+    linears = {  # the Linears of each triples mode with parameters: gliner's name -> ours
+        "TransH": ("r_to_rtr", "r_to_w"),
+        "TransF": ("r_to_rvec", "r_to_alpha", "r_to_beta"),
+        "PairRE": ("r_to_alpha", "r_to_beta"),
+        "TripleRE": ("r_to_alpha", "r_to_beta", "r_to_delta", "r_to_gamma"),
+        "ConvKB": ("fc",),
+    }.get(triples_layer, ())
+    renamed = {"ERMLP": {"mlp.0": "linear_in", "mlp.2": "linear_out"}}.get(triples_layer, {})
+    prefix, path = "triples_score_layer.interaction.", ("relation_head", "triples_score", "interaction")
+    for torch_module, ours in [*((name, name) for name in linears), *renamed.items()]:
+        table += _linear_entries(prefix + torch_module, (*path, ours))
+    if triples_layer == "ConvKB":  # the Conv1d's weight [32, 3, 1] as it is
+        table += [TensorMapping(f"{prefix}conv.{p}", (*path, f"conv_{p}"), False, None) for p in ("weight", "bias")]
+    return table
 
 
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
@@ -202,7 +217,7 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _span_mode_entries(config.span_mode, config.max_width)
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     if config.is_relex:
-        table += _relation_entries(config.relations_layer)
+        table += relation_table(config.relations_layer, config.triples_layer)
     return table
 
 

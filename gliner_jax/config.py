@@ -12,6 +12,7 @@ from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
+from gliner_jax.modeling.triples import PARAMETER_FREE, TRIPLES_LAYERS, TRIPLES_WIDTH
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
@@ -27,6 +28,10 @@ STREAMING_MODEL_TYPE = "gliner_streaming_span"
 # gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
 # ordered pair of selected entities is scored.
 RELATIONS_LAYERS = ("dot", "mlp", "attention", "attn", "bilinear", "gcn", "gat", "none")
+TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
+    "TuckER": "its 768 x 768 x 768 core tensor (1.8 GB) and BatchNorm statistics are not implemented",
+    "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
+}
 
 
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
@@ -148,8 +153,9 @@ class GLiNERConfig:
             raise ValueError(
                 f"unknown GLiNER config relations_layer={self.relations_layer!r}; known: {RELATIONS_LAYERS}"
             )
+        if self.triples_layer is not None:
+            self._check_triples()
         refusals = {
-            "triples_layer": (self.triples_layer is not None, "triples scoring layers are not implemented"),
             "span_mode": (
                 self.span_mode == "token_level",
                 "token-level relation extraction is not implemented (gliner 0.2.29 fails to build it too)",
@@ -161,6 +167,22 @@ class GLiNERConfig:
                 raise NotImplementedError(
                     f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
                 )
+
+    def _check_triples(self) -> None:
+        mode, hidden = self.triples_layer, self.hidden_size
+        if mode in TRIPLES_REFUSED:
+            raise NotImplementedError(f"unsupported GLiNER config triples_layer={mode!r}: {TRIPLES_REFUSED[mode]}")
+        if mode not in TRIPLES_LAYERS:  # gliner: "Unknown interaction mode"
+            raise ValueError(f"unknown GLiNER config triples_layer={mode!r}; known: {tuple(TRIPLES_LAYERS)}")
+        # gliner builds the layer 768 wide whatever hidden_size is, and splits vectors into halves or quarters: other
+        # widths fail in its forward pass
+        multiple = {"QuatE": 4, "SimplE": 2, "ComplEx": 2}.get(mode, 1)
+        if (mode not in PARAMETER_FREE and hidden != TRIPLES_WIDTH) or hidden % multiple:
+            need = f"a multiple of {multiple}" if mode in PARAMETER_FREE else str(TRIPLES_WIDTH)
+            raise ValueError(
+                f"GLiNER config triples_layer={mode!r} needs hidden_size {need}, got {hidden} (gliner builds it "
+                f"{TRIPLES_WIDTH} wide and fails on other widths)"
+            )
 
     @property
     def is_relex(self) -> bool:

@@ -82,7 +82,9 @@ class GLiNERModel(nnx.Module):
             self.scorer = None
         relex = config.is_relex
         self.relation_head = (
-            RelationHead(config.relations_layer, hidden, config.dropout, dtype, rngs) if relex else None
+            RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
+            if relex
+            else None
         )
 
     def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:

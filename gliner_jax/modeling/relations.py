@@ -1,5 +1,5 @@
 """Relation extraction heads, as gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities)
-and its `pair_rep_layer` (a (head, tail) pair scored against relation prompts).
+and its `pair_rep_layer` (a (head, tail) pair scored against relation prompts; `triples` holds the alternative).
 
 Entities come as X [B, E, H] with a mask [B, E]; every adjacency is [B, E, E] of probabilities (gliner applies the
 sigmoid, or averages softmax weights, inside the layer), zero wherever either entity is masked. Attributes are named
@@ -15,6 +15,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.heads import ProjectionMLP
 from gliner_jax.modeling.layers import torch_linear
+from gliner_jax.modeling.triples import TRIPLES_WIDTH, TriplesScore
 
 ATTENTION_HEADS = 8  # gliner's default `nhead` of the attention and gat modes
 
@@ -143,13 +144,25 @@ ADJACENCY_LAYERS = {
 
 class RelationHead(nnx.Module):
     """gliner's relation stage on selected entities: the adjacency of `relations_layer` (None for "none") as
-    `relation_rep_layer`, and `pair_rep` (gliner's `pair_rep_layer`: the projection MLP from 2H to H) scoring every
-    ordered pair (head i, tail j) against the relation prompts."""
+    `relation_rep_layer`, and what scores every ordered pair (head i, tail j) against the relation prompts: `pair_rep`
+    (gliner's `pair_rep_layer`, the projection MLP from 2H to H, dotted with each relation) or, with a
+    `triples_layer`, `triples_score` (gliner's `triples_score_layer`: a score of each (head, relation, tail))."""
 
-    def __init__(self, relations_layer: str, hidden: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        relations_layer: str,
+        triples_layer: str | None,
+        hidden: int,
+        dropout: float,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+    ):
         build = ADJACENCY_LAYERS.get(relations_layer)
         self.relation_rep_layer = None if build is None else build(hidden, dtype, rngs)
-        self.pair_rep = ProjectionMLP(2 * hidden, hidden, dropout, dtype, rngs)
+        if triples_layer is None:
+            self.pair_rep, self.triples_score = ProjectionMLP(2 * hidden, hidden, dropout, dtype, rngs), None
+        else:
+            self.pair_rep, self.triples_score = None, TriplesScore(triples_layer, TRIPLES_WIDTH, dtype, rngs)
 
     def __call__(
         self, entities: jax.Array, entity_mask: jax.Array, relations: jax.Array
@@ -157,6 +170,9 @@ class RelationHead(nnx.Module):
         """entities [B, E, H] (zero where masked), entity_mask [B, E], relation prompts [B, R, H] -> (adjacency
         [B, E, E] or None, pair logits [B, E, E, R]: pair (i, j) against each relation)."""
         adjacency = None if self.relation_rep_layer is None else self.relation_rep_layer(entities, entity_mask)
+        if self.triples_score is not None:
+            h, t, r = entities[:, :, None, None], entities[:, None, :, None], relations[:, None, None]
+            return adjacency, self.triples_score(h, r, t)
         hidden = entities.shape[-1]
         first = self.pair_rep.linear_in
         kernel = first.kernel[...].astype(entities.dtype)

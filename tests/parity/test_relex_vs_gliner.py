@@ -9,10 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from gliner_jax import GLiNER
-from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
+from gliner_jax.checkpoint_io import gliner_table, load_gliner, relation_table, state_from_torch, state_to_torch
 from gliner_jax.decoding import select_entities
+from gliner_jax.modeling.relations import RelationHead
+from gliner_jax.modeling.triples import TRIPLES_LAYERS
 from gliner_jax.testing.builders import build_reference
 from tests.utils.gliner_parity import assert_logits_close, network_inputs
 
@@ -23,7 +26,9 @@ TEXTS = [
 ]
 LABELS = [["person", "organization", "date"], ["company", "person", "city"], ["person", "company", "city", "year"]]
 RELATIONS = [["works at", "married to"], ["founded by", "located in", "ceo of"], ["founded", "founded with"]]
-RELATIONS_LAYERS = ("dot", "mlp", "attn", "bilinear", "gcn", "gat", "none")
+# Every relations_layer with gliner's pair projection; two with a triples_layer instead (a parameter-free mode: the
+# modes with parameters need 768-wide models, and test_triples_layers_match checks each of them).
+RELATIONS_LAYERS = ("dot", "mlp", "attn", "bilinear", "gcn", "gat", "none", "dot+TransE", "none+DistMult")
 # gliner's relation heads (and the entity head, scaled by build_reference) with their last layers scaled, so that
 # entities, adjacency and relations each spread over (0, 1).
 RELATION_SCALES = {"pair_rep_layer.3.weight": 30.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 30.0}
@@ -33,6 +38,7 @@ RELATION_SCALES = {"pair_rep_layer.3.weight": 30.0, "relations_rep_layer.relatio
 def reference(request, gliner_backbone, tmp_path_factory):
     """(relations_layer, a gliner relex model with it, its saved directory)."""
     directory = tmp_path_factory.mktemp(f"relex-{request.param}")
+    relations_layer, _, triples_layer = request.param.partition("+")
     ref = build_reference(
         gliner_backbone,
         directory,
@@ -40,7 +46,8 @@ def reference(request, gliner_backbone, tmp_path_factory):
         span_mode="markerV0",
         hidden_size=32,
         max_width=4,
-        relations_layer=request.param,
+        relations_layer=relations_layer,
+        triples_layer=triples_layer or None,
     )
     with torch.no_grad():
         for name, param in ref.model.named_parameters():
@@ -116,7 +123,12 @@ def test_logits_adjacency_and_relations_match(reference):
     rows, pairs = np.nonzero(pair_mask)
     ours = np.asarray(pair_logits)[rows, pair_idx[rows, pairs, 0], pair_idx[rows, pairs, 1]]
     ref_logits = output.rel_logits.numpy()[rows, pairs]
-    assert_logits_close(ours[:, : ref_logits.shape[-1]], ref_logits)
+    ours = ours[:, : ref_logits.shape[-1]]
+    if ref.config.triples_layer is None:
+        assert_logits_close(ours, ref_logits)
+    else:  # triple scores, of any scale (DistMult's products of small states)
+        assert ref_logits.std() > 1e-3 * np.abs(ref_logits).max()
+        np.testing.assert_allclose(ours, ref_logits, rtol=1e-5, atol=1e-5 * np.abs(ref_logits).max())
 
 
 def test_conversion_is_strict_both_ways(reference):
@@ -176,3 +188,38 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     one = model.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
+
+
+class _Holder(nnx.Module):
+    def __init__(self, mode: str):
+        self.relation_head = RelationHead("none", mode, 8, 0.0, jnp.float32, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("mode", list(TRIPLES_LAYERS))
+def test_triples_layers_match(mode):
+    """Every triples_layer mode, built by gliner (768 wide, its parameters moved off their init) and read strictly
+    by our key table: the scores of every (head, relation, tail) of a few entities and relations are gliner's."""
+    from gliner.modeling.multitask.triples_layers import TriplesScoreLayer
+
+    torch.manual_seed(0)
+    layer = TriplesScoreLayer(mode).eval()
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    holder = _Holder(mode)
+    tensors = {f"triples_score_layer.{k}": v.numpy() for k, v in layer.state_dict().items()}
+    state_from_torch(holder, tensors, relation_table("none", mode))
+    assert state_to_torch(holder, relation_table("none", mode)).keys() == tensors.keys()
+
+    scale = 0.003 if mode == "TransE" else 0.05  # distances under gliner's clamp at 10
+    rng = np.random.default_rng(0)
+    entities = (scale * rng.normal(size=(2, 4, 768))).astype(np.float32)
+    relations = (scale * rng.normal(size=(2, 3, 768))).astype(np.float32)
+    h = torch.from_numpy(entities)[:, :, None, None].expand(2, 4, 4, 3, 768)
+    t = torch.from_numpy(entities)[:, None, :, None].expand(2, 4, 4, 3, 768)
+    r = torch.from_numpy(relations)[:, None, None].expand(2, 4, 4, 3, 768)
+    with torch.no_grad():
+        ref = layer(h.reshape(-1, 768), r.reshape(-1, 768), t.reshape(-1, 768)).reshape(2, 4, 4, 3).numpy()
+    _, ours = holder.relation_head(jnp.asarray(entities), jnp.ones((2, 4), bool), jnp.asarray(relations))
+    assert ref.std() > 1e-3 * np.abs(ref).max() and (ref > -9.99).all()
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
