@@ -113,12 +113,16 @@ class GLiNER:
         self.pack_tokens: int | None = None
         if config.is_bi_encoder:
             return
-        ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
-        if ent_token_id != config.class_token_index:
-            raise ValueError(
-                f"the tokenizer's id for {config.ent_token!r} is {ent_token_id}, "
-                f"but the config's class_token_index is {config.class_token_index}"
-            )
+        tokens = {"class_token_index": config.ent_token}
+        if config.is_relex:
+            tokens["rel_token_index"] = config.rel_token
+        for field, token in tokens.items():
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id != getattr(config, field):
+                raise ValueError(
+                    f"the tokenizer's id for {token!r} is {token_id}, but the config's {field} is "
+                    f"{getattr(config, field)}"
+                )
 
     @classmethod
     def from_pretrained(

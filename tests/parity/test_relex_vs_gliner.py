@@ -4,6 +4,7 @@ relations of inference."""
 
 from __future__ import annotations
 
+import gliner
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,9 @@ from gliner_jax.decoding import select_entities
 from gliner_jax.modeling.relations import RelationHead
 from gliner_jax.modeling.triples import TRIPLES_LAYERS
 from gliner_jax.testing.builders import build_reference
+from gliner_jax.testing.hub_cache import add_to_cache
 from tests.utils.gliner_parity import assert_logits_close, network_inputs
+from tests.utils.legacy_layouts import BACKBONE_ID, DROP, Layout, backbone_files, layout_files
 
 TEXTS = [
     "Marie Curie worked at the University of Paris with Pierre Curie in 1903.",
@@ -223,3 +226,31 @@ def test_triples_layers_match(mode):
     _, ours = holder.relation_head(jnp.asarray(entities), jnp.ones((2, 4), bool), jnp.asarray(relations))
     assert ref.std() > 1e-3 * np.abs(ref).max() and (ref > -9.99).all()
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("reference", ["dot"], indirect=True)
+def test_hub_ids_and_legacy_layouts_load_as_gliner(reference, gliner_backbone, tmp_path):
+    """A relation model as a hub repo id in its complete layout and in gliner 0.2.x's model-name-only layout
+    (no tokenizer, no token indices: the relation token is added as gliner adds it): the same token indices as
+    gliner, the same entities and relations; the export loads in gliner strictly."""
+    _, _, directory = reference
+    cache = tmp_path / "cache"
+    add_to_cache(cache, BACKBONE_ID, backbone_files(gliner_backbone))
+    add_to_cache(cache, "relex-org/complete", layout_files(directory, Layout({})))
+    no_indices = {"encoder_config": DROP, "class_token_index": DROP, "rel_token_index": DROP, "vocab_size": DROP}
+    add_to_cache(cache, "relex-org/legacy", layout_files(directory, Layout(no_indices, tokenizer=False)))
+    for repo in ("relex-org/complete", "relex-org/legacy"):
+        ref = gliner.GLiNER.from_pretrained(repo, cache_dir=cache)
+        ours = GLiNER.from_pretrained(repo, cache_dir=cache)
+        for field in ("class_token_index", "rel_token_index", "vocab_size"):
+            assert getattr(ours.config, field) == getattr(ref.config, field), field
+        threshold, adjacency_threshold = reference_thresholds(ref, entities=40, pairs=0.75)
+        options = dict(threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=0.5)
+        expected = ref.inference(TEXTS, LABELS, relations=RELATIONS, **options)
+        assert sum(map(len, expected[1])) > 0
+        got = ours.inference(TEXTS, LABELS, relations=RELATIONS, **options)
+        for our_items, ref_items in zip(got, expected, strict=True):
+            assert_same_outputs(our_items, ref_items)
+    ours.save_pretrained(tmp_path / "export")
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path / "export"), local_files_only=True, strict=True)
+    assert_same_outputs(reloaded.inference(TEXTS, LABELS, relations=RELATIONS, **options)[1], expected[1])
