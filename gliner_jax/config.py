@@ -28,6 +28,16 @@ STREAMING_MODEL_TYPE = "gliner_streaming_span"
 # gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
 # ordered pair of selected entities is scored.
 RELATIONS_LAYERS = ("dot", "mlp", "attention", "attn", "bilinear", "gcn", "gat", "none")
+# The relation model's fields that gliner writes only for relation models (its other configs have relations_layer
+# alone): kept as extras elsewhere, so that a config is written back as it was read.
+RELEX_ONLY_FIELDS = (
+    "triples_layer",
+    "embed_rel_token",
+    "rel_token_index",
+    "rel_token",
+    "adjacency_loss_coef",
+    "relation_loss_coef",
+)
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
     "TuckER": "its 768 x 768 x 768 core tensor (1.8 GB) and BatchNorm statistics are not implemented",
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
@@ -133,6 +143,8 @@ class GLiNERConfig:
                     f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
                 )
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
+        if data.get("relations_layer") is None:
+            fields -= set(RELEX_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
         extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
         configs = {key: encoder_config_from_hf(data[key]) for key in embedded}
@@ -141,7 +153,7 @@ class GLiNERConfig:
     def to_dict(self) -> dict[str, Any]:
         """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder configs."""
         out = dict(self.extra)
-        skipped = {"extra", "labels_encoder_config"}
+        skipped = {"extra", "labels_encoder_config"} | (set() if self.is_relex else set(RELEX_ONLY_FIELDS))
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
         if self.labels_encoder_config is not None:

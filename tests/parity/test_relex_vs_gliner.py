@@ -157,8 +157,9 @@ def assert_same_outputs(ours: list, ref: list) -> None:
         )
 
 
-@pytest.mark.parametrize("reference", ["dot", "none"], indirect=True)
-@pytest.mark.parametrize("flat_ner, multi_label", [(True, False), (False, True)])
+@pytest.mark.parametrize(
+    ("reference", "flat_ner", "multi_label"), [("dot", True, False), ("none", False, True)], indirect=["reference"]
+)
 def test_inference_matches_reference(reference, flat_ner, multi_label):
     """Texts, per-text labels and relations in (an empty text among them, gliner's batches of 2): entities and
     relations out, as gliner's `inference` gives them, thresholds for entities, pairs and relations set apart; and
