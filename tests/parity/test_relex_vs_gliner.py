@@ -190,6 +190,11 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     one = model.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
+    # Entities alone go through the entity pipeline (windows, buckets), the prompt without relations as gliner's.
+    entity_options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    ref_alone = ref.predict_entities(TEXTS[0], LABELS[0], **entity_options)
+    assert ref_alone
+    assert_same_outputs([model.predict_entities(TEXTS[0], LABELS[0], **entity_options)], [ref_alone])
 
 
 class _Holder(nnx.Module):
