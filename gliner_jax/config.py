@@ -10,6 +10,7 @@ from typing import Any
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
+from gliner_jax.modeling.relations import ATTENTION_HEADS
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
 from gliner_jax.modeling.triples import PARAMETER_FREE, TRIPLES_LAYERS, TRIPLES_WIDTH
@@ -164,6 +165,11 @@ class GLiNERConfig:
         if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"
             raise ValueError(
                 f"unknown GLiNER config relations_layer={self.relations_layer!r}; known: {RELATIONS_LAYERS}"
+            )
+        if self.relations_layer in ("attention", "attn", "gat") and self.hidden_size % ATTENTION_HEADS:
+            raise ValueError(  # gliner's nn.MultiheadAttention refuses it too
+                f"GLiNER config relations_layer={self.relations_layer!r} needs hidden_size divisible by its "
+                f"{ATTENTION_HEADS} attention heads, got {self.hidden_size}"
             )
         if self.triples_layer is not None:
             self._check_triples()
