@@ -148,6 +148,50 @@ def _span_mode_entries(span_mode: str, max_width: int) -> list[TensorMapping]:
     return table
 
 
+def relation_table(relations_layer: str, triples_layer: str | None) -> list[TensorMapping]:
+    """gliner's relex tensors (`relations_rep_layer.relation_rep_layer.*`, then `pair_rep_layer.*` or
+    `triples_score_layer.interaction.*`) -> our `relation_head` parameters."""
+    attn = [
+        TensorMapping("attn.in_proj_weight", ("attn", "in_proj", "kernel"), True, None),
+        TensorMapping("attn.in_proj_bias", ("attn", "in_proj", "bias"), False, None),
+        *_linear_entries("attn.out_proj", ("attn", "out_proj")),
+    ]
+    linears = {  # gliner's module -> ours, each a Linear
+        "mlp": {"mlp.0": "linear_in", "mlp.2": "linear_out"},
+        "bilinear": {"proj": "proj"},
+        "gcn": {"gcn.linear": "gcn.linear", "proj": "proj"},
+        "gat": {"linear": "linear"},
+    }.get(relations_layer, {})
+    entries = attn if relations_layer in ("attention", "attn", "gat") else []
+    for torch_module, ours in linears.items():
+        entries += _linear_entries(torch_module, tuple(ours.split(".")))
+    table = [
+        TensorMapping(
+            f"relations_rep_layer.relation_rep_layer.{m.torch_key}",
+            ("relation_head", "relation_rep_layer", *m.path),
+            m.transpose,
+            None,
+        )
+        for m in entries
+    ]
+    if triples_layer is None:
+        return table + _projection_mlp_entries("pair_rep_layer", ("relation_head", "pair_rep"))
+    linears = {  # the Linears of each triples mode with parameters: gliner's name -> ours
+        "TransH": ("r_to_rtr", "r_to_w"),
+        "TransF": ("r_to_rvec", "r_to_alpha", "r_to_beta"),
+        "PairRE": ("r_to_alpha", "r_to_beta"),
+        "TripleRE": ("r_to_alpha", "r_to_beta", "r_to_delta", "r_to_gamma"),
+        "ConvKB": ("fc",),
+    }.get(triples_layer, ())
+    renamed = {"ERMLP": {"mlp.0": "linear_in", "mlp.2": "linear_out"}}.get(triples_layer, {})
+    prefix, path = "triples_score_layer.interaction.", ("relation_head", "triples_score", "interaction")
+    for torch_module, ours in [*((name, name) for name in linears), *renamed.items()]:
+        table += _linear_entries(prefix + torch_module, (*path, ours))
+    if triples_layer == "ConvKB":  # the Conv1d's weight [32, 3, 1] as it is
+        table += [TensorMapping(f"{prefix}conv.{p}", (*path, f"conv_{p}"), False, None) for p in ("weight", "bias")]
+    return table
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
 
@@ -169,9 +213,14 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _linear_entries("scorer.proj_label", ("scorer", "proj_label"))
         table += _linear_entries("scorer.out_mlp.0", ("scorer", "linear_in"))
         table += _linear_entries("scorer.out_mlp.3", ("scorer", "linear_out"))
+        if config.is_relex:  # gliner's token relation model: TokenMarker (markerV0's MLPs) and the prompt projection
+            table += _span_mode_entries("markerV0", config.max_width)
+            table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     else:
         table += _span_mode_entries(config.span_mode, config.max_width)
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
+    if config.is_relex:
+        table += relation_table(config.relations_layer, config.triples_layer)
     return table
 
 

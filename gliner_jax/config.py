@@ -10,8 +10,10 @@ from typing import Any
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
+from gliner_jax.modeling.relations import ATTENTION_HEADS
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
+from gliner_jax.modeling.triples import PARAMETER_FREE, TRIPLES_LAYERS, TRIPLES_WIDTH
 from gliner_jax.modeling.word_pooling import SUBTOKEN_POOLING
 
 SPAN_MODES = (*SPAN_REPRESENTATIONS, "token_level")  # every span_mode gliner 0.2.29 accepts
@@ -33,11 +35,27 @@ WORDS_SPLITTER_TYPES = (
 # Fields of gliner_config.json that select a gliner architecture other than the uni- and bi-encoder (gliner's
 # `_get_gliner_class`), or a part of one, that is not implemented here.
 OTHER_ARCHITECTURES = {
-    "relations_layer": "relation extraction models",
     "labels_decoder": "generative label decoder models",
     "span_encoder_config": "span context encoders",
 }
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
+# gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
+# ordered pair of selected entities is scored.
+RELATIONS_LAYERS = ("dot", "mlp", "attention", "attn", "bilinear", "gcn", "gat", "none")
+# The relation model's fields that gliner writes only for relation models (its other configs have relations_layer
+# alone): kept as extras elsewhere, so that a config is written back as it was read.
+RELEX_ONLY_FIELDS = (
+    "triples_layer",
+    "embed_rel_token",
+    "rel_token_index",
+    "rel_token",
+    "adjacency_loss_coef",
+    "relation_loss_coef",
+)
+TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
+    "TuckER": "its 768 x 768 x 768 core tensor (1.8 GB) and BatchNorm statistics are not implemented",
+    "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
+}
 
 
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
@@ -90,6 +108,13 @@ class GLiNERConfig:
     precomputed_prompts_mode: Any = None
     id_to_classes: Any = None
     encoder_config: Any = dataclasses.field(default_factory=DebertaConfig)  # an encoder family's config
+    relations_layer: str | None = None  # relation extraction (gliner's UniEncoderSpanRelexGLiNER): RELATIONS_LAYERS
+    triples_layer: str | None = None
+    embed_rel_token: bool = True
+    rel_token_index: int = -1
+    rel_token: str = "<<REL>>"
+    adjacency_loss_coef: float = 1.0
+    relation_loss_coef: float = 1.0
     labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
     labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -115,6 +140,8 @@ class GLiNERConfig:
         for key, (refused, why) in refusals.items():
             if refused:
                 raise NotImplementedError(f"unsupported GLiNER config {key}={getattr(self, key)!r}: {why}")
+        if self.is_relex:
+            self._check_relex()
         if self.is_bi_encoder and self.labels_encoder_config is None:
             raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
         if self.num_rnn_layers and self.hidden_size % 2:
@@ -135,6 +162,8 @@ class GLiNERConfig:
                     f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
                 )
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
+        if data.get("relations_layer") is None:
+            fields -= set(RELEX_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
         extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
         configs = {key: encoder_config_from_hf(data[key]) for key in embedded}
@@ -143,12 +172,54 @@ class GLiNERConfig:
     def to_dict(self) -> dict[str, Any]:
         """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder configs."""
         out = dict(self.extra)
-        skipped = {"extra", "labels_encoder_config"}
+        skipped = {"extra", "labels_encoder_config"} | (set() if self.is_relex else set(RELEX_ONLY_FIELDS))
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
         if self.labels_encoder_config is not None:
             out["labels_encoder_config"] = self.labels_encoder_config.to_hf_dict()
         return out
+
+    def _check_relex(self) -> None:
+        if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"
+            raise ValueError(
+                f"unknown GLiNER config relations_layer={self.relations_layer!r}; known: {RELATIONS_LAYERS}"
+            )
+        if self.relations_layer in ("attention", "attn", "gat") and self.hidden_size % ATTENTION_HEADS:
+            raise ValueError(  # gliner's nn.MultiheadAttention refuses it too
+                f"GLiNER config relations_layer={self.relations_layer!r} needs hidden_size divisible by its "
+                f"{ATTENTION_HEADS} attention heads, got {self.hidden_size}"
+            )
+        if self.triples_layer is not None:
+            self._check_triples()
+        refusals = {
+            "labels_encoder": (self.is_bi_encoder, "relation extraction reads its labels from the prompt"),
+        }
+        for key, (refused, why) in refusals.items():
+            if refused:
+                raise NotImplementedError(
+                    f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
+                )
+
+    def _check_triples(self) -> None:
+        mode, hidden = self.triples_layer, self.hidden_size
+        if mode in TRIPLES_REFUSED:
+            raise NotImplementedError(f"unsupported GLiNER config triples_layer={mode!r}: {TRIPLES_REFUSED[mode]}")
+        if mode not in TRIPLES_LAYERS:  # gliner: "Unknown interaction mode"
+            raise ValueError(f"unknown GLiNER config triples_layer={mode!r}; known: {tuple(TRIPLES_LAYERS)}")
+        # gliner builds the layer 768 wide whatever hidden_size is, and splits vectors into halves or quarters: other
+        # widths fail in its forward pass
+        multiple = {"QuatE": 4, "SimplE": 2, "ComplEx": 2}.get(mode, 1)
+        if (mode not in PARAMETER_FREE and hidden != TRIPLES_WIDTH) or hidden % multiple:
+            need = f"a multiple of {multiple}" if mode in PARAMETER_FREE else str(TRIPLES_WIDTH)
+            raise ValueError(
+                f"GLiNER config triples_layer={mode!r} needs hidden_size {need}, got {hidden} (gliner builds it "
+                f"{TRIPLES_WIDTH} wide and fails on other widths)"
+            )
+
+    @property
+    def is_relex(self) -> bool:
+        """Whether this is a relation extraction model (gliner selects one by `relations_layer` alone)."""
+        return self.relations_layer is not None
 
     @property
     def spans_depend_on_batch(self) -> bool:

@@ -181,20 +181,28 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         return GLiNERLayout(directory, _config(completed, config_path), tokenizer, labels_tokenizer)
     ent_token = data.get("ent_token", GLiNERConfig.ent_token)
     if data.get("class_token_index", -1) == -1 or data.get("vocab_size", -1) == -1:
-        add_special_tokens(tokenizer, ent_token, data.get("sep_token", GLiNERConfig.sep_token))
-        rows = len(tokenizer)
-        completed.update(class_token_index=rows - 2, vocab_size=rows, encoder_config=dict(encoder, vocab_size=rows))
+        sep_token = data.get("sep_token", GLiNERConfig.sep_token)
+        if data.get("relations_layer") is not None:  # gliner's relex model appends [ent, sep, rel], no [FLERT]
+            tokenizer.add_tokens([ent_token, sep_token, data.get("rel_token", GLiNERConfig.rel_token)], True)
+            rows = len(tokenizer)
+            completed.update(class_token_index=rows - 3, rel_token_index=rows - 1)
+        else:
+            add_special_tokens(tokenizer, ent_token, sep_token)
+            rows = len(tokenizer)
+            completed.update(class_token_index=rows - 2)
+        completed.update(vocab_size=rows, encoder_config=dict(encoder, vocab_size=rows))
     else:
         _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
     return GLiNERLayout(directory, _config(completed, config_path), tokenizer)
 
 
 def _config(data: dict[str, Any], path: Path) -> GLiNERConfig:
-    """The GLiNERConfig of a completed config dict; a bad value is a ValueError naming the file it came from."""
+    """The GLiNERConfig of a completed config dict; a bad value is a ValueError (an option not implemented a
+    NotImplementedError) naming the file it came from."""
     try:
         return GLiNERConfig.from_dict(data)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    except (ValueError, NotImplementedError) as error:
+        raise type(error)(f"{path}: {error}") from None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, evaluate_examples
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, WordSpan
+from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationPipeline, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
@@ -62,6 +62,29 @@ def _encode_labels(graphdef: nnx.GraphDef, state: nnx.State, input_ids: jax.Arra
     return nnx.merge(graphdef, state).encode_labels(input_ids, mask)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _relex_entities(
+    graphdef: nnx.GraphDef, state: nnx.State, arrays: dict[str, jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A relation model's first stage: entity probabilities, span representations, relation prompts."""
+    logits, spans, relations = nnx.merge(graphdef, state).relex(**arrays)
+    return jax.nn.sigmoid(logits), spans, relations
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _relex_relations(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    spans: jax.Array,
+    entity_index: jax.Array,
+    entity_mask: jax.Array,
+    relations: jax.Array,
+) -> tuple[jax.Array | None, jax.Array]:
+    """A relation model's second stage on the selected entities: adjacency and pair probabilities."""
+    adjacency, pair_logits = nnx.merge(graphdef, state).relation_scores(spans, entity_index, entity_mask, relations)
+    return adjacency, jax.nn.sigmoid(pair_logits)
+
+
 # Labels encoded per call of the label encoder when `inference` embeds a request's labels (padded to a label bucket).
 LABEL_CHUNK = 1024
 
@@ -97,12 +120,16 @@ class GLiNER:
         self.pack_tokens: int | None = None
         if config.is_bi_encoder:
             return
-        ent_token_id = tokenizer.convert_tokens_to_ids(config.ent_token)
-        if ent_token_id != config.class_token_index:
-            raise ValueError(
-                f"the tokenizer's id for {config.ent_token!r} is {ent_token_id}, "
-                f"but the config's class_token_index is {config.class_token_index}"
-            )
+        tokens = {"class_token_index": config.ent_token}
+        if config.is_relex:
+            tokens["rel_token_index"] = config.rel_token
+        for field, token in tokens.items():
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id != getattr(config, field):
+                raise ValueError(
+                    f"the tokenizer's id for {token!r} is {token_id}, but the config's {field} is "
+                    f"{getattr(config, field)}"
+                )
 
     @classmethod
     def from_pretrained(
@@ -338,7 +365,10 @@ class GLiNER:
         return_label_vectors: bool = False,
         truncate: bool = False,
         progress: bool = False,
-    ) -> list[list[dict]]:
+        relations: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+    ) -> list[list[dict]] | tuple[list[list[dict]], list[list[dict]]]:
         """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
         {label: description} mapping) for all texts, or one per text.
 
@@ -354,13 +384,117 @@ class GLiNER:
         adds "vector", a span model's span representation or a token model's mean word state over the entity;
         `return_label_vectors` adds "label_vector", the label embedding its score came from (a span model's
         projected label, a token model's label prompt); both NumPy float32 arrays [hidden_size]. An entity seen
-        in several windows or label passes takes these from the row that gave its score."""
+        in several windows or label passes takes these from the row that gave its score.
+
+        Relation extraction models (`config.relations_layer`): with `relations` (a relation label, a list for all
+        texts, or one list per text) this returns (entities, relations) of each text as gliner's `inference` does:
+        texts read up to `max_len` words, relations as dicts {head, tail, relation, score}, head and tail
+        {start, end, text, type, entity_idx} (the entity's index in that text's entities).
+        `adjacency_threshold` and `relation_threshold` default to `threshold`.
+        """
+        if relations is not None:
+            asked = dict(
+                input_spans=input_spans is not None,
+                return_class_probs=return_class_probs,
+                return_vectors=return_vectors,
+                return_label_vectors=return_label_vectors,
+            )
+            if any(asked.values()):
+                names = ", ".join(name for name, on in asked.items() if on)
+                raise ValueError(f"{names}: not available with relations (entities and relations only)")
+            return self._relations(
+                texts,
+                labels,
+                relations,
+                threshold,
+                adjacency_threshold,
+                relation_threshold,
+                flat_ner,
+                multi_label,
+                batch_size,
+            )
         words = [self.processor.split_words(text) for text in texts]
         details = dict(class_probs=return_class_probs, vectors=return_vectors, label_vectors=return_label_vectors)
         spans = _word_input_spans(words, input_spans)
         options = (flat_ner, multi_label, batch_size, truncate, progress)
         found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+
+    def predict_relations(
+        self,
+        text: str,
+        labels: LabelSet,
+        relations: str | Sequence[str],
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        *,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+    ) -> tuple[list[dict], list[dict]]:
+        """(entities, relations) of one text with a relation extraction model (see `inference`)."""
+        entities, found = self.inference(
+            [text],
+            labels,
+            threshold,
+            flat_ner,
+            multi_label,
+            relations=relations,
+            adjacency_threshold=adjacency_threshold,
+            relation_threshold=relation_threshold,
+        )
+        return entities[0], found[0]
+
+    def _relations(
+        self,
+        texts: Sequence[str],
+        labels: Labels,
+        relations: str | Sequence[str] | Sequence[Sequence[str]],
+        threshold: float,
+        adjacency_threshold: float | None,
+        relation_threshold: float | None,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+    ) -> tuple[list[list[dict]], list[list[dict]]]:
+        """`inference` with relations: (entities, relations) of each text."""
+        if not self.config.is_relex:
+            raise ValueError("relations are extracted only by relation extraction models (config.relations_layer)")
+        adjacency_threshold = threshold if adjacency_threshold is None else adjacency_threshold
+        relation_threshold = threshold if relation_threshold is None else relation_threshold
+        for value in (threshold, adjacency_threshold, relation_threshold):
+            _check_options(value, batch_size)
+        relation_sets = _relation_sets(relations, len(texts))
+        words = [self.processor.split_words(text) for text in texts]
+        placement, graphdef, state = self._placed()
+        pipeline = RelationPipeline(
+            self.processor,
+            place_rows=placement.place_rows,
+            entities_forward=lambda arrays: _relex_entities(graphdef, state, arrays),
+            relations_forward=lambda *arrays: _relex_relations(graphdef, state, *arrays),
+            batch_size=batch_size,
+            batch_rows=round_up(batch_size, placement.row_multiple),
+            threshold=threshold,
+            adjacency_threshold=adjacency_threshold,
+            relation_threshold=relation_threshold,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+        )
+        found = pipeline.run(words, normalize_labels(labels, len(texts)), relation_sets)
+        entities = [_entity_dicts(t, w, spans) for t, w, (spans, _) in zip(texts, words, found, strict=True)]
+        relation_dicts = [
+            [
+                {
+                    "head": _relation_end(entities[i], head),
+                    "tail": _relation_end(entities[i], tail),
+                    "relation": r,
+                    "score": p,
+                }
+                for head, r, tail, p in rels
+            ]
+            for i, (_, rels) in enumerate(found)
+        ]
+        return entities, relation_dicts
 
     def inference_stream(
         self,
@@ -602,6 +736,33 @@ def _word_input_spans(
                 kept.append((first, last))
         converted.append(kept)
     return converted
+
+
+def _relation_end(entities: list[dict], index: int) -> dict:
+    """A relation's head or tail, as gliner writes it: the entity's offsets, text and label (as `type`) and index."""
+    entity = entities[index]
+    return {
+        "start": entity["start"],
+        "end": entity["end"],
+        "text": entity["text"],
+        "type": entity["label"],
+        "entity_idx": index,
+    }
+
+
+def _relation_sets(relations: str | Sequence[str] | Sequence[Sequence[str]], num_texts: int) -> list[list[str]]:
+    """Each text's relation labels, duplicates dropped as gliner drops them: one label, one list for all texts, or
+    one list per text (as many as texts: ValueError otherwise)."""
+    if isinstance(relations, str):
+        return [[relations]] * num_texts
+    relations = list(relations)
+    if relations and all(isinstance(r, list | tuple) for r in relations):
+        if len(relations) != num_texts:
+            raise ValueError(f"per-text relations must have length {num_texts}, got {len(relations)}")
+        return [list(dict.fromkeys(r)) for r in relations]
+    if not all(isinstance(r, str) for r in relations):
+        raise ValueError("relations must be a label, a list of labels, or one list of labels per text")
+    return [list(dict.fromkeys(relations))] * num_texts
 
 
 def _check_options(threshold: float, batch_size: int) -> None:

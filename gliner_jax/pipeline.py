@@ -32,7 +32,14 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 
-from gliner_jax.decoding import decode_span_batch, decode_token_batch, merge_spans
+from gliner_jax.decoding import (
+    decode_relations,
+    decode_span_batch,
+    decode_token_batch,
+    merge_spans,
+    select_entities,
+    select_token_entities,
+)
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.wire import WireSizes, to_wire
@@ -41,6 +48,7 @@ from gliner_jax.windows import ModelRow, plan_model_rows
 
 T = TypeVar("T")
 WordSpan = tuple[int, int, str, float]  # (first word, last word inclusive, label, score)
+RelationTuple = tuple[int, str, int, float]  # (head entity index, relation, tail entity index, score)
 # A span with what was asked for beside it (`Pipeline.class_probs`, `vectors`, `label_vectors`): an entity's extra keys.
 DetailedSpan = tuple[int, int, str, float, dict[str, Any]]
 # One chunk: anything the caller wants back with its results, the words of each text, the label set of each text as
@@ -409,3 +417,89 @@ def check_not_cut(batch: Batch, rows: list[ModelRow], processor: Processor) -> N
                 f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
                 f"model_max_length ({processor.tokenizer.model_max_length} tokens); lower max_len or use fewer labels"
             )
+
+
+@dataclasses.dataclass
+class RelationPipeline:
+    """Entities and relations of texts with a relation extraction model, batched as gliner batches them (the texts
+    with words, in order, `batch_size` to a batch: the entities its relation stage reads depend on the batch's label
+    count). Per batch: `entities_forward` (the model's `relex` on the batch's arrays, placed by `place_rows`) gives
+    entity probabilities, the states entities are read from and relation prompts; the host selects the entities
+    (`decoding.select_entities`, a token model's `select_token_entities`), `relations_forward` gives their
+    adjacency and pair probabilities, and both are decoded on the host. A text longer than `max_len` words is cut
+    there, as gliner does."""
+
+    processor: Processor
+    place_rows: Callable[[np.ndarray], jax.Array]
+    entities_forward: Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array, jax.Array]]
+    relations_forward: Callable[..., tuple[jax.Array | None, jax.Array]]
+    batch_size: int
+    batch_rows: int
+    threshold: float
+    adjacency_threshold: float
+    relation_threshold: float
+    flat_ner: bool
+    multi_label: bool
+
+    def run(
+        self, words: list[list[Word]], label_sets: list[dict[str, str]], relation_sets: list[list[str]]
+    ) -> list[tuple[list[WordSpan], list[RelationTuple]]]:
+        """(entities, relations) of each text; a relation names its head and tail by their index among the text's
+        entities."""
+        results: list[tuple[list[WordSpan], list[RelationTuple]]] = [([], []) for _ in words]
+        live = [i for i, row in enumerate(words) if row]
+        for begin in range(0, len(live), self.batch_size):
+            texts = live[begin : begin + self.batch_size]
+            for i, found in zip(texts, self._batch(texts, words, label_sets, relation_sets), strict=True):
+                results[i] = found
+        return results
+
+    def _batch(
+        self,
+        texts: list[int],
+        words: list[list[Word]],
+        label_sets: list[dict[str, str]],
+        relation_sets: list[list[str]],
+    ) -> list[tuple[list[WordSpan], list[RelationTuple]]]:
+        prompts = [list(label_sets[i]) for i in texts]
+        relations = [relation_sets[i] for i in texts]
+        batch = self.processor.collate_rows(
+            [words[i] for i in texts], prompts, batch_size=self.batch_rows, relations=relations
+        )
+        kept = [ModelRow(i, 0, words[i][: self.processor.max_len], p) for i, p in zip(texts, prompts, strict=True)]
+        check_not_cut(batch, kept, self.processor.tokenizer.model_max_length)
+        arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
+        probs, states, relation_prompts = self.entities_forward({k: self.place_rows(v) for k, v in arrays.items()})
+        probs = np.asarray(probs)
+        num_words, num_labels = batch.text_lengths[: len(texts)], [len(p) for p in prompts]
+        options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
+        if self.processor.span_mode == "token_level":
+            bounds, mask = select_token_entities(probs, self.threshold, int(num_words.max()), max(num_labels))
+            index = bounds
+            entities = decode_token_batch(probs[: len(texts)], num_words, num_labels, **options)
+        else:
+            index, mask, bounds = select_entities(probs, batch.span_mask, self.threshold, max(num_labels))
+            entities = decode_span_batch(probs[: len(texts)], num_words, num_labels, **options)
+        adjacency, pair_probs = self.relations_forward(
+            states, self.place_rows(index), self.place_rows(mask), relation_prompts
+        )
+        found = decode_relations(
+            entities,
+            bounds,
+            mask,
+            None if adjacency is None else np.asarray(adjacency),
+            np.asarray(pair_probs),
+            [len(r) for r in relations],
+            adjacency_threshold=self.adjacency_threshold,
+            relation_threshold=self.relation_threshold,
+        )
+        out = []
+        for i, spans_i, relations_i, prompts_i, rel_i in zip(texts, entities, found, prompts, relations, strict=True):
+            label_of = label_sets[i]
+            out.append(
+                (
+                    [(s, e, label_of[prompts_i[c]], p) for s, e, c, p in spans_i],
+                    [(head, rel_i[c], tail, p) for head, c, tail, p in relations_i],
+                )
+            )
+        return out

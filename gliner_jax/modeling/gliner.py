@@ -14,6 +14,7 @@ from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
+from gliner_jax.modeling.relations import RelationHead
 from gliner_jax.modeling.span_modes import build_span_mode
 from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
@@ -73,12 +74,22 @@ class GLiNERModel(nnx.Module):
             self.labels_encoder = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
-            self.span_rep = self.prompt_rep = None
+            if config.is_relex:  # gliner's token relation model: TokenMarker's MLPs, and its prompt projection
+                self.span_rep = SpanMarkerV0(hidden, 1, config.dropout, dtype, rngs)
+                self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
+            else:
+                self.span_rep = self.prompt_rep = None
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
         else:
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
             self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
             self.scorer = None
+        relex = config.is_relex
+        self.relation_head = (
+            RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
+            if relex
+            else None
+        )
 
     def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """Token states [B, T, hidden_size] of the text encoder (projected where its width differs)."""
@@ -116,13 +127,81 @@ class GLiNERModel(nnx.Module):
         """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order) and word states
         [B * S, W, H] of the S examples (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encode_text(input_ids, attention_mask)
-        examples, num_examples = _examples(attention_mask, num_slots)
-        is_class = (input_ids == self.config.class_token_index) & (attention_mask > 0)
-        label_index = jnp.where(is_class, segment_cumsum(is_class.astype(jnp.int32), attention_mask) - 1, num_labels)
-        # embed_ent_token=False reads the token after each <<ENT>> (the label's first subword).
-        source = tokens if self.config.embed_ent_token else jnp.roll(tokens, -1, axis=1)
-        prompts = scatter_rows(source, label_index, num_labels, examples, num_examples)
+        prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
         return prompts, self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
+
+    def prompt_states(
+        self,
+        tokens: jax.Array,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        num_slots: int,
+        num_prompts: int,
+        *,
+        relations: bool = False,
+    ) -> jax.Array:
+        """The prompt states [B * S, num_prompts, H] of token states [B, T, H]: at each `<<ENT>>` (`relations`: each
+        `<<REL>>`), in order, or at the token after it (`embed_ent_token` / `embed_rel_token` False)."""
+        config = self.config
+        token_index, at_token = (
+            (config.rel_token_index, config.embed_rel_token)
+            if relations
+            else (config.class_token_index, config.embed_ent_token)
+        )
+        examples, num_examples = _examples(attention_mask, num_slots)
+        marked = (input_ids == token_index) & (attention_mask > 0)
+        index = jnp.where(marked, segment_cumsum(marked.astype(jnp.int32), attention_mask) - 1, num_prompts)
+        source = tokens if at_token else jnp.roll(tokens, -1, axis=1)
+        return scatter_rows(source, index, num_prompts, examples, num_examples)
+
+    def relex(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        words_mask: jax.Array,
+        words_valid: jax.Array,
+        labels_valid: jax.Array,
+        relations_valid: jax.Array,
+        span_idx: jax.Array | None = None,
+        span_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """A relation extraction model's first stage (rows unpacked; relations_valid [B, R] fixes R): entity logits
+        (span model: [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected
+        entities from (span model: the span representations the logits score [B, W*K, H]; token model: the word
+        states [B, W, H]) and the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in
+        gliner)."""
+        if self.relation_head is None:
+            raise ValueError("relex needs a relation extraction model (config.relations_layer)")
+        if self.scorer is None and (span_idx is None or span_mask is None):
+            raise ValueError("the span model needs span_idx and span_mask")
+        num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
+        tokens = self.encode_text(input_ids, attention_mask)
+        prompts = self.prompt_states(tokens, input_ids, attention_mask, 1, num_labels)
+        relations = self.prompt_states(tokens, input_ids, attention_mask, 1, relations_valid.shape[-1], relations=True)
+        words = self.word_states(tokens, attention_mask, words_mask, 1, num_words)
+        if self.rnn is not None:
+            words = self.rnn(words, words_valid)
+        if self.scorer is not None:
+            return self.scorer(words, self.prompt_rep(prompts)), words, relations
+        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
+        spans = self.span_rep.spans(words, span_idx, words_valid)  # [B, W, K, H]
+        logits = jnp.einsum("bwkh,bch->bwkc", spans, self.prompt_rep(prompts))
+        return logits, spans.reshape(spans.shape[0], -1, spans.shape[-1]), relations
+
+    def relation_scores(
+        self, states: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array
+    ) -> tuple[jax.Array | None, jax.Array]:
+        """The relation stage on the selected entities (entity_mask [B, E]: which are real) against relation prompts
+        [B, R, H] -> (adjacency [B, E, E], None for relations_layer "none"; pair logits [B, E, E, R], head i and
+        tail j). Span model: the entities are rows entity_index [B, E] of the span representations `states`
+        [B, N, H]; token model: entity_index [B, E, 2] holds their first and last words, represented from the word
+        states `states` [B, W, H] (gliner's TokenMarker)."""
+        if self.scorer is not None:
+            entities = self.span_rep.endpoints(states, entity_index)
+        else:
+            entities = jnp.take_along_axis(states, entity_index[..., None], axis=1)
+        entities = entities * entity_mask[..., None].astype(entities.dtype)
+        return self.relation_head(entities, entity_mask, relations)
 
     def __call__(
         self,
@@ -207,8 +286,8 @@ class GLiNERModel(nnx.Module):
         self, words: jax.Array, prompts: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array
     ) -> jax.Array:
         """The head on words [N, W, H] and label prompts [N, C, H] (span_idx [N, W*K, 2], masked spans at (0, 0))."""
-        if self.scorer is not None:
-            return self.scorer(words, prompts)
+        if self.scorer is not None:  # a token relation model projects its prompts first, as gliner does
+            return self.scorer(words, prompts if self.prompt_rep is None else self.prompt_rep(prompts))
         return self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid)
 
     def _span_logits_from_table(

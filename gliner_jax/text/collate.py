@@ -49,6 +49,8 @@ class Batch:
     labels_attention_mask: np.ndarray | None  # [L, T_l] int32 (None with precomputed label embeddings)
     word_offsets: list[list[Word]]  # per real row: its (word, char start, char end exclusive), after truncation
     labels: list[list[str]]  # per real row: its label prompts in order (class id c+1 = labels[c])
+    relations_valid: np.ndarray | None = None  # [B, R] bool, relation extraction only: the row's real relations
+    relations: list[list[str]] | None = None  # relation extraction only, per real row: its relation labels in order
 
     @property
     def words(self) -> list[list[str]]:
@@ -124,12 +126,14 @@ class Processor:
         labels_tokenizer: Any = None,
         labels_max_tokens: int | None = None,
         vocab_size: int | None = None,
+        rel_token: str | None = None,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
         subtokens words_mask marks (see `WordPieces.encode`). `vocab_size`: the text encoder's embedding rows, where
         the tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without
-        embedding them): a text tokenized into such an id is refused."""
+        embedding them): a text tokenized into such an id is refused. `rel_token`: a relation extraction model's
+        relation token; its prompt then holds the relations after the labels."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
@@ -144,6 +148,7 @@ class Processor:
         self.vocab_size = vocab_size
         self.ent_token = ent_token
         self.sep_token = sep_token
+        self.rel_token = rel_token
         self.max_width = max_width
         self.max_len = max_len
         self.span_mode = span_mode
@@ -179,6 +184,7 @@ class Processor:
             labels_tokenizer=labels_tokenizer if bi_encoder else None,
             labels_max_tokens=getattr(config.labels_encoder_config, "max_tokens", None) if bi_encoder else None,
             vocab_size=encoder.vocab_size if bi_encoder else None,
+            rel_token=config.rel_token if getattr(config, "relations_layer", None) is not None else None,
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -230,7 +236,7 @@ class Processor:
         """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
         return self.pieces.entries(words)[1]
 
-    def _prompt(self, labels: list[str]) -> list[str]:
+    def _prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
         if not self.label_prompt:
             return []
         prompt = []
@@ -238,7 +244,12 @@ class Processor:
             prompt.append(self.ent_token)
             if label:  # gliner keeps the entity token of an empty label but not the label
                 prompt.append(label)
-        return [*prompt, self.sep_token]
+        prompt.append(self.sep_token)
+        if self.rel_token is not None:  # a relation model's prompt: then each relation (an empty one kept), a <<SEP>>
+            for relation in relations:
+                prompt += [self.rel_token, relation]
+            prompt.append(self.sep_token)
+        return prompt
 
     def _truncate(self, row: list[Word]) -> list[Word]:
         if len(row) > self.max_len:
@@ -256,6 +267,7 @@ class Processor:
         label_table: Sequence[str] | None = None,
         encode_table: bool = True,
         label_rows_multiple: int = 1,
+        relations: Sequence[Sequence[str]] | None = None,
     ) -> Batch:
         """Collate rows of (word, char_start, char_end) with `labels`; rows without words become neutral rows.
 
@@ -265,7 +277,10 @@ class Processor:
         Bi-encoder only: `labels_index` points each row's labels into a label table, `label_table` (by default the
         rows' distinct labels, in order of appearance). With `encode_table` the table is tokenized for the label
         encoder, its rows padded (with `bucket`) to a label bucket that is a multiple of `label_rows_multiple`;
-        without, the model is given the table's embeddings instead (precomputed)."""
+        without, the model is given the table's embeddings instead (precomputed).
+
+        Relation extraction models only (`rel_token` set): `relations`, each row's relation labels (default none),
+        follow the labels in its prompt (`relations_valid`, padded with `bucket` to a label bucket)."""
         label_sets = [list(prompts) for prompts in normalize_labels(labels, len(rows), strict=False)]
         rows = list(map(self._truncate, rows))  # map, not a comprehension: the warning points at the caller
         num_rows = len(rows) if batch_size is None else batch_size
@@ -278,7 +293,12 @@ class Processor:
         label_counts = np.zeros(num_rows, np.int32)
         label_counts[live] = [len(label_sets[i]) for i in live]
         num_words, num_labels = int(text_lengths.max(initial=0)), int(label_counts.max(initial=0))
-        prompts = [self._prompt(label_sets[i]) for i in live]
+        if relations is not None and self.rel_token is None:
+            raise ValueError("relations are read only by a relation extraction model (its processor has a rel_token)")
+        relation_sets = [list(r) for r in relations] if relations is not None else [[] for _ in rows]
+        if len(relation_sets) != len(rows):
+            raise ValueError(f"{len(relation_sets)} relation lists for {len(rows)} rows")
+        prompts = [self._prompt(label_sets[i], relation_sets[i]) for i in live]
         sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
         ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts], self.subtoken_pooling)
         num_tokens = ids.shape[1]
@@ -329,7 +349,17 @@ class Processor:
             labels_attention_mask=labels_attention_mask,
             word_offsets=rows,
             labels=label_sets,
+            **({} if self.rel_token is None else self._relation_arrays(relation_sets, live, num_rows, bucket)),
         )
+
+    @staticmethod
+    def _relation_arrays(relation_sets: list[list[str]], live: list[int], num_rows: int, bucket: bool) -> dict:
+        """A relation batch's relations_valid [B, R] (R a label bucket with `bucket`) and relation labels."""
+        counts = np.zeros(num_rows, np.int32)
+        counts[live] = [len(relation_sets[i]) for i in live]
+        width = int(counts.max(initial=0))
+        width = label_bucket(width) if bucket else width
+        return {"relations_valid": np.arange(width) < counts[:, None], "relations": relation_sets}
 
     def _check_vocabulary(self, input_ids: np.ndarray) -> None:
         """Refuse token ids the text encoder has no embedding for (see `vocab_size`)."""

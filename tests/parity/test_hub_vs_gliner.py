@@ -75,7 +75,6 @@ REFUSED = {
 }
 ARCHITECTURES = {
     "labels_decoder": "openai-community/gpt2",
-    "relations_layer": "none",
     "model_type": "gliner_streaming_span",
 }
 

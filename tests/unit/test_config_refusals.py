@@ -6,6 +6,7 @@ import pytest
 import transformers
 
 from gliner_jax.checkpoint_io import load_hf_encoder
+from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from tests.utils.encoders import TINY_V3
 
@@ -54,3 +55,28 @@ def test_load_refuses_directory_with_unsupported_config(tmp_path):
     transformers.DebertaV2Config(**{**TINY_V3, "conv_kernel_size": 3}).save_pretrained(tmp_path)
     with pytest.raises(NotImplementedError, match="conv_kernel_size"):
         load_hf_encoder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "match"),
+    [
+        ({"relations_layer": "graph"}, ValueError, "relations_layer='graph'; known: .*'dot'"),
+        ({"relations_layer": "dot", "triples_layer": "RotatE"}, ValueError, "triples_layer='RotatE'; known:"),
+        ({"relations_layer": "dot", "triples_layer": "TuckER"}, NotImplementedError, "triples_layer='TuckER'"),
+        ({"relations_layer": "none", "triples_layer": "ConvE"}, NotImplementedError, "cannot build it either"),
+        ({"relations_layer": "dot", "triples_layer": "TransH"}, ValueError, "TransH.*needs hidden_size 768, got 32"),
+        ({"relations_layer": "dot", "triples_layer": "QuatE", "hidden_size": 30}, ValueError, "multiple of 4"),
+        ({"relations_layer": "gat", "hidden_size": 36}, ValueError, "divisible by its 8 attention heads, got 36"),
+        ({"relations_layer": "dot", "labels_encoder": "x"}, NotImplementedError, "labels_encoder='x'"),
+    ],
+)
+def test_relation_model_options_are_refused_by_name(fields, error, match):
+    """Relation extraction options gliner does not know, those not implemented here and those gliner fails on."""
+    with pytest.raises(error, match=match):
+        GLiNERConfig(**{"hidden_size": 32, **fields})
+
+
+def test_relation_model_options_are_accepted():
+    config = GLiNERConfig(hidden_size=32, relations_layer="attention", triples_layer="ComplEx")
+    assert config.is_relex and config.to_dict()["triples_layer"] == "ComplEx"
+    assert not GLiNERConfig().is_relex

@@ -65,6 +65,16 @@ MODEL_FAULTS = {
         edit_config(words_splitter_type="spaces"),
         ["gliner_config.json", "words_splitter_type='spaces'"],
     ),
+    "config-unknown-relations-layer": (
+        "native",
+        edit_config(relations_layer="graph"),
+        ["gliner_config.json", "relations_layer='graph'", "known"],
+    ),
+    "config-refused-triples-layer": (
+        "native",
+        edit_config(relations_layer="dot", triples_layer="TuckER"),
+        ["gliner_config.json", "triples_layer='TuckER'", "not implemented"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",
