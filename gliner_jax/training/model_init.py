@@ -35,7 +35,8 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     `init_from`, `encoder` / `labels_encoder` (as names) and the tokenizers are local directories or Hugging Face Hub
     repo ids (`gliner_jax.hub`). An existing GLiNER is read in any layout gliner reads (legacy ones completed). For a
     new uni-encoder GLiNER, gliner's three special tokens ([FLERT], the entity and separator tokens) are added to the
-    tokenizer and the word embeddings grow to the new vocabulary; new rows are drawn like the encoder's init. A new
+    tokenizer (a relation model's: the entity, separator and relation tokens) and the word embeddings grow to the
+    new vocabulary; new rows are drawn like the encoder's init. A new
     bi-encoder keeps its tokenizers and embeddings as they are (it writes no prompt), as gliner does.
     """
     dtype = jnp.dtype(section.dtype)
@@ -49,7 +50,9 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
     tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)
-    if not bi_encoder:
+    if base.is_relex:  # gliner's relation model adds its three tokens (no [FLERT]): entity, separator, relation
+        tokenizer.add_tokens([base.ent_token, base.sep_token, base.rel_token], special_tokens=True)
+    elif not bi_encoder:
         add_special_tokens(tokenizer, base.ent_token, base.sep_token)
     pretrained = {}
     if encoder_dir is not None:
@@ -64,6 +67,8 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         "vocab_size": len(tokenizer),
         "class_token_index": tokenizer.convert_tokens_to_ids(base.ent_token),
     }
+    if base.is_relex:
+        fields["rel_token_index"] = tokenizer.convert_tokens_to_ids(base.rel_token)
     labels_tokenizer = None
     if bi_encoder:
         name, labels_config, labels_tokenizer, labels_pretrained = _labels_encoder(section, seed)
