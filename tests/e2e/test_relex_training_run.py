@@ -1,6 +1,6 @@
 """A relation extraction model trained by `gliner-jax train` from the tiny YAML config (relations_layer set, relation
-records): its loss terms are logged, its export loads in the `gliner` package strictly, and gliner predicts the same
-entities and relations from it as we do."""
+records): its loss terms are logged, its export loads in the `gliner` package strictly, gliner predicts the same
+entities and relations from it as we do, and `evaluate` gives gliner's entity and relation P/R/F1."""
 
 from __future__ import annotations
 
@@ -90,3 +90,13 @@ def test_relation_model_trains_from_yaml_and_gliner_predicts_the_same(tmp_path, 
                 {k: v for k, v in e.items() if k != "score"} for e in ref_row
             ]
             np.testing.assert_allclose([e["score"] for e in our_row], [e["score"] for e in ref_row], atol=1e-5)
+
+    # evaluate: entity and relation P/R/F1 as gliner's relation model's evaluate gives them on the same records.
+    gold = records[:24]
+    scores = ours.evaluate(gold, labels=LABELS, relations=RELATIONS, **options)
+    with torch.no_grad():
+        (ner_output, _), (rel_output, _) = reference.evaluate(
+            gold, flat_ner=True, entity_types=LABELS, relation_types=RELATIONS, **options
+        )
+    assert scores.relations.micro.predicted > 0
+    assert (str(scores.entities), str(scores.relations)) == (ner_output.strip(), rel_output.strip())

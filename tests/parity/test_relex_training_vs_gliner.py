@@ -13,9 +13,11 @@ import pytest
 import torch
 from flax import nnx
 from gliner.data_processing.collator import RelationExtractionSpanDataCollator
+from gliner.evaluation import BaseRelexEvaluator
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.evaluation import relation_scores
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
@@ -144,3 +146,35 @@ def test_relation_loss_terms_and_gradients_match_gliner(reference):
     groups = jax.tree_util.tree_leaves_with_path(parameter_groups(params, OptimizerConfig(num_steps=1)))
     relation_groups = [group for path, group in groups if parameter_path(path).startswith("relation_head/")]
     assert relation_groups and set(relation_groups) == {"others"}
+
+
+def test_relation_scores_match_gliners_evaluator():
+    """Random gold records and predictions (shared and other spans, relations in both directions, duplicates, texts
+    without any): our relation P/R/F1 are gliner's BaseRelexEvaluator's on the same predictions."""
+    rng = np.random.default_rng(3)
+    kinds = ["at", "in", "of"]
+    examples, predicted, gold_pairs, pred_pairs = [], [], [], []
+    for _ in range(12):
+        spans = sorted({(int(s), int(s + rng.integers(0, 3))) for s in rng.integers(0, 10, size=rng.integers(0, 6))})
+        ner = [[s, e, "x"] for s, e in spans]
+        entities = [(s, e, "y", 0.9) for s, e in spans if rng.random() < 0.8]
+        entities += [(int(s), int(s), "y", 0.5) for s in rng.integers(10, 14, size=rng.integers(0, 2))]
+        n, m = len(ner), len(entities)
+        relations = [[int(h), int(t), str(rng.choice(kinds))] for h, t in rng.integers(0, n, (n, 2))] if n else []
+        found = [(int(h), str(rng.choice(kinds)), int(t), 0.7) for h, t in rng.integers(0, m, (m + 1, 2))] if m else []
+        # Predictions that hit: gold relations whose spans were both predicted.
+        index = {(s, e): i for i, (s, e, _, _) in enumerate(entities)}
+        for h, t, kind in relations:
+            if rng.random() < 0.6 and tuple(ner[h][:2]) in index and tuple(ner[t][:2]) in index:
+                found.append((index[tuple(ner[h][:2])], kind, index[tuple(ner[t][:2])], 0.8))
+        examples.append({"tokenized_text": ["w"] * 16, "ner": ner, "relations": relations})
+        predicted.append((entities, found))
+        gold_pairs.append(([tuple(e) for e in ner], [tuple(r) for r in relations]))
+        pred_pairs.append((entities, [(h, kind, t) for h, kind, t, _ in found]))
+    ours = relation_scores(predicted, examples)
+    evaluator = BaseRelexEvaluator(gold_pairs, pred_pairs)
+    output, f1 = evaluator.evaluate()
+    precision, recall, _ = evaluator.compute_prf(*evaluator.transform_data()).values()
+    assert 0 < ours.micro.true_positives < ours.micro.predicted
+    assert str(ours) == output.strip()
+    np.testing.assert_allclose([ours.precision, ours.recall, ours.f1], [precision, recall, f1], rtol=1e-12)
