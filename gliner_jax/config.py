@@ -156,10 +156,6 @@ class GLiNERConfig:
         if self.triples_layer is not None:
             self._check_triples()
         refusals = {
-            "span_mode": (
-                self.span_mode == "token_level",
-                "token-level relation extraction is not implemented (gliner 0.2.29 fails to build it too)",
-            ),
             "labels_encoder": (self.is_bi_encoder, "relation extraction reads its labels from the prompt"),
         }
         for key, (refused, why) in refusals.items():

@@ -294,11 +294,12 @@ Relation = tuple[int, int, int, float]  # (head entity index, relation class ind
 def select_entities(
     probs: np.ndarray, span_mask: np.ndarray, threshold: float, num_labels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The entities a relation model's relation stage reads, chosen as gliner chooses them: every span (flat index
-    start * K + width, in that order) whose best probability over the batch's first `num_labels` label columns
+    """The entities a span relation model's relation stage reads, chosen as gliner chooses them: every span (flat
+    index start * K + width, in that order) whose best probability over the batch's first `num_labels` label columns
     exceeds `threshold`, span_mask set; no span when the batch has no label. probs [B, W, K, C], span_mask
-    [B, W*K] -> entity_index [B, E] (E an entity bucket; padding 0) and entity_mask [B, E]."""
-    rows = probs.shape[0]
+    [B, W*K] -> entity_index [B, E] (E an entity bucket; padding 0), entity_mask [B, E] and the entities' first and
+    last words [B, E, 2]."""
+    rows, max_width = probs.shape[0], probs.shape[2]
     if num_labels:
         best = probs[..., :num_labels].reshape(rows, -1, num_labels).max(axis=-1)
         keep = (best > probs.dtype.type(threshold)) & span_mask.reshape(rows, -1)
@@ -309,14 +310,42 @@ def select_entities(
     entity_mask = np.arange(width) < counts[:, None]
     entity_index = np.zeros((rows, width), np.int32)
     entity_index[entity_mask] = np.nonzero(keep)[1]
-    return entity_index, entity_mask
+    bounds = np.stack([entity_index // max_width, entity_index // max_width + entity_index % max_width], axis=-1)
+    return entity_index, entity_mask, bounds
+
+
+def select_token_entities(
+    probs: np.ndarray, threshold: float, num_words: int, num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The entities a token relation model's relation stage reads, found as gliner finds them in its batch (its
+    first `num_words` word and `num_labels` label columns, padding included): every (start, end) of a start and an
+    end of the same label, end >= start, with every word between inside, all three probabilities above `threshold`
+    (one entity per label: the same bounds may repeat), in the order of (start position, label) then (end position,
+    label) pairs. probs [B, W, C, 3] -> bounds [B, E, 2] (E an entity bucket; padding (0, 0)), mask [B, E]."""
+    above = probs[:, :num_words, :num_labels] > probs.dtype.type(threshold)
+    start, end, inside = above[..., 0], above[..., 1], above[..., 2]
+    inside_before = np.pad(np.cumsum(inside, axis=1), ((0, 0), (1, 0), (0, 0)))  # [B, W + 1, C]
+    found = []
+    for row in range(len(probs)):
+        s_pos, s_cls = np.nonzero(start[row])
+        e_pos, e_cls = np.nonzero(end[row])
+        si, ei = np.nonzero((s_cls[:, None] == e_cls[None]) & (s_pos[:, None] <= e_pos[None]))
+        first, last, label = s_pos[si], e_pos[ei], s_cls[si]
+        full = inside_before[row, last + 1, label] - inside_before[row, first, label] == last - first + 1
+        found.append(np.stack([first[full], last[full]], axis=-1))
+    width = entity_bucket(max((len(f) for f in found), default=0) or 1)
+    bounds = np.zeros((len(probs), width, 2), np.int32)
+    mask = np.zeros((len(probs), width), bool)
+    for row, spans in enumerate(found):
+        bounds[row, : len(spans)] = spans
+        mask[row, : len(spans)] = True
+    return bounds, mask
 
 
 def decode_relations(
     entities: Sequence[Sequence[Entity]],
-    entity_index: np.ndarray,
+    bounds: np.ndarray,
     entity_mask: np.ndarray,
-    max_width: int,
     adjacency: np.ndarray | None,
     pair_probs: np.ndarray,
     num_relations: Sequence[int],
@@ -325,20 +354,19 @@ def decode_relations(
     relation_threshold: float,
 ) -> list[list[Relation]]:
     """Relations of each row, as gliner's relation decoder gives them: the ordered pairs (head i, tail j), i != j, of
-    the selected entities (`select_entities`) whose adjacency [B, E, E] exceeds `adjacency_threshold` (every pair
-    when `adjacency` is None: relations_layer "none"), in row-major order; for each, every relation class c below
+    the selected entities (their first and last words `bounds` [B, E, 2], entity_mask [B, E]) whose adjacency
+    [B, E, E] exceeds `adjacency_threshold` (every pair when `adjacency` is None: relations_layer "none"), in
+    row-major order; for each, every relation class c below
     the row's `num_relations` whose probability pair_probs [B, E, E, R] exceeds `relation_threshold`. Entities are
     referred to by their index in the row's decoded `entities`: the first decoded entity with the selected span's
     bounds; a pair with an entity not among them is skipped."""
     relations: list[list[Relation]] = []
     for row, decoded in enumerate(entities):
         count = int(entity_mask[row].sum())
-        flat = entity_index[row, :count]
-        bounds = zip((flat // max_width).tolist(), (flat // max_width + flat % max_width).tolist(), strict=True)
         first: dict[tuple[int, int], int] = {}
         for i, (start, end, *_) in enumerate(decoded):
             first.setdefault((start, end), i)
-        decoded_of = [first.get(b) for b in bounds]
+        decoded_of = [first.get((start, end)) for start, end in bounds[row, :count].tolist()]
         pairs = ~np.eye(count, dtype=bool)
         if adjacency is not None:
             pairs &= adjacency[row, :count, :count] > adjacency.dtype.type(adjacency_threshold)

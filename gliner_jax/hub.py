@@ -197,11 +197,12 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
 
 
 def _config(data: dict[str, Any], path: Path) -> GLiNERConfig:
-    """The GLiNERConfig of a completed config dict; a bad value is a ValueError naming the file it came from."""
+    """The GLiNERConfig of a completed config dict; a bad value is a ValueError (an option not implemented a
+    NotImplementedError) naming the file it came from."""
     try:
         return GLiNERConfig.from_dict(data)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    except (ValueError, NotImplementedError) as error:
+        raise type(error)(f"{path}: {error}") from None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

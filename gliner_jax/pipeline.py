@@ -31,7 +31,14 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 
-from gliner_jax.decoding import decode_relations, decode_span_batch, decode_token_batch, merge_spans, select_entities
+from gliner_jax.decoding import (
+    decode_relations,
+    decode_span_batch,
+    decode_token_batch,
+    merge_spans,
+    select_entities,
+    select_token_entities,
+)
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.wire import WireSizes, to_wire
@@ -297,9 +304,10 @@ class RelationPipeline:
     """Entities and relations of texts with a relation extraction model, batched as gliner batches them (the texts
     with words, in order, `batch_size` to a batch: the entities its relation stage reads depend on the batch's label
     count). Per batch: `entities_forward` (the model's `relex` on the batch's arrays, placed by `place_rows`) gives
-    entity probabilities, span representations and relation prompts; the host selects the entities
-    (`decoding.select_entities`), `relations_forward` gives their adjacency and pair probabilities, and both are
-    decoded on the host. A text longer than `max_len` words is cut there, as gliner does."""
+    entity probabilities, the states entities are read from and relation prompts; the host selects the entities
+    (`decoding.select_entities`, a token model's `select_token_entities`), `relations_forward` gives their
+    adjacency and pair probabilities, and both are decoded on the host. A text longer than `max_len` words is cut
+    there, as gliner does."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -341,20 +349,24 @@ class RelationPipeline:
         kept = [ModelRow(i, 0, words[i][: self.processor.max_len], p) for i, p in zip(texts, prompts, strict=True)]
         check_not_cut(batch, kept, self.processor.tokenizer.model_max_length)
         arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
-        probs, spans, relation_prompts = self.entities_forward({k: self.place_rows(v) for k, v in arrays.items()})
+        probs, states, relation_prompts = self.entities_forward({k: self.place_rows(v) for k, v in arrays.items()})
         probs = np.asarray(probs)
-        num_labels = [len(p) for p in prompts]
-        index, mask = select_entities(probs, batch.span_mask, self.threshold, max(num_labels))
-        adjacency, pair_probs = self.relations_forward(
-            spans, self.place_rows(index), self.place_rows(mask), relation_prompts
-        )
+        num_words, num_labels = batch.text_lengths[: len(texts)], [len(p) for p in prompts]
         options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-        entities = decode_span_batch(probs[: len(texts)], batch.text_lengths[: len(texts)], num_labels, **options)
+        if self.processor.span_mode == "token_level":
+            bounds, mask = select_token_entities(probs, self.threshold, int(num_words.max()), max(num_labels))
+            index = bounds
+            entities = decode_token_batch(probs[: len(texts)], num_words, num_labels, **options)
+        else:
+            index, mask, bounds = select_entities(probs, batch.span_mask, self.threshold, max(num_labels))
+            entities = decode_span_batch(probs[: len(texts)], num_words, num_labels, **options)
+        adjacency, pair_probs = self.relations_forward(
+            states, self.place_rows(index), self.place_rows(mask), relation_prompts
+        )
         found = decode_relations(
             entities,
-            index,
+            bounds,
             mask,
-            self.processor.max_width,
             None if adjacency is None else np.asarray(adjacency),
             np.asarray(pair_probs),
             [len(r) for r in relations],

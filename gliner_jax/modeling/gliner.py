@@ -74,7 +74,11 @@ class GLiNERModel(nnx.Module):
             self.labels_encoder = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
-            self.span_rep = self.prompt_rep = None
+            if config.is_relex:  # gliner's token relation model: TokenMarker's MLPs, and its prompt projection
+                self.span_rep = SpanMarkerV0(hidden, 1, config.dropout, dtype, rngs)
+                self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
+            else:
+                self.span_rep = self.prompt_rep = None
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
         else:
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
@@ -158,33 +162,42 @@ class GLiNERModel(nnx.Module):
         words_valid: jax.Array,
         labels_valid: jax.Array,
         relations_valid: jax.Array,
-        span_idx: jax.Array,
-        span_mask: jax.Array,
+        span_idx: jax.Array | None = None,
+        span_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """A relation extraction model's first stage (rows unpacked; relations_valid [B, R] fixes R): entity logits
-        [B, W, K, C], the span representations they score [B, W*K, H] (`relation_scores` reads the selected ones)
-        and the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in gliner)."""
+        (span model: [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected
+        entities from (span model: the span representations the logits score [B, W*K, H]; token model: the word
+        states [B, W, H]) and the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in
+        gliner)."""
         if self.relation_head is None:
             raise ValueError("relex needs a relation extraction model (config.relations_layer)")
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
-        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
         tokens = self.encode_text(input_ids, attention_mask)
         prompts = self.prompt_states(tokens, input_ids, attention_mask, 1, num_labels)
         relations = self.prompt_states(tokens, input_ids, attention_mask, 1, relations_valid.shape[-1], relations=True)
         words = self.word_states(tokens, attention_mask, words_mask, 1, num_words)
         if self.rnn is not None:
             words = self.rnn(words, words_valid)
+        if self.scorer is not None:
+            return self.scorer(words, self.prompt_rep(prompts)), words, relations
+        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
         spans = self.span_rep.spans(words, span_idx, words_valid)  # [B, W, K, H]
         logits = jnp.einsum("bwkh,bch->bwkc", spans, self.prompt_rep(prompts))
         return logits, spans.reshape(spans.shape[0], -1, spans.shape[-1]), relations
 
     def relation_scores(
-        self, spans: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array
+        self, states: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array
     ) -> tuple[jax.Array | None, jax.Array]:
-        """The relation stage on the selected entities: rows entity_index [B, E] of the span representations
-        [B, N, H] (entity_mask [B, E]: which are real) against relation prompts [B, R, H] -> (adjacency [B, E, E],
-        None for relations_layer "none"; pair logits [B, E, E, R], head i and tail j)."""
-        entities = jnp.take_along_axis(spans, entity_index[..., None], axis=1)
+        """The relation stage on the selected entities (entity_mask [B, E]: which are real) against relation prompts
+        [B, R, H] -> (adjacency [B, E, E], None for relations_layer "none"; pair logits [B, E, E, R], head i and
+        tail j). Span model: the entities are rows entity_index [B, E] of the span representations `states`
+        [B, N, H]; token model: entity_index [B, E, 2] holds their first and last words, represented from the word
+        states `states` [B, W, H] (gliner's TokenMarker)."""
+        if self.scorer is not None:
+            entities = self.span_rep.endpoints(states, entity_index)
+        else:
+            entities = jnp.take_along_axis(states, entity_index[..., None], axis=1)
         entities = entities * entity_mask[..., None].astype(entities.dtype)
         return self.relation_head(entities, entity_mask, relations)
 
@@ -247,8 +260,8 @@ class GLiNERModel(nnx.Module):
         self, words: jax.Array, prompts: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array
     ) -> jax.Array:
         """The head on words [N, W, H] and label prompts [N, C, H] (span_idx [N, W*K, 2], masked spans at (0, 0))."""
-        if self.scorer is not None:
-            return self.scorer(words, prompts)
+        if self.scorer is not None:  # a token relation model projects its prompts first, as gliner does
+            return self.scorer(words, prompts if self.prompt_rep is None else self.prompt_rep(prompts))
         return self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid)
 
     def _span_logits_from_table(

@@ -71,12 +71,17 @@ class SpanMarkerV0(nnx.Module):
         weights = jnp.einsum("fh,...ch->...fc", second.kernel[...].astype(labels.dtype), labels)
         return weights, jnp.einsum("h,...ch->...c", second.bias[...].astype(labels.dtype), labels)
 
+    def endpoints(self, words: jax.Array, span_idx: jax.Array) -> jax.Array:
+        """The representations [B, N, H] of any spans span_idx [B, N, 2] (first and last word), the MLP run per span
+        (gliner's markerV0 before its reshape, and its TokenMarker)."""
+        start = jnp.take_along_axis(self.project_start(words), span_idx[..., :1], axis=1)  # [B, N, H]
+        end = jnp.take_along_axis(self.project_end(words), span_idx[..., 1:], axis=1)
+        return self.out_project(jax.nn.relu(jnp.concatenate([start, end], axis=-1)))
+
     def spans(self, words: jax.Array, span_idx: jax.Array, words_valid: jax.Array | None = None) -> jax.Array:
         """The span representations [B, W, K, H] themselves (the MLP run per span), for what reads them beyond the
         label scores (relation extraction)."""
-        start = jnp.take_along_axis(self.project_start(words), span_idx[..., :1], axis=1)  # [B, W*K, H]
-        end = jnp.take_along_axis(self.project_end(words), span_idx[..., 1:], axis=1)
-        out = self.out_project(jax.nn.relu(jnp.concatenate([start, end], axis=-1)))
+        out = self.endpoints(words, span_idx)
         batch, num_spans, hidden = out.shape
         return out.reshape(batch, num_spans // self.max_width, self.max_width, hidden)
 

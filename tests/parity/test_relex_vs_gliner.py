@@ -14,7 +14,7 @@ from flax import nnx
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, relation_table, state_from_torch, state_to_torch
-from gliner_jax.decoding import select_entities
+from gliner_jax.decoding import select_entities, select_token_entities
 from gliner_jax.modeling.relations import RelationHead
 from gliner_jax.modeling.triples import TRIPLES_LAYERS
 from gliner_jax.testing.builders import build_reference
@@ -31,7 +31,7 @@ LABELS = [["person", "organization", "date"], ["company", "person", "city"], ["p
 RELATIONS = [["works at", "married to"], ["founded by", "located in", "ceo of"], ["founded", "founded with"]]
 # Every relations_layer with gliner's pair projection; two with a triples_layer instead (a parameter-free mode: the
 # modes with parameters need 768-wide models, and test_triples_layers_match checks each of them).
-RELATIONS_LAYERS = ("dot", "mlp", "attn", "bilinear", "gcn", "gat", "none", "dot+TransE", "none+DistMult")
+RELATIONS_LAYERS = ("dot", "mlp", "attn", "bilinear", "gcn", "gat", "none", "dot+ComplEx", "none+DistMult")
 # gliner's relation heads (and the entity head, scaled by build_reference) with their last layers scaled, so that
 # entities, adjacency and relations each spread over (0, 1).
 RELATION_SCALES = {"pair_rep_layer.3.weight": 30.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 30.0}
@@ -108,12 +108,10 @@ def test_logits_adjacency_and_relations_match(reference):
 
     probs = np.asarray(jax.nn.sigmoid(logits))
     num_labels = int(inputs["labels_valid"].shape[1])
-    entity_index, entity_mask = select_entities(probs, batch["span_mask"].numpy(), threshold, num_labels)
+    entity_index, entity_mask, bounds = select_entities(probs, batch["span_mask"].numpy(), threshold, num_labels)
     count = int(entity_mask.sum(1).max())
     assert count >= 3, "too few entities selected to test the relation stage"
-    flat = entity_index[:, :count] * entity_mask[:, :count]
-    bounds = np.stack([flat // 4, flat // 4 + flat % 4], -1) * entity_mask[:, :count, None]
-    np.testing.assert_array_equal(bounds, output.entity_spans.numpy())
+    np.testing.assert_array_equal(bounds[:, :count] * entity_mask[:, :count, None], output.entity_spans.numpy())
 
     index, mask = jnp.asarray(entity_index), jnp.asarray(entity_mask)
     adjacency, pair_logits = model.relation_scores(spans, index, mask, relations)
@@ -254,3 +252,74 @@ def test_hub_ids_and_legacy_layouts_load_as_gliner(reference, gliner_backbone, t
     ours.save_pretrained(tmp_path / "export")
     reloaded = gliner.GLiNER.from_pretrained(str(tmp_path / "export"), local_files_only=True, strict=True)
     assert_same_outputs(reloaded.inference(TEXTS, LABELS, relations=RELATIONS, **options)[1], expected[1])
+
+
+@pytest.fixture(scope="module")
+def token_reference(gliner_backbone, tmp_path_factory):
+    """(gliner's token-level relation model, UniEncoderTokenRelexGLiNER with relations_layer "dot"; its directory)."""
+    directory = tmp_path_factory.mktemp("relex-token")
+    options = dict(span_mode="token_level", hidden_size=32, relations_layer="dot", logit_scale=3.0)
+    ref = build_reference(gliner_backbone, directory, **options)
+    with torch.no_grad():
+        for name, param in ref.model.named_parameters():
+            param.mul_(RELATION_SCALES.get(name, 1.0))
+    ref.save_pretrained(directory)
+    return ref, directory
+
+
+def token_thresholds(ref) -> tuple[float, float]:
+    """(entity threshold, adjacency threshold): the entity threshold halfway between two of the scores of gliner's
+    one-word entity candidates (min of start, end and inside probabilities; real words and labels), keeping about a
+    quarter; the adjacency threshold halving the selected entities' pairs."""
+    batch, output, _ = _reference_forward(ref, 0.5, 0.5)
+    probs = torch.sigmoid(output.logits).numpy().min(-1)  # [B, W, C]
+    words = np.arange(probs.shape[1])[None, :, None] < batch["text_lengths"].numpy().reshape(-1, 1, 1)
+    labels = np.arange(probs.shape[2])[None, None] < np.array([len(x) for x in LABELS])[:, None, None]
+    real = probs[words & labels]
+    threshold = _between(real, int(0.75 * len(real)))
+    _, _, adjacency = _reference_forward(ref, threshold, 0.5)
+    values = adjacency[(adjacency > 0) & ~np.eye(adjacency.shape[1], dtype=bool)]
+    return threshold, _between(values, len(values) // 2)
+
+
+def test_token_model_matches(token_reference):
+    """gliner's token-level relation model, fed gliner's batch: token logits, the entities its relation stage reads
+    (spans of start / end / inside above the threshold, as gliner extracts them), their adjacency and relation
+    logits; the checkpoint both ways; and inference's entities and relations."""
+    ref, directory = token_reference
+    threshold, adjacency_threshold = token_thresholds(ref)
+    batch, output, ref_adjacency = _reference_forward(ref, threshold, adjacency_threshold)
+    model, config = load_gliner(directory)
+    assert state_to_torch(model, gliner_table(config)).keys() == ref.model.state_dict().keys()
+    inputs = network_inputs(batch, config)
+    rel_ids = batch["input_ids"].numpy() == config.rel_token_index
+    inputs["relations_valid"] = jnp.asarray(np.arange(rel_ids.sum(1).max())[None] < rel_ids.sum(1)[:, None])
+    scores, words, relations = model.relex(**inputs)
+    ref_scores = output.logits.numpy()  # unscaled (near 0): entities then differ in their labels
+    assert ref_scores.std() > 1e-2
+    np.testing.assert_allclose(np.asarray(scores), ref_scores, rtol=0, atol=1e-5)
+
+    num_words, num_labels = inputs["words_valid"].shape[1], inputs["labels_valid"].shape[1]
+    bounds, mask = select_token_entities(np.asarray(jax.nn.sigmoid(scores)), threshold, num_words, num_labels)
+    count = int(mask.sum(1).max())
+    assert count >= 3
+    np.testing.assert_array_equal(bounds[:, :count] * mask[:, :count, None], output.entity_spans.numpy())
+    adjacency, pair_logits = model.relation_scores(words, jnp.asarray(bounds), jnp.asarray(mask), relations)
+    np.testing.assert_allclose(np.asarray(adjacency)[:, :count, :count], ref_adjacency, rtol=0, atol=1e-5)
+    pair_idx, pair_mask = output.rel_idx.numpy(), output.rel_mask.numpy()
+    rows, pairs = np.nonzero(pair_mask)
+    ours = np.asarray(pair_logits)[rows, pair_idx[rows, pairs, 0], pair_idx[rows, pairs, 1]]
+    ref_logits = output.rel_logits.numpy()[rows, pairs]
+    assert_logits_close(ours[:, : ref_logits.shape[-1]], ref_logits)
+
+    rel_probs = torch.sigmoid(output.rel_logits[..., 0]).numpy()[pair_mask]
+    options = dict(
+        threshold=threshold,
+        adjacency_threshold=adjacency_threshold,
+        relation_threshold=_between(rel_probs, len(rel_probs) // 2),
+    )
+    expected = ref.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
+    got = GLiNER.from_pretrained(directory).inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
+    assert sum(map(len, expected[0])) >= 3 and sum(map(len, expected[1])) >= 2
+    assert_same_outputs(got[0], expected[0])
+    assert_same_outputs(got[1], expected[1])

@@ -66,7 +66,6 @@ def test_load_refuses_directory_with_unsupported_config(tmp_path):
         ({"relations_layer": "none", "triples_layer": "ConvE"}, NotImplementedError, "cannot build it either"),
         ({"relations_layer": "dot", "triples_layer": "TransH"}, ValueError, "TransH.*needs hidden_size 768, got 32"),
         ({"relations_layer": "dot", "triples_layer": "QuatE", "hidden_size": 30}, ValueError, "multiple of 4"),
-        ({"relations_layer": "dot", "span_mode": "token_level"}, NotImplementedError, "span_mode='token_level'"),
         ({"relations_layer": "dot", "labels_encoder": "x"}, NotImplementedError, "labels_encoder='x'"),
     ],
 )

@@ -59,6 +59,16 @@ MODEL_FAULTS = {
         ["gliner_config.json", "max_width='twelve'", "int"],
     ),
     "config-unknown-value": ("native", edit_config(span_mode="markerV9"), ["gliner_config.json", "span_mode"]),
+    "config-unknown-relations-layer": (
+        "native",
+        edit_config(relations_layer="graph"),
+        ["gliner_config.json", "relations_layer='graph'", "known"],
+    ),
+    "config-refused-triples-layer": (
+        "native",
+        edit_config(relations_layer="dot", triples_layer="TuckER"),
+        ["gliner_config.json", "triples_layer='TuckER'", "not implemented"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",
