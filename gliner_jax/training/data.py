@@ -302,6 +302,7 @@ def relation_targets(
     rng: random.Random,
     *,
     negative_ratio: tuple[float, float] = RELATION_NEGATIVE_RATIO,
+    labels: Sequence[str] | None = None,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int, int]]]:
     """One example's relation targets, as gliner's relation processor builds them (`create_relation_labels`):
     (the gold entity spans (start, end), in span order, which the model selects in training; the pairs (head,
@@ -310,16 +311,26 @@ def relation_targets(
     `entities` are the example's `entity_rows`; a relation counts when both its entities are among them and its
     type among `relation_labels`. The adjacency holds the positive pairs, each positive's reverse (when not itself
     positive), then random pairs (i != j) until there are max(1, int(positives * ratio)) negatives, ratio =
-    `rng.uniform(*negative_ratio)`, at most 10 draws per negative wanted, as gliner does."""
-    spans = sorted({(start, end) for start, end, _ in entities})
-    position = {span: i for i, span in enumerate(spans)}
-    class_ids = {kind: c for c, kind in enumerate(dict.fromkeys(relation_labels), start=1)}
+    `rng.uniform(*negative_ratio)`, at most 10 draws per negative wanted, as gliner does.
+
+    A token-level model (its entity `labels` given) sees every entity row, as gliner's token relation processor
+    does (two labels of one span are two entities); a span model each distinct span once."""
     ner = example["ner"]
+    if labels is None:
+        spans = sorted({(start, end) for start, end, _ in entities})
+        position: dict[tuple, int] = {span: i for i, span in enumerate(spans)}
+        keys = [tuple(entity[:2]) for entity in ner]
+    else:
+        entity_ids = {label: c for c, label in enumerate(dict.fromkeys(labels), start=1)}
+        spans = [(start, end) for start, end, _ in entities]
+        position = {tuple(row): i for i, row in enumerate(entities)}
+        keys = [(start, end, entity_ids.get(label, 0)) for start, end, label in ner]
+    class_ids = {kind: c for c, kind in enumerate(dict.fromkeys(relation_labels), start=1)}
     rows = sorted(
         {
-            (position[tuple(ner[head][:2])], position[tuple(ner[tail][:2])], class_ids[kind])
+            (position[keys[head]], position[keys[tail]], class_ids[kind])
             for head, tail, kind in example.get("relations", ())
-            if tuple(ner[head][:2]) in position and tuple(ner[tail][:2]) in position and kind in class_ids
+            if keys[head] in position and keys[tail] in position and kind in class_ids
         }
     )
     rows = [row for row in rows if row[0] != row[1]]  # a pair of one entity with itself is never scored
@@ -342,21 +353,26 @@ def _relation_arrays(
     relation_sets: Sequence[Sequence[str]],
     rng: random.Random,
     num_rows: int,
-    max_width: int,
+    max_width: int | None,
+    label_sets: Sequence[Sequence[str]],
 ) -> dict[str, np.ndarray]:
-    """A relation batch's targets (`loss.RELATION_TARGETS`): entity_index [B, E] (each gold entity's span row
-    start * max_width + end - start), entity_mask [B, E], adjacency [B, E, E] (int8) and relation_rows [B, P, 3];
-    E and P entity buckets, padding zeros."""
+    """A relation batch's targets (`loss.RELATION_TARGETS`): entity_index (span model: [B, E], each gold entity's
+    span row start * max_width + end - start; token model, `max_width` None: [B, E, 2], its first and last words),
+    entity_mask [B, E], adjacency [B, E, E] (int8) and relation_rows [B, P, 3]; E and P entity buckets, padding
+    zeros."""
     targets = [
-        relation_targets(example, entities, relations, rng)
-        for example, entities, relations in zip(examples, entity_lists, relation_sets, strict=True)
+        relation_targets(example, entities, relations, rng, labels=None if max_width else labels)
+        for example, entities, relations, labels in zip(examples, entity_lists, relation_sets, label_sets, strict=True)
     ]
     width = entity_bucket(max((len(spans) for spans, _, _ in targets), default=0))
-    index = np.zeros((num_rows, width), np.int32)
+    index = np.zeros((num_rows, width) if max_width else (num_rows, width, 2), np.int32)
     adjacency = np.zeros((num_rows, width, width), np.int8)
     rows = np.zeros((num_rows, entity_bucket(max((len(r) for _, _, r in targets), default=0)), 3), np.int32)
     for i, (spans, pairs, relation_rows) in enumerate(targets):
-        index[i, : len(spans)] = [start * max_width + end - start for start, end in spans]
+        if max_width:
+            index[i, : len(spans)] = [start * max_width + end - start for start, end in spans]
+        elif spans:
+            index[i, : len(spans)] = spans
         for head, tail in pairs:
             adjacency[i, head, tail] = 1
         rows[i, : len(relation_rows)] = np.asarray(relation_rows, np.int32).reshape(-1, 3)
@@ -405,7 +421,7 @@ def collate(
     if not relex:
         return arrays
     targets = _relation_arrays(
-        examples, rows, relation_sets, rng or random.Random(0), len(batch.input_ids), processor.max_width
+        examples, rows, relation_sets, rng or random.Random(0), len(batch.input_ids), max_width, label_lists
     )
     return arrays | {"relations_valid": batch.relations_valid} | targets
 

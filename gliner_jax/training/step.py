@@ -182,12 +182,6 @@ def build_train_program(
     `encoder_attributes` reach the encoder for training and evaluation, `remat` and `unroll_layers` for training
     only; `batch_names` are the arrays of a training batch (a bi-encoder's label table is split over its labels, the
     rest over the batch)."""
-    relex = getattr(model, "relation_head", None) is not None
-    if relex and model.config.span_mode == "token_level":
-        raise NotImplementedError(
-            "model.gliner.span_mode='token_level' with relations_layer: training token-level relation extraction "
-            "models is not supported (span relation models are; token-level ones load and predict)"
-        )
     set_encoder_attributes(model, encoder_attributes or {})
     model.eval()
     eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from gliner.data_processing.collator import RelationExtractionSpanDataCollator
 from gliner.evaluation import BaseRelexEvaluator
 
 from gliner_jax import GLiNER
@@ -58,18 +57,20 @@ SEED = 7
 RELATION_SCALES = {"pair_rep_layer.3.weight": 10.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 10.0}
 
 
-@pytest.fixture(scope="module", params=["mlp", "none"])
+@pytest.fixture(scope="module", params=["markerV0+mlp", "markerV0+none", "token_level+dot"])
 def reference(request, gliner_backbone, tmp_path_factory):
-    directory = tmp_path_factory.mktemp(f"relex-train-{request.param}")
+    """A gliner relation model (span or token level, with this relations_layer) and its directory."""
+    span_mode, _, relations_layer = request.param.partition("+")
+    directory = tmp_path_factory.mktemp(f"relex-train-{span_mode}-{relations_layer}")
     ref = build_reference(
         gliner_backbone,
         directory,
         logit_scale=5.0,
-        span_mode="markerV0",
+        span_mode=span_mode,
         hidden_size=32,
         max_width=4,
         dropout=0.0,
-        relations_layer=request.param,
+        relations_layer=relations_layer,
     )
     with torch.no_grad():
         for name, param in ref.model.named_parameters():
@@ -93,7 +94,7 @@ def _reference_loss(ref, batch: dict, span: float, adjacency: float, relation: f
 
 def test_relation_loss_terms_and_gradients_match_gliner(reference):
     ref, directory = reference
-    collator = RelationExtractionSpanDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
     random.seed(SEED)  # gliner draws its negative pairs from the global random module
     ref_batch = collator(RECORDS, entity_types=LABELS, relation_types=RELATIONS)
     ref.model.eval()  # dropout off (the model's own rates are 0; the backbone's are not)

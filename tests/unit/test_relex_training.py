@@ -39,12 +39,6 @@ def test_packing_a_relation_model_is_refused_in_one_line(tmp_path, capsys):
     assert_names(line, "data.packing", "relation extraction models", "relations_layer='dot'")
 
 
-def test_training_a_token_level_relation_model_is_refused_in_one_line(tmp_path, capsys):
-    argv = ["train", "--config", TINY, f"trainer.output_dir={tmp_path}", "data.dev=null"]
-    line = one_line_error(capsys, [*argv, "model.gliner.relations_layer=dot", "model.gliner.span_mode=token_level"])
-    assert_names(line, "model.gliner.span_mode='token_level'", "token-level relation extraction models")
-
-
 def test_relation_targets_of_a_hand_checked_record():
     """Entities in span order (a duplicate span once, an entity whose label is not sampled left out with its
     relations); positives; each positive's reverse as a negative, which fills the negatives wanted at ratio 1."""
