@@ -57,7 +57,7 @@ SEED = 7
 RELATION_SCALES = {"pair_rep_layer.3.weight": 10.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 10.0}
 
 
-@pytest.fixture(scope="module", params=["markerV0+mlp", "markerV0+none", "token_level+dot"])
+@pytest.fixture(scope="module", params=["markerV0+mlp", "token_level+none"])
 def reference(request, gliner_backbone, tmp_path_factory):
     """A gliner relation model (span or token level, with this relations_layer) and its directory."""
     span_mode, _, relations_layer = request.param.partition("+")
