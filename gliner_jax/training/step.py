@@ -68,11 +68,17 @@ def loss_terms(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The training loss of `model` (a GLiNER network) on `batch` and its terms: `gliner_loss_terms` of its logits,
     or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
-    trains it: the gold spans selected, the gold adjacency choosing the pairs)."""
+    trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
+    give NaN for a row without entities)."""
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
-    adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], batch["entity_mask"], relations)
+    # A row without gold entities (padding, an example without any) gets its first slot as a placeholder entity:
+    # attention over no entity at all gives NaN (as in torch), whose gradients no mask removes. The loss reads the
+    # batch's entity_mask, so the placeholder counts nowhere.
+    mask = jnp.asarray(batch["entity_mask"], bool)
+    attended = mask.at[:, 0].set(mask[:, 0] | ~jnp.any(mask, axis=1))
+    adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations)
     config = model.config
     weights = RelationWeights(config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef)
     return relation_loss_terms(logits, adjacency, pair_logits, batch, loss_config, weights, key)
