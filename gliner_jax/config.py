@@ -10,6 +10,7 @@ from typing import Any
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
+from gliner_jax.modeling.relations import ATTENTION_HEADS
 from gliner_jax.modeling.span_modes import BATCH_DEPENDENT_MODES
 from gliner_jax.modeling.span_modes import SPAN_MODES as SPAN_REPRESENTATIONS
 from gliner_jax.modeling.triples import PARAMETER_FREE, TRIPLES_LAYERS, TRIPLES_WIDTH
@@ -28,6 +29,16 @@ STREAMING_MODEL_TYPE = "gliner_streaming_span"
 # gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
 # ordered pair of selected entities is scored.
 RELATIONS_LAYERS = ("dot", "mlp", "attention", "attn", "bilinear", "gcn", "gat", "none")
+# The relation model's fields that gliner writes only for relation models (its other configs have relations_layer
+# alone): kept as extras elsewhere, so that a config is written back as it was read.
+RELEX_ONLY_FIELDS = (
+    "triples_layer",
+    "embed_rel_token",
+    "rel_token_index",
+    "rel_token",
+    "adjacency_loss_coef",
+    "relation_loss_coef",
+)
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
     "TuckER": "its 768 x 768 x 768 core tensor (1.8 GB) and BatchNorm statistics are not implemented",
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
@@ -133,6 +144,8 @@ class GLiNERConfig:
                     f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
                 )
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
+        if data.get("relations_layer") is None:
+            fields -= set(RELEX_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
         extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
         configs = {key: encoder_config_from_hf(data[key]) for key in embedded}
@@ -141,7 +154,7 @@ class GLiNERConfig:
     def to_dict(self) -> dict[str, Any]:
         """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder configs."""
         out = dict(self.extra)
-        skipped = {"extra", "labels_encoder_config"}
+        skipped = {"extra", "labels_encoder_config"} | (set() if self.is_relex else set(RELEX_ONLY_FIELDS))
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
         if self.labels_encoder_config is not None:
@@ -152,6 +165,11 @@ class GLiNERConfig:
         if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"
             raise ValueError(
                 f"unknown GLiNER config relations_layer={self.relations_layer!r}; known: {RELATIONS_LAYERS}"
+            )
+        if self.relations_layer in ("attention", "attn", "gat") and self.hidden_size % ATTENTION_HEADS:
+            raise ValueError(  # gliner's nn.MultiheadAttention refuses it too
+                f"GLiNER config relations_layer={self.relations_layer!r} needs hidden_size divisible by its "
+                f"{ATTENTION_HEADS} attention heads, got {self.hidden_size}"
             )
         if self.triples_layer is not None:
             self._check_triples()

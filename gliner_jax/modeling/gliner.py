@@ -172,6 +172,8 @@ class GLiNERModel(nnx.Module):
         gliner)."""
         if self.relation_head is None:
             raise ValueError("relex needs a relation extraction model (config.relations_layer)")
+        if self.scorer is None and (span_idx is None or span_mask is None):
+            raise ValueError("the span model needs span_idx and span_mask")
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
         tokens = self.encode_text(input_ids, attention_mask)
         prompts = self.prompt_states(tokens, input_ids, attention_mask, 1, num_labels)

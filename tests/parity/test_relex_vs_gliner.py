@@ -157,12 +157,13 @@ def assert_same_outputs(ours: list, ref: list) -> None:
         )
 
 
-@pytest.mark.parametrize("reference", ["dot", "none"], indirect=True)
-@pytest.mark.parametrize("flat_ner, multi_label", [(True, False), (False, True)])
+@pytest.mark.parametrize(
+    ("reference", "flat_ner", "multi_label"), [("dot", True, False), ("none", False, True)], indirect=["reference"]
+)
 def test_inference_matches_reference(reference, flat_ner, multi_label):
     """Texts, per-text labels and relations in (an empty text among them, gliner's batches of 2): entities and
     relations out, as gliner's `inference` gives them, thresholds for entities, pairs and relations set apart; and
-    `predict_relations` of one text."""
+    (flat) `predict_relations` of one text and entity-only `predict_entities`."""
     _, ref, directory = reference
     threshold, adjacency_threshold = reference_thresholds(ref, entities=40, pairs=0.75)
     _, output, _ = _reference_forward(ref, threshold, adjacency_threshold)
@@ -186,9 +187,16 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     assert sum(map(len, ref_relations)) >= 3
     assert_same_outputs(entities, ref_entities)
     assert_same_outputs(found, ref_relations)
+    if not flat_ner:  # the single-text entry points once (their own compiles)
+        return
     one = model.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
+    # Entities alone go through the entity pipeline (windows, buckets), the prompt without relations as gliner's.
+    entity_options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    ref_alone = ref.predict_entities(TEXTS[0], LABELS[0], **entity_options)
+    assert ref_alone
+    assert_same_outputs([model.predict_entities(TEXTS[0], LABELS[0], **entity_options)], [ref_alone])
 
 
 class _Holder(nnx.Module):

@@ -66,6 +66,7 @@ def test_load_refuses_directory_with_unsupported_config(tmp_path):
         ({"relations_layer": "none", "triples_layer": "ConvE"}, NotImplementedError, "cannot build it either"),
         ({"relations_layer": "dot", "triples_layer": "TransH"}, ValueError, "TransH.*needs hidden_size 768, got 32"),
         ({"relations_layer": "dot", "triples_layer": "QuatE", "hidden_size": 30}, ValueError, "multiple of 4"),
+        ({"relations_layer": "gat", "hidden_size": 36}, ValueError, "divisible by its 8 attention heads, got 36"),
         ({"relations_layer": "dot", "labels_encoder": "x"}, NotImplementedError, "labels_encoder='x'"),
     ],
 )
