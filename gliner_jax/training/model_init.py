@@ -42,13 +42,11 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     dtype = jnp.dtype(section.dtype)
     if section.init_from is not None:
         layout = resolve_gliner(section.init_from)
-        _refuse_relex(layout.config)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype, seed=seed)
         tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else layout.tokenizer
         return GLiNER(model, config, tokenizer, layout.labels_tokenizer)
 
     base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
-    _refuse_relex(base)
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
     tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)
@@ -87,14 +85,6 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     for name, encoder in pretrained.items():
         _copy_pretrained_encoder(getattr(model, name), encoder)
     return GLiNER(model, config, tokenizer, labels_tokenizer)
-
-
-def _refuse_relex(config: GLiNERConfig) -> None:
-    """Relation extraction models run inference here but do not train yet: refused by name, not trained as NER."""
-    if config.is_relex:
-        raise NotImplementedError(
-            f"training relation extraction models (relations_layer={config.relations_layer!r}) is not implemented"
-        )
 
 
 def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrainedTokenizerBase, nnx.Module | None]:
