@@ -572,6 +572,8 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+    if packing is not None and processor.rel_token is not None:
+        raise NotImplementedError("data.packing is not supported for relation extraction models")
     mixture = isinstance(source, list | tuple) and bool(source) and isinstance(source[0], WeightedSource)
     if mixture:
         dataset = mixed_records(source, seed, shuffle=shuffle, num_epochs=num_epochs)
