@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import gliner_jax
 from gliner_jax.config import WORDS_SPLITTER_TYPES
@@ -205,6 +206,8 @@ def _eval(args: argparse.Namespace) -> int:
     label_map = load_label_map(args.label_map) if args.label_map else None
     examples = read_eval_data(args.data, label_map, strict_iob2=args.strict_iob2, data_format=args.format)
     model = GLiNER.from_pretrained(args.model)
+    if model.config.is_relex:
+        return _eval_relations(args, model, examples, labels)
     sweep = evaluate_thresholds(
         model,
         examples,
@@ -226,6 +229,33 @@ def _eval(args: argparse.Namespace) -> int:
         micro = {t: dataclasses.asdict(evaluation.micro) for t, evaluation in swept.items()}
         report["sweep"] = [{"threshold": t, **scores} for t, scores in micro.items()]
         report["best_threshold"] = best
+    if args.output:
+        _write_report(Path(args.output), report)
+    else:
+        print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+def _eval_relations(args: argparse.Namespace, model: Any, examples: list, labels: list[str] | None) -> int:
+    """`eval` of a relation extraction model: entity and relation P/R/F1 (gliner's relation evaluate), every relation
+    type of the data given to every text."""
+    from gliner_jax.evaluation import evaluate_relations
+
+    if args.thresholds:
+        raise ValueError("eval --thresholds: a threshold sweep is not supported for relation extraction models")
+    scores = evaluate_relations(
+        model,
+        examples,
+        labels=labels,
+        threshold=args.threshold,
+        batch_size=args.batch_size or 8,
+        flat_ner=not args.nested,
+        multi_label=args.multi_label,
+    )
+    print(f"{scores.entities.table()}\n\nrelations:\n{scores.relations.table()}", file=sys.stderr)
+    report = {"model": args.model, "data": args.data, "examples": len(examples), "threshold": args.threshold}
+    report |= {"flat_ner": not args.nested, "multi_label": args.multi_label, **scores.entities.to_dict()}
+    report["relations"] = scores.relations.to_dict()
     if args.output:
         _write_report(Path(args.output), report)
     else:

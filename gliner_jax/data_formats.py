@@ -69,9 +69,27 @@ def check_record(record: Any) -> str | None:
             return f"ner[{j}]: end {end} < start {start}"
         if start < 0 or end >= len(tokens):
             return f"ner[{j}]: span [{start}, {end}] is out of range for {len(tokens)} words"
-    for key in ("ner_labels", "ner_negatives"):
+    for key in ("ner_labels", "ner_negatives", "rel_labels", "rel_negatives"):
         if key in record and not _is_str_list(record[key]):
             return f"{key!r} must be a list of strings"
+    return _check_relations(record.get("relations", []), len(ner))
+
+
+def _check_relations(relations: Any, num_entities: int) -> str | None:
+    """Why a record's "relations" (gliner's relation records: [head, tail, type], head and tail indexing "ner") are
+    invalid, or None."""
+    if not isinstance(relations, list):
+        return "'relations' must be a list of [head, tail, type]"
+    for j, relation in enumerate(relations):
+        if not isinstance(relation, list | tuple) or len(relation) != 3:
+            return f"relations[{j}] must be [head, tail, type], got {relation!r}"
+        head, tail, kind = relation
+        if not (_is_int(head) and _is_int(tail)):
+            return f"relations[{j}]: head and tail must be integers, got {head!r}, {tail!r}"
+        if not isinstance(kind, str):
+            return f"relations[{j}]: the type must be a string, got {kind!r}"
+        if not (0 <= head < num_entities and 0 <= tail < num_entities):
+            return f"relations[{j}]: head {head} or tail {tail} is not an index of the {num_entities} 'ner' entities"
     return None
 
 
@@ -81,9 +99,11 @@ def normalize_record(record: dict) -> Example:
         "tokenized_text": list(record["tokenized_text"]),
         "ner": [[int(start), int(end), label] for start, end, label in record["ner"]],
     }
-    for key in ("ner_labels", "ner_negatives"):
+    for key in ("ner_labels", "ner_negatives", "rel_labels", "rel_negatives"):
         if key in record:
             example[key] = list(record[key])
+    if "relations" in record:
+        example["relations"] = [[int(head), int(tail), kind] for head, tail, kind in record["relations"]]
     return example
 
 

@@ -3,7 +3,8 @@
 The numbers are those of gliner's `BaseNEREvaluator`: a predicted (start, end, label) of a text counts when the
 same text's gold has it; duplicates count once; a ratio with a zero denominator is 0. Any model with a
 `predict_words` method (`WordPredictor`) can be evaluated; reading gold data is `data_formats`' job. A threshold
-sweep (`evaluate_thresholds`) scores several thresholds from one model pass (`SweepPredictor`).
+sweep (`evaluate_thresholds`) scores several thresholds from one model pass (`SweepPredictor`). A relation model
+(`RelationPredictor`) also gets relation scores (`evaluate_relations`), as gliner's `BaseRelexEvaluator` counts them.
 """
 
 from __future__ import annotations
@@ -224,3 +225,84 @@ def sweep_table(sweep: Mapping[float, Evaluation]) -> str:
             f"{s.precision:>7.2%}  {s.recall:>7.2%}  {s.f1:>7.2%}{mark}"
         )
     return "\n".join(lines)
+
+
+RelationTuple = tuple[int, str, int, float]  # (head entity index, relation, tail entity index, score)
+
+
+class RelationPredictor(Protocol):
+    """A relation extraction model: (entities, relations) of pre-split texts (`GLiNER.predict_word_relations`)."""
+
+    def predict_word_relations(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        relations: Sequence[str],
+        threshold: float,
+        adjacency_threshold: float | None,
+        relation_threshold: float | None,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+    ) -> list[tuple[list[WordEntity], list[RelationTuple]]]: ...
+
+
+class RelationEvaluation(NamedTuple):
+    """A relation model's scores: its entities' and its relations' (each an `Evaluation`, micro and per label)."""
+
+    entities: Evaluation
+    relations: Evaluation
+
+
+def relation_scores(
+    predicted: Sequence[tuple[Sequence[WordEntity], Sequence[RelationTuple]]], examples: Sequence[Example]
+) -> Evaluation:
+    """gliner's `BaseRelexEvaluator`: a predicted relation (type, head span, tail span) of a text counts when the
+    same text's gold has it (entity labels play no part; duplicates count once). Gold relations are the examples'
+    "relations" ([head, tail, type] indexing "ner"), predicted ones index the predicted entities."""
+
+    def triples(entities: Sequence[Sequence[Any]], relations: Iterable[tuple[int, int, str]]) -> set:
+        return {(tuple(entities[h][:2]), tuple(entities[t][:2]), kind) for h, t, kind in relations}
+
+    gold = [triples(example["ner"], example.get("relations", ())) for example in examples]
+    found = [triples(entities, ((h, t, kind) for h, kind, t, _ in rels)) for entities, rels in predicted]
+    return span_scores(found, gold)
+
+
+def relation_types_of(examples: Iterable[Example]) -> list[str]:
+    """The sorted set of the examples' relation types."""
+    return sorted({kind for example in examples for _, _, kind in example.get("relations", ())})
+
+
+def evaluate_relations(
+    model: RelationPredictor,
+    examples: Sequence[Example],
+    *,
+    labels: Sequence[str] | None = None,
+    relations: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    adjacency_threshold: float | None = None,
+    relation_threshold: float | None = None,
+    batch_size: int = 16,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+) -> RelationEvaluation:
+    """Entity and relation scores of a relation model on examples with "relations", as gliner's relation model's
+    `evaluate(..., entity_types=labels, relation_types=relations)` computes them: every text gets every label
+    (default: the sorted set of the examples' labels) and every relation type (default: their sorted set)."""
+    relations = relation_types_of(examples) if relations is None else list(relations)
+    if not relations:
+        raise ValueError("no relation types to predict: the data has no relations; pass relations")
+    predicted = model.predict_word_relations(
+        [example["tokenized_text"] for example in examples],
+        _labels_to_predict(examples, labels),
+        relations,
+        threshold,
+        adjacency_threshold,
+        relation_threshold,
+        flat_ner,
+        multi_label,
+        batch_size,
+    )
+    entities = _scores_of(examples, [spans for spans, _ in predicted])
+    return RelationEvaluation(entities, relation_scores(predicted, examples))

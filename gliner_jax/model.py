@@ -20,7 +20,7 @@ from gliner_jax.buckets import label_bucket
 from gliner_jax.checkpoint_io import load_gliner, save_gliner
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
-from gliner_jax.evaluation import Evaluation, evaluate_examples
+from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationPipeline, WordSpan
@@ -458,29 +458,18 @@ class GLiNER:
         batch_size: int,
     ) -> tuple[list[list[dict]], list[list[dict]]]:
         """`inference` with relations: (entities, relations) of each text."""
-        if not self.config.is_relex:
-            raise ValueError("relations are extracted only by relation extraction models (config.relations_layer)")
-        adjacency_threshold = threshold if adjacency_threshold is None else adjacency_threshold
-        relation_threshold = threshold if relation_threshold is None else relation_threshold
-        for value in (threshold, adjacency_threshold, relation_threshold):
-            _check_options(value, batch_size)
-        relation_sets = _relation_sets(relations, len(texts))
         words = [self.processor.split_words(text) for text in texts]
-        placement, graphdef, state = self._placed()
-        pipeline = RelationPipeline(
-            self.processor,
-            place_rows=placement.place_rows,
-            entities_forward=lambda arrays: _relex_entities(graphdef, state, arrays),
-            relations_forward=lambda *arrays: _relex_relations(graphdef, state, *arrays),
-            batch_size=batch_size,
-            batch_rows=round_up(batch_size, placement.row_multiple),
-            threshold=threshold,
-            adjacency_threshold=adjacency_threshold,
-            relation_threshold=relation_threshold,
-            flat_ner=flat_ner,
-            multi_label=multi_label,
+        found = self._relation_rows(
+            words,
+            labels,
+            relations,
+            threshold,
+            adjacency_threshold,
+            relation_threshold,
+            flat_ner,
+            multi_label,
+            batch_size,
         )
-        found = pipeline.run(words, normalize_labels(labels, len(texts)), relation_sets)
         entities = [_entity_dicts(t, w, spans) for t, w, (spans, _) in zip(texts, words, found, strict=True)]
         relation_dicts = [
             [
@@ -495,6 +484,70 @@ class GLiNER:
             for i, (_, rels) in enumerate(found)
         ]
         return entities, relation_dicts
+
+    def predict_word_relations(
+        self,
+        word_lists: Sequence[Sequence[str]],
+        labels: Labels,
+        relations: str | Sequence[str] | Sequence[Sequence[str]],
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+    ) -> list[tuple[list[WordSpan], list[tuple[int, str, int, float]]]]:
+        """A relation model's (entities, relations) of pre-split texts: entities as (first word, last word inclusive,
+        label, score), relations as (head, relation, tail, score), head and tail indexing the text's entities, as
+        gliner's relation decoder gives them (what `evaluation.evaluate_relations` scores)."""
+        rows = [joined_word_offsets(list(words)) for words in word_lists]
+        return self._relation_rows(
+            rows,
+            labels,
+            relations,
+            threshold,
+            adjacency_threshold,
+            relation_threshold,
+            flat_ner,
+            multi_label,
+            batch_size,
+        )
+
+    def _relation_rows(
+        self,
+        words: list[list[Word]],
+        labels: Labels,
+        relations: str | Sequence[str] | Sequence[Sequence[str]],
+        threshold: float,
+        adjacency_threshold: float | None,
+        relation_threshold: float | None,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+    ) -> list[tuple[list[WordSpan], list[tuple[int, str, int, float]]]]:
+        """The relation pipeline's (entities, relations) of rows of words."""
+        if not self.config.is_relex:
+            raise ValueError("relations are extracted only by relation extraction models (config.relations_layer)")
+        adjacency_threshold = threshold if adjacency_threshold is None else adjacency_threshold
+        relation_threshold = threshold if relation_threshold is None else relation_threshold
+        for value in (threshold, adjacency_threshold, relation_threshold):
+            _check_options(value, batch_size)
+        relation_sets = _relation_sets(relations, len(words))
+        placement, graphdef, state = self._placed()
+        pipeline = RelationPipeline(
+            self.processor,
+            place_rows=placement.place_rows,
+            entities_forward=lambda arrays: _relex_entities(graphdef, state, arrays),
+            relations_forward=lambda *arrays: _relex_relations(graphdef, state, *arrays),
+            batch_size=batch_size,
+            batch_rows=round_up(batch_size, placement.row_multiple),
+            threshold=threshold,
+            adjacency_threshold=adjacency_threshold,
+            relation_threshold=relation_threshold,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+        )
+        return pipeline.run(words, normalize_labels(labels, len(words)), relation_sets)
 
     def inference_stream(
         self,
@@ -576,11 +629,29 @@ class GLiNER:
         labels: Sequence[str] | None = None,
         *,
         progress: bool = False,
-    ) -> Evaluation:
+        relations: Sequence[str] | None = None,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+    ) -> Evaluation | RelationEvaluation:
         """Span-level exact-match micro and per-label P/R/F1 on gold data: a JSON / JSONL / CoNLL file (detected by
         extension or content) or a list of {"tokenized_text", "ner"} records. Every text gets every label of
         `labels` (default: the sorted set of the data's labels), as gliner's `evaluate(..., entity_types=labels)`;
-        `str()` of the result is its summary line."""
+        `str()` of the result is its summary line. A relation model (records with "relations") returns a
+        `RelationEvaluation`, entities and relations scored as gliner's relation model's `evaluate(...,
+        relation_types=relations)` (default: the sorted set of the data's relation types)."""
+        if self.config.is_relex:
+            return evaluate_relations(
+                self,
+                read_eval_data(data),
+                labels=labels,
+                relations=relations,
+                threshold=threshold,
+                adjacency_threshold=adjacency_threshold,
+                relation_threshold=relation_threshold,
+                batch_size=batch_size,
+                flat_ner=flat_ner,
+                multi_label=multi_label,
+            )
         return evaluate_examples(
             self,
             read_eval_data(data),

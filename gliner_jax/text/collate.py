@@ -206,9 +206,10 @@ class Processor:
         batch_size: int | None = None,
         label_table: Sequence[str] | None = None,
         label_rows_multiple: int = 1,
+        relations: Sequence[Sequence[str]] | None = None,
     ) -> Batch:
         """Collate pre-split words with `labels`, as gliner's collator does (an empty word list becomes ["[PAD]"]);
-        a bi-encoder's label table as in `collate_rows`.
+        a bi-encoder's label table and a relation model's `relations` as in `collate_rows`.
 
         Word offsets are those of the words in `" ".join(words)`.
         """
@@ -220,6 +221,7 @@ class Processor:
             batch_size=batch_size,
             label_table=label_table,
             label_rows_multiple=label_rows_multiple,
+            relations=relations,
         )
 
     def word_budget(self, labels: list[str]) -> int | None:

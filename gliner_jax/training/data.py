@@ -44,6 +44,7 @@ from gliner_jax.training.config import source_name
 logger = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # gliner's `sampled_neg`: in-batch types drawn per batch
+RELATION_NEGATIVE_RATIO = (1.0, 10.0)  # gliner's negative_ratio: negative pairs per positive, drawn per example
 SHARD_PATTERN = "examples.array_record-{index:05d}-of-{count:05d}"
 SOURCE_COUNTS = "source_counts"  # a mixture's batch: records drawn from each source so far (see make_train_dataset)
 
@@ -279,6 +280,119 @@ def entity_rows(
     return rows
 
 
+def sample_relation_labels(
+    examples: Sequence[Example], rng: random.Random, *, max_types: int = 25, max_neg_type_ratio: int = 1
+) -> list[list[str]]:
+    """Each example's relation labels (relation class id c is labels[c - 1]), drawn as gliner's relation processor
+    draws them: `rng.sample` of at most 100 of the batch's relation types; per example r = `rng.randint(0,
+    max_neg_type_ratio)` and negatives = the first len(relations) * r of them (or its "rel_negatives"); then the set
+    of its relation types and negatives, shuffled, capped at `max_types` (or its "rel_labels" verbatim). gliner
+    draws r once per example for its entity and relation types; here each has its own draw."""
+    types = sorted({kind for example in examples for _, _, kind in example.get("relations", ())})
+    negatives = rng.sample(types, k=min(NUM_SAMPLED_NEGATIVES, len(types)))
+    max_neg_type_ratio = int(max_neg_type_ratio)
+    label_sets = []
+    for example in examples:
+        relations = example.get("relations", [])
+        ratio = rng.randint(0, max_neg_type_ratio) if max_neg_type_ratio else 0
+        example_negatives = example.get("rel_negatives", negatives[: len(relations) * ratio])
+        if "rel_labels" in example:
+            labels = list(example["rel_labels"])
+        else:
+            labels = sorted({kind for _, _, kind in relations} | set(example_negatives))
+            rng.shuffle(labels)
+            labels = labels[: int(max_types)]
+        label_sets.append(labels)
+    return label_sets
+
+
+def relation_targets(
+    example: Example,
+    entities: Sequence[tuple[int, int, int]],
+    relation_labels: Sequence[str],
+    rng: random.Random,
+    *,
+    negative_ratio: tuple[float, float] = RELATION_NEGATIVE_RATIO,
+    labels: Sequence[str] | None = None,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """One example's relation targets, as gliner's relation processor builds them (`create_relation_labels`):
+    (the gold entity spans (start, end), in span order, which the model selects in training; the pairs (head,
+    tail) of the gold adjacency, as positions in that list; the relation rows (head, tail, class id)).
+
+    `entities` are the example's `entity_rows`; a relation counts when both its entities are among them and its
+    type among `relation_labels`. The adjacency holds the positive pairs, each positive's reverse (when not itself
+    positive), then random pairs (i != j) until there are max(1, int(positives * ratio)) negatives, ratio =
+    `rng.uniform(*negative_ratio)`, at most 10 draws per negative wanted, as gliner does.
+
+    A token-level model (its entity `labels` given) sees every entity row, as gliner's token relation processor
+    does (two labels of one span are two entities); a span model each distinct span once."""
+    ner = example["ner"]
+    if labels is None:
+        spans = sorted({(start, end) for start, end, _ in entities})
+        position: dict[tuple, int] = {span: i for i, span in enumerate(spans)}
+        keys = [tuple(entity[:2]) for entity in ner]
+    else:
+        entity_ids = {label: c for c, label in enumerate(dict.fromkeys(labels), start=1)}
+        spans = [(start, end) for start, end, _ in entities]
+        position = {tuple(row): i for i, row in enumerate(entities)}
+        keys = [(start, end, entity_ids.get(label, 0)) for start, end, label in ner]
+    class_ids = {kind: c for c, kind in enumerate(dict.fromkeys(relation_labels), start=1)}
+    rows = sorted(
+        {
+            (position[keys[head]], position[keys[tail]], class_ids[kind])
+            for head, tail, kind in example.get("relations", ())
+            if keys[head] in position and keys[tail] in position and kind in class_ids
+        }
+    )
+    rows = [row for row in rows if row[0] != row[1]]  # a pair of one entity with itself is never scored
+    positives = {(head, tail) for head, tail, _ in rows}
+    count = len(spans)
+    wanted = max(1, int(len(positives) * rng.uniform(*negative_ratio)))
+    negatives = {(tail, head) for head, tail in sorted(positives)} - positives
+    attempts = 0
+    while count > 1 and len(negatives) < wanted and attempts < wanted * 10:
+        attempts += 1
+        pair = (rng.randint(0, count - 1), rng.randint(0, count - 1))
+        if pair[0] != pair[1] and pair not in positives:
+            negatives.add(pair)
+    return spans, sorted(positives | negatives), rows
+
+
+def _relation_arrays(
+    examples: Sequence[Example],
+    entity_lists: Sequence[Sequence[tuple[int, int, int]]],
+    relation_sets: Sequence[Sequence[str]],
+    rng: random.Random,
+    num_rows: int,
+    max_width: int | None,
+    label_sets: Sequence[Sequence[str]],
+) -> dict[str, np.ndarray]:
+    """A relation batch's targets (`loss.RELATION_TARGETS`): entity_index (span model: [B, E], each gold entity's
+    span row start * max_width + end - start; token model, `max_width` None: [B, E, 2], its first and last words),
+    entity_mask [B, E], adjacency [B, E, E] (int8) and relation_rows [B, P, 3]; E and P entity buckets, padding
+    zeros."""
+    targets = [
+        relation_targets(example, entities, relations, rng, labels=None if max_width else labels)
+        for example, entities, relations, labels in zip(examples, entity_lists, relation_sets, label_sets, strict=True)
+    ]
+    width = entity_bucket(max((len(spans) for spans, _, _ in targets), default=0))
+    index = np.zeros((num_rows, width) if max_width else (num_rows, width, 2), np.int32)
+    adjacency = np.zeros((num_rows, width, width), np.int8)
+    rows = np.zeros((num_rows, entity_bucket(max((len(r) for _, _, r in targets), default=0)), 3), np.int32)
+    for i, (spans, pairs, relation_rows) in enumerate(targets):
+        if max_width:
+            index[i, : len(spans)] = [start * max_width + end - start for start, end in spans]
+        elif spans:
+            index[i, : len(spans)] = spans
+        for head, tail in pairs:
+            adjacency[i, head, tail] = 1
+        rows[i, : len(relation_rows)] = np.asarray(relation_rows, np.int32).reshape(-1, 3)
+    counts = np.zeros(num_rows, np.int32)
+    counts[: len(targets)] = [len(spans) for spans, _, _ in targets]
+    mask = np.arange(width) < counts[:, None]
+    return {"entity_index": index, "entity_mask": mask, "adjacency": adjacency, "relation_rows": rows}
+
+
 def collate(
     examples: Sequence[Example],
     label_sets: Sequence[Sequence[str]],
@@ -287,12 +401,19 @@ def collate(
     batch_size: int | None = None,
     label_table: Sequence[str] | None = None,
     label_rows_multiple: int = 1,
+    relation_sets: Sequence[Sequence[str]] | None = None,
+    rng: random.Random | None = None,
 ) -> dict[str, np.ndarray]:
     """The training batch contract for `examples` with their labels: the processor's bucketed arrays (rows padded
     to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0)); a bi-encoder's
     label table is `label_table` (default: the examples' distinct labels), its rows a multiple of
-    `label_rows_multiple`."""
+    `label_rows_multiple`. A relation model's batch (the processor has a rel_token) also has its `relation_sets`
+    in the prompts, `relations_valid` [B, R] and the relation targets of `_relation_arrays`, their negative pairs
+    drawn from `rng`."""
     label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
+    relex = processor.rel_token is not None
+    if relex:
+        relation_sets = [list(dict.fromkeys(r)) for r in (relation_sets or [[] for _ in examples])]
     batch = processor.collate_words(
         [example["tokenized_text"] for example in examples],
         label_lists,
@@ -300,13 +421,20 @@ def collate(
         batch_size=batch_size,
         label_table=label_table,
         label_rows_multiple=label_rows_multiple,
+        relations=relation_sets if relex else None,
     )
     max_width = None if processor.span_mode == "token_level" else processor.max_width
     rows = entity_rows(examples, label_lists, batch.text_lengths[: len(examples)].tolist(), max_width)
     entities = np.zeros((len(batch.input_ids), entity_bucket(max(map(len, rows), default=0)), 3), np.int32)
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
-    return batch.model_arrays() | {"entities": entities}
+    arrays = batch.model_arrays() | {"entities": entities}
+    if not relex:
+        return arrays
+    targets = _relation_arrays(
+        examples, rows, relation_sets, rng or random.Random(0), len(batch.input_ids), max_width, label_lists
+    )
+    return arrays | {"relations_valid": batch.relations_valid} | targets
 
 
 def batch_rng(seed: int, batch_index: int) -> random.Random:
@@ -363,9 +491,16 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         else:
             table = sample_shared_labels(examples, rng, max_types=self.max_types)
             label_sets = [table] * len(examples)
+        relation_sets = None
+        if self.processor.rel_token is not None:  # drawn over the global batch, like the labels
+            relation_sets = sample_relation_labels(
+                examples, rng, max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
+            )
         first = self.process_index * self.rows
         mine = [j for j, i in enumerate(positions) if first <= i < first + self.rows]
         examples, label_sets = [examples[j] for j in mine], [label_sets[j] for j in mine]
+        if relation_sets is not None:
+            relation_sets = [relation_sets[j] for j in mine]
         if self.packing is None:
             return collate(
                 examples,
@@ -374,6 +509,8 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
                 batch_size=self.rows,
                 label_table=table,
                 label_rows_multiple=self.label_rows_multiple,
+                relation_sets=relation_sets,
+                rng=rng,
             )
         return pack(
             collate(examples, label_sets, self.processor),
@@ -446,6 +583,8 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+    if packing is not None and processor.rel_token is not None:
+        raise NotImplementedError("data.packing is not supported for relation extraction models")
     mixture = isinstance(source, list | tuple) and bool(source) and isinstance(source[0], WeightedSource)
     if mixture:
         dataset = mixed_records(source, seed, shuffle=shuffle, num_epochs=num_epochs)

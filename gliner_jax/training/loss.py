@@ -38,12 +38,18 @@ class LossConfig:
     reduction: str = "sum"
     negatives: float = 1.0
     masking: str = "global"
+    rel_alpha: float | None = None  # relation models' adjacency and relation terms (None: alpha), gliner's rel_alpha
+    rel_gamma: float | None = None  # their gamma (None: gamma)
 
     def __post_init__(self) -> None:
         if not (self.alpha < 0 or 0 <= self.alpha <= 1):
             raise ValueError(f"loss.alpha must be < 0 (off) or in [0, 1], got {self.alpha!r}")
         if not (self.gamma >= 0 and math.isfinite(self.gamma)):
             raise ValueError(f"loss.gamma must be a finite number >= 0, got {self.gamma!r}")
+        if not (self.rel_alpha is None or self.rel_alpha < 0 or 0 <= self.rel_alpha <= 1):
+            raise ValueError(f"loss.rel_alpha must be null, < 0 (off) or in [0, 1], got {self.rel_alpha!r}")
+        if not (self.rel_gamma is None or (self.rel_gamma >= 0 and math.isfinite(self.rel_gamma))):
+            raise ValueError(f"loss.rel_gamma must be null or a finite number >= 0, got {self.rel_gamma!r}")
         for name in ("label_smoothing", "prob_margin", "negatives"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"loss.{name} must be in [0, 1], got {getattr(self, name)!r}")
@@ -54,19 +60,27 @@ class LossConfig:
 
 
 def focal_loss_with_logits(
-    logits: jax.Array, targets: jax.Array, *, alpha: float, gamma: float, label_smoothing: float, prob_margin: float
+    logits: jax.Array,
+    targets: jax.Array,
+    *,
+    alpha: float,
+    gamma: float,
+    label_smoothing: float,
+    prob_margin: float,
+    probabilities: bool = False,
 ) -> jax.Array:
     """Elementwise focal binary cross-entropy of `logits` against `targets` (same shape), in float32.
 
-    t' = t(1 - ls) + ls/2; p = sigmoid(x); pm = clip(p - prob_margin, 0, 1);
-    loss = -t' log(max(p, 1e-6)) - (1 - t') log(max(1 - pm, 1e-6)), times (1 - p_t)^gamma with
-    p_t = p t' + (1 - pm)(1 - t') when gamma > 0, times alpha t' + (1 - alpha)(1 - t') when alpha >= 0.
+    t' = t(1 - ls) + ls/2; p = sigmoid(x) (x itself with `probabilities`, gliner's normalize_prob=False);
+    pm = clip(p - prob_margin, 0, 1); loss = -t' log(max(p, 1e-6)) - (1 - t') log(max(1 - pm, 1e-6)), times
+    (1 - p_t)^gamma with p_t = p t' + (1 - pm)(1 - t') when gamma > 0, times alpha t' + (1 - alpha)(1 - t')
+    when alpha >= 0.
     """
     x = jnp.asarray(logits).astype(jnp.float32)
     t = jnp.asarray(targets).astype(jnp.float32)
     if label_smoothing:
         t = t * (1 - label_smoothing) + 0.5 * label_smoothing
-    p = jax.nn.sigmoid(x)
+    p = x if probabilities else jax.nn.sigmoid(x)
     pm = jnp.clip(p - prob_margin, 0.0, 1.0)
     loss = -t * jnp.log(jnp.maximum(p, EPS)) - (1.0 - t) * jnp.log(jnp.maximum(1.0 - pm, EPS))
     if gamma > 0:
@@ -137,16 +151,20 @@ def _negative_keep(key: jax.Array | None, targets: jax.Array, config: LossConfig
     return jnp.where(negative, draw, True)
 
 
-def _masked_focal(logits: jax.Array, targets: jax.Array, valid: jax.Array, config: LossConfig) -> jax.Array:
-    """Focal loss on the valid cells, 0 elsewhere; invalid logits are replaced by 0 first, so that saturated
-    padding (where (1 - p_t)^gamma has an infinite slope for gamma < 1) cannot put NaNs into the gradients."""
+def _masked_focal(
+    logits: jax.Array, targets: jax.Array, valid: jax.Array, config: LossConfig, *, probabilities: bool = False
+) -> jax.Array:
+    """Focal loss on the valid cells, 0 elsewhere; invalid logits are replaced by 0 first (probabilities by 0.5), so
+    that saturated padding (where (1 - p_t)^gamma has an infinite slope for gamma < 1) cannot put NaNs into the
+    gradients."""
     losses = focal_loss_with_logits(
-        jnp.where(valid, logits, 0.0),
+        jnp.where(valid, logits, 0.5 if probabilities else 0.0),
         targets,
         alpha=config.alpha,
         gamma=config.gamma,
         label_smoothing=config.label_smoothing,
         prob_margin=config.prob_margin,
+        probabilities=probabilities,
     )
     return jnp.where(valid, losses, 0.0)
 
@@ -226,3 +244,87 @@ def gliner_loss_terms(
         parts |= {name: jnp.arange(3) == i for i, name in enumerate(("start", "end", "inside"))}
     terms = {name: _reduce(jnp.where(part, losses, 0.0), count, config.reduction) for name, part in parts.items()}
     return _reduce(losses, count, config.reduction), terms
+
+
+RELATION_TARGETS = ("entity_index", "entity_mask", "adjacency", "relation_rows")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelationWeights:
+    """A relation model's loss coefficients (its config's span_loss_coef, adjacency_loss_coef, relation_loss_coef)."""
+
+    span: float = 1.0
+    adjacency: float = 1.0
+    relation: float = 1.0
+
+
+def relation_cell_targets(rows: jax.Array, num_entities: int, num_relations: int) -> jax.Array:
+    """Dense relation targets [B, E*E, R] from `rows` [B, P, 3] (head, tail, class id 1..R; class 0 ignored): cell
+    (h * E + t, c - 1) is 1 for each row."""
+    rows = jnp.asarray(rows, jnp.int32)
+    head, tail, cls = rows[..., 0], rows[..., 1], rows[..., 2]
+    valid = (cls > 0) & (head >= 0) & (tail >= 0) & (head < num_entities) & (tail < num_entities)
+    index = jnp.where(valid, head * num_entities + tail, -1)
+    return _paint(jax.nn.one_hot(index, num_entities * num_entities, dtype=jnp.bool_), cls, num_relations)
+
+
+def _masked_sum(losses: jax.Array, mask: jax.Array, reduction: str) -> jax.Array:
+    losses = jnp.where(mask, losses, 0.0)
+    return _reduce(losses, jnp.sum(mask), reduction)
+
+
+def relation_loss_terms(
+    logits: jax.Array,
+    adjacency: jax.Array | None,
+    pair_logits: jax.Array,
+    batch: Mapping[str, Any],
+    config: LossConfig,
+    weights: RelationWeights,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A relation model's training loss, as gliner 0.2.29's `UniEncoderSpanRelexModel.forward` computes it, and its
+    terms "entity", "adjacency", "relation" (each before its coefficient) plus the entity term's "positive" and
+    "negative".
+
+    `logits` [B, W, K, C] are the entity logits (their loss is `gliner_loss`); `adjacency` [B, E, E] the adjacency
+    probabilities of the batch's gold entities (`entity_index`, `entity_mask` [B, E]; None for relations_layer
+    "none"), scored against the gold `adjacency` over every pair of real entities (the diagonal included); and
+    `pair_logits` [B, E, E, R] the relation logits, scored on the pairs the gold adjacency selects (relations_layer
+    "none": every ordered pair of two real entities) and the row's real relations (`relations_valid` [B, R])
+    against `relation_rows` [B, P, 3]. The adjacency and relation terms use `rel_alpha` / `rel_gamma` (default
+    alpha / gamma) and the other focal settings, reduction and masking of `config`. Total: entity * span +
+    adjacency * adjacency + relation * relation coefficient; a batch without any relation prompt has the entity
+    term alone (no coefficient), as in gliner.
+    """
+    entity_key = relation_key = adjacency_key = None
+    if key is not None:
+        entity_key, adjacency_key, relation_key = jax.random.split(key, 3)
+    entity, terms = gliner_loss_terms(logits, batch, config, entity_key)
+    focal = dataclasses.replace(
+        config,
+        alpha=config.alpha if config.rel_alpha is None else config.rel_alpha,
+        gamma=config.gamma if config.rel_gamma is None else config.rel_gamma,
+    )
+    entity_mask = jnp.asarray(batch["entity_mask"], bool)
+    gold = jnp.asarray(batch["adjacency"]).astype(jnp.float32)
+    b, e, _, r = pair_logits.shape
+    relations_valid = jnp.asarray(batch["relations_valid"], bool)
+    rel_targets = relation_cell_targets(batch["relation_rows"], e, r)
+    if adjacency is None:  # relations_layer "none": every ordered pair of two real entities
+        pairs = entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(e, dtype=bool)
+    else:  # the pairs of the gold adjacency (positives and the sampled negatives)
+        pairs = gold > 0
+    rel_mask = pairs.reshape(b, e * e, 1) & relations_valid[:, None, :]
+    rel_losses = _masked_focal(pair_logits.reshape(b, e * e, r), rel_targets, rel_mask, focal)
+    keep = _negative_keep(relation_key, rel_targets, focal)
+    relation = _masked_sum(rel_losses if keep is None else rel_losses * keep, rel_mask, focal.reduction)
+    total = entity * weights.span + relation * weights.relation
+    terms = terms | {"entity": entity, "relation": relation}
+    if adjacency is not None:
+        pair_mask = (entity_mask[:, :, None] & entity_mask[:, None, :]).reshape(b, e * e, 1)
+        adj_targets = gold.reshape(b, e * e, 1)
+        adj_losses = _masked_focal(adjacency.reshape(b, e * e, 1), adj_targets, pair_mask, focal, probabilities=True)
+        keep = _negative_keep(adjacency_key, adj_targets, focal)
+        terms["adjacency"] = _masked_sum(adj_losses if keep is None else adj_losses * keep, pair_mask, focal.reduction)
+        total = total + terms["adjacency"] * weights.adjacency
+    return jnp.where(jnp.any(relations_valid), total, entity), terms

@@ -60,23 +60,24 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     `init_from`, `encoder` / `labels_encoder` (as names) and the tokenizers are local directories or Hugging Face Hub
     repo ids (`gliner_jax.hub`). An existing GLiNER is read in any layout gliner reads (legacy ones completed). For a
     new uni-encoder GLiNER, gliner's three special tokens ([FLERT], the entity and separator tokens) are added to the
-    tokenizer and the word embeddings grow to the new vocabulary; new rows are drawn like the encoder's init. A new
+    tokenizer (a relation model's: the entity, separator and relation tokens) and the word embeddings grow to the
+    new vocabulary; new rows are drawn like the encoder's init. A new
     bi-encoder keeps its tokenizers and embeddings as they are (it writes no prompt), as gliner does.
     """
     dtype = jnp.dtype(section.dtype)
     if section.init_from is not None:
         layout = resolve_gliner(section.init_from)
-        _refuse_relex(layout.config)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype, seed=seed)
         tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else layout.tokenizer
         return GLiNER(model, config, tokenizer, layout.labels_tokenizer)
 
     base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
-    _refuse_relex(base)
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
     tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)
-    if not bi_encoder:
+    if base.is_relex:  # gliner's relation model adds its three tokens (no [FLERT]): entity, separator, relation
+        tokenizer.add_tokens([base.ent_token, base.sep_token, base.rel_token], special_tokens=True)
+    elif not bi_encoder:
         add_special_tokens(tokenizer, base.ent_token, base.sep_token)
     pretrained = {}
     if encoder_dir is not None:
@@ -91,6 +92,8 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         "vocab_size": len(tokenizer),
         "class_token_index": tokenizer.convert_tokens_to_ids(base.ent_token),
     }
+    if base.is_relex:
+        fields["rel_token_index"] = tokenizer.convert_tokens_to_ids(base.rel_token)
     labels_tokenizer = None
     if bi_encoder:
         name, labels_config, labels_tokenizer, labels_pretrained = _labels_encoder(section, seed)
@@ -107,14 +110,6 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     for name, encoder in pretrained.items():
         _copy_pretrained_encoder(getattr(model, name), encoder)
     return GLiNER(model, config, tokenizer, labels_tokenizer)
-
-
-def _refuse_relex(config: GLiNERConfig) -> None:
-    """Relation extraction models run inference here but do not train yet: refused by name, not trained as NER."""
-    if config.is_relex:
-        raise NotImplementedError(
-            f"training relation extraction models (relations_layer={config.relations_layer!r}) is not implemented"
-        )
 
 
 def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrainedTokenizerBase, nnx.Module | None]:

@@ -26,7 +26,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gliner_jax.modeling import axes
 from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
-from gliner_jax.training.loss import LossConfig, gliner_loss, gliner_loss_terms
+from gliner_jax.training.loss import (
+    RELATION_TARGETS,
+    LossConfig,
+    RelationWeights,
+    gliner_loss_terms,
+    relation_loss_terms,
+)
 from gliner_jax.training.optim import (
     OptimizerConfig,
     apply_updates,
@@ -54,15 +60,37 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
 
 def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """The batch's arrays that the network takes (all but the loss targets)."""
-    return {name: value for name, value in batch.items() if name != "entities"}
+    return {name: value for name, value in batch.items() if name != "entities" and name not in RELATION_TARGETS}
+
+
+def loss_terms(
+    model: nnx.Module, batch: dict[str, jax.Array], loss_config: LossConfig, key: jax.Array | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The training loss of `model` (a GLiNER network) on `batch` and its terms: `gliner_loss_terms` of its logits,
+    or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
+    trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
+    give NaN for a row without entities)."""
+    if model.relation_head is None:
+        return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
+    logits, spans, relations = model.relex(**_network_inputs(batch))
+    # A row without gold entities (padding, an example without any) gets its first slot as a placeholder entity:
+    # attention over no entity at all gives NaN (as in torch), whose gradients no mask removes. The loss reads the
+    # batch's entity_mask, so the placeholder counts nowhere.
+    mask = jnp.asarray(batch["entity_mask"], bool)
+    attended = mask.at[:, 0].set(mask[:, 0] | ~jnp.any(mask, axis=1))
+    adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations)
+    config = model.config
+    weights = RelationWeights(config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef)
+    return relation_loss_terms(logits, adjacency, pair_logits, batch, loss_config, weights, key)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_config: LossConfig) -> StepFn:
     """`step(params, opt_state, batch, key, rest) -> (params, opt_state, metrics)`: forward with dropout drawn from
     `key`, the GLiNER loss, gradients, one optimizer update (not jitted). With `optim.with_master_weights` the
     parameters become the rounded float32 masters of the optimizer state. The metrics: "loss", "grad_norm" and the
-    loss's terms from the same forward pass (`gliner_loss_terms`) as "loss/positive", "loss/negative" (and the token
-    model's "loss/start", "loss/end", "loss/inside")."""
+    loss's terms from the same forward pass (`loss_terms`) as "loss/positive", "loss/negative" (and the token
+    model's "loss/start", "loss/end", "loss/inside"; a relation model's "loss/entity", "loss/adjacency",
+    "loss/relation"))."""
 
     def loss_fn(
         params: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State
@@ -71,7 +99,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, loss_key)
+        return loss_terms(model, batch, loss_config, loss_key)
 
     def step(params, opt_state, batch, key, rest):
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key, rest)
@@ -125,7 +153,7 @@ def _make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable
 
     def loss(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
-        return gliner_loss(model(**_network_inputs(batch)), batch, loss_config)
+        return loss_terms(model, batch, loss_config)[0]
 
     return jax.jit(loss)
 

@@ -32,13 +32,14 @@ from tqdm import tqdm
 
 from gliner_jax.benchmark_suite import evaluate_benchmark, read_benchmark
 from gliner_jax.data_formats import read_examples
-from gliner_jax.evaluation import evaluate_thresholds, sweep_scalars
+from gliner_jax.evaluation import evaluate_relations, evaluate_thresholds, sweep_scalars
 from gliner_jax.model import GLiNER
 from gliner_jax.sharding import avoid_cached_cpu_collectives, make_mesh, override_rules
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
+from gliner_jax.training.loss import RELATION_TARGETS
 from gliner_jax.training.model_init import ModelWordSplitter, build_model
 from gliner_jax.training.optim import float32_params, learning_rates
 from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
@@ -98,6 +99,13 @@ class Trainer:
                 "of the mesh's data and fsdp axes"
             )
         names = [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
+        if self.gliner_config.is_relex:
+            if config.data.packing:
+                raise NotImplementedError(
+                    "data.packing is not supported for relation extraction models (model relations_layer="
+                    f"{self.gliner_config.relations_layer!r}): their relation stage runs on unpacked rows"
+                )
+            names += ["relations_valid", *RELATION_TARGETS]
         program = build_train_program(
             model,
             config.optimizer,
@@ -307,10 +315,15 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the threshold sweep, from
-        one model pass; the benchmark's averages and per-dataset F1 (every host computes them; the chief shows
-        progress bars and records them)."""
+        one model pass (a relation model: its entity and relation P/R/F1, "dev/..." and "dev_relations/..."); the
+        benchmark's averages and per-dataset F1 (every host computes them; the chief shows progress bars and records
+        them)."""
         run, model, values = self.config.trainer, self.host_model(), {}
-        if self.dev is not None:
+        if self.dev is not None and self.gliner_config.is_relex:  # entities and relations at trainer.eval_threshold
+            scores = evaluate_relations(model, self.dev, threshold=run.eval_threshold, batch_size=run.eval_batch_size)
+            logger.info("step %d: dev entities %s, relations %s", self.step, scores.entities, scores.relations)
+            values |= scores.entities.scalars("dev") | scores.relations.scalars("dev_relations")
+        elif self.dev is not None:
             sweep = evaluate_thresholds(
                 model,
                 self.dev,

@@ -133,10 +133,3 @@ def test_packing_is_refused_for_a_bi_encoder(tmp_path):
     config = load_train_config(CONFIGS / "tiny_bi.yaml", [f"trainer.output_dir={tmp_path}", "data.packing=true"])
     with pytest.raises(NotImplementedError, match=r"data\.packing"):
         Trainer(config)
-
-
-def test_training_a_relation_model_is_refused():
-    """Relation models load for inference but do not train yet: refused by name rather than trained as plain NER."""
-    config = load_train_config(TINY, ["model.gliner.relations_layer=dot"])
-    with pytest.raises(NotImplementedError, match="relations_layer='dot'"):
-        build_model(config.model, seed=0)

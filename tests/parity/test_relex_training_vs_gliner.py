@@ -1,0 +1,181 @@
+"""Training relation extraction models against gliner 0.2.29 (`UniEncoderSpanRelexModel`): on gliner's own training
+batch of relation records, our batch (built by our data path, with the same negative pairs drawn from the same seed),
+each loss term (entity, adjacency, relation), the total with gliner's coefficients and every parameter gradient."""
+
+from __future__ import annotations
+
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from gliner.evaluation import BaseRelexEvaluator
+
+from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.evaluation import relation_scores
+from gliner_jax.testing.builders import build_reference
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
+from gliner_jax.training.step import loss_terms
+from tests.utils.gliner_parity import assert_gradients_close
+
+
+def _words(text: str) -> list[str]:
+    return text.split(" ")
+
+
+RECORDS = [
+    {
+        "tokenized_text": _words("Marie Curie worked at the University of Paris with Pierre Curie in 1903 ."),
+        "ner": [[8, 9, "person"], [0, 1, "person"], [4, 7, "organization"], [11, 11, "date"]],
+        "relations": [[1, 2, "works at"], [1, 0, "married to"], [0, 1, "married to"], [0, 2, "works at"]],
+    },
+    {
+        "tokenized_text": _words("Apple was founded by Steve Jobs in Cupertino ."),
+        "ner": [[0, 0, "company"], [4, 5, "person"], [7, 7, "city"]],
+        "relations": [[0, 1, "founded by"], [0, 2, "located in"]],
+    },
+    {  # no relation: only negative pairs (and the entity term)
+        "tokenized_text": _words("Bill Gates lives in Medina ."),
+        "ner": [[0, 1, "person"], [4, 4, "city"]],
+        "relations": [],
+    },
+]
+LABELS = [["person", "organization", "date"], ["company", "person", "city"], ["person", "city"]]
+RELATIONS = [["works at", "married to"], ["founded by", "located in", "ceo of"], ["lives in"]]
+WEIGHTS = {"span_loss_coef": 0.7, "adjacency_loss_coef": 1.3, "relation_loss_coef": 2.0}
+# gliner's trainer arguments (as its compute_loss passes them) and ours: a focal loss whose relation terms have their
+# own alpha and gamma, mean reduction.
+FOCAL = dict(alpha=0.6, gamma=1.5, rel_alpha=0.3, rel_gamma=2.0, prob_margin=0.0, label_smoothing=0.1)
+REDUCTION = "mean"
+SEED = 7
+RELATION_SCALES = {"pair_rep_layer.3.weight": 10.0, "relations_rep_layer.relation_rep_layer.mlp.2.weight": 10.0}
+
+
+@pytest.fixture(scope="module", params=["markerV0+mlp", "token_level+none"])
+def reference(request, gliner_backbone, tmp_path_factory):
+    """A gliner relation model (span or token level, with this relations_layer) and its directory."""
+    span_mode, _, relations_layer = request.param.partition("+")
+    directory = tmp_path_factory.mktemp(f"relex-train-{span_mode}-{relations_layer}")
+    ref = build_reference(
+        gliner_backbone,
+        directory,
+        logit_scale=5.0,
+        span_mode=span_mode,
+        hidden_size=32,
+        max_width=4,
+        dropout=0.0,
+        relations_layer=relations_layer,
+    )
+    with torch.no_grad():
+        for name, param in ref.model.named_parameters():
+            param.mul_(RELATION_SCALES.get(name, 1.0))
+    ref.save_pretrained(directory)
+    return ref, directory
+
+
+def _reference_loss(ref, batch: dict, span: float, adjacency: float, relation: float, *, backward: bool = False):
+    """gliner's training loss on its batch with these coefficients (its gradients with `backward`)."""
+    config = ref.model.config
+    config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef = span, adjacency, relation
+    ref.model.zero_grad()
+    with torch.set_grad_enabled(backward):
+        loss = ref.model(**batch, **FOCAL, reduction=REDUCTION, negatives=1.0, masking="none").loss
+        value = float(loss.detach())
+    if backward:
+        loss.backward()
+    return value
+
+
+def test_relation_loss_terms_and_gradients_match_gliner(reference):
+    ref, directory = reference
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    random.seed(SEED)  # gliner draws its negative pairs from the global random module
+    ref_batch = collator(RECORDS, entity_types=LABELS, relation_types=RELATIONS)
+    ref.model.eval()  # dropout off (the model's own rates are 0; the backbone's are not)
+    entity = _reference_loss(ref, ref_batch, 1.0, 0.0, 0.0)
+    adjacency = _reference_loss(ref, ref_batch, 0.0, 1.0, 0.0)
+    relation = _reference_loss(ref, ref_batch, 0.0, 0.0, 1.0)
+    total = _reference_loss(ref, ref_batch, *WEIGHTS.values(), backward=True)
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    ours = GLiNER.from_pretrained(directory)
+    for name, value in WEIGHTS.items():
+        object.__setattr__(ours.config, name, value)
+    records = [data_lib.normalize_record(record) for record in RECORDS]
+    batch = data_lib.collate(records, LABELS, ours.processor, relation_sets=RELATIONS, rng=random.Random(SEED))
+    if "adj_matrix" in ref_batch:  # our gold adjacency is gliner's (the same pairs drawn from the same seed)
+        ref_adjacency = ref_batch["adj_matrix"].numpy()
+        n = ref_adjacency.shape[1]
+        np.testing.assert_array_equal(batch["adjacency"][: len(RECORDS), :n, :n], ref_adjacency)
+        assert batch["adjacency"][: len(RECORDS)].sum() == ref_adjacency.sum() > 6
+
+    model = ours.model
+    for _, module in model.iter_modules():
+        if isinstance(module, nnx.Dropout):
+            module.rate = 0.0
+    model.train()
+    model.set_attributes(unroll_layers=True)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    config = LossConfig(**FOCAL, reduction=REDUCTION, masking="none")
+    inputs = {name: jnp.asarray(value) for name, value in batch.items()}
+
+    def loss(params):
+        return loss_terms(nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest)), inputs, config)
+
+    (ours_total, terms), gradients = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    expected = {"entity": entity, "relation": relation}
+    if ref.config.relations_layer != "none":
+        expected["adjacency"] = adjacency
+    else:
+        assert adjacency == 0.0 and "adjacency" not in terms
+    for name, value in expected.items():
+        assert value > 0.05, name  # each term is really there
+        np.testing.assert_allclose(float(terms[name]), value, rtol=2e-5, err_msg=name)
+    np.testing.assert_allclose(float(ours_total), total, rtol=2e-5)
+    nnx.update(model, gradients)
+    grads = state_to_torch(model, gliner_table(ours.config))
+    assert any(name.startswith("pair_rep_layer") for name in ref_grads)
+    assert_gradients_close(grads, ref_grads)
+
+    # gliner's optimizer groups: everything outside token_rep_layer (the relation layers too) at others_lr.
+    groups = jax.tree_util.tree_leaves_with_path(parameter_groups(params, OptimizerConfig(num_steps=1)))
+    relation_groups = [group for path, group in groups if parameter_path(path).startswith("relation_head/")]
+    assert relation_groups and set(relation_groups) == {"others"}
+
+
+def test_relation_scores_match_gliners_evaluator():
+    """Random gold records and predictions (shared and other spans, relations in both directions, duplicates, texts
+    without any): our relation P/R/F1 are gliner's BaseRelexEvaluator's on the same predictions."""
+    rng = np.random.default_rng(3)
+    kinds = ["at", "in", "of"]
+    examples, predicted, gold_pairs, pred_pairs = [], [], [], []
+    for _ in range(12):
+        spans = sorted({(int(s), int(s + rng.integers(0, 3))) for s in rng.integers(0, 10, size=rng.integers(0, 6))})
+        ner = [[s, e, "x"] for s, e in spans]
+        entities = [(s, e, "y", 0.9) for s, e in spans if rng.random() < 0.8]
+        entities += [(int(s), int(s), "y", 0.5) for s in rng.integers(10, 14, size=rng.integers(0, 2))]
+        n, m = len(ner), len(entities)
+        relations = [[int(h), int(t), str(rng.choice(kinds))] for h, t in rng.integers(0, n, (n, 2))] if n else []
+        found = [(int(h), str(rng.choice(kinds)), int(t), 0.7) for h, t in rng.integers(0, m, (m + 1, 2))] if m else []
+        # Predictions that hit: gold relations whose spans were both predicted.
+        index = {(s, e): i for i, (s, e, _, _) in enumerate(entities)}
+        for h, t, kind in relations:
+            if rng.random() < 0.6 and tuple(ner[h][:2]) in index and tuple(ner[t][:2]) in index:
+                found.append((index[tuple(ner[h][:2])], kind, index[tuple(ner[t][:2])], 0.8))
+        examples.append({"tokenized_text": ["w"] * 16, "ner": ner, "relations": relations})
+        predicted.append((entities, found))
+        gold_pairs.append(([tuple(e) for e in ner], [tuple(r) for r in relations]))
+        pred_pairs.append((entities, [(h, kind, t) for h, kind, t, _ in found]))
+    ours = relation_scores(predicted, examples)
+    evaluator = BaseRelexEvaluator(gold_pairs, pred_pairs)
+    output, f1 = evaluator.evaluate()
+    precision, recall, _ = evaluator.compute_prf(*evaluator.transform_data()).values()
+    assert 0 < ours.micro.true_positives < ours.micro.predicted
+    assert str(ours) == output.strip()
+    np.testing.assert_allclose([ours.precision, ours.recall, ours.f1], [precision, recall, f1], rtol=1e-12)
