@@ -467,7 +467,7 @@ class RelationPipeline:
             [words[i] for i in texts], prompts, batch_size=self.batch_rows, relations=relations
         )
         kept = [ModelRow(i, 0, words[i][: self.processor.max_len], p) for i, p in zip(texts, prompts, strict=True)]
-        check_not_cut(batch, kept, self.processor.tokenizer.model_max_length)
+        check_not_cut(batch, kept, self.processor)
         arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
         probs, states, relation_prompts = self.entities_forward({k: self.place_rows(v) for k, v in arrays.items()})
         probs = np.asarray(probs)
