@@ -283,7 +283,7 @@ class Pipeline:
                     batch_size=self.batch_rows,
                     label_table=table,
                     encode_table=False,
-                    relations=None if relation_sets is None else [relation_sets[r.text] for r in part],
+                    relations=None if self.relations is None else [relation_sets[r.text] for r in part],
                 )
                 check_not_cut(batch, part, self.processor)
                 if self.relations is None:

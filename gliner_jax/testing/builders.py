@@ -254,21 +254,31 @@ def quantile_thresholds(
 
 
 def relation_thresholds(
-    reference: Any, texts: list[str], labels: list[str], relations: list[str], quantile: float, batch_size: int = 8
+    reference: Any, texts: list[str], labels: list[str], relations: list[str], entities: int, batch_size: int = 8
 ) -> dict[str, float]:
-    """Inference thresholds of a gliner relation model on these inputs: the entity threshold at `quantile` of its
-    span scores (`quantile_thresholds`), adjacency 0 (every pair of entities scored), and the relation threshold
-    halfway between the middle two scores of the relations gliner then finds (half of them kept)."""
+    """Inference thresholds of a gliner span relation model on these inputs: the entity threshold halfway between two
+    neighbouring best-label span scores, about `entities` spans per text above it (the spans the relation stage
+    reads); adjacency 0 (every pair of them scored); and the relation threshold halfway between the middle two
+    scores of the relations gliner then finds (half of them kept). Every pair of a random model's spans would not
+    fit in memory, so the spans are scored with the relation stage given none."""
     import numpy as np
+    import torch
 
-    threshold = quantile_thresholds(reference, texts, labels, (quantile,))[0]
+    prepared = reference.prepare_batch(texts, labels)
+    batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
+    with torch.no_grad():
+        logits = reference.run_batch(batch, threshold=1.0).logits  # no span selected: no pairs
+    best = torch.sigmoid(logits).amax(-1).numpy().reshape(len(texts), -1)[batch["span_mask"].numpy()]
+    best = np.sort(best)
+    rank = max(len(best) - entities * len(texts), 0)
+    threshold = float((best[rank - 1] + best[rank]) / 2)
     options = dict(threshold=threshold, adjacency_threshold=0.0)
     _, found = reference.inference(
         texts, labels, relations=relations, relation_threshold=0.0, batch_size=batch_size, **options
     )
     scores = np.sort([relation["score"] for row in found for relation in row])
     if len(scores) < 2:
-        raise ValueError(f"{len(scores)} relation(s) at quantile {quantile}: lower it so that more entities are found")
+        raise ValueError(f"{len(scores)} relation(s) with {entities} entities per text: ask for more")
     middle = len(scores) // 2
     return dict(options, relation_threshold=float((scores[middle - 1] + scores[middle]) / 2))
 

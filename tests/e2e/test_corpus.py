@@ -134,7 +134,7 @@ def test_a_relation_model_writes_relations(gliner_backbone, model_dir, tmp_path,
     relations = ["works at", "located in", "born in"]
     good = corpus_lines(12)
     texts = [json.loads(line)["text"] for line in good]
-    options = relation_thresholds(reference, texts, LABELS, relations, 0.97, batch_size=4)
+    options = relation_thresholds(reference, texts, LABELS, relations, 4, batch_size=4)
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(good) + "\n", encoding="utf-8")
     output = tmp_path / "out.jsonl"
