@@ -257,10 +257,10 @@ def relation_thresholds(
     reference: Any, texts: list[str], labels: list[str], relations: list[str], entities: int, batch_size: int = 8
 ) -> dict[str, float]:
     """Inference thresholds of a gliner span relation model on these inputs: the entity threshold halfway between two
-    neighbouring best-label span scores, about `entities` spans per text above it (the spans the relation stage
-    reads); adjacency 0 (every pair of them scored); and the relation threshold halfway between the middle two
-    scores of the relations gliner then finds (half of them kept). Every pair of a random model's spans would not
-    fit in memory, so the spans are scored with the relation stage given none."""
+    neighbouring best-label span scores, at most `entities` spans of each text above it (exactly that many in one;
+    a random model's best spans crowd into a few texts, and every pair of them is scored); adjacency 0 (every pair
+    of them scored); and the relation threshold halfway between the middle two scores of the relations gliner then
+    finds (half of them kept). The span scores come from a run whose relation stage is given no span."""
     import numpy as np
     import torch
 
@@ -268,10 +268,10 @@ def relation_thresholds(
     batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
     with torch.no_grad():
         logits = reference.run_batch(batch, threshold=1.0).logits  # no span selected: no pairs
-    best = torch.sigmoid(logits).amax(-1).numpy().reshape(len(texts), -1)[batch["span_mask"].numpy()]
-    best = np.sort(best)
-    rank = max(len(best) - entities * len(texts), 0)
-    threshold = float((best[rank - 1] + best[rank]) / 2)
+    best = torch.sigmoid(logits).amax(-1).numpy().reshape(len(texts), -1)
+    ranked = -np.sort(-np.where(batch["span_mask"].numpy(), best, -np.inf), axis=1)  # each text's, best first
+    row = int(np.argmax(ranked[:, entities]))  # the text with the highest (entities + 1)-th best span
+    threshold = float((ranked[row, entities - 1] + ranked[row, entities]) / 2)
     options = dict(threshold=threshold, adjacency_threshold=0.0)
     _, found = reference.inference(
         texts, labels, relations=relations, relation_threshold=0.0, batch_size=batch_size, **options
