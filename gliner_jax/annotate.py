@@ -1,6 +1,7 @@
 """Entities for a corpus file, streamed: texts from a file (plain lines, JSONL, or a JSON list of records) through a
 model's inference pipeline into JSONL, one line per text in input order: the text's record (a plain line becomes
-{"text": line}) with its "entities". Memory holds a few blocks of lines, whatever the size of the file.
+{"text": line}) with its "entities", and with a relation model asked for relations its "relations" (gliner's dicts:
+head, tail, relation, score). Memory holds a few blocks of lines, whatever the size of the file.
 
 Lines are taken in blocks of `block_lines` lines (by line number); a block's texts are one pipeline chunk, so a
 text's batch, and with it its result, is the same in every run. Process p of N takes blocks p, p + N, p + 2N, ...
@@ -45,13 +46,26 @@ PARTIAL_SUFFIX = ".partial"
 
 @dataclasses.dataclass(frozen=True)
 class PredictOptions:
-    """What `GLiNER.inference_stream` is asked, the same for every text."""
+    """What `GLiNER.inference_stream` is asked, the same for every text: with `relations` (a relation extraction
+    model's relation labels), relations too, kept above `adjacency_threshold` and `relation_threshold` (default
+    `threshold`)."""
 
     labels: list[str]
     threshold: float = 0.5
     flat_ner: bool = True
     multi_label: bool = False
     batch_size: int = 8
+    relations: list[str] | None = None
+    adjacency_threshold: float | None = None
+    relation_threshold: float | None = None
+
+
+def check_relations(model: GLiNER, options: PredictOptions) -> None:
+    """ValueError when a relation extraction model is asked for no relations, or another model for relations."""
+    if model.config.is_relex and not options.relations:
+        raise ValueError("the model extracts relations: pass --relations (comma-separated relation labels)")
+    if not model.config.is_relex and options.relations:
+        raise ValueError("--relations: the model is not a relation extraction model (config.relations_layer)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +161,8 @@ def annotate(
     on_problem: Callable[[TextLine], None],
 ) -> Iterator[tuple[Block, list[dict]]]:
     """(block, its output records) for each of this process's blocks: each line with text gives its record with
-    "entities"; `on_problem` is told of each bad line (it may raise to stop)."""
+    "entities" (and "relations" when `options` has relations); `on_problem` is told of each bad line (it may raise
+    to stop)."""
     pending: collections.deque[Block] = collections.deque()
 
     def chunks() -> Iterator[list[str]]:  # runs in the pipeline's host thread, ahead of the results
@@ -158,13 +173,20 @@ def annotate(
             pending.append(block)
             yield [record_text(line.record) for line in block.lines if line.record is not None]
 
-    results = model.inference_stream(
-        chunks(), options.labels, options.threshold, options.flat_ner, options.multi_label, options.batch_size
-    )
-    for found in results:
+    asked = (options.threshold, options.flat_ner, options.multi_label, options.batch_size)
+    thresholds = dict(adjacency_threshold=options.adjacency_threshold, relation_threshold=options.relation_threshold)
+    if options.relations:
+        results = model.inference_stream(chunks(), options.labels, *asked, relations=options.relations, **thresholds)
+    else:
+        results = ((found, None) for found in model.inference_stream(chunks(), options.labels, *asked))
+    for found, relations in results:
         block = pending.popleft()
         records = [line.record for line in block.lines if line.record is not None]
-        yield block, [{**record, "entities": entities} for record, entities in zip(records, found, strict=True)]
+        keys = [{"entities": entities} for entities in found]
+        if relations is not None:
+            for key, text_relations in zip(keys, relations, strict=True):
+                key["relations"] = text_relations
+        yield block, [{**record, **key} for record, key in zip(records, keys, strict=True)]
 
 
 def part_path(output: Path, index: int, count: int) -> Path:
@@ -239,8 +261,10 @@ def annotate_file(
     of the same job. `job` identifies the job in the progress file besides the input, options and share (e.g. the
     model); a progress file of another job is refused. With several processes, `barrier` waits for all of them
     before process 0 merges the parts. Returns this process's counts. Raises ValueError, before anything is
-    written, for an output that is the input, one that exists without a progress file (unless `overwrite`), or
-    another job's progress; and for a bad line with `strict`."""
+    written, for an output that is the input, one that exists without a progress file (unless `overwrite`),
+    another job's progress, or relations asked of the wrong model (`check_relations`); and for a bad line with
+    `strict`."""
+    check_relations(model, options)
     source, output = Path(source), Path(output)
     target, saved = _work_paths(output, share)
     refuse_output_over_input((output, target, saved), [source])
@@ -364,7 +388,9 @@ def write_jsonl(
     report: Callable[[str], None] = print_above_bar,
 ) -> Counts:
     """Stream the entities of `lines` to `out` as JSONL, without resuming (e.g. stdin to stdout); the progress bar
-    counts up to `total` lines (`count_text_lines` of a file) where it is known."""
+    counts up to `total` lines (`count_text_lines` of a file) where it is known. ValueError for relations asked of
+    the wrong model (`check_relations`)."""
+    check_relations(model, options)
     counts = Counts()
     annotated = annotate(model, lines, options, Share(), problem_handler(source, strict, report))
     with erased_on_error(tqdm(total=total, unit="line", desc="predict", disable=not progress)) as bar:

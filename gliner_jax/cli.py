@@ -71,17 +71,17 @@ def _start_distributed(args: argparse.Namespace) -> bool:
     return bool(args.coordinator_address or args.distributed)
 
 
-def _labels(text: str) -> list[str]:
-    """The labels of a comma-separated --labels value; ValueError for a blank one."""
+def _labels(text: str, flag: str = "--labels") -> list[str]:
+    """The labels of a comma-separated --labels (or `flag`) value; ValueError for a blank one."""
     labels = [label.strip() for label in text.split(",")]
     if not all(labels):
-        raise ValueError(f"--labels {text!r}: blank label (give comma-separated names, e.g. person,organization)")
+        raise ValueError(f"{flag} {text!r}: blank label (give comma-separated names, e.g. person,organization)")
     return labels
 
 
-def _check_threshold(threshold: float) -> None:
+def _check_threshold(threshold: float, flag: str = "--threshold") -> None:
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+        raise ValueError(f"{flag} must be in [0, 1], got {threshold}")
 
 
 def _thresholds(text: str) -> list[float]:
@@ -96,8 +96,9 @@ def _thresholds(text: str) -> list[float]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities"."""
-    from gliner_jax.annotate import PredictOptions, Share, annotate_file, write_jsonl
+    """Predict entities; one JSON line per text: its record ({"text": ...} for a plain line) with "entities" (and a
+    relation model's "relations")."""
+    from gliner_jax.annotate import PredictOptions, Share, annotate_file, check_relations, write_jsonl
     from gliner_jax.data_formats import count_text_lines, read_text_lines, resolve_text_format, text_lines
     from gliner_jax.model import GLiNER
 
@@ -106,8 +107,21 @@ def _predict(args: argparse.Namespace) -> int:
     if (args.coordinator_address or args.distributed) and not args.output:
         raise ValueError("a multi-process run writes one file: pass --file and --output")
     labels = _labels(args.labels)
+    relations = _labels(args.relations, "--relations") if args.relations is not None else None
     _check_threshold(args.threshold)
-    options = PredictOptions(labels, args.threshold, not args.nested, args.multi_label, args.batch_size)
+    for flag in ("adjacency_threshold", "relation_threshold"):
+        if getattr(args, flag) is not None:
+            _check_threshold(getattr(args, flag), "--" + flag.replace("_", "-"))
+    options = PredictOptions(
+        labels,
+        args.threshold,
+        not args.nested,
+        args.multi_label,
+        args.batch_size,
+        relations,
+        args.adjacency_threshold,
+        args.relation_threshold,
+    )
     share, barrier = Share(args.block_lines), None
     if _start_distributed(args):
         import jax
@@ -120,11 +134,20 @@ def _predict(args: argparse.Namespace) -> int:
         barrier = functools.partial(multihost_utils.sync_global_devices, "gliner-jax predict: parts written")
     model = GLiNER.from_pretrained(args.model)
     model.pack_tokens = args.pack_tokens
+    check_relations(model, options)
     if args.texts:
-        options = (args.threshold, not args.nested, args.multi_label, args.batch_size)
-        results = model.inference(args.texts, labels, *options)
-        for text, entities in zip(args.texts, results, strict=True):
-            print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+        asked = (args.threshold, not args.nested, args.multi_label, args.batch_size)
+        if relations:
+            thresholds = dict(adjacency_threshold=args.adjacency_threshold, relation_threshold=args.relation_threshold)
+            entities, found = model.inference(args.texts, labels, *asked, relations=relations, **thresholds)
+            records = [
+                {"text": t, "entities": e, "relations": r} for t, e, r in zip(args.texts, entities, found, strict=True)
+            ]
+        else:
+            results = model.inference(args.texts, labels, *asked)
+            records = [{"text": t, "entities": e} for t, e in zip(args.texts, results, strict=True)]
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
         return 0
     if args.output:
         local = Path(args.model)
@@ -432,6 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--labels", required=True, help="comma-separated entity labels, e.g. person,organization")
     predict.add_argument("--threshold", type=float, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    predict.add_argument(
+        "--relations",
+        help="a relation extraction model's comma-separated relation labels, e.g. 'works at,founded by': each record "
+        'gets "relations" (head, tail, relation, score); required for such a model, refused for any other',
+    )
+    predict.add_argument(
+        "--adjacency-threshold", type=float, help="relation models: entity pair threshold (default --threshold)"
+    )
+    predict.add_argument(
+        "--relation-threshold", type=float, help="relation models: relation score threshold (default --threshold)"
+    )
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")
     predict.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")

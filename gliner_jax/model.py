@@ -23,7 +23,7 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
-from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationPipeline, WordSpan
+from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
@@ -459,31 +459,44 @@ class GLiNER:
     ) -> tuple[list[list[dict]], list[list[dict]]]:
         """`inference` with relations: (entities, relations) of each text."""
         words = [self.processor.split_words(text) for text in texts]
-        found = self._relation_rows(
-            words,
-            labels,
-            relations,
-            threshold,
-            adjacency_threshold,
-            relation_threshold,
-            flat_ner,
-            multi_label,
-            batch_size,
+        thresholds = (threshold, adjacency_threshold, relation_threshold)
+        found = self._relation_rows(words, labels, relations, *thresholds, flat_ner, multi_label, batch_size)
+        return _relation_dicts(list(texts), words, [spans for spans, _ in found], [rels for _, rels in found])
+
+    def _relation_pipeline(
+        self,
+        threshold: float,
+        adjacency_threshold: float | None,
+        relation_threshold: float | None,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+    ) -> Pipeline:
+        """A relation extraction model's pipeline on its placement, for these options (checked here; the pair and
+        relation thresholds default to `threshold`), batched as gliner batches it (see `Pipeline`)."""
+        if not self.config.is_relex:
+            raise ValueError("relations are extracted only by relation extraction models (config.relations_layer)")
+        adjacency_threshold = threshold if adjacency_threshold is None else adjacency_threshold
+        relation_threshold = threshold if relation_threshold is None else relation_threshold
+        for value in (threshold, adjacency_threshold, relation_threshold):
+            _check_options(value, batch_size)
+        placement, graphdef, state = self._placed()
+        stage = RelationStage(
+            lambda *arrays: _relex_relations(graphdef, state, *arrays), adjacency_threshold, relation_threshold
         )
-        entities = [_entity_dicts(t, w, spans) for t, w, (spans, _) in zip(texts, words, found, strict=True)]
-        relation_dicts = [
-            [
-                {
-                    "head": _relation_end(entities[i], head),
-                    "tail": _relation_end(entities[i], tail),
-                    "relation": r,
-                    "score": p,
-                }
-                for head, r, tail, p in rels
-            ]
-            for i, (_, rels) in enumerate(found)
-        ]
-        return entities, relation_dicts
+        return Pipeline(
+            self.processor,
+            place_rows=placement.place_rows,
+            forward=lambda arrays, sizes, labels: _relex_entities(graphdef, state, arrays),
+            batch_rows=round_up(batch_size, placement.row_multiple),
+            gliner_batch=batch_size,
+            row_multiple=placement.row_multiple,
+            threshold=threshold,
+            flat_ner=flat_ner,
+            multi_label=multi_label,
+            pipelined=self.pipelined,
+            relations=stage,
+        )
 
     def predict_word_relations(
         self,
@@ -525,29 +538,12 @@ class GLiNER:
         multi_label: bool,
         batch_size: int,
     ) -> list[tuple[list[WordSpan], list[tuple[int, str, int, float]]]]:
-        """The relation pipeline's (entities, relations) of rows of words."""
-        if not self.config.is_relex:
-            raise ValueError("relations are extracted only by relation extraction models (config.relations_layer)")
-        adjacency_threshold = threshold if adjacency_threshold is None else adjacency_threshold
-        relation_threshold = threshold if relation_threshold is None else relation_threshold
-        for value in (threshold, adjacency_threshold, relation_threshold):
-            _check_options(value, batch_size)
-        relation_sets = _relation_sets(relations, len(words))
-        placement, graphdef, state = self._placed()
-        pipeline = RelationPipeline(
-            self.processor,
-            place_rows=placement.place_rows,
-            entities_forward=lambda arrays: _relex_entities(graphdef, state, arrays),
-            relations_forward=lambda *arrays: _relex_relations(graphdef, state, *arrays),
-            batch_size=batch_size,
-            batch_rows=round_up(batch_size, placement.row_multiple),
-            threshold=threshold,
-            adjacency_threshold=adjacency_threshold,
-            relation_threshold=relation_threshold,
-            flat_ner=flat_ner,
-            multi_label=multi_label,
-        )
-        return pipeline.run(words, normalize_labels(labels, len(words)), relation_sets)
+        """The relation pipeline's (entities, relations) of rows of words, in gliner's batches."""
+        thresholds = (threshold, adjacency_threshold, relation_threshold)
+        pipeline = self._relation_pipeline(*thresholds, flat_ner, multi_label, batch_size)
+        chunk = (None, words, normalize_labels(labels, len(words)), None, _relation_sets(relations, len(words)))
+        ((_, spans, found),) = pipeline.run_relations([chunk])
+        return list(zip(spans, found, strict=True))
 
     def inference_stream(
         self,
@@ -559,24 +555,38 @@ class GLiNER:
         batch_size: int = 8,
         *,
         truncate: bool = False,
-    ) -> Iterator[list[list[dict]]]:
+        relations: Sequence[str] | None = None,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+    ) -> Iterator[list[list[dict]]] | Iterator[tuple[list[list[dict]], list[list[dict]]]]:
         """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
         one label set (a list, or a {label: description} mapping) for all texts. All chunks flow through one
         pipeline, so the devices never wait for the next chunk; rows are sorted by length within a chunk (kept in
         order, in gliner's batches, for the span modes that read their batch), and memory holds a few chunks
         whatever the stream's length.
         A text's entities are those `inference` finds; their scores may differ in float rounding, as batches of
-        other shapes round differently, but the same chunks give the same results every time."""
+        other shapes round differently, but the same chunks give the same results every time.
+
+        A relation extraction model with `relations` (one list of relation labels for all texts) gives for each
+        chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts."""
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
         label_sets = normalize_labels(labels, 1)
+        relation_set = None if relations is None else _relation_sets(relations, 1)
 
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
             for chunk in chunks:
                 texts = list(chunk)
                 words = [self.processor.split_words(text) for text in texts]
-                yield (texts, words), words, label_sets * len(texts), None
+                per_text = None if relation_set is None else relation_set * len(texts)
+                yield (texts, words), words, label_sets * len(texts), None, per_text
 
+        if relation_set is not None:
+            thresholds = (threshold, adjacency_threshold, relation_threshold)
+            pipeline = self._relation_pipeline(*thresholds, flat_ner, multi_label, batch_size)
+            return (
+                _relation_dicts(texts, words, *found) for (texts, words), *found in pipeline.run_relations(planned())
+            )
         pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)
         return (
             [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
@@ -710,7 +720,7 @@ class GLiNER:
         options = (flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
         pipeline = self._pipeline(threshold, *options, **details)
         pipeline.sweep = sweep
-        chunk = (None, words, label_sets, input_spans)
+        chunk = (None, words, label_sets, input_spans, None)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
 
             def advance(num_batches: int) -> None:
@@ -807,6 +817,22 @@ def _word_input_spans(
                 kept.append((first, last))
         converted.append(kept)
     return converted
+
+
+def _relation_dicts(
+    texts: list[str], words: list[list[Word]], spans: list[list[WordSpan]], found: list[list[RelationTuple]]
+) -> tuple[list[list[dict]], list[list[dict]]]:
+    """(entities, relations) of each text as gliner's `inference` gives them: entity dicts, and relations
+    {head, tail, relation, score} whose head and tail are `_relation_end`s."""
+    entities = [_entity_dicts(*item) for item in zip(texts, words, spans, strict=True)]
+    relations = [
+        [
+            {"head": _relation_end(ents, head), "tail": _relation_end(ents, tail), "relation": name, "score": score}
+            for head, name, tail, score in text_relations
+        ]
+        for ents, text_relations in zip(entities, found, strict=True)
+    ]
+    return entities, relations
 
 
 def _relation_end(entities: list[dict], index: int) -> dict:

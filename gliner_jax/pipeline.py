@@ -53,8 +53,8 @@ RelationTuple = tuple[int, str, int, float]  # (head entity index, relation, tai
 DetailedSpan = tuple[int, int, str, float, dict[str, Any]]
 # One chunk: anything the caller wants back with its results, the words of each text, the label set of each text as
 # `normalize_labels` gives it ({prompt: label}), and None, or per text the only (first, last) word spans to classify
-# (gliner's `input_spans`).
-Chunk = tuple[Any, list[list[Word]], list[dict[str, str]], list[list[tuple[int, int]]] | None]
+# (gliner's `input_spans`), and None, or per text its relation labels (a relation pipeline's: `RelationStage`).
+Chunk = tuple[Any, list[list[Word]], list[dict[str, str]], list[list[tuple[int, int]]] | None, list[list[str]] | None]
 # Entities asked for per batch of vectors gathered on the devices are padded up to a power of two, at least this.
 MIN_GATHER = 8
 
@@ -119,6 +119,18 @@ class LabelTable:
         return {"labels_index": labels_index, "labels_embeddings": self.embeddings}
 
 
+@dataclasses.dataclass(frozen=True)
+class RelationStage:
+    """A relation extraction model's second stage, run on the entities the host selects from each batch's entity
+    probabilities: `forward` (states, entity index, entity mask, relation prompts, all on the devices) gives the
+    adjacency (None without a relations layer) and the pair probabilities, without waiting for them; a relation is
+    kept above both thresholds."""
+
+    forward: Callable[..., tuple[jax.Array | None, jax.Array]]
+    adjacency_threshold: float
+    relation_threshold: float
+
+
 @dataclasses.dataclass
 class _ChunkState:
     payload: Any
@@ -126,13 +138,16 @@ class _ChunkState:
     found: dict[float, list[list[WordSpan]]]  # per threshold, per text, from all its rows
     rows_per_text: collections.Counter
     num_batches: int
+    relation_sets: list[list[str]] | None = None  # a relation pipeline's: per text, its relation labels
+    relations: list[list[RelationTuple]] | None = None  # and per text, its relations
 
 
 @dataclasses.dataclass
 class _Prepared:
     chunk: _ChunkState
     rows: list[ModelRow]
-    inputs: jax.Array | None  # the batch's wire array (`to_wire`) on the devices; None for a chunk without rows
+    # the batch's wire array (`to_wire`) on the devices (a relation batch's model arrays); None for a chunk without rows
+    inputs: jax.Array | dict[str, jax.Array] | None
     labels_index: jax.Array | None  # bi-encoder: each row's (or packed slot's) labels in the table, on the devices
     sizes: WireSizes  # what takes it apart
     slots: np.ndarray | None  # packed: where each row's output is among the [rows * slots] outputs
@@ -140,6 +155,7 @@ class _Prepared:
     num_labels: np.ndarray
     last: bool  # the chunk's last batch
     allowed: np.ndarray | None = None  # input spans: the candidate spans of each row (see the decoders)
+    span_mask: np.ndarray | None = None  # a relation batch of a span model: its span_mask, read to select entities
 
 
 @dataclasses.dataclass
@@ -159,7 +175,15 @@ class Pipeline:
     or a token model's mean word state over the span; label_vector, the label embedding its score came from (NumPy
     float32 [hidden_size]). `forward` then returns (probabilities, {"vectors", "label_vectors"}) as `GLiNERModel`
     does; those arrays stay on the devices, and only the rows of the entities found come back. An entity found in
-    several rows (windows, label passes) takes them from the row of its best score."""
+    several rows (windows, label passes) takes them from the row of its best score.
+
+    `relations` makes it a relation extraction model's pipeline (`run_relations`), batched as gliner batches it
+    (`gliner_batch` required): each text that has words is one row of all its labels and relation labels, cut at
+    `max_len` words, the rows in order (the entities the relation stage reads depend on the batch's label count).
+    `forward` then takes the batch's model arrays ({name: array} on the devices) and returns entity probabilities,
+    the states entities are read from and the relation prompts; the host selects the entities
+    (`decoding.select_entities`, a token model's `select_token_entities`) and dispatches the relation stage, then
+    decodes the batch's entities while it runs, and its relations (`decode_relations`)."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -179,12 +203,15 @@ class Pipeline:
     class_probs: bool = False
     vectors: bool = False
     label_vectors: bool = False
+    relations: RelationStage | None = None
 
     def __post_init__(self) -> None:
         if self.processor.label_prompt != (self.label_table is None):
             raise ValueError("a bi-encoder's pipeline needs its label table; a uni-encoder's takes none")
         if self._detailed and self.sweep:
             raise ValueError("entity details are decoded at one threshold, not in a sweep")
+        if self.relations is not None and (self.gliner_batch is None or self.pack_tokens is not None):
+            raise ValueError("a relation pipeline batches rows as gliner does (gliner_batch), unpacked")
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
@@ -194,6 +221,23 @@ class Pipeline:
     def run_sweep(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, dict[float, list[list[WordSpan]]]]]:
         """(payload, {threshold: entities of each text}) per chunk, in order, for `threshold` and each of `sweep`:
         the entities of a run at that threshold, decoded from the same probabilities."""
+        if self.relations is not None:
+            raise ValueError("a relation pipeline's results come from run_relations")
+        for chunk, found in self._run(chunks):
+            yield chunk.payload, found
+
+    def run_relations(
+        self, chunks: Iterable[Chunk]
+    ) -> Iterator[tuple[Any, list[list[WordSpan]], list[list[RelationTuple]]]]:
+        """A relation pipeline's (payload, entities of each text, relations of each text) per chunk, in order; a
+        relation names its head and tail by their index among its text's entities."""
+        if self.relations is None or self._detailed or self.sweep:
+            raise ValueError("run_relations needs a relation pipeline (relations), without sweep or entity details")
+        for chunk, found in self._run(chunks):
+            yield chunk.payload, found[self.threshold], chunk.relations
+
+    def _run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[_ChunkState, dict[float, list[list[WordSpan]]]]]:
+        """(chunk, {threshold: entities of each text}) per chunk, in order."""
         batches = self._prepare(chunks)
         if not self.pipelined:
             for prepared in batches:
@@ -210,9 +254,12 @@ class Pipeline:
             yield from self._finish(*in_flight)
 
     def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
-        for payload, words, label_sets, input_spans in chunks:
+        for payload, words, label_sets, input_spans, relation_sets in chunks:
             prompts = [list(label_set) for label_set in label_sets]
-            rows = list(plan_model_rows(self.processor, words, prompts, truncate=self.truncate))
+            if self.relations is None:
+                rows = list(plan_model_rows(self.processor, words, prompts, truncate=self.truncate))
+            else:  # gliner's relation batches: each text with words, all its labels, its first max_len words
+                rows = [ModelRow(i, 0, w[: self.processor.max_len], prompts[i]) for i, w in enumerate(words) if w]
             if self.gliner_batch is None:
                 rows.sort(key=lambda r: len(r.words) + 2 * len(r.labels))
             per_batch = self.gliner_batch or self.batch_rows
@@ -220,6 +267,10 @@ class Pipeline:
             counts = collections.Counter(r.text for r in rows)
             found = {threshold: [[] for _ in words] for threshold in self._thresholds}
             chunk = _ChunkState(payload, label_sets, found, counts, len(begins))
+            if self.relations is not None:
+                if relation_sets is None or len(relation_sets) != len(words):
+                    raise ValueError("a relation pipeline's chunks carry one list of relation labels per text")
+                chunk.relation_sets, chunk.relations = relation_sets, [[] for _ in words]
             if not rows:
                 empty = np.zeros(0, np.int64)
                 yield _Prepared(chunk, [], None, None, WireSizes(0, 0, None, None), None, empty, empty, last=True)
@@ -232,13 +283,20 @@ class Pipeline:
                     batch_size=self.batch_rows,
                     label_table=table,
                     encode_table=False,
+                    relations=None if self.relations is None else [relation_sets[r.text] for r in part],
                 )
                 check_not_cut(batch, part, self.processor)
-                array, labels_index, sizes, slots = self._layout(batch)
+                if self.relations is None:
+                    array, labels_index, sizes, slots = self._layout(batch)
+                    inputs = self.place_rows(array)
+                else:
+                    arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
+                    inputs = {name: self.place_rows(value) for name, value in arrays.items()}
+                    labels_index, sizes, slots = None, batch.wire_sizes, None
                 yield _Prepared(
                     chunk,
                     part,
-                    self.place_rows(array),
+                    inputs,
                     None if labels_index is None else self.place_rows(labels_index),
                     sizes,
                     slots,
@@ -248,6 +306,7 @@ class Pipeline:
                     allowed=None
                     if input_spans is None
                     else self._allowed(part, input_spans, batch.words_valid.shape[1]),
+                    span_mask=None if self.relations is None else batch.span_mask,
                 )
 
     def _allowed(self, rows: list[ModelRow], input_spans: list[list[tuple[int, int]]], num_words: int) -> np.ndarray:
@@ -306,9 +365,15 @@ class Pipeline:
         labels = None if self.label_table is None else self.label_table.arrays(prepared.labels_index)
         return self.forward(prepared.inputs, prepared.sizes, labels)
 
-    def _finish(self, prepared: _Prepared, output: jax.Array | None) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
+    def _finish(
+        self, prepared: _Prepared, output: Any
+    ) -> Iterator[tuple[_ChunkState, dict[float, list[list[WordSpan]]]]]:
         chunk = prepared.chunk
-        if output is not None:
+        if output is not None and self.relations is not None:
+            self._relate(prepared, *output)
+            if self.on_batch is not None:
+                self.on_batch(chunk.num_batches)
+        elif output is not None:
             output, kept = output if self.vectors or self.label_vectors else (output, {})
             probs = np.asarray(output)
             examples = np.arange(len(prepared.rows)) if prepared.slots is None else prepared.slots
@@ -338,7 +403,37 @@ class Pipeline:
                 ]
                 for threshold, found in chunk.found.items()
             }
-            yield chunk.payload, merged
+            yield chunk, merged
+
+    def _relate(self, prepared: _Prepared, probs: jax.Array, states: jax.Array, relation_prompts: jax.Array) -> None:
+        """A relation batch's entities and relations into its chunk: the entities the relation stage reads selected
+        on the host, that stage dispatched, the batch's entities decoded while it runs, then its relations."""
+        chunk, rows, stage = prepared.chunk, prepared.rows, self.relations
+        probs = np.asarray(probs)
+        num_labels = int(prepared.num_labels.max())
+        if self._token_level:
+            bounds, mask = select_token_entities(probs, self.threshold, int(prepared.num_words.max()), num_labels)
+            index = bounds
+        else:
+            index, mask, bounds = select_entities(probs, prepared.span_mask, self.threshold, num_labels)
+        adjacency, pair_probs = stage.forward(states, self.place_rows(index), self.place_rows(mask), relation_prompts)
+        decode = decode_token_batch if self._token_level else decode_span_batch
+        options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
+        entities = decode(probs[: len(rows)], prepared.num_words, prepared.num_labels, **options)
+        found = decode_relations(
+            entities,
+            bounds,
+            mask,
+            None if adjacency is None else np.asarray(adjacency),
+            np.asarray(pair_probs),
+            [len(chunk.relation_sets[row.text]) for row in rows],
+            adjacency_threshold=stage.adjacency_threshold,
+            relation_threshold=stage.relation_threshold,
+        )
+        for row, spans, relations in zip(rows, entities, found, strict=True):
+            label_of, names = chunk.label_sets[row.text], chunk.relation_sets[row.text]
+            chunk.found[self.threshold][row.text] = [(s, e, label_of[row.labels[c]], p) for s, e, c, p in spans]
+            chunk.relations[row.text] = [(head, names[c], tail, p) for head, c, tail, p in relations]
 
     def _details(
         self,
@@ -417,89 +512,3 @@ def check_not_cut(batch: Batch, rows: list[ModelRow], processor: Processor) -> N
                 f"text {row.text}: its label prompt and {len(row.words)} words exceed the tokenizer's "
                 f"model_max_length ({processor.tokenizer.model_max_length} tokens); lower max_len or use fewer labels"
             )
-
-
-@dataclasses.dataclass
-class RelationPipeline:
-    """Entities and relations of texts with a relation extraction model, batched as gliner batches them (the texts
-    with words, in order, `batch_size` to a batch: the entities its relation stage reads depend on the batch's label
-    count). Per batch: `entities_forward` (the model's `relex` on the batch's arrays, placed by `place_rows`) gives
-    entity probabilities, the states entities are read from and relation prompts; the host selects the entities
-    (`decoding.select_entities`, a token model's `select_token_entities`), `relations_forward` gives their
-    adjacency and pair probabilities, and both are decoded on the host. A text longer than `max_len` words is cut
-    there, as gliner does."""
-
-    processor: Processor
-    place_rows: Callable[[np.ndarray], jax.Array]
-    entities_forward: Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array, jax.Array]]
-    relations_forward: Callable[..., tuple[jax.Array | None, jax.Array]]
-    batch_size: int
-    batch_rows: int
-    threshold: float
-    adjacency_threshold: float
-    relation_threshold: float
-    flat_ner: bool
-    multi_label: bool
-
-    def run(
-        self, words: list[list[Word]], label_sets: list[dict[str, str]], relation_sets: list[list[str]]
-    ) -> list[tuple[list[WordSpan], list[RelationTuple]]]:
-        """(entities, relations) of each text; a relation names its head and tail by their index among the text's
-        entities."""
-        results: list[tuple[list[WordSpan], list[RelationTuple]]] = [([], []) for _ in words]
-        live = [i for i, row in enumerate(words) if row]
-        for begin in range(0, len(live), self.batch_size):
-            texts = live[begin : begin + self.batch_size]
-            for i, found in zip(texts, self._batch(texts, words, label_sets, relation_sets), strict=True):
-                results[i] = found
-        return results
-
-    def _batch(
-        self,
-        texts: list[int],
-        words: list[list[Word]],
-        label_sets: list[dict[str, str]],
-        relation_sets: list[list[str]],
-    ) -> list[tuple[list[WordSpan], list[RelationTuple]]]:
-        prompts = [list(label_sets[i]) for i in texts]
-        relations = [relation_sets[i] for i in texts]
-        batch = self.processor.collate_rows(
-            [words[i] for i in texts], prompts, batch_size=self.batch_rows, relations=relations
-        )
-        kept = [ModelRow(i, 0, words[i][: self.processor.max_len], p) for i, p in zip(texts, prompts, strict=True)]
-        check_not_cut(batch, kept, self.processor.tokenizer.model_max_length)
-        arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
-        probs, states, relation_prompts = self.entities_forward({k: self.place_rows(v) for k, v in arrays.items()})
-        probs = np.asarray(probs)
-        num_words, num_labels = batch.text_lengths[: len(texts)], [len(p) for p in prompts]
-        options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-        if self.processor.span_mode == "token_level":
-            bounds, mask = select_token_entities(probs, self.threshold, int(num_words.max()), max(num_labels))
-            index = bounds
-            entities = decode_token_batch(probs[: len(texts)], num_words, num_labels, **options)
-        else:
-            index, mask, bounds = select_entities(probs, batch.span_mask, self.threshold, max(num_labels))
-            entities = decode_span_batch(probs[: len(texts)], num_words, num_labels, **options)
-        adjacency, pair_probs = self.relations_forward(
-            states, self.place_rows(index), self.place_rows(mask), relation_prompts
-        )
-        found = decode_relations(
-            entities,
-            bounds,
-            mask,
-            None if adjacency is None else np.asarray(adjacency),
-            np.asarray(pair_probs),
-            [len(r) for r in relations],
-            adjacency_threshold=self.adjacency_threshold,
-            relation_threshold=self.relation_threshold,
-        )
-        out = []
-        for i, spans_i, relations_i, prompts_i, rel_i in zip(texts, entities, found, prompts, relations, strict=True):
-            label_of = label_sets[i]
-            out.append(
-                (
-                    [(s, e, label_of[prompts_i[c]], p) for s, e, c, p in spans_i],
-                    [(head, rel_i[c], tail, p) for head, c, tail, p in relations_i],
-                )
-            )
-        return out

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "max_batch": "the largest training batch that fits the device, per remat policy",
     "memory": "compiled memory of the train step and of DeBERTa attention",
     "packing": "packed against unpacked training batches",
+    "relations": "relation extraction inference against gliner on the CPU",
     "train": "train-step throughput against gliner",
 }
 

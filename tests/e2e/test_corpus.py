@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gliner_jax import GLiNER
+from gliner_jax import GLiNER, annotate
 from gliner_jax.annotate import PROGRESS_SUFFIX, part_path
 from gliner_jax.cli import main
 from gliner_jax.data_formats import read_text_lines
-from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
+from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds, relation_thresholds
 from tests.utils import fresh
 from tests.utils.fresh import CLI
 
@@ -121,6 +121,60 @@ def test_a_bi_encoder_streams_a_file(gliner_backbone, labels_backbone, tmp_path)
     for record, entities in zip(records, expected, strict=True):  # batched otherwise: scores within rounding
         assert [{**e, "score": None} for e in record["entities"]] == [{**e, "score": None} for e in entities]
         assert [e["score"] for e in record["entities"]] == pytest.approx([e["score"] for e in entities], abs=1e-5)
+
+
+def test_a_relation_model_writes_relations(gliner_backbone, model_dir, tmp_path, monkeypatch):
+    """`--relations`: each record gets the entities and relations of gliner's inference over the same texts in the
+    same batches (blocks of 8 lines, batches of 4), also when a run that failed after its first block is resumed; a
+    relation model without --relations, and --relations for an entity model, are refused in one line before
+    anything is written."""
+    directory = tmp_path / "relex"
+    config = dict(span_mode="markerV0", hidden_size=32, max_width=4, max_len=48, relations_layer="dot")
+    reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **config)
+    relations = ["works at", "located in", "born in"]
+    good = corpus_lines(12)
+    texts = [json.loads(line)["text"] for line in good]
+    options = relation_thresholds(reference, texts, LABELS, relations, 4, batch_size=4)
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(good) + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    thresholds = ("--adjacency-threshold", str(options["adjacency_threshold"]))
+    thresholds += ("--relation-threshold", str(options["relation_threshold"]))
+    args = predict_args(directory, options["threshold"], source, output, "--relations", ",".join(relations))
+
+    written = []
+
+    def fail_at_second_block(records: list[dict], numbers: list[int] | None) -> str:
+        if written:
+            raise RuntimeError("stopped")
+        written.append(records)
+        return jsonl(records, numbers)
+
+    jsonl = annotate._jsonl
+    monkeypatch.setattr(annotate, "_jsonl", fail_at_second_block)
+    with pytest.raises(RuntimeError, match="stopped"):
+        main([*args, *thresholds])
+    progress = tmp_path / ("out.jsonl" + PROGRESS_SUFFIX)
+    assert json.loads(progress.read_text())["next_line"] == 9
+    monkeypatch.undo()
+    assert main([*args, *thresholds]) == 0
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == list(range(12))
+    assert records[:8] == written[0]
+    entities, found = reference.inference(texts, LABELS, relations=relations, batch_size=4, **options)
+    assert sum(map(len, found)) >= 3
+    for record, text_entities, text_relations in zip(records, entities, found, strict=True):
+        for key, expected in (("entities", text_entities), ("relations", text_relations)):
+            assert [{**item, "score": None} for item in record[key]] == [{**item, "score": None} for item in expected]
+            assert [item["score"] for item in record[key]] == pytest.approx([item["score"] for item in expected])
+
+    with pytest.raises(SystemExit, match=r"^error: the model extracts relations: pass --relations"):
+        main(predict_args(directory, options["threshold"], source, tmp_path / "no.jsonl"))
+    entity_model, threshold = model_dir
+    refused = predict_args(entity_model, threshold, source, tmp_path / "no.jsonl", "--relations", "born in")
+    with pytest.raises(SystemExit, match=r"^error: --relations: the model is not a relation extraction model"):
+        main(refused)
+    assert not list(tmp_path.glob("no.jsonl*"))
 
 
 def test_text_lines_resume_where_a_line_ends(tmp_path):

@@ -4,6 +4,9 @@ relations of inference."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import gliner
 import jax
 import jax.numpy as jnp
@@ -19,6 +22,7 @@ from gliner_jax.modeling.relations import RelationHead
 from gliner_jax.modeling.triples import TRIPLES_LAYERS
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.testing.hub_cache import add_to_cache
+from tests.utils import fresh
 from tests.utils.gliner_parity import assert_logits_close, network_inputs
 from tests.utils.legacy_layouts import BACKBONE_ID, DROP, Layout, backbone_files, layout_files
 
@@ -157,6 +161,16 @@ def assert_same_outputs(ours: list, ref: list) -> None:
         )
 
 
+def inference_thresholds(ref) -> dict[str, float]:
+    """Entity, adjacency and relation thresholds for inference on TEXTS from gliner's own scores: each keeps some of
+    what it sees and drops some (see `reference_thresholds`; half of the pairs' relation scores)."""
+    threshold, adjacency_threshold = reference_thresholds(ref, entities=40, pairs=0.75)
+    _, output, _ = _reference_forward(ref, threshold, adjacency_threshold)
+    rel_probs = torch.sigmoid(output.rel_logits[..., 0]).numpy()[output.rel_mask.numpy()]  # a real class in each row
+    relation_threshold = _between(rel_probs, len(rel_probs) // 2)
+    return dict(threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold)
+
+
 @pytest.mark.parametrize(
     ("reference", "flat_ner", "multi_label"), [("dot", True, False), ("none", False, True)], indirect=["reference"]
 )
@@ -165,22 +179,12 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     relations out, as gliner's `inference` gives them, thresholds for entities, pairs and relations set apart; and
     (flat) `predict_relations` of one text and entity-only `predict_entities`."""
     _, ref, directory = reference
-    threshold, adjacency_threshold = reference_thresholds(ref, entities=40, pairs=0.75)
-    _, output, _ = _reference_forward(ref, threshold, adjacency_threshold)
-    rel_probs = torch.sigmoid(output.rel_logits[..., 0]).numpy()[output.rel_mask.numpy()]  # a real class in each row
-    relation_threshold = _between(rel_probs, len(rel_probs) // 2)
     texts, labels, relations = (
         [*TEXTS[:2], " ", TEXTS[2]],
         [*LABELS[:2], ["x"], LABELS[2]],
         [*RELATIONS[:2], ["y"], RELATIONS[2]],
     )
-    options = dict(
-        threshold=threshold,
-        adjacency_threshold=adjacency_threshold,
-        relation_threshold=relation_threshold,
-        flat_ner=flat_ner,
-        multi_label=multi_label,
-    )
+    options = dict(**inference_thresholds(ref), flat_ner=flat_ner, multi_label=multi_label)
     ref_entities, ref_relations = ref.inference(texts, labels, relations=relations, batch_size=2, **options)
     model = GLiNER.from_pretrained(directory)
     entities, found = model.inference(texts, labels, relations=relations, batch_size=2, **options)
@@ -193,10 +197,56 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
     # Entities alone go through the entity pipeline (windows, buckets), the prompt without relations as gliner's.
-    entity_options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    entity_options = dict(threshold=options["threshold"], flat_ner=flat_ner, multi_label=multi_label)
     ref_alone = ref.predict_entities(TEXTS[0], LABELS[0], **entity_options)
     assert ref_alone
     assert_same_outputs([model.predict_entities(TEXTS[0], LABELS[0], **entity_options)], [ref_alone])
+
+
+# Several devices: per-text labels and relations, gliner's batches of 3 (rows padded to 4, one per device) in the
+# pipeline, and a stream of chunks with one label set.
+DEVICE_TEXTS = [*TEXTS, " ", *TEXTS[::-1]]
+DEVICE_LABELS = [*LABELS, ["x"], *LABELS[::-1]]
+DEVICE_RELATIONS = [*RELATIONS, ["y"], *RELATIONS[::-1]]
+STREAM_CHUNKS = [TEXTS[:2], [TEXTS[2], " ", TEXTS[0]]]
+
+
+def _relations_on_devices(directory: str, options: dict, out: str) -> None:
+    """Entry point of the 4-device interpreter: inference with relations, pipelined and not, and the stream of
+    STREAM_CHUNKS with relations; saved as JSON."""
+    assert jax.device_count() == 4
+    model = GLiNER.from_pretrained(directory)
+    results = {}
+    for pipelined in (True, False):
+        model.pipelined = pipelined
+        found = model.inference(DEVICE_TEXTS, DEVICE_LABELS, relations=DEVICE_RELATIONS, batch_size=3, **options)
+        results[f"pipelined={pipelined}"] = found
+    stream = model.inference_stream(STREAM_CHUNKS, LABELS[2], relations=RELATIONS[2], batch_size=2, **options)
+    results["stream"] = list(stream)
+    Path(out).write_text(json.dumps(results))
+
+
+@pytest.mark.parametrize("reference", ["attn"], indirect=True)
+def test_several_devices_give_gliners_relations(reference, tmp_path):
+    """On 4 devices the one inference pipeline (rows split over the devices, batches dispatched while the host
+    selects and decodes, pipelined or not; and streamed in chunks) gives gliner's entities and relations."""
+    _, ref, directory = reference
+    options = inference_thresholds(ref)
+    out = tmp_path / "results.json"
+    command = fresh.function_command(__file__, "_relations_on_devices", str(directory), options, str(out))
+    fresh.run(command, fresh.fresh_env(devices=4))
+    results = json.loads(out.read_text())
+
+    expected = ref.inference(DEVICE_TEXTS, DEVICE_LABELS, relations=DEVICE_RELATIONS, batch_size=3, **options)
+    assert sum(map(len, expected[1])) >= 3
+    for name in ("pipelined=True", "pipelined=False"):
+        entities, found = results[name]
+        assert_same_outputs(entities, expected[0])
+        assert_same_outputs(found, expected[1])
+    for chunk, (entities, found) in zip(STREAM_CHUNKS, results["stream"], strict=True):
+        ref_entities, ref_found = ref.inference(chunk, LABELS[2], relations=RELATIONS[2], batch_size=2, **options)
+        assert_same_outputs(entities, ref_entities)
+        assert_same_outputs(found, ref_found)
 
 
 class _Holder(nnx.Module):

@@ -58,7 +58,10 @@ def test_an_output_that_is_the_input_is_refused(saved, tmp_path, capsys, link):
 
 
 class FakeModel:
-    """Finds no entities; with `fail_after`, raises after that many chunks (a run that dies mid-way)."""
+    """An entity model (no relations layer) that finds no entities; with `fail_after`, raises after that many chunks
+    (a run that dies mid-way)."""
+
+    config = SimpleNamespace(is_relex=False)
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.fail_after = fail_after
