@@ -281,14 +281,13 @@ def print_table(runs: list[dict[str, Any]], summaries: dict[str, dict[str, float
         )
 
 
-def prepare(directory: Path, data: str, encoder: str, init_seed: int) -> tuple[list[dict], list[dict]]:
+def prepare(directory: Path, data: str, encoder: str, init_seed: int) -> tuple[str, str, list[dict], list[dict]]:
     """Write the start model (DIRECTORY/start) and the train and dev splits (DIRECTORY/train.jsonl, dev.jsonl) of
-    the WNUT-16 CoNLL file `data`; returns the splits."""
+    the WNUT-16 CoNLL file `data`; returns the start model's and the train file's paths and the two splits."""
     train, dev = split(rename_labels(read_conll(data), LABEL_NAMES))
-    build_start(str(directory / "start"), encoder, init_seed)
-    write_jsonl(directory / "train.jsonl", train)
+    start = build_start(str(directory / "start"), encoder, init_seed)
     write_jsonl(directory / "dev.jsonl", dev)
-    return train, dev
+    return start, write_jsonl(directory / "train.jsonl", train), train, dev
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -332,8 +331,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = [name for name in args.trainers.split(",") if name]
     runs = []
     with tempfile.TemporaryDirectory() as root:
-        train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
-        start, train_file, dev = str(Path(root) / "start"), str(Path(root) / "train.jsonl"), dev[: args.dev_size]
+        start, train_file, train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
+        dev = dev[: args.dev_size]
         for seed in (int(s) for s in args.seeds.split(",")):
             settings = dataclasses.replace(base, seed=seed)
             for name in chosen:
