@@ -165,28 +165,35 @@ class GLiNERModel(nnx.Module):
         span_idx: jax.Array | None = None,
         span_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """A relation extraction model's first stage (rows unpacked; relations_valid [B, R] fixes R): entity logits
-        (span model: [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected
-        entities from (span model: the span representations the logits score [B, W*K, H]; token model: the word
-        states [B, W, H]) and the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in
-        gliner)."""
+        """A relation extraction model's first stage (relations_valid [B, R] fixes R): entity logits (span model:
+        [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected entities from (span
+        model: the span representations the logits score [B, W*K, H]; token model: the word states [B, W, H]) and
+        the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in gliner). Packed rows
+        (`gliner_jax.packing`, as `__call__`): every per-example input and output has the slot axis, [B, S, ...]."""
         if self.relation_head is None:
             raise ValueError("relex needs a relation extraction model (config.relations_layer)")
         if self.scorer is None and (span_idx is None or span_mask is None):
             raise ValueError("the span model needs span_idx and span_mask")
+        examples = words_valid.shape[:-1]  # (B,) or, packed, (B, S)
+        num_slots = examples[1] if len(examples) == 2 else 1
         num_words, num_labels = words_valid.shape[-1], labels_valid.shape[-1]
+        words_valid = words_valid.reshape(-1, num_words)
         tokens = self.encode_text(input_ids, attention_mask)
-        prompts = self.prompt_states(tokens, input_ids, attention_mask, 1, num_labels)
-        relations = self.prompt_states(tokens, input_ids, attention_mask, 1, relations_valid.shape[-1], relations=True)
-        words = self.word_states(tokens, attention_mask, words_mask, 1, num_words)
+        prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
+        relations = self.prompt_states(
+            tokens, input_ids, attention_mask, num_slots, relations_valid.shape[-1], relations=True
+        )
+        words = self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
         if self.rnn is not None:
             words = self.rnn(words, words_valid)
         if self.scorer is not None:
-            return self.scorer(words, self.prompt_rep(prompts)), words, relations
-        span_idx = span_idx * span_mask[..., None].astype(span_idx.dtype)
-        spans = self.span_rep.spans(words, span_idx, words_valid)  # [B, W, K, H]
-        logits = jnp.einsum("bwkh,bch->bwkc", spans, self.prompt_rep(prompts))
-        return logits, spans.reshape(spans.shape[0], -1, spans.shape[-1]), relations
+            logits, states = self.scorer(words, self.prompt_rep(prompts)), words
+        else:
+            span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
+            spans = self.span_rep.spans(words, span_idx, words_valid)  # [N, W, K, H]
+            logits = jnp.einsum("nwkh,nch->nwkc", spans, self.prompt_rep(prompts))
+            states = spans.reshape(spans.shape[0], -1, spans.shape[-1])
+        return tuple(value.reshape(*examples, *value.shape[1:]) for value in (logits, states, relations))
 
     def relation_scores(
         self, states: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array

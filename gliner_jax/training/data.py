@@ -513,7 +513,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
                 rng=rng,
             )
         return pack(
-            collate(examples, label_sets, self.processor),
+            collate(examples, label_sets, self.processor, relation_sets=relation_sets, rng=rng),
             row_length=self.packing.row_length,
             pad_id=self.processor.tokenizer.pad_token_id,
             multiple=self.packing.row_multiple,
@@ -583,8 +583,6 @@ def make_train_dataset(
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by {process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    if packing is not None and processor.rel_token is not None:
-        raise NotImplementedError("data.packing is not supported for relation extraction models")
     mixture = isinstance(source, list | tuple) and bool(source) and isinstance(source[0], WeightedSource)
     if mixture:
         dataset = mixed_records(source, seed, shuffle=shuffle, num_epochs=num_epochs)

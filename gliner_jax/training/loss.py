@@ -176,7 +176,8 @@ def _reduce(losses: jax.Array, count: jax.Array, reduction: str) -> jax.Array:
     return total / jnp.maximum(count, 1).astype(jnp.float32)  # the sum is 0 when nothing is valid, as in gliner
 
 
-PER_EXAMPLE_KEYS = ("entities", "labels_valid", "words_valid", "span_mask")
+RELATION_TARGETS = ("entity_index", "entity_mask", "adjacency", "relation_rows")
+PER_EXAMPLE_KEYS = ("entities", "labels_valid", "words_valid", "span_mask", "relations_valid", *RELATION_TARGETS)
 
 
 def per_example_rows(logits: jax.Array, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
@@ -244,9 +245,6 @@ def gliner_loss_terms(
         parts |= {name: jnp.arange(3) == i for i, name in enumerate(("start", "end", "inside"))}
     terms = {name: _reduce(jnp.where(part, losses, 0.0), count, config.reduction) for name, part in parts.items()}
     return _reduce(losses, count, config.reduction), terms
-
-
-RELATION_TARGETS = ("entity_index", "entity_mask", "adjacency", "relation_rows")
 
 
 @dataclasses.dataclass(frozen=True)

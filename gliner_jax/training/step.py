@@ -31,6 +31,7 @@ from gliner_jax.training.loss import (
     LossConfig,
     RelationWeights,
     gliner_loss_terms,
+    per_example_rows,
     relation_loss_terms,
 )
 from gliner_jax.training.optim import (
@@ -73,6 +74,9 @@ def loss_terms(
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
+    if jnp.ndim(batch["labels_valid"]) == 3:  # packed: rows and slots become one axis of examples
+        spans, relations = (value.reshape(-1, *value.shape[2:]) for value in (spans, relations))
+        logits, batch = per_example_rows(logits, batch)
     # A row without gold entities (padding, an example without any) gets its first slot as a placeholder entity:
     # attention over no entity at all gives NaN (as in torch), whose gradients no mask removes. The loss reads the
     # batch's entity_mask, so the placeholder counts nowhere.

@@ -100,11 +100,6 @@ class Trainer:
             )
         names = [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
         if self.gliner_config.is_relex:
-            if config.data.packing:
-                raise NotImplementedError(
-                    "data.packing is not supported for relation extraction models (model relations_layer="
-                    f"{self.gliner_config.relations_layer!r}): their relation stage runs on unpacked rows"
-                )
             names += ["relations_valid", *RELATION_TARGETS]
         program = build_train_program(
             model,
