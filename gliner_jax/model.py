@@ -98,7 +98,8 @@ class GLiNER:
     after the other (the same results). `pack_tokens` (default None): pack several texts into each encoder row of
     up to that many tokens, as gliner's inference packing (`InferencePackingConfig.max_length`) does: attention
     stays inside each text and positions restart in it, so the entities are those found unpacked, with less
-    padding for the encoder; a text longer than `pack_tokens` gets a row of its own. Uni- and bi-encoders run
+    padding for the encoder; a text longer than `pack_tokens` gets a row of its own (relation models too: each
+    batch's texts packed, the same entities and relations). Uni- and bi-encoders run
     through the same pipeline; a bi-encoder's request encodes its distinct labels once (`encode_labels`), and that
     label table goes to the devices with the batches.
     """
@@ -480,6 +481,7 @@ class GLiNER:
         relation_threshold = threshold if relation_threshold is None else relation_threshold
         for value in (threshold, adjacency_threshold, relation_threshold):
             _check_options(value, batch_size)
+        self._check_packing()
         placement, graphdef, state = self._placed()
         stage = RelationStage(
             lambda *arrays: _relex_relations(graphdef, state, *arrays), adjacency_threshold, relation_threshold
@@ -495,8 +497,16 @@ class GLiNER:
             flat_ner=flat_ner,
             multi_label=multi_label,
             pipelined=self.pipelined,
+            pack_tokens=self.pack_tokens,
             relations=stage,
         )
+
+    def _check_packing(self) -> None:
+        """Refuse a `pack_tokens` the pipeline cannot use."""
+        if self.pack_tokens is not None and self.pack_tokens < 1:
+            raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
+            raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
 
     def predict_word_relations(
         self,
@@ -749,10 +759,7 @@ class GLiNER:
         carries the label table of `label_sets` (see `_label_table`). `class_probs`, `vectors`, `label_vectors`:
         what each entity comes with (see `Pipeline`)."""
         _check_options(threshold, batch_size)
-        if self.pack_tokens is not None and self.pack_tokens < 1:
-            raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
-        if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
-            raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
+        self._check_packing()
         placement, graphdef, state = self._placed()
         return Pipeline(
             self.processor,

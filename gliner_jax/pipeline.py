@@ -15,7 +15,8 @@ table goes to every forward call with it.
 
 With `pack_tokens`, a batch's rows are packed several to an encoder row of up to that many tokens
 (`gliner_jax.packing`: block-diagonal attention, positions restarting in each segment), as gliner's inference packing
-does, and each row's probabilities are read back from its slot: the same entities, less padding.
+does, and each row's probabilities are read back from its slot: the same entities, less padding. A relation
+batch's rows are packed the same way; the relation stage reads each row's states and relation prompts from its slot.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def _gather(array: jax.Array, examples: jax.Array, positions: jax.Array, lead: i
     if merge:
         array = array.reshape(array.shape[0], -1, array.shape[-1])
     return array[examples, positions]
+
+
+@jax.jit
+def _example_rows(array: jax.Array, examples: jax.Array) -> jax.Array:
+    """Rows `examples` [N] of a packed output [rows, slots, ...] on the devices, its rows and slots one axis."""
+    return array.reshape(-1, *array.shape[2:])[examples]
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -210,8 +217,8 @@ class Pipeline:
             raise ValueError("a bi-encoder's pipeline needs its label table; a uni-encoder's takes none")
         if self._detailed and self.sweep:
             raise ValueError("entity details are decoded at one threshold, not in a sweep")
-        if self.relations is not None and (self.gliner_batch is None or self.pack_tokens is not None):
-            raise ValueError("a relation pipeline batches rows as gliner does (gliner_batch), unpacked")
+        if self.relations is not None and self.gliner_batch is None:
+            raise ValueError("a relation pipeline batches rows as gliner does (gliner_batch)")
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
@@ -290,9 +297,11 @@ class Pipeline:
                     array, labels_index, sizes, slots = self._layout(batch)
                     inputs = self.place_rows(array)
                 else:
-                    arrays = batch.model_arrays() | {"relations_valid": batch.relations_valid}
+                    arrays, slots = batch.model_arrays() | {"relations_valid": batch.relations_valid}, None
+                    if self.pack_tokens is not None:
+                        arrays, slots = self._pack(arrays)
                     inputs = {name: self.place_rows(value) for name, value in arrays.items()}
-                    labels_index, sizes, slots = None, batch.wire_sizes, None
+                    labels_index, sizes = None, batch.wire_sizes
                 yield _Prepared(
                     chunk,
                     part,
@@ -333,19 +342,33 @@ class Pipeline:
             "words_mask": batch.words_mask,
             "word_counts": batch.text_lengths,
             "label_counts": batch.labels_valid.sum(axis=1),
-            "example": np.arange(1, len(batch.input_ids) + 1),  # 0 marks an unused slot
         }
         if batch.labels_index is not None:
             arrays["labels_index"] = batch.labels_index  # per example: [rows, slots, C] once packed
-        pad_id, limit = self.processor.tokenizer.pad_token_id, self.processor.max_tokens
-        packed = pack(arrays, row_length=self.pack_tokens, pad_id=pad_id, multiple=self.row_multiple, max_tokens=limit)
+        packed, slots = self._pack(arrays)
         names = ("input_ids", "attention_mask", "words_mask", "word_counts", "label_counts")
-        examples = packed["example"]
+        transfer = to_wire(*(packed[name] for name in names))
+        sizes = batch.wire_sizes._replace(num_slots=packed["word_counts"].shape[1])
+        return transfer, packed.get("labels_index"), sizes, slots
+
+    def _pack(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A batch's arrays (one row per example) packed into encoder rows of up to `pack_tokens` tokens
+        (`gliner_jax.packing.pack`), and where each row's output is among the [rows * slots] outputs (rows without
+        tokens, the batch's padding, take no slot)."""
+        count = len(arrays["input_ids"])
+        pad_id, limit = self.processor.tokenizer.pad_token_id, self.processor.max_tokens
+        packed = pack(
+            arrays | {"example": np.arange(1, count + 1)},  # 0 marks an unused slot
+            row_length=self.pack_tokens,
+            pad_id=pad_id,
+            multiple=self.row_multiple,
+            max_tokens=limit,
+        )
+        examples = packed.pop("example")
         filled = np.flatnonzero(examples)
         slots = np.empty(len(filled), np.int64)
-        slots[examples.flat[filled] - 1] = filled  # rows without words (batch padding) take no slot
-        transfer = to_wire(*(packed[name] for name in names))
-        return transfer, packed.get("labels_index"), batch.wire_sizes._replace(num_slots=examples.shape[1]), slots
+        slots[examples.flat[filled] - 1] = filled
+        return packed, slots
 
     @property
     def _thresholds(self) -> list[float]:
@@ -410,6 +433,13 @@ class Pipeline:
         on the host, that stage dispatched, the batch's entities decoded while it runs, then its relations."""
         chunk, rows, stage = prepared.chunk, prepared.rows, self.relations
         probs = np.asarray(probs)
+        if prepared.slots is not None:  # packed: each row's outputs out of its slot, the batch's padding rows empty
+            examples = np.zeros(self.batch_rows, np.int32)
+            examples[: len(prepared.slots)] = prepared.slots
+            flat = probs.reshape(-1, *probs.shape[2:])
+            probs = np.zeros((self.batch_rows, *flat.shape[1:]), flat.dtype)
+            probs[: len(prepared.slots)] = flat[prepared.slots]
+            states, relation_prompts = (_example_rows(value, examples) for value in (states, relation_prompts))
         num_labels = int(prepared.num_labels.max())
         if self._token_level:
             bounds, mask = select_token_entities(probs, self.threshold, int(prepared.num_words.max()), num_labels)

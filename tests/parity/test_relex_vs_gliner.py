@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from gliner.infer_packing import InferencePackingConfig
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, relation_table, state_from_torch, state_to_torch
@@ -76,6 +77,12 @@ def _reference_forward(ref, threshold: float, adjacency_threshold: float) -> tup
     if hook is not None:
         hook.remove()
     return batch, output, captured[0] if captured else None
+
+
+def first_two_share_a_row(ref, row_length: int) -> bool:
+    """Whether the prompts of TEXTS[0] and TEXTS[1] (a batch of 2) fit in one packed row of `row_length` tokens."""
+    batch, _, _ = _reference_forward(ref, 0.5, 0.5)
+    return int(batch["attention_mask"][:2].sum()) <= row_length
 
 
 def _between(values: np.ndarray, rank: int) -> float:
@@ -191,8 +198,20 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
     assert sum(map(len, ref_relations)) >= 3
     assert_same_outputs(entities, ref_entities)
     assert_same_outputs(found, ref_relations)
-    if not flat_ner:  # the single-text entry points once (their own compiles)
+    if not flat_ner:  # the single-text entry points and packing once (their own compiles)
         return
+    # Packed: both texts of a batch share one encoder row, as gliner's inference packing (inside its encoder) reads
+    # them; the same entities and relations as gliner, packed and not.
+    assert first_two_share_a_row(ref, 96)
+    model.pack_tokens = 96
+    packing = InferencePackingConfig(max_length=96)
+    ref_packed = ref.inference(texts, labels, relations=relations, batch_size=2, packing_config=packing, **options)
+    packed = model.inference(texts, labels, relations=relations, batch_size=2, **options)
+    model.pack_tokens = None
+    for got, want in zip(packed, (ref_entities, ref_relations), strict=True):
+        assert_same_outputs(got, want)
+    for got, want in zip(packed, ref_packed, strict=True):
+        assert_same_outputs(got, want)
     one = model.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     ref_one = ref.predict_relations(TEXTS[1], LABELS[1], RELATIONS[1], **options)
     assert_same_outputs([one[0], one[1]], [ref_one[0], ref_one[1]])
@@ -377,7 +396,13 @@ def test_token_model_matches(token_reference):
         relation_threshold=_between(rel_probs, len(rel_probs) // 2),
     )
     expected = ref.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
-    got = GLiNER.from_pretrained(directory).inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
+    model = GLiNER.from_pretrained(directory)
+    got = model.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
     assert sum(map(len, expected[0])) >= 3 and sum(map(len, expected[1])) >= 2
     assert_same_outputs(got[0], expected[0])
     assert_same_outputs(got[1], expected[1])
+    assert first_two_share_a_row(ref, 96)
+    model.pack_tokens = 96  # the first batch's two texts in one encoder row: the same entities and relations
+    packed = model.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
+    assert_same_outputs(packed[0], expected[0])
+    assert_same_outputs(packed[1], expected[1])
