@@ -1,7 +1,8 @@
 """Exact ties: where candidates have the same score, decoding keeps the one gliner keeps, through inference (one
 prompt, label passes merged, long-text windows and label passes merged) and evaluate, with the span and the token
-decoders. The reference models here have constant logits (the last head layer's weights zeroed), so every candidate
-ties, bit for bit, in gliner and here alike; which ones are kept is decided by tie-breaking alone."""
+decoders; and a relation model's entities and relations (span and token models). The reference models here have
+constant logits (the last head layer's weights zeroed), so every candidate ties, bit for bit, in gliner and here alike;
+which ones are kept is decided by tie-breaking alone."""
 
 from __future__ import annotations
 
@@ -118,3 +119,82 @@ def test_described_labels_tie_as_listed(tied, max_len):
     got = with_max_len(ours, max_len).inference(TEXTS, described, threshold=0.5)
     assert {e["label"] for row in expected for e in row} == {LABELS[-1]}
     assert spans(got) == spans(expected)
+
+
+# Relation models whose every score ties at exactly 0.5: the entity head (the span representations; the token
+# model's scorer and the TokenMarker its entities are read with) and the pair representation are zeroed (their last
+# Linear's weights and biases), so every entity logit, every "dot" adjacency sigmoid(0) and every relation logit is 0.
+# Which entities the relation stage reads, which pairs and labels it keeps, in which order, and which decoded entity a
+# relation names are decided by order and by the thresholds' strict ">" alone.
+ZEROED_RELEX = ("span_rep_layer.span_rep_layer.out_project.3", "scorer.out_mlp.3", "pair_rep_layer.3")
+RELEX_LABELS = ["person", "award", "city"]
+RELATIONS = ["won", "born in", "located in"]
+
+
+@pytest.fixture(scope="module")
+def tied_relex(request, gliner_backbone, tmp_path_factory):
+    """(gliner relation model of span mode `request.param`, relations_layer "dot", whose every score is 0.5; our
+    model over its directory)."""
+    directory = tmp_path_factory.mktemp(f"tied_relex_{request.param}")
+    options = dict(span_mode=request.param, hidden_size=32, max_width=4, relations_layer="dot")
+    reference = build_reference(gliner_backbone, directory, **options)
+    modules = dict(reference.model.named_modules())
+    with torch.no_grad():
+        for name in ZEROED_RELEX:
+            if name in modules:
+                modules[name].weight.zero_()
+                modules[name].bias.zero_()
+    reference.save_pretrained(directory)
+    return reference, GLiNER.from_pretrained(directory)
+
+
+def scored(rows: list[list[dict]]) -> tuple[list[list[dict]], list[float]]:
+    """The dicts without their scores, and the scores."""
+    items = [[{k: v for k, v in item.items() if k != "score"} for item in row] for row in rows]
+    return items, [item["score"] for row in rows for item in row]
+
+
+# Every threshold case on the span model; on the token model (its own entity selection: every start-end pair of a
+# label, duplicates kept) the cases that keep everything and the one that keeps nothing.
+KEPT = {"all": (True, True), "no pair": (True, False), "no relation": (True, False), "nothing": (False, False)}
+
+
+@pytest.mark.parametrize(
+    ("tied_relex", "flat_ner", "multi_label", "thresholds", "kept"),
+    [
+        ("markerV0", True, False, (0.4, 0.4, 0.4), "all"),
+        ("markerV0", False, True, (0.4, 0.4, 0.4), "all"),
+        ("markerV0", True, False, (0.4, 0.5, 0.4), "no pair"),
+        ("markerV0", False, False, (0.4, 0.4, 0.5), "no relation"),
+        ("markerV0", True, False, (0.5, 0.4, 0.4), "nothing"),
+        ("token_level", True, False, (0.4, 0.4, 0.4), "all"),
+        ("token_level", False, True, (0.4, 0.4, 0.4), "all"),
+        ("token_level", True, False, (0.5, 0.4, 0.4), "nothing"),
+    ],
+    indirect=["tied_relex"],
+)
+def test_relation_ties_keep_what_gliner_keeps(tied_relex, flat_ner, multi_label, thresholds, kept):
+    """Entities, relations and their order as gliner's `inference(..., relations=)` gives them when everything ties:
+    flat (tied entities compete in the greedy search) and nested multi-label (every span and label), every pair of
+    the relation stage's entities (every candidate span) and every relation label tied; a threshold at exactly the
+    tied score keeps nothing (">")."""
+    reference, ours = tied_relex
+    threshold, adjacency_threshold, relation_threshold = thresholds
+    options = dict(
+        threshold=threshold,
+        adjacency_threshold=adjacency_threshold,
+        relation_threshold=relation_threshold,
+        flat_ner=flat_ner,
+        multi_label=multi_label,
+        batch_size=2,
+    )
+    relations = [RELATIONS, RELATIONS[:2], RELATIONS]
+    expected = reference.inference(TEXTS, [RELEX_LABELS] * len(TEXTS), relations=relations, **options)
+    got = ours.inference(TEXTS, [RELEX_LABELS] * len(TEXTS), relations=relations, **options)
+    assert tuple(sum(map(len, found)) > 0 for found in expected) == KEPT[kept]
+    for got_rows, want_rows in zip(got, expected, strict=True):
+        got_items, got_scores = scored(got_rows)
+        want_items, want_scores = scored(want_rows)
+        assert got_items == want_items
+        assert set(want_scores) <= {0.5}
+        np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-6)
