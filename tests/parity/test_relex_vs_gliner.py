@@ -79,6 +79,9 @@ def _reference_forward(ref, threshold: float, adjacency_threshold: float) -> tup
     return batch, output, captured[0] if captured else None
 
 
+PACK_TOKENS = 192  # packed inference: TEXTS[0] and TEXTS[1] with their prompts (86 + 84 tokens) share a row
+
+
 def first_two_share_a_row(ref, row_length: int) -> bool:
     """Whether the prompts of TEXTS[0] and TEXTS[1] (a batch of 2) fit in one packed row of `row_length` tokens."""
     batch, _, _ = _reference_forward(ref, 0.5, 0.5)
@@ -202,9 +205,9 @@ def test_inference_matches_reference(reference, flat_ner, multi_label):
         return
     # Packed: both texts of a batch share one encoder row, as gliner's inference packing (inside its encoder) reads
     # them; the same entities and relations as gliner, packed and not.
-    assert first_two_share_a_row(ref, 96)
-    model.pack_tokens = 96
-    packing = InferencePackingConfig(max_length=96)
+    assert first_two_share_a_row(ref, PACK_TOKENS)
+    model.pack_tokens = PACK_TOKENS
+    packing = InferencePackingConfig(max_length=PACK_TOKENS)
     ref_packed = ref.inference(texts, labels, relations=relations, batch_size=2, packing_config=packing, **options)
     packed = model.inference(texts, labels, relations=relations, batch_size=2, **options)
     model.pack_tokens = None
@@ -401,8 +404,8 @@ def test_token_model_matches(token_reference):
     assert sum(map(len, expected[0])) >= 3 and sum(map(len, expected[1])) >= 2
     assert_same_outputs(got[0], expected[0])
     assert_same_outputs(got[1], expected[1])
-    assert first_two_share_a_row(ref, 96)
-    model.pack_tokens = 96  # the first batch's two texts in one encoder row: the same entities and relations
+    assert first_two_share_a_row(ref, PACK_TOKENS)
+    model.pack_tokens = PACK_TOKENS  # the first batch's two texts in one encoder row: the same entities and relations
     packed = model.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
     assert_same_outputs(packed[0], expected[0])
     assert_same_outputs(packed[1], expected[1])
