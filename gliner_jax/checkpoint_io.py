@@ -59,6 +59,7 @@ TOKENIZER_FILES = (
 # Where the gliner library keeps the backbone, and a bi-encoder's label encoder, inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 GLINER_LABELS_ENCODER_PREFIX = "token_rep_layer.labels_encoder.model."
+GLINER_LABELS_DECODER_PREFIX = "decoder.decoder_layer.model."
 
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
@@ -115,6 +116,15 @@ def decoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, .
                 )
                 for i in layers
             ]
+    return table
+
+
+def label_decoder_table(decoder_config: Any, projects: bool, path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
+    """The key table of gliner's generative label head (`modeling.label_decoder.LabelDecoder` at `path_prefix`):
+    the causal LM under `decoder.decoder_layer.model.`, and `_enc2dec_proj` where it `projects`."""
+    table = decoder_table(decoder_config, GLINER_LABELS_DECODER_PREFIX, (*path_prefix, "decoder"))
+    if projects:
+        table += _projection_mlp_entries("_enc2dec_proj", (*path_prefix, "enc2dec_proj"))
     return table
 
 
