@@ -104,7 +104,7 @@ def test_prefixes_and_generated_labels_match_gliner(models):
     np.testing.assert_array_equal(tokens[:, : expected.shape[1]], expected)
     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
     assert texts == tokenizer.batch_decode(expected, skip_special_tokens=True)
-    assert len(set(texts)) > 3  # the labels depend on the span
+    assert len({tuple(row) for row in tokens}) > 1  # the labels depend on the span
 
 
 def test_decoder_loss_and_gradients_match_gliner(models):
@@ -130,7 +130,7 @@ def test_decoder_loss_and_gradients_match_gliner(models):
         prefix, valid = model.prefixes(*spans, *context, prefix_len)
         return model.label_loss(prefix, valid, label_ids, label_mask, targets)
 
-    loss, grads = nnx.value_and_grad(loss_fn)(ours)
+    loss, grads = nnx.jit(nnx.value_and_grad(loss_fn))(ours)
     graphdef, _, rest = nnx.split(ours, nnx.Param, ...)
     np.testing.assert_allclose(float(loss), float(output.decoder_loss.detach()), rtol=1e-5)
     ours_grads = state_to_torch(
