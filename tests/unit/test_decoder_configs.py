@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from gliner_jax.modeling.decoders import decoder_config_from_hf
 from gliner_jax.modeling.decoders.generation import trie_table
-from gliner_jax.modeling.decoders.gpt2 import Gpt2Config
+from gliner_jax.modeling.decoders.gpt2 import Gpt2Config, Gpt2LMHeadModel
 from gliner_jax.modeling.decoders.llama import Qwen2Config
 
 
@@ -53,6 +54,14 @@ def test_configs_read_both_rotary_formats_and_round_trip():
 def test_decoder_config_refusals_name_the_field(hf, error, named):
     with pytest.raises(error, match=named.replace("(", r"\(").replace("[", r"\[")):
         decoder_config_from_hf(hf)
+
+
+def test_gpt2_refuses_positions_beyond_its_table():
+    config = Gpt2Config(n_positions=16, n_embd=8, n_head=2, n_layer=1, vocab_size=11)
+    model = nnx.eval_shape(lambda: Gpt2LMHeadModel(config, rngs=nnx.Rngs(0)))
+    assert model.init_cache(2, 16).keys.shape == (1, 2, 16, 2, 4)
+    with pytest.raises(ValueError, match="17 decoder positions exceed the n_positions=16"):
+        model.init_cache(2, 17)
 
 
 def test_trie_table_by_hand():

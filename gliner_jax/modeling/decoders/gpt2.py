@@ -189,8 +189,10 @@ class Gpt2LMHeadModel(nnx.Module):
         return self.transformer.wte(ids)
 
     def init_cache(self, batch: int, length: int, dtype: jnp.dtype = jnp.float32) -> KVCache:
-        """An empty cache of `length` positions."""
+        """An empty cache of `length` positions; ValueError beyond the `n_positions` the position table holds."""
         c = self.config
+        if length > c.n_positions:
+            raise ValueError(f"{length} decoder positions exceed the n_positions={c.n_positions} of its GPT-2 config")
         return empty_cache(c.n_layer, batch, length, c.n_head, c.head_dim, dtype)
 
     def __call__(
