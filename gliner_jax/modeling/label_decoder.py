@@ -102,16 +102,13 @@ class LabelDecoder(nnx.Module):
         label_ids: jax.Array,
         label_mask: jax.Array,
         targets: jax.Array,
-        span_valid: jax.Array | None = None,
     ) -> jax.Array:
         """gliner's decoder loss: the summed cross-entropy of `targets` [M, L] (IGNORE_INDEX: none) under teacher
-        forcing; `span_valid` [M] drops padding spans of a static batch."""
+        forcing."""
         logits = self.label_logits(prefix, prefix_valid, label_ids, label_mask)
         blank = jnp.full((targets.shape[0], prefix.shape[1]), IGNORE_INDEX, targets.dtype)
         targets = jnp.concatenate([blank, targets], axis=1)[:, 1:]
         counted = targets != IGNORE_INDEX
-        if span_valid is not None:
-            counted = counted & span_valid[:, None]
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         picked = jnp.take_along_axis(log_probs, jnp.where(counted, targets, 0)[..., None], axis=-1)[..., 0]
         return -jnp.where(counted, picked, 0.0).sum()

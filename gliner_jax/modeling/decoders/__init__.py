@@ -32,19 +32,12 @@ class DecoderFamily:
     model_class: type[nnx.Module]
     hf_modules: Callable[[Any], dict[str, str]]
     hf_ignored: Callable[[Any], tuple[str, ...]]
-    hf_architecture: str  # transformers' causal-LM class name, written into config.json
 
 
 DECODERS: dict[str, DecoderFamily] = {
-    gpt2.MODEL_TYPE: DecoderFamily(
-        gpt2.Gpt2Config, gpt2.Gpt2LMHeadModel, gpt2.hf_modules, gpt2.hf_ignored, "GPT2LMHeadModel"
-    ),
-    "llama": DecoderFamily(
-        llama.LlamaConfig, llama.LlamaForCausalLM, llama.hf_modules, llama.hf_ignored, "LlamaForCausalLM"
-    ),
-    "qwen2": DecoderFamily(
-        llama.Qwen2Config, llama.LlamaForCausalLM, llama.hf_modules, llama.hf_ignored, "Qwen2ForCausalLM"
-    ),
+    gpt2.MODEL_TYPE: DecoderFamily(gpt2.Gpt2Config, gpt2.Gpt2LMHeadModel, gpt2.hf_modules, gpt2.hf_ignored),
+    "llama": DecoderFamily(llama.LlamaConfig, llama.LlamaForCausalLM, llama.hf_modules, llama.hf_ignored),
+    "qwen2": DecoderFamily(llama.Qwen2Config, llama.LlamaForCausalLM, llama.hf_modules, llama.hf_ignored),
 }
 
 
