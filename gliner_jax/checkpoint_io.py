@@ -34,6 +34,7 @@ from gliner_jax.hub import (
     read_layout,
     resolve_gliner,
 )
+from gliner_jax.modeling.decoders import decoder_family_of_config
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.gliner import GLiNERModel
 
@@ -58,11 +59,13 @@ TOKENIZER_FILES = (
 # Where the gliner library keeps the backbone, and a bi-encoder's label encoder, inside its state dict.
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 GLINER_LABELS_ENCODER_PREFIX = "token_rep_layer.labels_encoder.model."
+GLINER_LABELS_DECODER_PREFIX = "decoder.decoder_layer.model."
 
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
     "linear": {"weight": ("kernel", True), "bias": ("bias", False)},
     "linear_no_bias": {"weight": ("kernel", True)},
+    "conv1d": {"weight": ("kernel", False), "bias": ("bias", False)},  # GPT-2's Conv1D: weight [in, out]
     "layer_norm": {"weight": ("scale", False), "bias": ("bias", False)},
     "layer_norm_no_bias": {"weight": ("scale", False)},
     "embedding": {"weight": ("embedding", False)},
@@ -96,6 +99,32 @@ def encoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, .
                 key = module.format(i=i) + "." + torch_param
                 if key not in absent:
                     table.append(TensorMapping(torch_prefix + key, path_prefix + ours + (param,), transpose, i))
+    return table
+
+
+def decoder_table(config: Any, torch_prefix: str = "", path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
+    """The full key table of one causal decoder config (any registered decoder family): its causal-LM class's state
+    dict, with optional prefixes on both sides."""
+    table = []
+    for module, kind in decoder_family_of_config(config).hf_modules(config).items():
+        layers = range(config.num_hidden_layers) if "{i}" in module else [None]
+        ours = tuple(module.replace(".{i}", "").split("."))
+        for torch_param, (param, transpose) in _KIND_PARAMS[kind].items():
+            table += [
+                TensorMapping(
+                    torch_prefix + module.format(i=i) + "." + torch_param, path_prefix + ours + (param,), transpose, i
+                )
+                for i in layers
+            ]
+    return table
+
+
+def label_decoder_table(decoder_config: Any, projects: bool, path_prefix: tuple[str, ...] = ()) -> list[TensorMapping]:
+    """The key table of gliner's generative label head (`modeling.label_decoder.LabelDecoder` at `path_prefix`):
+    the causal LM under `decoder.decoder_layer.model.`, and `_enc2dec_proj` where it `projects`."""
+    table = decoder_table(decoder_config, GLINER_LABELS_DECODER_PREFIX, (*path_prefix, "decoder"))
+    if projects:
+        table += _projection_mlp_entries("_enc2dec_proj", (*path_prefix, "enc2dec_proj"))
     return table
 
 

@@ -128,6 +128,11 @@ def train_hf_tokenizer(
         )
         pieces = [tuple(piece) for piece in json.loads(trained.to_str())["model"]["vocab"]]
         tokenizer = transformers.XLMRobertaTokenizer(vocab=pieces, **options)
+    elif model_type == "gpt2":
+        trained = _trained_tokenizer(
+            models.BPE(), trainers.BpeTrainer(special_tokens=["<|endoftext|>"], **bpe_trainer), byte_level, corpus
+        )
+        tokenizer = transformers.GPT2Tokenizer(vocab=trained.get_vocab(), merges=_bpe_merges(trained), **options)
     elif model_type == "modernbert":
         trained = _trained_tokenizer(
             models.BPE(), trainers.BpeTrainer(special_tokens=bert_specials, **bpe_trainer), byte_level, corpus
@@ -186,6 +191,27 @@ def build_backbone(
     with torch.no_grad():
         for param in model.parameters():
             param.add_(noise * torch.randn_like(param))
+    model.save_pretrained(directory)
+    return directory
+
+
+def build_label_decoder(directory: Path, decoder_config: dict, *, seed: int = 2, std: float = 0.3) -> Path:
+    """A random causal LM for gliner's `labels_decoder` (`decoder_config` as transformers keys; GPT-2 with its
+    byte-level BPE tokenizer, `<|endoftext|>` as id 0 for bos, eos and unk), saved with the tokenizer. Weights are
+    drawn N(0, std) (norm weights U(0.5, 1.5)) so that greedy choices are far from ties."""
+    import torch
+    import transformers
+
+    trained = train_hf_tokenizer(directory, "gpt2")
+    ids = {"vocab_size": len(trained), "bos_token_id": trained.bos_token_id, "eos_token_id": trained.eos_token_id}
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.for_model("gpt2", **{**decoder_config, **ids})
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.normal_(
+                0, 0.02 if "wpe" in name else 1.0 if "wte" in name else std
+            ) if param.dim() > 1 else param.uniform_(0.5, 1.5)
     model.save_pretrained(directory)
     return directory
 
