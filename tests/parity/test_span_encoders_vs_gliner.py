@@ -1,0 +1,106 @@
+"""gliner 0.2.29's span context encoders (`span_encoder_config`: deberta-v2, modernbert, rnn) against the gliner
+package: logits and gradients on its own batches, logits through our bucketed pipeline, entities, checkpoints both
+ways; a bi-encoder; a relation model's entities and relations."""
+
+from __future__ import annotations
+
+import warnings
+
+import gliner
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import gliner_table
+from gliner_jax.testing.builders import build_reference, quantile_thresholds
+from tests.utils.gliner_parity import (
+    PER_TEXT_LABELS,
+    SHARED_LABELS,
+    TEXTS,
+    assert_logits_close,
+    assert_training_network_matches,
+    reference_logits,
+)
+
+# Each kind once. rnn: two layers (torch's dropout between them), narrower than the head (both projections);
+# deberta-v2 under markerV2, which reads the batch's last word slot (padding, contextualised in gliner too);
+# modernbert: three layers (transformers 5.16 cannot build a one-layer ModernBertConfig), narrower; marked slow
+# (our ModernBERT, fed embeddings).
+CASES = {
+    "rnn": dict(span_mode="markerV0", num_rnn_layers=0, span_encoder_config={"model_type": "rnn", "hidden_size": 24}),
+    "deberta": dict(
+        span_mode="markerV2",
+        num_rnn_layers=1,
+        span_encoder_config={"model_type": "deberta-v2", "num_attention_heads": 2, "num_hidden_layers": 2},
+    ),
+    "modernbert": dict(
+        span_mode="markerV0",
+        num_rnn_layers=0,
+        span_encoder_config={"model_type": "modernbert", "hidden_size": 32, "num_hidden_layers": 3},
+    ),
+}
+CASES["rnn"]["span_encoder_config"]["num_hidden_layers"] = 2
+
+
+@pytest.fixture(
+    scope="module",
+    params=[case if case != "modernbert" else pytest.param(case, marks=pytest.mark.slow) for case in CASES],
+)
+def reference(request, gliner_backbone, tmp_path_factory):
+    """(reference gliner model, its saved directory)."""
+    directory = tmp_path_factory.mktemp(request.param)
+    case = CASES[request.param]
+    ref = build_reference(gliner_backbone, directory, hidden_size=48, max_width=4, **case)
+    assert ref.model.span_rep_layer.context_encoder.__class__.__name__ != "IdentityContextEncoder"
+    return ref, directory
+
+
+def test_network_pipeline_and_checkpoints_match(reference, tmp_path):
+    """Our network as training runs it, on the reference's batch (texts of different lengths: gliner's encoder reads
+    the padding of the batch's width): its logits and every gradient; our bucketed pipeline's logits; gliner's
+    directory loads strictly, ours loads in gliner strictly and gives its logits."""
+    ref, directory = reference
+    grads, ref_grads = assert_training_network_matches(ref, directory, TEXTS, PER_TEXT_LABELS)
+    assert any(".context_encoder." in name for name in ref_grads)
+    unused = set(grads) - set(ref_grads)  # ModernBERT's one-row token table, which nothing reads
+    assert unused == {name for name in grads if name.endswith("tok_embeddings.weight")}
+    for name in unused:
+        assert not grads[name].any(), name
+
+    _, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
+    ours = GLiNER.from_pretrained(directory)
+    _, bucketed = ours.batch_logits(TEXTS, PER_TEXT_LABELS, bucket=True)
+    assert bucketed.shape[1] > ref_logits.shape[1]
+    assert_logits_close(bucketed[:, : ref_logits.shape[1], :, : ref_logits.shape[3]], ref_logits)
+
+    assert {m.torch_key for m in gliner_table(ours.config)} == set(ref.model.state_dict())
+    ours.save_pretrained(tmp_path)
+    exported = load_file(tmp_path / "model.safetensors")
+    assert set(exported) == set(ref.model.state_dict())
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True)
+    reloaded.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+    assert type(reloaded.model.span_rep_layer.context_encoder) is type(ref.model.span_rep_layer.context_encoder)
+    np.testing.assert_array_equal(
+        reference_logits(reloaded, TEXTS, SHARED_LABELS)[1], reference_logits(ref, TEXTS, SHARED_LABELS)[1]
+    )
+
+
+@pytest.mark.parametrize("reference", ["deberta"], indirect=True)
+def test_entities_match_reference(reference):
+    """gliner's entities with the same batch size (rows batched in order, as gliner batches them): the batch-dependent
+    markerV2 under a DeBERTa encoder."""
+    ref, directory = reference
+    ours = GLiNER.from_pretrained(directory)
+    threshold = quantile_thresholds(ref, TEXTS, SHARED_LABELS, (0.9,))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ref.inference(TEXTS, SHARED_LABELS, batch_size=3, threshold=threshold)
+    got = ours.inference(TEXTS, SHARED_LABELS, batch_size=3, threshold=threshold)
+    assert sum(map(len, expected)) > 0
+    for ours_row, ref_row in zip(got, expected, strict=True):
+        assert [(e["start"], e["end"], e["label"]) for e in ours_row] == [
+            (e["start"], e["end"], e["label"]) for e in ref_row
+        ]
+        np.testing.assert_allclose([e["score"] for e in ours_row], [e["score"] for e in ref_row], rtol=0, atol=1e-5)
