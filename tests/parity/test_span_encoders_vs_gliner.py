@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table
-from gliner_jax.testing.builders import build_reference, quantile_thresholds
+from gliner_jax.testing.builders import build_reference, quantile_thresholds, relation_thresholds
 from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     SHARED_LABELS,
@@ -104,3 +104,68 @@ def test_entities_match_reference(reference):
             (e["start"], e["end"], e["label"]) for e in ref_row
         ]
         np.testing.assert_allclose([e["score"] for e in ours_row], [e["score"] for e in ref_row], rtol=0, atol=1e-5)
+
+
+def test_bi_encoder_and_one_way_rnn_match(gliner_backbone, labels_backbone, tmp_path_factory):
+    """A bi-encoder span model (labels from their own encoder) with a one-way LSTM encoder: gliner's logits through
+    our bucketed pipeline (per-text labels), and its directory loads here strictly."""
+    directory = tmp_path_factory.mktemp("bi_rnn")
+    encoder = {"model_type": "rnn", "bidirectional": False}
+    ref = build_reference(
+        gliner_backbone,
+        directory,
+        labels_encoder=str(labels_backbone),
+        span_mode="markerV0",
+        hidden_size=48,
+        max_width=4,
+        span_encoder_config=encoder,
+    )
+    assert (
+        type(ref).__name__ == "BiEncoderSpanGLiNER"
+        and not ref.model.span_rep_layer.context_encoder.encoder.bidirectional
+    )
+    ours = GLiNER.from_pretrained(directory)
+    assert {m.torch_key for m in gliner_table(ours.config)} == set(ref.model.state_dict())
+    _, ref_logits = reference_logits(ref, TEXTS, PER_TEXT_LABELS)
+    _, logits = ours.batch_logits(TEXTS, PER_TEXT_LABELS, bucket=True)
+    assert_logits_close(logits[:, : ref_logits.shape[1], :, : ref_logits.shape[3]], ref_logits)
+
+
+RELEX_TEXTS = [
+    "Marie Curie worked at the University of Paris with Pierre Curie in 1903.",
+    "Apple was founded by Steve Jobs in Cupertino.",
+    "Bill Gates founded Microsoft with Paul Allen in Albuquerque, New Mexico, in 1975.",
+]
+RELEX_LABELS = ["person", "organization", "city", "date"]
+RELATIONS = ["works at", "founded by", "located in"]
+
+
+def test_relation_model_matches(gliner_backbone, tmp_path_factory):
+    """A relation model (gliner's UniEncoderSpanRelexGLiNER) whose span representations, and so the entities the
+    relation stage reads, come from a DeBERTa context encoder: gliner's entities and relations."""
+    directory = tmp_path_factory.mktemp("relex_deberta")
+    encoder = {"model_type": "deberta-v2", "hidden_size": 32, "num_attention_heads": 2}
+    ref = build_reference(
+        gliner_backbone,
+        directory,
+        span_mode="markerV0",
+        hidden_size=48,
+        max_width=4,
+        relations_layer="dot",
+        span_encoder_config=encoder,
+    )
+    with torch.no_grad():
+        ref.model.pair_rep_layer[3].weight.mul_(30.0)
+    ref.save_pretrained(directory)
+    options = relation_thresholds(ref, RELEX_TEXTS, RELEX_LABELS, RELATIONS, entities=4, batch_size=2)
+    expected = ref.inference(RELEX_TEXTS, RELEX_LABELS, relations=RELATIONS, batch_size=2, **options)
+    got = GLiNER.from_pretrained(directory).inference(
+        RELEX_TEXTS, RELEX_LABELS, relations=RELATIONS, batch_size=2, **options
+    )
+    assert sum(map(len, expected[1])) >= 2
+    for ours_rows, ref_rows in zip(got, expected, strict=True):
+        for ours_row, ref_row in zip(ours_rows, ref_rows, strict=True):
+            assert [{k: v for k, v in e.items() if k != "score"} for e in ours_row] == [
+                {k: v for k, v in e.items() if k != "score"} for e in ref_row
+            ]
+            np.testing.assert_allclose([e["score"] for e in ours_row], [e["score"] for e in ref_row], atol=1e-5)
