@@ -29,7 +29,11 @@ from tests.utils.gliner_parity import (
 # modernbert: three layers (transformers 5.16 cannot build a one-layer ModernBertConfig), narrower; marked slow
 # (our ModernBERT, fed embeddings).
 CASES = {
-    "rnn": dict(span_mode="markerV0", num_rnn_layers=0, span_encoder_config={"model_type": "rnn", "hidden_size": 24}),
+    "rnn": dict(
+        span_mode="markerV0",
+        num_rnn_layers=0,
+        span_encoder_config={"model_type": "rnn", "hidden_size": 24, "num_hidden_layers": 2},
+    ),
     "deberta": dict(
         span_mode="markerV2",
         num_rnn_layers=1,
@@ -41,7 +45,6 @@ CASES = {
         span_encoder_config={"model_type": "modernbert", "hidden_size": 32, "num_hidden_layers": 3},
     ),
 }
-CASES["rnn"]["span_encoder_config"]["num_hidden_layers"] = 2
 
 
 @pytest.fixture(
