@@ -152,24 +152,39 @@ RELEX_LABELS = ["person", "organization", "city", "date"]
 RELATIONS = ["works at", "founded by", "located in"]
 
 
-def test_relation_model_matches(gliner_backbone, tmp_path_factory):
-    """A relation model (gliner's UniEncoderSpanRelexGLiNER) whose span representations, and so the entities the
-    relation stage reads, come from a DeBERTa context encoder: gliner's entities and relations."""
-    directory = tmp_path_factory.mktemp("relex_deberta")
-    encoder = {"model_type": "deberta-v2", "hidden_size": 32, "num_attention_heads": 2}
+RELEX_CASES = {  # the span model reads its entities from span representations; the token model from word states
+    "span_deberta": dict(
+        span_mode="markerV0", logit_scale=30.0, encoder={"model_type": "deberta-v2", "hidden_size": 32}
+    ),
+    "token_rnn": dict(span_mode="token_level", logit_scale=5.0, encoder={"model_type": "rnn", "hidden_size": 24}),
+}
+
+
+@pytest.mark.parametrize("case", list(RELEX_CASES))
+def test_relation_model_matches(gliner_backbone, tmp_path_factory, case):
+    """Relation models (gliner's UniEncoderSpanRelexGLiNER / UniEncoderTokenRelexGLiNER) whose entity
+    representations, which the relation stage reads, come through a context encoder: gliner's entities and
+    relations."""
+    directory = tmp_path_factory.mktemp(f"relex_{case}")
+    span_mode, logit_scale, encoder = RELEX_CASES[case].values()
     ref = build_reference(
         gliner_backbone,
         directory,
-        span_mode="markerV0",
+        span_mode=span_mode,
         hidden_size=48,
         max_width=4,
         relations_layer="dot",
+        logit_scale=logit_scale,
         span_encoder_config=encoder,
     )
     with torch.no_grad():
         ref.model.pair_rep_layer[3].weight.mul_(30.0)
     ref.save_pretrained(directory)
-    options = relation_thresholds(ref, RELEX_TEXTS, RELEX_LABELS, RELATIONS, entities=4, batch_size=2)
+    if span_mode == "token_level":
+        threshold = quantile_thresholds(ref, RELEX_TEXTS, RELEX_LABELS, (0.95,))[0]
+        options = dict(threshold=threshold, adjacency_threshold=0.0, relation_threshold=0.0)
+    else:
+        options = relation_thresholds(ref, RELEX_TEXTS, RELEX_LABELS, RELATIONS, entities=4, batch_size=2)
     expected = ref.inference(RELEX_TEXTS, RELEX_LABELS, relations=RELATIONS, batch_size=2, **options)
     got = GLiNER.from_pretrained(directory).inference(
         RELEX_TEXTS, RELEX_LABELS, relations=RELATIONS, batch_size=2, **options
