@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from gliner_jax.modeling.context_encoders import context_encoder_config
+from gliner_jax.modeling.context_encoders import ContextEncoderConfig, context_encoder_config
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
@@ -124,7 +124,7 @@ class GLiNERConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self.__dict__, GLiNERConfig, "GLiNER config")
-        if isinstance(self.span_encoder_config, Mapping):
+        if self.span_encoder_config is not None and not isinstance(self.span_encoder_config, ContextEncoderConfig):
             span_encoder = context_encoder_config(
                 self.span_encoder_config, hidden_size=self.hidden_size, dropout=self.dropout
             )

@@ -95,7 +95,7 @@ def context_encoder_config(
     layers, the model's `dropout`, and per kind heads, feed-forward width, DeBERTa's relative attention, ModernBERT's
     one-row vocabulary. ValueError naming the field for an unknown `model_type` or an invalid value."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"span_encoder_config must be a JSON object, got {data!r}")
+        raise ValueError(f"GLiNER config span_encoder_config={data!r}: expected a JSON object")
     values = dict(data)
     model_type = values.get("model_type")
     if model_type not in CONTEXT_ENCODER_TYPES:

@@ -86,6 +86,7 @@ def test_relation_model_options_are_accepted():
     ("encoder", "match"),
     [
         ({"model_type": "gru"}, "span_encoder_config model_type='gru'; known: .*'rnn'"),
+        ("rnn", "span_encoder_config='rnn': expected a JSON object"),
         ({"model_type": "rnn", "rnn_type": "gru"}, "rnn_type='gru': only 'lstm'"),
         ({"model_type": "rnn", "hidden_size": 7}, "hidden_size=7: must be positive, and even when bidirectional"),
         ({"model_type": "rnn", "dropout": 1.0}, r"dropout=1.0: must be in \[0, 1\)"),
