@@ -51,6 +51,8 @@ class GLiNERModel(nnx.Module):
     [B, W, C, 3] (start, end, inside).
 
     Uni-encoder: the labels are the `<<ENT>>` states of a prompt in input_ids, and the words run through the BiLSTM.
+    A span model with `span_encoder_config` runs its words through that context encoder before the span head
+    (`span_words`; a token relation model before its entity representation).
     Bi-encoder: label c of row b is row labels_index[b, c] of a label table [L, D], either given
     (`labels_embeddings`, from `encode_labels`) or encoded here from labels_input_ids / labels_attention_mask
     [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run.
