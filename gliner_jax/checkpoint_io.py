@@ -35,7 +35,9 @@ from gliner_jax.hub import (
     resolve_gliner,
 )
 from gliner_jax.modeling.decoders import decoder_family_of_config
+from gliner_jax.modeling.context_encoders import ContextEncoderConfig, RNNEncoderConfig
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
+from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.gliner import GLiNERModel
 
 logger = logging.getLogger(__name__)
@@ -221,6 +223,39 @@ def relation_table(relations_layer: str, triples_layer: str | None) -> list[Tens
     return table
 
 
+def lstm_entries(torch_module: str, path: tuple[str, ...], num_layers: int, bidirectional: bool) -> list[TensorMapping]:
+    """A torch `nn.LSTM`'s tensors (`weight_ih_l0`, ..., `_reverse`) -> our `BiLSTM` at `path`."""
+    table = []
+    directions = (("", "forward"), ("_reverse", "reverse"))[: 2 if bidirectional else 1]
+    for layer in range(num_layers):
+        for suffix, direction in directions:
+            ours = (*path, "layers", str(layer), direction)
+            for name, transpose in (("weight_ih", True), ("weight_hh", True), ("bias_ih", False), ("bias_hh", False)):
+                table.append(TensorMapping(f"{torch_module}.{name}_l{layer}{suffix}", (*ours, name), transpose, None))
+    return table
+
+
+def context_encoder_table(
+    config: ContextEncoderConfig, width: int, torch_prefix: str, path: tuple[str, ...]
+) -> list[TensorMapping]:
+    """gliner's context encoder tensors (`<torch_prefix>input_projection`, `encoder.*`, `output_projection`) -> our
+    `ContextEncoder` at `path`, reading and returning states `width` wide."""
+    table = []
+    if width != config.hidden_size:
+        table += _linear_entries(f"{torch_prefix}input_projection", (*path, "input_projection"))
+    if isinstance(config, RNNEncoderConfig):
+        layers, bidirectional = config.num_hidden_layers, config.bidirectional
+        table += lstm_entries(f"{torch_prefix}encoder", (*path, "encoder"), layers, bidirectional)
+    elif isinstance(config, ModernBertConfig):  # the whole model, fed embeddings
+        table += encoder_table(config, f"{torch_prefix}encoder.", (*path, "encoder"))
+    else:  # DeBERTa: its encoder stack alone, no embeddings
+        entries = encoder_table(config, torch_prefix, path)
+        table += [m for m in entries if m.torch_key.startswith(f"{torch_prefix}encoder.")]
+    if width != config.hidden_size:
+        table += _linear_entries(f"{torch_prefix}output_projection", (*path, "output_projection"))
+    return table
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
 
@@ -232,11 +267,10 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += encoder_table(config.labels_encoder_config, GLINER_LABELS_ENCODER_PREFIX, ("labels_encoder",))
     if config.projects_labels_encoder_output:
         table += _linear_entries("token_rep_layer.labels_projection", ("labels_projection",))
-    for layer in range(config.num_rnn_layers):
-        for suffix, direction in (("", "forward"), ("_reverse", "reverse")):
-            path = ("rnn", "layers", str(layer), direction)
-            for name, transpose in (("weight_ih", True), ("weight_hh", True), ("bias_ih", False), ("bias_hh", False)):
-                table.append(TensorMapping(f"rnn.lstm.{name}_l{layer}{suffix}", (*path, name), transpose, None))
+    table += lstm_entries("rnn.lstm", ("rnn",), config.num_rnn_layers, bidirectional=True)
+    if config.has_span_encoder:
+        prefix = "span_rep_layer.context_encoder."
+        table += context_encoder_table(config.span_encoder_config, config.hidden_size, prefix, ("context_encoder",))
     if config.span_mode == "token_level":
         table += _linear_entries("scorer.proj_token", ("scorer", "proj_token"))
         table += _linear_entries("scorer.proj_label", ("scorer", "proj_label"))

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from gliner_jax.modeling.context_encoders import ContextEncoderConfig, context_encoder_config
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
@@ -36,7 +37,6 @@ WORDS_SPLITTER_TYPES = (
 # `_get_gliner_class`), or a part of one, that is not implemented here.
 OTHER_ARCHITECTURES = {
     "labels_decoder": "generative label decoder models",
-    "span_encoder_config": "span context encoders",
 }
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
 # gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
@@ -117,10 +117,18 @@ class GLiNERConfig:
     relation_loss_coef: float = 1.0
     labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
     labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
+    # gliner's context encoder before the span representation: a `modeling.context_encoders` config (a dict is
+    # completed with gliner's defaults), or None (identity)
+    span_encoder_config: Any = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         check_field_types(self.__dict__, GLiNERConfig, "GLiNER config")
+        if self.span_encoder_config is not None and not isinstance(self.span_encoder_config, ContextEncoderConfig):
+            span_encoder = context_encoder_config(
+                self.span_encoder_config, hidden_size=self.hidden_size, dropout=self.dropout
+            )
+            object.__setattr__(self, "span_encoder_config", span_encoder)
         checked = (
             ("span_mode", SPAN_MODES),
             ("subtoken_pooling", SUBTOKEN_POOLING),
@@ -175,6 +183,8 @@ class GLiNERConfig:
         skipped = {"extra", "labels_encoder_config"} | (set() if self.is_relex else set(RELEX_ONLY_FIELDS))
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
+        if self.span_encoder_config is not None:
+            out["span_encoder_config"] = self.span_encoder_config.to_hf_dict()
         if self.labels_encoder_config is not None:
             out["labels_encoder_config"] = self.labels_encoder_config.to_hf_dict()
         return out
@@ -222,10 +232,17 @@ class GLiNERConfig:
         return self.relations_layer is not None
 
     @property
+    def has_span_encoder(self) -> bool:
+        """Whether gliner builds a span context encoder (`span_encoder_config`): span models, and a token relation
+        model's entity representation; a token model without relations builds none."""
+        return self.span_encoder_config is not None and (self.span_mode != "token_level" or self.is_relex)
+
+    @property
     def spans_depend_on_batch(self) -> bool:
         """Whether a row's span logits depend on the other rows of its batch (markerV1 / markerV2 read the
-        batch's longest row), so that rows must be batched as gliner batches them to give gliner's numbers."""
-        return self.span_mode in BATCH_DEPENDENT_MODES
+        batch's longest row; gliner's span context encoder reads every word slot of the batch's width, a row's
+        padding too), so that rows must be batched as gliner batches them to give gliner's numbers."""
+        return self.span_mode in BATCH_DEPENDENT_MODES or self.has_span_encoder
 
     @property
     def is_bi_encoder(self) -> bool:

@@ -10,12 +10,13 @@ from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
+from gliner_jax.modeling.context_encoders import ContextEncoder
 from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 from gliner_jax.modeling.relations import RelationHead
-from gliner_jax.modeling.span_modes import build_span_mode
+from gliner_jax.modeling.span_modes import batch_width, build_span_mode
 from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
 
@@ -50,6 +51,8 @@ class GLiNERModel(nnx.Module):
     [B, W, C, 3] (start, end, inside).
 
     Uni-encoder: the labels are the `<<ENT>>` states of a prompt in input_ids, and the words run through the BiLSTM.
+    A span model with `span_encoder_config` runs its words through that context encoder before the span head
+    (`span_words`; a token relation model before its entity representation).
     Bi-encoder: label c of row b is row labels_index[b, c] of a label table [L, D], either given
     (`labels_embeddings`, from `encode_labels`) or encoded here from labels_input_ids / labels_attention_mask
     [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run.
@@ -84,6 +87,11 @@ class GLiNERModel(nnx.Module):
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
             self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
             self.scorer = None
+        self.context_encoder = (
+            ContextEncoder(config.span_encoder_config, hidden, hidden, dtype=dtype, rngs=rngs)
+            if config.has_span_encoder
+            else None
+        )
         relex = config.is_relex
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
@@ -167,7 +175,7 @@ class GLiNERModel(nnx.Module):
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """A relation extraction model's first stage (relations_valid [B, R] fixes R): entity logits (span model:
         [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected entities from (span
-        model: the span representations the logits score [B, W*K, H]; token model: the word states [B, W, H]) and
+        model: the span representations the logits score [B, W*K, H]; token model: the word states [B, W, H], through the span context encoder where there is one) and
         the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in gliner). Packed rows
         (`gliner_jax.packing`, as `__call__`): every per-example input and output has the slot axis, [B, S, ...]."""
         if self.relation_head is None:
@@ -187,13 +195,22 @@ class GLiNERModel(nnx.Module):
         if self.rnn is not None:
             words = self.rnn(words, words_valid)
         if self.scorer is not None:
-            logits, states = self.scorer(words, self.prompt_rep(prompts)), words
+            logits, states = self.scorer(words, self.prompt_rep(prompts)), self.span_words(words, words_valid)
         else:
             span_idx = (span_idx * span_mask[..., None].astype(span_idx.dtype)).reshape(-1, *span_idx.shape[-2:])
-            spans = self.span_rep.spans(words, span_idx, words_valid)  # [N, W, K, H]
+            spans = self.span_rep.spans(self.span_words(words, words_valid), span_idx, words_valid)  # [N, W, K, H]
             logits = jnp.einsum("nwkh,nch->nwkc", spans, self.prompt_rep(prompts))
             states = spans.reshape(spans.shape[0], -1, spans.shape[-1])
         return tuple(value.reshape(*examples, *value.shape[1:]) for value in (logits, states, relations))
+
+    def span_words(self, words: jax.Array, words_valid: jax.Array) -> jax.Array:
+        """The word states [N, W, H] the span representation reads: through the span context encoder where there is
+        one. gliner runs it with every word slot of its batch valid (its batch is padded to the longest row, and that
+        padding is read too), so here every slot below the batch's width is (`span_modes.batch_width`)."""
+        if self.context_encoder is None:
+            return words
+        valid = jnp.arange(words.shape[1]) < batch_width(words, words_valid)
+        return self.context_encoder(words, jnp.broadcast_to(valid, words.shape[:2]))
 
     def relation_scores(
         self, states: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array
@@ -250,12 +267,16 @@ class GLiNERModel(nnx.Module):
             )
             if self.rnn is not None:
                 words = self.rnn(words, words_valid)
+            if self.scorer is None:
+                words = self.span_words(words, words_valid)
             logits = self._logits(words, prompts, span_idx, words_valid)
         else:
             if labels_index is None:
                 raise ValueError("the bi-encoder needs labels_index")
             tokens = self.encode_text(input_ids, attention_mask)
             words = self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
+            if self.scorer is None:
+                words = self.span_words(words, words_valid)
             if labels_embeddings is None:
                 if labels_input_ids is None or labels_attention_mask is None:
                     raise ValueError(

@@ -1,4 +1,4 @@
-"""Bidirectional LSTM over words, length-aware, zeros at padding (torch `nn.LSTM` on packed sequences)."""
+"""Bidirectional (or one-way) LSTM over words, length-aware, zeros at padding (torch `nn.LSTM` on packed sequences)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gliner_jax.modeling import axes
+from gliner_jax.modeling.dropout import Dropout
 from gliner_jax.modeling.layers import logical_axes, rows_matmul
 
 
@@ -99,23 +100,41 @@ class LSTMDirection(nnx.Module):
 
 
 class BiLSTMLayer(nnx.Module):
-    def __init__(self, input_size: int, hidden_size: int, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, input_size: int, hidden_size: int, dtype: jnp.dtype, rngs: nnx.Rngs, *, bidirectional: bool = True
+    ):
         self.forward = LSTMDirection(input_size, hidden_size, dtype, rngs)
-        self.reverse = LSTMDirection(input_size, hidden_size, dtype, rngs)
+        self.reverse = LSTMDirection(input_size, hidden_size, dtype, rngs) if bidirectional else None
 
 
 class BiLSTM(nnx.Module):
-    """`num_layers` bidirectional layers of width `hidden_size // 2` per direction.
+    """`num_layers` bidirectional layers of width `hidden_size // 2` per direction (`bidirectional=False`: one
+    direction `hidden_size` wide), with `dropout` on the output of every layer but the last (training), as torch's
+    `nn.LSTM`.
 
     Each sequence's reverse pass starts at its own last word (not at the padded end), and outputs
     at padded positions are exactly zero, as with torch's packed sequences.
     """
 
-    def __init__(self, hidden_size: int, num_layers: int, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-        half = hidden_size // 2
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        *,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        width = hidden_size // 2 if bidirectional else hidden_size
+        output = 2 * width if bidirectional else width
         self.layers = nnx.List(
-            [BiLSTMLayer(hidden_size if i == 0 else 2 * half, half, dtype, rngs) for i in range(num_layers)]
+            [
+                BiLSTMLayer(hidden_size if i == 0 else output, width, dtype, rngs, bidirectional=bidirectional)
+                for i in range(num_layers)
+            ]
         )
+        self.dropout = Dropout(dropout, rngs=rngs) if dropout and num_layers > 1 else None
 
     def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
         """x [B, W, H], valid [B, W] (a prefix of each row) -> [B, W, H]."""
@@ -128,7 +147,11 @@ class BiLSTM(nnx.Module):
             return jnp.take_along_axis(a, flip[..., None], axis=1)
 
         keep = valid[..., None]
-        for layer in self.layers:
-            backward = reverse_rows(layer.reverse(reverse_rows(x)))
-            x = jnp.where(keep, jnp.concatenate([layer.forward(x), backward], axis=-1), 0)
+        for i, layer in enumerate(self.layers):
+            if i and self.dropout is not None:
+                x = self.dropout(x)
+            out = layer.forward(x)
+            if layer.reverse is not None:
+                out = jnp.concatenate([out, reverse_rows(layer.reverse(reverse_rows(x)))], axis=-1)
+            x = jnp.where(keep, out, 0)
         return x

@@ -80,3 +80,41 @@ def test_relation_model_options_are_accepted():
     config = GLiNERConfig(hidden_size=32, relations_layer="attention", triples_layer="ComplEx")
     assert config.is_relex and config.to_dict()["triples_layer"] == "ComplEx"
     assert not GLiNERConfig().is_relex
+
+
+@pytest.mark.parametrize(
+    ("encoder", "match"),
+    [
+        ({"model_type": "gru"}, "span_encoder_config model_type='gru'; known: .*'rnn'"),
+        ("rnn", "span_encoder_config='rnn': expected a JSON object"),
+        ({"model_type": "rnn", "rnn_type": "gru"}, "rnn_type='gru': only 'lstm'"),
+        ({"model_type": "rnn", "hidden_size": 7}, "hidden_size=7: must be positive, and even when bidirectional"),
+        ({"model_type": "rnn", "dropout": 1.0}, r"dropout=1.0: must be in \[0, 1\)"),
+        ({"model_type": "deberta-v2", "num_attention_heads": 5}, "not a multiple of num_attention_heads"),
+    ],
+)
+def test_span_encoder_config_faults_are_named(encoder, match):
+    """gliner refuses these span context encoders too (ValueError), each by its field."""
+    with pytest.raises(ValueError, match=match):
+        GLiNERConfig(hidden_size=48, span_encoder_config=encoder)
+
+
+def test_span_encoder_config_takes_gliners_defaults_and_round_trips():
+    """A bare span_encoder_config gets gliner's defaults (hand-checked against its normalize_context_encoder_config):
+    the head's width and dropout, one layer; DeBERTa: max(1, width // 64) heads, 4x feed-forward, relative
+    attention over 512 positions, both attention terms; an unshared position key, no position buckets, no norm of
+    the relative embeddings (transformers' defaults when absent). Written and read back unchanged."""
+    config = GLiNERConfig(hidden_size=48, dropout=0.3, span_encoder_config={"model_type": "deberta-v2"})
+    deberta = config.span_encoder_config
+    assert (deberta.hidden_size, deberta.num_hidden_layers, deberta.num_attention_heads) == (48, 1, 1)
+    assert (deberta.intermediate_size, deberta.hidden_dropout_prob, deberta.attention_probs_dropout_prob) == (
+        192,
+        0.3,
+        0.3,
+    )
+    assert (deberta.max_relative_positions, set(deberta.pos_att_type)) == (512, {"c2p", "p2c"})
+    assert (deberta.share_att_key, deberta.position_buckets, deberta.norm_rel_ebd) == (False, -1, "none")
+    assert GLiNERConfig.from_dict(config.to_dict()) == config
+    rnn = GLiNERConfig(hidden_size=48, dropout=0.3, span_encoder_config={"model_type": "rnn"}).span_encoder_config
+    assert (rnn.hidden_size, rnn.num_hidden_layers, rnn.dropout, rnn.bidirectional) == (48, 1, 0.3, True)
+    assert GLiNERConfig().to_dict()["span_encoder_config"] is None  # gliner writes null too

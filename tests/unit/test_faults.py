@@ -75,6 +75,11 @@ MODEL_FAULTS = {
         edit_config(relations_layer="dot", triples_layer="TuckER"),
         ["gliner_config.json", "triples_layer='TuckER'", "not implemented"],
     ),
+    "config-unknown-span-encoder": (
+        "native",
+        edit_config(span_encoder_config={"model_type": "gru"}),
+        ["gliner_config.json", "span_encoder_config model_type='gru'", "known"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",

@@ -302,9 +302,17 @@ class ModernBertModel(nnx.Module):
         self.final_norm = _norm(config, dtype, rngs)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        return self._layers(self.embeddings(input_ids), attention_mask)
+
+    def encode_embeddings(self, inputs_embeds: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """The model fed embeddings [B, T, d] in place of token ids (transformers' `inputs_embeds`): the embedding
+        LayerNorm and dropout, the layers, the final norm."""
+        return self._layers(self.embeddings.drop(self.embeddings.norm(inputs_embeds)), attention_mask)
+
+    def _layers(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
         config = self.config
         segment_mask = segment_pair_mask(attention_mask)
-        columns = jnp.arange(input_ids.shape[1])
+        columns = jnp.arange(hidden.shape[1])
         near = jnp.abs(columns[:, None] - columns[None, :]) <= config.window  # a segment is contiguous
         masks = {GLOBAL: segment_mask, LOCAL: segment_mask & near}
         positions = segment_positions(attention_mask)
@@ -323,7 +331,7 @@ class ModernBertModel(nnx.Module):
         hidden = run_layers(
             apply,
             self.layers,
-            self.embeddings(input_ids),
+            hidden,
             masks,
             tables,
             per_layer=(is_first, is_global),
