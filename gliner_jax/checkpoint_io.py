@@ -335,7 +335,8 @@ def read_tensors_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def _to_float32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16" else x
+    floating = np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"
+    return x.astype(np.float32, copy=False) if floating else x
 
 
 def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> None:

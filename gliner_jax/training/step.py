@@ -106,8 +106,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     def loss_fn(
         params: nnx.State, stats: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State
     ) -> tuple[jax.Array, tuple[dict[str, jax.Array], nnx.State]]:
-        # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
-        model = nnx.merge(graphdef, params, stats, jax.tree.map(jnp.asarray, rest))
+        # Fresh copies of the non-parameter variables (RNG streams, BatchNorm statistics), made at this trace level as
+        # NNX requires of variables it mutates.
+        model = nnx.merge(graphdef, params, *jax.tree.map(jnp.asarray, (stats, rest)))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
         loss, terms = loss_terms(model, batch, loss_config, loss_key)
