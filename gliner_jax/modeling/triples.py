@@ -253,17 +253,14 @@ class BatchNorm(nnx.Module):
         self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
         self.use_running_average = False
 
-    def __call__(
-        self, x: jax.Array, weights: jax.Array | None = None, zeros: jax.Array | float = 0.0, slots: jax.Array = 1
-    ) -> jax.Array:
-        """x [..., D] normalised. Training: statistics of x's rows, each counted `weights` [...] times (once when
-        None), with `zeros` zero rows; the rows are repeated `slots` times (the unbiased running variance's count)."""
+    def __call__(self, x: jax.Array, weights: jax.Array, zeros: jax.Array, slots: jax.Array) -> jax.Array:
+        """x [..., D] normalised. Training: statistics of x's rows, each counted `weights` [...] times, with `zeros`
+        zero rows; the rows are repeated `slots` times (the unbiased running variance's count)."""
         x32 = x.astype(jnp.float32)
         if self.use_running_average:
             mean, var = self.running_mean[...], self.running_var[...]
         else:
-            w = jnp.ones(x.shape[:-1], jnp.float32) if weights is None else weights.astype(jnp.float32)
-            w, lead = w[..., None], tuple(range(x.ndim - 1))
+            w, lead = weights.astype(jnp.float32)[..., None], tuple(range(x.ndim - 1))
             count = jnp.sum(w) + zeros
             mean = jnp.sum(w * x32, axis=lead) / jnp.maximum(count, 1.0)
             var = (jnp.sum(w * jnp.square(x32 - mean), axis=lead) + zeros * jnp.square(mean)) / jnp.maximum(count, 1.0)
