@@ -220,6 +220,11 @@ def relation_table(relations_layer: str, triples_layer: str | None) -> list[Tens
         table += _linear_entries(prefix + torch_module, (*path, ours))
     if triples_layer == "ConvKB":  # the Conv1d's weight [32, 3, 1] as it is
         table += [TensorMapping(f"{prefix}conv.{p}", (*path, f"conv_{p}"), False, None) for p in ("weight", "bias")]
+    if triples_layer == "TuckER":  # the core tensor [D, D, D] and the BatchNorms' parameters and running statistics
+        table.append(TensorMapping(f"{prefix}W", (*path, "W"), False, None))
+        for norm in ("bn0", "bn1"):
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                table.append(TensorMapping(f"{prefix}{norm}.{name}", (*path, norm, name), False, None))
     return table
 
 
@@ -288,7 +293,8 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
 
 
 def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
-    params = nnx.state(model, nnx.Param)
+    """The parameters and BatchNorm statistics of `model` by path."""
+    params = nnx.state(model, (nnx.Param, nnx.BatchStat))
     return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
 
 
@@ -342,11 +348,13 @@ def state_from_torch(
 
 
 def state_to_torch(model: nnx.Module, table: list[TensorMapping]) -> dict[str, np.ndarray]:
-    """PyTorch-layout tensors (contiguous float32 NumPy arrays) for every entry of `table`."""
+    """PyTorch-layout tensors (contiguous float32 NumPy arrays; a BatchNorm's batch counter int64, as torch's) for
+    every entry of `table`."""
     params = {path: np.asarray(var.get_value()) for path, var in _flat_params(model).items()}
     out = {}
     for m in table:
         value = params[m.path] if m.layer is None else params[m.path][m.layer]
+        value = value.astype(np.int64) if np.issubdtype(value.dtype, np.integer) else value
         out[m.torch_key] = np.ascontiguousarray(value.T if m.transpose else value)
     return out
 
@@ -390,7 +398,8 @@ def read_tensors_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def _to_float32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16" else x
+    floating = np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"
+    return x.astype(np.float32, copy=False) if floating else x
 
 
 def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> None:

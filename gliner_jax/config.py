@@ -53,7 +53,6 @@ RELEX_ONLY_FIELDS = (
     "relation_loss_coef",
 )
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
-    "TuckER": "its 768 x 768 x 768 core tensor (1.8 GB) and BatchNorm statistics are not implemented",
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
 }
 

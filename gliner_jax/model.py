@@ -23,6 +23,7 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.text.collate import Batch, Processor
@@ -79,9 +80,15 @@ def _relex_relations(
     entity_index: jax.Array,
     entity_mask: jax.Array,
     relations: jax.Array,
+    examples: jax.Array,
+    relations_valid: jax.Array,
+    adjacency_threshold: jax.Array,
 ) -> tuple[jax.Array | None, jax.Array]:
-    """A relation model's second stage on the selected entities: adjacency and pair probabilities."""
-    adjacency, pair_logits = nnx.merge(graphdef, state).relation_scores(spans, entity_index, entity_mask, relations)
+    """A relation model's second stage on the selected entities: adjacency and pair probabilities (`examples`,
+    `relations_valid` and `adjacency_threshold`: the pairs gliner scores, which a TuckER layer reads)."""
+    selection = PairSelection(examples, relations_valid, adjacency_threshold=adjacency_threshold)
+    model = nnx.merge(graphdef, state)
+    adjacency, pair_logits = model.relation_scores(spans, entity_index, entity_mask, relations, selection)
     return adjacency, jax.nn.sigmoid(pair_logits)
 
 

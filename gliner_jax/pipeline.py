@@ -129,9 +129,9 @@ class LabelTable:
 @dataclasses.dataclass(frozen=True)
 class RelationStage:
     """A relation extraction model's second stage, run on the entities the host selects from each batch's entity
-    probabilities: `forward` (states, entity index, entity mask, relation prompts, all on the devices) gives the
-    adjacency (None without a relations layer) and the pair probabilities, without waiting for them; a relation is
-    kept above both thresholds."""
+    probabilities: `forward` (states, entity index, entity mask, relation prompts, the batch's real rows and each
+    row's relation slots, all on the devices; the adjacency threshold) gives the adjacency (None without a relations
+    layer) and the pair probabilities, without waiting for them; a relation is kept above both thresholds."""
 
     forward: Callable[..., tuple[jax.Array | None, jax.Array]]
     adjacency_threshold: float
@@ -446,7 +446,13 @@ class Pipeline:
             index = bounds
         else:
             index, mask, bounds = select_entities(probs, prepared.span_mask, self.threshold, num_labels)
-        adjacency, pair_probs = stage.forward(states, self.place_rows(index), self.place_rows(mask), relation_prompts)
+        counts = np.zeros(len(index), np.int32)
+        counts[: len(rows)] = [len(chunk.relation_sets[row.text]) for row in rows]
+        examples = self.place_rows(np.arange(len(index)) < len(rows))
+        relations_valid = self.place_rows(np.arange(relation_prompts.shape[1])[None] < counts[:, None])
+        threshold = np.float32(stage.adjacency_threshold)
+        placed = [self.place_rows(index), self.place_rows(mask), relation_prompts, examples, relations_valid]
+        adjacency, pair_probs = stage.forward(states, *placed, threshold)
         decode = decode_token_batch if self._token_level else decode_span_batch
         options = dict(threshold=self.threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
         entities = decode(probs[: len(rows)], prepared.num_words, prepared.num_labels, **options)

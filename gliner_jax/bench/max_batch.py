@@ -51,7 +51,8 @@ class StepProgram:
         model = GLiNERModel(self.config, dtype=jnp.dtype(self.dtype), rngs=nnx.Rngs(0))
         names = list(self.batch(1, 128))
         self.program = one_device_program(model, 1000, names, remat=self.remat, unroll_layers=not self.scan)
-        self.state, self.key = (self.program.params, self.program.opt_state), jax.random.key(0)
+        self.state = (self.program.params, self.program.opt_state, self.program.stats)
+        self.key = jax.random.key(0)
 
     def batch(self, rows: int, tokens: int) -> dict[str, np.ndarray]:
         config = self.config
@@ -77,12 +78,12 @@ class StepProgram:
 
         state, self.state = self.state, None
         try:
-            params, opt_state, _ = jax.block_until_ready(compiled(*state, self.batch(rows, tokens), self.key))
+            *state, _ = jax.block_until_ready(compiled(*state, self.batch(rows, tokens), self.key))
         except Exception:
             del state
             self.reset()
             raise
-        self.state = (params, opt_state)
+        self.state = tuple(state)
 
 
 def device_limit(memory_gb: float | None) -> tuple[float, str]:

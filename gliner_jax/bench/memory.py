@@ -63,7 +63,7 @@ def train_step_memory(size: str, remat: str, param_dtype: str, unroll: bool) -> 
     batch = shapes_of(synthetic_batch(BATCH, TOKENS, config.class_token_index, config.max_width, config.max_len))
     program = one_device_program(model, 1000, list(batch), param_dtype=param_dtype, remat=remat, unroll_layers=unroll)
     key = jax.eval_shape(lambda: jax.random.key(0))
-    return compiled_memory(lambda: program.step.lower(program.params, program.opt_state, batch, key))
+    return compiled_memory(lambda: program.step.lower(program.params, program.opt_state, program.stats, batch, key))
 
 
 def layer_memory(size: str, length: int, blockwise: bool, query_block: int) -> dict[str, float]:

@@ -47,11 +47,11 @@ class TrainLoop:
 
     def __init__(self, program: TrainProgram, seed: int = 0):
         self.program, self.key, self.count = program, jax.random.key(seed), 0
-        self.state = (program.params, program.opt_state)
+        self.state = (program.params, program.opt_state, program.stats)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, jax.Array]:
-        params, opt_state, metrics = self.program.step(*self.state, batch, jax.random.fold_in(self.key, self.count))
-        self.state, self.count = (params, opt_state), self.count + 1
+        *state, metrics = self.program.step(*self.state, batch, jax.random.fold_in(self.key, self.count))
+        self.state, self.count = tuple(state), self.count + 1
         return metrics
 
     def put(self, batch: dict[str, Any]) -> dict[str, jax.Array]:

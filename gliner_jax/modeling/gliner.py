@@ -15,7 +15,7 @@ from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
-from gliner_jax.modeling.relations import RelationHead
+from gliner_jax.modeling.relations import PairSelection, RelationHead
 from gliner_jax.modeling.span_modes import batch_width, build_span_mode
 from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
@@ -213,19 +213,25 @@ class GLiNERModel(nnx.Module):
         return self.context_encoder(words, jnp.broadcast_to(valid, words.shape[:2]))
 
     def relation_scores(
-        self, states: jax.Array, entity_index: jax.Array, entity_mask: jax.Array, relations: jax.Array
+        self,
+        states: jax.Array,
+        entity_index: jax.Array,
+        entity_mask: jax.Array,
+        relations: jax.Array,
+        selection: PairSelection | None = None,
     ) -> tuple[jax.Array | None, jax.Array]:
         """The relation stage on the selected entities (entity_mask [B, E]: which are real) against relation prompts
         [B, R, H] -> (adjacency [B, E, E], None for relations_layer "none"; pair logits [B, E, E, R], head i and
         tail j). Span model: the entities are rows entity_index [B, E] of the span representations `states`
         [B, N, H]; token model: entity_index [B, E, 2] holds their first and last words, represented from the word
-        states `states` [B, W, H] (gliner's TokenMarker)."""
+        states `states` [B, W, H] (gliner's TokenMarker). `selection`: the pairs gliner scores (`PairSelection`),
+        which a TuckER triples layer needs."""
         if self.scorer is not None:
             entities = self.span_rep.endpoints(states, entity_index)
         else:
             entities = jnp.take_along_axis(states, entity_index[..., None], axis=1)
         entities = entities * entity_mask[..., None].astype(entities.dtype)
-        return self.relation_head(entities, entity_mask, relations)
+        return self.relation_head(entities, entity_mask, relations, selection)
 
     def __call__(
         self,

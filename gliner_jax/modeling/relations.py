@@ -8,6 +8,8 @@ like gliner's modules (`relations_rep_layer.relation_rep_layer.<name>`), so the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -15,7 +17,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.heads import ProjectionMLP
 from gliner_jax.modeling.layers import torch_linear
-from gliner_jax.modeling.triples import TRIPLES_WIDTH, TriplesScore
+from gliner_jax.modeling.triples import TRIPLES_WIDTH, GlinerRows, TriplesScore
 
 ATTENTION_HEADS = 8  # gliner's default `nhead` of the attention and gat modes
 
@@ -29,6 +31,49 @@ def pair_masked(adjacency: jax.Array, mask: jax.Array) -> jax.Array:
 def gram_sigmoid(z: jax.Array, mask: jax.Array) -> jax.Array:
     """sigmoid(Z Z^T), pair-masked: gliner's dot-product adjacency of Z [B, E, D]."""
     return pair_masked(jax.nn.sigmoid(jnp.einsum("bid,bjd->bij", z, z)), mask)
+
+
+class PairSelection(NamedTuple):
+    """How gliner picks the pairs its relation stage scores, for a layer whose scores depend on the whole batch
+    (TuckER): `examples` [B], the batch's real rows (first); `relations_valid` [B, R]; and `pairs` [B, E, E], the
+    pairs chosen (training: the gold adjacency's), or None: the adjacency's pairs above `adjacency_threshold` (every
+    pair of two real entities without an adjacency layer). `entity_mask` [B, E]: the real entities, where the mask
+    scored holds placeholders (None: the same)."""
+
+    examples: jax.Array
+    relations_valid: jax.Array
+    pairs: jax.Array | None = None
+    adjacency_threshold: jax.Array | float = 0.5
+    entity_mask: jax.Array | None = None
+
+
+def gliner_rows(
+    pairs: jax.Array, entity_mask: jax.Array, examples: jax.Array, relations_valid: jax.Array
+) -> GlinerRows:
+    """gliner's flattened triples batch (`GlinerRows`) of the chosen `pairs` [B, E, E] (the diagonal left out) of
+    real entities (`entity_mask` [B, E]) in the real rows (`examples` [B]): each example's pairs in row-major order,
+    padded to the batch's largest count N with its first entity as head and tail (zeros for an example without
+    entities, and for every row when no example has a pair: N is then 1), each repeated for the batch's largest
+    relation count C."""
+    e = pairs.shape[1]
+    pairs = pairs & ~jnp.eye(e, dtype=bool) & examples[:, None, None] & entity_mask[:, :, None] & entity_mask[:, None]
+    flat = pairs.reshape(pairs.shape[0], -1)
+    rank = jnp.where(flat, jnp.cumsum(flat, axis=1) - 1, -1).reshape(pairs.shape).astype(jnp.int32)
+    counts = flat.sum(1)
+    most = counts.max()
+    pad = jnp.where(examples, jnp.maximum(most, 1) - counts, 0).astype(jnp.float32)
+    on_first = (most > 0) & entity_mask[:, 0]  # gliner's padding pairs read entity 0 (zeros where it has none)
+    first = (jnp.arange(e) == 0).astype(jnp.float32) * jnp.where(on_first, pad, 0.0)[:, None]
+    return GlinerRows(
+        head=pairs.sum(2).astype(jnp.float32) + first,
+        tail=pairs.sum(1).astype(jnp.float32) + first,
+        zeros=jnp.sum(jnp.where(on_first, 0.0, pad)),
+        rank=rank,
+        pairs=jnp.maximum(most, 1).astype(jnp.int32),
+        relations=relations_valid.sum(1).max().astype(jnp.int32),
+        examples=examples.sum().astype(jnp.int32),
+        relations_valid=relations_valid,
+    )
 
 
 class Dot(nnx.Module):
@@ -165,14 +210,28 @@ class RelationHead(nnx.Module):
             self.pair_rep, self.triples_score = None, TriplesScore(triples_layer, TRIPLES_WIDTH, dtype, rngs)
 
     def __call__(
-        self, entities: jax.Array, entity_mask: jax.Array, relations: jax.Array
+        self,
+        entities: jax.Array,
+        entity_mask: jax.Array,
+        relations: jax.Array,
+        selection: PairSelection | None = None,
     ) -> tuple[jax.Array | None, jax.Array]:
         """entities [B, E, H] (zero where masked), entity_mask [B, E], relation prompts [B, R, H] -> (adjacency
-        [B, E, E] or None, pair logits [B, E, E, R]: pair (i, j) against each relation)."""
+        [B, E, E] or None, pair logits [B, E, E, R]: pair (i, j) against each relation). `selection`: the pairs
+        gliner scores, which a TuckER triples layer needs (its scores, and in training its BatchNorm statistics,
+        depend on the whole batch); the other layers ignore it."""
         adjacency = None if self.relation_rep_layer is None else self.relation_rep_layer(entities, entity_mask)
         if self.triples_score is not None:
-            h, t, r = entities[:, :, None, None], entities[:, None, :, None], relations[:, None, None]
-            return adjacency, self.triples_score(h, r, t)
+            rows = None
+            if selection is not None:
+                pairs = selection.pairs
+                if pairs is None and adjacency is not None:
+                    pairs = adjacency > selection.adjacency_threshold
+                elif pairs is None:
+                    pairs = jnp.ones((*entity_mask.shape, entity_mask.shape[-1]), bool)  # every pair of real ones
+                real = entity_mask if selection.entity_mask is None else selection.entity_mask
+                rows = gliner_rows(pairs, real.astype(bool), selection.examples, selection.relations_valid)
+            return adjacency, self.triples_score.cells(entities, relations, rows)
         hidden = entities.shape[-1]
         first = self.pair_rep.linear_in
         kernel = first.kernel[...].astype(entities.dtype)

@@ -4,19 +4,28 @@ triples, used by a relation model in place of its pair projection.
 Each mode maps h, r, t [..., D] to scores [...]. gliner builds every mode 768 wide whatever `hidden_size` is (the
 layer's default `dim`), so the modes with parameters run only on 768-wide models, as in gliner. The attribute
 `interaction` and its children are named like gliner's modules (`triples_score_layer.interaction.<name>`).
+
+TuckER alone holds state that is not a parameter: the running statistics of its two BatchNorms (`nnx.BatchStat`),
+which training updates from the rows gliner's flattened layer sees (`GlinerRows`).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from gliner_jax.modeling import axes
+from gliner_jax.modeling.dropout import Dropout
 from gliner_jax.modeling.layers import logical_axes, torch_linear
 
 TRIPLES_WIDTH = 768  # the `dim` gliner builds every triples layer with
 NORM_CLAMP = 10.0  # gliner's clamp of the distance of the norm-based modes
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torch's BatchNorm1d defaults, as gliner's TuckER builds them
+TUCKER_DROPOUT = 0.2  # gliner's TuckER dropout rate (its input and core dropout), whatever the config's `dropout`
 
 
 def _linear(d_in: int, d_out: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -213,6 +222,118 @@ class ConvKB(nnx.Module):
         return self.fc(features.reshape(*features.shape[:-2], -1))[..., 0]
 
 
+class GlinerRows(NamedTuple):
+    """gliner's flattened triples batch, for `RelationHead`'s cells (b, head i, tail j, relation c): each example's
+    scored pairs padded to `pairs` (N), each pair repeated for the `relations` (C) slots, the `examples` (B) real
+    rows first: B x N x C rows. `rank` [B, E, E]: a cell pair's place among its example's pairs (-1: not scored);
+    `relations_valid` [B, R]: each row's relation slots (gliner pads the others with zero prompts). For BatchNorm
+    statistics in training, `head` [B, E] / `tail` [B, E]: how many pairs read each entity as head / tail, gliner's
+    padding pairs included, and `zeros`: padding pairs of zero vectors."""
+
+    head: jax.Array
+    tail: jax.Array
+    zeros: jax.Array
+    rank: jax.Array
+    pairs: jax.Array
+    relations: jax.Array
+    examples: jax.Array
+    relations_valid: jax.Array
+
+
+class BatchNorm(nnx.Module):
+    """torch's `BatchNorm1d` over the last axis: the running statistics in eval mode (`use_running_average`); in
+    training the batch's (biased variance), the running mean and unbiased variance moved by momentum 0.1 and
+    `num_batches_tracked` counted, as torch does. Attributes named like torch's parameters and buffers."""
+
+    def __init__(self, width: int, dtype: jnp.dtype):
+        self.weight = nnx.Param(jnp.ones((width,), dtype), **logical_axes(axes.EMBED))
+        self.bias = nnx.Param(jnp.zeros((width,), dtype), **logical_axes(axes.EMBED))
+        self.running_mean = nnx.BatchStat(jnp.zeros((width,), jnp.float32))
+        self.running_var = nnx.BatchStat(jnp.ones((width,), jnp.float32))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        self.use_running_average = False
+
+    def __call__(self, x: jax.Array, weights: jax.Array, zeros: jax.Array, slots: jax.Array) -> jax.Array:
+        """x [..., D] normalised. Training: statistics of x's rows, each counted `weights` [...] times, with `zeros`
+        zero rows; the rows are repeated `slots` times (the unbiased running variance's count)."""
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.running_mean[...], self.running_var[...]
+        else:
+            w, lead = weights.astype(jnp.float32)[..., None], tuple(range(x.ndim - 1))
+            count = jnp.sum(w) + zeros
+            mean = jnp.sum(w * x32, axis=lead) / jnp.maximum(count, 1.0)
+            var = (jnp.sum(w * jnp.square(x32 - mean), axis=lead) + zeros * jnp.square(mean)) / jnp.maximum(count, 1.0)
+            rows = count * slots
+            update = rows > 1  # torch keeps its statistics for an empty batch (and refuses a single row)
+            unbiased = jax.lax.stop_gradient(var * rows / jnp.maximum(rows - 1, 1.0))
+            fresh_mean = (1 - BN_MOMENTUM) * self.running_mean[...] + BN_MOMENTUM * jax.lax.stop_gradient(mean)
+            fresh_var = (1 - BN_MOMENTUM) * self.running_var[...] + BN_MOMENTUM * unbiased
+            self.running_mean[...] = jnp.where(update, fresh_mean, self.running_mean[...])
+            self.running_var[...] = jnp.where(update, fresh_var, self.running_var[...])
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        scale = jax.lax.rsqrt(var + BN_EPS) * self.weight[...].astype(jnp.float32)
+        return ((x32 - mean) * scale + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def _xavier_core(key: jax.Array, width: int, dtype: jnp.dtype) -> jax.Array:
+    """torch's xavier_uniform_ of a [D, D, D] tensor (fans D * D), drawn on the host by NumPy's generator seeded from
+    `key`: JAX's counter-based generator takes 5x longer for these 453M values (20 s on a busy CPU); nothing is
+    drawn when the network is built abstractly (`nnx.eval_shape`)."""
+    bound = np.float32((6.0 / (2 * width * width)) ** 0.5)
+
+    def draw(seed: np.ndarray) -> np.ndarray:
+        values = np.random.default_rng(np.asarray(seed)).random((width,) * 3, dtype=np.float32)
+        values *= 2 * bound
+        values -= bound
+        return values
+
+    shape = jax.ShapeDtypeStruct((width,) * 3, jnp.float32)
+    return jax.pure_callback(draw, shape, jax.random.key_data(key)).astype(dtype)
+
+
+class TuckER(nnx.Module):
+    """gliner's TuckER: h and t through their BatchNorms (`bn0`, `bn1`) and `input_dropout`, scored against a
+    matrix made of the core tensor W [D, D, D] (xavier-uniform) and the relations, through `dropout` (rate 0.2 each).
+
+    gliner means W_r = sum_k r_k W[k], but computes `matmul(r, W)` with r [rows, D]: a product batched over W's
+    first axis, [D, rows, D], which it then views as [rows, D, D]. Row n's matrix thus holds, in its line a, the
+    vector sum_p r_m[p] W[k, p] with k, m = divmod(n D + a, rows): other rows' relations, so a score depends on the
+    whole flattened batch (its size B x N x C and the relations of each row, `GlinerRows`). The same numbers here,
+    without the [rows, D, D] tensor: W is contracted with each (example, relation slot)'s prompt, then with each
+    tail, and each cell gathers its lines from those. Dropout masks are drawn per vector (h, t) and per (example,
+    relation)'s contraction, shared by the rows that read them, where gliner draws them per row."""
+
+    def __init__(self, width: int, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.W = nnx.Param(_xavier_core(rngs.params(), width, dtype), **logical_axes(None, axes.EMBED, axes.HIDDEN))
+        self.bn0 = BatchNorm(width, dtype)
+        self.bn1 = BatchNorm(width, dtype)
+        self.input_dropout = Dropout(TUCKER_DROPOUT, rngs=rngs)
+        self.dropout = Dropout(TUCKER_DROPOUT, rngs=rngs)
+
+    def cells(self, entities: jax.Array, relations: jax.Array, rows: GlinerRows) -> jax.Array:
+        """Scores [B, E, E, R] of every (head i, tail j, relation c) of entities [B, E, D] and relation prompts
+        [B, R, D] that `rows` scores (0 elsewhere), as gliner computes them in its flattened batch."""
+        batch, num, width = entities.shape
+        slots = relations.shape[1]
+        h = self.input_dropout(self.bn0(entities, rows.head, rows.zeros, rows.relations))
+        t = self.input_dropout(self.bn1(entities, rows.tail, rows.zeros, rows.relations))
+        prompts = relations * rows.relations_valid[..., None].astype(relations.dtype)
+        core = self.dropout(jnp.einsum("bcp,kpq->kbcq", prompts, self.W[...].astype(relations.dtype)))
+        lines = jnp.einsum("kbcq,xjq->xjkbc", core, t).reshape(batch, num, -1)  # [B, E(tail), D * B * R]
+        n, c, b_real = rows.pairs, rows.relations, rows.examples
+        total = jnp.maximum(b_real * n * c, 1)
+        example = jnp.arange(batch)[:, None, None, None]
+        row = (example * n + jnp.maximum(rows.rank, 0)[..., None]) * c + jnp.arange(slots)  # [B, E, E, R]
+        flat = row[..., None] * width + jnp.arange(width)  # [B, E, E, R, D]: n D + a
+        k, m = flat // total, flat % total
+        index = (k * batch + m // jnp.maximum(n * c, 1)) * slots + m % jnp.maximum(c, 1)
+        gathered = lines[example[..., None], jnp.arange(num)[None, None, :, None, None], index]
+        scores = jnp.einsum("bia,bijca->bijc", h, gathered)
+        scored = (rows.rank >= 0)[..., None] & (jnp.arange(slots) < c)
+        return jnp.where(scored, scores, 0.0)
+
+
 TRIPLES_LAYERS = {
     "UM": UM,
     "SE": SE,
@@ -227,6 +348,7 @@ TRIPLES_LAYERS = {
     "ComplEx": ComplEx,
     "QuatE": QuatE,
     "HolE": HolE,
+    "TuckER": TuckER,
     "ERMLP": ERMLP,
     "ConvKB": ConvKB,
 }
@@ -242,5 +364,16 @@ class TriplesScore(nnx.Module):
         self.interaction = TRIPLES_LAYERS[mode](width, dtype, rngs)
 
     def __call__(self, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
-        """Scores [...] of h, r, t [..., D], broadcast together (UM reads no relation)."""
+        """Scores [...] of h, r, t [..., D], broadcast together (UM reads no relation); not for TuckER, whose
+        scores depend on the whole batch (`cells`)."""
         return jnp.broadcast_to(self.interaction(h, r, t), jnp.broadcast_shapes(h.shape, r.shape, t.shape)[:-1])
+
+    def cells(self, entities: jax.Array, relations: jax.Array, rows: GlinerRows | None) -> jax.Array:
+        """Scores [B, E, E, R] of every (head i, tail j, relation c) of entities [B, E, D] and relation prompts
+        [B, R, D]; TuckER needs gliner's flattened batch (`rows`)."""
+        if isinstance(self.interaction, TuckER):
+            if rows is None:
+                raise ValueError("triples_layer 'TuckER' scores pairs only with their batch's layout (GlinerRows)")
+            return self.interaction.cells(entities, relations, rows)
+        h, t, r = entities[:, :, None, None], entities[:, None, :, None], relations[:, None, None]
+        return self(h, r, t)

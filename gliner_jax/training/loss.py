@@ -271,6 +271,17 @@ def _masked_sum(losses: jax.Array, mask: jax.Array, reduction: str) -> jax.Array
     return _reduce(losses, jnp.sum(mask), reduction)
 
 
+def scored_pairs(batch: dict[str, jax.Array], adjacency: bool) -> jax.Array:
+    """The (head, tail) pairs [B, E, E] a relation model's relation term scores, as gliner selects them in training:
+    the gold adjacency's pairs (positives and the sampled negatives) or, without an adjacency layer (`adjacency`
+    False: relations_layer "none"), every ordered pair of two real entities."""
+    if adjacency:
+        return jnp.asarray(batch["adjacency"]) > 0
+    entity_mask = jnp.asarray(batch["entity_mask"], bool)
+    e = entity_mask.shape[1]
+    return entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(e, dtype=bool)
+
+
 def relation_loss_terms(
     logits: jax.Array,
     adjacency: jax.Array | None,
@@ -308,10 +319,7 @@ def relation_loss_terms(
     b, e, _, r = pair_logits.shape
     relations_valid = jnp.asarray(batch["relations_valid"], bool)
     rel_targets = relation_cell_targets(batch["relation_rows"], e, r)
-    if adjacency is None:  # relations_layer "none": every ordered pair of two real entities
-        pairs = entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(e, dtype=bool)
-    else:  # the pairs of the gold adjacency (positives and the sampled negatives)
-        pairs = gold > 0
+    pairs = scored_pairs(batch, adjacency is not None)
     rel_mask = pairs.reshape(b, e * e, 1) & relations_valid[:, None, :]
     rel_losses = _masked_focal(pair_logits.reshape(b, e * e, r), rel_targets, rel_mask, focal)
     keep = _negative_keep(relation_key, rel_targets, focal)

@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gliner_jax.modeling import axes
+from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training.loss import (
@@ -33,6 +34,7 @@ from gliner_jax.training.loss import (
     gliner_loss_terms,
     per_example_rows,
     relation_loss_terms,
+    scored_pairs,
 )
 from gliner_jax.training.optim import (
     OptimizerConfig,
@@ -44,7 +46,7 @@ from gliner_jax.training.optim import (
 
 logger = logging.getLogger(__name__)
 
-StepFn = Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]
+StepFn = Callable[..., tuple[nnx.State, optax.OptState, nnx.State, dict[str, jax.Array]]]
 
 
 def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> None:
@@ -70,7 +72,8 @@ def loss_terms(
     """The training loss of `model` (a GLiNER network) on `batch` and its terms: `gliner_loss_terms` of its logits,
     or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
-    give NaN for a row without entities)."""
+    give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
+    (`relations.PairSelection`)."""
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
@@ -82,64 +85,79 @@ def loss_terms(
     # batch's entity_mask, so the placeholder counts nowhere.
     mask = jnp.asarray(batch["entity_mask"], bool)
     attended = mask.at[:, 0].set(mask[:, 0] | ~jnp.any(mask, axis=1))
-    adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations)
+    selection = PairSelection(
+        examples=jnp.any(jnp.asarray(batch["words_valid"], bool), axis=-1),
+        relations_valid=jnp.asarray(batch["relations_valid"], bool),
+        pairs=scored_pairs(batch, model.relation_head.relation_rep_layer is not None),
+        entity_mask=mask,
+    )
+    adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations, selection)
     config = model.config
     weights = RelationWeights(config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef)
     return relation_loss_terms(logits, adjacency, pair_logits, batch, loss_config, weights, key)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_config: LossConfig) -> StepFn:
-    """`step(params, opt_state, batch, key, rest) -> (params, opt_state, metrics)`: forward with dropout drawn from
-    `key`, the GLiNER loss, gradients, one optimizer update (not jitted). With `optim.with_master_weights` the
+    """`step(params, opt_state, stats, batch, key, rest) -> (params, opt_state, stats, metrics)`: forward with
+    dropout drawn from `key`, the GLiNER loss, gradients, one optimizer update (not jitted); `stats`, the network's
+    BatchNorm statistics (`nnx.BatchStat`: a TuckER triples layer's; empty for every other model), come back as the
+    forward pass updated them, never optimised. With `optim.with_master_weights` the
     parameters become the rounded float32 masters of the optimizer state. The metrics: "loss", "grad_norm" and the
     loss's terms from the same forward pass (`loss_terms`) as "loss/positive", "loss/negative" (and the token
     model's "loss/start", "loss/end", "loss/inside"; a relation model's "loss/entity", "loss/adjacency",
     "loss/relation"))."""
 
     def loss_fn(
-        params: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        # Fresh copies of the non-parameter variables (RNG streams), made at this trace level as NNX requires.
-        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        params: nnx.State, stats: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], nnx.State]]:
+        # Fresh copies of the non-parameter variables (RNG streams, BatchNorm statistics), made at this trace level as
+        # NNX requires of variables it mutates.
+        model = nnx.merge(graphdef, params, *jax.tree.map(jnp.asarray, (stats, rest)))
         dropout_key, loss_key = jax.random.split(key)
         nnx.reseed(model, dropout=dropout_key, policy="match_shape")
-        return loss_terms(model, batch, loss_config, loss_key)
+        loss, terms = loss_terms(model, batch, loss_config, loss_key)
+        return loss, (terms, nnx.state(model, nnx.BatchStat))
 
-    def step(params, opt_state, batch, key, rest):
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key, rest)
+    def step(params, opt_state, stats, batch, key, rest):
+        (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch, key, rest)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = apply_updates(params, updates, opt_state)
         grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
         metrics = {"loss": loss, "grad_norm": grad_norm} | {f"loss/{name}": value for name, value in terms.items()}
-        return params, opt_state, metrics
+        return params, opt_state, stats, metrics
 
     return step
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainStep:
-    """The jitted sharded step, `step(params, opt_state, batch, key) -> (params, opt_state, metrics)`, parameters and
-    optimizer state donated; `step.lower(...)` with the same arguments lowers it ahead of time. A concrete network's
-    non-parameter state (RNG streams) is a constant of the program; an abstract one's is `bound`, passed last."""
+    """The jitted sharded step, `step(params, opt_state, stats, batch, key) -> (params, opt_state, stats, metrics)`,
+    parameters, optimizer state and BatchNorm statistics donated; `step.lower(...)` with the same arguments lowers it
+    ahead of time. A concrete network's other non-parameter state (RNG streams) is a constant of the program; an
+    abstract one's is `bound`, passed last."""
 
     jitted: Any
     bound: tuple[Any, ...] = ()
 
-    def __call__(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> Any:
-        return self.jitted(params, opt_state, batch, key, *self.bound)
+    def __call__(self, params: Any, opt_state: Any, stats: Any, batch: dict[str, Any], key: jax.Array) -> Any:
+        return self.jitted(params, opt_state, stats, batch, key, *self.bound)
 
-    def lower(self, params: Any, opt_state: Any, batch: dict[str, Any], key: jax.Array) -> jax.stages.Lowered:
+    def lower(
+        self, params: Any, opt_state: Any, stats: Any, batch: dict[str, Any], key: jax.Array
+    ) -> jax.stages.Lowered:
         """The step lowered for these (concrete or abstract) arguments."""
-        return self.jitted.lower(params, opt_state, batch, key, *self.bound)
+        return self.jitted.lower(params, opt_state, stats, batch, key, *self.bound)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainProgram:
-    """What `build_train_program` returns: the initial train state on the mesh, the step, and what evaluation and
-    export need (the eval-mode graph and the host's non-parameter state)."""
+    """What `build_train_program` returns: the initial train state on the mesh (parameters, optimizer state, BatchNorm
+    statistics: `stats`, an empty state for a network without BatchNorm), the step, and what evaluation and export
+    need (the eval-mode graph and the host's other non-parameter state)."""
 
     params: nnx.State
     opt_state: optax.OptState
+    stats: nnx.State
     step: TrainStep
     eval_graphdef: nnx.GraphDef
     rest: nnx.State
@@ -149,14 +167,15 @@ class TrainProgram:
     def eval_loss(self, batch: dict[str, Any]) -> float:
         """The loss of the initial parameters (the float32 masters where there are any) on `batch` in eval mode
         (no dropout); call it before the first step, which takes over the initial state."""
-        return float(self.eval_loss_fn(float32_params(self.params, self.opt_state), self.rest, batch))
+        return float(self.eval_loss_fn(float32_params(self.params, self.opt_state), self.stats, self.rest, batch))
 
 
 def _make_eval_loss(graphdef: nnx.GraphDef, loss_config: LossConfig) -> Callable[..., jax.Array]:
-    """`loss(params, rest, batch)`, jitted: the GLiNER loss of the network `graphdef` (in eval mode: no dropout)."""
+    """`loss(params, stats, rest, batch)`, jitted: the GLiNER loss of the network `graphdef` (in eval mode: no
+    dropout, BatchNorms on their running statistics)."""
 
-    def loss(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
-        model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+    def loss(params: nnx.State, stats: nnx.State, rest: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+        model = nnx.merge(graphdef, params, stats, jax.tree.map(jnp.asarray, rest))
         return loss_terms(model, batch, loss_config)[0]
 
     return jax.jit(loss)
@@ -205,7 +224,7 @@ def build_train_program(
                 "that keep recomputation apart from the forward pass; set model.unroll_layers=false",
                 remat,
             )
-    graphdef, initial, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, initial, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     dtype = jnp.dtype(param_dtype)
 
     def cast(tree: Any) -> Any:
@@ -220,6 +239,8 @@ def build_train_program(
     opt_shardings = state_shardings(jax.eval_shape(tx.init, initial), mesh, rules)
     params = _place(params, param_shardings)
     initial = _place(initial, param_shardings)
+    stats_shardings = state_shardings(stats, mesh, rules)
+    stats = _place(stats, stats_shardings)
     if abstract:
         opt_state = _place(jax.eval_shape(tx.init, initial), opt_shardings)
     else:
@@ -229,7 +250,7 @@ def build_train_program(
         name: label_table if name in SHARED_LABEL_ARRAYS else batch_sharding(mesh, rules) for name in batch_names
     }
     replicated = NamedSharding(mesh, PartitionSpec())
-    in_shardings = (param_shardings, opt_shardings, batch_shardings, replicated)
+    in_shardings = (param_shardings, opt_shardings, stats_shardings, batch_shardings, replicated)
     step = make_train_step(graphdef, tx, loss)
     if abstract:  # the RNG state as an argument: an abstract one cannot be a constant
         rest_shardings = state_shardings(rest, mesh, rules)
@@ -239,12 +260,13 @@ def build_train_program(
     jitted = jax.jit(
         step,
         in_shardings=in_shardings,
-        out_shardings=(param_shardings, opt_shardings, replicated),
-        donate_argnums=(0, 1),
+        out_shardings=(param_shardings, opt_shardings, stats_shardings, replicated),
+        donate_argnums=(0, 1, 2),
     )
     return TrainProgram(
         params=params,
         opt_state=opt_state,
+        stats=stats,
         step=TrainStep(jitted, bound),
         eval_graphdef=eval_graphdef,
         rest=rest,

@@ -113,7 +113,7 @@ class Trainer:
             unroll_layers=config.model.unroll_layers,
             encoder_attributes=config.model.encoder_attributes,
         )
-        self.params, self.opt_state = program.params, program.opt_state
+        self.params, self.opt_state, self.stats = program.params, program.opt_state, program.stats
         self.train_step, self.batch_shardings = program.step, program.batch_shardings
         self.eval_graphdef, self.rest = program.eval_graphdef, program.rest  # for host_model
         self.rng = np.asarray(jax.random.key_data(jax.random.key(run.seed)))  # host NumPy: the same on every host
@@ -142,7 +142,10 @@ class Trainer:
         check_best_by(run.best_by, self.benchmark)
 
     def _train_state(self) -> dict[str, Any]:
-        return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
+        """What a checkpoint holds; BatchNorm statistics only where the network has any (a TuckER triples layer), so
+        that other models' checkpoints keep their layout."""
+        state = {"params": self.params, "opt_state": self.opt_state, "step": self.step, "rng": self.rng}
+        return state | ({"stats": self.stats} if jax.tree.leaves(self.stats) else {})
 
     def restore_latest(self) -> bool:
         """Resume from the newest finished checkpoint, if any (its data position too, unless the data changed);
@@ -153,6 +156,7 @@ class Trainer:
         restored = self._restore(step, data=self.restore_data)
         state = restored["state"]
         self.params, self.opt_state, self.rng = state["params"], state["opt_state"], np.asarray(state["rng"])
+        self.stats = state.get("stats", self.stats)
         self.step = int(state["step"])
         if self.step != step:
             raise RuntimeError(f"checkpoint {step} holds step {self.step}")
@@ -244,8 +248,8 @@ class Trainer:
                 self.source_counts = np.maximum(self.source_counts, batch.pop(data_lib.SOURCE_COUNTS, 0))
                 timer.tokens += int((batch["attention_mask"] > 0).sum()) * jax.process_count()
                 key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
-                self.params, self.opt_state, metrics = self.train_step(
-                    self.params, self.opt_state, self._global_batch(batch), key
+                self.params, self.opt_state, self.stats, metrics = self.train_step(
+                    self.params, self.opt_state, self.stats, self._global_batch(batch), key
                 )
                 self.step += 1
                 progress.update()
@@ -305,7 +309,8 @@ class Trainer:
         (gathered from every process); the float32 master weights where the parameters are held in bfloat16."""
         state = self._train_state() if state is None else state
         params = multihost_utils.process_allgather(float32_params(state["params"], state["opt_state"]), tiled=True)
-        model = nnx.merge(self.eval_graphdef, jax.tree.map(jnp.asarray, params), self.rest)
+        stats = multihost_utils.process_allgather(state.get("stats", self.stats), tiled=True)
+        model = nnx.merge(self.eval_graphdef, *jax.tree.map(jnp.asarray, (params, stats)), self.rest)
         return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:

@@ -1,27 +1,30 @@
 """Training relation extraction models against gliner 0.2.29 (`UniEncoderSpanRelexModel`): on gliner's own training
 batch of relation records, our batch (built by our data path, with the same negative pairs drawn from the same seed),
-each loss term (entity, adjacency, relation), the total with gliner's coefficients and every parameter gradient."""
+each loss term (entity, adjacency, relation), the total with gliner's coefficients and every parameter gradient; a
+TuckER model's train step with its BatchNorm statistics."""
 
 from __future__ import annotations
 
 import random
 
+import gliner
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 from flax import nnx
 from gliner.evaluation import BaseRelexEvaluator
 
 from gliner_jax import GLiNER
-from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.checkpoint_io import gliner_table, relation_table, state_to_torch
 from gliner_jax.evaluation import relation_scores
 from gliner_jax.testing.builders import build_reference
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
-from gliner_jax.training.step import loss_terms
+from gliner_jax.training.step import loss_terms, make_train_step
 from tests.utils.gliner_parity import assert_gradients_close
 
 
@@ -179,3 +182,81 @@ def test_relation_scores_match_gliners_evaluator():
     assert 0 < ours.micro.true_positives < ours.micro.predicted
     assert str(ours) == output.strip()
     np.testing.assert_allclose([ours.precision, ours.recall, ours.f1], [precision, recall, f1], rtol=1e-12)
+
+
+def _capture_gradients() -> optax.GradientTransformation:
+    """An 'optimizer' whose state after a step is that step's gradients (and whose updates are zero)."""
+
+    def update(grads, state, params=None):
+        return jax.tree.map(jnp.zeros_like, grads), grads
+
+    return optax.GradientTransformation(lambda params: (), update)
+
+
+def test_tucker_step_matches_gliner(gliner_backbone, tmp_path):
+    """A TuckER relation model (768 wide, as gliner builds it), its BatchNorms in training mode, on gliner's own batch
+    (two records): gliner flattens the gold adjacency's pairs, padded to the batch's largest count with each example's
+    first entity, times the relation slots, and normalises over those rows; our train step's relation term (the one
+    term TuckER changes), its gradients (the 768^3 core tensor's on its first slices) and the BatchNorm running
+    statistics after the step are gliner's."""
+    torch.manual_seed(0)
+    config = dict(span_mode="markerV0", hidden_size=768, max_width=4, dropout=0.0, relations_layer="dot")
+    ref = gliner.GLiNER.from_config(
+        gliner.GLiNERConfig(model_name=str(gliner_backbone), triples_layer="TuckER", **config),
+        backbone_from_pretrained=True,
+        local_files_only=True,
+    )
+    layer = ref.model.triples_score_layer.interaction
+    with torch.no_grad():
+        for norm in (layer.bn0, layer.bn1):
+            norm.running_mean.uniform_(-0.2, 0.2)
+            norm.running_var.uniform_(0.5, 2.0)
+    ref.save_pretrained(tmp_path)
+    records, labels, relations = RECORDS[:2], LABELS[:2], RELATIONS[:2]
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    random.seed(SEED)
+    ref_batch = collator(records, entity_types=labels, relation_types=relations)
+    ref.model.eval()
+    layer.train()  # BatchNorm on the batch's rows; its dropouts off
+    layer.dropout.p = layer.input_dropout.p = 0.0
+    relation = _reference_loss(ref, ref_batch, 0.0, 0.0, 1.0, backward=True)
+    ref_stats = {k: v.numpy() for k, v in layer.state_dict().items() if "running" in k or "num_batches" in k}
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    core = "triples_score_layer.interaction.W"
+    ref_grads[core] = ref_grads[core][:4].copy()
+    del ref, layer
+
+    ours = GLiNER.from_pretrained(tmp_path)
+    for name, value in zip(WEIGHTS, (0.0, 0.0, 1.0), strict=True):
+        object.__setattr__(ours.config, name, value)
+    normalized = [data_lib.normalize_record(record) for record in records]
+    batch = data_lib.collate(normalized, labels, ours.processor, relation_sets=relations, rng=random.Random(SEED))
+    model = ours.model
+    for _, module in model.iter_modules():
+        if isinstance(module, nnx.Dropout):
+            module.rate = 0.0
+    model.train()
+    model.set_attributes(unroll_layers=True)
+    graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    step = make_train_step(graphdef, _capture_gradients(), LossConfig(**FOCAL, reduction=REDUCTION, masking="none"))
+    inputs = {name: jnp.asarray(value) for name, value in batch.items()}
+    _, gradients, stats, metrics = jax.jit(step, donate_argnums=0)(params, (), stats, inputs, jax.random.key(0), rest)
+
+    assert relation > 0.05
+    np.testing.assert_allclose(float(metrics["loss/relation"]), relation, rtol=2e-5)
+    np.testing.assert_allclose(float(metrics["loss"]), relation, rtol=2e-5)
+    nnx.update(model, gradients, stats)
+    ours_stats = state_to_torch(model, relation_table("dot", "TuckER"))
+    for key, value in ref_stats.items():
+        ours_value = ours_stats[f"triples_score_layer.interaction.{key}"]
+        np.testing.assert_allclose(ours_value, value, rtol=1e-5, atol=1e-6 * np.abs(value).max(), err_msg=key)
+    assert int(ref_stats["bn0.num_batches_tracked"]) == 1
+    grads = state_to_torch(model, gliner_table(ours.config))
+    grads[core] = grads[core][:4]
+    # The BatchNorms remove any shift shared by all entities: the span head's last bias gets a zero gradient from the
+    # relation term, but for rounding at the scale of its kernel's gradient.
+    shift = "span_rep_layer.span_rep_layer.out_project.3."
+    np.testing.assert_allclose(
+        grads[shift + "bias"], ref_grads.pop(shift + "bias"), atol=1e-4 * np.abs(ref_grads[shift + "weight"]).max()
+    )
+    assert_gradients_close(grads, ref_grads)

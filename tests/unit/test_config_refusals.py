@@ -62,7 +62,6 @@ def test_load_refuses_directory_with_unsupported_config(tmp_path):
     [
         ({"relations_layer": "graph"}, ValueError, "relations_layer='graph'; known: .*'dot'"),
         ({"relations_layer": "dot", "triples_layer": "RotatE"}, ValueError, "triples_layer='RotatE'; known:"),
-        ({"relations_layer": "dot", "triples_layer": "TuckER"}, NotImplementedError, "triples_layer='TuckER'"),
         ({"relations_layer": "none", "triples_layer": "ConvE"}, NotImplementedError, "cannot build it either"),
         ({"relations_layer": "dot", "triples_layer": "TransH"}, ValueError, "TransH.*needs hidden_size 768, got 32"),
         ({"relations_layer": "dot", "triples_layer": "QuatE", "hidden_size": 30}, ValueError, "multiple of 4"),

@@ -72,8 +72,8 @@ MODEL_FAULTS = {
     ),
     "config-refused-triples-layer": (
         "native",
-        edit_config(relations_layer="dot", triples_layer="TuckER"),
-        ["gliner_config.json", "triples_layer='TuckER'", "not implemented"],
+        edit_config(relations_layer="dot", triples_layer="ConvE"),
+        ["gliner_config.json", "triples_layer='ConvE'", "cannot build it"],
     ),
     "config-unknown-span-encoder": (
         "native",

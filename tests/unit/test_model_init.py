@@ -37,7 +37,7 @@ def test_train_step_unrolls_the_encoder_as_configured(tmp_path):
         overrides = [f"trainer.output_dir={tmp_path / str(unroll)}", f"model.unroll_layers={str(unroll).lower()}"]
         trainer = Trainer(load_train_config(TINY, overrides))
         batch = trainer._global_batch(next(trainer.iterator))
-        lowered = trainer.train_step.lower(trainer.params, trainer.opt_state, batch, jax.random.key(0))
+        lowered = trainer.train_step.lower(trainer.params, trainer.opt_state, trainer.stats, batch, jax.random.key(0))
         loops[unroll] = lowered.as_text().count("stablehlo.while")
         assert trainer.host_model().model.encoder.encoder.unroll_layers is False
     assert loops[False] == loops[True] + 2  # the scan over layers, forward and backward
@@ -112,7 +112,9 @@ def test_train_step_takes_remat_param_dtype_and_encoder_attributes(tmp_path):
     attention = host.encoder.encoder.layer.attention.self
     assert (attention.blockwise_above, attention.query_block) == (16, 32)
     batch = trainer._global_batch(next(trainer.iterator))
-    lowered = trainer.train_step.lower(trainer.params, trainer.opt_state, batch, jax.random.key(0)).as_text()
+    lowered = trainer.train_step.lower(
+        trainer.params, trainer.opt_state, trainer.stats, batch, jax.random.key(0)
+    ).as_text()
     assert "stablehlo.optimization_barrier" in lowered
     with pytest.raises(ValueError, match="flash_attention"):
         Trainer(load_train_config(TINY, [*base, "model.encoder_attributes={flash_attention: true}"]))
