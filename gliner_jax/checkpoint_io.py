@@ -35,6 +35,7 @@ from gliner_jax.hub import (
     resolve_gliner,
 )
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
+from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
 from gliner_jax.modeling.gliner import GLiNERModel
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,28 @@ def relation_table(relations_layer: str, triples_layer: str | None) -> list[Tens
     return table
 
 
+def cross_fuser_table(schema: str, num_layers: int) -> list[TensorMapping]:
+    """gliner's `cross_fuser.layers.{i}.{j}.*` tensors (block j of layer i, as `post_fusion_schema` lists them) ->
+    our `cross_fuser` parameters."""
+    table = []
+    for i in range(num_layers):
+        for j, name in enumerate(parse_schema(schema)):
+            block = ("cross_fuser", "layers", str(i), str(j))
+            attention = "self_attn" if name in SELF_ATTENTION else "cross_attn"
+            linears = [f"{attention}.{layer}_layer" for layer in ("query", "key", "value")]
+            linears += ["q_proj", "k_proj", "v_proj"] if name in SELF_ATTENTION else ["v_proj"]
+            for module in linears:
+                table += _linear_entries(f"cross_fuser.layers.{i}.{j}.{module}", (*block, *module.split(".")))
+            for norm in ("pre_norm", "post_norm"):
+                table.append(
+                    TensorMapping(f"cross_fuser.layers.{i}.{j}.{norm}.weight", (*block, norm, "scale"), False, None)
+                )
+                table.append(
+                    TensorMapping(f"cross_fuser.layers.{i}.{j}.{norm}.bias", (*block, norm, "bias"), False, None)
+                )
+    return table
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
 
@@ -221,6 +244,8 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     if config.is_relex:
         table += relation_table(config.relations_layer, config.triples_layer)
+    if config.post_fusion_schema:
+        table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table
 
 

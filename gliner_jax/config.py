@@ -131,7 +131,6 @@ class GLiNERConfig:
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {
             "fuse_layers": (bool(self.fuse_layers), "layer fusion is not implemented"),
-            "post_fusion_schema": (bool(self.post_fusion_schema), "cross fusion is not implemented"),
             "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
             "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "precomputed prompts: not implemented"),
             "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
@@ -144,6 +143,12 @@ class GLiNERConfig:
             self._check_relex()
         if self.is_bi_encoder and self.labels_encoder_config is None:
             raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
+        heads = self.encoder_config.num_attention_heads
+        if self.post_fusion_schema and self.is_bi_encoder and self.hidden_size % heads:
+            raise ValueError(  # gliner's cross fuser splits hidden_size into the text encoder's heads and fails
+                f"GLiNER config post_fusion_schema={self.post_fusion_schema!r} needs hidden_size divisible by the "
+                f"encoder's {heads} attention heads, got {self.hidden_size}"
+            )
         if self.num_rnn_layers and self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the BiLSTM, got {self.hidden_size}")
 

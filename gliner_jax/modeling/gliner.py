@@ -11,6 +11,7 @@ from flax import nnx
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
+from gliner_jax.modeling.fusion import CrossFuser
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
@@ -52,7 +53,9 @@ class GLiNERModel(nnx.Module):
     Uni-encoder: the labels are the `<<ENT>>` states of a prompt in input_ids, and the words run through the BiLSTM.
     Bi-encoder: label c of row b is row labels_index[b, c] of a label table [L, D], either given
     (`labels_embeddings`, from `encode_labels`) or encoded here from labels_input_ids / labels_attention_mask
-    [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run.
+    [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run. With
+    `post_fusion_schema` the label prompts and word states pass the cross fuser before the head (the bi-encoder only:
+    a uni-encoder holds its parameters unused, as gliner does).
 
     Packed rows (`gliner_jax.packing`): attention_mask holds segment ids (1, 2, ... for the examples of a row, 0
     padding) and every per-example input has a slot axis after the row axis, slot s holding segment s + 1:
@@ -84,6 +87,20 @@ class GLiNERModel(nnx.Module):
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
             self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
             self.scorer = None
+        # gliner builds the cross fuser in every model but runs it only in the bi-encoder
+        self.cross_fuser = (
+            CrossFuser(
+                hidden,
+                config.encoder_config.num_attention_heads,
+                config.num_post_fusion_layers,
+                config.post_fusion_schema,
+                config.dropout,
+                dtype,
+                rngs,
+            )
+            if config.post_fusion_schema
+            else None
+        )
         relex = config.is_relex
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
@@ -257,11 +274,15 @@ class GLiNERModel(nnx.Module):
                 labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
             table, labels_index = labels_embeddings.astype(words.dtype), labels_index.reshape(-1, num_labels)
             logits = None
-            if isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic:
+            fast = isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic
+            if fast and self.cross_fuser is None:
                 logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
             if label_vectors or logits is None:
                 # gliner zeroes absent labels
                 prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)
+            if self.cross_fuser is not None:  # gliner's features_enhancement, absent labels zeroed again after it
+                prompts, words = self.cross_fuser(prompts, words, labels_valid, words_valid)
+                prompts = prompts * labels_valid[..., None].astype(words.dtype)
             if logits is None:
                 logits = self._logits(words, prompts, span_idx, words_valid)
         logits = logits.reshape(*examples, *logits.shape[1:])
