@@ -118,6 +118,13 @@ def segment_pair_mask(attention_mask: jax.Array, query_ids: jax.Array | None = N
     return (queries[:, None, :, None] == attention_mask[:, None, None, :]) & (queries > 0)[:, None, :, None]
 
 
+def padding_reads_row(pair_mask: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """`segment_pair_mask`'s `pair_mask` [B, 1, T, T] with padding queries allowed every real key of their row, as
+    transformers' BERT and ModernBERT attention (a mask over keys only) computes padding positions: the states there
+    match theirs (what gliner's `fuse_layers` averages over); real tokens are unchanged."""
+    return pair_mask | ((attention_mask == 0)[:, None, :, None] & (attention_mask > 0)[:, None, None, :])
+
+
 def segment_cumsum(values: jax.Array, attention_mask: jax.Array) -> jax.Array:
     """Running sum of non-negative `values` [B, T] along each row, restarting where each packed segment (id > 1) of
     `attention_mask` starts; the first segment, padding, and a plain 0 / 1 mask count from the row's start."""

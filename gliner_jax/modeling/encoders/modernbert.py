@@ -32,6 +32,7 @@ from gliner_jax.modeling.layers import (
     embed,
     layer_norm,
     linear,
+    padding_reads_row,
     segment_pair_mask,
     segment_positions,
     split_heads,
@@ -247,6 +248,8 @@ class ModernBertAttention(nnx.Module):
     def __call__(self, hidden: jax.Array, pair_mask: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
         q, k, v = jnp.split(split_heads(self.Wqkv(hidden), 3 * self.num_heads), 3, axis=-2)
         context = attention(rotate(q, cos, sin), rotate(k, cos, sin), v, pair_mask, self.dropout)
+        # A query that sees no key (padding beyond a sliding window's reach) gets zeros, as torch's SDPA gives it
+        context = context * pair_mask.any(axis=-1)[:, 0, :, None].astype(context.dtype)
         return self.out_drop(self.Wo(context))
 
 
@@ -301,9 +304,11 @@ class ModernBertModel(nnx.Module):
         self.layers = stacked_layers(config.num_hidden_layers, lambda rngs: ModernBertLayer(config, dtype, rngs), rngs)
         self.final_norm = _norm(config, dtype, rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False) -> jax.Array:
+        """Last hidden states [B, T, d]; with `all_layers`, every layer's output [L, B, T, d] (transformers'
+        `hidden_states[1:]`: the last one normed by `final_norm`, as transformers records it)."""
         config = self.config
-        segment_mask = segment_pair_mask(attention_mask)
+        segment_mask = padding_reads_row(segment_pair_mask(attention_mask), attention_mask)
         columns = jnp.arange(input_ids.shape[1])
         near = jnp.abs(columns[:, None] - columns[None, :]) <= config.window  # a segment is contiguous
         masks = {GLOBAL: segment_mask, LOCAL: segment_mask & near}
@@ -329,8 +334,12 @@ class ModernBertModel(nnx.Module):
             per_layer=(is_first, is_global),
             unroll=self.unroll_layers,
             remat=self.remat,
+            collect=all_layers,
         )
-        return self.final_norm(hidden)
+        if not all_layers:
+            return self.final_norm(hidden)
+        hidden, states = hidden
+        return states.at[-1].set(self.final_norm(hidden))
 
 
 def hf_modules(config: ModernBertConfig) -> dict[str, str]:
