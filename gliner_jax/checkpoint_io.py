@@ -220,6 +220,12 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
 
     A bi-encoder's BiLSTM (`rnn.*`) is in the table: gliner builds and saves it although it never runs it."""
     table = encoder_table(config.encoder_config, GLINER_ENCODER_PREFIX, ("encoder",))
+    fusers = [("token_rep_layer.bert_layer.layers_fuser", "layers_fuser")]
+    if config.is_bi_encoder:
+        fusers.append(("token_rep_layer.labels_encoder.layers_fuser", "labels_layers_fuser"))
+    for torch_module, ours in fusers if config.fuse_layers else ():
+        for linear in ("squeeze", "W1", "W2", "output_projection"):
+            table += _linear_entries(f"{torch_module}.{linear}", (ours, linear))
     if config.projects_encoder_output:
         table += _linear_entries("token_rep_layer.projection", ("projection",))
     if config.is_bi_encoder:

@@ -130,7 +130,6 @@ class GLiNERConfig:
             if getattr(self, key) not in known:  # gliner refuses these too
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {
-            "fuse_layers": (bool(self.fuse_layers), "layer fusion is not implemented"),
             "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
             "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "precomputed prompts: not implemented"),
             "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
@@ -228,9 +227,10 @@ class GLiNERConfig:
 
     @property
     def spans_depend_on_batch(self) -> bool:
-        """Whether a row's span logits depend on the other rows of its batch (markerV1 / markerV2 read the
-        batch's longest row), so that rows must be batched as gliner batches them to give gliner's numbers."""
-        return self.span_mode in BATCH_DEPENDENT_MODES
+        """Whether a row's logits depend on the other rows of its batch (markerV1 / markerV2 read the batch's
+        longest row; `fuse_layers` averages over the batch's padded length), so that rows must be batched as gliner
+        batches them to give gliner's numbers."""
+        return self.span_mode in BATCH_DEPENDENT_MODES or self.fuse_layers
 
     @property
     def is_bi_encoder(self) -> bool:

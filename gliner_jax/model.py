@@ -751,6 +751,8 @@ class GLiNER:
         _check_options(threshold, batch_size)
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.config.fuse_layers:
+            raise ValueError("inference packing is not supported with fuse_layers (it averages over whole rows)")
         if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
             raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
         placement, graphdef, state = self._placed()

@@ -118,3 +118,26 @@ class CrossFuser(nnx.Module):
                 elif name == "t2l":
                     words = block(words, labels, pair[name])
         return labels, words
+
+
+class LayersFuser(nnx.Module):
+    """gliner's LayersFuser (`fuse_layers`): an encoder's layer outputs U [K, B, T, D] (transformers' hidden states
+    but the embeddings') weighed per row and summed, then projected: z[b, k] = mean over the batch's columns of
+    squeeze(U[k, b]), s = sigmoid(W2 relu(W1 z)), output_projection(sum_k s[:, k] U[k]).
+
+    gliner averages over every column of its batch, padding included, and its batch is padded to its longest row:
+    the columns averaged here are those some row of `attention_mask` [B, T] uses (bucket padding beyond them is not
+    gliner's), and the padding states inside them are the encoder's own, as transformers computes them."""
+
+    def __init__(self, num_layers: int, width: int, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.squeeze = torch_linear(width, 1, (axes.EMBED, None), dtype, rngs)
+        self.W1 = torch_linear(num_layers, num_layers // 2, (None, None), dtype, rngs)
+        self.W2 = torch_linear(num_layers // 2, num_layers, (None, None), dtype, rngs)
+        self.output_projection = torch_linear(width, width, (axes.EMBED, axes.HIDDEN), dtype, rngs)
+
+    def __call__(self, states: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        used = (attention_mask > 0).any(axis=0)  # [T]: the columns of gliner's batch
+        squeezed = self.squeeze(states)[..., 0].astype(jnp.float32)  # [K, B, T]
+        z = jnp.sum(jnp.where(used, squeezed, 0.0), axis=-1) / jnp.maximum(used.sum(), 1)  # [K, B]
+        weights = jax.nn.sigmoid(self.W2(jax.nn.relu(self.W1(z.T.astype(states.dtype)))))  # [B, K]
+        return self.output_projection(jnp.einsum("kbtd,bk->btd", states, weights))

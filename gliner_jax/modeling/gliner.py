@@ -4,6 +4,8 @@ token head -> raw logits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -11,7 +13,7 @@ from flax import nnx
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import build_encoder
-from gliner_jax.modeling.fusion import CrossFuser
+from gliner_jax.modeling.fusion import CrossFuser, LayersFuser
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
@@ -31,6 +33,22 @@ def masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
 def _projection(width: int, hidden: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear | None:
     """gliner's Linear from an encoder's width to `hidden_size`, present only where the two differ."""
     return torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
+
+
+def _layers_fuser(config: GLiNERConfig, encoder_config: Any, dtype: jnp.dtype, rngs: nnx.Rngs) -> LayersFuser | None:
+    """gliner's layers fuser of one encoder (`fuse_layers`: the text encoder's and a bi-encoder's label encoder's)."""
+    if not config.fuse_layers:
+        return None
+    return LayersFuser(encoder_config.num_hidden_layers, encoder_config.hidden_size, dtype, rngs)
+
+
+def _encode(
+    encoder: nnx.Module, fuser: LayersFuser | None, input_ids: jax.Array, attention_mask: jax.Array
+) -> jax.Array:
+    """An encoder's last hidden states, or (`fuser`) its layers' outputs fused."""
+    if fuser is None:
+        return encoder(input_ids, attention_mask)
+    return fuser(encoder(input_ids, attention_mask, all_layers=True), attention_mask)
 
 
 def _examples(attention_mask: jax.Array, num_slots: int) -> tuple[jax.Array, int]:
@@ -69,12 +87,14 @@ class GLiNERModel(nnx.Module):
         self.config = config
         hidden = config.hidden_size
         self.encoder = build_encoder(config.encoder_config, dtype=dtype, rngs=rngs)
+        self.layers_fuser = _layers_fuser(config, config.encoder_config, dtype, rngs)
         self.projection = _projection(config.encoder_config.hidden_size, hidden, dtype, rngs)
         if config.is_bi_encoder:
             self.labels_encoder = build_encoder(config.labels_encoder_config, dtype=dtype, rngs=rngs)
+            self.labels_layers_fuser = _layers_fuser(config, config.labels_encoder_config, dtype, rngs)
             self.labels_projection = _projection(config.labels_encoder_config.hidden_size, hidden, dtype, rngs)
         else:
-            self.labels_encoder = self.labels_projection = None
+            self.labels_encoder = self.labels_layers_fuser = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
             if config.is_relex:  # gliner's token relation model: TokenMarker's MLPs, and its prompt projection
@@ -110,7 +130,7 @@ class GLiNERModel(nnx.Module):
 
     def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """Token states [B, T, hidden_size] of the text encoder (projected where its width differs)."""
-        tokens = self.encoder(input_ids, attention_mask)
+        tokens = _encode(self.encoder, self.layers_fuser, input_ids, attention_mask)
         return tokens if self.projection is None else self.projection(tokens)
 
     def encode_labels(self, labels_input_ids: jax.Array, labels_attention_mask: jax.Array) -> jax.Array:
@@ -119,7 +139,7 @@ class GLiNERModel(nnx.Module):
         included), as gliner pools them."""
         if self.labels_encoder is None:
             raise NotImplementedError("label embeddings exist only for bi-encoder models (config.labels_encoder)")
-        states = self.labels_encoder(labels_input_ids, labels_attention_mask)
+        states = _encode(self.labels_encoder, self.labels_layers_fuser, labels_input_ids, labels_attention_mask)
         if self.labels_projection is not None:
             states = self.labels_projection(states)
         return masked_mean(states, labels_attention_mask)
