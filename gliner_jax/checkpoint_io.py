@@ -36,7 +36,7 @@ from gliner_jax.hub import (
 )
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
-from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 
 logger = logging.getLogger(__name__)
 
@@ -250,13 +250,15 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     if config.is_relex:
         table += relation_table(config.relations_layer, config.triples_layer)
+    if config.precomputed_prompts_mode:
+        table.append(TensorMapping("precomputed_prompts", ("precomputed_prompts",), False, None))
     if config.post_fusion_schema:
         table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table
 
 
 def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
-    params = nnx.state(model, nnx.Param)
+    params = nnx.state(model, (nnx.Param, PrecomputedPrompts))
     return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
 
 

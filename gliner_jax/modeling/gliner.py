@@ -35,6 +35,11 @@ def _projection(width: int, hidden: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nn
     return torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
 
 
+class PrecomputedPrompts(nnx.Variable):
+    """gliner's `precomputed_prompts` [L, hidden_size] (`compress_prompt_embeddings`): stored label prompts, saved
+    with the parameters and never trained (gliner keeps them out of its optimizer)."""
+
+
 def _layers_fuser(config: GLiNERConfig, encoder_config: Any, dtype: jnp.dtype, rngs: nnx.Rngs) -> LayersFuser | None:
     """gliner's layers fuser of one encoder (`fuse_layers`: the text encoder's and a bi-encoder's label encoder's)."""
     if not config.fuse_layers:
@@ -121,6 +126,10 @@ class GLiNERModel(nnx.Module):
             if config.post_fusion_schema
             else None
         )
+        labels = config.precomputed_labels
+        self.precomputed_prompts = (
+            None if labels is None else PrecomputedPrompts(jnp.zeros((len(labels), hidden), jnp.float32))
+        )
         relex = config.is_relex
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
@@ -161,10 +170,16 @@ class GLiNERModel(nnx.Module):
         num_labels: int,
         num_words: int,
     ) -> tuple[jax.Array, jax.Array]:
-        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order) and word states
-        [B * S, W, H] of the S examples (segments 1..S of `attention_mask`) of each row."""
+        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order; in
+        `precomputed_prompts_mode` the stored prompts, the same in every example) and word states [B * S, W, H] of
+        the S examples (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encode_text(input_ids, attention_mask)
-        prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
+        if self.precomputed_prompts is None:
+            prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
+        else:
+            stored = self.precomputed_prompts.get_value().astype(tokens.dtype)[:num_labels]
+            stored = jnp.pad(stored, ((0, num_labels - stored.shape[0]), (0, 0)))
+            prompts = jnp.broadcast_to(stored, (attention_mask.shape[0] * num_slots, *stored.shape))
         return prompts, self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
 
     def prompt_states(

@@ -131,8 +131,8 @@ class Trainer:
             )
         if config.data.packing and self.gliner_config.fuse_layers:
             raise NotImplementedError(
-                "data.packing is not supported with model fuse_layers=True (gliner weighs the layers by an average over "
-                "the whole padded row)"
+                "data.packing is not supported with model fuse_layers=True (gliner weighs the layers by an average "
+                "over the whole padded row)"
             )
         if config.data.packing:  # each host packs whole rows for each of its data shards
             packing = data_lib.Packing(config.data.row_length, max(1, data_devices // jax.process_count()))
