@@ -286,7 +286,7 @@ def test_user_facing_label_checks_are_strict(labels, message):
 
 
 def test_refusals(setup):
-    ref, processor = setup
+    _, processor = setup
     with pytest.raises(ValueError, match="words_splitter_type='spaces'"):
         Processor(processor.tokenizer, words_splitter_type="spaces")
     with pytest.raises(ValueError, match="subtoken_pooling 'sum'"):

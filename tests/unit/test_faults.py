@@ -75,6 +75,11 @@ MODEL_FAULTS = {
         edit_config(relations_layer="dot", triples_layer="TuckER"),
         ["gliner_config.json", "triples_layer='TuckER'", "not implemented"],
     ),
+    "config-precomputed-without-labels": (
+        "native",
+        edit_config(precomputed_prompts_mode=True),
+        ["gliner_config.json", "precomputed_prompts_mode=True", "id_to_classes=None"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",
