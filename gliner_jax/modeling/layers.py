@@ -107,6 +107,16 @@ def embed(
     return nnx.Embed(rows, width, dtype=dtype, embedding_init=init, embedding_metadata=logical_axes(*axes), rngs=rngs)
 
 
+def embed_padding_frozen(table: nnx.Embed, ids: jax.Array, padding_id: int | None) -> jax.Array:
+    """`table(ids)` whose rows for `padding_id` (None: none) pass no gradient back, as torch's
+    `nn.Embedding(padding_idx=...)`: that row stays untrained even where padding states reach the output (gliner's
+    `fuse_layers`)."""
+    out = table(ids)
+    if padding_id is None:
+        return out
+    return jnp.where((ids == padding_id)[..., None], jax.lax.stop_gradient(out), out)
+
+
 def segment_pair_mask(attention_mask: jax.Array, query_ids: jax.Array | None = None) -> jax.Array:
     """Which keys each query may attend to, [B, 1, Tq, T]: those of its own segment.
 

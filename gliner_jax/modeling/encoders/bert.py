@@ -35,6 +35,7 @@ from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
     embed,
+    embed_padding_frozen,
     layer_norm,
     linear,
     padding_reads_row,
@@ -187,8 +188,13 @@ class BertEmbeddings(nnx.Module):
         if length > self.config.max_tokens:
             raise ValueError(f"sequence length {length} exceeds the {self.config.max_tokens} positions of the encoder")
         token_type = self.token_type_embeddings(jnp.zeros((1, 1), jnp.int32))
-        x = self.word_embeddings(input_ids) + token_type
-        x = x + self.position_embeddings(self.positions(input_ids, attention_mask))
+        pad = self.config.pad_token_id
+        x = embed_padding_frozen(self.word_embeddings, input_ids, pad) + token_type
+        positions = self.positions(input_ids, attention_mask)
+        if self.config.positions_after_padding:  # RoBERTa / XLM-R: the padding position row is torch's padding_idx
+            x = x + embed_padding_frozen(self.position_embeddings, positions, pad)
+        else:
+            x = x + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(x))
 
 

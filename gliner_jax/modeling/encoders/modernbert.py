@@ -30,6 +30,7 @@ from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
     embed,
+    embed_padding_frozen,
     layer_norm,
     linear,
     padding_reads_row,
@@ -225,12 +226,14 @@ class ModernBertEmbeddings(nnx.Module):
 
     def __init__(self, config: ModernBertConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         init = _init(config, config.initializer_range)
+        self.pad_token_id = config.pad_token_id  # torch's padding_idx: no gradient for that row
         self.tok_embeddings = embed(config.vocab_size, config.hidden_size, (axes.VOCAB, axes.EMBED), init, dtype, rngs)
         self.norm = _norm(config, dtype, rngs)
         self.drop = Dropout(config.embedding_dropout, rngs=rngs)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
-        return self.drop(self.norm(self.tok_embeddings(input_ids)))
+        tokens = embed_padding_frozen(self.tok_embeddings, input_ids, self.pad_token_id)
+        return self.drop(self.norm(tokens))
 
 
 class ModernBertAttention(nnx.Module):
