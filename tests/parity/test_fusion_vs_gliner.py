@@ -35,6 +35,8 @@ CASES = {
     "bi_token_fused": dict(bi=True, span_mode="token_level", fuse_layers=True),
 }
 TRAINED = ("bi_span", "uni_span_fused_bert")  # one representative kind per option
+# Through the pipeline: the fusers that run (the token bi-encoder's cross fuser runs the span one's code)
+PREDICTED = ("bi_span", "uni_span_fused_bert", "bi_token_fused")
 LABELS = ["person", "award", "city name", "organization", "date"]
 
 
@@ -69,7 +71,9 @@ def test_logits_match_reference(models):
 
 def test_entities_match_reference(models):
     """Batched as gliner batches them (the layers fuser reads the batch's padded length)."""
-    reference, _, ours, _ = models
+    reference, _, ours, name = models
+    if name not in PREDICTED:
+        pytest.skip("a fuser that never runs, or the code of another case")
     (threshold,) = quantile_thresholds(reference, TEXTS, LABELS, (0.9,))
     expected = reference.inference(TEXTS, LABELS, threshold=threshold, flat_ner=False, batch_size=2)
     got = ours.inference(TEXTS, LABELS, threshold=threshold, flat_ner=False, batch_size=2)
