@@ -129,6 +129,11 @@ class Trainer:
             raise NotImplementedError(
                 "data.packing is not supported for bi-encoders (their label table is shared by the whole batch)"
             )
+        if self.gliner_config.precomputed_prompts_mode:
+            raise NotImplementedError(
+                "training a model in precomputed_prompts_mode is not implemented (gliner trains it on its stored "
+                "labels only)"
+            )
         if config.data.packing and self.gliner_config.fuse_layers:
             raise NotImplementedError(
                 "data.packing is not supported with model fuse_layers=True (gliner weighs the layers by an average "
