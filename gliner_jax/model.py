@@ -218,7 +218,8 @@ class GLiNER:
         stored = self.config.precomputed_labels
         if stored is None:
             return label_sets
-        if any(prompt != label for label_set in label_sets for prompt, label in label_set.items()):
+        described = isinstance(labels, Mapping) or any(isinstance(label_set, Mapping) for label_set in labels)
+        if described:  # gliner refuses any mapping, descriptions equal to their labels too
             raise ValueError("Label descriptions are not supported with precomputed prompt embeddings")
         return normalize_labels(stored, num_texts)
 
