@@ -34,11 +34,12 @@ from gliner_jax.hub import (
     read_layout,
     resolve_gliner,
 )
-from gliner_jax.modeling.decoders import decoder_family_of_config
 from gliner_jax.modeling.context_encoders import ContextEncoderConfig, RNNEncoderConfig
+from gliner_jax.modeling.decoders import decoder_family_of_config
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
-from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
+from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 
 logger = logging.getLogger(__name__)
 
@@ -261,11 +262,39 @@ def context_encoder_table(
     return table
 
 
+def cross_fuser_table(schema: str, num_layers: int) -> list[TensorMapping]:
+    """gliner's `cross_fuser.layers.{i}.{j}.*` tensors (block j of layer i, as `post_fusion_schema` lists them) ->
+    our `cross_fuser` parameters."""
+    table = []
+    for i in range(num_layers):
+        for j, name in enumerate(parse_schema(schema)):
+            block = ("cross_fuser", "layers", str(i), str(j))
+            attention = "self_attn" if name in SELF_ATTENTION else "cross_attn"
+            linears = [f"{attention}.{layer}_layer" for layer in ("query", "key", "value")]
+            linears += ["q_proj", "k_proj", "v_proj"] if name in SELF_ATTENTION else ["v_proj"]
+            for module in linears:
+                table += _linear_entries(f"cross_fuser.layers.{i}.{j}.{module}", (*block, *module.split(".")))
+            for norm in ("pre_norm", "post_norm"):
+                table.append(
+                    TensorMapping(f"cross_fuser.layers.{i}.{j}.{norm}.weight", (*block, norm, "scale"), False, None)
+                )
+                table.append(
+                    TensorMapping(f"cross_fuser.layers.{i}.{j}.{norm}.bias", (*block, norm, "bias"), False, None)
+                )
+    return table
+
+
 def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     """The key table between a `gliner` uni- or bi-encoder state dict and `GLiNERModel` parameters.
 
     A bi-encoder's BiLSTM (`rnn.*`) is in the table: gliner builds and saves it although it never runs it."""
     table = encoder_table(config.encoder_config, GLINER_ENCODER_PREFIX, ("encoder",))
+    fusers = [("token_rep_layer.bert_layer.layers_fuser", "layers_fuser")]
+    if config.is_bi_encoder:
+        fusers.append(("token_rep_layer.labels_encoder.layers_fuser", "labels_layers_fuser"))
+    for torch_module, ours in fusers if config.fuse_layers else ():
+        for linear in ("squeeze", "W1", "W2", "output_projection"):
+            table += _linear_entries(f"{torch_module}.{linear}", (ours, linear))
     if config.projects_encoder_output:
         table += _linear_entries("token_rep_layer.projection", ("projection",))
     if config.is_bi_encoder:
@@ -289,12 +318,16 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     if config.is_relex:
         table += relation_table(config.relations_layer, config.triples_layer)
+    if config.precomputed_prompts_mode:
+        table.append(TensorMapping("precomputed_prompts", ("precomputed_prompts",), False, None))
+    if config.post_fusion_schema:
+        table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table
 
 
 def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
-    """The parameters and BatchNorm statistics of `model` by path."""
-    params = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    """The parameters, BatchNorm statistics and stored prompts of `model` by path."""
+    params = nnx.state(model, (nnx.Param, nnx.BatchStat, PrecomputedPrompts))
     return {tuple(str(k) for k in path): var for path, var in params.flat_state()}
 
 

@@ -105,7 +105,7 @@ class GLiNERConfig:
     represent_spans: bool = False
     neg_spans_ratio: float = 1.0
     precomputed_prompts_mode: Any = None
-    id_to_classes: Any = None
+    id_to_classes: Any = dataclasses.field(default=None, compare=False)  # precomputed_prompts_mode's labels
     encoder_config: Any = dataclasses.field(default_factory=DebertaConfig)  # an encoder family's config
     relations_layer: str | None = None  # relation extraction (gliner's UniEncoderSpanRelexGLiNER): RELATIONS_LAYERS
     triples_layer: str | None = None
@@ -137,10 +137,7 @@ class GLiNERConfig:
             if getattr(self, key) not in known:  # gliner refuses these too
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {
-            "fuse_layers": (bool(self.fuse_layers), "layer fusion is not implemented"),
-            "post_fusion_schema": (bool(self.post_fusion_schema), "cross fusion is not implemented"),
             "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
-            "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "precomputed prompts: not implemented"),
             "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
         }
         refuse_other_architectures(self.extra)
@@ -149,8 +146,16 @@ class GLiNERConfig:
                 raise NotImplementedError(f"unsupported GLiNER config {key}={getattr(self, key)!r}: {why}")
         if self.is_relex:
             self._check_relex()
+        if self.precomputed_prompts_mode:
+            self._check_precomputed()
         if self.is_bi_encoder and self.labels_encoder_config is None:
             raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
+        heads = self.encoder_config.num_attention_heads
+        if self.post_fusion_schema and self.is_bi_encoder and self.hidden_size % heads:
+            raise ValueError(  # gliner's cross fuser splits hidden_size into the text encoder's heads and fails
+                f"GLiNER config post_fusion_schema={self.post_fusion_schema!r} needs hidden_size divisible by the "
+                f"encoder's {heads} attention heads, got {self.hidden_size}"
+            )
         if self.num_rnn_layers and self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the BiLSTM, got {self.hidden_size}")
 
@@ -209,6 +214,27 @@ class GLiNERConfig:
                     f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
                 )
 
+    def _check_precomputed(self) -> None:
+        mode = self.precomputed_prompts_mode
+        if self.is_relex or self.is_bi_encoder:
+            what = "relation models" if self.is_relex else "bi-encoders (their labels have no prompts)"
+            raise NotImplementedError(f"unsupported GLiNER config precomputed_prompts_mode={mode!r} with {what}")
+        if not isinstance(self.id_to_classes, Mapping) or not self.id_to_classes:
+            raise ValueError(
+                f"GLiNER config precomputed_prompts_mode={mode!r} needs the stored labels in id_to_classes "
+                f"(compress_prompt_embeddings writes them), got id_to_classes={self.id_to_classes!r}"
+            )
+        if {str(key) for key in self.id_to_classes} != {str(i) for i in range(1, len(self.id_to_classes) + 1)}:
+            raise ValueError(f"GLiNER config id_to_classes keys must be 1..N, got {list(self.id_to_classes)}")
+
+    @property
+    def precomputed_labels(self) -> list[str] | None:
+        """The labels whose prompt embeddings the model stores (`precomputed_prompts_mode`), in row order; None
+        otherwise."""
+        if not self.precomputed_prompts_mode:
+            return None
+        return [self.id_to_classes[key] for key in sorted(self.id_to_classes, key=int)]
+
     def _check_triples(self) -> None:
         mode, hidden = self.triples_layer, self.hidden_size
         if mode in TRIPLES_REFUSED:
@@ -238,10 +264,11 @@ class GLiNERConfig:
 
     @property
     def spans_depend_on_batch(self) -> bool:
-        """Whether a row's span logits depend on the other rows of its batch (markerV1 / markerV2 read the
-        batch's longest row; gliner's span context encoder reads every word slot of the batch's width, a row's
-        padding too), so that rows must be batched as gliner batches them to give gliner's numbers."""
-        return self.span_mode in BATCH_DEPENDENT_MODES or self.has_span_encoder
+        """Whether a row's logits depend on the other rows of its batch (markerV1 / markerV2 read the batch's
+        longest row; gliner's span context encoder reads every word slot of the batch's width, a row's padding too;
+        `fuse_layers` averages over the batch's padded length), so that rows must be batched as gliner batches them to
+        give gliner's numbers."""
+        return self.span_mode in BATCH_DEPENDENT_MODES or self.has_span_encoder or self.fuse_layers
 
     @property
     def is_bi_encoder(self) -> bool:

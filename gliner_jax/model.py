@@ -4,6 +4,7 @@ gliner's directory format; entity prediction over texts of any length and label 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
-from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
 from gliner_jax.sharding import Placement, round_up
@@ -90,6 +91,17 @@ def _relex_relations(
     model = nnx.merge(graphdef, state)
     adjacency, pair_logits = model.relation_scores(spans, entity_index, entity_mask, relations, selection)
     return adjacency, jax.nn.sigmoid(pair_logits)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _prompt_states(graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes) -> jax.Array:
+    """A uni-encoder's label prompt states [B, C, H] of a batch's wire array (what `compress_prompt_embeddings`
+    averages)."""
+    model = nnx.merge(graphdef, state)
+    arrays = from_wire(transfer, sizes, xp=jnp)
+    tokens = model.encode_text(arrays["input_ids"], arrays["attention_mask"])
+    num_labels = arrays["labels_valid"].shape[-1]
+    return model.prompt_states(tokens, arrays["input_ids"], arrays["attention_mask"], 1, num_labels)
 
 
 # Labels encoded per call of the label encoder when `inference` embeds a request's labels (padded to a label bucket).
@@ -178,7 +190,7 @@ class GLiNER:
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
         """The processed batch and the raw logits: span [B, W, K, C] or token [B, W, C, 3]."""
-        label_sets = normalize_labels(labels, len(texts))
+        label_sets = self._label_sets(labels, len(texts))
         placement, graphdef, state = self._placed()
         table = self._label_table(placement, label_sets)
         batch = self.processor.collate_rows(
@@ -206,6 +218,61 @@ class GLiNER:
         defaults on first use."""
         self.placement = Placement.create(mesh, state_shardings, batch_sharding)
         nnx.update(self.model, self.placement.place_state(nnx.state(self.model)))
+
+    def _label_sets(self, labels: Labels, num_texts: int) -> list[dict[str, str]]:
+        """`normalize_labels`; in `precomputed_prompts_mode` the stored labels for every text instead, as gliner: the
+        labels given are checked, then ignored, and label descriptions refused."""
+        label_sets = normalize_labels(labels, num_texts)
+        stored = self.config.precomputed_labels
+        if stored is None:
+            return label_sets
+        described = isinstance(labels, Mapping) or any(isinstance(label_set, Mapping) for label_set in labels)
+        if described:  # gliner refuses any mapping, descriptions equal to their labels too
+            raise ValueError("Label descriptions are not supported with precomputed prompt embeddings")
+        return normalize_labels(stored, num_texts)
+
+    def compress_prompt_embeddings(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        rel_labels: Sequence[str] | None = None,
+        batch_size: int = 8,
+        distill: bool = False,
+        **distill_options: Any,
+    ) -> None:
+        """gliner's `compress_prompt_embeddings`: store each label's prompt embedding averaged over `texts`, so that
+        the model reads no label prompt again (`precomputed_prompts_mode`).
+
+        Each batch of `batch_size` texts, in order, is encoded with all of `labels` (deduplicated) in its prompt;
+        each label's prompt state (after the projection, before the prompt MLP) is summed over the texts and divided
+        by their number. The config then stores the labels (`id_to_classes`, 1..N) and the mode; from then on every
+        prediction scores those labels whatever labels it is given (descriptions are refused), and
+        `save_pretrained` writes the embeddings as gliner's `precomputed_prompts` tensor. A uni-encoder entity model
+        only: `rel_labels` and `distill` (gliner's fine-tuning on pseudo-labels) raise NotImplementedError."""
+        if rel_labels is not None or distill or distill_options:
+            raise NotImplementedError("compress_prompt_embeddings: rel_labels and distill are not implemented")
+        if self.config.is_bi_encoder or self.config.is_relex:
+            raise NotImplementedError("compress_prompt_embeddings needs a uni-encoder entity model (label prompts)")
+        if not texts or not labels:
+            raise ValueError("`texts` and `labels` must both be non-empty.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        labels = list(dict.fromkeys(labels))
+        plain = dataclasses.replace(self.config, precomputed_prompts_mode=False)
+        processor = Processor.from_config(plain, self.tokenizer)
+        graphdef, state = nnx.split(self.model)
+        total = np.zeros((len(labels), self.config.hidden_size), np.float64)
+        for begin in range(0, len(texts), batch_size):
+            words = [[word for word, _, _ in processor.split_words(text)] for text in texts[begin : begin + batch_size]]
+            batch = processor.collate_words(words, labels, batch_size=batch_size)
+            prompts = _prompt_states(graphdef, state, batch.to_wire(), batch.wire_sizes)
+            total += np.asarray(prompts, np.float64)[: len(words), : len(labels)].sum(axis=0)
+        config = dataclasses.replace(
+            self.config, precomputed_prompts_mode=True, id_to_classes={i + 1: label for i, label in enumerate(labels)}
+        )
+        self.model.config = self.config = config
+        self.model.precomputed_prompts = nnx.data(PrecomputedPrompts(jnp.asarray(total / len(texts), jnp.float32)))
+        self.processor = Processor.from_config(config, self.tokenizer)
 
     def _placed(self) -> tuple[Placement, nnx.GraphDef, nnx.State]:
         """The placement, and the model split for `_forward` with its state on the placement's devices."""
@@ -512,6 +579,8 @@ class GLiNER:
         """Refuse a `pack_tokens` the pipeline cannot use."""
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.config.fuse_layers:
+            raise ValueError("inference packing is not supported with fuse_layers (it averages over whole rows)")
         if self.pack_tokens is not None and self.tokenizer.padding_side == "left":
             raise ValueError("inference packing needs a right-padding tokenizer (a left-padded row's positions differ)")
 
@@ -588,7 +657,7 @@ class GLiNER:
         chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts."""
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
-        label_sets = normalize_labels(labels, 1)
+        label_sets = self._label_sets(labels, 1)
         relation_set = None if relations is None else _relation_sets(relations, 1)
 
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
@@ -733,7 +802,7 @@ class GLiNER:
         """`_word_spans` at `threshold` and each of `sweep`, from one model pass: {threshold: entities}."""
         for extra in sweep:
             _check_options(extra, batch_size)
-        label_sets = normalize_labels(labels, len(words))
+        label_sets = self._label_sets(labels, len(words))
         options = (flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
         pipeline = self._pipeline(threshold, *options, **details)
         pipeline.sweep = sweep

@@ -51,7 +51,9 @@ def plan_model_rows(
         key = tuple(label_sets[index])
         if key not in planned:
             # A bi-encoder reads labels with its own encoder: all of them in one pass.
-            passes = label_passes(label_sets[index], max_len) if processor.label_prompt else [label_sets[index]]
+            # So does a model with precomputed prompts (its prompt is a lone separator).
+            prompted = processor.label_prompt and not processor.skip_prompt
+            passes = label_passes(label_sets[index], max_len) if prompted else [label_sets[index]]
             budgets = [] if truncate else [processor.word_budget(labels) for labels in passes]
             planned[key] = passes, min(budgets) if budgets and budgets[0] is not None else None  # the longest prompt's
         passes, budget = planned[key]

@@ -4,6 +4,8 @@ token head -> raw logits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -12,6 +14,7 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.context_encoders import ContextEncoder
 from gliner_jax.modeling.encoders import build_encoder
+from gliner_jax.modeling.fusion import CrossFuser, LayersFuser
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
@@ -31,6 +34,27 @@ def masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
 def _projection(width: int, hidden: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear | None:
     """gliner's Linear from an encoder's width to `hidden_size`, present only where the two differ."""
     return torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
+
+
+class PrecomputedPrompts(nnx.Variable):
+    """gliner's `precomputed_prompts` [L, hidden_size] (`compress_prompt_embeddings`): stored label prompts, saved
+    with the parameters and never trained (gliner keeps them out of its optimizer)."""
+
+
+def _layers_fuser(config: GLiNERConfig, encoder_config: Any, dtype: jnp.dtype, rngs: nnx.Rngs) -> LayersFuser | None:
+    """gliner's layers fuser of one encoder (`fuse_layers`: the text encoder's and a bi-encoder's label encoder's)."""
+    if not config.fuse_layers:
+        return None
+    return LayersFuser(encoder_config.num_hidden_layers, encoder_config.hidden_size, dtype, rngs)
+
+
+def _encode(
+    encoder: nnx.Module, fuser: LayersFuser | None, input_ids: jax.Array, attention_mask: jax.Array
+) -> jax.Array:
+    """An encoder's last hidden states, or (`fuser`) its layers' outputs fused."""
+    if fuser is None:
+        return encoder(input_ids, attention_mask)
+    return fuser(encoder(input_ids, attention_mask, all_layers=True), attention_mask)
 
 
 def _examples(attention_mask: jax.Array, num_slots: int) -> tuple[jax.Array, int]:
@@ -55,7 +79,9 @@ class GLiNERModel(nnx.Module):
     (`span_words`; a token relation model before its entity representation).
     Bi-encoder: label c of row b is row labels_index[b, c] of a label table [L, D], either given
     (`labels_embeddings`, from `encode_labels`) or encoded here from labels_input_ids / labels_attention_mask
-    [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run.
+    [L, T_l]; the BiLSTM is built (gliner's checkpoints hold it) but, as in gliner, never run. With
+    `post_fusion_schema` the label prompts and word states pass the cross fuser before the head (the bi-encoder only:
+    a uni-encoder holds its parameters unused, as gliner does).
 
     Packed rows (`gliner_jax.packing`): attention_mask holds segment ids (1, 2, ... for the examples of a row, 0
     padding) and every per-example input has a slot axis after the row axis, slot s holding segment s + 1:
@@ -69,12 +95,14 @@ class GLiNERModel(nnx.Module):
         self.config = config
         hidden = config.hidden_size
         self.encoder = build_encoder(config.encoder_config, dtype=dtype, rngs=rngs)
+        self.layers_fuser = _layers_fuser(config, config.encoder_config, dtype, rngs)
         self.projection = _projection(config.encoder_config.hidden_size, hidden, dtype, rngs)
         if config.is_bi_encoder:
             self.labels_encoder = build_encoder(config.labels_encoder_config, dtype=dtype, rngs=rngs)
+            self.labels_layers_fuser = _layers_fuser(config, config.labels_encoder_config, dtype, rngs)
             self.labels_projection = _projection(config.labels_encoder_config.hidden_size, hidden, dtype, rngs)
         else:
-            self.labels_encoder = self.labels_projection = None
+            self.labels_encoder = self.labels_layers_fuser = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
             if config.is_relex:  # gliner's token relation model: TokenMarker's MLPs, and its prompt projection
@@ -92,6 +120,24 @@ class GLiNERModel(nnx.Module):
             if config.has_span_encoder
             else None
         )
+        # gliner builds the cross fuser in every model but runs it only in the bi-encoder
+        self.cross_fuser = (
+            CrossFuser(
+                hidden,
+                config.encoder_config.num_attention_heads,
+                config.num_post_fusion_layers,
+                config.post_fusion_schema,
+                config.dropout,
+                dtype,
+                rngs,
+            )
+            if config.post_fusion_schema
+            else None
+        )
+        labels = config.precomputed_labels
+        self.precomputed_prompts = (
+            None if labels is None else PrecomputedPrompts(jnp.zeros((len(labels), hidden), jnp.float32))
+        )
         relex = config.is_relex
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
@@ -101,7 +147,7 @@ class GLiNERModel(nnx.Module):
 
     def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """Token states [B, T, hidden_size] of the text encoder (projected where its width differs)."""
-        tokens = self.encoder(input_ids, attention_mask)
+        tokens = _encode(self.encoder, self.layers_fuser, input_ids, attention_mask)
         return tokens if self.projection is None else self.projection(tokens)
 
     def encode_labels(self, labels_input_ids: jax.Array, labels_attention_mask: jax.Array) -> jax.Array:
@@ -110,7 +156,7 @@ class GLiNERModel(nnx.Module):
         included), as gliner pools them."""
         if self.labels_encoder is None:
             raise NotImplementedError("label embeddings exist only for bi-encoder models (config.labels_encoder)")
-        states = self.labels_encoder(labels_input_ids, labels_attention_mask)
+        states = _encode(self.labels_encoder, self.labels_layers_fuser, labels_input_ids, labels_attention_mask)
         if self.labels_projection is not None:
             states = self.labels_projection(states)
         return masked_mean(states, labels_attention_mask)
@@ -132,10 +178,16 @@ class GLiNERModel(nnx.Module):
         num_labels: int,
         num_words: int,
     ) -> tuple[jax.Array, jax.Array]:
-        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order) and word states
-        [B * S, W, H] of the S examples (segments 1..S of `attention_mask`) of each row."""
+        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order; in
+        `precomputed_prompts_mode` the stored prompts, the same in every example) and word states [B * S, W, H] of
+        the S examples (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encode_text(input_ids, attention_mask)
-        prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
+        if self.precomputed_prompts is None:
+            prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
+        else:
+            stored = self.precomputed_prompts.get_value().astype(tokens.dtype)[:num_labels]
+            stored = jnp.pad(stored, ((0, num_labels - stored.shape[0]), (0, 0)))
+            prompts = jnp.broadcast_to(stored, (attention_mask.shape[0] * num_slots, *stored.shape))
         return prompts, self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
 
     def prompt_states(
@@ -175,9 +227,10 @@ class GLiNERModel(nnx.Module):
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """A relation extraction model's first stage (relations_valid [B, R] fixes R): entity logits (span model:
         [B, W, K, C]; token model: [B, W, C, 3]), the states `relation_scores` reads the selected entities from (span
-        model: the span representations the logits score [B, W*K, H]; token model: the word states [B, W, H], through the span context encoder where there is one) and
-        the relation prompts [B, R, H] (token states at `<<REL>>`, not projected, as in gliner). Packed rows
-        (`gliner_jax.packing`, as `__call__`): every per-example input and output has the slot axis, [B, S, ...]."""
+        model: the span representations the logits score [B, W*K, H]; token model: the word states [B, W, H], through
+        the span context encoder where there is one) and the relation prompts [B, R, H] (token states at `<<REL>>`,
+        not projected, as in gliner). Packed rows (`gliner_jax.packing`, as `__call__`): every per-example input and
+        output has the slot axis, [B, S, ...]."""
         if self.relation_head is None:
             raise ValueError("relex needs a relation extraction model (config.relations_layer)")
         if self.scorer is None and (span_idx is None or span_mask is None):
@@ -291,11 +344,15 @@ class GLiNERModel(nnx.Module):
                 labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
             table, labels_index = labels_embeddings.astype(words.dtype), labels_index.reshape(-1, num_labels)
             logits = None
-            if isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic:
+            fast = isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic
+            if fast and self.cross_fuser is None:
                 logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
             if label_vectors or logits is None:
                 # gliner zeroes absent labels
                 prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)
+            if self.cross_fuser is not None:  # gliner's features_enhancement, absent labels zeroed again after it
+                prompts, words = self.cross_fuser(prompts, words, labels_valid, words_valid)
+                prompts = prompts * labels_valid[..., None].astype(words.dtype)
             if logits is None:
                 logits = self._logits(words, prompts, span_idx, words_valid)
         logits = logits.reshape(*examples, *logits.shape[1:])

@@ -44,19 +44,30 @@ def run_layers(
     per_layer: tuple[jax.Array, ...] = (),
     unroll: bool,
     remat: str,
-) -> jax.Array:
+    collect: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """`hidden = apply(layer, hidden, *layer_inputs, *shared)` for each layer of `layers` (built by
     `layers.stacked_layers`), in order.
 
     The layers run in a scan (one compiled layer whatever the depth), unrolled when `unroll` is true; `remat`
     names the policy of `REMAT_POLICIES` under which each layer is rematerialised. `per_layer` holds arrays with a
     leading layers axis, of which each layer gets its row (`layer_inputs`); `shared` the arrays every layer reads
-    (the same for all); static values (NumPy, Python) are closed over by `apply`.
+    (the same for all); static values (NumPy, Python) are closed over by `apply`. With `collect`, returns (the last
+    hidden states, every layer's output stacked on a leading layers axis).
     """
     policy = REMAT_POLICIES[check_remat(remat)]
     if remat != "none":
         apply = nnx.remat(apply, policy=policy)
     in_axes = (nnx.Carry, 0, *(0,) * len(per_layer), *(None,) * len(shared))
+
+    if collect:
+
+        @nnx.scan(in_axes=in_axes, out_axes=(nnx.Carry, 0), unroll=unroll)
+        def run_collecting(h: jax.Array, layer: nnx.Module, *inputs: Any) -> tuple[jax.Array, jax.Array]:
+            h = apply(layer, h, *inputs)
+            return h, h
+
+        return run_collecting(hidden, layers, *per_layer, *shared)
 
     @nnx.scan(in_axes=in_axes, out_axes=nnx.Carry, unroll=unroll)
     def run(h: jax.Array, layer: nnx.Module, *inputs: Any) -> jax.Array:

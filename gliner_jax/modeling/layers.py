@@ -107,6 +107,16 @@ def embed(
     return nnx.Embed(rows, width, dtype=dtype, embedding_init=init, embedding_metadata=logical_axes(*axes), rngs=rngs)
 
 
+def embed_padding_frozen(table: nnx.Embed, ids: jax.Array, padding_id: int | None) -> jax.Array:
+    """`table(ids)` whose rows for `padding_id` (None: none) pass no gradient back, as torch's
+    `nn.Embedding(padding_idx=...)`: that row stays untrained even where padding states reach the output (gliner's
+    `fuse_layers`)."""
+    out = table(ids)
+    if padding_id is None:
+        return out
+    return jnp.where((ids == padding_id)[..., None], jax.lax.stop_gradient(out), out)
+
+
 def segment_pair_mask(attention_mask: jax.Array, query_ids: jax.Array | None = None) -> jax.Array:
     """Which keys each query may attend to, [B, 1, Tq, T]: those of its own segment.
 
@@ -116,6 +126,13 @@ def segment_pair_mask(attention_mask: jax.Array, query_ids: jax.Array | None = N
     """
     queries = attention_mask if query_ids is None else query_ids
     return (queries[:, None, :, None] == attention_mask[:, None, None, :]) & (queries > 0)[:, None, :, None]
+
+
+def padding_reads_row(pair_mask: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """`segment_pair_mask`'s `pair_mask` [B, 1, T, T] with padding queries allowed every real key of their row, as
+    transformers' BERT and ModernBERT attention (a mask over keys only) computes padding positions: the states there
+    match theirs (what gliner's `fuse_layers` averages over); real tokens are unchanged."""
+    return pair_mask | ((attention_mask == 0)[:, None, :, None] & (attention_mask > 0)[:, None, None, :])
 
 
 def segment_cumsum(values: jax.Array, attention_mask: jax.Array) -> jax.Array:

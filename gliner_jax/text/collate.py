@@ -127,13 +127,15 @@ class Processor:
         labels_max_tokens: int | None = None,
         vocab_size: int | None = None,
         rel_token: str | None = None,
+        skip_prompt: bool = False,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
         subtokens words_mask marks (see `WordPieces.encode`). `vocab_size`: the text encoder's embedding rows, where
         the tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without
         embedding them): a text tokenized into such an id is refused. `rel_token`: a relation extraction model's
-        relation token; its prompt then holds the relations after the labels."""
+        relation token; its prompt then holds the relations after the labels. `skip_prompt` (gliner's
+        `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
@@ -154,6 +156,7 @@ class Processor:
         self.span_mode = span_mode
         self.max_tokens = max_tokens
         self.subtoken_pooling = subtoken_pooling
+        self.skip_prompt = skip_prompt
 
     @property
     def label_prompt(self) -> bool:
@@ -165,8 +168,6 @@ class Processor:
         """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...); a
         bi-encoder's (`labels_encoder` set) needs its `labels_tokenizer`."""
         pooling = getattr(config, "subtoken_pooling", "first")
-        if getattr(config, "precomputed_prompts_mode", False):
-            raise NotImplementedError("precomputed_prompts_mode is not supported")
         encoder = getattr(config, "encoder_config", None)
         bi_encoder = getattr(config, "labels_encoder", None) is not None
         if bi_encoder and labels_tokenizer is None:
@@ -185,6 +186,7 @@ class Processor:
             labels_max_tokens=getattr(config.labels_encoder_config, "max_tokens", None) if bi_encoder else None,
             vocab_size=encoder.vocab_size if bi_encoder else None,
             rel_token=config.rel_token if getattr(config, "relations_layer", None) is not None else None,
+            skip_prompt=bool(getattr(config, "precomputed_prompts_mode", False)),
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -241,6 +243,8 @@ class Processor:
     def _prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
         if not self.label_prompt:
             return []
+        if self.skip_prompt:
+            return [self.sep_token]
         prompt = []
         for label in labels:
             prompt.append(self.ent_token)

@@ -124,6 +124,16 @@ class Trainer:
             raise NotImplementedError(
                 "data.packing is not supported for bi-encoders (their label table is shared by the whole batch)"
             )
+        if self.gliner_config.precomputed_prompts_mode:
+            raise NotImplementedError(
+                "training a model in precomputed_prompts_mode is not implemented (gliner trains it on its stored "
+                "labels only)"
+            )
+        if config.data.packing and self.gliner_config.fuse_layers:
+            raise NotImplementedError(
+                "data.packing is not supported with model fuse_layers=True (gliner weighs the layers by an average "
+                "over the whole padded row)"
+            )
         if config.data.packing:  # each host packs whole rows for each of its data shards
             packing = data_lib.Packing(config.data.row_length, max(1, data_devices // jax.process_count()))
         self.dataset = data_lib.make_train_dataset(

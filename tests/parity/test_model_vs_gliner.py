@@ -183,8 +183,6 @@ def test_bad_weights_name_the_tensor(span_reference_dir, tmp_path, edit, message
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"fuse_layers": True}, NotImplementedError, "fuse_layers"),
-        ({"post_fusion_schema": "l2l-l2t"}, NotImplementedError, "post_fusion_schema"),
         ({"represent_spans": True}, NotImplementedError, "represent_spans"),
         # Values gliner 0.2.29 rejects too ("token-level" makes it build a span model that fails on it).
         ({"span_mode": "token-level"}, ValueError, "span_mode='token-level'"),

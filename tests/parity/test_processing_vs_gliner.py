@@ -286,12 +286,9 @@ def test_user_facing_label_checks_are_strict(labels, message):
 
 
 def test_refusals(setup):
-    ref, processor = setup
+    _, processor = setup
     with pytest.raises(ValueError, match="words_splitter_type='spaces'"):
         Processor(processor.tokenizer, words_splitter_type="spaces")
-    config = types.SimpleNamespace(**{**ref.config.to_dict(), "precomputed_prompts_mode": True})
-    with pytest.raises(NotImplementedError, match="precomputed_prompts_mode"):
-        Processor.from_config(config, processor.tokenizer)
     with pytest.raises(ValueError, match="subtoken_pooling 'sum'"):
         Processor(processor.tokenizer, subtoken_pooling="sum")
 

@@ -80,6 +80,11 @@ MODEL_FAULTS = {
         edit_config(span_encoder_config={"model_type": "gru"}),
         ["gliner_config.json", "span_encoder_config model_type='gru'", "known"],
     ),
+    "config-precomputed-without-labels": (
+        "native",
+        edit_config(precomputed_prompts_mode=True),
+        ["gliner_config.json", "precomputed_prompts_mode=True", "id_to_classes=None"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",

@@ -130,8 +130,11 @@ def assert_gradients_close(ours: dict[str, np.ndarray], ref: dict[str, np.ndarra
     """Each reference gradient matched within 2e-5 of its scale (at least 1e-3)."""
     for name, ref_grad in ref.items():
         scale = max(np.abs(ref_grad).max(), 1e-3)
-        if name.endswith((".attention.self.key.bias", ".attention.self.pos_key_proj.bias")):
-            # A BERT key bias (a DeBERTa position key bias) shifts all scores of a query alike, which softmax
-            # cancels: its gradient is zero but for rounding on both sides, at the scale of the kernel's gradient.
+        if name.endswith(
+            (".attention.self.key.bias", ".attention.self.pos_key_proj.bias", ".key_layer.bias", ".k_proj.bias")
+        ):
+            # A key bias (BERT's, a DeBERTa position key's, gliner's fusion attention and its key projection) shifts
+            # all scores of a query alike, which softmax cancels: its gradient is zero but for rounding on both sides,
+            # at the scale of the key kernel's gradient.
             scale = np.abs(ref[name.removesuffix("bias") + "weight"]).max()
         np.testing.assert_allclose(ours[name], ref_grad, rtol=0, atol=2e-5 * scale, err_msg=name)

@@ -35,8 +35,10 @@ from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
     embed,
+    embed_padding_frozen,
     layer_norm,
     linear,
+    padding_reads_row,
     segment_cumsum,
     segment_pair_mask,
     segment_positions,
@@ -186,8 +188,13 @@ class BertEmbeddings(nnx.Module):
         if length > self.config.max_tokens:
             raise ValueError(f"sequence length {length} exceeds the {self.config.max_tokens} positions of the encoder")
         token_type = self.token_type_embeddings(jnp.zeros((1, 1), jnp.int32))
-        x = self.word_embeddings(input_ids) + token_type
-        x = x + self.position_embeddings(self.positions(input_ids, attention_mask))
+        pad = self.config.pad_token_id
+        x = embed_padding_frozen(self.word_embeddings, input_ids, pad) + token_type
+        positions = self.positions(input_ids, attention_mask)
+        if self.config.positions_after_padding:  # RoBERTa / XLM-R: the padding position row is torch's padding_idx
+            x = x + embed_padding_frozen(self.position_embeddings, positions, pad)
+        else:
+            x = x + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -259,12 +266,16 @@ class BertEncoder(nnx.Module):
         self.remat = "none"
         self.layer = stacked_layers(config.num_hidden_layers, lambda rngs: BertLayer(config, dtype, rngs), rngs)
 
-    def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def __call__(
+        self, hidden: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         def apply(layer: BertLayer, h: jax.Array, pair_mask: jax.Array) -> jax.Array:
             return layer(h, pair_mask)
 
-        pair_mask = segment_pair_mask(attention_mask)
-        return run_layers(apply, self.layer, hidden, pair_mask, unroll=self.unroll_layers, remat=self.remat)
+        pair_mask = padding_reads_row(segment_pair_mask(attention_mask), attention_mask)
+        return run_layers(
+            apply, self.layer, hidden, pair_mask, unroll=self.unroll_layers, remat=self.remat, collect=all_layers
+        )
 
 
 class BertPooler(nnx.Module):
@@ -290,8 +301,11 @@ class BertModel(nnx.Module):
         self.encoder = BertEncoder(config, dtype, rngs)
         self.pooler = BertPooler(config, dtype, rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        return self.encoder(self.embeddings(input_ids, attention_mask), attention_mask)
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False) -> jax.Array:
+        """Last hidden states [B, T, d]; with `all_layers`, every layer's output [L, B, T, d] (transformers'
+        `hidden_states[1:]`)."""
+        out = self.encoder(self.embeddings(input_ids, attention_mask), attention_mask, all_layers=all_layers)
+        return out[1] if all_layers else out
 
     def pooled_output(self, last_hidden_state: jax.Array) -> jax.Array:
         """transformers' `pooler_output` [B, d] of the last hidden states (gliner never reads it)."""

@@ -508,7 +508,9 @@ class DebertaLayerStack(nnx.Module):
         low, high = min(c2p.min(), p2c.min()), max(c2p.max(), p2c.max())
         return slice(int(low), int(high) + 1), c2p - low, p2c - low
 
-    def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def __call__(
+        self, hidden: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         window, c2p_columns, p2c_columns = self.relative_columns(hidden.shape[1])
         rel = self.rel_embeddings.embedding[window].astype(hidden.dtype)
         if self.LayerNorm is not None:
@@ -517,7 +519,16 @@ class DebertaLayerStack(nnx.Module):
         def apply(layer: DebertaLayer, h: jax.Array, segments: jax.Array, rel: jax.Array) -> jax.Array:
             return layer(h, segments, rel, c2p_columns, p2c_columns)  # columns: static NumPy, closed over
 
-        return run_layers(apply, self.layer, hidden, attention_mask, rel, unroll=self.unroll_layers, remat=self.remat)
+        return run_layers(
+            apply,
+            self.layer,
+            hidden,
+            attention_mask,
+            rel,
+            unroll=self.unroll_layers,
+            remat=self.remat,
+            collect=all_layers,
+        )
 
 
 class DebertaModel(nnx.Module):
@@ -532,9 +543,11 @@ class DebertaModel(nnx.Module):
         self.embeddings = DebertaEmbeddings(config, dtype, rngs)
         self.encoder = DebertaLayerStack(config, dtype, rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        hidden = self.embeddings(input_ids, attention_mask)
-        return self.encoder(hidden, attention_mask)
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False) -> jax.Array:
+        """Last hidden states [B, T, d]; with `all_layers`, every layer's output [L, B, T, d] (transformers'
+        `hidden_states[1:]`)."""
+        out = self.encoder(self.embeddings(input_ids, attention_mask), attention_mask, all_layers=all_layers)
+        return out[1] if all_layers else out
 
 
 # Modules of one encoder layer: PyTorch path under `encoder.layer.{i}.` -> parameter kind. Our path is the same,

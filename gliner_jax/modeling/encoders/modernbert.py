@@ -30,8 +30,10 @@ from gliner_jax.modeling.layers import (
     ACTIVATIONS,
     attention,
     embed,
+    embed_padding_frozen,
     layer_norm,
     linear,
+    padding_reads_row,
     segment_pair_mask,
     segment_positions,
     split_heads,
@@ -224,12 +226,14 @@ class ModernBertEmbeddings(nnx.Module):
 
     def __init__(self, config: ModernBertConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         init = _init(config, config.initializer_range)
+        self.pad_token_id = config.pad_token_id  # torch's padding_idx: no gradient for that row
         self.tok_embeddings = embed(config.vocab_size, config.hidden_size, (axes.VOCAB, axes.EMBED), init, dtype, rngs)
         self.norm = _norm(config, dtype, rngs)
         self.drop = Dropout(config.embedding_dropout, rngs=rngs)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
-        return self.drop(self.norm(self.tok_embeddings(input_ids)))
+        tokens = embed_padding_frozen(self.tok_embeddings, input_ids, self.pad_token_id)
+        return self.drop(self.norm(tokens))
 
 
 class ModernBertAttention(nnx.Module):
@@ -247,6 +251,8 @@ class ModernBertAttention(nnx.Module):
     def __call__(self, hidden: jax.Array, pair_mask: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
         q, k, v = jnp.split(split_heads(self.Wqkv(hidden), 3 * self.num_heads), 3, axis=-2)
         context = attention(rotate(q, cos, sin), rotate(k, cos, sin), v, pair_mask, self.dropout)
+        # A query that sees no key (padding beyond a sliding window's reach) gets zeros, as torch's SDPA gives it
+        context = context * pair_mask.any(axis=-1)[:, 0, :, None].astype(context.dtype)
         return self.out_drop(self.Wo(context))
 
 
@@ -301,17 +307,19 @@ class ModernBertModel(nnx.Module):
         self.layers = stacked_layers(config.num_hidden_layers, lambda rngs: ModernBertLayer(config, dtype, rngs), rngs)
         self.final_norm = _norm(config, dtype, rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        return self._layers(self.embeddings(input_ids), attention_mask)
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, *, all_layers: bool = False) -> jax.Array:
+        """Last hidden states [B, T, d]; with `all_layers`, every layer's output [L, B, T, d] (transformers'
+        `hidden_states[1:]`: the last one normed by `final_norm`, as transformers records it)."""
+        return self._layers(self.embeddings(input_ids), attention_mask, all_layers)
 
     def encode_embeddings(self, inputs_embeds: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """The model fed embeddings [B, T, d] in place of token ids (transformers' `inputs_embeds`): the embedding
         LayerNorm and dropout, the layers, the final norm."""
-        return self._layers(self.embeddings.drop(self.embeddings.norm(inputs_embeds)), attention_mask)
+        return self._layers(self.embeddings.drop(self.embeddings.norm(inputs_embeds)), attention_mask, False)
 
-    def _layers(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def _layers(self, hidden: jax.Array, attention_mask: jax.Array, all_layers: bool) -> jax.Array:
         config = self.config
-        segment_mask = segment_pair_mask(attention_mask)
+        segment_mask = padding_reads_row(segment_pair_mask(attention_mask), attention_mask)
         columns = jnp.arange(hidden.shape[1])
         near = jnp.abs(columns[:, None] - columns[None, :]) <= config.window  # a segment is contiguous
         masks = {GLOBAL: segment_mask, LOCAL: segment_mask & near}
@@ -337,8 +345,12 @@ class ModernBertModel(nnx.Module):
             per_layer=(is_first, is_global),
             unroll=self.unroll_layers,
             remat=self.remat,
+            collect=all_layers,
         )
-        return self.final_norm(hidden)
+        if not all_layers:
+            return self.final_norm(hidden)
+        hidden, states = hidden
+        return states.at[-1].set(self.final_norm(hidden))
 
 
 def hf_modules(config: ModernBertConfig) -> dict[str, str]:
