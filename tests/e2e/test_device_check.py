@@ -1,6 +1,6 @@
 """scripts/device_check.sh --cpu-dry-run: the one-command GPU check's driver at toy sizes on the CPU (the table, the
-step processes, the deadline). Here two of its six steps run (env and max_batch, which trains under each remat
-policy); all six take about ten minutes of this machine's two cores, so run `scripts/device_check.sh --cpu-dry-run`
+step processes, the deadline). Here two of its six steps run (env and max_batch, which trains under two remat
+policies); all six take about ten minutes of this machine's two cores, so run `scripts/device_check.sh --cpu-dry-run`
 by hand before a GPU session (the parity and bf16 steps select tests that this suite runs anyway)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training relation extraction models against gliner 0.2.29 (`UniEncoderSpanRelexModel`): on gliner's own training
 batch of relation records, our batch (built by our data path, with the same negative pairs drawn from the same seed),
 each loss term (entity, adjacency, relation), the total with gliner's coefficients and every parameter gradient; a
-TuckER model's train step with its BatchNorm statistics."""
+TuckER model's inference, export and train step with its BatchNorm statistics."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ import pytest
 import torch
 from flax import nnx
 from gliner.evaluation import BaseRelexEvaluator
+from safetensors.torch import load_file
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, relation_table, state_to_torch
 from gliner_jax.evaluation import relation_scores
-from gliner_jax.testing.builders import build_reference
+from gliner_jax.testing.builders import build_reference, relation_thresholds
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import loss_terms, make_train_step
-from tests.utils.gliner_parity import assert_gradients_close
+from tests.utils.gliner_parity import assert_gradients_close, assert_same_outputs
 
 
 def _words(text: str) -> list[str]:
@@ -193,12 +194,15 @@ def _capture_gradients() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: (), update)
 
 
-def test_tucker_step_matches_gliner(gliner_backbone, tmp_path):
-    """A TuckER relation model (768 wide, as gliner builds it), its BatchNorms in training mode, on gliner's own batch
-    (two records): gliner flattens the gold adjacency's pairs, padded to the batch's largest count with each example's
-    first entity, times the relation slots, and normalises over those rows; our train step's relation term (the one
-    term TuckER changes), its gradients (the 768^3 core tensor's on its first slices) and the BatchNorm running
-    statistics after the step are gliner's."""
+def test_tucker_matches_gliner(gliner_backbone, tmp_path):
+    """A TuckER relation model (768 wide, as gliner builds it; its BatchNorms moved off their init). gliner's TuckER
+    views its batched product matmul(r, W) [D, rows, D] as [rows, D, D], so a pair's score depends on the whole
+    flattened batch. Inference: through `inference` ours gives gliner's entities and relations (scores within 1e-5),
+    the checkpoint reads strictly and the export loads in gliner strictly. Training, the BatchNorms in training mode,
+    on gliner's own batch (two records): gliner flattens the gold adjacency's pairs, padded to the batch's largest
+    count with each example's first entity, times the relation slots, and normalises over those rows; our train
+    step's relation term (the one term TuckER changes), its gradients (the 768^3 core tensor's on its first slices)
+    and the BatchNorm running statistics after the step are gliner's. One model for both: it is 1.8 GB."""
     torch.manual_seed(0)
     config = dict(span_mode="markerV0", hidden_size=768, max_width=4, dropout=0.0, relations_layer="dot")
     ref = gliner.GLiNER.from_config(
@@ -211,7 +215,30 @@ def test_tucker_step_matches_gliner(gliner_backbone, tmp_path):
         for norm in (layer.bn0, layer.bn1):
             norm.running_mean.uniform_(-0.2, 0.2)
             norm.running_var.uniform_(0.5, 2.0)
+            norm.num_batches_tracked.fill_(7)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.1, 0.1)
+        ref.model.span_rep_layer.span_rep_layer.out_project[3].weight.mul_(30.0)  # entity scores spread over (0, 1)
+    ref.eval()
     ref.save_pretrained(tmp_path)
+    ours = GLiNER.from_pretrained(tmp_path)
+    assert state_to_torch(ours.model, gliner_table(ours.config)).keys() == ref.model.state_dict().keys()
+
+    texts = [" ".join(record["tokenized_text"]) for record in RECORDS[:2]]
+    # 5 entities in a text at most (gliner's TuckER builds a [D, D] matrix for each of its pairs x relations rows).
+    options = dict(relation_thresholds(ref, texts, LABELS[1], RELATIONS[1], entities=5, batch_size=2), batch_size=2)
+    ref_entities, ref_relations = ref.inference(texts, LABELS[1], relations=RELATIONS[1], **options)
+    entities, found = ours.inference(texts, LABELS[1], relations=RELATIONS[1], **options)
+    assert sum(map(len, ref_relations)) >= 2
+    assert_same_outputs(entities, ref_entities)
+    assert_same_outputs(found, ref_relations)
+    ours.save_pretrained(tmp_path / "export")
+    exported = load_file(tmp_path / "export" / "model.safetensors")
+    assert ref.model.load_state_dict(exported, strict=True)  # every key, and each of gliner's dtypes
+    for key, value in ref.model.state_dict().items():
+        assert exported[key].dtype == value.dtype, key
+    del exported
+
     records, labels, relations = RECORDS[:2], LABELS[:2], RELATIONS[:2]
     collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
     random.seed(SEED)
@@ -226,7 +253,6 @@ def test_tucker_step_matches_gliner(gliner_backbone, tmp_path):
     ref_grads[core] = ref_grads[core][:4].copy()
     del ref, layer
 
-    ours = GLiNER.from_pretrained(tmp_path)
     for name, value in zip(WEIGHTS, (0.0, 0.0, 1.0), strict=True):
         object.__setattr__(ours.config, name, value)
     normalized = [data_lib.normalize_record(record) for record in records]
@@ -250,13 +276,13 @@ def test_tucker_step_matches_gliner(gliner_backbone, tmp_path):
     for key, value in ref_stats.items():
         ours_value = ours_stats[f"triples_score_layer.interaction.{key}"]
         np.testing.assert_allclose(ours_value, value, rtol=1e-5, atol=1e-6 * np.abs(value).max(), err_msg=key)
-    assert int(ref_stats["bn0.num_batches_tracked"]) == 1
+    assert int(ref_stats["bn0.num_batches_tracked"]) == 8  # 7 set above, one step
     grads = state_to_torch(model, gliner_table(ours.config))
     grads[core] = grads[core][:4]
     # The BatchNorms remove any shift shared by all entities: the span head's last bias gets a zero gradient from the
     # relation term, but for rounding at the scale of its kernel's gradient.
     shift = "span_rep_layer.span_rep_layer.out_project.3."
     np.testing.assert_allclose(
-        grads[shift + "bias"], ref_grads.pop(shift + "bias"), atol=1e-4 * np.abs(ref_grads[shift + "weight"]).max()
+        grads[shift + "bias"], ref_grads.pop(shift + "bias"), atol=1e-3 * np.abs(ref_grads[shift + "weight"]).max()
     )
     assert_gradients_close(grads, ref_grads)

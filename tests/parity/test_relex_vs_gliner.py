@@ -21,10 +21,10 @@ from gliner_jax.checkpoint_io import gliner_table, load_gliner, relation_table, 
 from gliner_jax.decoding import select_entities, select_token_entities
 from gliner_jax.modeling.relations import RelationHead
 from gliner_jax.modeling.triples import TRIPLES_LAYERS
-from gliner_jax.testing.builders import build_reference, relation_thresholds
+from gliner_jax.testing.builders import build_reference
 from gliner_jax.testing.hub_cache import add_to_cache
 from tests.utils import fresh
-from tests.utils.gliner_parity import assert_logits_close, network_inputs
+from tests.utils.gliner_parity import assert_logits_close, assert_same_outputs, network_inputs
 from tests.utils.legacy_layouts import BACKBONE_ID, DROP, Layout, backbone_files, layout_files
 
 TEXTS = [
@@ -155,20 +155,6 @@ def test_conversion_is_strict_both_ways(reference):
     assert ours.keys() == ref_state.keys()
     for key, value in ref_state.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
-
-
-def assert_same_outputs(ours: list, ref: list) -> None:
-    """The same dicts in the same order; scores (of entities and relations) within 1e-5."""
-
-    def split(item: dict) -> tuple[dict, float]:
-        return {k: v for k, v in item.items() if k != "score"}, item["score"]
-
-    assert len(ours) == len(ref)
-    for our_items, ref_items in zip(ours, ref, strict=True):
-        assert [split(item)[0] for item in our_items] == [split(item)[0] for item in ref_items]
-        np.testing.assert_allclose(
-            [item["score"] for item in our_items], [item["score"] for item in ref_items], atol=1e-5
-        )
 
 
 def inference_thresholds(ref) -> dict[str, float]:
@@ -410,50 +396,3 @@ def test_token_model_matches(token_reference):
     packed = model.inference(TEXTS, LABELS, relations=RELATIONS, batch_size=2, **options)
     assert_same_outputs(packed[0], expected[0])
     assert_same_outputs(packed[1], expected[1])
-
-
-def test_tucker_model_matches(gliner_backbone, tmp_path):
-    """A TuckER relation model (768 wide, as gliner builds it; its BatchNorms moved off their init): gliner's TuckER
-    views its batched product matmul(r, W) [D, rows, D] as [rows, D, D], so a pair's score depends on the whole
-    flattened batch; through `inference` ours gives gliner's entities and relations (scores within 1e-5), the
-    checkpoint reads strictly, and the export loads in gliner strictly."""
-    from safetensors.torch import load_file
-
-    torch.manual_seed(0)
-    config = gliner.GLiNERConfig(
-        model_name=str(gliner_backbone),
-        span_mode="markerV0",
-        hidden_size=768,
-        max_width=4,
-        relations_layer="none",
-        triples_layer="TuckER",
-    )
-    ref = gliner.GLiNER.from_config(config, backbone_from_pretrained=True, local_files_only=True)
-    layer = ref.model.triples_score_layer.interaction
-    with torch.no_grad():
-        for norm in (layer.bn0, layer.bn1):
-            norm.running_mean.uniform_(-0.2, 0.2)
-            norm.running_var.uniform_(0.5, 2.0)
-            norm.num_batches_tracked.fill_(7)
-            norm.weight.uniform_(0.5, 1.5)
-            norm.bias.uniform_(-0.1, 0.1)
-        ref.model.span_rep_layer.span_rep_layer.out_project[3].weight.mul_(30.0)  # entity scores spread over (0, 1)
-    ref.eval()
-    ref.save_pretrained(tmp_path / "ref")
-    texts, labels, relations = TEXTS[1:], LABELS[1], RELATIONS[1]
-    ours = GLiNER.from_pretrained(tmp_path / "ref")
-    assert state_to_torch(ours.model, gliner_table(ours.config)).keys() == ref.model.state_dict().keys()
-
-    # 5 entities in a text at most (gliner's TuckER builds a [D, D] matrix for each of its pairs x relations rows).
-    options = dict(relation_thresholds(ref, texts, labels, relations, entities=5, batch_size=2), batch_size=2)
-    ref_entities, ref_relations = ref.inference(texts, labels, relations=relations, **options)
-    entities, found = ours.inference(texts, labels, relations=relations, **options)
-    assert sum(map(len, ref_relations)) >= 2
-    assert_same_outputs(entities, ref_entities)
-    assert_same_outputs(found, ref_relations)
-
-    ours.save_pretrained(tmp_path / "export")
-    exported = load_file(tmp_path / "export" / "model.safetensors")
-    assert ref.model.load_state_dict(exported, strict=True)  # every key, and each of gliner's dtypes
-    for key, value in ref.model.state_dict().items():
-        assert exported[key].dtype == value.dtype, key

@@ -138,3 +138,17 @@ def assert_gradients_close(ours: dict[str, np.ndarray], ref: dict[str, np.ndarra
             # at the scale of the key kernel's gradient.
             scale = np.abs(ref[name.removesuffix("bias") + "weight"]).max()
         np.testing.assert_allclose(ours[name], ref_grad, rtol=0, atol=2e-5 * scale, err_msg=name)
+
+
+def assert_same_outputs(ours: list, ref: list) -> None:
+    """Per text, the same entity or relation dicts in the same order; scores (of entities and relations) within 1e-5."""
+
+    def split(item: dict) -> tuple[dict, float]:
+        return {k: v for k, v in item.items() if k != "score"}, item["score"]
+
+    assert len(ours) == len(ref)
+    for our_items, ref_items in zip(ours, ref, strict=True):
+        assert [split(item)[0] for item in our_items] == [split(item)[0] for item in ref_items]
+        np.testing.assert_allclose(
+            [item["score"] for item in our_items], [item["score"] for item in ref_items], atol=1e-5
+        )
