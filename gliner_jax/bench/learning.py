@@ -33,13 +33,14 @@ draws); gliner's sampler goes through the data in epochs, ours shuffles and repe
 are padded to shape buckets (no effect on the loss). Wall times are of one CPU host shared by torch's and XLA's
 thread pools in turn (each trainer runs alone).
 
-Measured (issue 27; 2026-12-05, the 2-core CPU of the project's sandbox, the bench pinned to one core with
-`taskset -c 0` and OMP_NUM_THREADS=1 while other work ran on the other core), the defaults (= configs/wnut_minilm.yaml),
-seeds 0 and 1 (the third was cut for time): best-threshold dev F1 gliner 9.3% / 24.9%, ours 25.4% / 20.1% (means 17.1%
-and 22.8%); train wall time gliner 1,045 / 1,064 s, ours 991 / 1,026 s (0.96x). At 1,200 steps training is still in
-its take-off (about 2-3% at 480 steps), so the seed spread (15.7 points for gliner) is larger than any difference
-between the trainers; a useful model (35%) needs more steps than one session's CPU allowed. Encoder lr 1e-4 with
-others lr 5e-3 reached 7.4% (ours, seed 0): higher rates do not shorten the take-off.
+Measured (issue 27; 2026-12-05, the 2-core CPU of the project's sandbox, each trainer pinned to one core with
+`taskset` and OMP_NUM_THREADS=1; seeds 0-1 one trainer at a time beside other work, seed 2 both at once under
+`nice -n 19` beside other work), the defaults (= configs/wnut_minilm.yaml), 1,200 steps: best-threshold dev F1 gliner
+9.3% / 24.9% / 12.0%, ours 25.4% / 20.1% / 8.7% (means 15.4% and 18.1%, standard deviations 8.4 and 8.6); train wall
+time gliner 1,045 / 1,064 / 3,825 s, ours 991 / 1,026 / 3,730 s (0.96x, 0.98x). At 1,200 steps training is still in
+its take-off (about 2-3% at 480 steps), so the seed spread (16 points) is larger than any difference between the
+trainers; a useful model (35%) needs longer runs than one session's CPU allowed. Encoder lr 1e-4 with others lr 5e-3
+reached 7.4% (ours, seed 0): higher rates do not shorten the take-off.
 """
 
 from __future__ import annotations
