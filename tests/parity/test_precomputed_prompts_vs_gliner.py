@@ -17,7 +17,7 @@ from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 from tests.utils.entities import assert_same_entities
-from tests.utils.gliner_parity import TEXTS, assert_gradients_close, reference_batch
+from tests.utils.gliner_parity import TEXTS, assert_gradients_close, reference_batch, train_without_dropout
 
 LABELS = ["person", "award", "person", "city", "date"]  # a repeat: gliner keeps the first
 STORED = ["person", "award", "city", "date"]
@@ -94,11 +94,7 @@ def test_network_and_gradients_match_reference(models):
     assert "precomputed_prompts" not in ref_grads and len(ref_grads) > 20
 
     model, config = load_gliner(compressed)
-    model.train()
-    model.set_attributes(unroll_layers=True)
-    for _, module in model.iter_modules():
-        if isinstance(module, nnx.Dropout):
-            module.rate = 0.0
+    train_without_dropout(model)
     lengths = batch["text_lengths"].numpy().reshape(-1)
     inputs = dict(
         input_ids=batch["input_ids"].numpy(),

@@ -26,7 +26,7 @@ from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import loss_terms, make_train_step
-from tests.utils.gliner_parity import assert_gradients_close, assert_same_outputs
+from tests.utils.gliner_parity import assert_gradients_close, assert_same_outputs, train_without_dropout
 
 
 def _words(text: str) -> list[str]:
@@ -120,11 +120,7 @@ def test_relation_loss_terms_and_gradients_match_gliner(reference):
         assert batch["adjacency"][: len(RECORDS)].sum() == ref_adjacency.sum() > 6
 
     model = ours.model
-    for _, module in model.iter_modules():
-        if isinstance(module, nnx.Dropout):
-            module.rate = 0.0
-    model.train()
-    model.set_attributes(unroll_layers=True)
+    train_without_dropout(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     config = LossConfig(**FOCAL, reduction=REDUCTION, masking="none")
     inputs = {name: jnp.asarray(value) for name, value in batch.items()}
@@ -258,11 +254,7 @@ def test_tucker_matches_gliner(gliner_backbone, tmp_path):
     normalized = [data_lib.normalize_record(record) for record in records]
     batch = data_lib.collate(normalized, labels, ours.processor, relation_sets=relations, rng=random.Random(SEED))
     model = ours.model
-    for _, module in model.iter_modules():
-        if isinstance(module, nnx.Dropout):
-            module.rate = 0.0
-    model.train()
-    model.set_attributes(unroll_layers=True)
+    train_without_dropout(model)
     graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     step = make_train_step(graphdef, _capture_gradients(), LossConfig(**FOCAL, reduction=REDUCTION, masking="none"))
     inputs = {name: jnp.asarray(value) for name, value in batch.items()}

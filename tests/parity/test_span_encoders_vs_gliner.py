@@ -29,6 +29,7 @@ from tests.utils.gliner_parity import (
     assert_logits_close,
     assert_training_network_matches,
     reference_logits,
+    train_without_dropout,
 )
 
 # Each kind once. rnn: two layers (torch's dropout between them), narrower than the head (both projections);
@@ -239,11 +240,7 @@ def test_training_loss_and_gradients_match(reference):
     records = [data_lib.normalize_record(record) for record in RECORDS]
     batch = data_lib.collate(records, TRAIN_LABELS, ours.processor)
     model = ours.model
-    for _, module in model.iter_modules():
-        if isinstance(module, nnx.Dropout):
-            module.rate = 0.0
-    model.train()
-    model.set_attributes(unroll_layers=True)
+    train_without_dropout(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     inputs = {name: jnp.asarray(value) for name, value in batch.items()}
 

@@ -91,6 +91,16 @@ def reference_gradients(model: gliner.GLiNER, batch: dict, seed: int = 0) -> tup
     return weights, {name: p.grad.numpy() for name, p in model.model.named_parameters() if p.grad is not None}
 
 
+def train_without_dropout(model: nnx.Module) -> nnx.Module:
+    """`model` as training runs it, without randomness: train mode, every dropout rate 0, encoder layers unrolled."""
+    for _, module in model.iter_modules():
+        if isinstance(module, nnx.Dropout):
+            module.rate = 0.0
+    model.train()
+    model.set_attributes(unroll_layers=True)
+    return model
+
+
 def assert_training_network_matches(
     ref: gliner.GLiNER, directory, texts: list[str], labels
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -106,11 +116,7 @@ def assert_training_network_matches(
     assert len(ref_grads) > 20
 
     model, config = load_gliner(directory)
-    for _, module in model.iter_modules():
-        if isinstance(module, nnx.Dropout):
-            module.rate = 0.0
-    model.train()
-    model.set_attributes(unroll_layers=True)
+    train_without_dropout(model)
     inputs = network_inputs(batch, config)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
