@@ -22,7 +22,7 @@ from flax import nnx
 
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.encoders import encoder_config_from_hf
-from gliner_jax.modeling.encoders.config_checks import check_field_types
+from gliner_jax.modeling.encoders.config_checks import check_field_types, fields_dict, split_fields
 from gliner_jax.modeling.encoders.deberta import DebertaConfig, DebertaLayerStack
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig, ModernBertModel
 from gliner_jax.modeling.layers import torch_linear
@@ -64,16 +64,12 @@ class RNNEncoderConfig:
     @classmethod
     def from_hf_dict(cls, hf: Mapping[str, Any]) -> RNNEncoderConfig:
         """From gliner's saved dict (`model_type` "rnn"); unknown keys kept in `extra`."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {k: v for k, v in hf.items() if k in fields}
-        return cls(**values, extra={k: v for k, v in hf.items() if k not in fields and k != "model_type"})
+        values, extra = split_fields(cls, hf, skip=("model_type",))
+        return cls(**values, extra=extra)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The dict gliner writes and reads back."""
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        out["model_type"] = RNN_MODEL_TYPE
-        return out
+        return fields_dict(self) | {"model_type": RNN_MODEL_TYPE}
 
 
 ContextEncoderConfig = DebertaConfig | ModernBertConfig | RNNEncoderConfig

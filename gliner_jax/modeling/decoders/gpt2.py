@@ -19,7 +19,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.decoders.causal import KVCache, cached_attention, empty_cache, run_cached_layers
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.encoders.config_checks import check_heads, refuse
+from gliner_jax.modeling.encoders.config_checks import check_heads, fields_dict, refuse, split_fields
 from gliner_jax.modeling.layers import ACTIVATIONS, embed, layer_norm, linear, split_heads, stacked_layers
 
 MODEL_TYPE = "gpt2"
@@ -85,16 +85,12 @@ class Gpt2Config:
             {"add_cross_attention": (bool(hf.get("add_cross_attention")), "cross-attention is not implemented")},
             hf,
         )
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {key: hf[key] for key in fields if key in hf}
-        return cls(**values, extra={k: v for k, v in hf.items() if k not in fields})
+        values, extra = split_fields(cls, hf)
+        return cls(**values, extra=extra)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A dict that transformers' `GPT2Config` turns into the same model."""
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        out["model_type"] = self.model_type
-        return out
+        return fields_dict(self) | {"model_type": self.model_type}
 
 
 def _linear(config: Gpt2Config, d_in: int, d_out: int, names: tuple[str, str], dtype: jnp.dtype, rngs: nnx.Rngs):

@@ -19,7 +19,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.decoders.causal import KVCache, cached_attention, empty_cache, run_cached_layers
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.encoders.config_checks import refuse
+from gliner_jax.modeling.encoders.config_checks import fields_dict, refuse, split_fields
 from gliner_jax.modeling.layers import ACTIVATIONS, embed, linear, logical_axes, split_heads, stacked_layers
 
 
@@ -83,17 +83,15 @@ class LlamaConfig:
         rope.update(hf.get("rope_parameters") or {})
         rope.setdefault("rope_type", rope.get("type", "default"))
         refuse(cls.model_type, cls._refusals(hf, rope), rope | dict(hf))
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {key: hf[key] for key in fields if key in hf}
+        values, extra = split_fields(cls, hf)
         if "rope_theta" in rope:
             values["rope_theta"] = rope["rope_theta"]
-        skipped = fields | {"rope_parameters", "rope_scaling"}
-        return cls(**values, extra={k: v for k, v in hf.items() if k not in skipped})
+        extra = {key: value for key, value in extra.items() if key not in ("rope_parameters", "rope_scaling")}
+        return cls(**values, extra=extra)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A dict that transformers' config class of this model type turns into the same model."""
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out = fields_dict(self)
         out["rope_parameters"] = {"rope_type": "default", "rope_theta": out.pop("rope_theta")}
         out["model_type"] = self.model_type
         return out

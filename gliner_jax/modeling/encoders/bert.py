@@ -29,7 +29,7 @@ from flax import nnx
 
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.encoders.config_checks import check_heads, refuse
+from gliner_jax.modeling.encoders.config_checks import check_heads, fields_dict, refuse, split_fields
 from gliner_jax.modeling.layer_stack import run_layers
 from gliner_jax.modeling.layers import (
     ACTIVATIONS,
@@ -112,16 +112,12 @@ class BertConfig:
             "add_cross_attention": (bool(hf.get("add_cross_attention")), "cross-attention is not implemented"),
         }
         refuse(cls.model_type, refusals, hf)
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {key: hf[key] for key in fields if key in hf}
-        return cls(**values, extra={k: v for k, v in hf.items() if k not in fields})
+        values, extra = split_fields(cls, hf)
+        return cls(**values, extra=extra)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A dict that transformers' config class of this model type turns into the same encoder."""
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        out["model_type"] = self.model_type
-        return out
+        return fields_dict(self) | {"model_type": self.model_type}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """Checks every config makes: the attention heads split the model width; options the module does not implement
 are refused by name (NotImplementedError), never silently computed otherwise; values have their field's type and
-keys are known ones (with a close match suggested for a misspelt one)."""
+keys are known ones (with a close match suggested for a misspelt one); and the mapping between a Hugging Face config
+dict and a config dataclass with an `extra` field that they share."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
@@ -24,6 +26,21 @@ def refuse(family: str, refusals: Mapping[str, tuple[bool, str]], source: Mappin
         if refused:
             value = source.get(key) if isinstance(source, Mapping) else getattr(source, key)
             raise NotImplementedError(f"unsupported {family} config {key}={value!r}: {why}")
+
+
+def split_fields(cls: type, hf: Mapping[str, Any], skip: Collection[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the values `hf` gives the dataclass `cls`'s fields, the rest of `hf`): its `extra` field and the keys
+    `skip` are in neither (`skip` names fields and keys the caller maps itself)."""
+    fields = {f.name for f in dataclasses.fields(cls)} - {"extra", *skip}
+    values = {key: hf[key] for key in fields if key in hf}
+    return values, {key: value for key, value in hf.items() if key not in fields and key not in skip}
+
+
+def fields_dict(config: Any, skip: Collection[str] = ()) -> dict[str, Any]:
+    """A config dataclass as a dict: its `extra`, then its fields but `extra` and `skip`."""
+    out = dict(config.extra)
+    out.update({f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in {"extra", *skip}})
+    return out
 
 
 def fits(value: Any, hint: Any) -> bool:

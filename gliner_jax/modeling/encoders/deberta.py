@@ -22,6 +22,7 @@ from flax import nnx
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.blockwise import map_blocks
 from gliner_jax.modeling.dropout import Dropout
+from gliner_jax.modeling.encoders.config_checks import fields_dict
 from gliner_jax.modeling.layer_stack import run_layers
 from gliner_jax.modeling.layers import (
     embed,
@@ -170,8 +171,7 @@ class DebertaConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A dict that `transformers.DebertaV2Config(**d)` turns into the same encoder."""
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out = fields_dict(self)
         out.update(
             model_type=MODEL_TYPE,
             pos_att_type=list(self.pos_att_type),

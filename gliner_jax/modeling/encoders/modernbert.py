@@ -24,7 +24,7 @@ from flax import nnx
 
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.dropout import Dropout
-from gliner_jax.modeling.encoders.config_checks import check_heads, refuse
+from gliner_jax.modeling.encoders.config_checks import check_heads, fields_dict, refuse
 from gliner_jax.modeling.layer_stack import run_layers
 from gliner_jax.modeling.layers import (
     ACTIVATIONS,
@@ -140,10 +140,8 @@ class ModernBertConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A dict that `transformers.ModernBertConfig(**d)` turns into the same encoder."""
-        out = dict(self.extra)
         thetas = {GLOBAL: self.full_rope_theta, LOCAL: self.sliding_rope_theta}
-        skip = {"extra", "full_rope_theta", "sliding_rope_theta"}
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip})
+        out = fields_dict(self, skip=("full_rope_theta", "sliding_rope_theta"))
         out.update(
             model_type=MODEL_TYPE,
             layer_types=list(self.layer_types),
