@@ -17,6 +17,7 @@ from gliner_jax.hub import LABELS_TOKENIZER_DIR
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from tests.utils.entities import assert_same_entities
 from tests.utils.gliner_parity import (
+    assert_export_equals_reference,
     assert_logits_close,
     assert_training_network_matches,
     network_inputs,
@@ -230,12 +231,7 @@ def test_export_loads_in_gliner_strictly(models, tmp_path):
     label tokenizer in labels_tokenizer/; gliner loads it strictly and computes the reference's logits, and our
     native format round-trips."""
     reference, _, ours, _ = models
-    ours.save_pretrained(tmp_path / "torch")
-    saved = load_file(tmp_path / "torch" / "model.safetensors")
-    expected = reference.model.state_dict()
-    assert saved.keys() == expected.keys()
-    for key, value in expected.items():
-        np.testing.assert_array_equal(saved[key], value.numpy(), err_msg=key)
+    assert_export_equals_reference(ours, reference, tmp_path / "torch")
     assert (tmp_path / "torch" / LABELS_TOKENIZER_DIR / "tokenizer_config.json").is_file()
     config = json.loads((tmp_path / "torch" / "gliner_config.json").read_text())
     assert config["labels_encoder_config"]["hidden_size"] == 48 and config["vocab_size"] == -1

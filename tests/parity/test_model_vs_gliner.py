@@ -19,6 +19,7 @@ from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     SHARED_LABELS,
     TEXTS,
+    assert_export_equals_reference,
     assert_logits_close,
     assert_training_network_matches,
     network_inputs,
@@ -94,14 +95,8 @@ def test_pipeline_matches_reference(reference):
 def test_export_loads_in_gliner_identically(reference, tmp_path):
     _, ref, directory = reference
     ours = GLiNER.from_pretrained(directory)
-    ours.save_pretrained(tmp_path)
-
     # Strict check: the exported tensors are the reference model's keys and shapes, one for one, bit for bit.
-    exported = load_file(tmp_path / "model.safetensors")
-    ref_state = ref.model.state_dict()
-    assert set(exported) == set(ref_state)
-    for key, tensor in ref_state.items():
-        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    exported = assert_export_equals_reference(ours, ref, tmp_path)
     ref.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
 
     assert json.loads((tmp_path / "gliner_config.json").read_text()) == json.loads(

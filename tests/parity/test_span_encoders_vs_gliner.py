@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from safetensors.numpy import load_file
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
@@ -25,6 +24,7 @@ from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     SHARED_LABELS,
     TEXTS,
+    assert_export_equals_reference,
     assert_gradients_close,
     assert_logits_close,
     assert_training_network_matches,
@@ -80,11 +80,7 @@ def test_pipeline_and_checkpoints_match(reference, tmp_path):
     assert_logits_close(bucketed[:, : ref_logits.shape[1], :, : ref_logits.shape[3]], ref_logits)
 
     assert {m.torch_key for m in gliner_table(ours.config)} == set(ref.model.state_dict())
-    ours.save_pretrained(tmp_path)
-    exported = load_file(tmp_path / "model.safetensors")
-    assert set(exported) == set(ref.model.state_dict())
-    for key, tensor in ref.model.state_dict().items():
-        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    exported = assert_export_equals_reference(ours, ref, tmp_path)
     reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True)
     reloaded.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
     assert type(reloaded.model.span_rep_layer.context_encoder) is type(ref.model.span_rep_layer.context_encoder)

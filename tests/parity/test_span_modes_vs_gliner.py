@@ -10,7 +10,6 @@ import gliner
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table
@@ -21,6 +20,7 @@ from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     SHARED_LABELS,
     TEXTS,
+    assert_export_equals_reference,
     assert_logits_close,
     assert_training_network_matches,
     reference_logits,
@@ -117,11 +117,7 @@ def test_checkpoints_both_ways(reference, tmp_path):
     ref, directory = reference
     ours = GLiNER.from_pretrained(directory)
     assert {m.torch_key for m in gliner_table(ours.config)} == set(ref.model.state_dict())
-    ours.save_pretrained(tmp_path)
-    exported = load_file(tmp_path / "model.safetensors")
-    assert set(exported) == set(ref.model.state_dict())
-    for key, tensor in ref.model.state_dict().items():
-        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    exported = assert_export_equals_reference(ours, ref, tmp_path)
     reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True)
     reloaded.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
     assert type(reloaded) is type(ref) and reloaded.config.span_mode == ref.config.span_mode

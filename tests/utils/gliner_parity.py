@@ -1,6 +1,9 @@
-"""Our GLiNER network against a reference `gliner` model: its own collated batches, logits, parameter gradients."""
+"""Our GLiNER network against a reference `gliner` model: its own collated batches, logits, parameter gradients,
+exported tensors."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gliner
 import jax
@@ -8,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
+from safetensors.numpy import load_file
 
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
 
@@ -158,3 +162,15 @@ def assert_same_outputs(ours: list, ref: list) -> None:
         np.testing.assert_allclose(
             [item["score"] for item in our_items], [item["score"] for item in ref_items], atol=1e-5
         )
+
+
+def assert_export_equals_reference(ours, ref: gliner.GLiNER, directory: Path) -> dict[str, np.ndarray]:
+    """`ours` (a gliner_jax GLiNER) saved to `directory`: its model.safetensors holds the reference's state dict, key
+    for key, bit for bit. Returns the exported tensors."""
+    ours.save_pretrained(directory)
+    exported = load_file(directory / "model.safetensors")
+    expected = ref.model.state_dict()
+    assert exported.keys() == expected.keys()
+    for key, tensor in expected.items():
+        np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
+    return exported
