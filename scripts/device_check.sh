@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command for whoever has a lent GPU (an H100 or H200 with jax, torch and transformers installed): within
-# 8 minutes, parity tests on the GPU (float32, and bfloat16 against float32), the inference benchmark (both
-# libraries), the train benchmark --size large --dtype bfloat16 (MFU, peak GPU memory, each remat policy) and the
-# largest batch that fits per remat policy; one markdown table to stdout and $OUT/device_check.md (step output:
-# device_check.log). `python -m gliner_jax.bench device_check` drives the steps.
+# 9 minutes (call the device with a timeout of about 560 s), most telling first: the train benchmark --size large
+# --dtype bfloat16 (MFU, peak GPU memory), the inference benchmark (both libraries), parity tests on the GPU
+# (float32, and bfloat16 against float32) and the largest batch that fits per remat policy; one markdown table to
+# stdout and $OUT/device_check.md (step output: device_check.log). `python -m gliner_jax.bench device_check` drives
+# the steps.
 #
 #   here, first:  scripts/fetch_device_wheels.sh          (the wheels the GPU image lacks, into .device-wheels/)
 #   there:        scripts/device_check.sh                  (carry .device-wheels; $OUT: where the table goes)

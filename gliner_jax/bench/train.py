@@ -49,7 +49,7 @@ import numpy as np
 from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import LABELS_PER_RECORD, make_records, pick_labels, tokenizer_corpus
 from gliner_jax.bench.programs import LOSS, OPTIMIZER, TrainLoop, one_device_program, remat_policies
-from gliner_jax.bench.runner import in_fresh_process
+from gliner_jax.bench.runner import in_fresh_process, report
 from gliner_jax.bench.sizes import GLINER_HEAD, VOCAB_SIZE, reference_models
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import Example
@@ -380,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     modes = args.modes.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as root:
+        start = time.perf_counter()
         directories = reference_models(Path(root), args.size, modes, tokenizer_corpus(labels), args.vocab_size)
+        report("reference models", time.perf_counter() - start)
         config = json.loads((directories[modes[0]] / "gliner_config.json").read_text())
         for mode in modes:
             options = Options(
