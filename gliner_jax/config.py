@@ -57,6 +57,14 @@ TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not im
 }
 
 
+def builds_labels_encoder(data: Mapping[str, Any]) -> bool:
+    """Whether gliner builds a bi-encoder from a gliner_config.json dict (its `_get_gliner_class`): `labels_encoder`
+    set, and neither `relations_layer` nor `labels_decoder`, which win over it (their models ignore labels_encoder:
+    no label encoder, no `labels_encoder_config` needed)."""
+    ignored = ("relations_layer", "labels_decoder")
+    return data.get("labels_encoder") is not None and all(data.get(key) is None for key in ignored)
+
+
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
     """Raise NotImplementedError naming the field when a gliner_config.json dict selects an architecture not
     implemented here; checked before anything else of a model is read."""
@@ -165,7 +173,7 @@ class GLiNERConfig:
         `labels_encoder_config`) embedded: `gliner_jax.hub.read_layout` completes the legacy layouts that lack them."""
         refuse_other_architectures(data)
         embedded = {"encoder_config": ("model_name", "backbone")}
-        if data.get("labels_encoder") is not None:  # gliner's test for a bi-encoder
+        if builds_labels_encoder(data):
             embedded["labels_encoder_config"] = ("labels_encoder", "label encoder")
         for key, (name, what) in embedded.items():
             if not data.get(key):
@@ -173,7 +181,8 @@ class GLiNERConfig:
                     f"gliner_config.json has no {key}: read the directory with gliner_jax.hub.read_layout (or "
                     f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
                 )
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
+        # a labels_encoder_config beside an ignored labels_encoder stays an extra, written back as it was read
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "labels_encoder_config"} - embedded.keys()
         if data.get("relations_layer") is None:
             fields -= set(RELEX_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
@@ -205,14 +214,6 @@ class GLiNERConfig:
             )
         if self.triples_layer is not None:
             self._check_triples()
-        refusals = {
-            "labels_encoder": (self.is_bi_encoder, "relation extraction reads its labels from the prompt"),
-        }
-        for key, (refused, why) in refusals.items():
-            if refused:
-                raise NotImplementedError(
-                    f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
-                )
 
     def _check_precomputed(self) -> None:
         mode = self.precomputed_prompts_mode
@@ -272,8 +273,9 @@ class GLiNERConfig:
 
     @property
     def is_bi_encoder(self) -> bool:
-        """Whether labels are read by their own encoder (gliner's bi-encoder) rather than from a prompt."""
-        return self.labels_encoder is not None
+        """Whether labels are read by their own encoder (gliner's bi-encoder) rather than from a prompt: gliner's
+        class choice (`builds_labels_encoder`; a relation or decoder model ignores `labels_encoder`)."""
+        return builds_labels_encoder({**self.extra, **vars(self)})
 
     @property
     def projects_encoder_output(self) -> bool:
