@@ -320,6 +320,8 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += relation_table(config.relations_layer, config.triples_layer)
     if config.precomputed_prompts_mode:
         table.append(TensorMapping("precomputed_prompts", ("precomputed_prompts",), False, None))
+    if config.precomputed_relations is not None:
+        table.append(TensorMapping("precomputed_rel_prompts", ("precomputed_rel_prompts",), False, None))
     if config.post_fusion_schema:
         table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table

@@ -51,6 +51,7 @@ RELEX_ONLY_FIELDS = (
     "rel_token",
     "adjacency_loss_coef",
     "relation_loss_coef",
+    "rel_id_to_classes",
 )
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
@@ -122,6 +123,8 @@ class GLiNERConfig:
     rel_token: str = "<<REL>>"
     adjacency_loss_coef: float = 1.0
     relation_loss_coef: float = 1.0
+    # precomputed_prompts_mode's relation labels (compress_prompt_embeddings with rel_labels)
+    rel_id_to_classes: Any = dataclasses.field(default=None, compare=False)
     labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
     labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
     # gliner's context encoder before the span representation: a `modeling.context_encoders` config (a dict is
@@ -217,16 +220,22 @@ class GLiNERConfig:
 
     def _check_precomputed(self) -> None:
         mode = self.precomputed_prompts_mode
-        if self.is_relex or self.is_bi_encoder:
-            what = "relation models" if self.is_relex else "bi-encoders (their labels have no prompts)"
-            raise NotImplementedError(f"unsupported GLiNER config precomputed_prompts_mode={mode!r} with {what}")
+        if self.is_bi_encoder:
+            raise NotImplementedError(
+                f"unsupported GLiNER config precomputed_prompts_mode={mode!r} with bi-encoders (their labels have no "
+                "prompts)"
+            )
         if not isinstance(self.id_to_classes, Mapping) or not self.id_to_classes:
             raise ValueError(
                 f"GLiNER config precomputed_prompts_mode={mode!r} needs the stored labels in id_to_classes "
                 f"(compress_prompt_embeddings writes them), got id_to_classes={self.id_to_classes!r}"
             )
-        if {str(key) for key in self.id_to_classes} != {str(i) for i in range(1, len(self.id_to_classes) + 1)}:
-            raise ValueError(f"GLiNER config id_to_classes keys must be 1..N, got {list(self.id_to_classes)}")
+        stored = {"id_to_classes": self.id_to_classes, "rel_id_to_classes": self.rel_id_to_classes or {}}
+        if not isinstance(stored["rel_id_to_classes"], Mapping):
+            raise ValueError(f"GLiNER config rel_id_to_classes must be a mapping, got {self.rel_id_to_classes!r}")
+        for key, labels in stored.items():
+            if {str(i) for i in labels} != {str(i) for i in range(1, len(labels) + 1)}:
+                raise ValueError(f"GLiNER config {key} keys must be 1..N, got {list(labels)}")
 
     @property
     def precomputed_labels(self) -> list[str] | None:
@@ -235,6 +244,15 @@ class GLiNERConfig:
         if not self.precomputed_prompts_mode:
             return None
         return [self.id_to_classes[key] for key in sorted(self.id_to_classes, key=int)]
+
+    @property
+    def precomputed_relations(self) -> list[str] | None:
+        """A relation model's relation labels whose prompt embeddings it stores (`precomputed_prompts_mode` with
+        `rel_id_to_classes`), in row order; None otherwise (gliner then reads relation prompts from the text, which
+        holds none: no relations)."""
+        if not self.precomputed_prompts_mode or not self.is_relex or not self.rel_id_to_classes:
+            return None
+        return [self.rel_id_to_classes[key] for key in sorted(self.rel_id_to_classes, key=int)]
 
     def _check_triples(self) -> None:
         mode, hidden = self.triples_layer, self.hidden_size

@@ -17,7 +17,14 @@ from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, load_gliner, state_to_torch
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 from tests.utils.entities import assert_same_entities
-from tests.utils.gliner_parity import TEXTS, assert_gradients_close, reference_batch, train_without_dropout
+from tests.utils.gliner_parity import (
+    TEXTS,
+    assert_export_equals_reference,
+    assert_gradients_close,
+    assert_same_outputs,
+    reference_batch,
+    train_without_dropout,
+)
 
 LABELS = ["person", "award", "person", "city", "date"]  # a repeat: gliner keeps the first
 STORED = ["person", "award", "city", "date"]
@@ -119,3 +126,64 @@ def test_network_and_gradients_match_reference(models):
     nnx.update(model, gradients)
     grads = state_to_torch(model, [m for m in gliner_table(config) if m.torch_key != "precomputed_prompts"])
     assert_gradients_close(grads, ref_grads)
+
+
+# A relation model compressed with entity and relation labels (repeats: gliner keeps the first of each).
+RELEX_TEXTS = [
+    "Marie Curie worked at the University of Paris with Pierre Curie in 1903.",
+    "Apple was founded by Steve Jobs in Cupertino.",
+    "Bill Gates founded Microsoft with Paul Allen in Albuquerque, New Mexico, in 1975.",
+]
+RELEX_LABELS = ["person", "organization", "person", "city"]
+RELATIONS = ["works at", "founded by", "works at", "located in"]
+STORED_RELEX, STORED_RELATIONS = ["person", "organization", "city"], ["works at", "founded by", "located in"]
+
+
+@pytest.fixture(scope="module")
+def relex_models(gliner_backbone, tmp_path_factory):
+    """(gliner's relation model compressed with RELEX_LABELS and RELATIONS, the directory it saved, ours compressed
+    the same way from the same model)."""
+    plain, compressed = tmp_path_factory.mktemp("relex-plain"), tmp_path_factory.mktemp("relex-compressed")
+    options = dict(span_mode="markerV0", hidden_size=32, max_width=4, relations_layer="dot")
+    reference = build_reference(gliner_backbone, plain, logit_scale=30.0, **options)
+    with torch.no_grad():  # relation scores spread over (0, 1)
+        reference.model.pair_rep_layer[3].weight.mul_(30.0)
+    reference.save_pretrained(plain)
+    ours = GLiNER.from_pretrained(plain)
+    reference.compress_prompt_embeddings(CORPUS[:5], RELEX_LABELS, rel_labels=RELATIONS, batch_size=2)
+    ours.compress_prompt_embeddings(CORPUS[:5], RELEX_LABELS, rel_labels=RELATIONS, batch_size=2)
+    reference.save_pretrained(compressed)
+    return reference, compressed, ours
+
+
+def test_relation_model_compressed_as_gliner(relex_models, tmp_path):
+    """A relation model's `compress_prompt_embeddings(texts, labels, rel_labels=...)`: gliner's stored entity and
+    relation prompts and labels; gliner's compressed checkpoint read and written back bit for bit; gliner's entities
+    and relations, from our compressed model, and from gliner's checkpoint whatever labels it is given (gliner
+    itself names the stored classes by the labels given, by position: given the stored ones, the same)."""
+    reference, compressed, ours = relex_models
+    for name, count in (("precomputed_prompts", 3), ("precomputed_rel_prompts", 3)):
+        expected = getattr(reference.model, name).detach().numpy()
+        stored = np.asarray(getattr(ours.model, name).get_value())
+        assert stored.shape == expected.shape == (count, 32)
+        np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-5 * np.abs(expected).max(), err_msg=name)
+    assert ours.config.id_to_classes == reference.config.id_to_classes == dict(enumerate(STORED_RELEX, 1))
+    assert ours.config.rel_id_to_classes == reference.config.rel_id_to_classes == dict(enumerate(STORED_RELATIONS, 1))
+    loaded = GLiNER.from_pretrained(compressed)
+    assert_export_equals_reference(loaded, reference, tmp_path / "export")
+    assert GLiNER.from_pretrained(tmp_path / "export").config.precomputed_relations == STORED_RELATIONS
+
+    # thresholds from gliner's scores: a few entities per text (nested: a random model's best spans overlap), every
+    # pair of them, half of the relations gliner then finds
+    (threshold,) = quantile_thresholds(reference, RELEX_TEXTS, STORED_RELEX, (0.97,))
+    options = dict(threshold=threshold, adjacency_threshold=0.0, flat_ner=False, relation_threshold=0.0)
+    found = reference.inference(RELEX_TEXTS, STORED_RELEX, relations=STORED_RELATIONS, batch_size=2, **options)[1]
+    scores = np.sort([relation["score"] for row in found for relation in row])
+    options["relation_threshold"] = float(scores[len(scores) // 2 - 1 : len(scores) // 2 + 1].mean())
+    expected = reference.inference(RELEX_TEXTS, STORED_RELEX, relations=STORED_RELATIONS, batch_size=2, **options)
+    assert sum(map(len, expected[0])) >= 4 and sum(map(len, expected[1])) >= 2
+    got = ours.inference(RELEX_TEXTS, STORED_RELEX, relations=STORED_RELATIONS, batch_size=2, **options)
+    read = loaded.inference(RELEX_TEXTS, ["anything"], relations=["x"], batch_size=2, **options)
+    for found in (got, read):
+        assert_same_outputs(found[0], expected[0])
+        assert_same_outputs(found[1], expected[1])
