@@ -220,11 +220,6 @@ class GLiNERConfig:
 
     def _check_precomputed(self) -> None:
         mode = self.precomputed_prompts_mode
-        if self.is_bi_encoder:
-            raise NotImplementedError(
-                f"unsupported GLiNER config precomputed_prompts_mode={mode!r} with bi-encoders (their labels have no "
-                "prompts)"
-            )
         if not isinstance(self.id_to_classes, Mapping) or not self.id_to_classes:
             raise ValueError(
                 f"GLiNER config precomputed_prompts_mode={mode!r} needs the stored labels in id_to_classes "
@@ -240,7 +235,8 @@ class GLiNERConfig:
     @property
     def precomputed_labels(self) -> list[str] | None:
         """The labels whose prompt embeddings the model stores (`precomputed_prompts_mode`), in row order; None
-        otherwise."""
+        otherwise. A bi-encoder stores none: its label encoder reads these labels (gliner's collator gives every text
+        the config's labels in this mode)."""
         if not self.precomputed_prompts_mode:
             return None
         return [self.id_to_classes[key] for key in sorted(self.id_to_classes, key=int)]

@@ -146,7 +146,8 @@ class GLiNERModel(nnx.Module):
             if config.post_fusion_schema
             else None
         )
-        self.precomputed_prompts = _stored_prompts(config.precomputed_labels, hidden)
+        # a bi-encoder's labels have no prompts to store: its label encoder reads the stored labels
+        self.precomputed_prompts = None if config.is_bi_encoder else _stored_prompts(config.precomputed_labels, hidden)
         self.precomputed_rel_prompts = _stored_prompts(config.precomputed_relations, hidden)
         relex = config.is_relex
         self.relation_head = (

@@ -487,6 +487,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         rng, table = batch_rng(self.seed, index), None
         if self.fixed_labels is not None:  # gliner's precomputed_prompts_mode: the stored labels, nothing drawn
             label_sets = [list(self.fixed_labels)] * len(examples)
+            table = None if self.processor.label_prompt else list(self.fixed_labels)
         elif self.processor.label_prompt:
             label_sets = sample_labels(
                 examples, rng, max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
@@ -569,7 +570,7 @@ def make_train_dataset(
     layout of `gliner_jax.packing`: the same examples, labels and targets), with shapes from the buckets. Records
     are checked as they are read: a bad one is logged and skipped (its row stays a neutral padding row; packed, it
     is left out). A bi-encoder's label table has a multiple of `label_rows_multiple` rows (the trainer's data
-    devices). `fixed_labels` (a uni-encoder entity model in `precomputed_prompts_mode`: its stored labels) are every
+    devices). `fixed_labels` (an entity model in `precomputed_prompts_mode`: its stored labels) are every
     example's labels, in that order, as gliner's collator gives them (no label drawn). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
