@@ -318,8 +318,10 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     if config.is_relex:
         table += relation_table(config.relations_layer, config.triples_layer)
-    if config.precomputed_prompts_mode:
+    if config.precomputed_prompts_mode and not config.is_bi_encoder:
         table.append(TensorMapping("precomputed_prompts", ("precomputed_prompts",), False, None))
+    if config.precomputed_relations is not None:
+        table.append(TensorMapping("precomputed_rel_prompts", ("precomputed_rel_prompts",), False, None))
     if config.post_fusion_schema:
         table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table

@@ -51,10 +51,19 @@ RELEX_ONLY_FIELDS = (
     "rel_token",
     "adjacency_loss_coef",
     "relation_loss_coef",
+    "rel_id_to_classes",
 )
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
 }
+
+
+def builds_labels_encoder(data: Mapping[str, Any]) -> bool:
+    """Whether gliner builds a bi-encoder from a gliner_config.json dict (its `_get_gliner_class`): `labels_encoder`
+    set, and neither `relations_layer` nor `labels_decoder`, which win over it (their models ignore labels_encoder:
+    no label encoder, no `labels_encoder_config` needed)."""
+    ignored = ("relations_layer", "labels_decoder")
+    return data.get("labels_encoder") is not None and all(data.get(key) is None for key in ignored)
 
 
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
@@ -114,6 +123,8 @@ class GLiNERConfig:
     rel_token: str = "<<REL>>"
     adjacency_loss_coef: float = 1.0
     relation_loss_coef: float = 1.0
+    # precomputed_prompts_mode's relation labels (compress_prompt_embeddings with rel_labels)
+    rel_id_to_classes: Any = dataclasses.field(default=None, compare=False)
     labels_encoder: str | None = None  # bi-encoder: the label encoder's name or path, as gliner records it
     labels_encoder_config: Any = None  # bi-encoder: the label encoder's config (an encoder family's)
     # gliner's context encoder before the span representation: a `modeling.context_encoders` config (a dict is
@@ -165,7 +176,7 @@ class GLiNERConfig:
         `labels_encoder_config`) embedded: `gliner_jax.hub.read_layout` completes the legacy layouts that lack them."""
         refuse_other_architectures(data)
         embedded = {"encoder_config": ("model_name", "backbone")}
-        if data.get("labels_encoder") is not None:  # gliner's test for a bi-encoder
+        if builds_labels_encoder(data):
             embedded["labels_encoder_config"] = ("labels_encoder", "label encoder")
         for key, (name, what) in embedded.items():
             if not data.get(key):
@@ -173,7 +184,8 @@ class GLiNERConfig:
                     f"gliner_config.json has no {key}: read the directory with gliner_jax.hub.read_layout (or "
                     f"GLiNER.from_pretrained), which takes the {what}'s config from {name} as gliner does"
                 )
-        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"} - embedded.keys()
+        # a labels_encoder_config beside an ignored labels_encoder stays an extra, written back as it was read
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "labels_encoder_config"} - embedded.keys()
         if data.get("relations_layer") is None:
             fields -= set(RELEX_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
@@ -205,35 +217,38 @@ class GLiNERConfig:
             )
         if self.triples_layer is not None:
             self._check_triples()
-        refusals = {
-            "labels_encoder": (self.is_bi_encoder, "relation extraction reads its labels from the prompt"),
-        }
-        for key, (refused, why) in refusals.items():
-            if refused:
-                raise NotImplementedError(
-                    f"unsupported GLiNER config {key}={getattr(self, key)!r} with relations: {why}"
-                )
 
     def _check_precomputed(self) -> None:
         mode = self.precomputed_prompts_mode
-        if self.is_relex or self.is_bi_encoder:
-            what = "relation models" if self.is_relex else "bi-encoders (their labels have no prompts)"
-            raise NotImplementedError(f"unsupported GLiNER config precomputed_prompts_mode={mode!r} with {what}")
         if not isinstance(self.id_to_classes, Mapping) or not self.id_to_classes:
             raise ValueError(
                 f"GLiNER config precomputed_prompts_mode={mode!r} needs the stored labels in id_to_classes "
                 f"(compress_prompt_embeddings writes them), got id_to_classes={self.id_to_classes!r}"
             )
-        if {str(key) for key in self.id_to_classes} != {str(i) for i in range(1, len(self.id_to_classes) + 1)}:
-            raise ValueError(f"GLiNER config id_to_classes keys must be 1..N, got {list(self.id_to_classes)}")
+        stored = {"id_to_classes": self.id_to_classes, "rel_id_to_classes": self.rel_id_to_classes or {}}
+        if not isinstance(stored["rel_id_to_classes"], Mapping):
+            raise ValueError(f"GLiNER config rel_id_to_classes must be a mapping, got {self.rel_id_to_classes!r}")
+        for key, labels in stored.items():
+            if {str(i) for i in labels} != {str(i) for i in range(1, len(labels) + 1)}:
+                raise ValueError(f"GLiNER config {key} keys must be 1..N, got {list(labels)}")
 
     @property
     def precomputed_labels(self) -> list[str] | None:
         """The labels whose prompt embeddings the model stores (`precomputed_prompts_mode`), in row order; None
-        otherwise."""
+        otherwise. A bi-encoder stores none: its label encoder reads these labels (gliner's collator gives every text
+        the config's labels in this mode)."""
         if not self.precomputed_prompts_mode:
             return None
         return [self.id_to_classes[key] for key in sorted(self.id_to_classes, key=int)]
+
+    @property
+    def precomputed_relations(self) -> list[str] | None:
+        """A relation model's relation labels whose prompt embeddings it stores (`precomputed_prompts_mode` with
+        `rel_id_to_classes`), in row order; None otherwise (gliner then reads relation prompts from the text, which
+        holds none: no relations)."""
+        if not self.precomputed_prompts_mode or not self.is_relex or not self.rel_id_to_classes:
+            return None
+        return [self.rel_id_to_classes[key] for key in sorted(self.rel_id_to_classes, key=int)]
 
     def _check_triples(self) -> None:
         mode, hidden = self.triples_layer, self.hidden_size
@@ -272,8 +287,9 @@ class GLiNERConfig:
 
     @property
     def is_bi_encoder(self) -> bool:
-        """Whether labels are read by their own encoder (gliner's bi-encoder) rather than from a prompt."""
-        return self.labels_encoder is not None
+        """Whether labels are read by their own encoder (gliner's bi-encoder) rather than from a prompt: gliner's
+        class choice (`builds_labels_encoder`; a relation or decoder model ignores `labels_encoder`)."""
+        return builds_labels_encoder({**self.extra, **vars(self)})
 
     @property
     def projects_encoder_output(self) -> bool:

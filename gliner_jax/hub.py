@@ -39,7 +39,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from gliner_jax.config import GLiNERConfig, refuse_other_architectures
+from gliner_jax.config import GLiNERConfig, builds_labels_encoder, refuse_other_architectures
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 
 GLINER_CONFIG_FILE = "gliner_config.json"
@@ -176,7 +176,7 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         if data.get("vocab_size", -1) != -1:
             encoder["vocab_size"] = data["vocab_size"]
     completed = dict(data, encoder_config=encoder)
-    if data.get("labels_encoder") is not None:  # a bi-encoder: no prompt, so no special tokens
+    if builds_labels_encoder(data):  # a bi-encoder: no prompt, so no special tokens
         completed["labels_encoder_config"], labels_tokenizer = _labels_encoder(directory, data, options)
         return GLiNERLayout(directory, _config(completed, config_path), tokenizer, labels_tokenizer)
     ent_token = data.get("ent_token", GLiNERConfig.ent_token)

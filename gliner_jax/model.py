@@ -93,15 +93,22 @@ def _relex_relations(
     return adjacency, jax.nn.sigmoid(pair_logits)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _prompt_states(graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes) -> jax.Array:
-    """A uni-encoder's label prompt states [B, C, H] of a batch's wire array (what `compress_prompt_embeddings`
-    averages)."""
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _prompt_states(
+    graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes, num_relations: int
+) -> tuple[jax.Array, jax.Array | None]:
+    """A uni-encoder's label prompt states [B, C, H] of a batch's wire array read from its text (what
+    `compress_prompt_embeddings` averages), and a relation model's relation prompt states [B, num_relations, H]
+    (None when 0)."""
     model = nnx.merge(graphdef, state)
     arrays = from_wire(transfer, sizes, xp=jnp)
-    tokens = model.encode_text(arrays["input_ids"], arrays["attention_mask"])
+    input_ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    tokens = model.encode_text(input_ids, mask)
     num_labels = arrays["labels_valid"].shape[-1]
-    return model.prompt_states(tokens, arrays["input_ids"], arrays["attention_mask"], 1, num_labels)
+    prompts = model.prompt_states(tokens, input_ids, mask, 1, num_labels, from_text=True)
+    if not num_relations:
+        return prompts, None
+    return prompts, model.prompt_states(tokens, input_ids, mask, 1, num_relations, relations=True, from_text=True)
 
 
 # Labels encoded per call of the label encoder when `inference` embeds a request's labels (padded to a label bucket).
@@ -231,6 +238,16 @@ class GLiNER:
             raise ValueError("Label descriptions are not supported with precomputed prompt embeddings")
         return normalize_labels(stored, num_texts)
 
+    def _relation_sets(
+        self, relations: str | Sequence[str] | Sequence[Sequence[str]], num_texts: int
+    ) -> list[list[str]]:
+        """`_relation_sets`; in `precomputed_prompts_mode` the stored relation labels for every text instead (none
+        when the model stores none: gliner then finds no relations)."""
+        relation_sets = _relation_sets(relations, num_texts)
+        if not self.config.precomputed_prompts_mode:
+            return relation_sets
+        return [list(self.config.precomputed_relations or [])] * num_texts
+
     def compress_prompt_embeddings(
         self,
         texts: Sequence[str],
@@ -243,35 +260,50 @@ class GLiNER:
         """gliner's `compress_prompt_embeddings`: store each label's prompt embedding averaged over `texts`, so that
         the model reads no label prompt again (`precomputed_prompts_mode`).
 
-        Each batch of `batch_size` texts, in order, is encoded with all of `labels` (deduplicated) in its prompt;
-        each label's prompt state (after the projection, before the prompt MLP) is summed over the texts and divided
-        by their number. The config then stores the labels (`id_to_classes`, 1..N) and the mode; from then on every
-        prediction scores those labels whatever labels it is given (descriptions are refused), and
-        `save_pretrained` writes the embeddings as gliner's `precomputed_prompts` tensor. A uni-encoder entity model
-        only: `rel_labels` and `distill` (gliner's fine-tuning on pseudo-labels) raise NotImplementedError."""
-        if rel_labels is not None or distill or distill_options:
-            raise NotImplementedError("compress_prompt_embeddings: rel_labels and distill are not implemented")
-        if self.config.is_bi_encoder or self.config.is_relex:
-            raise NotImplementedError("compress_prompt_embeddings needs a uni-encoder entity model (label prompts)")
+        Each batch of `batch_size` texts, in order, is encoded with all of `labels` (deduplicated) in its prompt (a
+        relation model's with all of `rel_labels` too); each label's prompt state (after the projection, before the
+        prompt MLP; a relation label's state at its `<<REL>>`) is summed over the texts and divided by their number.
+        The config then stores the labels (`id_to_classes`, 1..N; `rel_id_to_classes`) and the mode; from then on
+        every prediction scores those labels (and relations) whatever labels it is given (descriptions are
+        refused), and `save_pretrained` writes the embeddings as gliner's `precomputed_prompts` (and
+        `precomputed_rel_prompts`) tensors. A relation model compressed without `rel_labels` keeps the relation
+        prompts it stored before, if any (without any it finds no relations, as gliner). `distill` (gliner's
+        fine-tuning on pseudo-labels) raises NotImplementedError, so does a bi-encoder (no prompts)."""
+        if distill or distill_options:
+            raise NotImplementedError("compress_prompt_embeddings: distill is not implemented")
+        if self.config.is_bi_encoder:
+            raise NotImplementedError("compress_prompt_embeddings needs a uni-encoder model (label prompts)")
+        if rel_labels is not None and not self.config.is_relex:
+            raise ValueError("rel_labels are compressed only by a relation extraction model (config.relations_layer)")
         if not texts or not labels:
             raise ValueError("`texts` and `labels` must both be non-empty.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         labels = list(dict.fromkeys(labels))
+        relations = list(dict.fromkeys(rel_labels)) if rel_labels else []
         plain = dataclasses.replace(self.config, precomputed_prompts_mode=False)
         processor = Processor.from_config(plain, self.tokenizer)
         graphdef, state = nnx.split(self.model)
-        total = np.zeros((len(labels), self.config.hidden_size), np.float64)
+        hidden = self.config.hidden_size
+        totals = [np.zeros((len(labels), hidden), np.float64), np.zeros((len(relations), hidden), np.float64)]
         for begin in range(0, len(texts), batch_size):
             words = [[word for word, _, _ in processor.split_words(text)] for text in texts[begin : begin + batch_size]]
-            batch = processor.collate_words(words, labels, batch_size=batch_size)
-            prompts = _prompt_states(graphdef, state, batch.to_wire(), batch.wire_sizes)
-            total += np.asarray(prompts, np.float64)[: len(words), : len(labels)].sum(axis=0)
-        config = dataclasses.replace(
-            self.config, precomputed_prompts_mode=True, id_to_classes={i + 1: label for i, label in enumerate(labels)}
-        )
+            per_text = [relations] * len(words) if self.config.is_relex else None
+            batch = processor.collate_words(words, labels, batch_size=batch_size, relations=per_text)
+            width = 0 if not relations else batch.relations_valid.shape[-1]
+            states = _prompt_states(graphdef, state, batch.to_wire(), batch.wire_sizes, width)
+            for total, value in zip(totals, states, strict=True):
+                if value is not None:
+                    total += np.asarray(value, np.float64)[: len(words), : len(total)].sum(axis=0)
+        stored = {"id_to_classes": {i + 1: label for i, label in enumerate(labels)}}
+        if relations:
+            stored["rel_id_to_classes"] = {i + 1: label for i, label in enumerate(relations)}
+        config = dataclasses.replace(self.config, precomputed_prompts_mode=True, **stored)
         self.model.config = self.config = config
-        self.model.precomputed_prompts = nnx.data(PrecomputedPrompts(jnp.asarray(total / len(texts), jnp.float32)))
+        mean = [PrecomputedPrompts(jnp.asarray(total / len(texts), jnp.float32)) for total in totals]
+        self.model.precomputed_prompts = nnx.data(mean[0])
+        if relations:
+            self.model.precomputed_rel_prompts = nnx.data(mean[1])
         self.processor = Processor.from_config(config, self.tokenizer)
 
     def _placed(self) -> tuple[Placement, nnx.GraphDef, nnx.State]:
@@ -627,7 +659,8 @@ class GLiNER:
         """The relation pipeline's (entities, relations) of rows of words, in gliner's batches."""
         thresholds = (threshold, adjacency_threshold, relation_threshold)
         pipeline = self._relation_pipeline(*thresholds, flat_ner, multi_label, batch_size)
-        chunk = (None, words, normalize_labels(labels, len(words)), None, _relation_sets(relations, len(words)))
+        label_sets, relation_sets = self._label_sets(labels, len(words)), self._relation_sets(relations, len(words))
+        chunk = (None, words, label_sets, None, relation_sets)
         ((_, spans, found),) = pipeline.run_relations([chunk])
         return list(zip(spans, found, strict=True))
 
@@ -658,7 +691,7 @@ class GLiNER:
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
         label_sets = self._label_sets(labels, 1)
-        relation_set = None if relations is None else _relation_sets(relations, 1)
+        relation_set = None if relations is None else self._relation_sets(relations, 1)
 
         def planned() -> Iterator[Chunk]:  # runs in the pipeline's host thread
             for chunk in chunks:

@@ -41,6 +41,18 @@ class PrecomputedPrompts(nnx.Variable):
     with the parameters and never trained (gliner keeps them out of its optimizer)."""
 
 
+def _stored_prompts(labels: list[str] | None, hidden: int) -> PrecomputedPrompts | None:
+    """Room for the stored prompts of these labels [len(labels), hidden] (filled when read or compressed)."""
+    return None if labels is None else PrecomputedPrompts(jnp.zeros((len(labels), hidden), jnp.float32))
+
+
+def _broadcast_stored(stored: PrecomputedPrompts, num_prompts: int, num_examples: int, dtype: jnp.dtype) -> jax.Array:
+    """Stored prompts [L, H] as every example's first prompts [num_examples, num_prompts, H] (zero rows after L)."""
+    value = stored.get_value().astype(dtype)[:num_prompts]
+    value = jnp.pad(value, ((0, num_prompts - value.shape[0]), (0, 0)))
+    return jnp.broadcast_to(value, (num_examples, *value.shape))
+
+
 def _layers_fuser(config: GLiNERConfig, encoder_config: Any, dtype: jnp.dtype, rngs: nnx.Rngs) -> LayersFuser | None:
     """gliner's layers fuser of one encoder (`fuse_layers`: the text encoder's and a bi-encoder's label encoder's)."""
     if not config.fuse_layers:
@@ -134,10 +146,9 @@ class GLiNERModel(nnx.Module):
             if config.post_fusion_schema
             else None
         )
-        labels = config.precomputed_labels
-        self.precomputed_prompts = (
-            None if labels is None else PrecomputedPrompts(jnp.zeros((len(labels), hidden), jnp.float32))
-        )
+        # a bi-encoder's labels have no prompts to store: its label encoder reads the stored labels
+        self.precomputed_prompts = None if config.is_bi_encoder else _stored_prompts(config.precomputed_labels, hidden)
+        self.precomputed_rel_prompts = _stored_prompts(config.precomputed_relations, hidden)
         relex = config.is_relex
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
@@ -178,16 +189,10 @@ class GLiNERModel(nnx.Module):
         num_labels: int,
         num_words: int,
     ) -> tuple[jax.Array, jax.Array]:
-        """Uni-encoder: label prompts [B * S, C, H] (states at `<<ENT>>`, or after it, in order; in
-        `precomputed_prompts_mode` the stored prompts, the same in every example) and word states [B * S, W, H] of
-        the S examples (segments 1..S of `attention_mask`) of each row."""
+        """Uni-encoder: label prompts [B * S, C, H] (`prompt_states`) and word states [B * S, W, H] of the S examples
+        (segments 1..S of `attention_mask`) of each row."""
         tokens = self.encode_text(input_ids, attention_mask)
-        if self.precomputed_prompts is None:
-            prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
-        else:
-            stored = self.precomputed_prompts.get_value().astype(tokens.dtype)[:num_labels]
-            stored = jnp.pad(stored, ((0, num_labels - stored.shape[0]), (0, 0)))
-            prompts = jnp.broadcast_to(stored, (attention_mask.shape[0] * num_slots, *stored.shape))
+        prompts = self.prompt_states(tokens, input_ids, attention_mask, num_slots, num_labels)
         return prompts, self.word_states(tokens, attention_mask, words_mask, num_slots, num_words)
 
     def prompt_states(
@@ -199,10 +204,17 @@ class GLiNERModel(nnx.Module):
         num_prompts: int,
         *,
         relations: bool = False,
+        from_text: bool = False,
     ) -> jax.Array:
         """The prompt states [B * S, num_prompts, H] of token states [B, T, H]: at each `<<ENT>>` (`relations`: each
-        `<<REL>>`), in order, or at the token after it (`embed_ent_token` / `embed_rel_token` False)."""
+        `<<REL>>`), in order, or at the token after it (`embed_ent_token` / `embed_rel_token` False); in
+        `precomputed_prompts_mode` the stored prompts instead, the same in every example (`precomputed_prompts`,
+        `precomputed_rel_prompts`; a relation model that stores no relation prompts reads them from the text), unless
+        `from_text` (what `compress_prompt_embeddings` averages)."""
         config = self.config
+        stored = self.precomputed_rel_prompts if relations else self.precomputed_prompts
+        if stored is not None and not from_text:
+            return _broadcast_stored(stored, num_prompts, attention_mask.shape[0] * num_slots, tokens.dtype)
         token_index, at_token = (
             (config.rel_token_index, config.embed_rel_token)
             if relations

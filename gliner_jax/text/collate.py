@@ -166,10 +166,11 @@ class Processor:
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any, labels_tokenizer: Any = None) -> Processor:
         """A processor for a gliner-style config (ent_token, sep_token, max_width, max_len, span_mode, ...); a
-        bi-encoder's (`labels_encoder` set) needs its `labels_tokenizer`."""
+        bi-encoder's (`is_bi_encoder`) needs its `labels_tokenizer`."""
         pooling = getattr(config, "subtoken_pooling", "first")
         encoder = getattr(config, "encoder_config", None)
-        bi_encoder = getattr(config, "labels_encoder", None) is not None
+        # ours decides as gliner's class choice does (`is_bi_encoder`); a gliner config (tests) by its labels_encoder
+        bi_encoder = getattr(config, "is_bi_encoder", getattr(config, "labels_encoder", None) is not None)
         if bi_encoder and labels_tokenizer is None:
             raise ValueError(f"the bi-encoder (labels_encoder={config.labels_encoder!r}) needs its label tokenizer")
         return cls(

@@ -471,6 +471,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     packing: Packing | None = None
     label_rows_multiple: int = 1
     sources: int = 0
+    fixed_labels: tuple[str, ...] | None = None
 
     def map_with_index(self, index: int, records: list[Any]) -> dict[str, np.ndarray]:
         if not self.sources:
@@ -484,7 +485,10 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
         positions = [i for i, record in enumerate(records) if record is not None]
         examples = [records[i] for i in positions]
         rng, table = batch_rng(self.seed, index), None
-        if self.processor.label_prompt:
+        if self.fixed_labels is not None:  # gliner's precomputed_prompts_mode: the stored labels, nothing drawn
+            label_sets = [list(self.fixed_labels)] * len(examples)
+            table = None if self.processor.label_prompt else list(self.fixed_labels)
+        elif self.processor.label_prompt:
             label_sets = sample_labels(
                 examples, rng, max_types=self.max_types, max_neg_type_ratio=self.max_neg_type_ratio
             )
@@ -555,6 +559,7 @@ def make_train_dataset(
     packing: Packing | None = None,
     read_options: grain.ReadOptions | None = None,
     label_rows_multiple: int = 1,
+    fixed_labels: Sequence[str] | None = None,
 ) -> grain.IterDataset:
     """Training batches (the batch contract, NumPy) of this host from a random-access source of records, or from a
     mixture of `WeightedSource`s.
@@ -565,7 +570,8 @@ def make_train_dataset(
     layout of `gliner_jax.packing`: the same examples, labels and targets), with shapes from the buckets. Records
     are checked as they are read: a bad one is logged and skipped (its row stays a neutral padding row; packed, it
     is left out). A bi-encoder's label table has a multiple of `label_rows_multiple` rows (the trainer's data
-    devices). Batches are collated ahead in
+    devices). `fixed_labels` (an entity model in `precomputed_prompts_mode`: its stored labels) are every
+    example's labels, in that order, as gliner's collator gives them (no label drawn). Batches are collated ahead in
     background threads (`read_options`, default 2 threads, 4 batches). The iterator is checkpointable
     (get_state / set_state, Grain's Orbax handler).
 
@@ -598,6 +604,7 @@ def make_train_dataset(
         packing,
         label_rows_multiple,
         len(source) if mixture else 0,
+        None if fixed_labels is None else tuple(fixed_labels),
     )
     return (
         dataset.batch(global_batch_size, drop_remainder=True, batch_fn=list)

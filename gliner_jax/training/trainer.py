@@ -124,10 +124,10 @@ class Trainer:
             raise NotImplementedError(
                 "data.packing is not supported for bi-encoders (their label table is shared by the whole batch)"
             )
-        if self.gliner_config.precomputed_prompts_mode:
+        if self.gliner_config.precomputed_prompts_mode and self.gliner_config.is_relex:
             raise NotImplementedError(
-                "training a model in precomputed_prompts_mode is not implemented (gliner trains it on its stored "
-                "labels only)"
+                "training a relation model in precomputed_prompts_mode is not implemented (gliner's relation "
+                "collator draws each example's labels anew, which do not match the stored prompts' order)"
             )
         if config.data.packing and self.gliner_config.fuse_layers:
             raise NotImplementedError(
@@ -145,6 +145,7 @@ class Trainer:
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
             packing=packing,
             label_rows_multiple=data_devices,
+            fixed_labels=self.gliner_config.precomputed_labels,
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None

@@ -4,6 +4,7 @@ entities, precomputed label embeddings, export both ways, gradients, static shap
 from __future__ import annotations
 
 import json
+import shutil
 
 import gliner
 import numpy as np
@@ -176,6 +177,34 @@ def test_precomputed_label_embeddings_match_reference(models):
     for got, expected in zip(batched, ours.inference(TEXTS, LABELS, threshold=threshold), strict=True):
         assert_same_entities(got, expected)  # the label encoder ran on other shapes: float rounding apart
     assert sum(map(len, batched)) > 0
+
+
+@pytest.mark.parametrize("models", ["span_deberta_labels_projection_rnn1"], indirect=True)
+def test_precomputed_prompts_mode_scores_the_config_labels(models, tmp_path):
+    """A bi-encoder config in `precomputed_prompts_mode` (gliner cannot compress a bi-encoder, but runs such a
+    config): gliner's collator gives every text the labels of `id_to_classes`, which the label encoder reads,
+    whatever labels are given; ours alike, read from a directory (gliner itself then finds nothing: JSON turns the
+    id_to_classes keys into strings, which its collator does not map back)."""
+    reference, directory, _, (threshold,) = models
+    stored = LABELS[:3]
+    expected = reference.inference(TEXTS, stored, threshold=threshold, flat_ner=False)
+    assert sum(map(len, expected)) > 0
+    reference.config.precomputed_prompts_mode, reference.config.id_to_classes = True, dict(enumerate(stored, 1))
+    try:
+        in_mode = reference.inference(TEXTS, ["anything"], threshold=threshold, flat_ner=False)
+    finally:
+        reference.config.precomputed_prompts_mode = reference.config.id_to_classes = None
+    copy = shutil.copytree(directory, tmp_path / "model")
+    config = json.loads((copy / "gliner_config.json").read_text())
+    config.update(precomputed_prompts_mode=True, id_to_classes=dict(enumerate(stored, 1)))
+    (copy / "gliner_config.json").write_text(json.dumps(config))
+    ours = GLiNER.from_pretrained(copy)
+    got = ours.inference(TEXTS, ["anything"], threshold=threshold, flat_ner=False, batch_size=2)
+    for ours_entities, ref_entities, mode_entities in zip(got, expected, in_mode, strict=True):
+        assert_same_entities(mode_entities, ref_entities)
+        assert_same_entities(ours_entities, ref_entities)
+    with pytest.raises(ValueError, match="Label descriptions are not supported"):
+        ours.inference(TEXTS[:1], {"person": "a human being"})
 
 
 def test_repeated_labels_keep_their_own_embedding_rows(models):

@@ -11,7 +11,6 @@ import gliner
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 from flax import nnx
@@ -26,7 +25,12 @@ from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import loss_terms, make_train_step
-from tests.utils.gliner_parity import assert_gradients_close, assert_same_outputs, train_without_dropout
+from tests.utils.gliner_parity import (
+    assert_gradients_close,
+    assert_same_outputs,
+    capture_gradients,
+    train_without_dropout,
+)
 
 
 def _words(text: str) -> list[str]:
@@ -181,15 +185,6 @@ def test_relation_scores_match_gliners_evaluator():
     np.testing.assert_allclose([ours.precision, ours.recall, ours.f1], [precision, recall, f1], rtol=1e-12)
 
 
-def _capture_gradients() -> optax.GradientTransformation:
-    """An 'optimizer' whose state after a step is that step's gradients (and whose updates are zero)."""
-
-    def update(grads, state, params=None):
-        return jax.tree.map(jnp.zeros_like, grads), grads
-
-    return optax.GradientTransformation(lambda params: (), update)
-
-
 def test_tucker_matches_gliner(gliner_backbone, tmp_path):
     """A TuckER relation model (768 wide, as gliner builds it; its BatchNorms moved off their init). gliner's TuckER
     views its batched product matmul(r, W) [D, rows, D] as [rows, D, D], so a pair's score depends on the whole
@@ -256,7 +251,7 @@ def test_tucker_matches_gliner(gliner_backbone, tmp_path):
     model = ours.model
     train_without_dropout(model)
     graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    step = make_train_step(graphdef, _capture_gradients(), LossConfig(**FOCAL, reduction=REDUCTION, masking="none"))
+    step = make_train_step(graphdef, capture_gradients(), LossConfig(**FOCAL, reduction=REDUCTION, masking="none"))
     inputs = {name: jnp.asarray(value) for name, value in batch.items()}
     _, gradients, stats, metrics = jax.jit(step, donate_argnums=0)(params, (), stats, inputs, jax.random.key(0), rest)
 

@@ -66,7 +66,6 @@ def test_load_refuses_directory_with_unsupported_config(tmp_path):
         ({"relations_layer": "dot", "triples_layer": "TransH"}, ValueError, "TransH.*needs hidden_size 768, got 32"),
         ({"relations_layer": "dot", "triples_layer": "QuatE", "hidden_size": 30}, ValueError, "multiple of 4"),
         ({"relations_layer": "gat", "hidden_size": 36}, ValueError, "divisible by its 8 attention heads, got 36"),
-        ({"relations_layer": "dot", "labels_encoder": "x"}, NotImplementedError, "labels_encoder='x'"),
     ],
 )
 def test_relation_model_options_are_refused_by_name(fields, error, match):
@@ -79,6 +78,14 @@ def test_relation_model_options_are_accepted():
     config = GLiNERConfig(hidden_size=32, relations_layer="attention", triples_layer="ComplEx")
     assert config.is_relex and config.to_dict()["triples_layer"] == "ComplEx"
     assert not GLiNERConfig().is_relex
+    # gliner's relation model ignores labels_encoder (its class choice: relations_layer first): not a bi-encoder,
+    # no labels_encoder_config needed, both written back as read
+    data = {
+        **GLiNERConfig(hidden_size=32, relations_layer="dot", labels_encoder="x").to_dict(),
+        "labels_encoder_config": {"a": 1},
+    }
+    ignored = GLiNERConfig.from_dict(data)
+    assert ignored.is_relex and not ignored.is_bi_encoder and ignored.to_dict() == data
 
 
 @pytest.mark.parametrize(

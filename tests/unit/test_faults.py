@@ -85,6 +85,13 @@ MODEL_FAULTS = {
         edit_config(precomputed_prompts_mode=True),
         ["gliner_config.json", "precomputed_prompts_mode=True", "id_to_classes=None"],
     ),
+    "config-precomputed-relations-bad-keys": (
+        "native",
+        edit_config(
+            relations_layer="dot", precomputed_prompts_mode=True, id_to_classes={"1": "a"}, rel_id_to_classes={"2": "r"}
+        ),
+        ["gliner_config.json", "rel_id_to_classes keys must be 1..N", "['2']"],
+    ),
     "tokenizer-corrupt": ("torch", lambda d: truncate(d / "tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     "tokenizer-wrong-content": (
         "torch",

@@ -9,6 +9,7 @@ import gliner
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import torch
 from flax import nnx
 from safetensors.numpy import load_file
@@ -93,6 +94,16 @@ def reference_gradients(model: gliner.GLiNER, batch: dict, seed: int = 0) -> tup
     weights = np.random.default_rng(seed).normal(size=logits.shape).astype(np.float32)
     (logits * torch.from_numpy(weights)).sum().backward()
     return weights, {name: p.grad.numpy() for name, p in model.model.named_parameters() if p.grad is not None}
+
+
+def capture_gradients() -> optax.GradientTransformation:
+    """An 'optimizer' for `make_train_step` whose state after a step is that step's gradients (and whose updates are
+    zero)."""
+
+    def update(grads, state, params=None):
+        return jax.tree.map(jnp.zeros_like, grads), grads
+
+    return optax.GradientTransformation(lambda params: (), update)
 
 
 def train_without_dropout(model: nnx.Module) -> nnx.Module:
