@@ -5,6 +5,8 @@ the token probabilities), checkpoints both ways."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import warnings
 
 import gliner
@@ -16,16 +18,21 @@ import torch
 from flax import nnx
 
 from gliner_jax import GLiNER
-from gliner_jax.checkpoint_io import gliner_table
+from gliner_jax.checkpoint_io import gliner_table, state_to_torch
 from gliner_jax.testing.builders import build_reference
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.step import loss_terms
 from tests.utils.gliner_parity import (
     PER_TEXT_LABELS,
     TEXTS,
     assert_export_equals_reference,
+    assert_gradients_close,
     assert_logits_close,
     assert_same_outputs,
     network_inputs,
     reference_batch,
+    train_without_dropout,
 )
 
 # The uni-encoder with a one-layer RNN span context encoder (it reads the batch's padded word slots, in gliner too);
@@ -111,3 +118,82 @@ def test_entities_and_checkpoints_match(reference, tmp_path):
     exported = assert_export_equals_reference(ours, ref, tmp_path)
     reloaded = gliner.GLiNER.from_pretrained(str(tmp_path), local_files_only=True)
     reloaded.model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+
+
+def _words(text: str) -> list[str]:
+    return text.split(" ")
+
+
+# Training records: entities of one and several words, one whose label is not among the example's labels (no span
+# target), an example without entities (no span target, no negative).
+RECORDS = [
+    {
+        "tokenized_text": _words("Marie Curie worked at the University of Paris with Pierre Curie in 1903 ."),
+        "ner": [[8, 9, "person"], [0, 1, "person"], [4, 7, "organization"], [11, 11, "date"]],
+    },
+    {
+        "tokenized_text": _words("Apple was founded by Steve Jobs in Cupertino ."),
+        "ner": [[0, 0, "company"], [4, 5, "x"]],
+    },
+    {"tokenized_text": _words("Nothing happened here today ."), "ner": []},
+]
+TRAIN_LABELS = [["person", "organization", "date"], ["company", "city"], ["person"]]
+COEFFICIENTS = {"token_loss_coef": 0.7, "span_loss_coef": 1.6}
+FOCAL = dict(alpha=0.6, gamma=1.5, prob_margin=0.0, label_smoothing=0.1)
+SEED = 11
+
+
+def _reference_loss(ref, batch: dict, token: float, span: float, *, backward: bool = False) -> float:
+    """gliner's training loss on its batch with these coefficients (its gradients with `backward`)."""
+    ref.model.config.token_loss_coef, ref.model.config.span_loss_coef = token, span
+    ref.model.zero_grad()
+    with torch.set_grad_enabled(backward):
+        loss = ref.model(**batch, **FOCAL, reduction="mean", negatives=1.0).loss
+    if backward:
+        loss.backward()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("reference", ["uni"], indirect=True)
+def test_training_loss_and_gradients_match(reference):
+    """On gliner's own training batch (its span targets: the gold spans and random negatives, drawn from the same
+    seed): our data path's span targets, the token and span loss terms, the total with gliner's coefficients and every
+    parameter's gradient, through the train step's loss (`training.step.loss_terms`)."""
+    ref, _, ours = reference
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    random.seed(SEED)  # gliner draws its negative spans from the global random module
+    ref_batch = collator(RECORDS, entity_types=TRAIN_LABELS)
+    ref.model.eval()
+    token = _reference_loss(ref, ref_batch, 1.0, 0.0)
+    span = _reference_loss(ref, ref_batch, 0.0, 1.0)
+    total = _reference_loss(ref, ref_batch, *COEFFICIENTS.values(), backward=True)
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    records = [data_lib.normalize_record(record) for record in RECORDS]
+    batch = data_lib.collate(records, TRAIN_LABELS, ours.processor, rng=random.Random(SEED))
+    mask, labels = ref_batch["span_mask"].numpy(), ref_batch["span_labels"].numpy()
+    classes = np.where(labels.any(axis=-1), labels.argmax(axis=-1) + 1, 0)
+    for row in range(len(RECORDS)):
+        expected = np.concatenate([ref_batch["span_idx"].numpy()[row], classes[row, :, None]], axis=-1)[mask[row]]
+        np.testing.assert_array_equal(batch["token_spans"][row][batch["token_span_mask"][row]], expected)
+    assert mask.sum() == 10 and (classes[mask] == 0).sum() == 5  # five gold spans, as many negatives
+
+    model = nnx.clone(ours.model)
+    model.config = dataclasses.replace(ours.config, **COEFFICIENTS)
+    train_without_dropout(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    inputs = {name: jnp.asarray(value) for name, value in batch.items()}
+
+    def loss(params):
+        network = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+        return loss_terms(network, inputs, LossConfig(**FOCAL, reduction="mean"))
+
+    (ours_total, terms), gradients = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    for name, value in {"token": token, "span": span}.items():
+        assert value > 0.05, name
+        np.testing.assert_allclose(float(terms[name]), value, rtol=2e-5, err_msg=name)
+    np.testing.assert_allclose(float(ours_total), total, rtol=2e-5)
+    nnx.update(model, gradients)
+    grads = state_to_torch(model, gliner_table(model.config))
+    assert any(name.startswith("span_rep_layer.context_encoder") for name in ref_grads)
+    assert_gradients_close(grads, ref_grads)
