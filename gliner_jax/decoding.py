@@ -4,8 +4,10 @@ Span model: every (start, width, class) cell with prob > threshold and start + w
 row-major (start, width, class) order. Token model: every start position (prob > threshold) is paired with each end
 position >= start of the same class (prob > threshold) whose inside probs on [start..end] are all >= threshold; the
 score is the minimum of those inside probs and the start and end probs; candidates come in (start, class, end) order.
-Both then go through gliner's greedy search: stable sort by descending score, keep a span unless it conflicts with
-one kept before, then stable sort of the kept spans by start.
+A token model with `represent_spans` decodes its span logits instead: the spans found in its token probabilities
+(`select_token_entities`), in order, each with every label above threshold (`decode_token_spans`). All then go
+through gliner's greedy search: stable sort by descending score, keep a span unless it conflicts with one kept
+before, then stable sort of the kept spans by start.
 
 Threshold comparisons follow the reference exactly: `probs > threshold` is done in the dtype of `probs` (as torch
 does for a tensor against a Python float), the token model's inside check `inside < threshold` in float64 (as the
