@@ -37,6 +37,7 @@ from gliner_jax.decoding import (
     decode_relations,
     decode_span_batch,
     decode_token_batch,
+    decode_token_spans,
     merge_spans,
     select_entities,
     select_token_entities,
@@ -190,7 +191,13 @@ class Pipeline:
     `forward` then takes the batch's model arrays ({name: array} on the devices) and returns entity probabilities,
     the states entities are read from and the relation prompts; the host selects the entities
     (`decoding.select_entities`, a token model's `select_token_entities`) and dispatches the relation stage, then
-    decodes the batch's entities while it runs, and its relations (`decode_relations`)."""
+    decodes the batch's entities while it runs, and its relations (`decode_relations`).
+
+    `span_stage` makes it the pipeline of a token model with `represent_spans`, which gliner decodes from span
+    logits: `forward` then also keeps "span_words" and "span_prompts" on the devices (`GLiNERModel` with
+    `span_states`); at each threshold the host selects the spans of each row from its token probabilities
+    (`decoding.select_token_entities`, within the row's words and labels), `span_stage(span_words, span_prompts,
+    span_idx)` gives their label probabilities [B, N, C], and `decoding.decode_token_spans` their entities."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -211,6 +218,7 @@ class Pipeline:
     vectors: bool = False
     label_vectors: bool = False
     relations: RelationStage | None = None
+    span_stage: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None
 
     def __post_init__(self) -> None:
         if self.processor.label_prompt != (self.label_table is None):
@@ -371,6 +379,36 @@ class Pipeline:
         return packed, slots
 
     @property
+    def _keeps(self) -> bool:
+        """Whether `forward` returns (probabilities, arrays kept on the devices)."""
+        return self.vectors or self.label_vectors or self.span_stage is not None
+
+    def _decode_spans(
+        self,
+        prepared: _Prepared,
+        probs: np.ndarray,
+        kept: dict[str, jax.Array],
+        examples: np.ndarray,
+        options: dict[str, Any],
+    ) -> list[list[tuple[int, int, int, float]]]:
+        """A represent_spans token model's entities of a batch's rows (token probabilities `probs`, one row per model
+        row): each row's spans selected at the threshold, their label probabilities from `span_stage` (the batch's
+        rows padded to `batch_rows`; packed, each row's states gathered out of its slot), then decoded."""
+        threshold = options["threshold"]
+        bounds, mask = select_token_entities(probs, threshold, prepared.num_words, prepared.num_labels)
+        if not mask.any():
+            return [[] for _ in prepared.rows]
+        span_idx = np.zeros((self.batch_rows, *bounds.shape[1:]), bounds.dtype)
+        span_idx[: len(bounds)] = bounds
+        words, prompts = kept["span_words"], kept["span_prompts"]
+        if prepared.slots is not None:
+            rows = np.zeros(self.batch_rows, np.int32)
+            rows[: len(examples)] = examples
+            words, prompts = (_example_rows(value, rows) for value in (words, prompts))
+        span_probs = np.asarray(self.span_stage(words, prompts, self.place_rows(span_idx)))[: len(bounds)]
+        return decode_token_spans(span_probs, bounds, mask, prepared.num_labels, allowed=prepared.allowed, **options)
+
+    @property
     def _thresholds(self) -> list[float]:
         return list(dict.fromkeys((self.threshold, *self.sweep)))
 
@@ -397,7 +435,7 @@ class Pipeline:
             if self.on_batch is not None:
                 self.on_batch(chunk.num_batches)
         elif output is not None:
-            output, kept = output if self.vectors or self.label_vectors else (output, {})
+            output, kept = output if self._keeps else (output, {})
             probs = np.asarray(output)
             examples = np.arange(len(prepared.rows)) if prepared.slots is None else prepared.slots
             # packed: [rows, slots, ...] -> one axis of examples, the batch's rows among them
@@ -405,7 +443,12 @@ class Pipeline:
             decode = decode_token_batch if self._token_level else decode_span_batch
             for threshold, found in chunk.found.items():
                 options = dict(threshold=threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-                decoded = decode(probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options)
+                if self.span_stage is None:
+                    decoded = decode(
+                        probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options
+                    )
+                else:
+                    decoded = self._decode_spans(prepared, probs, kept, examples, options)
                 details = self._details(decoded, probs, kept, examples, prepared) if self._detailed else None
                 for i, (row, spans) in enumerate(zip(prepared.rows, decoded, strict=True)):
                     first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]

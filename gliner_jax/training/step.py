@@ -29,12 +29,14 @@ from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, sta
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training.loss import (
     RELATION_TARGETS,
+    TOKEN_SPAN_TARGETS,
     LossConfig,
     RelationWeights,
     gliner_loss_terms,
     per_example_rows,
     relation_loss_terms,
     scored_pairs,
+    token_span_loss_terms,
 )
 from gliner_jax.training.optim import (
     OptimizerConfig,
@@ -63,7 +65,8 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
 
 def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """The batch's arrays that the network takes (all but the loss targets)."""
-    return {name: value for name, value in batch.items() if name != "entities" and name not in RELATION_TARGETS}
+    targets = ("entities", *RELATION_TARGETS, *TOKEN_SPAN_TARGETS)
+    return {name: value for name, value in batch.items() if name not in targets}
 
 
 def loss_terms(
@@ -73,7 +76,18 @@ def loss_terms(
     or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
     give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
-    (`relations.PairSelection`)."""
+    (`relations.PairSelection`). A token model with `represent_spans`: `token_span_loss_terms`, the span logits of
+    the batch's token_spans computed from the same forward pass."""
+    config = model.config
+    if config.represents_spans:  # the token loss and the span loss of the batch's token_spans
+        logits, kept = model(**_network_inputs(batch), span_states=True)
+        words, prompts, spans = (
+            value.reshape(-1, *value.shape[-2:])  # packed: rows and slots become one axis of examples
+            for value in (kept["span_words"], kept["span_prompts"], jnp.asarray(batch["token_spans"]))
+        )
+        span_logits = model.span_scores(words, prompts, spans[..., :2])
+        weights = (config.token_loss_coef, config.span_loss_coef)
+        return token_span_loss_terms(logits, span_logits, batch, loss_config, *weights)
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
@@ -92,7 +106,6 @@ def loss_terms(
         entity_mask=mask,
     )
     adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations, selection)
-    config = model.config
     weights = RelationWeights(config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef)
     return relation_loss_terms(logits, adjacency, pair_logits, batch, loss_config, weights, key)
 
@@ -104,8 +117,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     forward pass updated them, never optimised. With `optim.with_master_weights` the
     parameters become the rounded float32 masters of the optimizer state. The metrics: "loss", "grad_norm" and the
     loss's terms from the same forward pass (`loss_terms`) as "loss/positive", "loss/negative" (and the token
-    model's "loss/start", "loss/end", "loss/inside"; a relation model's "loss/entity", "loss/adjacency",
-    "loss/relation"))."""
+    model's "loss/start", "loss/end", "loss/inside", with represent_spans also "loss/token", "loss/span"; a relation
+    model's "loss/entity", "loss/adjacency", "loss/relation"))."""
 
     def loss_fn(
         params: nnx.State, stats: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State

@@ -39,7 +39,7 @@ from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.loss import RELATION_TARGETS
+from gliner_jax.training.loss import RELATION_TARGETS, TOKEN_SPAN_TARGETS
 from gliner_jax.training.model_init import ModelWordSplitter, build_model
 from gliner_jax.training.optim import float32_params, learning_rates
 from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
@@ -101,6 +101,8 @@ class Trainer:
         names = [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
         if self.gliner_config.is_relex:
             names += ["relations_valid", *RELATION_TARGETS]
+        if self.gliner_config.represents_spans:
+            names += list(TOKEN_SPAN_TARGETS)
         program = build_train_program(
             model,
             config.optimizer,
