@@ -140,7 +140,9 @@ class GLiNER:
         self.pack_tokens: int | None = None
         if config.is_bi_encoder:
             return
-        tokens = {"class_token_index": config.ent_token}
+        tokens = {"class_token_index": config.prompt_token}
+        if config.is_streaming:
+            tokens["sep_token_index"] = config.sep_token
         if config.is_relex:
             tokens["rel_token_index"] = config.rel_token
         for field, token in tokens.items():
@@ -579,6 +581,8 @@ class GLiNER:
         """Refuse a `pack_tokens` the pipeline cannot use."""
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.config.is_streaming:
+            raise ValueError("inference packing is not supported with a streaming model (its causal decoder)")
         if self.pack_tokens is not None and self.config.fuse_layers:
             raise ValueError("inference packing is not supported with fuse_layers (it averages over whole rows)")
         if self.pack_tokens is not None and self.tokenizer.padding_side == "left":

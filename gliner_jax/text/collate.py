@@ -128,6 +128,7 @@ class Processor:
         vocab_size: int | None = None,
         rel_token: str | None = None,
         skip_prompt: bool = False,
+        streaming: bool = False,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
@@ -135,16 +136,19 @@ class Processor:
         the tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without
         embedding them): a text tokenized into such an id is refused. `rel_token`: a relation extraction model's
         relation token; its prompt then holds the relations after the labels. `skip_prompt` (gliner's
-        `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts."""
+        `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts.
+        `streaming` (gliner's streaming span model): each label is followed by `ent_token` (its `<<LABEL>>`), and no
+        special tokens are added (the tokenizer is left as it is)."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
-        if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None:
+        if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None and not streaming:
             tokenizer.add_bos_token = True
-        if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
+        if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None and not streaming:
             tokenizer.add_eos_token = True
         self.tokenizer = prepare_tokenizer(tokenizer)
-        self.pieces = WordPieces(self.tokenizer)
+        self.pieces = WordPieces(self.tokenizer, add_special_tokens=not streaming)
+        self.streaming = streaming
         self.labels_tokenizer = None if labels_tokenizer is None else prepare_tokenizer(labels_tokenizer)
         self.labels_max_tokens = labels_max_tokens
         self.vocab_size = vocab_size
@@ -174,7 +178,7 @@ class Processor:
             raise ValueError(f"the bi-encoder (labels_encoder={config.labels_encoder!r}) needs its label tokenizer")
         return cls(
             tokenizer,
-            ent_token=config.ent_token,
+            ent_token=getattr(config, "prompt_token", config.ent_token),
             sep_token=config.sep_token,
             max_width=config.max_width,
             max_len=config.max_len,
@@ -187,6 +191,7 @@ class Processor:
             vocab_size=encoder.vocab_size if bi_encoder else None,
             rel_token=config.rel_token if getattr(config, "relations_layer", None) is not None else None,
             skip_prompt=bool(getattr(config, "precomputed_prompts_mode", False)),
+            streaming=getattr(config, "is_streaming", False),
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -247,6 +252,9 @@ class Processor:
             return [self.sep_token]
         prompt = []
         for label in labels:
+            if self.streaming:  # the label, then its marker (an empty label's marker kept, as gliner does)
+                prompt += [label, self.ent_token] if label else [self.ent_token]
+                continue
             prompt.append(self.ent_token)
             if label:  # gliner keeps the entity token of an empty label but not the label
                 prompt.append(label)
