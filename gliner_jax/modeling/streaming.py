@@ -141,3 +141,42 @@ class StreamingSpanModel(nnx.Module):
         if label_vectors:
             extras["label_vectors"] = self.prompt_rep(prompts)
         return logits, extras
+
+    def step(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        words_mask: jax.Array,
+        cache: KVCache,
+        index: jax.Array | int,
+        words: jax.Array,
+        num_words: jax.Array,
+        new_words: jax.Array,
+        prompts: jax.Array | None = None,
+        num_labels: int = 0,
+    ) -> tuple[jax.Array, KVCache, jax.Array, jax.Array]:
+        """One chunk of a session (gliner's cached streaming call): input_ids, attention_mask, words_mask [B, T] (the
+        chunk's tokens; the label prompt first when `prompts` is None, which then computes the `num_labels` prompts)
+        at cache slots index .. index + T - 1 after the `index` tokens the cache [layers, B, S, ...] holds, which the
+        chunk attends to; words [B, W, H], the session's raw word states, num_words [B] of them valid, and the
+        chunk's new_words [B] appended after them. Returns the logits [B, W, K, C] of every span of the words so far
+        (span (i, i + k) at [:, i, k]), the cache, the words and the raw prompts [B, C, H]."""
+        slots = jnp.arange(cache.keys.shape[2])
+        current = jax.lax.dynamic_update_slice_in_dim(
+            jnp.zeros(input_ids.shape[:1] + slots.shape, bool), attention_mask > 0, index, axis=1
+        )
+        tokens, cache = self.tokens(input_ids, (slots < index)[None] | current, cache, index)
+        if prompts is None:
+            prompts = self.prompts(tokens, input_ids, attention_mask, num_labels)
+        width = words.shape[1]
+        chunk = pool_words(tokens, words_mask, width, self.config.subtoken_pooling)
+        place = jnp.arange(width)[None]
+        target = jnp.where(place < new_words[:, None], num_words[:, None] + place, width)
+        words = words.at[jnp.arange(words.shape[0])[:, None], target].set(chunk.astype(words.dtype), mode="drop")
+        total = num_words + new_words
+        words_valid = place < total[:, None]
+        max_width = self.config.max_width
+        starts = jnp.repeat(jnp.arange(width), max_width)
+        span_idx = jnp.stack([starts, starts + jnp.tile(jnp.arange(max_width), width)], -1)
+        span_idx = jnp.where(span_idx[:, 1:] < total[:, None, None], span_idx, 0)
+        return self.logits(words, words_valid, prompts, span_idx), cache, words, prompts

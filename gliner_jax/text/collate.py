@@ -239,13 +239,15 @@ class Processor:
         if limit >= NO_LIMIT:
             return None
         prefix, suffix = self.pieces.special_tokens()
-        return limit - len(prefix) - int(self.tokens_per_word(self._prompt(labels)).sum()) - len(suffix)
+        return limit - len(prefix) - int(self.tokens_per_word(self.prompt(labels)).sum()) - len(suffix)
 
     def tokens_per_word(self, words: list[str]) -> np.ndarray:
         """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
         return self.pieces.entries(words)[1]
 
-    def _prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
+    def prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
+        """The words of the label prompt of `labels` (and a relation model's `relations`) that precede a row's
+        words."""
         if not self.label_prompt:
             return []
         if self.skip_prompt:
@@ -312,7 +314,7 @@ class Processor:
         relation_sets = [list(r) for r in relations] if relations is not None else [[] for _ in rows]
         if len(relation_sets) != len(rows):
             raise ValueError(f"{len(relation_sets)} relation lists for {len(rows)} rows")
-        prompts = [self._prompt(label_sets[i], relation_sets[i]) for i in live]
+        prompts = [self.prompt(label_sets[i], relation_sets[i]) for i in live]
         sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
         ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts], self.subtoken_pooling)
         num_tokens = ids.shape[1]
