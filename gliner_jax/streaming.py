@@ -171,11 +171,13 @@ class Sessions:
         )
         past_words = 0 if full else state.num_words
         total_words = past_words + len(row)
-        capacity = min(length_bucket(count), limit)
-        width = min(length_bucket(ids.shape[1]), capacity - past_tokens)
+        # few shapes: the chunk padded to a token bucket, the cache to a power of two that holds it (cut at the limit)
+        width = length_bucket(ids.shape[1])
+        capacity = min(_capacity(past_tokens + width), limit)
+        width = min(width, capacity - past_tokens)
         arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (ids, mask, marks)]
         arrays[0][:, ids.shape[1] :] = self.processor.tokenizer.pad_token_id
-        word_capacity = length_bucket(total_words)
+        word_capacity = _capacity(total_words)
         hidden = self.config.hidden_size
         if full:
             cache = self.model.decoder.init_cache(1, capacity)
@@ -222,6 +224,12 @@ class Sessions:
         """Whether every span is rescored on each chunk: a span context encoder reads all words (gliner's
         `uses_bidirectional_context`)."""
         return self.config.span_encoder_config is not None
+
+
+def _capacity(n: int) -> int:
+    """The power of two (at least 32) that holds `n`: a session's cache and word arrays grow so, compiling a program
+    per doubling."""
+    return max(32, 1 << (n - 1).bit_length())
 
 
 def _grown(array: np.ndarray, rows: int) -> np.ndarray:

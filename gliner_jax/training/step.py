@@ -74,7 +74,7 @@ def loss_terms(
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
     give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
     (`relations.PairSelection`)."""
-    if model.relation_head is None:
+    if getattr(model, "relation_head", None) is None:  # entity models (a streaming model has no relation head)
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
     if jnp.ndim(batch["labels_valid"]) == 3:  # packed: rows and slots become one axis of examples
@@ -215,7 +215,7 @@ def build_train_program(
     model.eval()
     eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
     model.train()
-    model.set_attributes(unroll_layers=unroll_layers)
+    model.set_attributes(unroll_layers=unroll_layers, raise_if_not_found=False)  # a decoder backbone has none
     if remat != "none":  # an encoder without remat support is refused by name
         set_encoder_attributes(model, {"remat": remat})
         if unroll_layers and jax.default_backend() == "cpu":

@@ -2,18 +2,32 @@
 byte-level BPE tokenizer, a projection to hidden_size, a one-layer DeBERTa label encoder, markerV2) against ours:
 the gliner-saved directory loads with every key matched, whole-text entities and scores equal gliner's, and our
 export is gliner's state dict, which gliner loads and predicts the same with; sessions fed chunk by chunk give
-gliner's entities after every chunk (a session's state saved as a pytree and put back continues the same)."""
+gliner's entities after every chunk (a session's state saved as a pytree and put back continues the same); the
+train step's loss and gradients on gliner's training records are gliner's."""
 
 from __future__ import annotations
 
 import gliner
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+import torch
+from flax import nnx
 
 from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import state_to_torch, streaming_table
 from gliner_jax.testing.builders import build_label_decoder, build_streaming_reference, quantile_thresholds
-from tests.utils.gliner_parity import assert_export_equals_reference, assert_same_outputs
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.step import make_train_step
+from tests.utils.gliner_parity import (
+    assert_export_equals_reference,
+    assert_gradients_close,
+    assert_same_outputs,
+    train_without_dropout,
+)
 
 TEXTS = [
     "Barack Obama was born in Honolulu, Hawaii, on August 4, 1961.",
@@ -88,3 +102,47 @@ def test_sessions_match_gliner(models):
     assert_same_outputs(
         ours.inference([" as chancellor."], LABELS, **options), ref.inference([" as chancellor."], LABELS, **options)
     )
+
+
+RECORDS = [
+    {
+        "tokenized_text": ["Marie", "Curie", "worked", "in", "Paris", "in", "1903", "."],
+        "ner": [[0, 1, "person"], [4, 4, "city"]],
+    },
+    {
+        "tokenized_text": ["Apple", "was", "founded", "by", "Steve", "Jobs", "."],
+        "ner": [[0, 0, "organization"], [4, 5, "person"]],
+    },
+]
+FOCAL = dict(alpha=0.6, gamma=1.5, prob_margin=0.0, label_smoothing=0.1)
+
+
+def test_train_step_matches_gliner(models):
+    """gliner's loss (focal, mean reduction) and its gradients on its own collated batch of training records; ours
+    from the one train step (an optimizer that keeps the gradients) on our batch of the same records."""
+    ref, _, ours = models
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    ref_batch = collator(RECORDS, entity_types=[LABELS] * len(RECORDS))
+    ref.model.eval()
+    ref.model.zero_grad()
+    with torch.enable_grad():
+        output = ref.model(**ref_batch, **FOCAL, reduction="mean", negatives=1.0, masking="none")
+        output.loss.backward()
+    loss = float(output.loss.detach())
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    assert any(name.startswith("token_rep_layer.decoder_layer.") for name in ref_grads)
+
+    examples = [data_lib.normalize_record(record) for record in RECORDS]
+    batch = data_lib.collate(examples, [LABELS] * len(RECORDS), ours.processor)
+    model = train_without_dropout(ours.model)
+    graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    keep = optax.GradientTransformation(lambda params: (), lambda grads, state, params=None: (grads, grads))
+    step = make_train_step(graphdef, keep, LossConfig(**FOCAL, reduction="mean", masking="none"))
+    inputs = {name: jnp.asarray(value) for name, value in batch.items()}
+    _, gradients, _, metrics = jax.jit(step)(params, (), stats, inputs, jax.random.key(0), rest)
+    model.eval()
+
+    assert loss > 0.05
+    np.testing.assert_allclose(float(metrics["loss"]), loss, rtol=2e-5)
+    nnx.update(model, gradients)
+    assert_gradients_close(state_to_torch(model, streaming_table(ours.config)), ref_grads)
