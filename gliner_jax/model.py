@@ -255,7 +255,7 @@ class GLiNER:
         only: `rel_labels` and `distill` (gliner's fine-tuning on pseudo-labels) raise NotImplementedError."""
         if rel_labels is not None or distill or distill_options:
             raise NotImplementedError("compress_prompt_embeddings: rel_labels and distill are not implemented")
-        if self.config.is_bi_encoder or self.config.is_relex:
+        if self.config.is_bi_encoder or self.config.is_relex or self.config.is_streaming:
             raise NotImplementedError("compress_prompt_embeddings needs a uni-encoder entity model (label prompts)")
         if not texts or not labels:
             raise ValueError("`texts` and `labels` must both be non-empty.")
