@@ -335,13 +335,13 @@ def streaming_table(config: StreamingSpanConfig) -> list[TensorMapping]:
     tied = dataclasses.replace(config.encoder_config, tie_word_embeddings=True)
     table = [
         dataclasses.replace(m, torch_key=GLINER_DECODER_PREFIX + m.torch_key.split(".", 1)[1])
-        for m in decoder_table(tied, "", ("decoder",))
+        for m in decoder_table(tied, "", ("encoder",))
     ]
     hidden = config.hidden_size
     if hidden != config.encoder_config.hidden_size:
         table += _linear_entries("token_projection", ("token_projection",))
     labels_prefix = "labels_encoder.encoder."
-    table += context_encoder_table(config.labels_encoder_config, hidden, labels_prefix, ("labels_encoder",))
+    table += context_encoder_table(config.labels_encoder_config, hidden, labels_prefix, ("prompt_encoder",))
     table += lstm_entries("rnn.lstm", ("rnn",), config.num_rnn_layers, bidirectional=True)
     if config.span_encoder_config is not None:
         prefix = "span_rep_layer.context_encoder."

@@ -180,7 +180,7 @@ class Sessions:
         word_capacity = _capacity(total_words)
         hidden = self.config.hidden_size
         if full:
-            cache = self.model.decoder.init_cache(1, capacity)
+            cache = self.model.encoder.init_cache(1, capacity)
             words, prompts = jnp.zeros((1, word_capacity, hidden)), None
         else:
             cache = KVCache(*(_padded(a, 2, capacity) for a in state.cache))

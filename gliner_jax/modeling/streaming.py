@@ -48,15 +48,17 @@ class StreamingSpanModel(nnx.Module):
     def __init__(self, config: StreamingSpanConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = config
         hidden = config.hidden_size
-        # gliner runs the decoder's base model (no language-model head)
-        self.decoder = build_decoder(
+        # The causal backbone, gliner's decoder base model (no language-model head): named `encoder` as every GLiNER
+        # network's text backbone, so that the optimizer's encoder group (gliner's token_rep_layer) finds it.
+        self.encoder = build_decoder(
             dataclasses.replace(config.encoder_config, tie_word_embeddings=True), dtype=dtype, rngs=rngs
         )
         width = config.encoder_config.hidden_size
         self.token_projection = (
             torch_linear(width, hidden, (axes.EMBED, axes.HIDDEN), dtype, rngs) if width != hidden else None
         )
-        self.labels_encoder = ContextEncoder(config.labels_encoder_config, hidden, hidden, dtype=dtype, rngs=rngs)
+        # gliner's labels_encoder (not a bi-encoder's label encoder: trained at the others' rate, as in gliner)
+        self.prompt_encoder = ContextEncoder(config.labels_encoder_config, hidden, hidden, dtype=dtype, rngs=rngs)
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         self.context_encoder = (
             ContextEncoder(config.span_encoder_config, hidden, hidden, dtype=dtype, rngs=rngs)
@@ -73,7 +75,7 @@ class StreamingSpanModel(nnx.Module):
     ) -> tuple[jax.Array, KVCache]:
         """Token states [B, T, hidden_size] of input_ids [B, T] at cache slots index .. index + T - 1 (projected
         where the decoder's width differs), and the cache with their keys and values written."""
-        states, cache = self.decoder(self.decoder.embed(input_ids), key_valid, cache, index)
+        states, cache = self.encoder(self.encoder.embed(input_ids), key_valid, cache, index)
         return (states if self.token_projection is None else self.token_projection(states)), cache
 
     def prompts(self, tokens: jax.Array, input_ids: jax.Array, attention_mask: jax.Array, num_labels: int) -> jax.Array:
@@ -88,7 +90,7 @@ class StreamingSpanModel(nnx.Module):
         # gliner's prompt starts at its first token: shift each row so that it does (a no-op for right padding)
         shift = jax.vmap(lambda row, k: jnp.roll(row, -k, axis=0))
         tokens, ids, in_prompt = shift(tokens, first), shift(input_ids, first), shift(in_prompt, first)
-        encoded = self.labels_encoder(tokens * in_prompt[..., None].astype(tokens.dtype), in_prompt)
+        encoded = self.prompt_encoder(tokens * in_prompt[..., None].astype(tokens.dtype), in_prompt)
         marked = (ids == config.class_token_index) & in_prompt
         index = jnp.where(marked, jnp.cumsum(marked, axis=1) - 1, num_labels)
         return scatter_rows(encoded, index, num_labels)
@@ -129,7 +131,7 @@ class StreamingSpanModel(nnx.Module):
         if words_valid.ndim != 2 or span_idx is None or span_mask is None:
             raise ValueError("the streaming model takes unpacked rows with span_idx and span_mask")
         batch, length = input_ids.shape
-        cache = self.decoder.init_cache(batch, length)
+        cache = self.encoder.init_cache(batch, length)
         tokens, _ = self.tokens(input_ids, attention_mask > 0, cache, 0)
         prompts = self.prompts(tokens, input_ids, attention_mask, labels_valid.shape[1])
         words = pool_words(tokens, words_mask, words_valid.shape[1], self.config.subtoken_pooling)

@@ -21,6 +21,7 @@ from gliner_jax.checkpoint_io import state_to_torch, streaming_table
 from gliner_jax.testing.builders import build_label_decoder, build_streaming_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import make_train_step
 from tests.utils.gliner_parity import (
     assert_export_equals_reference,
@@ -146,3 +147,10 @@ def test_train_step_matches_gliner(models):
     np.testing.assert_allclose(float(metrics["loss"]), loss, rtol=2e-5)
     nnx.update(model, gradients)
     assert_gradients_close(state_to_torch(model, streaming_table(ours.config)), ref_grads)
+
+    # gliner's optimizer groups: the decoder (its token_rep_layer) at the encoder rate, everything else (the
+    # projection and the label encoder too) at the others' rate.
+    groups = jax.tree_util.tree_leaves_with_path(parameter_groups(params, OptimizerConfig(num_steps=1)))
+    by_module = {parameter_path(path).split("/")[0]: group for path, group in groups}
+    assert by_module == {"encoder": "encoder"} | {name: "others" for name in by_module if name != "encoder"}
+    assert {"token_projection", "prompt_encoder", "span_rep", "prompt_rep"} <= by_module.keys()
