@@ -491,6 +491,7 @@ class GLiNER:
                 names = ", ".join(name for name, on in asked.items() if on)
                 raise NotImplementedError(f"{names}: not available with session inference")
             options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, recompute=recompute)
+            options["batch_size"] = batch_size
             return self.sessions.infer(texts, labels, session_id, **options)
         if relations is not None:
             asked = dict(

@@ -15,6 +15,7 @@ be read (`Sessions.get`), saved, moved to other devices and put back (`Sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Sequence
 
@@ -51,6 +52,25 @@ class SessionState:
     word_offsets: tuple[Word, ...] = struct.field(pytree_node=False)
     labels: tuple[str, ...] = struct.field(pytree_node=False)
     label_names: tuple[str, ...] = struct.field(pytree_node=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Append:
+    """One text to append to a session: its words (offsets in the session's text), the row the step reads (the
+    label prompt and every word for a new or recomputed session; the new words otherwise), and the session's token
+    count before and after."""
+
+    session_id: str
+    state: SessionState | None
+    text: str
+    chunk: list[Word]
+    row: list[Word]
+    prompt: list[str]
+    labels: tuple[str, ...]
+    names: tuple[str, ...]
+    full: bool
+    past_tokens: int
+    count: int
 
 
 @functools.partial(jax.jit, static_argnums=(0, 10))
@@ -120,10 +140,14 @@ class Sessions:
         flat_ner: bool = True,
         multi_label: bool = False,
         recompute: bool = False,
+        batch_size: int = 8,
     ) -> list[list[dict]]:
         """Append each text to its session (`session_ids`, one per text) and return each session's entities so far,
         as gliner's session inference: {start, end, text, label, score} with offsets in the session's whole text. An
-        empty or whitespace-only text returns [] and leaves its session as it was."""
+        empty or whitespace-only text returns [] and leaves its session as it was. As in gliner, `batch_size` texts
+        at a time, in order, their new (or recomputed) sessions run as one batch and the others by cached length;
+        a session whose labels changed (without `recompute`) or that would pass the context limit raises ValueError
+        once the other sessions have read their texts."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not isinstance(session_ids, list) or not all(isinstance(value, str) for value in session_ids):
             raise TypeError("session_id must be a list of strings")
@@ -135,28 +159,40 @@ class Sessions:
             raise TypeError(f"recompute must be a boolean, got {recompute!r}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = normalize_labels(labels, len(texts))
-        outputs: list[list[dict]] = []
-        for text, session_id, label_set in zip(texts, session_ids, label_sets, strict=True):
-            if not isinstance(text, str) or not text.strip():
-                outputs.append([])
-                continue
-            state = self._append(session_id, text, label_set, recompute)
-            self._states[session_id] = state
-            outputs.append(_entities(state, threshold, flat_ner, multi_label))
-        return outputs
+        results: list[list[dict] | Exception] = [[] for _ in texts]
+        live = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+        for begin in range(0, len(live), batch_size):  # gliner's batches of requests, in order
+            groups: dict[tuple[bool, int], list[tuple[int, _Append]]] = {}
+            for i in live[begin : begin + batch_size]:
+                try:
+                    item = self._prepare(session_ids[i], texts[i], label_sets[i], recompute)
+                except ValueError as error:  # this session only, as gliner reports it
+                    results[i] = error
+                    continue
+                groups.setdefault((item.full, item.past_tokens), []).append((i, item))
+            for group in groups.values():  # new or recomputed sessions together; the others by cached length
+                states = self._run([item for _, item in group])
+                for (i, item), state in zip(group, states, strict=True):
+                    self._states[item.session_id] = state
+                    results[i] = _entities(state, threshold, flat_ner, multi_label)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
-    def _append(self, session_id: str, text: str, label_set: dict[str, str], recompute: bool) -> SessionState:
-        """The session's state after reading `text`."""
+    def _prepare(self, session_id: str, text: str, label_set: dict[str, str], recompute: bool) -> _Append:
+        """What appending `text` to the session needs; ValueError for changed labels or a session past the limit."""
         state = self._states.get(session_id)
         labels, names = tuple(label_set), tuple(label_set.values())
         if state is not None and not recompute and (state.labels, state.label_names) != (labels, names):
             raise ValueError(f"Labels for session {session_id!r} changed. Pass recompute=True or clear the session.")
         shift = len(state.text) if state is not None else 0
         chunk = [(word, start + shift, end + shift) for word, start, end in self.processor.split_words(text)]
-        previous = () if state is None else state.word_offsets
         full = state is None or recompute
-        row = list(previous) + chunk if full else chunk
+        row = ([] if state is None else list(state.word_offsets)) + chunk if full else chunk
         prompt = self.processor.prompt(list(labels)) if full else []
         past_tokens = 0 if full else state.num_tokens
         count = past_tokens + int(self.processor.tokens_per_word(prompt + word_strings(row)).sum())
@@ -166,25 +202,36 @@ class Sessions:
                 f"Session {session_id!r} would contain {count} decoder tokens, exceeding the configured context limit "
                 f"of {limit}. Clear the session before continuing."
             )
+        return _Append(session_id, state, text, chunk, row, prompt, labels, names, full, past_tokens, count)
+
+    def _run(self, items: list[_Append]) -> list[SessionState]:
+        """One model step for sessions appended together (all new or recomputed, or all holding as many tokens): their
+        rows batched, then each session's new state."""
         ids, mask, marks = self.processor.pieces.encode(
-            [prompt + word_strings(row)], [len(prompt)], self.processor.subtoken_pooling
+            [item.prompt + word_strings(item.row) for item in items],
+            [len(item.prompt) for item in items],
+            self.processor.subtoken_pooling,
         )
-        past_words = 0 if full else state.num_words
-        total_words = past_words + len(row)
-        # few shapes: the chunk padded to a token bucket, the cache to a power of two that holds it (cut at the limit)
+        past_tokens, full = items[0].past_tokens, items[0].full
+        past_words = [0 if full else item.state.num_words for item in items]
+        totals = [past + len(item.row) for past, item in zip(past_words, items, strict=True)]
+        # few shapes: the chunk padded to a token bucket, the cache to a power of two that holds it (cut at the
+        # limit), the words to a power of two, the labels to a label bucket
         width = length_bucket(ids.shape[1])
-        capacity = min(_capacity(past_tokens + width), limit)
+        capacity = min(_capacity(past_tokens + width), self.config.context_limit)
         width = min(width, capacity - past_tokens)
         arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (ids, mask, marks)]
         arrays[0][:, ids.shape[1] :] = self.processor.tokenizer.pad_token_id
-        word_capacity = _capacity(total_words)
-        hidden = self.config.hidden_size
+        word_capacity = _capacity(max(totals))
+        num_labels = label_bucket(max(len(item.labels) for item in items))
         if full:
-            cache = self.model.encoder.init_cache(1, capacity)
-            words, prompts = jnp.zeros((1, word_capacity, hidden)), None
+            cache = self.model.encoder.init_cache(len(items), capacity)
+            words, prompts = jnp.zeros((len(items), word_capacity, self.config.hidden_size)), None
         else:
-            cache = KVCache(*(_padded(a, 2, capacity) for a in state.cache))
-            words, prompts = _padded(state.words, 1, word_capacity), state.prompts
+            states = [item.state for item in items]
+            cache = KVCache(*(jnp.concatenate([_padded(s.cache[k], 2, capacity) for s in states], 1) for k in (0, 1)))
+            words = jnp.concatenate([_padded(s.words, 1, word_capacity) for s in states])
+            prompts = jnp.concatenate([_padded(s.prompts, 1, num_labels) for s in states])
         graphdef, params = nnx.split(self.model)
         logits, cache, words, prompts = _step(
             graphdef,
@@ -193,31 +240,40 @@ class Sessions:
             cache,
             jnp.asarray(past_tokens),
             words,
-            jnp.asarray([past_words]),
-            jnp.asarray([len(row)]),
-            label_bucket(len(labels)),
+            jnp.asarray(past_words),
+            jnp.asarray([len(item.row) for item in items]),
+            num_labels,
             prompts,
         )
-        logits = np.asarray(logits, np.float32)[0, :, :, : len(labels)]
-        scored = _candidates(self.config, past_words, len(row), word_capacity, full or self._recomputes_all)
-        if full:
-            span_logits, seen = np.zeros_like(logits), np.zeros(scored.shape, bool)
-        else:
-            span_logits, seen = _grown(state.span_logits, word_capacity), _grown(state.span_seen, word_capacity)
-        span_logits[scored] = logits[scored]
-        return SessionState(
-            cache=cache,
-            words=words,
-            prompts=prompts,
-            span_logits=span_logits,
-            span_seen=seen | scored,
-            num_tokens=count,
-            num_words=total_words,
-            text=(state.text if state is not None else "") + text,
-            word_offsets=tuple(previous) + tuple(chunk),
-            labels=labels,
-            label_names=names,
-        )
+        logits = np.asarray(logits, np.float32)
+        new_states = []
+        for b, (item, past) in enumerate(zip(items, past_words, strict=True)):
+            row_logits = logits[b, :, :, : len(item.labels)]
+            scored = _candidates(self.config, past, len(item.row), word_capacity, full or self._recomputes_all)
+            if full:
+                span_logits, seen = np.zeros_like(row_logits), np.zeros(scored.shape, bool)
+            else:
+                span_logits = _grown(item.state.span_logits, word_capacity)
+                seen = _grown(item.state.span_seen, word_capacity)
+            span_logits[scored] = row_logits[scored]
+            previous = item.state.text if item.state is not None else ""
+            offsets = () if item.state is None else item.state.word_offsets
+            new_states.append(
+                SessionState(
+                    cache=KVCache(cache.keys[:, b : b + 1], cache.values[:, b : b + 1]),
+                    words=words[b : b + 1],
+                    prompts=prompts[b : b + 1],
+                    span_logits=span_logits,
+                    span_seen=seen | scored,
+                    num_tokens=item.count,
+                    num_words=past + len(item.row),
+                    text=previous + item.text,
+                    word_offsets=offsets + tuple(item.chunk),
+                    labels=item.labels,
+                    label_names=item.names,
+                )
+            )
+        return new_states
 
     @property
     def _recomputes_all(self) -> bool:

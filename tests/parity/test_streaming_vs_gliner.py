@@ -67,24 +67,28 @@ def test_whole_text_inference_and_export_match_gliner(models):
     assert_same_outputs(reloaded.inference(TEXTS, LABELS, **options), ref.inference(TEXTS, LABELS, **options))
 
 
-# Two sessions fed three chunks: words cut across chunks, a whitespace-only chunk (nothing changes, [] returned).
+# Three sessions fed three chunks: words cut across chunks, a whitespace-only chunk (nothing changes, [] returned);
+# sessions a and c hold as many tokens after their first chunk, so their next chunks run as one batch (as in gliner).
 CHUNKS = [
-    ["Barack Obama was born in Honolulu, ", "Angela Merkel led "],
-    ["Hawaii, on August 4, 1961 with", "Germany from 2005 to 2021"],
-    [" Michelle in Chicago.", "   "],
+    ["Barack Obama was born in Honolulu, ", "Angela Merkel led ", "Barack Obama was born in Honolulu, "],
+    ["Hawaii, on August 4, 1961 with", "Germany from 2005 to 2021", "and met Michelle Robinson"],
+    [" Michelle in Chicago.", "   ", " in Chicago."],
 ]
+SESSIONS = ["a", "b", "c"]
 
 
 def test_sessions_match_gliner(models):
     ref, _, ours = models
     (threshold,) = quantile_thresholds(ref, [" ".join(texts) for texts in zip(*CHUNKS, strict=True)], LABELS, (0.9,))
-    options = dict(threshold=threshold, session_id=["a", "b"])
+    options = dict(threshold=threshold, session_id=SESSIONS)
     found = 0
     for chunk in CHUNKS:
         expected = ref.inference(chunk, LABELS, **options)
         assert_same_outputs(ours.inference(chunk, LABELS, **options), expected)
         found += sum(map(len, expected))
-    assert found >= 6 and ours.session_count == 2
+        if chunk is CHUNKS[0]:  # a and c batch together next
+            assert ours.sessions.get("a").num_tokens == ours.sessions.get("c").num_tokens
+    assert found >= 6 and ours.session_count == 3
 
     # Labels are fixed per session; recompute rereads the whole text with new ones (descriptions here).
     with pytest.raises(ValueError, match="Labels for session 'a' changed"):
@@ -97,7 +101,7 @@ def test_sessions_match_gliner(models):
     # A session's state is a pytree: saved (to host arrays), the session cleared, put back, it continues as gliner's.
     saved = jax.tree_util.tree_map(np.asarray, ours.sessions.get("b"))
     ours.clear_session(["b"])
-    assert ours.session_count == 1
+    assert ours.session_count == 2
     ours.sessions.put("b", saved)
     options = dict(threshold=threshold, session_id=["b"])
     assert_same_outputs(
