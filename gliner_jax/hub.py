@@ -201,7 +201,7 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
 
 def _streaming_layout(directory: Path, data: dict[str, Any], options: HubOptions) -> GLiNERLayout:
     """A streaming span model's layout as gliner reads it: the tokenizer (the directory's, else the backbone's) with
-    a pad token (the eos token, else a new `<|pad|>`), right padding and the label and separator tokens, whose ids
+    a pad token (the eos token, else a new `<|pad|>`) and the label and separator tokens, whose ids
     become `class_token_index` and `sep_token_index` and whose length the embedding rows (`vocab_size`); the decoder's
     config embedded (`decoder_config`), else read from the backbone."""
     config_path = directory / GLINER_CONFIG_FILE
@@ -215,7 +215,6 @@ def _streaming_layout(directory: Path, data: dict[str, Any], options: HubOptions
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
         else:
             tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
     tokens = [data.get("label_token", StreamingSpanConfig.label_token), data.get("sep_token", GLiNERConfig.sep_token)]
     tokenizer.add_tokens(tokens, special_tokens=True)
     decoder = data.get("decoder_config") or data.get("labels_decoder_config")

@@ -217,18 +217,20 @@ class Sessions:
         totals = [past + len(item.row) for past, item in zip(past_words, items, strict=True)]
         # few shapes: the chunk padded to a token bucket, the cache to a power of two that holds it (cut at the
         # limit), the words to a power of two, the labels to a label bucket
+        # (never below what a session already holds: it may have run in a wider batch)
+        states = [] if full else [item.state for item in items]
         width = length_bucket(ids.shape[1])
         capacity = min(_capacity(past_tokens + width), self.config.context_limit)
+        capacity = max([capacity, *(s.cache.keys.shape[2] for s in states)])
         width = min(width, capacity - past_tokens)
         arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (ids, mask, marks)]
         arrays[0][:, ids.shape[1] :] = self.processor.tokenizer.pad_token_id
-        word_capacity = _capacity(max(totals))
-        num_labels = label_bucket(max(len(item.labels) for item in items))
+        word_capacity = max([_capacity(max(totals)), *(s.words.shape[1] for s in states)])
+        num_labels = max(label_bucket(len(item.labels)) for item in items)
         if full:
             cache = self.model.encoder.init_cache(len(items), capacity)
             words, prompts = jnp.zeros((len(items), word_capacity, self.config.hidden_size)), None
         else:
-            states = [item.state for item in items]
             cache = KVCache(*(jnp.concatenate([_padded(s.cache[k], 2, capacity) for s in states], 1) for k in (0, 1)))
             words = jnp.concatenate([_padded(s.words, 1, word_capacity) for s in states])
             prompts = jnp.concatenate([_padded(s.prompts, 1, num_labels) for s in states])
@@ -262,7 +264,7 @@ class Sessions:
                 SessionState(
                     cache=KVCache(cache.keys[:, b : b + 1], cache.values[:, b : b + 1]),
                     words=words[b : b + 1],
-                    prompts=prompts[b : b + 1],
+                    prompts=prompts[b : b + 1, : label_bucket(len(item.labels))],
                     span_logits=span_logits,
                     span_seen=seen | scored,
                     num_tokens=item.count,

@@ -34,12 +34,6 @@ from gliner_jax.modeling.span_modes import SpanMarkerV2, build_span_mode
 from gliner_jax.modeling.word_pooling import pool_words, scatter_rows
 
 
-def _first_true(mask: jax.Array) -> jax.Array:
-    """The first position [B] where mask [B, T] is set (T where none is)."""
-    positions = jnp.arange(mask.shape[1])
-    return jnp.min(jnp.where(mask, positions, mask.shape[1]), axis=1)
-
-
 class StreamingSpanModel(nnx.Module):
     """The streaming span network (see the module doc). Called as `GLiNERModel` on whole texts (input_ids,
     attention_mask, words_mask [B, T], words_valid [B, W], labels_valid [B, C], span_idx [B, W*K, 2], span_mask
@@ -79,19 +73,16 @@ class StreamingSpanModel(nnx.Module):
         return (states if self.token_projection is None else self.token_projection(states)), cache
 
     def prompts(self, tokens: jax.Array, input_ids: jax.Array, attention_mask: jax.Array, num_labels: int) -> jax.Array:
-        """Raw label prompts [B, C, H]: the prompt (first attended token through the first `<<SEP>>`) through the
-        label encoder, read at each `<<LABEL>>` in order."""
+        """Raw label prompts [B, C, H] of right-padded rows (gliner pads them so): the prompt (the first token
+        through the first `<<SEP>>`) through the label encoder, read at each `<<LABEL>>` in order."""
         config = self.config
         attended = attention_mask > 0
         positions = jnp.arange(input_ids.shape[1])
-        first = _first_true(attended)
-        sep = _first_true((input_ids == config.sep_token_index) & attended)
-        in_prompt = attended & (positions >= first[:, None]) & (positions <= sep[:, None])
-        # gliner's prompt starts at its first token: shift each row so that it does (a no-op for right padding)
-        shift = jax.vmap(lambda row, k: jnp.roll(row, -k, axis=0))
-        tokens, ids, in_prompt = shift(tokens, first), shift(input_ids, first), shift(in_prompt, first)
+        separators = (input_ids == config.sep_token_index) & attended
+        first_separator = jnp.min(jnp.where(separators, positions, input_ids.shape[1]), axis=1)
+        in_prompt = attended & (positions <= first_separator[:, None])
         encoded = self.prompt_encoder(tokens * in_prompt[..., None].astype(tokens.dtype), in_prompt)
-        marked = (ids == config.class_token_index) & in_prompt
+        marked = (input_ids == config.class_token_index) & in_prompt
         index = jnp.where(marked, jnp.cumsum(marked, axis=1) - 1, num_labels)
         return scatter_rows(encoded, index, num_labels)
 

@@ -137,8 +137,8 @@ class Processor:
         embedding them): a text tokenized into such an id is refused. `rel_token`: a relation extraction model's
         relation token; its prompt then holds the relations after the labels. `skip_prompt` (gliner's
         `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts.
-        `streaming` (gliner's streaming span model): each label is followed by `ent_token` (its `<<LABEL>>`), and no
-        special tokens are added (the tokenizer is left as it is)."""
+        `streaming` (gliner's streaming span model): each label is followed by `ent_token` (its `<<LABEL>>`), no
+        special tokens are added, and rows are padded on the right."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
@@ -146,6 +146,8 @@ class Processor:
             tokenizer.add_bos_token = True
         if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None and not streaming:
             tokenizer.add_eos_token = True
+        if streaming:  # as gliner's streaming processor: a causal decoder reads right-padded rows
+            tokenizer.padding_side = "right"
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.pieces = WordPieces(self.tokenizer, add_special_tokens=not streaming)
         self.streaming = streaming
