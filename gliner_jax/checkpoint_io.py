@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.hub import (
     CONFIG_FILE,
     GLINER_CONFIG_FILE,
@@ -40,6 +41,7 @@ from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, 
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
 from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
+from gliner_jax.modeling.streaming import StreamingSpanModel
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ TOKENIZER_FILES = (
 GLINER_ENCODER_PREFIX = "token_rep_layer.bert_layer.model."
 GLINER_LABELS_ENCODER_PREFIX = "token_rep_layer.labels_encoder.model."
 GLINER_LABELS_DECODER_PREFIX = "decoder.decoder_layer.model."
+GLINER_DECODER_PREFIX = "token_rep_layer.decoder_layer.model."  # a streaming model's causal backbone
 
 # PyTorch parameter suffix -> (our parameter name, transpose?), per module kind.
 _KIND_PARAMS = {
@@ -328,6 +331,39 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
     return table
 
 
+def streaming_table(config: StreamingSpanConfig) -> list[TensorMapping]:
+    """The key table between a gliner streaming span model's state dict and `StreamingSpanModel` parameters: the
+    decoder's base model under `token_rep_layer.decoder_layer.model.` (its causal-LM keys without their first part,
+    `transformer.` / `model.`), the projection, label encoder, span layers and prompt projection."""
+    tied = dataclasses.replace(config.encoder_config, tie_word_embeddings=True)
+    table = [
+        dataclasses.replace(m, torch_key=GLINER_DECODER_PREFIX + m.torch_key.split(".", 1)[1])
+        for m in decoder_table(tied, "", ("encoder",))
+    ]
+    hidden = config.hidden_size
+    if hidden != config.encoder_config.hidden_size:
+        table += _linear_entries("token_projection", ("token_projection",))
+    labels_prefix = "labels_encoder.encoder."
+    table += context_encoder_table(config.labels_encoder_config, hidden, labels_prefix, ("prompt_encoder",))
+    table += lstm_entries("rnn.lstm", ("rnn",), config.num_rnn_layers, bidirectional=True)
+    if config.span_encoder_config is not None:
+        prefix = "span_rep_layer.context_encoder."
+        table += context_encoder_table(config.span_encoder_config, hidden, prefix, ("context_encoder",))
+    table += _span_mode_entries(config.span_mode, config.max_width)
+    return table + _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
+
+
+def model_table(config: GLiNERConfig) -> list[TensorMapping]:
+    """The key table of the network `config` describes (`streaming_table` or `gliner_table`)."""
+    return streaming_table(config) if config.is_streaming else gliner_table(config)
+
+
+def build_network(config: GLiNERConfig, *, dtype: jax.typing.DTypeLike, rngs: nnx.Rngs) -> nnx.Module:
+    """The network `config` describes: `StreamingSpanModel` for a streaming config, `GLiNERModel` otherwise."""
+    network = StreamingSpanModel if config.is_streaming else GLiNERModel
+    return network(config, dtype=dtype, rngs=rngs)
+
+
 def _flat_params(model: nnx.Module) -> dict[tuple[str, ...], nnx.Variable]:
     """The parameters, BatchNorm statistics and stored prompts of `model` by path."""
     params = nnx.state(model, (nnx.Param, nnx.BatchStat, PrecomputedPrompts))
@@ -584,9 +620,11 @@ def load_gliner(
     """
     path = Path(path)
     config = config or read_layout(path).config
-    model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = build_network(config, dtype=dtype, rngs=nnx.Rngs(seed))
     if is_native(path):
         state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
+    elif config.is_streaming:
+        state_from_torch(model, read_tensors(path), streaming_table(config))
     else:
         tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
         if config.is_bi_encoder:
@@ -615,7 +653,7 @@ def save_gliner(
         if native:
             write_safetensors(state_to_torch(model, native_table(model)), folder / NATIVE_PARAMS_FILE)
         else:
-            write_safetensors(state_to_torch(model, gliner_table(config)), folder / SAFETENSORS_FILE)
+            write_safetensors(state_to_torch(model, model_table(config)), folder / SAFETENSORS_FILE)
         return [str(Path(name).relative_to(folder)) for name in save_tokenizers(folder, tokenizer, labels_tokenizer)]
 
 

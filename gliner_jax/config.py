@@ -70,8 +70,9 @@ def refuse_other_architectures(data: Mapping[str, Any]) -> None:
     """Raise NotImplementedError naming the field when a gliner_config.json dict selects an architecture not
     implemented here; checked before anything else of a model is read."""
     if data.get("model_type") == STREAMING_MODEL_TYPE:
-        raise NotImplementedError(
-            f"unsupported GLiNER config model_type={STREAMING_MODEL_TYPE!r}: streaming span models are not implemented"
+        raise ValueError(
+            f"GLiNER config model_type={STREAMING_MODEL_TYPE!r} is a streaming span model: read it with "
+            "gliner_jax.modeling.streaming.StreamingSpanConfig (GLiNER.from_pretrained does)"
         )
     for key, what in OTHER_ARCHITECTURES.items():
         if data.get(key) is not None:
@@ -264,6 +265,16 @@ class GLiNERConfig:
                 f"GLiNER config triples_layer={mode!r} needs hidden_size {need}, got {hidden} (gliner builds it "
                 f"{TRIPLES_WIDTH} wide and fails on other widths)"
             )
+
+    @property
+    def prompt_token(self) -> str:
+        """The token whose states are the label prompts (at `class_token_index`)."""
+        return self.ent_token
+
+    @property
+    def is_streaming(self) -> bool:
+        """Whether the backbone is a causal decoder (gliner's streaming span model, `modeling.streaming`)."""
+        return False
 
     @property
     def is_relex(self) -> bool:

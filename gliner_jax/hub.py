@@ -39,7 +39,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from gliner_jax.config import GLiNERConfig, builds_labels_encoder, refuse_other_architectures
+from gliner_jax.config import STREAMING_MODEL_TYPE, GLiNERConfig, builds_labels_encoder, refuse_other_architectures
+from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 
 GLINER_CONFIG_FILE = "gliner_config.json"
@@ -164,6 +165,8 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory}: no {GLINER_CONFIG_FILE}, not a GLiNER model directory")
     data = read_json_object(config_path)
+    if data.get("model_type") == STREAMING_MODEL_TYPE:
+        return _streaming_layout(directory, data, options)
     refuse_other_architectures(data)
     check_field_types(data, GLiNERConfig, f"{config_path}:")
     backbone_directory = _snapshot_on_demand(data.get("model_name", GLiNERConfig.model_name), options)
@@ -196,11 +199,39 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     return GLiNERLayout(directory, _config(completed, config_path), tokenizer)
 
 
-def _config(data: dict[str, Any], path: Path) -> GLiNERConfig:
-    """The GLiNERConfig of a completed config dict; a bad value is a ValueError (an option not implemented a
-    NotImplementedError) naming the file it came from."""
+def _streaming_layout(directory: Path, data: dict[str, Any], options: HubOptions) -> GLiNERLayout:
+    """A streaming span model's layout as gliner reads it: the tokenizer (the directory's, else the backbone's) with
+    a pad token (the eos token, else a new `<|pad|>`) and the label and separator tokens, whose ids
+    become `class_token_index` and `sep_token_index` and whose length the embedding rows (`vocab_size`); the decoder's
+    config embedded (`decoder_config`), else read from the backbone."""
+    config_path = directory / GLINER_CONFIG_FILE
+    check_field_types(data, StreamingSpanConfig, f"{config_path}:")
+    name = data.get("model_name") or data.get("labels_decoder") or StreamingSpanConfig.model_name
+    backbone_directory = _snapshot_on_demand(name, options)
+    has_tokenizer = (directory / TOKENIZER_CONFIG_FILE).is_file()
+    tokenizer = load_tokenizer(directory if has_tokenizer else backbone_directory())
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    tokens = [data.get("label_token", StreamingSpanConfig.label_token), data.get("sep_token", GLiNERConfig.sep_token)]
+    tokenizer.add_tokens(tokens, special_tokens=True)
+    decoder = data.get("decoder_config") or data.get("labels_decoder_config")
+    if not decoder:
+        decoder = read_json_object(backbone_directory() / CONFIG_FILE)
+    rows = len(tokenizer)
+    label_id, sep_id = tokenizer.convert_tokens_to_ids(tokens)
+    completed = dict(data, decoder_config=dict(decoder, vocab_size=rows), vocab_size=rows)
+    completed.update(class_token_index=label_id, sep_token_index=sep_id)
+    return GLiNERLayout(directory, _config(completed, config_path, StreamingSpanConfig), tokenizer)
+
+
+def _config(data: dict[str, Any], path: Path, config_class: type[GLiNERConfig] = GLiNERConfig) -> GLiNERConfig:
+    """The config (`config_class`) of a completed config dict; a bad value is a ValueError (an option not implemented
+    a NotImplementedError) naming the file it came from."""
     try:
-        return GLiNERConfig.from_dict(data)
+        return config_class.from_dict(data)
     except (ValueError, NotImplementedError) as error:
         raise type(error)(f"{path}: {error}") from None
 

@@ -27,6 +27,7 @@ from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
 from gliner_jax.sharding import Placement, round_up
+from gliner_jax.streaming import Sessions
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
 from gliner_jax.text.wire import WireSizes, from_wire
@@ -156,9 +157,12 @@ class GLiNER:
         self.placement: Placement | None = None
         self.pipelined = True
         self.pack_tokens: int | None = None
+        self.sessions = Sessions(model, config, self.processor) if config.is_streaming else None
         if config.is_bi_encoder:
             return
-        tokens = {"class_token_index": config.ent_token}
+        tokens = {"class_token_index": config.prompt_token}
+        if config.is_streaming:
+            tokens["sep_token_index"] = config.sep_token
         if config.is_relex:
             tokens["rel_token_index"] = config.rel_token
         for field, token in tokens.items():
@@ -279,11 +283,15 @@ class GLiNER:
         refused), and `save_pretrained` writes the embeddings as gliner's `precomputed_prompts` (and
         `precomputed_rel_prompts`) tensors. A relation model compressed without `rel_labels` keeps the relation
         prompts it stored before, if any (without any it finds no relations, as gliner). `distill` (gliner's
-        fine-tuning on pseudo-labels) raises NotImplementedError, so does a bi-encoder (no prompts)."""
+        fine-tuning on pseudo-labels) raises NotImplementedError, so do a bi-encoder (no prompts) and a
+        streaming model."""
         if distill or distill_options:
             raise NotImplementedError("compress_prompt_embeddings: distill is not implemented")
-        if self.config.is_bi_encoder:
-            raise NotImplementedError("compress_prompt_embeddings needs a uni-encoder model (label prompts)")
+        if self.config.is_bi_encoder or self.config.is_streaming:
+            raise NotImplementedError(
+                "compress_prompt_embeddings needs a uni-encoder model with label prompts (not a bi-encoder or a "
+                "streaming model)"
+            )
         if rel_labels is not None and not self.config.is_relex:
             raise ValueError("rel_labels are compressed only by a relation extraction model (config.relations_layer)")
         if not texts or not labels:
@@ -486,6 +494,8 @@ class GLiNER:
         relations: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
+        session_id: list[str] | None = None,
+        recompute: bool = False,
     ) -> list[list[dict]] | tuple[list[list[dict]], list[list[dict]]]:
         """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
         {label: description} mapping) for all texts, or one per text.
@@ -509,7 +519,27 @@ class GLiNER:
         texts read up to `max_len` words, relations as dicts {head, tail, relation, score}, head and tail
         {start, end, text, type, entity_idx} (the entity's index in that text's entities).
         `adjacency_threshold` and `relation_threshold` default to `threshold`.
+
+        Streaming span models (`config.is_streaming`) with `session_id` (one id per text) append each text to its
+        session and return each session's entities so far, as gliner's session inference (`gliner_jax.streaming`);
+        `recompute=True` rereads a session's whole text (and takes new labels).
         """
+        if session_id is not None:
+            if self.sessions is None:
+                raise ValueError("session_id needs a streaming span model (model_type 'gliner_streaming_span')")
+            asked = dict(
+                input_spans=input_spans is not None,
+                return_class_probs=return_class_probs,
+                return_vectors=return_vectors,
+                return_label_vectors=return_label_vectors,
+                relations=relations is not None,
+            )
+            if any(asked.values()):
+                names = ", ".join(name for name, on in asked.items() if on)
+                raise NotImplementedError(f"{names}: not available with session inference")
+            options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, recompute=recompute)
+            options["batch_size"] = batch_size
+            return self.sessions.infer(texts, labels, session_id, **options)
         if relations is not None:
             asked = dict(
                 input_spans=input_spans is not None,
@@ -537,6 +567,24 @@ class GLiNER:
         options = (flat_ner, multi_label, batch_size, truncate, progress)
         found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
+
+    def clear_session(self, session_id: str | list[str]) -> None:
+        """Forget one or more streaming sessions (see `inference`'s `session_id`)."""
+        self._sessions().clear(session_id)
+
+    def clear_sessions(self) -> None:
+        """Forget every streaming session."""
+        self._sessions().clear()
+
+    @property
+    def session_count(self) -> int:
+        """How many streaming sessions are held."""
+        return len(self._sessions())
+
+    def _sessions(self) -> Sessions:
+        if self.sessions is None:
+            raise ValueError("sessions exist only for streaming span models (model_type 'gliner_streaming_span')")
+        return self.sessions
 
     def predict_relations(
         self,
@@ -622,6 +670,8 @@ class GLiNER:
         """Refuse a `pack_tokens` the pipeline cannot use."""
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError(f"pack_tokens must be None or >= 1, got {self.pack_tokens}")
+        if self.pack_tokens is not None and self.config.is_streaming:
+            raise ValueError("inference packing is not supported with a streaming model (its causal decoder)")
         if self.pack_tokens is not None and self.config.fuse_layers:
             raise ValueError("inference packing is not supported with fuse_layers (it averages over whole rows)")
         if self.pack_tokens is not None and self.tokenizer.padding_side == "left":

@@ -96,14 +96,20 @@ class SpanMarkerV1(EndpointSpans):
 
 class SpanMarkerV2(EndpointSpans):
     """`markerV2`: the context is project_context of the batch's last word slot (a padding slot, so zeros, for
-    every row shorter than the longest)."""
+    every row shorter than the longest). With `row_context` (gliner's streaming model, which gives it each row's word
+    mask) it is each row's own last word instead (zeros for a row without words)."""
 
     def __init__(self, hidden: int, max_width: int, dropout: float, dtype: jnp.dtype, rngs: nnx.Rngs):
         mlp = functools.partial(ProjectionMLP, dropout=dropout, dtype=dtype, rngs=rngs)
         super().__init__(max_width, mlp(hidden, hidden), mlp(hidden, hidden), mlp(3 * hidden, hidden))
         self.project_context = mlp(hidden, hidden)
+        self.row_context = False
 
     def context(self, words: jax.Array, words_valid: jax.Array | None) -> jax.Array:
+        if self.row_context and words_valid is not None:
+            count = words_valid.sum(axis=1)
+            last = jnp.take_along_axis(words, jnp.maximum(count - 1, 0)[:, None, None], axis=1)[:, 0]
+            return self.project_context(last) * (count > 0)[:, None].astype(words.dtype)
         last = jnp.maximum(batch_width(words, words_valid) - 1, 0)
         return self.project_context(jax.lax.dynamic_index_in_dim(words, last, axis=1, keepdims=False))
 

@@ -243,6 +243,32 @@ def build_reference(
     return model
 
 
+def build_streaming_reference(
+    backbone: Path, directory: Path, seed: int = 0, logit_scale: float = 30.0, noise: float = 0.05, **config: Any
+) -> Any:
+    """A `gliner` streaming span model (`StreamingSpanConfig(model_name=backbone, **config)`, its causal backbone a
+    `build_label_decoder` directory) saved to `directory` (safetensors); head parameters get N(0, noise) added and
+    the prompt projection's last layer is scaled by `logit_scale`, as in `build_reference`."""
+    import gliner
+    import torch
+
+    torch.manual_seed(seed)
+    model = gliner.GLiNER.from_config(
+        gliner.StreamingSpanConfig(model_name=str(backbone), **config),
+        backbone_from_pretrained=True,
+        local_files_only=True,
+    )
+    with torch.no_grad():
+        for name, param in model.model.named_parameters():
+            if not name.startswith("token_rep_layer."):
+                param.add_(noise * torch.randn_like(param))
+            if name in LAST_HEAD_LAYERS:
+                param.mul_(logit_scale)
+    model.eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    return model
+
+
 def build_labels_backbone(directory: Path, encoder_config: dict, *, seed: int = 1, model_max_length: int = 128) -> Path:
     """A label encoder for a bi-encoder: `build_backbone`, its tokenizer given a `model_max_length` (gliner's
     `encode_labels` pads every label to it, so the default of none cannot be used)."""

@@ -129,6 +129,7 @@ class Processor:
         rel_token: str | None = None,
         skip_prompt: bool = False,
         neg_spans_ratio: float | None = None,
+        streaming: bool = False,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
@@ -138,16 +139,21 @@ class Processor:
         relation token; its prompt then holds the relations after the labels. `skip_prompt` (gliner's
         `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts.
         `neg_spans_ratio`: a token model with `represent_spans`, whose training batches also hold span targets, with
-        that many random negative spans per gold span (`training.data.token_span_rows`); None for other models."""
+        that many random negative spans per gold span (`training.data.token_span_rows`); None for other models.
+        `streaming` (gliner's streaming span model): each label is followed by `ent_token` (its `<<LABEL>>`), no
+        special tokens are added, and rows are padded on the right."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
-        if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None:
+        if hasattr(tokenizer, "add_bos_token") and tokenizer.bos_token_id is not None and not streaming:
             tokenizer.add_bos_token = True
-        if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None:
+        if hasattr(tokenizer, "add_eos_token") and tokenizer.eos_token_id is not None and not streaming:
             tokenizer.add_eos_token = True
+        if streaming:  # as gliner's streaming processor: a causal decoder reads right-padded rows
+            tokenizer.padding_side = "right"
         self.tokenizer = prepare_tokenizer(tokenizer)
-        self.pieces = WordPieces(self.tokenizer)
+        self.pieces = WordPieces(self.tokenizer, add_special_tokens=not streaming)
+        self.streaming = streaming
         self.labels_tokenizer = None if labels_tokenizer is None else prepare_tokenizer(labels_tokenizer)
         self.labels_max_tokens = labels_max_tokens
         self.vocab_size = vocab_size
@@ -179,7 +185,7 @@ class Processor:
             raise ValueError(f"the bi-encoder (labels_encoder={config.labels_encoder!r}) needs its label tokenizer")
         return cls(
             tokenizer,
-            ent_token=config.ent_token,
+            ent_token=getattr(config, "prompt_token", config.ent_token),
             sep_token=config.sep_token,
             max_width=config.max_width,
             max_len=config.max_len,
@@ -193,6 +199,7 @@ class Processor:
             rel_token=config.rel_token if getattr(config, "relations_layer", None) is not None else None,
             skip_prompt=bool(getattr(config, "precomputed_prompts_mode", False)),
             neg_spans_ratio=config.neg_spans_ratio if getattr(config, "represents_spans", False) else None,
+            streaming=getattr(config, "is_streaming", False),
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:
@@ -240,19 +247,24 @@ class Processor:
         if limit >= NO_LIMIT:
             return None
         prefix, suffix = self.pieces.special_tokens()
-        return limit - len(prefix) - int(self.tokens_per_word(self._prompt(labels)).sum()) - len(suffix)
+        return limit - len(prefix) - int(self.tokens_per_word(self.prompt(labels)).sum()) - len(suffix)
 
     def tokens_per_word(self, words: list[str]) -> np.ndarray:
         """Subword tokens of each word as the collator tokenizes it (words are tokenized one by one)."""
         return self.pieces.entries(words)[1]
 
-    def _prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
+    def prompt(self, labels: list[str], relations: Sequence[str] = ()) -> list[str]:
+        """The words of the label prompt of `labels` (and a relation model's `relations`) that precede a row's
+        words."""
         if not self.label_prompt:
             return []
         if self.skip_prompt:
             return [self.sep_token]
         prompt = []
         for label in labels:
+            if self.streaming:  # the label, then its marker (an empty label's marker kept, as gliner does)
+                prompt += [label, self.ent_token] if label else [self.ent_token]
+                continue
             prompt.append(self.ent_token)
             if label:  # gliner keeps the entity token of an empty label but not the label
                 prompt.append(label)
@@ -310,7 +322,7 @@ class Processor:
         relation_sets = [list(r) for r in relations] if relations is not None else [[] for _ in rows]
         if len(relation_sets) != len(rows):
             raise ValueError(f"{len(relation_sets)} relation lists for {len(rows)} rows")
-        prompts = [self._prompt(label_sets[i], relation_sets[i]) for i in live]
+        prompts = [self.prompt(label_sets[i], relation_sets[i]) for i in live]
         sequences = [prompt + word_strings(rows[i]) for prompt, i in zip(prompts, live, strict=True)]
         ids, mask, marks = self.pieces.encode(sequences, [len(prompt) for prompt in prompts], self.subtoken_pooling)
         num_tokens = ids.shape[1]

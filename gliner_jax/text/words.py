@@ -48,14 +48,16 @@ class WordPieces:
     A tokenizer reads pre-split words one at a time (each word is normalised, pre-tokenized and split on its own), so
     a row's ids are its words' ids laid end to end between the special tokens it adds to any single sequence; only
     words not seen before are sent to the tokenizer (in one call). The cache holds up to `max_words` distinct words
-    and then starts again. Thread-safe.
+    and then starts again. Thread-safe. `add_special_tokens=False` leaves the tokenizer's special tokens out (gliner's
+    streaming model tokenizes so).
     """
 
-    def __init__(self, tokenizer: Any, max_words: int = 1 << 18) -> None:
+    def __init__(self, tokenizer: Any, max_words: int = 1 << 18, *, add_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
         self.max_words = max_words
         self._lock = threading.Lock()
-        self._special: tuple[np.ndarray, np.ndarray] | None = None
+        none = np.zeros(0, np.int32)
+        self._special: tuple[np.ndarray, np.ndarray] | None = None if add_special_tokens else (none, none)
         self._reset()
 
     def _reset(self) -> None:

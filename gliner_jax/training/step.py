@@ -88,7 +88,7 @@ def loss_terms(
         span_logits = model.span_scores(words, prompts, spans[..., :2])
         weights = (config.token_loss_coef, config.span_loss_coef)
         return token_span_loss_terms(logits, span_logits, batch, loss_config, *weights)
-    if model.relation_head is None:
+    if getattr(model, "relation_head", None) is None:  # entity models (a streaming model has no relation head)
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
     if jnp.ndim(batch["labels_valid"]) == 3:  # packed: rows and slots become one axis of examples
@@ -228,7 +228,7 @@ def build_train_program(
     model.eval()
     eval_graphdef = nnx.graphdef(model)  # evaluation and export: the encoder layers in a scan
     model.train()
-    model.set_attributes(unroll_layers=unroll_layers)
+    model.set_attributes(unroll_layers=unroll_layers, raise_if_not_found=False)  # a decoder backbone has none
     if remat != "none":  # an encoder without remat support is refused by name
         set_encoder_attributes(model, {"remat": remat})
         if unroll_layers and jax.default_backend() == "cpu":

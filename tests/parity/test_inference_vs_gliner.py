@@ -196,7 +196,7 @@ def test_absolute_positions_bound_buckets_and_windows(tmp_path_factory):
     words = [w for w, _, _ in split_words(long_document(40))]
 
     def num_tokens(n: int) -> int:
-        return len(ours.tokenizer([*ours.processor._prompt(labels), *words[:n]], is_split_into_words=True)["input_ids"])
+        return len(ours.tokenizer([*ours.processor.prompt(labels), *words[:n]], is_split_into_words=True)["input_ids"])
 
     fits = max(n for n in range(1, 40) if num_tokens(n) <= 40)
     assert num_tokens(fits) > 32
@@ -304,7 +304,7 @@ def test_windows_fit_the_tokenizer_limit(models, monkeypatch):
         "text",
     )
     assert len(windows) > 2 and all(stop - first < ours.config.max_len for first, stop in windows)
-    prompt = ours.processor._prompt(LABELS)
+    prompt = ours.processor.prompt(LABELS)
     for first, stop in windows:  # each window with its prompt fits, and one more word would not
         window = [w for w, _, _ in words[first:stop]]
         assert len(ours.tokenizer(prompt + window, is_split_into_words=True)["input_ids"]) <= limit

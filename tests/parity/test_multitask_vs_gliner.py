@@ -277,7 +277,7 @@ def test_prompted_windows_fit_the_tokenizer_limit(models, monkeypatch):
     for row, labels in rows:
         words = [w for w, _, _ in row]
         assert words[: len(prompt_words)] == prompt_words
-        tokens = ours.tokenizer([*ours.processor._prompt(labels), *words], is_split_into_words=True)["input_ids"]
+        tokens = ours.tokenizer([*ours.processor.prompt(labels), *words], is_split_into_words=True)["input_ids"]
         assert len(tokens) <= limit
 
 

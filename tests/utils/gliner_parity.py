@@ -112,7 +112,7 @@ def train_without_dropout(model: nnx.Module) -> nnx.Module:
         if isinstance(module, nnx.Dropout):
             module.rate = 0.0
     model.train()
-    model.set_attributes(unroll_layers=True)
+    model.set_attributes(unroll_layers=True, raise_if_not_found=False)
     return model
 
 

@@ -1,0 +1,160 @@
+"""gliner's streaming span model (`StreamingSpanGLiNER`: a tiny random GPT-2 backbone with its locally trained
+byte-level BPE tokenizer, a projection to hidden_size, a one-layer DeBERTa label encoder, markerV2) against ours:
+the gliner-saved directory loads with every key matched, whole-text entities and scores equal gliner's, and our
+export is gliner's state dict, which gliner loads and predicts the same with; sessions fed chunk by chunk give
+gliner's entities after every chunk (a session's state saved as a pytree and put back continues the same); the
+train step's loss and gradients on gliner's training records are gliner's."""
+
+from __future__ import annotations
+
+import gliner
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from flax import nnx
+
+from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import state_to_torch, streaming_table
+from gliner_jax.testing.builders import build_label_decoder, build_streaming_reference, quantile_thresholds
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
+from gliner_jax.training.step import make_train_step
+from tests.utils.gliner_parity import (
+    assert_export_equals_reference,
+    assert_gradients_close,
+    assert_same_outputs,
+    train_without_dropout,
+)
+
+TEXTS = [
+    "Barack Obama was born in Honolulu, Hawaii, on August 4, 1961.",
+    "Angela Merkel led Germany from 2005 to 2021 as chancellor.",
+    "Apple",
+    "   ",
+]
+LABELS = ["person", "city", "organization", "date"]
+LABELS_ENCODER = {"model_type": "deberta-v2", "num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(gliner's streaming model, its directory, ours loaded from it)."""
+    tmp = tmp_path_factory.mktemp("streaming")
+    backbone = build_label_decoder(tmp / "backbone", dict(n_positions=128, n_embd=24, n_layer=2, n_head=3))
+    ref = build_streaming_reference(
+        backbone, tmp / "ref", hidden_size=32, max_width=4, labels_encoder_config=LABELS_ENCODER
+    )
+    return ref, tmp, GLiNER.from_pretrained(tmp / "ref")
+
+
+def test_whole_text_inference_and_export_match_gliner(models):
+    ref, tmp, ours = models
+    threshold, nested_threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.9, 0.8))
+    for options in (dict(threshold=threshold), dict(threshold=nested_threshold, flat_ner=False, multi_label=True)):
+        expected = ref.inference(TEXTS, LABELS, **options)
+        assert sum(map(len, expected)) >= 3
+        assert_same_outputs(ours.inference(TEXTS, LABELS, **options), expected)
+
+    assert_export_equals_reference(ours, ref, tmp / "export")
+    reloaded = gliner.GLiNER.from_pretrained(str(tmp / "export"), local_files_only=True)
+    assert type(reloaded).__name__ == "StreamingSpanGLiNER"
+    reloaded.eval()
+    options = dict(threshold=threshold)
+    assert_same_outputs(reloaded.inference(TEXTS, LABELS, **options), ref.inference(TEXTS, LABELS, **options))
+
+
+# Three sessions fed three chunks: words cut across chunks, a whitespace-only chunk (nothing changes, [] returned);
+# sessions a and c hold as many tokens after their first chunk, so their next chunks run as one batch (as in gliner).
+CHUNKS = [
+    ["Barack Obama was born in Honolulu, ", "Angela Merkel led ", "Barack Obama was born in Honolulu, "],
+    ["Hawaii, on August 4, 1961 with", "Germany from 2005 to 2021", "and met Michelle Robinson"],
+    [" Michelle in Chicago.", "   ", " in Chicago."],
+]
+SESSIONS = ["a", "b", "c"]
+
+
+def test_sessions_match_gliner(models):
+    ref, _, ours = models
+    (threshold,) = quantile_thresholds(ref, [" ".join(texts) for texts in zip(*CHUNKS, strict=True)], LABELS, (0.9,))
+    options = dict(threshold=threshold, session_id=SESSIONS)
+    found = 0
+    for chunk in CHUNKS:
+        expected = ref.inference(chunk, LABELS, **options)
+        assert_same_outputs(ours.inference(chunk, LABELS, **options), expected)
+        found += sum(map(len, expected))
+        if chunk is CHUNKS[0]:  # a and c batch together next
+            assert ours.sessions.get("a").num_tokens == ours.sessions.get("c").num_tokens
+    assert found >= 6 and ours.session_count == 3
+
+    # Labels are fixed per session; recompute rereads the whole text with new ones (descriptions here).
+    with pytest.raises(ValueError, match="Labels for session 'a' changed"):
+        ours.inference(["More."], LABELS[:2], session_id=["a"])
+    described = {"person": "person name", "city": "city"}
+    recomputed = dict(threshold=threshold, session_id=["a"], recompute=True)
+    expected = ref.inference([" and Paris."], described, **recomputed)
+    assert_same_outputs(ours.inference([" and Paris."], described, **recomputed), expected)
+
+    # A session's state is a pytree: saved (to host arrays), the session cleared, put back, it continues as gliner's.
+    saved = jax.tree_util.tree_map(np.asarray, ours.sessions.get("b"))
+    ours.clear_session(["b"])
+    assert ours.session_count == 2
+    ours.sessions.put("b", saved)
+    options = dict(threshold=threshold, session_id=["b"])
+    assert_same_outputs(
+        ours.inference([" as chancellor."], LABELS, **options), ref.inference([" as chancellor."], LABELS, **options)
+    )
+
+
+RECORDS = [
+    {
+        "tokenized_text": ["Marie", "Curie", "worked", "in", "Paris", "in", "1903", "."],
+        "ner": [[0, 1, "person"], [4, 4, "city"]],
+    },
+    {
+        "tokenized_text": ["Apple", "was", "founded", "by", "Steve", "Jobs", "."],
+        "ner": [[0, 0, "organization"], [4, 5, "person"]],
+    },
+]
+FOCAL = dict(alpha=0.6, gamma=1.5, prob_margin=0.0, label_smoothing=0.1)
+
+
+def test_train_step_matches_gliner(models):
+    """gliner's loss (focal, mean reduction) and its gradients on its own collated batch of training records; ours
+    from the one train step (an optimizer that keeps the gradients) on our batch of the same records."""
+    ref, _, ours = models
+    collator = ref.data_collator_class(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    ref_batch = collator(RECORDS, entity_types=[LABELS] * len(RECORDS))
+    ref.model.eval()
+    ref.model.zero_grad()
+    with torch.enable_grad():
+        output = ref.model(**ref_batch, **FOCAL, reduction="mean", negatives=1.0, masking="none")
+        output.loss.backward()
+    loss = float(output.loss.detach())
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    assert any(name.startswith("token_rep_layer.decoder_layer.") for name in ref_grads)
+
+    examples = [data_lib.normalize_record(record) for record in RECORDS]
+    batch = data_lib.collate(examples, [LABELS] * len(RECORDS), ours.processor)
+    model = train_without_dropout(ours.model)
+    graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    keep = optax.GradientTransformation(lambda params: (), lambda grads, state, params=None: (grads, grads))
+    step = make_train_step(graphdef, keep, LossConfig(**FOCAL, reduction="mean", masking="none"))
+    inputs = {name: jnp.asarray(value) for name, value in batch.items()}
+    _, gradients, _, metrics = jax.jit(step)(params, (), stats, inputs, jax.random.key(0), rest)
+    model.eval()
+
+    assert loss > 0.05
+    np.testing.assert_allclose(float(metrics["loss"]), loss, rtol=2e-5)
+    nnx.update(model, gradients)
+    assert_gradients_close(state_to_torch(model, streaming_table(ours.config)), ref_grads)
+
+    # gliner's optimizer groups: the decoder (its token_rep_layer) at the encoder rate, everything else (the
+    # projection and the label encoder too) at the others' rate.
+    groups = jax.tree_util.tree_leaves_with_path(parameter_groups(params, OptimizerConfig(num_steps=1)))
+    by_module = {parameter_path(path).split("/")[0]: group for path, group in groups}
+    assert by_module == {"encoder": "encoder"} | {name: "others" for name in by_module if name != "encoder"}
+    assert {"token_projection", "prompt_encoder", "span_rep", "prompt_rep"} <= by_module.keys()
