@@ -56,7 +56,8 @@ def _forward(
     (`GLiNERModel.__call__`), left on the device."""
     model = nnx.merge(graphdef, state)
     kept_names = dict(vectors=vectors, label_vectors=label_vectors, span_states=span_states)
-    output = model(**from_wire(transfer, sizes, xp=jnp), **(labels or {}), **kept_names)
+    asked = {name: True for name, on in kept_names.items() if on}  # only what this model kind is asked for
+    output = model(**from_wire(transfer, sizes, xp=jnp), **(labels or {}), **asked)
     logits, kept = output if any(kept_names.values()) else (output, None)
     scores = jax.nn.sigmoid(logits) if probabilities else logits
     return scores if kept is None else (scores, kept)

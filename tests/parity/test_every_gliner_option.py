@@ -26,12 +26,23 @@ from gliner.modeling.multitask.triples_layers import TriplesScoreLayer
 from gliner.modeling.span_rep import SpanRepLayer
 
 from gliner_jax import GLiNER
-from gliner_jax.checkpoint_io import _flat_params, gliner_table, read_tensors, state_from_torch, state_to_torch
+from gliner_jax.checkpoint_io import (
+    _flat_params,
+    build_network,
+    model_table,
+    read_tensors,
+    state_from_torch,
+    state_to_torch,
+)
 from gliner_jax.config import GLiNERConfig
 from gliner_jax.hub import read_layout
-from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.modeling.triples import PARAMETER_FREE, TRIPLES_WIDTH
-from gliner_jax.testing.builders import build_label_decoder, build_reference, quantile_thresholds
+from gliner_jax.testing.builders import (
+    build_label_decoder,
+    build_reference,
+    build_streaming_reference,
+    quantile_thresholds,
+)
 from tests.utils.gliner_parity import assert_same_outputs
 
 TEXTS = ["Marie Curie worked at the University of Paris in 1903.", "Apple was founded by Steve Jobs in Cupertino."]
@@ -84,6 +95,13 @@ def option_cases() -> dict[str, dict]:
             labels_decoder=LABELS_DECODER, labels_encoder=LABELS_ENCODER
         ),
     }
+    for mode in CONTEXT_ENCODER_MODEL_TYPES:  # the streaming model's label encoder: a context encoder of each kind
+        cases[f"streaming, labels_encoder_config={mode}"] = dict(
+            streaming=True, labels_encoder_config={"model_type": mode, "num_hidden_layers": 3, "hidden_size": 16}
+        )
+    cases["streaming, span_encoder_config=rnn"] = dict(
+        streaming=True, span_encoder_config={"model_type": "rnn", "num_hidden_layers": 1}
+    )
     return cases
 
 
@@ -126,10 +144,11 @@ def reference(gliner_backbone, labels_backbone, labels_decoder, tmp_path_factory
             paths = {LABELS_ENCODER: labels_backbone, LABELS_DECODER: labels_decoder}
             fields = {k: str(paths[v]) if isinstance(v, str) and v in paths else v for k, v in CASES[case].items()}
             directory = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
-            built[case] = (
-                build_reference(gliner_backbone, directory, **{"hidden_size": 32, "max_width": 3, **fields}),
-                directory,
-            )
+            fields = {"hidden_size": 32, "max_width": 3, **fields}
+            if fields.pop("streaming", False):  # a causal backbone: the tiny GPT-2
+                built[case] = build_streaming_reference(labels_decoder, directory, **fields), directory
+            else:
+                built[case] = build_reference(gliner_backbone, directory, **fields), directory
         return built[case]
 
     return get
@@ -158,10 +177,12 @@ def test_every_option_loads_and_converts_both_ways(case, reference):
         return
     ref, directory = reference(case)
     config = read_layout(directory).config
-    model = nnx.eval_shape(lambda: GLiNERModel(config, rngs=nnx.Rngs(0)))  # shapes only: the tensors come next
+    model = nnx.eval_shape(
+        lambda: build_network(config, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    )  # shapes only: the tensors come next
     for variable in _flat_params(model).values():
         variable.set_value(jnp.zeros(variable.shape, variable.dtype))
-    table = gliner_table(config)
+    table = model_table(config)
     state_from_torch(model, read_tensors(directory), table)  # strict: names every missing or unexpected tensor
     expected = ref.model.state_dict()
     exported = state_to_torch(model, table)
