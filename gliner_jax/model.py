@@ -23,6 +23,8 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
+from gliner_jax.label_generation import GenerationOptions, LabelGeneration, generation_ids, label_trie
+from gliner_jax.modeling.decoders.generation import TrieTable, greedy_generate
 from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
@@ -93,6 +95,32 @@ def _relex_relations(
     return adjacency, jax.nn.sigmoid(pair_logits)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9))
+def _generate_labels(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    span_reps: jax.Array,
+    examples: jax.Array,
+    positions: jax.Array,
+    span_words: jax.Array,
+    prefix_len: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    context: tuple[jax.Array, jax.Array] | None,
+    trie: TrieTable | None,
+) -> jax.Array:
+    """A decoder model's generated label tokens [M, max_new_tokens] of the spans at (example, flat span position)
+    of span representations [B, W, K, H]: their prefixes (with their words' decoder tokens where `context` holds the
+    batch's decoder rows) run through greedy generation."""
+    model = nnx.merge(graphdef, state)
+    reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])[examples, positions]
+    rows = () if context is None else (context[0][examples], context[1][examples], prefix_len)
+    prefix, _ = model.label_decoder.prefixes(reps, span_words, *rows)
+    decoder = model.label_decoder.decoder
+    return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _prompt_states(graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes) -> jax.Array:
     """A uni-encoder's label prompt states [B, C, H] of a batch's wire array (what `compress_prompt_embeddings`
@@ -129,11 +157,15 @@ class GLiNER:
         config: GLiNERConfig,
         tokenizer: PreTrainedTokenizerBase,
         labels_tokenizer: PreTrainedTokenizerBase | None = None,
+        decoder_tokenizer: PreTrainedTokenizerBase | None = None,
     ):
         self.model = model
         self.config = config
         self.tokenizer = tokenizer
         self.labels_tokenizer = labels_tokenizer if config.is_bi_encoder else None
+        if config.is_decoder and decoder_tokenizer is None:
+            raise ValueError(f"a decoder model (labels_decoder={config.labels_decoder!r}) needs its decoder tokenizer")
+        self.decoder_tokenizer = decoder_tokenizer if config.is_decoder else None
         self.processor = Processor.from_config(config, tokenizer, self.labels_tokenizer)
         self.placement: Placement | None = None
         self.pipelined = True
@@ -174,18 +206,26 @@ class GLiNER:
         options = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         layout = resolve_gliner(name_or_path, options)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype)
-        return cls(model, config, layout.tokenizer, layout.labels_tokenizer)
+        return cls(model, config, layout.tokenizer, layout.labels_tokenizer, layout.decoder_tokenizer)
 
     def save_pretrained(self, path: str | Path, *, native: bool = False, overwrite: bool = False) -> None:
         """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched (a bi-encoder's
-        label tokenizer in its `labels_tokenizer/` folder, as gliner writes it).
+        label tokenizer in its `labels_tokenizer/` folder, a decoder model's decoder tokenizer in
+        `decoder_tokenizer/`, as gliner writes them).
 
         `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
         gliner-jax reads. The folder is written beside `path` and renamed into place; an existing `path` must be
         empty, or with `overwrite` a model folder, replaced whole (ValueError otherwise, before anything is written).
         """
         save_gliner(
-            self.model, self.config, path, self.tokenizer, self.labels_tokenizer, native=native, overwrite=overwrite
+            self.model,
+            self.config,
+            path,
+            self.tokenizer,
+            self.labels_tokenizer,
+            native=native,
+            overwrite=overwrite,
+            decoder_tokenizer=self.decoder_tokenizer,
         )
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
@@ -411,18 +451,25 @@ class GLiNER:
         return_vectors: bool = False,
         return_label_vectors: bool = False,
         truncate: bool = False,
+        gen_constraints: Sequence[str] | None = None,
+        num_gen_sequences: int = 1,
+        max_new_tokens: int = 15,
     ) -> list[dict]:
         """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
 
         `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
-        its label's place, and entities carry the label (as gliner does). `input_spans` and the `return_*` options
-        are those of `inference` for the one text: as in gliner, `input_spans` holds one list of {start, end} dicts."""
+        its label's place, and entities carry the label (as gliner does). `input_spans`, the `return_*` options and
+        a decoder model's generation options are those of `inference` for the one text: as in gliner,
+        `input_spans` holds one list of {start, end} dicts."""
         details = dict(
             return_class_probs=return_class_probs,
             return_vectors=return_vectors,
             return_label_vectors=return_label_vectors,
         )
-        options = dict(input_spans=input_spans, truncate=truncate, **details)
+        generation = dict(
+            gen_constraints=gen_constraints, num_gen_sequences=num_gen_sequences, max_new_tokens=max_new_tokens
+        )
+        options = dict(input_spans=input_spans, truncate=truncate, **details, **generation)
         return self.inference([text], labels, threshold, flat_ner, multi_label, **options)[0]
 
     def inference(
@@ -443,6 +490,9 @@ class GLiNER:
         relations: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
+        gen_constraints: Sequence[str] | None = None,
+        num_gen_sequences: int = 1,
+        max_new_tokens: int = 15,
     ) -> list[list[dict]] | tuple[list[list[dict]], list[list[dict]]]:
         """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
         {label: description} mapping) for all texts, or one per text.
@@ -466,7 +516,16 @@ class GLiNER:
         texts read up to `max_len` words, relations as dicts {head, tail, relation, score}, head and tail
         {start, end, text, type, entity_idx} (the entity's index in that text's entities).
         `adjacency_threshold` and `relation_threshold` default to `threshold`.
+
+        Decoder models (`config.labels_decoder`, decoder_mode "span"): each entity also carries "generated_labels",
+        the label its decoder writes for the span (a list of one), generated greedily as gliner's `inference` does
+        (see `gliner_jax.label_generation`): at most `max_new_tokens` tokens, within `gen_constraints` (labels
+        the decoder may write) when given; texts read up to `max_len` words, batched as gliner batches them.
+        `num_gen_sequences` other than 1 (gliner's beam search) is not implemented.
         """
+        generation = GenerationOptions(gen_constraints, num_gen_sequences, max_new_tokens)
+        if not self.config.generates_labels and generation != GenerationOptions():
+            raise ValueError("gen_constraints, num_gen_sequences, max_new_tokens: only decoder models generate labels")
         if relations is not None:
             asked = dict(
                 input_spans=input_spans is not None,
@@ -492,7 +551,9 @@ class GLiNER:
         details = dict(class_probs=return_class_probs, vectors=return_vectors, label_vectors=return_label_vectors)
         spans = _word_input_spans(words, input_spans)
         options = (flat_ner, multi_label, batch_size, truncate, progress)
-        found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
+        found = self._word_spans(
+            words, labels, threshold, *options, input_spans=spans, generation=generation, **details
+        )
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
     def predict_relations(
@@ -772,15 +833,19 @@ class GLiNER:
         label_table: tuple[list[str], np.ndarray] | None = None,
         *,
         input_spans: list[list[tuple[int, int]]] | None = None,
+        generation: GenerationOptions | None = None,
         **details: bool,
     ) -> list[list[WordSpan | DetailedSpan]]:
         """Word-level entities of each text: all windows and label passes run, decoded and merged.
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
         when given, else the request's distinct labels, encoded once. `input_spans`: per text, the only (first,
-        last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors."""
+        last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors; `generation`: a
+        decoder model's generation options (the defaults when None)."""
         options = (flat_ner, multi_label, batch_size, truncate, progress, label_table)
-        found = self._word_spans_sweep(words, labels, threshold, (), *options, input_spans=input_spans, **details)
+        found = self._word_spans_sweep(
+            words, labels, threshold, (), *options, input_spans=input_spans, generation=generation, **details
+        )
         return found[threshold]
 
     def _word_spans_sweep(
@@ -797,6 +862,7 @@ class GLiNER:
         label_table: tuple[list[str], np.ndarray] | None = None,
         *,
         input_spans: list[list[tuple[int, int]]] | None = None,
+        generation: GenerationOptions | None = None,
         **details: bool,
     ) -> dict[float, list[list[WordSpan | DetailedSpan]]]:
         """`_word_spans` at `threshold` and each of `sweep`, from one model pass: {threshold: entities}."""
@@ -804,7 +870,7 @@ class GLiNER:
             _check_options(extra, batch_size)
         label_sets = self._label_sets(labels, len(words))
         options = (flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
-        pipeline = self._pipeline(threshold, *options, **details)
+        pipeline = self._pipeline(threshold, *options, generation=generation, **details)
         pipeline.sweep = sweep
         chunk = (None, words, label_sets, input_spans, None)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
@@ -830,21 +896,25 @@ class GLiNER:
         class_probs: bool = False,
         vectors: bool = False,
         label_vectors: bool = False,
+        generation: GenerationOptions | None = None,
     ) -> Pipeline:
         """The inference pipeline of this model on its placement, for these options (checked here); a bi-encoder's
-        carries the label table of `label_sets` (see `_label_table`). `class_probs`, `vectors`, `label_vectors`:
-        what each entity comes with (see `Pipeline`)."""
+        carries the label table of `label_sets` (see `_label_table`), a decoder model's its label generation stage
+        (`generation`: its options, the defaults when None). `class_probs`, `vectors`, `label_vectors`: what each
+        entity comes with (see `Pipeline`)."""
         _check_options(threshold, batch_size)
         self._check_packing()
         placement, graphdef, state = self._placed()
+        stage = self._label_generation(graphdef, state, generation or GenerationOptions())
+        span_reps = vectors or stage is not None
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
             forward=lambda transfer, sizes, labels: _forward(
-                graphdef, state, transfer, sizes, True, labels, vectors=vectors, label_vectors=label_vectors
+                graphdef, state, transfer, sizes, True, labels, vectors=span_reps, label_vectors=label_vectors
             ),
             batch_rows=round_up(batch_size, placement.row_multiple),
-            gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
+            gliner_batch=batch_size if self.config.spans_depend_on_batch or stage is not None else None,
             row_multiple=placement.row_multiple,
             threshold=threshold,
             flat_ner=flat_ner,
@@ -856,7 +926,26 @@ class GLiNER:
             class_probs=class_probs,
             vectors=vectors,
             label_vectors=label_vectors,
+            label_generation=stage,
         )
+
+    def _label_generation(
+        self, graphdef: nnx.GraphDef, state: nnx.State, options: GenerationOptions
+    ) -> LabelGeneration | None:
+        """A decoder model's label generation stage (decoder_mode "span"; None for any other model)."""
+        if not self.config.generates_labels:
+            return None
+        tokenizer = self.decoder_tokenizer
+        eos_id, pad_id = generation_ids(tokenizer, self.config.labels_decoder_config)
+        statics = (options.max_new_tokens, eos_id, pad_id)
+
+        def generate(span_reps, examples, positions, span_words, context, prefix_len, trie):
+            return _generate_labels(
+                graphdef, state, span_reps, examples, positions, span_words, prefix_len, *statics, context, trie
+            )
+
+        trie = None if options.gen_constraints is None else label_trie(tokenizer, options.gen_constraints)
+        return LabelGeneration(generate, tokenizer, self.config.max_width, self.config.decoder_context, trie)
 
 
 def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan | DetailedSpan]) -> list[dict]:

@@ -1,0 +1,105 @@
+"""gliner's label-generating decoder model (`UniEncoderSpanDecoderGLiNER`) end to end against the `gliner` package: a
+gliner-built model (tiny BERT backbone, tiny untied GPT-2 `labels_decoder` with its byte-level BPE tokenizer) loads
+here strictly, our export is its state dict and loads in gliner strictly, and `inference` gives gliner's entities and
+generated labels (greedy: gliner's `do_sample=False`), with and without the span's words in the decoder prefix
+(`full_decoder_context`), constrained by `gen_constraints`, and with decoder_mode None (no generated labels).
+decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here (tests/unit/test_config_refusals.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import gliner
+import pytest
+
+from gliner_jax import GLiNER
+from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
+from tests.utils.encoders import TINY_HF
+from tests.utils.gliner_parity import assert_export_equals_reference, assert_same_outputs
+
+MAX_WIDTH = 4
+TEXTS = [
+    "Barack Obama was born in Honolulu , Hawaii .",
+    "Apple released the iPhone in 2007 .",
+    "Angela Merkel led Germany from 2005 to 2021 .",
+]
+LABELS = ["person", "location", "organization"]
+CONSTRAINTS = ["person", "city", "organization", "date of birth"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(gliner's span-decoder model, its directory)."""
+    tmp = tmp_path_factory.mktemp("decoder_gliner")
+    backbone = build_backbone(tmp / "backbone", {"model_type": "bert", **TINY_HF["bert"], "num_hidden_layers": 2})
+    # An untied head: with tied embeddings a random GPT-2 repeats its last input token, whatever the prefix.
+    decoder_config = dict(n_positions=128, n_embd=24, n_layer=2, n_head=3, tie_word_embeddings=False)
+    decoder = build_label_decoder(tmp / "decoder", decoder_config)
+    ref = build_reference(
+        backbone, tmp / "ref", labels_decoder=str(decoder), decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH
+    )
+    shutil.rmtree(decoder)  # everything is read from the model's own directory, as gliner reads it
+    return ref, tmp / "ref"
+
+
+@pytest.fixture(scope="module")
+def ours(reference):
+    return GLiNER.from_pretrained(reference[1])
+
+
+def variant(directory, target, ours, **fields):
+    """(gliner's, ours): a copy of a gliner model directory with `fields` changed in its gliner_config.json, loaded by
+    gliner, and our model with that config (our network: the weights are the same, and so are its compiled
+    programs)."""
+    shutil.copytree(directory, target)
+    config = json.loads((target / "gliner_config.json").read_text())
+    (target / "gliner_config.json").write_text(json.dumps(config | fields))
+    changed = dataclasses.replace(ours.config, **fields)
+    copy = GLiNER(ours.model, changed, ours.tokenizer, decoder_tokenizer=ours.decoder_tokenizer)
+    return gliner.GLiNER.from_pretrained(str(target), local_files_only=True), copy
+
+
+def test_checkpoint_loads_strictly_both_ways(reference, ours, tmp_path):
+    ref, _ = reference
+    assert ours.config.to_dict()["labels_decoder_config"]["n_embd"] == 24
+    assert_export_equals_reference(ours, ref, tmp_path / "export")
+    assert (tmp_path / "export" / "decoder_tokenizer" / "tokenizer_config.json").is_file()
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "export"), local_files_only=True, strict=True)
+    assert type(back).__name__ == "UniEncoderSpanDecoderGLiNER"
+    assert back.data_processor.decoder_tokenizer.get_vocab() == ref.data_processor.decoder_tokenizer.get_vocab()
+
+
+def test_inference_matches_gliner(reference, ours, tmp_path):
+    ref, directory = reference
+    # About a third of the spans above it: the decoder writes a label for each, before flat decoding picks.
+    threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.65,))[0]
+    options = dict(threshold=threshold, batch_size=2)
+
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, **options)
+    found = ours.inference(TEXTS, LABELS, **options)
+    assert_same_outputs(found, expected)
+    generated = [label for entities in found for entity in entities for label in entity["generated_labels"]]
+    assert len(generated) > 5 and len(set(generated)) > 1  # the labels depend on the span and its words
+
+    # Constrained to labels, nested, at most 3 tokens (a label cut short).
+    options = dict(options, gen_constraints=CONSTRAINTS, flat_ner=False)
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, max_new_tokens=3, **options)
+    found = ours.inference(TEXTS, LABELS, max_new_tokens=3, **options)
+    assert_same_outputs(found, expected)
+    written = {label for entities in found for e in entities for label in e["generated_labels"]}
+    assert written and all(any(f" {c}".startswith(label) for c in CONSTRAINTS) for label in written)
+
+    # Without the span's words: the decoder reads the span representation alone.
+    options = dict(options, flat_ner=True)
+    alone_ref, alone = variant(directory, tmp_path / "alone", ours, full_decoder_context=False)
+    expected = alone_ref.inference(TEXTS, LABELS, do_sample=False, **options)
+    assert_same_outputs(alone.inference(TEXTS, LABELS, **options), expected)
+
+    # decoder_mode None: gliner builds (and saves) the decoder, and never reads what it generates.
+    silent_ref, silent = variant(directory, tmp_path / "silent", ours, decoder_mode=None)
+    expected = silent_ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
+    assert not any("generated_labels" in entity for entities in expected for entity in entities)
+    assert_same_outputs(silent.inference(TEXTS, LABELS, threshold, batch_size=2), expected)
