@@ -82,12 +82,13 @@ def label_trie(tokenizer: Any, labels: Sequence[str]) -> TrieTable:
 
 
 def decoder_rows(
-    tokenizer: Any, sequences: list[list[str]], prompt_lengths: list[int], place: Callable[[np.ndarray], jax.Array]
-) -> DecoderRows:
-    """gliner's decoder inputs of rows `sequences` (label prompt then words, `prompt_lengths` words of prompt): every
-    word after the first with a leading space, tokenized as words (truncated to the tokenizer's limit), each token
-    numbered with its word after the prompt (a word without tokens takes no number, as in gliner). `place` puts the
-    arrays on the devices, padded to `TOKEN_MULTIPLE` tokens (rows as given)."""
+    tokenizer: Any, sequences: list[list[str]], prompt_lengths: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """gliner's decoder inputs of rows `sequences` (label prompt then words, `prompt_lengths` words of prompt): token
+    ids and each token's word (from 1; 0 for prompt and padding tokens) [B, T], padded to the longest row as gliner
+    pads them. Every word after the first gets a leading space; the rows are tokenized as words (truncated to the
+    tokenizer's limit) and each token numbered with its word after the prompt (a word without tokens takes no
+    number, as in gliner)."""
     texts = [[word if i == 0 else f" {word}" for i, word in enumerate(words)] for words in sequences]
     encoded = tokenizer(texts, is_split_into_words=True, truncation=True)
     length = max((len(ids) for ids in encoded["input_ids"]), default=0)
@@ -102,13 +103,13 @@ def decoder_rows(
             if word is not None and seen > skip:
                 words[row, t] = seen - skip
             previous = word
-    padded = -(-max(length, 1) // TOKEN_MULTIPLE) * TOKEN_MULTIPLE
-    widths = ((0, 0), (0, padded - length))
-    placed = (
-        place(np.pad(ids, widths, constant_values=tokenizer.pad_token_id)),
-        place(np.pad(words, widths)),
-    )
-    return DecoderRows(ids, words, placed)
+    return ids, words
+
+
+def pad_tokens(array: np.ndarray, value: int, multiple: int = TOKEN_MULTIPLE) -> np.ndarray:
+    """[B, T] padded with `value` up to a multiple of `multiple` tokens (at least one multiple)."""
+    padded = -(-max(array.shape[1], 1) // multiple) * multiple
+    return np.pad(array, ((0, 0), (0, padded - array.shape[1])), constant_values=value)
 
 
 def selected_spans(
@@ -142,8 +143,13 @@ class LabelGeneration:
     def rows(
         self, sequences: list[list[str]], prompt_lengths: list[int], place: Callable[[np.ndarray], jax.Array]
     ) -> DecoderRows | None:
-        """The batch's `DecoderRows` where the prefixes read the span's words (`full_decoder_context`)."""
-        return decoder_rows(self.tokenizer, sequences, prompt_lengths, place) if self.context else None
+        """The batch's `DecoderRows` where the prefixes read the span's words (`full_decoder_context`), placed by
+        `place` padded to `TOKEN_MULTIPLE` tokens."""
+        if not self.context:
+            return None
+        ids, words = decoder_rows(self.tokenizer, sequences, prompt_lengths)
+        placed = (place(pad_tokens(ids, self.tokenizer.pad_token_id)), place(pad_tokens(words, 0)))
+        return DecoderRows(ids, words, placed)
 
     def labels(
         self,

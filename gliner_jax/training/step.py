@@ -28,6 +28,7 @@ from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training.loss import (
+    DECODER_TARGETS,
     RELATION_TARGETS,
     LossConfig,
     RelationWeights,
@@ -63,7 +64,22 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
 
 def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """The batch's arrays that the network takes (all but the loss targets)."""
-    return {name: value for name, value in batch.items() if name != "entities" and name not in RELATION_TARGETS}
+    targets = {"entities", *RELATION_TARGETS, *DECODER_TARGETS}
+    return {name: value for name, value in batch.items() if name not in targets}
+
+
+def decoder_loss(model: nnx.Module, span_reps: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+    """A decoder model's decoder loss on the batch's gold spans (`decoder_spans` [M, 3]: row, first and last word;
+    padding spans have no targets), read from its span representations [B, W, K, H], as gliner trains it."""
+    spans = batch["decoder_spans"]
+    reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])
+    reps = reps[spans[:, 0], spans[:, 1] * span_reps.shape[2] + spans[:, 2] - spans[:, 1]]
+    context = ()
+    if "decoder_input_ids" in batch:
+        rows = (batch["decoder_input_ids"][spans[:, 0]], batch["decoder_words_mask"][spans[:, 0]])
+        context = (*rows, batch["decoder_prefix_len"][0])
+    labels = (batch[name] for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"))
+    return model.label_decoder.training_loss(reps, spans[:, 1:], *labels, *context)
 
 
 def loss_terms(
@@ -72,8 +88,17 @@ def loss_terms(
     """The training loss of `model` (a GLiNER network) on `batch` and its terms: `gliner_loss_terms` of its logits,
     or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
-    give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
+    give NaN for a row without entities); for a decoder model whose batch has its decoder arrays, the span loss and
+    `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span", "decoder"). A TuckER
+    triples layer reads gliner's flattened batch of the scored pairs
     (`relations.PairSelection`)."""
+    if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
+        logits, kept = model(**_network_inputs(batch), vectors=True)
+        span, terms = gliner_loss_terms(logits, batch, loss_config, key)
+        decoder = decoder_loss(model, kept["vectors"], batch)
+        config = model.config
+        total = decoder * config.decoder_loss_coef + span * config.span_loss_coef
+        return total, terms | {"span": span, "decoder": decoder}
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))

@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 
 import gliner
+import jax.numpy as jnp
+import numpy as np
 import pytest
+import torch
+from flax import nnx
+from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
 
 from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.modeling.label_decoder import IGNORE_INDEX, prefix_length
 from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.step import loss_terms
 from tests.utils.encoders import TINY_HF
-from tests.utils.gliner_parity import assert_export_equals_reference, assert_same_outputs
+from tests.utils.gliner_parity import (
+    assert_export_equals_reference,
+    assert_gradients_close,
+    assert_same_outputs,
+    network_inputs,
+)
 
 MAX_WIDTH = 4
 TEXTS = [
@@ -103,3 +118,69 @@ def test_inference_matches_gliner(reference, ours, tmp_path):
     expected = silent_ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
     assert not any("generated_labels" in entity for entities in expected for entity in entities)
     assert_same_outputs(silent.inference(TEXTS, LABELS, threshold, batch_size=2), expected)
+
+
+EXAMPLES = [
+    {"tokenized_text": TEXTS[0].split(), "ner": [[0, 1, "person"], [5, 7, "location"], [5, 5, "city"]]},
+    {"tokenized_text": TEXTS[1].split(), "ner": [[0, 0, "company"], [3, 3, "product"], [5, 5, "date"]]},
+    {"tokenized_text": TEXTS[2].split(), "ner": [[0, 1, "person"], [3, 3, "country"]]},
+]
+
+
+def our_batch(batch: dict, config) -> dict:
+    """Our training batch of gliner's collated one: the network inputs, the gold spans as `entities`, and the
+    decoder arrays (the gold spans padded to 8, gliner's prefix length)."""
+    inputs = {k: np.asarray(v) for k, v in network_inputs(batch, config).items()}
+    labels = batch["labels"].numpy()
+    labels = labels.reshape(len(labels), -1, MAX_WIDTH, labels.shape[-1])  # [B, W, K, C]
+    rows, starts, widths, classes = np.nonzero(labels)
+    entities = np.zeros((len(labels), 8, 3), np.int32)
+    spans = np.zeros((8, 3), np.int32)
+    for i, (row, start, width, label) in enumerate(zip(rows, starts, widths, classes, strict=True)):
+        entities[row, np.count_nonzero(rows[:i] == row)] = start, start + width, label + 1
+        spans[i] = row, start, start + width
+    count = len(rows)
+    words_mask = batch["decoder_words_mask"].numpy()
+    candidates = labels.shape[1] * MAX_WIDTH
+    prefix_len = prefix_length(words_mask, spans[:count, 1:], rows, MAX_WIDTH, candidates)
+    decoder = {
+        "decoder_input_ids": batch["decoder_input_ids"].numpy(),
+        "decoder_words_mask": words_mask,
+        "decoder_spans": spans,
+        "decoder_prefix_len": np.full(len(labels), prefix_len, np.int32),
+    }
+    for name, fill in (("decoder_labels_ids", 0), ("decoder_labels_mask", 0), ("decoder_labels", IGNORE_INDEX)):
+        value = batch[name].numpy()
+        decoder[name] = np.concatenate([value, np.full((8 - count, value.shape[1]), fill, value.dtype)])
+    arrays = inputs | {"entities": entities} | decoder
+    return {name: jnp.asarray(value) for name, value in arrays.items()}
+
+
+def test_training_loss_and_gradients_match_gliner(reference, ours):
+    """gliner's total loss (decoder_loss_coef * decoder + span_loss_coef * span) on its own collated training batch
+    (blank_entity_prob 0), and every parameter gradient."""
+    ref, _ = reference
+    ref.config.blank_entity_prob = 0.0
+    random.seed(0)
+    collator = UniEncoderSpanDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    batch = collator(EXAMPLES)
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    ref.model.eval()
+    ref.model.zero_grad()
+    output = ref.model(**tensors)
+    output.loss.backward()
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    config = dataclasses.replace(ours.config, decoder_loss_coef=0.5, span_loss_coef=1.0)
+    arrays = our_batch(batch, config)
+    assert int(arrays["decoder_prefix_len"][0]) == output.decoder_embedding.shape[2]  # gliner's, padding counted
+
+    def loss(model):
+        total, terms = loss_terms(model, arrays, LossConfig())
+        return total, terms
+
+    (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(ours.model)
+    np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
+    graphdef, _, rest = nnx.split(ours.model, nnx.Param, ...)
+    assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(config)), ref_grads)
