@@ -734,7 +734,8 @@ class GLiNER:
             return (
                 _relation_dicts(texts, words, *found) for (texts, words), *found in pipeline.run_relations(planned())
             )
-        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)
+        options = (flat_ner, multi_label, batch_size, truncate, label_sets)
+        pipeline = self._pipeline(threshold, *options, generation=GenerationOptions())
         return (
             [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
             for (texts, words), found in pipeline.run(planned())
@@ -841,7 +842,7 @@ class GLiNER:
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
         when given, else the request's distinct labels, encoded once. `input_spans`: per text, the only (first,
         last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors; `generation`: a
-        decoder model's generation options (the defaults when None)."""
+        decoder model's generation options (None: no labels generated, entities only)."""
         options = (flat_ner, multi_label, batch_size, truncate, progress, label_table)
         found = self._word_spans_sweep(
             words, labels, threshold, (), *options, input_spans=input_spans, generation=generation, **details
@@ -899,13 +900,13 @@ class GLiNER:
         generation: GenerationOptions | None = None,
     ) -> Pipeline:
         """The inference pipeline of this model on its placement, for these options (checked here); a bi-encoder's
-        carries the label table of `label_sets` (see `_label_table`), a decoder model's its label generation stage
-        (`generation`: its options, the defaults when None). `class_probs`, `vectors`, `label_vectors`: what each
+        carries the label table of `label_sets` (see `_label_table`); a decoder model's, given `generation` (its
+        options), its label generation stage. `class_probs`, `vectors`, `label_vectors`: what each
         entity comes with (see `Pipeline`)."""
         _check_options(threshold, batch_size)
         self._check_packing()
         placement, graphdef, state = self._placed()
-        stage = self._label_generation(graphdef, state, generation or GenerationOptions())
+        stage = None if generation is None else self._label_generation(graphdef, state, generation)
         span_reps = vectors or stage is not None
         return Pipeline(
             self.processor,

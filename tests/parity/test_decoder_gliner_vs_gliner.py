@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import shutil
 
 import gliner
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,16 +23,18 @@ from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
-from gliner_jax.modeling.label_decoder import IGNORE_INDEX, prefix_length
+from gliner_jax.sharding import MeshConfig, make_mesh
 from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.decoder_data import DecoderBatches
 from gliner_jax.training.loss import LossConfig
-from gliner_jax.training.step import loss_terms
+from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
+from gliner_jax.training.step import build_train_program, loss_terms
 from tests.utils.encoders import TINY_HF
 from tests.utils.gliner_parity import (
     assert_export_equals_reference,
     assert_gradients_close,
     assert_same_outputs,
-    network_inputs,
 )
 
 MAX_WIDTH = 4
@@ -121,49 +123,25 @@ def test_inference_matches_gliner(reference, ours, tmp_path):
 
 
 EXAMPLES = [
-    {"tokenized_text": TEXTS[0].split(), "ner": [[0, 1, "person"], [5, 7, "location"], [5, 5, "city"]]},
+    {  # (0, 1) twice: gliner's decoder model keeps its first label only
+        "tokenized_text": TEXTS[0].split(),
+        "ner": [[0, 1, "person"], [5, 7, "location"], [5, 5, "city"], [0, 1, "politician"]],
+    },
     {"tokenized_text": TEXTS[1].split(), "ner": [[0, 0, "company"], [3, 3, "product"], [5, 5, "date"]]},
     {"tokenized_text": TEXTS[2].split(), "ner": [[0, 1, "person"], [3, 3, "country"]]},
 ]
 
 
-def our_batch(batch: dict, config) -> dict:
-    """Our training batch of gliner's collated one: the network inputs, the gold spans as `entities`, and the
-    decoder arrays (the gold spans padded to 8, gliner's prefix length)."""
-    inputs = {k: np.asarray(v) for k, v in network_inputs(batch, config).items()}
-    labels = batch["labels"].numpy()
-    labels = labels.reshape(len(labels), -1, MAX_WIDTH, labels.shape[-1])  # [B, W, K, C]
-    rows, starts, widths, classes = np.nonzero(labels)
-    entities = np.zeros((len(labels), 8, 3), np.int32)
-    spans = np.zeros((8, 3), np.int32)
-    for i, (row, start, width, label) in enumerate(zip(rows, starts, widths, classes, strict=True)):
-        entities[row, np.count_nonzero(rows[:i] == row)] = start, start + width, label + 1
-        spans[i] = row, start, start + width
-    count = len(rows)
-    words_mask = batch["decoder_words_mask"].numpy()
-    candidates = labels.shape[1] * MAX_WIDTH
-    prefix_len = prefix_length(words_mask, spans[:count, 1:], rows, MAX_WIDTH, candidates)
-    decoder = {
-        "decoder_input_ids": batch["decoder_input_ids"].numpy(),
-        "decoder_words_mask": words_mask,
-        "decoder_spans": spans,
-        "decoder_prefix_len": np.full(len(labels), prefix_len, np.int32),
-    }
-    for name, fill in (("decoder_labels_ids", 0), ("decoder_labels_mask", 0), ("decoder_labels", IGNORE_INDEX)):
-        value = batch[name].numpy()
-        decoder[name] = np.concatenate([value, np.full((8 - count, value.shape[1]), fill, value.dtype)])
-    arrays = inputs | {"entities": entities} | decoder
-    return {name: jnp.asarray(value) for name, value in arrays.items()}
-
-
-def test_training_loss_and_gradients_match_gliner(reference, ours):
-    """gliner's total loss (decoder_loss_coef * decoder + span_loss_coef * span) on its own collated training batch
-    (blank_entity_prob 0), and every parameter gradient."""
+def test_training_matches_gliner(reference, ours, tmp_path):
+    """gliner's collated training batch (blank_entity_prob 0) of its examples and labels: our data path gives its
+    decoder arrays and prefix length; our loss on our batch is gliner's total (decoder_loss_coef * decoder +
+    span_loss_coef * span) on its batch, and so is every parameter gradient; the decoder trains in gliner's "others"
+    group; one train step, exported, loads in gliner strictly."""
     ref, _ = reference
     ref.config.blank_entity_prob = 0.0
-    random.seed(0)
     collator = UniEncoderSpanDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
-    batch = collator(EXAMPLES)
+    label_sets = [["city", "person", "politician", "location"], ["date", "company", "product"], ["person", "country"]]
+    batch = collator(EXAMPLES, entity_types=label_sets)
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     ref.model.eval()
     ref.model.zero_grad()
@@ -171,16 +149,40 @@ def test_training_loss_and_gradients_match_gliner(reference, ours):
     output.loss.backward()
     ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
 
-    config = dataclasses.replace(ours.config, decoder_loss_coef=0.5, span_loss_coef=1.0)
-    arrays = our_batch(batch, config)
-    assert int(arrays["decoder_prefix_len"][0]) == output.decoder_embedding.shape[2]  # gliner's, padding counted
+    decoder = DecoderBatches.of(ours.config, ours.decoder_tokenizer)
+    arrays = data_lib.collate(EXAMPLES, label_sets, ours.processor, batch_size=4, decoder=decoder)
+    count = batch["decoder_labels"].shape[0]
+    assert count == len(arrays["decoder_spans"]) == 8  # (0, 1) once
+    for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"):
+        np.testing.assert_array_equal(arrays[name][:count, : batch[name].shape[1]], batch[name].numpy(), name)
+    for name in ("decoder_input_ids", "decoder_words_mask"):
+        np.testing.assert_array_equal(arrays[name][:3, : batch[name].shape[1]], batch[name].numpy(), name)
+    assert arrays["decoder_prefix_len"][0] == output.decoder_embedding.shape[2]  # gliner's, padding slots counted
 
     def loss(model):
-        total, terms = loss_terms(model, arrays, LossConfig())
-        return total, terms
+        return loss_terms(model, jax.tree.map(jnp.asarray, arrays), LossConfig())
 
     (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(ours.model)
     np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
     np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
     graphdef, _, rest = nnx.split(ours.model, nnx.Param, ...)
-    assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(config)), ref_grads)
+    assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(ours.config)), ref_grads)
+
+    groups = jax.tree_util.tree_leaves_with_path(parameter_groups(grads, OptimizerConfig(num_steps=1)))
+    assert {group for path, group in groups if parameter_path(path).startswith("label_decoder/")} == {"others"}
+    program = build_train_program(
+        nnx.clone(ours.model),
+        OptimizerConfig(num_steps=1, warmup_ratio=0.0),
+        LossConfig(),
+        make_mesh(MeshConfig()),
+        list(arrays),
+    )
+    placed = jax.device_put(arrays, program.batch_shardings)
+    params, *_ = program.step(program.params, program.opt_state, program.stats, placed, jax.random.key(0))
+    trained = nnx.merge(program.eval_graphdef, params, program.rest)
+    GLiNER(trained, ours.config, ours.tokenizer, decoder_tokenizer=ours.decoder_tokenizer).save_pretrained(
+        tmp_path / "trained"
+    )
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "trained"), local_files_only=True, strict=True)
+    key = "decoder.decoder_layer.model.lm_head.weight"
+    assert not np.array_equal(back.model.state_dict()[key].numpy(), ref.model.state_dict()[key].numpy())
