@@ -164,7 +164,6 @@ class GLiNERConfig:
             if getattr(self, key) not in known:  # gliner refuses these too
                 raise ValueError(f"unknown GLiNER config {key}={getattr(self, key)!r}; known: {known}")
         refusals = {
-            "represent_spans": (bool(self.represent_spans), "token-model span representations are not implemented"),
             "num_rnn_layers": (self.num_rnn_layers < 0, "must be >= 0"),
         }
         refuse_other_architectures(self.extra)
@@ -335,9 +334,18 @@ class GLiNERConfig:
 
     @property
     def has_span_encoder(self) -> bool:
-        """Whether gliner builds a span context encoder (`span_encoder_config`): span models, and a token relation
-        model's entity representation; a token model without relations builds none."""
-        return self.span_encoder_config is not None and (self.span_mode != "token_level" or self.is_relex)
+        """Whether gliner builds a span context encoder (`span_encoder_config`): span models, a token relation
+        model's entity representation and a token model's span representation (`represents_spans`); another token
+        model builds none."""
+        return self.span_encoder_config is not None and (
+            self.span_mode != "token_level" or self.is_relex or self.represents_spans
+        )
+
+    @property
+    def represents_spans(self) -> bool:
+        """Whether a token model scores spans too (`represent_spans`: gliner's token models without relations; its
+        span models and token relation models ignore the field)."""
+        return self.represent_spans and self.span_mode == "token_level" and not self.is_relex
 
     @property
     def spans_depend_on_batch(self) -> bool:

@@ -324,23 +324,25 @@ def select_entities(
 
 
 def select_token_entities(
-    probs: np.ndarray, threshold: float, num_words: int, num_labels: int
+    probs: np.ndarray, threshold: float, num_words: int | np.ndarray, num_labels: int | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The entities a token relation model's relation stage reads, found as gliner finds them in its batch (its
-    first `num_words` word and `num_labels` label columns, padding included): every (start, end) of a start and an
-    end of the same label, end >= start, with every word between inside, all three probabilities above `threshold`
-    (one entity per label: the same bounds may repeat), in the order of (start position, label) then (end position,
-    label) pairs. probs [B, W, C, 3] -> bounds [B, E, 2] (E an entity bucket; padding (0, 0)), mask [B, E]."""
-    above = probs[:, :num_words, :num_labels] > probs.dtype.type(threshold)
-    start, end, inside = above[..., 0], above[..., 1], above[..., 2]
-    inside_before = np.pad(np.cumsum(inside, axis=1), ((0, 0), (1, 0), (0, 0)))  # [B, W + 1, C]
+    """The spans gliner's `extract_spans_from_tokens` finds (a token relation model's entities, a token model's spans
+    under `represent_spans`) in each row's first `num_words` word and `num_labels` label columns (one number for the
+    batch, its padding included, as in a relation model's gliner batch; or one per row): every (start, end) of a start
+    and an end of the same label, end >= start, with every word between inside, all three probabilities above
+    `threshold` (one span per label: the same bounds may repeat), in the order of (start position, label) then (end
+    position, label) pairs. probs [B, W, C, 3] -> bounds [B, E, 2] (E an entity bucket; padding (0, 0)), mask
+    [B, E]."""
+    words, labels = (np.broadcast_to(np.asarray(n, np.int64), len(probs)) for n in (num_words, num_labels))
     found = []
     for row in range(len(probs)):
-        s_pos, s_cls = np.nonzero(start[row])
-        e_pos, e_cls = np.nonzero(end[row])
+        above = probs[row, : words[row], : labels[row]] > probs.dtype.type(threshold)
+        inside_before = np.pad(np.cumsum(above[..., 2], axis=0), ((1, 0), (0, 0)))  # [W + 1, C]
+        s_pos, s_cls = np.nonzero(above[..., 0])
+        e_pos, e_cls = np.nonzero(above[..., 1])
         si, ei = np.nonzero((s_cls[:, None] == e_cls[None]) & (s_pos[:, None] <= e_pos[None]))
         first, last, label = s_pos[si], e_pos[ei], s_cls[si]
-        full = inside_before[row, last + 1, label] - inside_before[row, first, label] == last - first + 1
+        full = inside_before[last + 1, label] - inside_before[first, label] == last - first + 1
         found.append(np.stack([first[full], last[full]], axis=-1))
     width = entity_bucket(max((len(f) for f in found), default=0) or 1)
     bounds = np.zeros((len(probs), width, 2), np.int32)
@@ -349,6 +351,35 @@ def select_token_entities(
         bounds[row, : len(spans)] = spans
         mask[row, : len(spans)] = True
     return bounds, mask
+
+
+def decode_token_spans(
+    span_probs: np.ndarray,
+    bounds: np.ndarray,
+    span_mask: np.ndarray,
+    num_labels: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    multi_label: bool = False,
+    allowed: np.ndarray | None = None,
+) -> list[list[Entity]]:
+    """A token model's entities under `represent_spans`, as gliner decodes its span logits: each selected span
+    (bounds [B, N, 2], span_mask [B, N]: `select_token_entities`), in order, with each of the row's first
+    num_labels[b] labels whose probability span_probs [B, N, C] exceeds `threshold` (compared as Python floats, as
+    gliner does) is a candidate scored by that probability (a span selected twice gives its candidates twice); then
+    gliner's greedy search. `allowed` [B, W, W] (by start and end word): only those spans (gliner's input_spans)."""
+    span_probs = np.asarray(span_probs)
+    num_rows, _, labels = span_probs.shape
+    num_labels = _row_sizes(num_labels, num_rows)
+    hit = (span_probs.astype(np.float64) > threshold) & span_mask[..., None]
+    hit &= (np.arange(labels) < num_labels[:, None])[:, None, :]
+    if allowed is not None:
+        hit &= allowed[np.arange(num_rows)[:, None], bounds[..., 0], bounds[..., 1]][..., None]
+    row, span, label = np.nonzero(hit)  # row-major: gliner's order of spans, then labels
+    start, end = bounds[row, span, 0].astype(np.int64), bounds[row, span, 1].astype(np.int64)
+    words = int(bounds[..., 1].max(initial=0)) + 1
+    return _select_rows(row, start, end, label, span_probs[row, span, label], words, num_rows, flat_ner, multi_label)
 
 
 def decode_relations(

@@ -38,7 +38,7 @@ from gliner_jax.text.words import Word, joined_word_offsets
 # a bi-encoder's label encoder.
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4), static_argnames=("vectors", "label_vectors"))
+@functools.partial(jax.jit, static_argnums=(0, 3, 4), static_argnames=("vectors", "label_vectors", "span_states"))
 def _forward(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -49,13 +49,16 @@ def _forward(
     *,
     vectors: bool = False,
     label_vectors: bool = False,
+    span_states: bool = False,
 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
     """The model on a batch's wire array (`to_wire`), taken apart on the device; a bi-encoder's `labels` are the rows'
     labels_index and the request's label table, labels_embeddings. With `vectors` / `label_vectors`, also what
-    entity vectors are read from (`GLiNERModel.__call__`), left on the device."""
+    entity vectors are read from, and with `span_states` what a represent_spans token model's span stage reads
+    (`GLiNERModel.__call__`), left on the device."""
     model = nnx.merge(graphdef, state)
-    output = model(**from_wire(transfer, sizes, xp=jnp), **(labels or {}), vectors=vectors, label_vectors=label_vectors)
-    logits, kept = output if vectors or label_vectors else (output, None)
+    kept_names = dict(vectors=vectors, label_vectors=label_vectors, span_states=span_states)
+    output = model(**from_wire(transfer, sizes, xp=jnp), **(labels or {}), **kept_names)
+    logits, kept = output if any(kept_names.values()) else (output, None)
     scores = jax.nn.sigmoid(logits) if probabilities else logits
     return scores if kept is None else (scores, kept)
 
@@ -64,6 +67,14 @@ def _forward(
 def _encode_labels(graphdef: nnx.GraphDef, state: nnx.State, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
     """A bi-encoder's label embeddings of tokenized labels."""
     return nnx.merge(graphdef, state).encode_labels(input_ids, mask)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _span_probs(
+    graphdef: nnx.GraphDef, state: nnx.State, span_words: jax.Array, prompts: jax.Array, span_idx: jax.Array
+) -> jax.Array:
+    """A represent_spans token model's span stage: the label probabilities [B, N, C] of spans span_idx [B, N, 2]."""
+    return jax.nn.sigmoid(nnx.merge(graphdef, state).span_scores(span_words, prompts, span_idx))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -907,13 +918,12 @@ class GLiNER:
         self._check_packing()
         placement, graphdef, state = self._placed()
         stage = None if generation is None else self._label_generation(graphdef, state, generation)
-        span_reps = vectors or stage is not None
+        spans = self.config.represents_spans
+        kept = dict(vectors=vectors or stage is not None, label_vectors=label_vectors, span_states=spans)
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
-            forward=lambda transfer, sizes, labels: _forward(
-                graphdef, state, transfer, sizes, True, labels, vectors=span_reps, label_vectors=label_vectors
-            ),
+            forward=lambda transfer, sizes, labels: _forward(graphdef, state, transfer, sizes, True, labels, **kept),
             batch_rows=round_up(batch_size, placement.row_multiple),
             gliner_batch=batch_size if self.config.spans_depend_on_batch or stage is not None else None,
             row_multiple=placement.row_multiple,
@@ -928,6 +938,7 @@ class GLiNER:
             vectors=vectors,
             label_vectors=label_vectors,
             label_generation=stage,
+            span_stage=(lambda *arrays: _span_probs(graphdef, state, *arrays)) if spans else None,
         )
 
     def _label_generation(

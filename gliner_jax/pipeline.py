@@ -37,6 +37,7 @@ from gliner_jax.decoding import (
     decode_relations,
     decode_span_batch,
     decode_token_batch,
+    decode_token_spans,
     merge_spans,
     select_entities,
     select_token_entities,
@@ -194,6 +195,12 @@ class Pipeline:
     (`decoding.select_entities`, a token model's `select_token_entities`) and dispatches the relation stage, then
     decodes the batch's entities while it runs, and its relations (`decode_relations`).
 
+    `span_stage` makes it the pipeline of a token model with `represent_spans`, which gliner decodes from span
+    logits: `forward` then also keeps "span_words" and "span_prompts" on the devices (`GLiNERModel` with
+    `span_states`); at each threshold the host selects the spans of each row from its token probabilities
+    (`decoding.select_token_entities`, within the row's words and labels), `span_stage(span_words, span_prompts,
+    span_idx)` gives their label probabilities [B, N, C], and `decoding.decode_token_spans` their entities.
+
     `label_generation` makes it a decoder model's pipeline (decoder_mode "span"), batched as gliner batches it
     (`gliner_batch` required; rows as a relation pipeline's): `forward` returns the span representations too (as with
     `vectors`), the host selects the spans the decoder writes a label for (`label_generation.LabelGeneration`), and
@@ -219,6 +226,7 @@ class Pipeline:
     label_vectors: bool = False
     relations: RelationStage | None = None
     label_generation: LabelGeneration | None = None
+    span_stage: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None
 
     def __post_init__(self) -> None:
         if self.processor.label_prompt != (self.label_table is None):
@@ -393,6 +401,37 @@ class Pipeline:
         return packed, slots
 
     @property
+    def _keeps(self) -> bool:
+        """Whether `forward` returns (probabilities, arrays kept on the devices)."""
+        keeps = self.vectors or self.label_vectors
+        return keeps or self.span_stage is not None or self.label_generation is not None
+
+    def _decode_spans(
+        self,
+        prepared: _Prepared,
+        probs: np.ndarray,
+        kept: dict[str, jax.Array],
+        examples: np.ndarray,
+        options: dict[str, Any],
+    ) -> list[list[tuple[int, int, int, float]]]:
+        """A represent_spans token model's entities of a batch's rows (token probabilities `probs`, one row per model
+        row): each row's spans selected at the threshold, their label probabilities from `span_stage` (the batch's
+        rows padded to `batch_rows`; packed, each row's states gathered out of its slot), then decoded."""
+        threshold = options["threshold"]
+        bounds, mask = select_token_entities(probs, threshold, prepared.num_words, prepared.num_labels)
+        if not mask.any():
+            return [[] for _ in prepared.rows]
+        span_idx = np.zeros((self.batch_rows, *bounds.shape[1:]), bounds.dtype)
+        span_idx[: len(bounds)] = bounds
+        words, prompts = kept["span_words"], kept["span_prompts"]
+        if prepared.slots is not None:
+            rows = np.zeros(self.batch_rows, np.int32)
+            rows[: len(examples)] = examples
+            words, prompts = (_example_rows(value, rows) for value in (words, prompts))
+        span_probs = np.asarray(self.span_stage(words, prompts, self.place_rows(span_idx)))[: len(bounds)]
+        return decode_token_spans(span_probs, bounds, mask, prepared.num_labels, allowed=prepared.allowed, **options)
+
+    @property
     def _thresholds(self) -> list[float]:
         return list(dict.fromkeys((self.threshold, *self.sweep)))
 
@@ -419,7 +458,7 @@ class Pipeline:
             if self.on_batch is not None:
                 self.on_batch(chunk.num_batches)
         elif output is not None:
-            output, kept = output if isinstance(output, tuple) else (output, {})
+            output, kept = output if self._keeps else (output, {})
             probs = np.asarray(output)
             examples = np.arange(len(prepared.rows)) if prepared.slots is None else prepared.slots
             # packed: [rows, slots, ...] -> one axis of examples, the batch's rows among them
@@ -427,7 +466,12 @@ class Pipeline:
             decode = decode_token_batch if self._token_level else decode_span_batch
             for threshold, found in chunk.found.items():
                 options = dict(threshold=threshold, flat_ner=self.flat_ner, multi_label=self.multi_label)
-                decoded = decode(probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options)
+                if self.span_stage is None:
+                    decoded = decode(
+                        probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options
+                    )
+                else:
+                    decoded = self._decode_spans(prepared, probs, kept, examples, options)
                 details = self._details(decoded, probs, kept, examples, prepared) if self._detailed else None
                 if self.label_generation is not None:
                     details = self._generated(decoded, details, probs, kept["vectors"], prepared)

@@ -109,11 +109,14 @@ class GLiNERModel(nnx.Module):
             self.labels_encoder = self.labels_layers_fuser = self.labels_projection = None
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
-            if config.is_relex:  # gliner's token relation model: TokenMarker's MLPs, and its prompt projection
-                self.span_rep = SpanMarkerV0(hidden, 1, config.dropout, dtype, rngs)
-                self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
-            else:
-                self.span_rep = self.prompt_rep = None
+            # gliner's TokenMarker (markerV0's MLPs): a token relation model's entities, with its prompt projection;
+            # a token model's spans (`represent_spans`), scored against the unprojected prompts
+            self.span_rep = (
+                SpanMarkerV0(hidden, 1, config.dropout, dtype, rngs)
+                if config.is_relex or config.represents_spans
+                else None
+            )
+            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs) if config.is_relex else None
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
         else:
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
@@ -312,11 +315,14 @@ class GLiNERModel(nnx.Module):
         labels_embeddings: jax.Array | None = None,
         vectors: bool = False,
         label_vectors: bool = False,
+        span_states: bool = False,
     ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
         """Logits; with `vectors` / `label_vectors`, (logits, {"vectors": ..., "label_vectors": ...}) holding what
         gliner attaches to entities, per example as the logits: a span model's span representations [W, K, H] or a
         token model's running sums of word states [W + 1, H] (float32, 0 first), and the label vectors [C, H] the
-        head scores against (a span model's projected prompts, a token model's prompts)."""
+        head scores against (a span model's projected prompts, a token model's prompts). `span_states` (a token
+        model with `represent_spans`): also what `span_scores` reads, "span_words" [W, H] and "span_prompts"
+        [C, H]."""
         examples = words_valid.shape[:-1]  # (B,) or, packed, (B, S)
         if len(examples) not in (1, 2) or labels_valid.shape[:-1] != examples:
             raise ValueError(
@@ -354,10 +360,11 @@ class GLiNERModel(nnx.Module):
                 labels_embeddings = self.encode_labels(labels_input_ids, labels_attention_mask)
             table, labels_index = labels_embeddings.astype(words.dtype), labels_index.reshape(-1, num_labels)
             logits = None
-            fast = isinstance(self.span_rep, SpanMarkerV0) and self.prompt_rep.dropout.deterministic
+            fast = self.scorer is None and isinstance(self.span_rep, SpanMarkerV0)
+            fast = fast and self.prompt_rep.dropout.deterministic
             if fast and self.cross_fuser is None:
                 logits = self._span_logits_from_table(words, span_idx, table, labels_index, labels_valid)
-            if label_vectors or logits is None:
+            if label_vectors or span_states or logits is None:
                 # gliner zeroes absent labels
                 prompts = table[labels_index] * labels_valid[..., None].astype(words.dtype)
             if self.cross_fuser is not None:  # gliner's features_enhancement, absent labels zeroed again after it
@@ -366,14 +373,25 @@ class GLiNERModel(nnx.Module):
             if logits is None:
                 logits = self._logits(words, prompts, span_idx, words_valid)
         logits = logits.reshape(*examples, *logits.shape[1:])
-        if not (vectors or label_vectors):
+        if not (vectors or label_vectors or span_states):
             return logits
         extras = {}
+        if span_states:
+            if not self.config.represents_spans:
+                raise ValueError("span_states needs a token model with represent_spans")
+            extras |= {"span_words": self.span_words(words, words_valid), "span_prompts": prompts}
         if vectors:
             extras["vectors"] = self._entity_vectors(words, span_idx, words_valid)
         if label_vectors:
             extras["label_vectors"] = prompts if self.scorer is not None else self.prompt_rep(prompts)
         return logits, {name: value.reshape(*examples, *value.shape[1:]) for name, value in extras.items()}
+
+    def span_scores(self, span_words: jax.Array, prompts: jax.Array, span_idx: jax.Array) -> jax.Array:
+        """A token model's span logits (`represent_spans`): spans span_idx [N, S, 2] (first and last word) represented
+        from the word states `span_words` [N, W, H] (gliner's TokenMarker) and scored against the label prompts
+        [N, C, H] -> [N, S, C]. `__call__` with `span_states` gives both inputs."""
+        spans = self.span_rep.endpoints(span_words, span_idx)
+        return jnp.einsum("nsh,nch->nsc", spans, prompts.astype(spans.dtype))
 
     def _entity_vectors(self, words: jax.Array, span_idx: jax.Array | None, words_valid: jax.Array) -> jax.Array:
         """What an entity's vector is read from: span representations [N, W, K, H], or (token model) the running

@@ -128,6 +128,7 @@ class Processor:
         vocab_size: int | None = None,
         rel_token: str | None = None,
         skip_prompt: bool = False,
+        neg_spans_ratio: float | None = None,
     ) -> None:
         """`max_tokens`: the encoder's absolute-position limit, if it has one: longer rows are refused, and token
         buckets never pad past it; `labels_max_tokens` is the label encoder's. `subtoken_pooling` chooses the
@@ -135,7 +136,9 @@ class Processor:
         the tokenizer may give ids past them (a bi-encoder's, to which gliner adds its special tokens without
         embedding them): a text tokenized into such an id is refused. `rel_token`: a relation extraction model's
         relation token; its prompt then holds the relations after the labels. `skip_prompt` (gliner's
-        `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts."""
+        `precomputed_prompts_mode`): the prompt is the `sep_token` alone, the model holding the label prompts.
+        `neg_spans_ratio`: a token model with `represent_spans`, whose training batches also hold span targets, with
+        that many random negative spans per gold span (`training.data.token_span_rows`); None for other models."""
         if subtoken_pooling not in SUBTOKEN_POOLING:
             raise ValueError(f"unknown subtoken_pooling {subtoken_pooling!r}; known: {SUBTOKEN_POOLING}")
         self.split_words = WordSplitter(words_splitter_type)
@@ -157,6 +160,7 @@ class Processor:
         self.max_tokens = max_tokens
         self.subtoken_pooling = subtoken_pooling
         self.skip_prompt = skip_prompt
+        self.neg_spans_ratio = neg_spans_ratio
 
     @property
     def label_prompt(self) -> bool:
@@ -187,6 +191,7 @@ class Processor:
             vocab_size=encoder.vocab_size if bi_encoder else None,
             rel_token=config.rel_token if getattr(config, "relations_layer", None) is not None else None,
             skip_prompt=bool(getattr(config, "precomputed_prompts_mode", False)),
+            neg_spans_ratio=config.neg_spans_ratio if getattr(config, "represents_spans", False) else None,
         )
 
     def prepare(self, texts: list[str], labels: Labels, *, bucket: bool = True, batch_size: int | None = None) -> Batch:

@@ -281,6 +281,36 @@ def entity_rows(
     return rows
 
 
+def token_span_rows(
+    example: Example,
+    labels: Sequence[str],
+    length: int,
+    neg_spans_ratio: float,
+    max_width: int,
+    rng: random.Random,
+) -> list[tuple[int, int, int]]:
+    """One example's span targets for a token model with `represent_spans`, as gliner's token processor builds them
+    (`prepare_span_idx`): (start, end, class id) for each entity of its "ner", in order, whose label is among
+    `labels` and which ends inside its first `length` words; then int(count * neg_spans_ratio) negatives (class 0)
+    drawn from `rng` as gliner draws them (`_generate_negative_spans`: a random start and width of at most
+    `max_width` words, kept if it overlaps no gold span and is new; at most 20 draws per negative wanted)."""
+    class_ids = {label: c for c, label in enumerate(dict.fromkeys(labels), start=1)}
+    rows = [
+        (start, end, class_ids[label]) for start, end, label in example["ner"] if label in class_ids and end < length
+    ]
+    gold = {(start, end) for start, end, _ in rows}
+    wanted, negatives, attempts = int(len(rows) * neg_spans_ratio), [], 0
+    while length > 0 and len(negatives) < wanted and attempts < wanted * 20:
+        attempts += 1
+        start = rng.randint(0, length - 1)
+        end = start + rng.randint(1, min(max_width, length - start)) - 1
+        if (start, end) in gold or (start, end) in negatives:
+            continue
+        if all(end < first or start > last for first, last in gold):
+            negatives.append((start, end))
+    return rows + [(start, end, 0) for start, end in negatives]
+
+
 def sample_relation_labels(
     examples: Sequence[Example], rng: random.Random, *, max_types: int = 25, max_neg_type_ratio: int = 1
 ) -> list[list[str]]:
@@ -394,6 +424,28 @@ def _relation_arrays(
     return {"entity_index": index, "entity_mask": mask, "adjacency": adjacency, "relation_rows": rows}
 
 
+def _token_span_arrays(
+    examples: Sequence[Example],
+    label_lists: Sequence[Sequence[str]],
+    lengths: np.ndarray,
+    processor: Processor,
+    rng: random.Random,
+    num_rows: int,
+) -> dict[str, np.ndarray]:
+    """A represent_spans token model's span targets (`loss.TOKEN_SPAN_TARGETS`): token_spans [B, N, 3] (start, end,
+    class id; 0 a negative span) and token_span_mask [B, N], N an entity bucket, padding rows (0, 0, 0) unmasked."""
+    rows = [
+        token_span_rows(example, labels, int(length), processor.neg_spans_ratio, processor.max_width, rng)
+        for example, labels, length in zip(examples, label_lists, lengths, strict=False)
+    ]
+    spans = np.zeros((num_rows, entity_bucket(max(map(len, rows), default=0)), 3), np.int32)
+    for i, row in enumerate(rows):
+        spans[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
+    counts = np.zeros(num_rows, np.int64)
+    counts[: len(rows)] = [len(row) for row in rows]
+    return {"token_spans": spans, "token_span_mask": np.arange(spans.shape[1]) < counts[:, None]}
+
+
 def collate(
     examples: Sequence[Example],
     label_sets: Sequence[Sequence[str]],
@@ -409,10 +461,11 @@ def collate(
     """The training batch contract for `examples` with their labels: the processor's bucketed arrays (rows padded
     to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0)); a bi-encoder's
     label table is `label_table` (default: the examples' distinct labels), its rows a multiple of
-    `label_rows_multiple`. A relation model's batch (the processor has a rel_token) also has its `relation_sets`
-    in the prompts, `relations_valid` [B, R] and the relation targets of `_relation_arrays`, their negative pairs
-    drawn from `rng`. A decoder model's batch (`decoder`) has its blank-entity draw from `rng`, one label per gold
-    span, and the decoder arrays of `decoder_data.DecoderBatches`."""
+    `label_rows_multiple`. A token model with `represent_spans` (the processor's `neg_spans_ratio`) also has its span
+    targets (`_token_span_arrays`), the negatives drawn from `rng`. A relation model's batch (the processor has a
+    rel_token) also has its `relation_sets` in the prompts, `relations_valid` [B, R] and the relation targets of
+    `_relation_arrays`, their negative pairs drawn from `rng`. A decoder model's batch (`decoder`) has its
+    blank-entity draw from `rng`, one label per gold span, and the decoder arrays of `decoder_data.DecoderBatches`."""
     label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
     rng = rng or random.Random(0)
     blank = decoder is not None and decoder.blank(rng)
@@ -440,6 +493,10 @@ def collate(
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
     arrays = batch.model_arrays() | {"entities": entities}
+    if processor.neg_spans_ratio is not None:
+        arrays |= _token_span_arrays(
+            examples, label_lists, batch.text_lengths, processor, rng or random.Random(0), len(batch.input_ids)
+        )
     if decoder is not None:
         prompt_words = [processor._prompt(prompt) for prompt in prompts]
         return arrays | decoder.arrays(batch.words, prompt_words, spans, len(batch.input_ids))

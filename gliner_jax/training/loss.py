@@ -188,7 +188,16 @@ DECODER_TARGETS = (
     "decoder_labels",
     "decoder_prefix_len",
 )
-PER_EXAMPLE_KEYS = ("entities", "labels_valid", "words_valid", "span_mask", "relations_valid", *RELATION_TARGETS)
+TOKEN_SPAN_TARGETS = ("token_spans", "token_span_mask")  # a represent_spans token model's span targets
+PER_EXAMPLE_KEYS = (
+    "entities",
+    "labels_valid",
+    "words_valid",
+    "span_mask",
+    "relations_valid",
+    *RELATION_TARGETS,
+    *TOKEN_SPAN_TARGETS,
+)
 
 
 def per_example_rows(logits: jax.Array, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
@@ -256,6 +265,33 @@ def gliner_loss_terms(
         parts |= {name: jnp.arange(3) == i for i, name in enumerate(("start", "end", "inside"))}
     terms = {name: _reduce(jnp.where(part, losses, 0.0), count, config.reduction) for name, part in parts.items()}
     return _reduce(losses, count, config.reduction), terms
+
+
+def token_span_loss_terms(
+    logits: jax.Array,
+    span_logits: jax.Array,
+    batch: Mapping[str, Any],
+    config: LossConfig,
+    token_weight: float,
+    span_weight: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A token model's training loss under `represent_spans`, as gliner 0.2.29's token models compute it:
+    token_weight * token loss + span_weight * span loss (its config's token_loss_coef, span_loss_coef), and its terms
+    (the token loss's, plus "token" and "span", each before its coefficient).
+
+    `logits` are the token logits (their loss is `gliner_loss`); `span_logits` [B, N, C] (packed: [B * S, N, C]) the
+    logits of the batch's `token_spans` [B, N, 3] (start, end, class id: one-hot target of class id - 1, none for a
+    negative span of class 0), scored with the token loss's focal settings on the cells of `token_span_mask` [B, N]
+    and the row's labels, without negative masking (gliner's token loss has none); "mean" divides by the number of
+    those cells."""
+    token, terms = gliner_loss_terms(logits, batch, config)
+    _, flat = per_example_rows(logits, batch)
+    num_labels = span_logits.shape[-1]
+    classes = jnp.asarray(flat["token_spans"], jnp.int32)[..., 2]
+    targets = jax.nn.one_hot(classes - 1, num_labels, dtype=jnp.float32)  # class 0 (a negative) -> zeros
+    valid = jnp.asarray(flat["token_span_mask"], bool)[:, :, None] & jnp.asarray(flat["labels_valid"], bool)[:, None]
+    span = _reduce(_masked_focal(span_logits, targets, valid, config), jnp.sum(valid), config.reduction)
+    return token * token_weight + span * span_weight, terms | {"token": token, "span": span}
 
 
 @dataclasses.dataclass(frozen=True)

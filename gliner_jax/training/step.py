@@ -30,12 +30,14 @@ from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training.loss import (
     DECODER_TARGETS,
     RELATION_TARGETS,
+    TOKEN_SPAN_TARGETS,
     LossConfig,
     RelationWeights,
     gliner_loss_terms,
     per_example_rows,
     relation_loss_terms,
     scored_pairs,
+    token_span_loss_terms,
 )
 from gliner_jax.training.optim import (
     OptimizerConfig,
@@ -64,7 +66,7 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
 
 def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """The batch's arrays that the network takes (all but the loss targets)."""
-    targets = {"entities", *RELATION_TARGETS, *DECODER_TARGETS}
+    targets = {"entities", *RELATION_TARGETS, *TOKEN_SPAN_TARGETS, *DECODER_TARGETS}
     return {name: value for name, value in batch.items() if name not in targets}
 
 
@@ -88,17 +90,27 @@ def loss_terms(
     """The training loss of `model` (a GLiNER network) on `batch` and its terms: `gliner_loss_terms` of its logits,
     or for a relation model `relation_loss_terms` of its two stages run on the batch's gold entities (as gliner
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
-    give NaN for a row without entities); for a decoder model whose batch has its decoder arrays, the span loss and
-    `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span", "decoder"). A TuckER
-    triples layer reads gliner's flattened batch of the scored pairs
-    (`relations.PairSelection`)."""
+    give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
+    (`relations.PairSelection`). A token model with `represent_spans`: `token_span_loss_terms`, the span logits of
+    the batch's token_spans computed from the same forward pass. A decoder model whose batch has its decoder arrays:
+    the span loss and `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span",
+    "decoder")."""
+    config = model.config
     if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
         logits, kept = model(**_network_inputs(batch), vectors=True)
         span, terms = gliner_loss_terms(logits, batch, loss_config, key)
         decoder = decoder_loss(model, kept["vectors"], batch)
-        config = model.config
         total = decoder * config.decoder_loss_coef + span * config.span_loss_coef
         return total, terms | {"span": span, "decoder": decoder}
+    if config.represents_spans:  # the token loss and the span loss of the batch's token_spans
+        logits, kept = model(**_network_inputs(batch), span_states=True)
+        words, prompts, spans = (
+            value.reshape(-1, *value.shape[-2:])  # packed: rows and slots become one axis of examples
+            for value in (kept["span_words"], kept["span_prompts"], jnp.asarray(batch["token_spans"]))
+        )
+        span_logits = model.span_scores(words, prompts, spans[..., :2])
+        weights = (config.token_loss_coef, config.span_loss_coef)
+        return token_span_loss_terms(logits, span_logits, batch, loss_config, *weights)
     if model.relation_head is None:
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
@@ -117,7 +129,6 @@ def loss_terms(
         entity_mask=mask,
     )
     adjacency, pair_logits = model.relation_scores(spans, batch["entity_index"], attended, relations, selection)
-    config = model.config
     weights = RelationWeights(config.span_loss_coef, config.adjacency_loss_coef, config.relation_loss_coef)
     return relation_loss_terms(logits, adjacency, pair_logits, batch, loss_config, weights, key)
 
@@ -129,8 +140,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     forward pass updated them, never optimised. With `optim.with_master_weights` the
     parameters become the rounded float32 masters of the optimizer state. The metrics: "loss", "grad_norm" and the
     loss's terms from the same forward pass (`loss_terms`) as "loss/positive", "loss/negative" (and the token
-    model's "loss/start", "loss/end", "loss/inside"; a relation model's "loss/entity", "loss/adjacency",
-    "loss/relation"))."""
+    model's "loss/start", "loss/end", "loss/inside", with represent_spans also "loss/token", "loss/span"; a relation
+    model's "loss/entity", "loss/adjacency", "loss/relation"))."""
 
     def loss_fn(
         params: nnx.State, stats: nnx.State, batch: dict[str, jax.Array], key: jax.Array, rest: nnx.State

@@ -40,7 +40,7 @@ from gliner_jax.training import data as data_lib
 from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
 from gliner_jax.training.decoder_data import DecoderBatches
-from gliner_jax.training.loss import DECODER_TARGETS, RELATION_TARGETS
+from gliner_jax.training.loss import DECODER_TARGETS, RELATION_TARGETS, TOKEN_SPAN_TARGETS
 from gliner_jax.training.model_init import ModelWordSplitter, build_model
 from gliner_jax.training.optim import float32_params, learning_rates
 from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
@@ -111,6 +111,8 @@ class Trainer:
         names = [*self.processor.collate_words([["a"]], [["a"]]).model_arrays(), "entities"]
         if self.gliner_config.is_relex:
             names += ["relations_valid", *RELATION_TARGETS]
+        if self.gliner_config.represents_spans:
+            names += list(TOKEN_SPAN_TARGETS)
         if decoder is not None:
             rows = ("decoder_input_ids", "decoder_words_mask")  # the decoder rows: with full_decoder_context only
             names += [name for name in DECODER_TARGETS if decoder.context or name not in rows]

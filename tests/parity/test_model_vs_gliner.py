@@ -178,7 +178,6 @@ def test_bad_weights_name_the_tensor(span_reference_dir, tmp_path, edit, message
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"represent_spans": True}, NotImplementedError, "represent_spans"),
         # Values gliner 0.2.29 rejects too ("token-level" makes it build a span model that fails on it).
         ({"span_mode": "token-level"}, ValueError, "span_mode='token-level'"),
         ({"span_mode": "markerV3"}, ValueError, "span_mode='markerV3'"),
