@@ -12,6 +12,7 @@ gliner samples by default (`do_sample=True` at temperature 0.01), whose limit gr
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -139,6 +140,8 @@ class LabelGeneration:
     max_width: int
     context: bool
     trie: TrieTable | None
+    # the pipeline's host thread tokenizes rows while the caller's decodes labels: one tokenizer call at a time
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False)
 
     def rows(
         self, sequences: list[list[str]], prompt_lengths: list[int], place: Callable[[np.ndarray], jax.Array]
@@ -147,7 +150,8 @@ class LabelGeneration:
         `place` padded to `TOKEN_MULTIPLE` tokens."""
         if not self.context:
             return None
-        ids, words = decoder_rows(self.tokenizer, sequences, prompt_lengths)
+        with self.lock:
+            ids, words = decoder_rows(self.tokenizer, sequences, prompt_lengths)
         placed = (place(pad_tokens(ids, self.tokenizer.pad_token_id)), place(pad_tokens(words, 0)))
         return DecoderRows(ids, words, placed)
 
@@ -178,7 +182,9 @@ class LabelGeneration:
         index[:, :count] = rows, flat, span_words[:, 0], span_words[:, 1]
         arrays = [jax.numpy.asarray(index[0]), jax.numpy.asarray(index[1]), jax.numpy.asarray(index[2:].T)]
         tokens = self.generate(span_reps, *arrays, None if decoder is None else decoder.placed, prefix_len, self.trie)
-        texts = self.tokenizer.batch_decode(np.asarray(tokens)[:count], skip_special_tokens=True)
+        tokens = np.asarray(tokens)[:count]
+        with self.lock:
+            texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         for row, span, text in zip(rows, flat, texts, strict=True):
             found[row][int(span)] = [text]
         return found

@@ -956,7 +956,7 @@ class GLiNER:
                 graphdef, state, span_reps, examples, positions, span_words, prefix_len, *statics, context, trie
             )
 
-        trie = None if options.gen_constraints is None else label_trie(tokenizer, options.gen_constraints)
+        trie = label_trie(tokenizer, options.gen_constraints) if options.gen_constraints else None  # [] as gliner: none
         return LabelGeneration(generate, tokenizer, self.config.max_width, self.config.decoder_context, trie)
 
 

@@ -93,16 +93,15 @@ def test_inference_matches_gliner(reference, ours, tmp_path):
     ref, directory = reference
     # About a third of the spans above it: the decoder writes a label for each, before flat decoding picks.
     threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.65,))[0]
-    options = dict(threshold=threshold, batch_size=2)
-
-    expected = ref.inference(TEXTS, LABELS, do_sample=False, **options)
-    found = ours.inference(TEXTS, LABELS, **options)
+    # Batches of 2 (gliner's prefix length is the batch's); the other calls run one batch, fewer programs to compile.
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
+    found = ours.inference(TEXTS, LABELS, threshold=threshold, batch_size=2)
     assert_same_outputs(found, expected)
     generated = [label for entities in found for entity in entities for label in entity["generated_labels"]]
-    assert len(generated) > 5 and len(set(generated)) > 1  # the labels depend on the span and its words
+    assert len(generated) > 5  # about a third of the spans, each with its label
 
     # Constrained to labels, nested, at most 3 tokens (a label cut short).
-    options = dict(options, gen_constraints=CONSTRAINTS, flat_ner=False)
+    options = dict(threshold=threshold, gen_constraints=CONSTRAINTS, flat_ner=False)
     expected = ref.inference(TEXTS, LABELS, do_sample=False, max_new_tokens=3, **options)
     found = ours.inference(TEXTS, LABELS, max_new_tokens=3, **options)
     assert_same_outputs(found, expected)
@@ -117,9 +116,9 @@ def test_inference_matches_gliner(reference, ours, tmp_path):
 
     # decoder_mode None: gliner builds (and saves) the decoder, and never reads what it generates.
     silent_ref, silent = variant(directory, tmp_path / "silent", ours, decoder_mode=None)
-    expected = silent_ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
+    expected = silent_ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold)
     assert not any("generated_labels" in entity for entities in expected for entity in entities)
-    assert_same_outputs(silent.inference(TEXTS, LABELS, threshold, batch_size=2), expected)
+    assert_same_outputs(silent.inference(TEXTS, LABELS, threshold), expected)
 
 
 EXAMPLES = [
