@@ -534,9 +534,7 @@ class GLiNER:
         the decoder may write) when given; texts read up to `max_len` words, batched as gliner batches them.
         `num_gen_sequences` other than 1 (gliner's beam search) is not implemented.
         """
-        generation = GenerationOptions(gen_constraints, num_gen_sequences, max_new_tokens)
-        if not self.config.generates_labels and generation != GenerationOptions():
-            raise ValueError("gen_constraints, num_gen_sequences, max_new_tokens: only decoder models generate labels")
+        generation = _generation(self.config, GenerationOptions(gen_constraints, num_gen_sequences, max_new_tokens))
         if relations is not None:
             asked = dict(
                 input_spans=input_spans is not None,
@@ -716,6 +714,7 @@ class GLiNER:
         relations: Sequence[str] | None = None,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
+        generation: GenerationOptions | None = None,
     ) -> Iterator[list[list[dict]]] | Iterator[tuple[list[list[dict]], list[list[dict]]]]:
         """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
         one label set (a list, or a {label: description} mapping) for all texts. All chunks flow through one
@@ -726,7 +725,10 @@ class GLiNER:
         other shapes round differently, but the same chunks give the same results every time.
 
         A relation extraction model with `relations` (one list of relation labels for all texts) gives for each
-        chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts."""
+        chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts.
+        A decoder model's entities carry their generated labels (`generation`: its options, as `inference` takes
+        them; the defaults when None).
+        """
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
         label_sets = self._label_sets(labels, 1)
@@ -745,8 +747,9 @@ class GLiNER:
             return (
                 _relation_dicts(texts, words, *found) for (texts, words), *found in pipeline.run_relations(planned())
             )
+        generation = _generation(self.config, generation or GenerationOptions())
         options = (flat_ner, multi_label, batch_size, truncate, label_sets)
-        pipeline = self._pipeline(threshold, *options, generation=GenerationOptions())
+        pipeline = self._pipeline(threshold, *options, generation=generation)
         return (
             [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
             for (texts, words), found in pipeline.run(planned())
@@ -1044,6 +1047,13 @@ def _relation_sets(relations: str | Sequence[str] | Sequence[Sequence[str]], num
     if not all(isinstance(r, str) for r in relations):
         raise ValueError("relations must be a label, a list of labels, or one list of labels per text")
     return [list(dict.fromkeys(relations))] * num_texts
+
+
+def _generation(config: GLiNERConfig, options: GenerationOptions) -> GenerationOptions:
+    """`options`, refused (ValueError) when they are not the defaults and the model generates no labels."""
+    if not config.generates_labels and options != GenerationOptions():
+        raise ValueError("gen_constraints, num_gen_sequences, max_new_tokens: only decoder models generate labels")
+    return options
 
 
 def _check_options(threshold: float, batch_size: int) -> None:

@@ -23,6 +23,7 @@ from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.cli import main
 from gliner_jax.sharding import MeshConfig, make_mesh
 from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
@@ -89,7 +90,7 @@ def test_checkpoint_loads_strictly_both_ways(reference, ours, tmp_path):
     assert back.data_processor.decoder_tokenizer.get_vocab() == ref.data_processor.decoder_tokenizer.get_vocab()
 
 
-def test_inference_matches_gliner(reference, ours, tmp_path):
+def test_inference_matches_gliner(reference, ours, tmp_path, capsys):
     ref, directory = reference
     # About a third of the spans above it: the decoder writes a label for each, before flat decoding picks.
     threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.65,))[0]
@@ -107,6 +108,9 @@ def test_inference_matches_gliner(reference, ours, tmp_path):
     assert_same_outputs(found, expected)
     written = {label for entities in found for e in entities for label in e["generated_labels"]}
     assert written and all(any(f" {c}".startswith(label) for c in CONSTRAINTS) for label in written)
+    flags = ["--labels", ",".join(LABELS), "--threshold", repr(threshold), "--nested", "--max-new-tokens", "3"]
+    main(["predict", "--model", str(directory), *flags, "--gen-constraints", ",".join(CONSTRAINTS), *TEXTS])
+    assert_same_outputs([json.loads(line)["entities"] for line in capsys.readouterr().out.splitlines()], expected)
 
     # Without the span's words: the decoder reads the span representation alone.
     options = dict(options, flat_ner=True)
