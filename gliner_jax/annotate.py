@@ -38,6 +38,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from gliner_jax.data_formats import TextLine, count_text_lines, read_text_lines, record_text
+from gliner_jax.label_generation import GenerationOptions
 from gliner_jax.model import GLiNER
 
 PROGRESS_SUFFIX = ".progress.json"
@@ -58,6 +59,7 @@ class PredictOptions:
     relations: list[str] | None = None
     adjacency_threshold: float | None = None
     relation_threshold: float | None = None
+    generation: GenerationOptions | None = None  # a decoder model's generation options (None: the defaults)
 
 
 def check_relations(model: GLiNER, options: PredictOptions) -> None:
@@ -178,7 +180,8 @@ def annotate(
     if options.relations:
         results = model.inference_stream(chunks(), options.labels, *asked, relations=options.relations, **thresholds)
     else:
-        results = ((found, None) for found in model.inference_stream(chunks(), options.labels, *asked))
+        found_stream = model.inference_stream(chunks(), options.labels, *asked, generation=options.generation)
+        results = ((found, None) for found in found_stream)
     for found, relations in results:
         block = pending.popleft()
         records = [line.record for line in block.lines if line.record is not None]

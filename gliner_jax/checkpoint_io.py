@@ -28,6 +28,7 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.hub import (
     CONFIG_FILE,
+    DECODER_TOKENIZER_DIR,
     GLINER_CONFIG_FILE,
     LABELS_TOKENIZER_DIR,
     HubOptions,
@@ -328,6 +329,9 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table.append(TensorMapping("precomputed_rel_prompts", ("precomputed_rel_prompts",), False, None))
     if config.post_fusion_schema:
         table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
+    if config.is_decoder:
+        decoder = config.labels_decoder_config
+        table += label_decoder_table(decoder, config.hidden_size != decoder.hidden_size, ("label_decoder",))
     return table
 
 
@@ -629,6 +633,12 @@ def load_gliner(
         tensors = _without_transformers_skips(read_tensors(path), config.encoder_config, GLINER_ENCODER_PREFIX)
         if config.is_bi_encoder:
             tensors = _without_transformers_skips(tensors, config.labels_encoder_config, GLINER_LABELS_ENCODER_PREFIX)
+        if config.is_decoder:  # the tied lm_head copy, old attention-bias buffers
+            decoder = config.labels_decoder_config
+            skipped = {
+                GLINER_LABELS_DECODER_PREFIX + key for key in decoder_family_of_config(decoder).hf_ignored(decoder)
+            }
+            tensors = {k: v for k, v in tensors.items() if k not in skipped}
         state_from_torch(model, tensors, gliner_table(config))
     model.eval()
     return model, config
@@ -643,6 +653,7 @@ def save_gliner(
     *,
     native: bool = False,
     overwrite: bool = False,
+    decoder_tokenizer: Any = None,
 ) -> list[str]:
     """Write a complete GLiNER folder through `new_folder` (`overwrite` replaces a model folder): gliner_config.json
     and model.safetensors that `gliner.GLiNER.from_pretrained` loads strictly, or with `native`,
@@ -654,15 +665,20 @@ def save_gliner(
             write_safetensors(state_to_torch(model, native_table(model)), folder / NATIVE_PARAMS_FILE)
         else:
             write_safetensors(state_to_torch(model, model_table(config)), folder / SAFETENSORS_FILE)
-        return [str(Path(name).relative_to(folder)) for name in save_tokenizers(folder, tokenizer, labels_tokenizer)]
+        written = save_tokenizers(folder, tokenizer, labels_tokenizer, decoder_tokenizer)
+        return [str(Path(name).relative_to(folder)) for name in written]
 
 
-def save_tokenizers(path: str | Path, tokenizer: Any, labels_tokenizer: Any = None) -> list[str]:
+def save_tokenizers(
+    path: str | Path, tokenizer: Any, labels_tokenizer: Any = None, decoder_tokenizer: Any = None
+) -> list[str]:
     """Write a GLiNER directory's tokenizers as gliner does: the text tokenizer's files at the top, a bi-encoder's
-    label tokenizer in `labels_tokenizer/`. Returns the files written."""
+    label tokenizer in `labels_tokenizer/`, a decoder model's decoder tokenizer in `decoder_tokenizer/`. Returns the
+    files written."""
     written = list(tokenizer.save_pretrained(path))
-    if labels_tokenizer is not None:
-        written += labels_tokenizer.save_pretrained(Path(path) / LABELS_TOKENIZER_DIR)
+    for folder, extra in ((LABELS_TOKENIZER_DIR, labels_tokenizer), (DECODER_TOKENIZER_DIR, decoder_tokenizer)):
+        if extra is not None:
+            written += extra.save_pretrained(Path(path) / folder)
     return written
 
 
@@ -709,7 +725,14 @@ def convert_directory(
     to = to or ("torch" if source_format == "jax" else "jax")
     model, config = load_gliner(layout.directory, config=layout.config)
     written = save_gliner(
-        model, config, dst, layout.tokenizer, layout.labels_tokenizer, native=to == "jax", overwrite=overwrite
+        model,
+        config,
+        dst,
+        layout.tokenizer,
+        layout.labels_tokenizer,
+        native=to == "jax",
+        overwrite=overwrite,
+        decoder_tokenizer=layout.decoder_tokenizer,
     )
     # Parameters as gliner counts them (our stacked layout may hold rows PyTorch has no tensor for).
     tensors = state_to_torch(model, gliner_table(config))

@@ -100,6 +100,7 @@ def _predict(args: argparse.Namespace) -> int:
     relation model's "relations")."""
     from gliner_jax.annotate import PredictOptions, Share, annotate_file, check_relations, write_jsonl
     from gliner_jax.data_formats import count_text_lines, read_text_lines, resolve_text_format, text_lines
+    from gliner_jax.label_generation import GenerationOptions
     from gliner_jax.model import GLiNER
 
     if args.output and (args.texts or not args.file):
@@ -112,6 +113,8 @@ def _predict(args: argparse.Namespace) -> int:
     for flag in ("adjacency_threshold", "relation_threshold"):
         if getattr(args, flag) is not None:
             _check_threshold(getattr(args, flag), "--" + flag.replace("_", "-"))
+    constraints = _labels(args.gen_constraints, "--gen-constraints") if args.gen_constraints is not None else None
+    generation = GenerationOptions(constraints, max_new_tokens=args.max_new_tokens)
     options = PredictOptions(
         labels,
         args.threshold,
@@ -121,6 +124,7 @@ def _predict(args: argparse.Namespace) -> int:
         relations,
         args.adjacency_threshold,
         args.relation_threshold,
+        generation,
     )
     share, barrier = Share(args.block_lines), None
     if _start_distributed(args):
@@ -144,7 +148,8 @@ def _predict(args: argparse.Namespace) -> int:
                 {"text": t, "entities": e, "relations": r} for t, e, r in zip(args.texts, entities, found, strict=True)
             ]
         else:
-            results = model.inference(args.texts, labels, *asked)
+            generated = dict(gen_constraints=constraints, max_new_tokens=args.max_new_tokens)
+            results = model.inference(args.texts, labels, *asked, **generated)
             records = [{"text": t, "entities": e} for t, e in zip(args.texts, results, strict=True)]
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -465,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--relation-threshold", type=float, help="relation models: relation score threshold (default --threshold)"
+    )
+    predict.add_argument(
+        "--gen-constraints",
+        help="decoder models: comma-separated labels the decoder may write as an entity's generated_labels",
+    )
+    predict.add_argument(
+        "--max-new-tokens", type=int, default=15, help="decoder models: tokens per generated label (default 15)"
     )
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gliner_jax.modeling.context_encoders import ContextEncoderConfig, context_encoder_config
+from gliner_jax.modeling.decoders import decoder_config_from_hf
 from gliner_jax.modeling.encoders import encoder_config_from_hf
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
@@ -33,11 +34,13 @@ WORDS_SPLITTER_TYPES = (
 )
 
 
-# Fields of gliner_config.json that select a gliner architecture other than the uni- and bi-encoder (gliner's
-# `_get_gliner_class`), or a part of one, that is not implemented here.
-OTHER_ARCHITECTURES = {
-    "labels_decoder": "generative label decoder models",
+# Parts of gliner's label-generating decoder models (`labels_decoder`) not implemented here: the field, and why.
+DECODER_REFUSED = {
+    "decoder_mode": "decoder_mode='prompt' is not implemented (gliner 0.2.29 fails in its own inference and training "
+    "with it: its decoder inputs are three-dimensional)",
+    "span_mode": "the token decoder model (span_mode='token_level' with labels_decoder) is not implemented",
 }
+DECODER_MODES = (None, "span", "prompt")  # gliner 0.2.29's decoder_mode values
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
 # gliner 0.2.29's `RelationsRepLayer` modes (the adjacency of the selected entities), and "none": no adjacency, every
 # ordered pair of selected entities is scored.
@@ -52,6 +55,16 @@ RELEX_ONLY_FIELDS = (
     "adjacency_loss_coef",
     "relation_loss_coef",
     "rel_id_to_classes",
+)
+# The decoder model's fields (gliner's UniEncoderSpanDecoderConfig), written only for decoder models (kept as extras
+# elsewhere, so that a config is written back as it was read).
+DECODER_ONLY_FIELDS = (
+    "labels_decoder",
+    "decoder_mode",
+    "full_decoder_context",
+    "blank_entity_prob",
+    "labels_decoder_config",
+    "decoder_loss_coef",
 )
 TRIPLES_REFUSED = {  # triples_layer modes gliner 0.2.29 accepts that are not implemented here
     "ConvE": "gliner 0.2.29 cannot build it either (its ConvE needs emb_dim1, which no config field gives)",
@@ -74,9 +87,15 @@ def refuse_other_architectures(data: Mapping[str, Any]) -> None:
             f"GLiNER config model_type={STREAMING_MODEL_TYPE!r} is a streaming span model: read it with "
             "gliner_jax.modeling.streaming.StreamingSpanConfig (GLiNER.from_pretrained does)"
         )
-    for key, what in OTHER_ARCHITECTURES.items():
-        if data.get(key) is not None:
-            raise NotImplementedError(f"unsupported GLiNER config {key}={data[key]!r}: {what} are not implemented")
+    if data.get("labels_decoder") is None:
+        return
+    refused = {
+        "decoder_mode": data.get("decoder_mode") == "prompt",
+        "span_mode": data.get("span_mode") == "token_level",
+    }
+    for key, why in DECODER_REFUSED.items():
+        if refused[key]:
+            raise NotImplementedError(f"unsupported GLiNER config {key}={data[key]!r}: {why}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +150,14 @@ class GLiNERConfig:
     # gliner's context encoder before the span representation: a `modeling.context_encoders` config (a dict is
     # completed with gliner's defaults), or None (identity)
     span_encoder_config: Any = None
+    # gliner's label-generating decoder model (UniEncoderSpanDecoderGLiNER): the causal LM's name or path as gliner
+    # records it, its config (a `modeling.decoders` config), decoder_mode (None or "span"), its training options
+    labels_decoder: str | None = None
+    decoder_mode: str | None = None
+    full_decoder_context: bool = True
+    blank_entity_prob: float = 0.1
+    labels_decoder_config: Any = None
+    decoder_loss_coef: float = 0.5
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +186,8 @@ class GLiNERConfig:
             self._check_relex()
         if self.precomputed_prompts_mode:
             self._check_precomputed()
+        if self.is_decoder:
+            self._check_decoder()
         if self.is_bi_encoder and self.labels_encoder_config is None:
             raise ValueError(f"bi-encoder config (labels_encoder={self.labels_encoder!r}) lacks labels_encoder_config")
         heads = self.encoder_config.num_attention_heads
@@ -178,6 +207,8 @@ class GLiNERConfig:
         embedded = {"encoder_config": ("model_name", "backbone")}
         if builds_labels_encoder(data):
             embedded["labels_encoder_config"] = ("labels_encoder", "label encoder")
+        if data.get("labels_decoder") is not None:
+            embedded["labels_decoder_config"] = ("labels_decoder", "label decoder")
         for key, (name, what) in embedded.items():
             if not data.get(key):
                 raise ValueError(
@@ -188,22 +219,51 @@ class GLiNERConfig:
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "labels_encoder_config"} - embedded.keys()
         if data.get("relations_layer") is None:
             fields -= set(RELEX_ONLY_FIELDS)
+        if data.get("labels_decoder") is None:
+            fields -= set(DECODER_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
         extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
-        configs = {key: encoder_config_from_hf(data[key]) for key in embedded}
+        configs = {
+            key: (decoder_config_from_hf if key == "labels_decoder_config" else encoder_config_from_hf)(data[key])
+            for key in embedded
+        }
         return cls(**values, **configs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         """The `gliner_config.json` dict: our fields, the preserved extras, the full encoder configs."""
         out = dict(self.extra)
         skipped = {"extra", "labels_encoder_config"} | (set() if self.is_relex else set(RELEX_ONLY_FIELDS))
+        skipped |= set() if self.is_decoder else set(DECODER_ONLY_FIELDS)
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped})
         out["encoder_config"] = self.encoder_config.to_hf_dict()
         if self.span_encoder_config is not None:
             out["span_encoder_config"] = self.span_encoder_config.to_hf_dict()
         if self.labels_encoder_config is not None:
             out["labels_encoder_config"] = self.labels_encoder_config.to_hf_dict()
+        if self.labels_decoder_config is not None:
+            out["labels_decoder_config"] = self.labels_decoder_config.to_hf_dict()
         return out
+
+    def _check_decoder(self) -> None:
+        refuse_other_architectures(
+            {"labels_decoder": self.labels_decoder, "decoder_mode": self.decoder_mode, "span_mode": self.span_mode}
+        )
+        if self.decoder_mode not in DECODER_MODES:
+            raise ValueError(f"unknown GLiNER config decoder_mode={self.decoder_mode!r}; known: {DECODER_MODES}")
+        if self.labels_decoder_config is None:
+            raise ValueError(f"decoder config (labels_decoder={self.labels_decoder!r}) lacks labels_decoder_config")
+        if isinstance(self.labels_decoder_config, Mapping):
+            object.__setattr__(self, "labels_decoder_config", decoder_config_from_hf(self.labels_decoder_config))
+        refusals = {  # gliner builds a relation model (relations_layer), or ignores the label encoder
+            "labels_encoder": self.is_bi_encoder,
+            "relations_layer": self.is_relex,
+            "precomputed_prompts_mode": bool(self.precomputed_prompts_mode),
+        }
+        for key, refused in refusals.items():
+            if refused:
+                raise NotImplementedError(
+                    f"unsupported GLiNER config {key}={getattr(self, key)!r}: not implemented with labels_decoder"
+                )
 
     def _check_relex(self) -> None:
         if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"
@@ -275,6 +335,23 @@ class GLiNERConfig:
     def is_streaming(self) -> bool:
         """Whether the backbone is a causal decoder (gliner's streaming span model, `modeling.streaming`)."""
         return False
+
+    @property
+    def is_decoder(self) -> bool:
+        """Whether this is a label-generating decoder model (gliner selects one by `labels_decoder`)."""
+        return self.labels_decoder is not None
+
+    @property
+    def generates_labels(self) -> bool:
+        """Whether inference writes generated labels (`decoder_mode` "span"; with None gliner's decoder output is
+        never read)."""
+        return self.is_decoder and self.decoder_mode == "span"
+
+    @property
+    def decoder_context(self) -> bool:
+        """Whether a span's decoder prefix holds its words' decoder tokens after its representation
+        (`full_decoder_context` in decoder_mode "span")."""
+        return self.generates_labels and self.full_decoder_context
 
     @property
     def is_relex(self) -> bool:

@@ -13,6 +13,10 @@ lacks `encoder_config` or tokenizer files; `[FLERT]`, the entity and the separat
 `class_token_index` or `vocab_size` is -1 (absent), and the class token index and the embedding rows then follow the
 tokenizer.
 
+A decoder model (`labels_decoder` set) is read as gliner reads it: its decoder tokenizer from the directory's
+`decoder_tokenizer/` folder, else from what `labels_decoder` names, as is the decoder's config when
+`labels_decoder_config` is absent.
+
 A bi-encoder (`labels_encoder` set) is read as gliner reads it: the label tokenizer from the directory's
 `labels_tokenizer/` folder, else from the repo or directory `labels_encoder` names, as is the label encoder's config
 when `labels_encoder_config` is absent. Its text tokenizer gets no special tokens and its embeddings keep their rows:
@@ -56,6 +60,7 @@ TOKENIZER_JSON_FILES = (
     CONFIG_FILE,
 )
 LABELS_TOKENIZER_DIR = "labels_tokenizer"  # a bi-encoder's label tokenizer, inside its GLiNER directory
+DECODER_TOKENIZER_DIR = "decoder_tokenizer"  # a decoder model's label decoder tokenizer, inside its GLiNER directory
 # What is fetched of a repo. Configs and tokenizer files (tokenizer.json, vocab.txt, merges.txt, spm.model,
 # sentencepiece.bpe.model, ...) for a backbone named by `model_name`; its weights too for an encoder to train;
 # a GLiNER repo's weights (model.safetensors, pytorch_model.bin, our flax_params.safetensors), not its ONNX exports.
@@ -142,6 +147,7 @@ class GLiNERLayout:
     config: GLiNERConfig
     tokenizer: PreTrainedTokenizerBase
     labels_tokenizer: PreTrainedTokenizerBase | None = None
+    decoder_tokenizer: PreTrainedTokenizerBase | None = None
 
 
 def resolve_gliner(name_or_path: str | Path, options: HubOptions = HubOptions()) -> GLiNERLayout:
@@ -196,7 +202,10 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
         completed.update(vocab_size=rows, encoder_config=dict(encoder, vocab_size=rows))
     else:
         _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
-    return GLiNERLayout(directory, _config(completed, config_path), tokenizer)
+    decoder_tokenizer = None
+    if data.get("labels_decoder") is not None:
+        completed["labels_decoder_config"], decoder_tokenizer = _labels_decoder(directory, data, options)
+    return GLiNERLayout(directory, _config(completed, config_path), tokenizer, decoder_tokenizer=decoder_tokenizer)
 
 
 def _streaming_layout(directory: Path, data: dict[str, Any], options: HubOptions) -> GLiNERLayout:
@@ -251,11 +260,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
-    """`AutoTokenizer.from_pretrained(directory)`; a corrupt tokenizer file is a ValueError naming the directory and,
-    for a JSON file, the file and line."""
+def load_tokenizer(directory: Path, **options: Any) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained(directory, **options)`; a corrupt tokenizer file is a ValueError naming the
+    directory and, for a JSON file, the file and line."""
     try:
-        return AutoTokenizer.from_pretrained(directory)
+        return AutoTokenizer.from_pretrained(directory, **options)
     except Exception as error:  # the tokenizers library raises bare Exceptions
         for name in TOKENIZER_JSON_FILES:
             if (directory / name).is_file():
@@ -286,6 +295,22 @@ def _labels_encoder(directory: Path, data: dict, options: HubOptions) -> tuple[d
         if data.get("vocab_size", -1) != -1:
             config["vocab_size"] = data["vocab_size"]
     return config, labels_tokenizer
+
+
+def _labels_decoder(directory: Path, data: dict, options: HubOptions) -> tuple[dict, PreTrainedTokenizerBase]:
+    """A decoder model's label decoder config and tokenizer as gliner reads them: the tokenizer from the directory's
+    `decoder_tokenizer/` folder, else from what `labels_decoder` names (with `add_prefix_space`), its pad token the
+    end-of-sequence token where it has none; the config embedded (`labels_decoder_config`), else from there."""
+    source_directory = _snapshot_on_demand(data["labels_decoder"], options)
+    folder = directory / DECODER_TOKENIZER_DIR
+    if (folder / TOKENIZER_CONFIG_FILE).is_file():
+        decoder_tokenizer = load_tokenizer(folder)
+    else:
+        decoder_tokenizer = load_tokenizer(source_directory(), add_prefix_space=True)
+    if decoder_tokenizer.pad_token is None:
+        decoder_tokenizer.pad_token = decoder_tokenizer.eos_token
+    config = data.get("labels_decoder_config") or read_json_object(source_directory() / CONFIG_FILE)
+    return config, decoder_tokenizer
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase, ent_token: str, sep_token: str) -> None:

@@ -23,6 +23,8 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
+from gliner_jax.label_generation import GenerationOptions, LabelGeneration, generation_ids, label_trie
+from gliner_jax.modeling.decoders.generation import TrieTable, greedy_generate
 from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
@@ -106,6 +108,32 @@ def _relex_relations(
     return adjacency, jax.nn.sigmoid(pair_logits)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9))
+def _generate_labels(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    span_reps: jax.Array,
+    examples: jax.Array,
+    positions: jax.Array,
+    span_words: jax.Array,
+    prefix_len: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    context: tuple[jax.Array, jax.Array] | None,
+    trie: TrieTable | None,
+) -> jax.Array:
+    """A decoder model's generated label tokens [M, max_new_tokens] of the spans at (example, flat span position)
+    of span representations [B, W, K, H]: their prefixes (with their words' decoder tokens where `context` holds the
+    batch's decoder rows) run through greedy generation."""
+    model = nnx.merge(graphdef, state)
+    reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])[examples, positions]
+    rows = () if context is None else (context[0][examples], context[1][examples], prefix_len)
+    prefix, _ = model.label_decoder.prefixes(reps, span_words, *rows)
+    decoder = model.label_decoder.decoder
+    return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _prompt_states(
     graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes, num_relations: int
@@ -149,11 +177,15 @@ class GLiNER:
         config: GLiNERConfig,
         tokenizer: PreTrainedTokenizerBase,
         labels_tokenizer: PreTrainedTokenizerBase | None = None,
+        decoder_tokenizer: PreTrainedTokenizerBase | None = None,
     ):
         self.model = model
         self.config = config
         self.tokenizer = tokenizer
         self.labels_tokenizer = labels_tokenizer if config.is_bi_encoder else None
+        if config.is_decoder and decoder_tokenizer is None:
+            raise ValueError(f"a decoder model (labels_decoder={config.labels_decoder!r}) needs its decoder tokenizer")
+        self.decoder_tokenizer = decoder_tokenizer if config.is_decoder else None
         self.processor = Processor.from_config(config, tokenizer, self.labels_tokenizer)
         self.placement: Placement | None = None
         self.pipelined = True
@@ -197,18 +229,26 @@ class GLiNER:
         options = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         layout = resolve_gliner(name_or_path, options)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype)
-        return cls(model, config, layout.tokenizer, layout.labels_tokenizer)
+        return cls(model, config, layout.tokenizer, layout.labels_tokenizer, layout.decoder_tokenizer)
 
     def save_pretrained(self, path: str | Path, *, native: bool = False, overwrite: bool = False) -> None:
         """Write a directory that `gliner.GLiNER.from_pretrained(path)` loads with every key matched (a bi-encoder's
-        label tokenizer in its `labels_tokenizer/` folder, as gliner writes it).
+        label tokenizer in its `labels_tokenizer/` folder, a decoder model's decoder tokenizer in
+        `decoder_tokenizer/`, as gliner writes them).
 
         `native=True` writes our own parameter layout instead (flax_params.safetensors), which only
         gliner-jax reads. The folder is written beside `path` and renamed into place; an existing `path` must be
         empty, or with `overwrite` a model folder, replaced whole (ValueError otherwise, before anything is written).
         """
         save_gliner(
-            self.model, self.config, path, self.tokenizer, self.labels_tokenizer, native=native, overwrite=overwrite
+            self.model,
+            self.config,
+            path,
+            self.tokenizer,
+            self.labels_tokenizer,
+            native=native,
+            overwrite=overwrite,
+            decoder_tokenizer=self.decoder_tokenizer,
         )
 
     def batch_logits(self, texts: list[str], labels: Labels, *, bucket: bool = True) -> tuple[Batch, np.ndarray]:
@@ -463,18 +503,25 @@ class GLiNER:
         return_vectors: bool = False,
         return_label_vectors: bool = False,
         truncate: bool = False,
+        gen_constraints: Sequence[str] | None = None,
+        num_gen_sequences: int = 1,
+        max_new_tokens: int = 15,
     ) -> list[dict]:
         """Entities of `labels` in `text`: dicts {start, end, text, label, score}, character offsets, by start.
 
         `labels` is a list of labels, or a {label: description} mapping: the model then reads each description in
-        its label's place, and entities carry the label (as gliner does). `input_spans` and the `return_*` options
-        are those of `inference` for the one text: as in gliner, `input_spans` holds one list of {start, end} dicts."""
+        its label's place, and entities carry the label (as gliner does). `input_spans`, the `return_*` options and
+        a decoder model's generation options are those of `inference` for the one text: as in gliner,
+        `input_spans` holds one list of {start, end} dicts."""
         details = dict(
             return_class_probs=return_class_probs,
             return_vectors=return_vectors,
             return_label_vectors=return_label_vectors,
         )
-        options = dict(input_spans=input_spans, truncate=truncate, **details)
+        generation = dict(
+            gen_constraints=gen_constraints, num_gen_sequences=num_gen_sequences, max_new_tokens=max_new_tokens
+        )
+        options = dict(input_spans=input_spans, truncate=truncate, **details, **generation)
         return self.inference([text], labels, threshold, flat_ner, multi_label, **options)[0]
 
     def inference(
@@ -497,6 +544,9 @@ class GLiNER:
         relation_threshold: float | None = None,
         session_id: list[str] | None = None,
         recompute: bool = False,
+        gen_constraints: Sequence[str] | None = None,
+        num_gen_sequences: int = 1,
+        max_new_tokens: int = 15,
     ) -> list[list[dict]] | tuple[list[list[dict]], list[list[dict]]]:
         """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
         {label: description} mapping) for all texts, or one per text.
@@ -524,6 +574,12 @@ class GLiNER:
         Streaming span models (`config.is_streaming`) with `session_id` (one id per text) append each text to its
         session and return each session's entities so far, as gliner's session inference (`gliner_jax.streaming`);
         `recompute=True` rereads a session's whole text (and takes new labels).
+
+        Decoder models (`config.labels_decoder`, decoder_mode "span"): each entity also carries "generated_labels",
+        the label its decoder writes for the span (a list of one), generated greedily as gliner's `inference` does
+        (see `gliner_jax.label_generation`): at most `max_new_tokens` tokens, within `gen_constraints` (labels
+        the decoder may write) when given; texts read up to `max_len` words, batched as gliner batches them.
+        `num_gen_sequences` other than 1 (gliner's beam search) is not implemented.
         """
         if session_id is not None:
             if self.sessions is None:
@@ -541,6 +597,7 @@ class GLiNER:
             options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, recompute=recompute)
             options["batch_size"] = batch_size
             return self.sessions.infer(texts, labels, session_id, **options)
+        generation = _generation(self.config, GenerationOptions(gen_constraints, num_gen_sequences, max_new_tokens))
         if relations is not None:
             asked = dict(
                 input_spans=input_spans is not None,
@@ -566,7 +623,9 @@ class GLiNER:
         details = dict(class_probs=return_class_probs, vectors=return_vectors, label_vectors=return_label_vectors)
         spans = _word_input_spans(words, input_spans)
         options = (flat_ner, multi_label, batch_size, truncate, progress)
-        found = self._word_spans(words, labels, threshold, *options, input_spans=spans, **details)
+        found = self._word_spans(
+            words, labels, threshold, *options, input_spans=spans, generation=generation, **details
+        )
         return [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
 
     def clear_session(self, session_id: str | list[str]) -> None:
@@ -739,6 +798,7 @@ class GLiNER:
         relations: Sequence[str] | None = None,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
+        generation: GenerationOptions | None = None,
     ) -> Iterator[list[list[dict]]] | Iterator[tuple[list[list[dict]], list[list[dict]]]]:
         """For each chunk of texts, in order, the entities of each of its texts (as `inference` gives them), with
         one label set (a list, or a {label: description} mapping) for all texts. All chunks flow through one
@@ -749,7 +809,10 @@ class GLiNER:
         other shapes round differently, but the same chunks give the same results every time.
 
         A relation extraction model with `relations` (one list of relation labels for all texts) gives for each
-        chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts."""
+        chunk (entities, relations) of its texts, as `inference` with relations gives them for the chunk's texts.
+        A decoder model's entities carry their generated labels (`generation`: its options, as `inference` takes
+        them; the defaults when None).
+        """
         if not isinstance(labels, Mapping) and any(isinstance(group, list | tuple | Mapping) for group in labels):
             raise ValueError("inference_stream takes one label set for all texts")
         label_sets = self._label_sets(labels, 1)
@@ -768,7 +831,9 @@ class GLiNER:
             return (
                 _relation_dicts(texts, words, *found) for (texts, words), *found in pipeline.run_relations(planned())
             )
-        pipeline = self._pipeline(threshold, flat_ner, multi_label, batch_size, truncate, label_sets)
+        generation = _generation(self.config, generation or GenerationOptions())
+        options = (flat_ner, multi_label, batch_size, truncate, label_sets)
+        pipeline = self._pipeline(threshold, *options, generation=generation)
         return (
             [_entity_dicts(*item) for item in zip(texts, words, found, strict=True)]
             for (texts, words), found in pipeline.run(planned())
@@ -867,15 +932,19 @@ class GLiNER:
         label_table: tuple[list[str], np.ndarray] | None = None,
         *,
         input_spans: list[list[tuple[int, int]]] | None = None,
+        generation: GenerationOptions | None = None,
         **details: bool,
     ) -> list[list[WordSpan | DetailedSpan]]:
         """Word-level entities of each text: all windows and label passes run, decoded and merged.
 
         A bi-encoder scores every row against one table of label embeddings: `label_table` (labels, embeddings)
         when given, else the request's distinct labels, encoded once. `input_spans`: per text, the only (first,
-        last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors."""
+        last) word spans to classify; `details`: the Pipeline's class_probs / vectors / label_vectors; `generation`: a
+        decoder model's generation options (None: no labels generated, entities only)."""
         options = (flat_ner, multi_label, batch_size, truncate, progress, label_table)
-        found = self._word_spans_sweep(words, labels, threshold, (), *options, input_spans=input_spans, **details)
+        found = self._word_spans_sweep(
+            words, labels, threshold, (), *options, input_spans=input_spans, generation=generation, **details
+        )
         return found[threshold]
 
     def _word_spans_sweep(
@@ -892,6 +961,7 @@ class GLiNER:
         label_table: tuple[list[str], np.ndarray] | None = None,
         *,
         input_spans: list[list[tuple[int, int]]] | None = None,
+        generation: GenerationOptions | None = None,
         **details: bool,
     ) -> dict[float, list[list[WordSpan | DetailedSpan]]]:
         """`_word_spans` at `threshold` and each of `sweep`, from one model pass: {threshold: entities}."""
@@ -899,7 +969,7 @@ class GLiNER:
             _check_options(extra, batch_size)
         label_sets = self._label_sets(labels, len(words))
         options = (flat_ner, multi_label, batch_size, truncate, label_sets, label_table)
-        pipeline = self._pipeline(threshold, *options, **details)
+        pipeline = self._pipeline(threshold, *options, generation=generation, **details)
         pipeline.sweep = sweep
         chunk = (None, words, label_sets, input_spans, None)
         with tqdm(desc="batches", unit="batch", disable=not progress) as bar:
@@ -925,21 +995,24 @@ class GLiNER:
         class_probs: bool = False,
         vectors: bool = False,
         label_vectors: bool = False,
+        generation: GenerationOptions | None = None,
     ) -> Pipeline:
         """The inference pipeline of this model on its placement, for these options (checked here); a bi-encoder's
-        carries the label table of `label_sets` (see `_label_table`). `class_probs`, `vectors`, `label_vectors`:
-        what each entity comes with (see `Pipeline`)."""
+        carries the label table of `label_sets` (see `_label_table`); a decoder model's, given `generation` (its
+        options), its label generation stage. `class_probs`, `vectors`, `label_vectors`: what each
+        entity comes with (see `Pipeline`)."""
         _check_options(threshold, batch_size)
         self._check_packing()
         placement, graphdef, state = self._placed()
+        stage = None if generation is None else self._label_generation(graphdef, state, generation)
         spans = self.config.represents_spans
-        kept = dict(vectors=vectors, label_vectors=label_vectors, span_states=spans)
+        kept = dict(vectors=vectors or stage is not None, label_vectors=label_vectors, span_states=spans)
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
             forward=lambda transfer, sizes, labels: _forward(graphdef, state, transfer, sizes, True, labels, **kept),
             batch_rows=round_up(batch_size, placement.row_multiple),
-            gliner_batch=batch_size if self.config.spans_depend_on_batch else None,
+            gliner_batch=batch_size if self.config.spans_depend_on_batch or stage is not None else None,
             row_multiple=placement.row_multiple,
             threshold=threshold,
             flat_ner=flat_ner,
@@ -951,8 +1024,27 @@ class GLiNER:
             class_probs=class_probs,
             vectors=vectors,
             label_vectors=label_vectors,
+            label_generation=stage,
             span_stage=(lambda *arrays: _span_probs(graphdef, state, *arrays)) if spans else None,
         )
+
+    def _label_generation(
+        self, graphdef: nnx.GraphDef, state: nnx.State, options: GenerationOptions
+    ) -> LabelGeneration | None:
+        """A decoder model's label generation stage (decoder_mode "span"; None for any other model)."""
+        if not self.config.generates_labels:
+            return None
+        tokenizer = self.decoder_tokenizer
+        eos_id, pad_id = generation_ids(tokenizer, self.config.labels_decoder_config)
+        statics = (options.max_new_tokens, eos_id, pad_id)
+
+        def generate(span_reps, examples, positions, span_words, context, prefix_len, trie):
+            return _generate_labels(
+                graphdef, state, span_reps, examples, positions, span_words, prefix_len, *statics, context, trie
+            )
+
+        trie = label_trie(tokenizer, options.gen_constraints) if options.gen_constraints else None  # [] as gliner: none
+        return LabelGeneration(generate, tokenizer, self.config.max_width, self.config.decoder_context, trie)
 
 
 def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan | DetailedSpan]) -> list[dict]:
@@ -1039,6 +1131,13 @@ def _relation_sets(relations: str | Sequence[str] | Sequence[Sequence[str]], num
     if not all(isinstance(r, str) for r in relations):
         raise ValueError("relations must be a label, a list of labels, or one list of labels per text")
     return [list(dict.fromkeys(relations))] * num_texts
+
+
+def _generation(config: GLiNERConfig, options: GenerationOptions) -> GenerationOptions:
+    """`options`, refused (ValueError) when they are not the defaults and the model generates no labels."""
+    if not config.generates_labels and options != GenerationOptions():
+        raise ValueError("gen_constraints, num_gen_sequences, max_new_tokens: only decoder models generate labels")
+    return options
 
 
 def _check_options(threshold: float, batch_size: int) -> None:

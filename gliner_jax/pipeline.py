@@ -42,6 +42,7 @@ from gliner_jax.decoding import (
     select_entities,
     select_token_entities,
 )
+from gliner_jax.label_generation import DecoderRows, LabelGeneration
 from gliner_jax.packing import pack
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.wire import WireSizes, to_wire
@@ -164,6 +165,7 @@ class _Prepared:
     last: bool  # the chunk's last batch
     allowed: np.ndarray | None = None  # input spans: the candidate spans of each row (see the decoders)
     span_mask: np.ndarray | None = None  # a relation batch of a span model: its span_mask, read to select entities
+    decoder: DecoderRows | None = None  # a decoder model's batch: its rows as the label decoder reads them
 
 
 @dataclasses.dataclass
@@ -197,7 +199,12 @@ class Pipeline:
     logits: `forward` then also keeps "span_words" and "span_prompts" on the devices (`GLiNERModel` with
     `span_states`); at each threshold the host selects the spans of each row from its token probabilities
     (`decoding.select_token_entities`, within the row's words and labels), `span_stage(span_words, span_prompts,
-    span_idx)` gives their label probabilities [B, N, C], and `decoding.decode_token_spans` their entities."""
+    span_idx)` gives their label probabilities [B, N, C], and `decoding.decode_token_spans` their entities.
+
+    `label_generation` makes it a decoder model's pipeline (decoder_mode "span"), batched as gliner batches it
+    (`gliner_batch` required; rows as a relation pipeline's): `forward` returns the span representations too (as with
+    `vectors`), the host selects the spans the decoder writes a label for (`label_generation.LabelGeneration`), and
+    each entity of such a span carries `generated_labels` first among its extra keys."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -218,6 +225,7 @@ class Pipeline:
     vectors: bool = False
     label_vectors: bool = False
     relations: RelationStage | None = None
+    label_generation: LabelGeneration | None = None
     span_stage: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None
 
     def __post_init__(self) -> None:
@@ -225,8 +233,10 @@ class Pipeline:
             raise ValueError("a bi-encoder's pipeline needs its label table; a uni-encoder's takes none")
         if self._detailed and self.sweep:
             raise ValueError("entity details are decoded at one threshold, not in a sweep")
-        if self.relations is not None and self.gliner_batch is None:
-            raise ValueError("a relation pipeline batches rows as gliner does (gliner_batch)")
+        if (self.relations is not None or self.label_generation is not None) and self.gliner_batch is None:
+            raise ValueError("a relation or label-generating pipeline batches rows as gliner does (gliner_batch)")
+        if self.label_generation is not None and (self.sweep or self.pack_tokens is not None):
+            raise ValueError("label generation runs at one threshold (no sweep), on unpacked rows (no pack_tokens)")
 
     def run(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Any, list[list[WordSpan]]]]:
         """(payload, entities of each text) per chunk, in order."""
@@ -271,9 +281,9 @@ class Pipeline:
     def _prepare(self, chunks: Iterable[Chunk]) -> Iterator[_Prepared]:
         for payload, words, label_sets, input_spans, relation_sets in chunks:
             prompts = [list(label_set) for label_set in label_sets]
-            if self.relations is None:
+            if self.relations is None and self.label_generation is None:
                 rows = list(plan_model_rows(self.processor, words, prompts, truncate=self.truncate))
-            else:  # gliner's relation batches: each text with words, all its labels, its first max_len words
+            else:  # gliner's relation / decoder batches: each text with words, all its labels, its first max_len words
                 rows = [ModelRow(i, 0, w[: self.processor.max_len], prompts[i]) for i, w in enumerate(words) if w]
             if self.gliner_batch is None:
                 rows.sort(key=lambda r: len(r.words) + 2 * len(r.labels))
@@ -324,7 +334,19 @@ class Pipeline:
                     if input_spans is None
                     else self._allowed(part, input_spans, batch.words_valid.shape[1]),
                     span_mask=None if self.relations is None else batch.span_mask,
+                    decoder=None if self.label_generation is None else self._decoder_rows(part),
                 )
+
+    def _decoder_rows(self, rows: list[ModelRow]) -> DecoderRows | None:
+        """A decoder batch's rows as the label decoder reads them (label prompt and words), rows padded to
+        `batch_rows` on the devices."""
+        prompts = [self.processor._prompt(row.labels) for row in rows]
+        sequences = [prompt + word_strings(row.words) for prompt, row in zip(prompts, rows, strict=True)]
+
+        def place(array: np.ndarray) -> jax.Array:
+            return self.place_rows(np.pad(array, ((0, self.batch_rows - len(array)), (0, 0))))
+
+        return self.label_generation.rows(sequences, [len(prompt) for prompt in prompts], place)
 
     def _allowed(self, rows: list[ModelRow], input_spans: list[list[tuple[int, int]]], num_words: int) -> np.ndarray:
         """The candidate spans of each row from its text's input spans, shifted into its window: [B, W, K] by start
@@ -381,7 +403,8 @@ class Pipeline:
     @property
     def _keeps(self) -> bool:
         """Whether `forward` returns (probabilities, arrays kept on the devices)."""
-        return self.vectors or self.label_vectors or self.span_stage is not None
+        keeps = self.vectors or self.label_vectors
+        return keeps or self.span_stage is not None or self.label_generation is not None
 
     def _decode_spans(
         self,
@@ -450,6 +473,8 @@ class Pipeline:
                 else:
                     decoded = self._decode_spans(prepared, probs, kept, examples, options)
                 details = self._details(decoded, probs, kept, examples, prepared) if self._detailed else None
+                if self.label_generation is not None:
+                    details = self._generated(decoded, details, probs, kept["vectors"], prepared)
                 for i, (row, spans) in enumerate(zip(prepared.rows, decoded, strict=True)):
                     first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
                     found[row.text] += [
@@ -470,6 +495,31 @@ class Pipeline:
                 for threshold, found in chunk.found.items()
             }
             yield chunk, merged
+
+    def _generated(
+        self,
+        decoded: list[list[tuple[int, int, int, float]]],
+        details: list[list[dict[str, Any]]] | None,
+        probs: np.ndarray,
+        span_reps: jax.Array,
+        prepared: _Prepared,
+    ) -> list[list[dict[str, Any]]]:
+        """Each decoded span's extra keys with its generated labels first (where the decoder wrote one for it)."""
+        stage, count = self.label_generation, len(prepared.rows)
+        generated = stage.labels(
+            probs[:count], span_reps, prepared.num_words, prepared.num_labels, self.threshold, prepared.decoder
+        )
+        width = stage.max_width
+        return [
+            [
+                {
+                    **({"generated_labels": row[s * width + e - s]} if s * width + e - s in row else {}),
+                    **({} if details is None else details[i][j]),
+                }
+                for j, (s, e, _, _) in enumerate(spans)
+            ]
+            for i, (spans, row) in enumerate(zip(decoded, generated, strict=True))
+        ]
 
     def _relate(self, prepared: _Prepared, probs: jax.Array, states: jax.Array, relation_prompts: jax.Array) -> None:
         """A relation batch's entities and relations into its chunk: the entities the relation stage reads selected

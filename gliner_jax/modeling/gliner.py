@@ -16,6 +16,7 @@ from gliner_jax.modeling.context_encoders import ContextEncoder
 from gliner_jax.modeling.encoders import build_encoder
 from gliner_jax.modeling.fusion import CrossFuser, LayersFuser
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
+from gliner_jax.modeling.label_decoder import LabelDecoder
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
 from gliner_jax.modeling.relations import PairSelection, RelationHead
@@ -95,6 +96,9 @@ class GLiNERModel(nnx.Module):
     `post_fusion_schema` the label prompts and word states pass the cross fuser before the head (the bi-encoder only:
     a uni-encoder holds its parameters unused, as gliner does).
 
+    A decoder model (`labels_decoder`) holds gliner's label decoder (`label_decoder`), which writes a label for each
+    selected span from its span representation (the `vectors` of `__call__`).
+
     Packed rows (`gliner_jax.packing`): attention_mask holds segment ids (1, 2, ... for the examples of a row, 0
     padding) and every per-example input has a slot axis after the row axis, slot s holding segment s + 1:
     words_valid [B, S, W], labels_valid [B, S, C], span_idx [B, S, W*K, 2], span_mask [B, S, W*K] (labels_index
@@ -156,6 +160,12 @@ class GLiNERModel(nnx.Module):
         self.relation_head = (
             RelationHead(config.relations_layer, config.triples_layer, hidden, config.dropout, dtype, rngs)
             if relex
+            else None
+        )
+        # gliner's label-generating decoder (`labels_decoder`): built whatever the decoder_mode, as gliner builds it
+        self.label_decoder = (
+            LabelDecoder(config.labels_decoder_config, hidden, config.dropout, dtype=dtype, rngs=rngs)
+            if config.is_decoder
             else None
         )
 

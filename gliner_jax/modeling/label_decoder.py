@@ -112,3 +112,46 @@ class LabelDecoder(nnx.Module):
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         picked = jnp.take_along_axis(log_probs, jnp.where(counted, targets, 0)[..., None], axis=-1)[..., 0]
         return -jnp.where(counted, picked, 0.0).sum()
+
+    def training_loss(
+        self,
+        span_rep: jax.Array,
+        span_words: jax.Array,
+        label_ids: jax.Array,
+        label_mask: jax.Array,
+        targets: jax.Array,
+        decoder_input_ids: jax.Array | None = None,
+        decoder_words_mask: jax.Array | None = None,
+        prefix_len: jax.Array | int = 1,
+    ) -> jax.Array:
+        """gliner's decoder loss as `label_loss` computes it, with the prefix length a traced scalar (gliner's length
+        for the batch varies between batches of one shape): each span's prefix then its label's tokens fill the first
+        prefix_len + L - 1 of T + L slots (T: the decoder rows' length, at least the longest prefix less one; without
+        context T = 0 and prefix_len 1); the slots after them are never read (causal attention), and the positions
+        are those of `label_loss`."""
+        projected = self.project(span_rep)
+        count, width = projected.shape
+        length = label_ids.shape[1]
+        slots = (0 if decoder_input_ids is None else decoder_input_ids.shape[1]) + length
+        rows = jnp.arange(count)
+        sequence = jnp.zeros((count, slots, width), projected.dtype)
+        start = jnp.full((count,), prefix_len)  # the span's first token; its representation just before
+        if decoder_input_ids is not None:
+            words = decoder_words_mask[:, None, :]
+            inside = ((words >= span_words[:, :1, None] + 1) & (words <= span_words[:, 1:, None] + 1))[:, 0]
+            start = start - inside.sum(-1)
+            slot = jnp.where(inside, jnp.cumsum(inside, -1) - 1 + start[:, None], slots)
+            embeds = self.decoder.embed(decoder_input_ids).astype(projected.dtype)
+            sequence = sequence.at[rows[:, None], slot].set(embeds, mode="drop")
+        sequence = sequence.at[rows, start - 1].set(projected)
+        label_slots = prefix_len + jnp.arange(length - 1)
+        sequence = sequence.at[:, label_slots].set(self.decoder.embed(label_ids[:, :-1]).astype(projected.dtype))
+        position = jnp.arange(slots)[None, :]
+        valid = (position >= (start - 1)[:, None]) & (position < prefix_len)
+        valid = valid.at[:, label_slots].set(label_mask[:, :-1].astype(bool))
+        hidden, _ = self.decoder(sequence, valid, self.decoder.init_cache(count, slots, sequence.dtype), 0)
+        logits = self.decoder.logits(hidden[:, prefix_len - 1 + jnp.arange(length)])  # [M, L, V]: each label token
+        counted = targets != IGNORE_INDEX
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        picked = jnp.take_along_axis(log_probs, jnp.where(counted, targets, 0)[..., None], axis=-1)[..., 0]
+        return -jnp.where(counted, picked, 0.0).sum()

@@ -40,6 +40,7 @@ from gliner_jax.packing import pack
 from gliner_jax.text.collate import Processor
 from gliner_jax.text.words import split_words
 from gliner_jax.training.config import source_name
+from gliner_jax.training.decoder_data import BLANK_LABEL, DecoderBatches
 
 logger = logging.getLogger(__name__)
 
@@ -455,6 +456,7 @@ def collate(
     label_rows_multiple: int = 1,
     relation_sets: Sequence[Sequence[str]] | None = None,
     rng: random.Random | None = None,
+    decoder: DecoderBatches | None = None,
 ) -> dict[str, np.ndarray]:
     """The training batch contract for `examples` with their labels: the processor's bucketed arrays (rows padded
     to `batch_size`) plus `entities` [B, E, 3] (E a power of two >= 8, padding rows (0, 0, 0)); a bi-encoder's
@@ -462,14 +464,18 @@ def collate(
     `label_rows_multiple`. A token model with `represent_spans` (the processor's `neg_spans_ratio`) also has its span
     targets (`_token_span_arrays`), the negatives drawn from `rng`. A relation model's batch (the processor has a
     rel_token) also has its `relation_sets` in the prompts, `relations_valid` [B, R] and the relation targets of
-    `_relation_arrays`, their negative pairs drawn from `rng`."""
+    `_relation_arrays`, their negative pairs drawn from `rng`. A decoder model's batch (`decoder`) has its
+    blank-entity draw from `rng`, one label per gold span, and the decoder arrays of `decoder_data.DecoderBatches`."""
     label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
+    rng = rng or random.Random(0)
+    blank = decoder is not None and decoder.blank(rng)
+    prompts = [[BLANK_LABEL] for _ in label_lists] if blank else label_lists
     relex = processor.rel_token is not None
     if relex:
         relation_sets = [list(dict.fromkeys(r)) for r in (relation_sets or [[] for _ in examples])]
     batch = processor.collate_words(
         [example["tokenized_text"] for example in examples],
-        label_lists,
+        prompts,
         bucket=True,
         batch_size=batch_size,
         label_table=label_table,
@@ -477,7 +483,12 @@ def collate(
         relations=relation_sets if relex else None,
     )
     max_width = None if processor.span_mode == "token_level" else processor.max_width
-    rows = entity_rows(examples, label_lists, batch.text_lengths[: len(examples)].tolist(), max_width)
+    lengths = batch.text_lengths[: len(examples)].tolist()
+    if decoder is None:
+        rows = entity_rows(examples, label_lists, lengths, max_width)
+    else:
+        spans = decoder.gold_spans(examples, label_lists, lengths, blank)
+        rows = [[(s, e, c) for s, e, c, _ in row] for row in spans]
     entities = np.zeros((len(batch.input_ids), entity_bucket(max(map(len, rows), default=0)), 3), np.int32)
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
@@ -486,11 +497,12 @@ def collate(
         arrays |= _token_span_arrays(
             examples, label_lists, batch.text_lengths, processor, rng or random.Random(0), len(batch.input_ids)
         )
+    if decoder is not None:
+        prompt_words = [processor._prompt(prompt) for prompt in prompts]
+        return arrays | decoder.arrays(batch.words, prompt_words, spans, len(batch.input_ids))
     if not relex:
         return arrays
-    targets = _relation_arrays(
-        examples, rows, relation_sets, rng or random.Random(0), len(batch.input_ids), max_width, label_lists
-    )
+    targets = _relation_arrays(examples, rows, relation_sets, rng, len(batch.input_ids), max_width, label_lists)
     return arrays | {"relations_valid": batch.relations_valid} | targets
 
 
@@ -529,6 +541,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
     label_rows_multiple: int = 1
     sources: int = 0
     fixed_labels: tuple[str, ...] | None = None
+    decoder: DecoderBatches | None = None
 
     def map_with_index(self, index: int, records: list[Any]) -> dict[str, np.ndarray]:
         if not self.sources:
@@ -572,6 +585,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
                 label_rows_multiple=self.label_rows_multiple,
                 relation_sets=relation_sets,
                 rng=rng,
+                decoder=self.decoder,
             )
         return pack(
             collate(examples, label_sets, self.processor, relation_sets=relation_sets, rng=rng),
@@ -617,6 +631,7 @@ def make_train_dataset(
     read_options: grain.ReadOptions | None = None,
     label_rows_multiple: int = 1,
     fixed_labels: Sequence[str] | None = None,
+    decoder: DecoderBatches | None = None,
 ) -> grain.IterDataset:
     """Training batches (the batch contract, NumPy) of this host from a random-access source of records, or from a
     mixture of `WeightedSource`s.
@@ -635,8 +650,10 @@ def make_train_dataset(
     A mixture's records are those of `mixed_records` (every stretch of the stream holds the sources in proportion;
     with `num_epochs`, the stream ends when the first source runs out). Its batches carry
     SOURCE_COUNTS: per source, the records drawn from it since the start of training, through this batch (0 for a
-    source the batch has none of).
+    source the batch has none of). A decoder model's batches (`decoder`) carry its decoder arrays (unpacked only).
     """
+    if decoder is not None and packing is not None:
+        raise NotImplementedError("data.packing is not supported for decoder models (labels_decoder)")
     if process_index is None or process_count is None:
         import jax
 
@@ -662,6 +679,7 @@ def make_train_dataset(
         label_rows_multiple,
         len(source) if mixture else 0,
         None if fixed_labels is None else tuple(fixed_labels),
+        decoder,
     )
     return (
         dataset.batch(global_batch_size, drop_remainder=True, batch_fn=list)

@@ -177,6 +177,17 @@ def _reduce(losses: jax.Array, count: jax.Array, reduction: str) -> jax.Array:
 
 
 RELATION_TARGETS = ("entity_index", "entity_mask", "adjacency", "relation_rows")
+# A decoder model's decoder inputs and targets (`training.data.decoder_arrays`): rows' decoder tokens, the gold spans
+# (row, start, end), their label tokens and targets, gliner's prefix length (the same in every row).
+DECODER_TARGETS = (
+    "decoder_input_ids",
+    "decoder_words_mask",
+    "decoder_spans",
+    "decoder_labels_ids",
+    "decoder_labels_mask",
+    "decoder_labels",
+    "decoder_prefix_len",
+)
 TOKEN_SPAN_TARGETS = ("token_spans", "token_span_mask")  # a represent_spans token model's span targets
 PER_EXAMPLE_KEYS = (
     "entities",

@@ -69,9 +69,14 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         layout = resolve_gliner(section.init_from)
         model, config = load_gliner(layout.directory, config=layout.config, dtype=dtype, seed=seed)
         tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else layout.tokenizer
-        return GLiNER(model, config, tokenizer, layout.labels_tokenizer)
+        return GLiNER(model, config, tokenizer, layout.labels_tokenizer, layout.decoder_tokenizer)
 
     base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
+    if base.is_decoder:
+        raise NotImplementedError(
+            f"model.gliner.labels_decoder={base.labels_decoder!r}: a new decoder model is not implemented; train one "
+            "from model.init_from (a gliner decoder model)"
+        )
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
     tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)

@@ -28,6 +28,7 @@ from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.sharding import DEFAULT_RULES, LogicalRules, batch_sharding, state_shardings
 from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training.loss import (
+    DECODER_TARGETS,
     RELATION_TARGETS,
     TOKEN_SPAN_TARGETS,
     LossConfig,
@@ -65,8 +66,22 @@ def set_encoder_attributes(model: nnx.Module, attributes: Mapping[str, Any]) -> 
 
 def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """The batch's arrays that the network takes (all but the loss targets)."""
-    targets = ("entities", *RELATION_TARGETS, *TOKEN_SPAN_TARGETS)
+    targets = {"entities", *RELATION_TARGETS, *TOKEN_SPAN_TARGETS, *DECODER_TARGETS}
     return {name: value for name, value in batch.items() if name not in targets}
+
+
+def decoder_loss(model: nnx.Module, span_reps: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+    """A decoder model's decoder loss on the batch's gold spans (`decoder_spans` [M, 3]: row, first and last word;
+    padding spans have no targets), read from its span representations [B, W, K, H], as gliner trains it."""
+    spans = batch["decoder_spans"]
+    reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])
+    reps = reps[spans[:, 0], spans[:, 1] * span_reps.shape[2] + spans[:, 2] - spans[:, 1]]
+    context = ()
+    if "decoder_input_ids" in batch:
+        rows = (batch["decoder_input_ids"][spans[:, 0]], batch["decoder_words_mask"][spans[:, 0]])
+        context = (*rows, batch["decoder_prefix_len"][0])
+    labels = (batch[name] for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"))
+    return model.label_decoder.training_loss(reps, spans[:, 1:], *labels, *context)
 
 
 def loss_terms(
@@ -77,8 +92,16 @@ def loss_terms(
     trains it: the gold spans selected, the gold adjacency choosing the pairs; finite where gliner's attention layers
     give NaN for a row without entities). A TuckER triples layer reads gliner's flattened batch of the scored pairs
     (`relations.PairSelection`). A token model with `represent_spans`: `token_span_loss_terms`, the span logits of
-    the batch's token_spans computed from the same forward pass."""
+    the batch's token_spans computed from the same forward pass. A decoder model whose batch has its decoder arrays:
+    the span loss and `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span",
+    "decoder")."""
     config = model.config
+    if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
+        logits, kept = model(**_network_inputs(batch), vectors=True)
+        span, terms = gliner_loss_terms(logits, batch, loss_config, key)
+        decoder = decoder_loss(model, kept["vectors"], batch)
+        total = decoder * config.decoder_loss_coef + span * config.span_loss_coef
+        return total, terms | {"span": span, "decoder": decoder}
     if config.represents_spans:  # the token loss and the span loss of the batch's token_spans
         logits, kept = model(**_network_inputs(batch), span_states=True)
         words, prompts, spans = (

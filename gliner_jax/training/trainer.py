@@ -39,7 +39,8 @@ from gliner_jax.text.collate import SHARED_LABEL_ARRAYS
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.checkpoints import best_checkpoint, check_best_by, checkpoint_manager, checkpoint_scores
 from gliner_jax.training.config import TrainConfig
-from gliner_jax.training.loss import RELATION_TARGETS, TOKEN_SPAN_TARGETS
+from gliner_jax.training.decoder_data import DecoderBatches
+from gliner_jax.training.loss import DECODER_TARGETS, RELATION_TARGETS, TOKEN_SPAN_TARGETS
 from gliner_jax.training.model_init import ModelWordSplitter, build_model
 from gliner_jax.training.optim import float32_params, learning_rates
 from gliner_jax.training.resume import StopSignals, TrainingInterrupted, check_rerun, cut_metrics, save_config
@@ -86,6 +87,15 @@ class Trainer:
         built = build_model(config.model, run.seed)
         model, self.gliner_config, self.processor = built.model, built.config, built.processor
         self.tokenizer, self.labels_tokenizer = built.tokenizer, built.labels_tokenizer
+        self.decoder_tokenizer = built.decoder_tokenizer
+        decoder = None
+        if self.gliner_config.is_decoder:
+            if not self.gliner_config.generates_labels:  # gliner's decoder loss fails on its batches then
+                raise NotImplementedError(
+                    f"training a decoder model with decoder_mode={self.gliner_config.decoder_mode!r}: only 'span' "
+                    "is implemented"
+                )
+            decoder = DecoderBatches.of(self.gliner_config, self.decoder_tokenizer)
 
         self.mesh = make_mesh(config.mesh)
         logger.info(
@@ -103,6 +113,9 @@ class Trainer:
             names += ["relations_valid", *RELATION_TARGETS]
         if self.gliner_config.represents_spans:
             names += list(TOKEN_SPAN_TARGETS)
+        if decoder is not None:
+            rows = ("decoder_input_ids", "decoder_words_mask")  # the decoder rows: with full_decoder_context only
+            names += [name for name in DECODER_TARGETS if decoder.context or name not in rows]
         program = build_train_program(
             model,
             config.optimizer,
@@ -148,6 +161,7 @@ class Trainer:
             packing=packing,
             label_rows_multiple=data_devices,
             fixed_labels=self.gliner_config.precomputed_labels,
+            decoder=decoder,
         )
         self.iterator = iter(self.dataset)
         self.dev = read_examples(config.data.dev, strict=config.data.strict)[0] if config.data.dev else None
@@ -324,7 +338,7 @@ class Trainer:
         params = multihost_utils.process_allgather(float32_params(state["params"], state["opt_state"]), tiled=True)
         stats = multihost_utils.process_allgather(state.get("stats", self.stats), tiled=True)
         model = nnx.merge(self.eval_graphdef, *jax.tree.map(jnp.asarray, (params, stats)), self.rest)
-        return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer)
+        return GLiNER(model, self.gliner_config, self.tokenizer, self.labels_tokenizer, self.decoder_tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
         """Span P/R/F1 on the dev examples with all their labels, micro and per label, and the threshold sweep, from

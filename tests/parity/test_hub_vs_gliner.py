@@ -73,8 +73,8 @@ REFUSED = {
     "extra-embedding-rows": ("span", Layout(NO_INDICES, tokenizer=False, rows_delta=2)),
     "unexpected-tensor": ("span", Layout(NO_INDICES, extra_tensors={"span_rep_layer.extra": torch.ones(2)})),
 }
-ARCHITECTURES = {
-    "labels_decoder": "openai-community/gpt2",
+ARCHITECTURES = {  # the field named, and the config fields that select what is not implemented
+    "decoder_mode": {"labels_decoder": "openai-community/gpt2", "decoder_mode": "prompt"},
 }
 
 
@@ -91,12 +91,13 @@ def hub(tmp_path_factory):
         build_reference(backbone, references[mode], logit_scale=4.0, **options)
     for name, (mode, layout) in (LAYOUTS | REFUSED).items():
         add_to_cache(cache, f"legacy-org/{name}", layout_files(references[mode], layout))
-    for key, value in ARCHITECTURES.items():  # no weights to read, a backbone nowhere: refused before either
-        config = {"model_name": "absent-org/backbone", "span_mode": "markerV0", key: value}
+    for key, fields in ARCHITECTURES.items():  # no weights to read, a backbone nowhere: refused before either
+        config = {"model_name": "absent-org/backbone", "span_mode": "markerV0", **fields}
         files = {"gliner_config.json": json.dumps(config).encode(), "pytorch_model.bin": b"not read"}
         add_to_cache(cache, f"legacy-org/{key}", files)
     # main: a config selecting architectures not implemented (refused); v2: a span model.
-    add_to_cache(cache, "legacy-org/revisions", {"gliner_config.json": json.dumps(ARCHITECTURES).encode()})
+    selected = {"model_type": "gliner_streaming_span"}
+    add_to_cache(cache, "legacy-org/revisions", {"gliner_config.json": json.dumps(selected).encode()})
     add_to_cache(cache, "legacy-org/revisions", layout_files(references["span"], Layout({})), revision="v2")
     return cache, references, backbone
 

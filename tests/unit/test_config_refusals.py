@@ -7,6 +7,7 @@ import transformers
 
 from gliner_jax.checkpoint_io import load_hf_encoder
 from gliner_jax.config import GLiNERConfig
+from gliner_jax.label_generation import GenerationOptions
 from gliner_jax.modeling.encoders.deberta import DebertaConfig
 from tests.utils.encoders import TINY_V3
 
@@ -124,3 +125,37 @@ def test_span_encoder_config_takes_gliners_defaults_and_round_trips():
     rnn = GLiNERConfig(hidden_size=48, dropout=0.3, span_encoder_config={"model_type": "rnn"}).span_encoder_config
     assert (rnn.hidden_size, rnn.num_hidden_layers, rnn.dropout, rnn.bidirectional) == (48, 1, 0.3, True)
     assert GLiNERConfig().to_dict()["span_encoder_config"] is None  # gliner writes null too
+
+
+GPT2 = {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 3, "vocab_size": 50}
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "match"),
+    [
+        ({"decoder_mode": "prompt"}, NotImplementedError, "decoder_mode='prompt'.*fails in its own inference"),
+        ({"span_mode": "token_level"}, NotImplementedError, "span_mode='token_level'.*token decoder"),
+        ({"decoder_mode": "spans"}, ValueError, "decoder_mode='spans'; known"),
+        ({"labels_decoder_config": None}, ValueError, "lacks labels_decoder_config"),
+        ({"labels_decoder_config": {"model_type": "t5"}}, NotImplementedError, "decoder model_type='t5'"),
+        ({"relations_layer": "dot"}, NotImplementedError, "relations_layer='dot'.*with labels_decoder"),
+    ],
+)
+def test_decoder_model_options_are_refused_by_name(fields, error, match):
+    """Decoder model (labels_decoder) options gliner does not know, and those not implemented here."""
+    with pytest.raises(error, match=match):
+        GLiNERConfig(**{"hidden_size": 32, "labels_decoder": "gpt2-dir", "labels_decoder_config": GPT2, **fields})
+
+
+def test_decoder_fields_are_written_for_decoder_models_only():
+    data = GLiNERConfig(labels_decoder="gpt2-dir", decoder_mode="span", labels_decoder_config=GPT2).to_dict()
+    assert data["decoder_mode"] == "span" and data["labels_decoder_config"]["n_embd"] == 24
+    assert GLiNERConfig.from_dict(data).labels_decoder_config.n_embd == 24
+    assert "decoder_mode" not in GLiNERConfig().to_dict()
+
+
+def test_generation_options_are_refused_by_name():
+    with pytest.raises(NotImplementedError, match="num_gen_sequences=2: only 1"):
+        GenerationOptions(num_gen_sequences=2)
+    with pytest.raises(ValueError, match="gen_constraints must be a list of non-empty labels, got 'person'"):
+        GenerationOptions(gen_constraints="person")

@@ -332,3 +332,11 @@ def test_readme_fault_table_names_real_tests():
         source = (ROOT / path).read_text()
         assert f"def {function}(" in source, (path, function)
         assert case is None or f'"{case}"' in source, (path, function, case)
+
+
+def test_generation_options_need_a_decoder_model(saved, capsys):
+    """`predict --gen-constraints` with a model that generates no labels, and a `--max-new-tokens` below 1."""
+    line = one_line_error(capsys, [*predict_args(saved / "torch"), "--gen-constraints", "person"])
+    assert_names(line, "gen_constraints", "only decoder models generate labels")
+    line = one_line_error(capsys, [*predict_args(saved / "torch"), "--max-new-tokens", "0"])
+    assert_names(line, "max_new_tokens must be >= 1, got 0")

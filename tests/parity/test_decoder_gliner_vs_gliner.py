@@ -1,0 +1,191 @@
+"""gliner's label-generating decoder model (`UniEncoderSpanDecoderGLiNER`) end to end against the `gliner` package: a
+gliner-built model (tiny BERT backbone, tiny untied GPT-2 `labels_decoder` with its byte-level BPE tokenizer) loads
+here strictly, our export is its state dict and loads in gliner strictly, and `inference` gives gliner's entities and
+generated labels (greedy: gliner's `do_sample=False`), with and without the span's words in the decoder prefix
+(`full_decoder_context`), constrained by `gen_constraints`, and with decoder_mode None (no generated labels).
+decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here (tests/unit/test_config_refusals.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import gliner
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
+
+from gliner_jax import GLiNER
+from gliner_jax.checkpoint_io import gliner_table, state_to_torch
+from gliner_jax.cli import main
+from gliner_jax.sharding import MeshConfig, make_mesh
+from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
+from gliner_jax.training import data as data_lib
+from gliner_jax.training.decoder_data import DecoderBatches
+from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
+from gliner_jax.training.step import build_train_program, loss_terms
+from tests.utils.encoders import TINY_HF
+from tests.utils.gliner_parity import (
+    assert_export_equals_reference,
+    assert_gradients_close,
+    assert_same_outputs,
+)
+
+MAX_WIDTH = 4
+TEXTS = [
+    "Barack Obama was born in Honolulu , Hawaii .",
+    "Apple released the iPhone in 2007 .",
+    "Angela Merkel led Germany from 2005 to 2021 .",
+]
+LABELS = ["person", "location", "organization"]
+CONSTRAINTS = ["person", "city", "organization", "date of birth"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(gliner's span-decoder model, its directory)."""
+    tmp = tmp_path_factory.mktemp("decoder_gliner")
+    backbone = build_backbone(tmp / "backbone", {"model_type": "bert", **TINY_HF["bert"], "num_hidden_layers": 2})
+    # An untied head: with tied embeddings a random GPT-2 repeats its last input token, whatever the prefix.
+    decoder_config = dict(n_positions=128, n_embd=24, n_layer=2, n_head=3, tie_word_embeddings=False)
+    decoder = build_label_decoder(tmp / "decoder", decoder_config)
+    ref = build_reference(
+        backbone, tmp / "ref", labels_decoder=str(decoder), decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH
+    )
+    shutil.rmtree(decoder)  # everything is read from the model's own directory, as gliner reads it
+    return ref, tmp / "ref"
+
+
+@pytest.fixture(scope="module")
+def ours(reference):
+    return GLiNER.from_pretrained(reference[1])
+
+
+def variant(directory, target, ours, **fields):
+    """(gliner's, ours): a copy of a gliner model directory with `fields` changed in its gliner_config.json, loaded by
+    gliner, and our model with that config (our network: the weights are the same, and so are its compiled
+    programs)."""
+    shutil.copytree(directory, target)
+    config = json.loads((target / "gliner_config.json").read_text())
+    (target / "gliner_config.json").write_text(json.dumps(config | fields))
+    changed = dataclasses.replace(ours.config, **fields)
+    copy = GLiNER(ours.model, changed, ours.tokenizer, decoder_tokenizer=ours.decoder_tokenizer)
+    return gliner.GLiNER.from_pretrained(str(target), local_files_only=True), copy
+
+
+def test_checkpoint_loads_strictly_both_ways(reference, ours, tmp_path):
+    ref, _ = reference
+    assert ours.config.to_dict()["labels_decoder_config"]["n_embd"] == 24
+    assert_export_equals_reference(ours, ref, tmp_path / "export")
+    assert (tmp_path / "export" / "decoder_tokenizer" / "tokenizer_config.json").is_file()
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "export"), local_files_only=True, strict=True)
+    assert type(back).__name__ == "UniEncoderSpanDecoderGLiNER"
+    assert back.data_processor.decoder_tokenizer.get_vocab() == ref.data_processor.decoder_tokenizer.get_vocab()
+
+
+def test_inference_matches_gliner(reference, ours, tmp_path, capsys):
+    ref, directory = reference
+    # About a third of the spans above it: the decoder writes a label for each, before flat decoding picks.
+    threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.65,))[0]
+    # Batches of 2 (gliner's prefix length is the batch's); the other calls run one batch, fewer programs to compile.
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
+    found = ours.inference(TEXTS, LABELS, threshold=threshold, batch_size=2)
+    assert_same_outputs(found, expected)
+    generated = [label for entities in found for entity in entities for label in entity["generated_labels"]]
+    assert len(generated) > 5  # about a third of the spans, each with its label
+
+    # Constrained to labels, nested, at most 3 tokens (a label cut short).
+    options = dict(threshold=threshold, gen_constraints=CONSTRAINTS, flat_ner=False)
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, max_new_tokens=3, **options)
+    found = ours.inference(TEXTS, LABELS, max_new_tokens=3, **options)
+    assert_same_outputs(found, expected)
+    written = {label for entities in found for e in entities for label in e["generated_labels"]}
+    assert written and all(any(f" {c}".startswith(label) for c in CONSTRAINTS) for label in written)
+    flags = ["--labels", ",".join(LABELS), "--threshold", repr(threshold), "--nested", "--max-new-tokens", "3"]
+    main(["predict", "--model", str(directory), *flags, "--gen-constraints", ",".join(CONSTRAINTS), *TEXTS])
+    assert_same_outputs([json.loads(line)["entities"] for line in capsys.readouterr().out.splitlines()], expected)
+
+    # Without the span's words: the decoder reads the span representation alone.
+    options = dict(options, flat_ner=True)
+    alone_ref, alone = variant(directory, tmp_path / "alone", ours, full_decoder_context=False)
+    expected = alone_ref.inference(TEXTS, LABELS, do_sample=False, **options)
+    assert_same_outputs(alone.inference(TEXTS, LABELS, **options), expected)
+
+    # decoder_mode None: gliner builds (and saves) the decoder, and never reads what it generates.
+    silent_ref, silent = variant(directory, tmp_path / "silent", ours, decoder_mode=None)
+    expected = silent_ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold)
+    assert not any("generated_labels" in entity for entities in expected for entity in entities)
+    assert_same_outputs(silent.inference(TEXTS, LABELS, threshold), expected)
+
+
+EXAMPLES = [
+    {  # (0, 1) twice: gliner's decoder model keeps its first label only
+        "tokenized_text": TEXTS[0].split(),
+        "ner": [[0, 1, "person"], [5, 7, "location"], [5, 5, "city"], [0, 1, "politician"]],
+    },
+    {"tokenized_text": TEXTS[1].split(), "ner": [[0, 0, "company"], [3, 3, "product"], [5, 5, "date"]]},
+    {"tokenized_text": TEXTS[2].split(), "ner": [[0, 1, "person"], [3, 3, "country"]]},
+]
+
+
+def test_training_matches_gliner(reference, ours, tmp_path):
+    """gliner's collated training batch (blank_entity_prob 0) of its examples and labels: our data path gives its
+    decoder arrays and prefix length; our loss on our batch is gliner's total (decoder_loss_coef * decoder +
+    span_loss_coef * span) on its batch, and so is every parameter gradient; the decoder trains in gliner's "others"
+    group; one train step, exported, loads in gliner strictly."""
+    ref, _ = reference
+    ref.config.blank_entity_prob = 0.0
+    collator = UniEncoderSpanDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    label_sets = [["city", "person", "politician", "location"], ["date", "company", "product"], ["person", "country"]]
+    batch = collator(EXAMPLES, entity_types=label_sets)
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    ref.model.eval()
+    ref.model.zero_grad()
+    output = ref.model(**tensors)
+    output.loss.backward()
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    decoder = DecoderBatches.of(ours.config, ours.decoder_tokenizer)
+    arrays = data_lib.collate(EXAMPLES, label_sets, ours.processor, batch_size=4, decoder=decoder)
+    count = batch["decoder_labels"].shape[0]
+    assert count == len(arrays["decoder_spans"]) == 8  # (0, 1) once
+    for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"):
+        np.testing.assert_array_equal(arrays[name][:count, : batch[name].shape[1]], batch[name].numpy(), name)
+    for name in ("decoder_input_ids", "decoder_words_mask"):
+        np.testing.assert_array_equal(arrays[name][:3, : batch[name].shape[1]], batch[name].numpy(), name)
+    assert arrays["decoder_prefix_len"][0] == output.decoder_embedding.shape[2]  # gliner's, padding slots counted
+
+    def loss(model):
+        return loss_terms(model, jax.tree.map(jnp.asarray, arrays), LossConfig())
+
+    (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(ours.model)
+    np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
+    graphdef, _, rest = nnx.split(ours.model, nnx.Param, ...)
+    assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(ours.config)), ref_grads)
+
+    groups = jax.tree_util.tree_leaves_with_path(parameter_groups(grads, OptimizerConfig(num_steps=1)))
+    assert {group for path, group in groups if parameter_path(path).startswith("label_decoder/")} == {"others"}
+    program = build_train_program(
+        nnx.clone(ours.model),
+        OptimizerConfig(num_steps=1, warmup_ratio=0.0),
+        LossConfig(),
+        make_mesh(MeshConfig()),
+        list(arrays),
+    )
+    placed = jax.device_put(arrays, program.batch_shardings)
+    params, *_ = program.step(program.params, program.opt_state, program.stats, placed, jax.random.key(0))
+    trained = nnx.merge(program.eval_graphdef, params, program.rest)
+    GLiNER(trained, ours.config, ours.tokenizer, decoder_tokenizer=ours.decoder_tokenizer).save_pretrained(
+        tmp_path / "trained"
+    )
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "trained"), local_files_only=True, strict=True)
+    key = "decoder.decoder_layer.model.lm_head.weight"
+    assert not np.array_equal(back.model.state_dict()[key].numpy(), ref.model.state_dict()[key].numpy())
