@@ -207,7 +207,7 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     0.5, each prefix read from the word before the span). Random token head and span layer, centred as in
     test_represent_spans_vs_gliner: token logits per channel (spans of several words are found), span representations
     (then scaled down: span probabilities about 0.3 to 0.55)."""
-    ref_span, directory = reference
+    directory = reference[1]
     shutil.copytree(directory, tmp_path / "ref")
     config = json.loads((directory / "gliner_config.json").read_text())
     (tmp_path / "ref" / "gliner_config.json").write_text(json.dumps(config | {"span_mode": "token_level"}))
