@@ -242,3 +242,10 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     generated = [("generated_labels" in entity, entity["start"]) for entities in expected for entity in entities]
     assert {has for has, _ in generated} == {True, False}
     assert (True, 0) in generated  # a span of the first word: its prefix reads the label prompt's decoder tokens
+
+    # decoder_mode None: gliner generates and never reads it; the entities are the represent_spans token model's.
+    silent_ref, silent = variant(tmp_path / "ref", tmp_path / "silent", ours, decoder_mode=None)
+    expected = silent_ref.inference(SAME_LENGTH, LABELS, do_sample=False, **options)
+    assert not any("generated_labels" in entity for entities in expected for entity in entities)
+    options.pop("max_new_tokens")
+    assert_same_outputs(silent.inference(SAME_LENGTH, LABELS, **options), expected)
