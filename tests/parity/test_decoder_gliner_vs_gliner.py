@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import gliner
 import jax
@@ -249,3 +250,11 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     assert not any("generated_labels" in entity for entities in expected for entity in entities)
     options.pop("max_new_tokens")
     assert_same_outputs(silent.inference(SAME_LENGTH, LABELS, **options), expected)
+
+    # Training one is refused by name (gliner's loss applies token_loss_coef twice), before any step.
+    train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
+    run = tmp_path / "run.yaml"
+    run.write_text(json.dumps({"model": {"init_from": str(tmp_path / "ref")}, "data": {"train": str(train)}}))
+    with pytest.raises(SystemExit) as error:
+        main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}"])
+    assert str(error.value.code).startswith("error: ") and "training a token decoder model" in str(error.value.code)
