@@ -4,6 +4,8 @@ here strictly, our export is its state dict and loads in gliner strictly, and `i
 generated labels (greedy: gliner's `do_sample=False`), with and without the span's words in the decoder prefix
 (`full_decoder_context`), constrained by `gen_constraints`, and with decoder_mode None (no generated labels).
 decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here (tests/unit/test_config_refusals.py).
+The token decoder model (`UniEncoderTokenDecoderGLiNER`) on the same backbone and decoder: checkpoints both ways, its
+entities and generated labels; training it is refused by name.
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     labels (its spans found in the token probabilities, labels written for those whose best span probability is above
     0.5, each prefix read from the word before the span). Random token head and span layer, centred as in
     test_represent_spans_vs_gliner: token logits per channel (spans of several words are found), span representations
-    (then scaled down: span probabilities about 0.3 to 0.55)."""
+    (then scaled down: span probabilities about 0.3 to 0.55). decoder_mode None: the represent_spans entities.
+    Training one is refused in one line."""
     directory = reference[1]
     shutil.copytree(directory, tmp_path / "ref")
     config = json.loads((directory / "gliner_config.json").read_text())
