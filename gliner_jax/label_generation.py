@@ -161,8 +161,8 @@ class LabelGeneration:
     """A decoder model's label stage. A span model's: `generate(span_reps, examples, positions, span_words, context,
     prefix_len, trie)` runs the decoder on the devices over the selected spans (`span_reps`: the batch's span
     representations [B, W, K, H] on the devices; `context`: the placed `DecoderRows` or None) and returns the tokens
-    [M, max_new] without waiting for them. A token model's (`token_level`): `generate(span_words, examples,
-    span_words, context, prefix_len, trie)`, the first the word states its span representations are read from."""
+    [M, max_new] without waiting for them. A token model's (`token_level`): `generate(word_states, examples,
+    span_words, context, prefix_len, trie)`, `word_states` [B, W, H] what its span representations are read from."""
 
     generate: Callable[..., jax.Array]
     tokenizer: Any
