@@ -316,7 +316,7 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
         table += _linear_entries("scorer.out_mlp.3", ("scorer", "linear_out"))
         if config.is_relex or config.represents_spans:  # gliner's TokenMarker (markerV0's MLPs)
             table += _span_mode_entries("markerV0", config.max_width)
-        if config.is_relex:  # and a token relation model's prompt projection
+        if config.is_relex or config.is_decoder:  # and a token relation / decoder model's prompt projection
             table += _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
     else:
         table += _span_mode_entries(config.span_mode, config.max_width)

@@ -38,7 +38,6 @@ WORDS_SPLITTER_TYPES = (
 DECODER_REFUSED = {
     "decoder_mode": "decoder_mode='prompt' is not implemented (gliner 0.2.29 fails in its own inference and training "
     "with it: its decoder inputs are three-dimensional)",
-    "span_mode": "the token decoder model (span_mode='token_level' with labels_decoder) is not implemented",
 }
 DECODER_MODES = (None, "span", "prompt")  # gliner 0.2.29's decoder_mode values
 STREAMING_MODEL_TYPE = "gliner_streaming_span"
@@ -89,10 +88,7 @@ def refuse_other_architectures(data: Mapping[str, Any]) -> None:
         )
     if data.get("labels_decoder") is None:
         return
-    refused = {
-        "decoder_mode": data.get("decoder_mode") == "prompt",
-        "span_mode": data.get("span_mode") == "token_level",
-    }
+    refused = {"decoder_mode": data.get("decoder_mode") == "prompt"}
     for key, why in DECODER_REFUSED.items():
         if refused[key]:
             raise NotImplementedError(f"unsupported GLiNER config {key}={data[key]!r}: {why}")
@@ -150,8 +146,9 @@ class GLiNERConfig:
     # gliner's context encoder before the span representation: a `modeling.context_encoders` config (a dict is
     # completed with gliner's defaults), or None (identity)
     span_encoder_config: Any = None
-    # gliner's label-generating decoder model (UniEncoderSpanDecoderGLiNER): the causal LM's name or path as gliner
-    # records it, its config (a `modeling.decoders` config), decoder_mode (None or "span"), its training options
+    # gliner's label-generating decoder models (UniEncoderSpanDecoderGLiNER; UniEncoderTokenDecoderGLiNER with
+    # span_mode "token_level"): the causal LM's name or path as gliner records it, its config (a `modeling.decoders`
+    # config), decoder_mode (None or "span"), its training options
     labels_decoder: str | None = None
     decoder_mode: str | None = None
     full_decoder_context: bool = True
@@ -370,8 +367,8 @@ class GLiNERConfig:
     @property
     def represents_spans(self) -> bool:
         """Whether a token model scores spans too (`represent_spans`: gliner's token models without relations; its
-        span models and token relation models ignore the field)."""
-        return self.represent_spans and self.span_mode == "token_level" and not self.is_relex
+        span models and token relation models ignore the field, and its token decoder model forces it on)."""
+        return (self.represent_spans or self.is_decoder) and self.span_mode == "token_level" and not self.is_relex
 
     @property
     def spans_depend_on_batch(self) -> bool:

@@ -1,12 +1,16 @@
-"""A decoder model's label generation on the host (gliner's `UniEncoderSpanDecoderGLiNER`, decoder_mode "span"): the
-decoder tokenizer's rows, the spans the decoder writes a label for, gliner's prefix length, the label trie of
-`gen_constraints`, and the generated tokens back to text. The decoder itself runs on the devices (`generate`).
+"""A decoder model's label generation on the host (gliner's `UniEncoderSpanDecoderGLiNER` and
+`UniEncoderTokenDecoderGLiNER`, decoder_mode "span"): the decoder tokenizer's rows, the spans the decoder writes a
+label for, gliner's prefix length, the label trie of `gen_constraints`, and the generated tokens back to text. The
+decoder itself runs on the devices (`generate`).
 
 gliner's inference, which this follows: every span of a row whose best probability over the row's labels is above the
 threshold gets a label (before flat or nested decoding picks the entities), spans in row-major order (start, then
 width); the decoder reads the span's prefix (`modeling.label_decoder`) and generates greedily, within the trie of the
 `gen_constraints` labels when given; an entity then carries its span's label as `generated_labels` (a list of one).
-gliner samples by default (`do_sample=True` at temperature 0.01), whose limit greedy search is.
+The token decoder model differs: its spans are the represent_spans spans found in the token probabilities, those
+whose best label probability is above 0.5 (not the threshold) get a label, and their prefixes read the word before
+the span (`modeling.label_decoder`). gliner samples by default (`do_sample=True` at temperature 0.01), whose limit
+greedy search is.
 """
 
 from __future__ import annotations
@@ -128,18 +132,44 @@ def selected_spans(
     return rows, starts * max_width + widths
 
 
+def selected_token_spans(span_probs: np.ndarray, mask: np.ndarray, num_labels: np.ndarray) -> np.ndarray:
+    """The spans gliner's token decoder model generates a label for: [B, N] of a represent_spans token model's spans
+    (`mask` [B, N]) whose best label probability (`span_probs` [B, N, C], within the row's `num_labels`) is above
+    0.5, gliner's fixed selection whatever the inference threshold."""
+    labels_ok = np.arange(span_probs.shape[-1])[None, :] < num_labels[:, None]
+    best = np.where(labels_ok[:, None, :], span_probs, -np.inf).max(axis=-1, initial=-np.inf)
+    return (best > 0.5) & mask
+
+
+def token_prefix_length(decoder_words_mask: np.ndarray, bounds: np.ndarray, mask: np.ndarray, keep: np.ndarray) -> int:
+    """gliner's decoder prefix length for a token decoder batch (with context): one more than the most decoder tokens
+    a span slot covers, a span (first, last) covering the tokens numbered first to last (`prefixes` with word_base
+    0). The slots are each row's kept spans (`keep` [B, N] of spans `bounds` [B, N, 2], `mask` their validity) and,
+    in a row with fewer kept spans than the batch's span count (gliner's N: the most spans a row has, at least one),
+    a padding slot, which reads the row's span N - 1 ((0, 0) where the row has fewer spans)."""
+    count = max(int(mask.sum(axis=1).max(initial=0)), 1)
+    words = decoder_words_mask[:, None, :]
+    covered = ((words >= bounds[:, :, :1]) & (words <= bounds[:, :, 1:])).sum(-1)  # [B, N]
+    counts = covered[keep].tolist()
+    padded = keep.sum(axis=1) < count
+    counts += covered[padded, count - 1].tolist()  # bounds hold at least `count` slots, padding (0, 0)
+    return 1 + max(counts, default=0)
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelGeneration:
-    """A decoder model's label stage: `generate(span_reps, examples, positions, span_words, context, prefix_len,
-    trie)` runs the decoder on the devices over the selected spans (`span_reps`: the batch's span representations
-    [B, W, K, H] on the devices; `context`: the placed `DecoderRows` or None) and returns the tokens [M, max_new]
-    without waiting for them."""
+    """A decoder model's label stage. A span model's: `generate(span_reps, examples, positions, span_words, context,
+    prefix_len, trie)` runs the decoder on the devices over the selected spans (`span_reps`: the batch's span
+    representations [B, W, K, H] on the devices; `context`: the placed `DecoderRows` or None) and returns the tokens
+    [M, max_new] without waiting for them. A token model's (`token_level`): `generate(word_states, examples,
+    span_words, context, prefix_len, trie)`, `word_states` [B, W, H] what its span representations are read from."""
 
     generate: Callable[..., jax.Array]
     tokenizer: Any
     max_width: int
     context: bool
     trie: TrieTable | None
+    token_level: bool = False
     # the pipeline's host thread tokenizes rows while the caller's decodes labels: one tokenizer call at a time
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False)
 
@@ -147,12 +177,12 @@ class LabelGeneration:
         self, sequences: list[list[str]], prompt_lengths: list[int], place: Callable[[np.ndarray], jax.Array]
     ) -> DecoderRows | None:
         """The batch's `DecoderRows` where the prefixes read the span's words (`full_decoder_context`), placed by
-        `place` padded to `TOKEN_MULTIPLE` tokens."""
+        `place` padded to `TOKEN_MULTIPLE` tokens (the padding tokens numbered -1: no span reads them)."""
         if not self.context:
             return None
         with self.lock:
             ids, words = decoder_rows(self.tokenizer, sequences, prompt_lengths)
-        placed = (place(pad_tokens(ids, self.tokenizer.pad_token_id)), place(pad_tokens(words, 0)))
+        placed = (place(pad_tokens(ids, self.tokenizer.pad_token_id)), place(pad_tokens(words, -1)))
         return DecoderRows(ids, words, placed)
 
     def labels(
@@ -163,28 +193,65 @@ class LabelGeneration:
         num_labels: np.ndarray,
         threshold: float,
         decoder: DecoderRows | None,
-    ) -> list[dict[int, list[str]]]:
-        """Per real row of a batch (`probs` [B, W, K, C] of its rows), {flat span index: [generated label]} of the
-        spans gliner generates for."""
+    ) -> list[dict[tuple[int, int], list[str]]]:
+        """A span model's: per real row of a batch (`probs` [B, W, K, C] of its rows), {(first word, last word):
+        [generated label]} of the spans gliner generates for."""
         rows, flat = selected_spans(probs, num_words, num_labels, threshold)
-        found: list[dict[int, list[str]]] = [{} for _ in range(len(probs))]
-        if not len(rows):
-            return found
         starts = flat // self.max_width
         span_words = np.stack([starts, starts + flat % self.max_width], axis=1)
         prefix_len = 1
-        if decoder is not None:
+        if decoder is not None and len(rows):
             candidates = int(num_words.max()) * self.max_width
             prefix_len = prefix_length(decoder.words_mask, span_words, rows, self.max_width, candidates)
-        count = len(rows)
-        padded = max(MIN_SPANS, 1 << (count - 1).bit_length())
+        return self._generated(len(probs), span_reps, rows, span_words, prefix_len, decoder, flat)
+
+    def token_labels(
+        self,
+        span_probs: np.ndarray,
+        bounds: np.ndarray,
+        mask: np.ndarray,
+        num_labels: np.ndarray,
+        span_words: jax.Array,
+        decoder: DecoderRows | None,
+    ) -> list[dict[tuple[int, int], list[str]]]:
+        """A token model's: per real row of a batch (its represent_spans spans `bounds` [B, N, 2], `mask` [B, N],
+        their label probabilities `span_probs` [B, N, C]), {(first word, last word): [generated label]} of the spans
+        gliner generates for (`selected_token_spans`; a span found for several labels generates once, gliner's
+        copies read the same prefix); `span_words`: the batch's word states on the devices."""
+        keep = selected_token_spans(span_probs, mask, num_labels)
+        prefix_len = 1 if decoder is None else token_prefix_length(decoder.words_mask, bounds, mask, keep)
+        rows, slots = np.nonzero(keep)
+        unique = sorted({(int(r), *map(int, bounds[r, n])) for r, n in zip(rows, slots, strict=True)})
+        rows = np.array([u[0] for u in unique], np.int64)
+        spans = np.array([u[1:] for u in unique], np.int64).reshape(-1, 2)
+        return self._generated(len(span_probs), span_words, rows, spans, prefix_len, decoder)
+
+    def _generated(
+        self,
+        count: int,
+        states: jax.Array,
+        rows: np.ndarray,
+        span_words: np.ndarray,
+        prefix_len: int,
+        decoder: DecoderRows | None,
+        flat: np.ndarray | None = None,
+    ) -> list[dict[tuple[int, int], list[str]]]:
+        """The labels generated for spans `span_words` [M, 2] of `rows` [M] (a span model's at flat positions
+        `flat`), per row of `count`."""
+        found: list[dict[tuple[int, int], list[str]]] = [{} for _ in range(count)]
+        if not len(rows):
+            return found
+        padded = max(MIN_SPANS, 1 << (len(rows) - 1).bit_length())
         index = np.zeros((4, padded), np.int32)
-        index[:, :count] = rows, flat, span_words[:, 0], span_words[:, 1]
-        arrays = [jax.numpy.asarray(index[0]), jax.numpy.asarray(index[1]), jax.numpy.asarray(index[2:].T)]
-        tokens = self.generate(span_reps, *arrays, None if decoder is None else decoder.placed, prefix_len, self.trie)
-        tokens = np.asarray(tokens)[:count]
+        index[0, : len(rows)], index[2:, : len(rows)] = rows, span_words.T
+        if flat is not None:
+            index[1, : len(rows)] = flat
+        positions = [] if flat is None else [jax.numpy.asarray(index[1])]
+        arrays = [jax.numpy.asarray(index[0]), *positions, jax.numpy.asarray(index[2:].T)]
+        context = None if decoder is None else decoder.placed
+        tokens = np.asarray(self.generate(states, *arrays, context, prefix_len, self.trie))[: len(rows)]
         with self.lock:
             texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        for row, span, text in zip(rows, flat, texts, strict=True):
-            found[row][int(span)] = [text]
+        for row, (first, last), text in zip(rows, span_words, texts, strict=True):
+            found[row][int(first), int(last)] = [text]
         return found

@@ -134,6 +134,31 @@ def _generate_labels(
     return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+def _generate_token_labels(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    span_words: jax.Array,
+    examples: jax.Array,
+    bounds: jax.Array,
+    prefix_len: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    context: tuple[jax.Array, jax.Array] | None,
+    trie: TrieTable | None,
+) -> jax.Array:
+    """A token decoder model's generated label tokens [M, max_new_tokens] of spans `bounds` [M, 2] (first and last
+    word) of rows `examples` [M]: their representations from the word states `span_words` [B, W, H], their prefixes
+    (gliner's token decoder reads its words from the word before the span: word_base 0), greedy generation."""
+    model = nnx.merge(graphdef, state)
+    reps = model.span_rep.endpoints(span_words[examples], bounds[:, None, :])[:, 0]
+    rows = () if context is None else (context[0][examples], context[1][examples], prefix_len)
+    prefix, _ = model.label_decoder.prefixes(reps, bounds, *rows, word_base=0)
+    decoder = model.label_decoder.decoder
+    return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _prompt_states(
     graphdef: nnx.GraphDef, state: nnx.State, transfer: jax.Array, sizes: WireSizes, num_relations: int
@@ -1006,7 +1031,8 @@ class GLiNER:
         placement, graphdef, state = self._placed()
         stage = None if generation is None else self._label_generation(graphdef, state, generation)
         spans = self.config.represents_spans
-        kept = dict(vectors=vectors or stage is not None, label_vectors=label_vectors, span_states=spans)
+        reps = stage is not None and not stage.token_level  # a span model's label stage reads its span representations
+        kept = dict(vectors=vectors or reps, label_vectors=label_vectors, span_states=spans)
         return Pipeline(
             self.processor,
             place_rows=placement.place_rows,
@@ -1037,14 +1063,27 @@ class GLiNER:
         tokenizer = self.decoder_tokenizer
         eos_id, pad_id = generation_ids(tokenizer, self.config.labels_decoder_config)
         statics = (options.max_new_tokens, eos_id, pad_id)
+        token_level = self.config.span_mode == "token_level"
 
         def generate(span_reps, examples, positions, span_words, context, prefix_len, trie):
             return _generate_labels(
                 graphdef, state, span_reps, examples, positions, span_words, prefix_len, *statics, context, trie
             )
 
+        def generate_tokens(states, examples, bounds, context, prefix_len, trie):
+            return _generate_token_labels(
+                graphdef, state, states, examples, bounds, prefix_len, *statics, context, trie
+            )
+
         trie = label_trie(tokenizer, options.gen_constraints) if options.gen_constraints else None  # [] as gliner: none
-        return LabelGeneration(generate, tokenizer, self.config.max_width, self.config.decoder_context, trie)
+        return LabelGeneration(
+            generate_tokens if token_level else generate,
+            tokenizer,
+            self.config.max_width,
+            self.config.decoder_context,
+            trie,
+            token_level=token_level,
+        )
 
 
 def _entity_dicts(text: str, words: list[Word], spans: list[WordSpan | DetailedSpan]) -> list[dict]:

@@ -204,7 +204,9 @@ class Pipeline:
     `label_generation` makes it a decoder model's pipeline (decoder_mode "span"), batched as gliner batches it
     (`gliner_batch` required; rows as a relation pipeline's): `forward` returns the span representations too (as with
     `vectors`), the host selects the spans the decoder writes a label for (`label_generation.LabelGeneration`), and
-    each entity of such a span carries `generated_labels` first among its extra keys."""
+    each entity of such a span carries `generated_labels` first among its extra keys. A token decoder model's
+    pipeline has both `span_stage` and `label_generation`: its labels are written for the spans of the span stage,
+    from the word states it reads."""
 
     processor: Processor
     place_rows: Callable[[np.ndarray], jax.Array]
@@ -340,7 +342,7 @@ class Pipeline:
     def _decoder_rows(self, rows: list[ModelRow]) -> DecoderRows | None:
         """A decoder batch's rows as the label decoder reads them (label prompt and words), rows padded to
         `batch_rows` on the devices."""
-        prompts = [self.processor._prompt(row.labels) for row in rows]
+        prompts = [self.processor.prompt(row.labels) for row in rows]
         sequences = [prompt + word_strings(row.words) for prompt, row in zip(prompts, rows, strict=True)]
 
         def place(array: np.ndarray) -> jax.Array:
@@ -413,14 +415,15 @@ class Pipeline:
         kept: dict[str, jax.Array],
         examples: np.ndarray,
         options: dict[str, Any],
-    ) -> list[list[tuple[int, int, int, float]]]:
+    ) -> tuple[list[list[tuple[int, int, int, float]]], list[dict[tuple[int, int], list[str]]]]:
         """A represent_spans token model's entities of a batch's rows (token probabilities `probs`, one row per model
         row): each row's spans selected at the threshold, their label probabilities from `span_stage` (the batch's
-        rows padded to `batch_rows`; packed, each row's states gathered out of its slot), then decoded."""
+        rows padded to `batch_rows`; packed, each row's states gathered out of its slot), then decoded; and a token
+        decoder model's generated labels per row ({(first, last): [label]}, empty for any other model)."""
         threshold = options["threshold"]
         bounds, mask = select_token_entities(probs, threshold, prepared.num_words, prepared.num_labels)
         if not mask.any():
-            return [[] for _ in prepared.rows]
+            return [[] for _ in prepared.rows], [{} for _ in prepared.rows]
         span_idx = np.zeros((self.batch_rows, *bounds.shape[1:]), bounds.dtype)
         span_idx[: len(bounds)] = bounds
         words, prompts = kept["span_words"], kept["span_prompts"]
@@ -429,7 +432,12 @@ class Pipeline:
             rows[: len(examples)] = examples
             words, prompts = (_example_rows(value, rows) for value in (words, prompts))
         span_probs = np.asarray(self.span_stage(words, prompts, self.place_rows(span_idx)))[: len(bounds)]
-        return decode_token_spans(span_probs, bounds, mask, prepared.num_labels, allowed=prepared.allowed, **options)
+        generated = [{} for _ in prepared.rows]
+        if self.label_generation is not None:
+            stage = self.label_generation
+            generated = stage.token_labels(span_probs, bounds, mask, prepared.num_labels, words, prepared.decoder)
+        decoded = decode_token_spans(span_probs, bounds, mask, prepared.num_labels, allowed=prepared.allowed, **options)
+        return decoded, generated
 
     @property
     def _thresholds(self) -> list[float]:
@@ -470,11 +478,22 @@ class Pipeline:
                     decoded = decode(
                         probs, prepared.num_words, prepared.num_labels, allowed=prepared.allowed, **options
                     )
+                    generated = None
                 else:
-                    decoded = self._decode_spans(prepared, probs, kept, examples, options)
+                    decoded, generated = self._decode_spans(prepared, probs, kept, examples, options)
                 details = self._details(decoded, probs, kept, examples, prepared) if self._detailed else None
                 if self.label_generation is not None:
-                    details = self._generated(decoded, details, probs, kept["vectors"], prepared)
+                    if generated is None:  # a span model's: from its span representations
+                        stage, count = self.label_generation, len(prepared.rows)
+                        generated = stage.labels(
+                            probs[:count],
+                            kept["vectors"],
+                            prepared.num_words,
+                            prepared.num_labels,
+                            threshold,
+                            prepared.decoder,
+                        )
+                    details = self._generated(decoded, details, generated)
                 for i, (row, spans) in enumerate(zip(prepared.rows, decoded, strict=True)):
                     first, prompts, label_of = row.first_word, row.labels, chunk.label_sets[row.text]
                     found[row.text] += [
@@ -496,24 +515,17 @@ class Pipeline:
             }
             yield chunk, merged
 
+    @staticmethod
     def _generated(
-        self,
         decoded: list[list[tuple[int, int, int, float]]],
         details: list[list[dict[str, Any]]] | None,
-        probs: np.ndarray,
-        span_reps: jax.Array,
-        prepared: _Prepared,
+        generated: list[dict[tuple[int, int], list[str]]],
     ) -> list[list[dict[str, Any]]]:
         """Each decoded span's extra keys with its generated labels first (where the decoder wrote one for it)."""
-        stage, count = self.label_generation, len(prepared.rows)
-        generated = stage.labels(
-            probs[:count], span_reps, prepared.num_words, prepared.num_labels, self.threshold, prepared.decoder
-        )
-        width = stage.max_width
         return [
             [
                 {
-                    **({"generated_labels": row[s * width + e - s]} if s * width + e - s in row else {}),
+                    **({"generated_labels": row[s, e]} if (s, e) in row else {}),
                     **({} if details is None else details[i][j]),
                 }
                 for j, (s, e, _, _) in enumerate(spans)

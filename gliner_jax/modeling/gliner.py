@@ -122,13 +122,15 @@ class GLiNERModel(nnx.Module):
         self.rnn = BiLSTM(hidden, config.num_rnn_layers, dtype=dtype, rngs=rngs) if config.num_rnn_layers else None
         if config.span_mode == "token_level":
             # gliner's TokenMarker (markerV0's MLPs): a token relation model's entities, with its prompt projection;
-            # a token model's spans (`represent_spans`), scored against the unprojected prompts
+            # a token model's spans (`represent_spans`), scored against the unprojected prompts; gliner's token
+            # decoder model builds a prompt projection too, and never runs it
             self.span_rep = (
                 SpanMarkerV0(hidden, 1, config.dropout, dtype, rngs)
                 if config.is_relex or config.represents_spans
                 else None
             )
-            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs) if config.is_relex else None
+            projects = config.is_relex or config.is_decoder
+            self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs) if projects else None
             self.scorer = TokenScorer(hidden, config.dropout, dtype, rngs)
         else:
             self.span_rep = build_span_mode(config.span_mode, hidden, config.max_width, config.dropout, dtype, rngs)
@@ -418,7 +420,7 @@ class GLiNERModel(nnx.Module):
     ) -> jax.Array:
         """The head on words [N, W, H] and label prompts [N, C, H] (span_idx [N, W*K, 2], masked spans at (0, 0))."""
         if self.scorer is not None:  # a token relation model projects its prompts first, as gliner does
-            return self.scorer(words, prompts if self.prompt_rep is None else self.prompt_rep(prompts))
+            return self.scorer(words, self.prompt_rep(prompts) if self.config.is_relex else prompts)
         return self.span_rep(words, span_idx, self.prompt_rep(prompts), words_valid)
 
     def _span_logits_from_table(

@@ -5,7 +5,8 @@ A span's prefix, `prefix_len` positions long (every span of a batch the same len
 
 - with context (`decoder_mode="span"`, `full_decoder_context`): zeros, then the span representation projected to
   the decoder's width, then the decoder's token embeddings of the span's words (`decoder_words_mask` numbers each
-  decoder token with its word, from 1); the positions before the span representation are padding.
+  decoder token with its word, from 1; gliner's token decoder model reads them one word early, see `prefixes`); the
+  positions before the span representation are padding.
 - without: the projected span representation alone (`prefix_len` 1).
 
 `prefix_length` is gliner's length for a batch, which counts more than the selected spans' tokens (see there).
@@ -64,17 +65,20 @@ class LabelDecoder(nnx.Module):
         decoder_input_ids: jax.Array | None = None,
         decoder_words_mask: jax.Array | None = None,
         prefix_len: int = 1,
+        word_base: int = 1,
     ) -> tuple[jax.Array, jax.Array]:
         """Decoder prefixes [M, prefix_len, d] and their valid positions [M, prefix_len] of M spans: `span_rep`
         [M, hidden_size], `span_words` [M, 2] their first and last word (from 0); with context, each span's text row
         as the decoder reads it, `decoder_input_ids` and `decoder_words_mask` [M, T], and `prefix_len` at least one
-        more than the most decoder tokens a span covers."""
+        more than the most decoder tokens a span covers. A span's tokens are those numbered first + `word_base` to
+        last + `word_base`: gliner's token decoder model compares the words from 0 with the numbers from 1
+        (`word_base` 0), and so reads the word before the span (with a first word 0, every token numbered 0)."""
         projected = self.project(span_rep)
         count = projected.shape[0]
         if decoder_input_ids is None:
             return projected[:, None, :], jnp.ones((count, 1), bool)
         words = decoder_words_mask[:, None, :]
-        inside = (words >= span_words[:, :1, None] + 1) & (words <= span_words[:, 1:, None] + 1)
+        inside = (words >= span_words[:, :1, None] + word_base) & (words <= span_words[:, 1:, None] + word_base)
         inside = inside[:, 0]
         tokens = inside.sum(-1)
         start = prefix_len - tokens  # the span's first token; its representation just before

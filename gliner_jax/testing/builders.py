@@ -292,8 +292,10 @@ def quantile_thresholds(
 
     prepared = reference.prepare_batch([t for t in texts if t.strip()], labels)
     batch = reference.collate_batch(prepared["input_x"], prepared["entity_types"])
-    with torch.no_grad():
-        probs = torch.sigmoid(reference.run_batch(batch).logits).numpy()
+    with torch.no_grad():  # a decoder model's run_batch generates too: gliner 0.2.29 fails where no span is selected
+        decoder = getattr(reference.config, "labels_decoder", None) is not None
+        output = reference.model(**batch) if decoder else reference.run_batch(batch)
+        probs = torch.sigmoid(output.logits).numpy()
     # One shared label list, so no label slot is padding; only spans or words past a text's end are invalid.
     if reference.config.span_mode == "token_level":  # [B, W, C, 3]
         probs = probs.min(axis=-1)

@@ -498,7 +498,7 @@ def collate(
             examples, label_lists, batch.text_lengths, processor, rng or random.Random(0), len(batch.input_ids)
         )
     if decoder is not None:
-        prompt_words = [processor._prompt(prompt) for prompt in prompts]
+        prompt_words = [processor.prompt(prompt) for prompt in prompts]
         return arrays | decoder.arrays(batch.words, prompt_words, spans, len(batch.input_ids))
     if not relex:
         return arrays

@@ -4,6 +4,8 @@ here strictly, our export is its state dict and loads in gliner strictly, and `i
 generated labels (greedy: gliner's `do_sample=False`), with and without the span's words in the decoder prefix
 (`full_decoder_context`), constrained by `gen_constraints`, and with decoder_mode None (no generated labels).
 decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here (tests/unit/test_config_refusals.py).
+The token decoder model (`UniEncoderTokenDecoderGLiNER`) on the same backbone and decoder: checkpoints both ways, its
+entities and generated labels; training it is refused by name.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import gliner
 import jax
@@ -189,3 +192,72 @@ def test_training_matches_gliner(reference, ours, tmp_path):
     back = gliner.GLiNER.from_pretrained(str(tmp_path / "trained"), local_files_only=True, strict=True)
     key = "decoder.decoder_layer.model.lm_head.weight"
     assert not np.array_equal(back.model.state_dict()[key].numpy(), ref.model.state_dict()[key].numpy())
+
+
+# Texts of one word count: gliner's span extraction reads a batch's padded word slots (see
+# tests/parity/test_represent_spans_vs_gliner.py).
+SAME_LENGTH = [
+    "Marie Curie won the Nobel Prize in Physics in Paris",
+    "Angela Merkel met the United Nations team in Geneva today",
+    "Apple opened a new office in Berlin and hired engineers",
+]
+
+
+def test_token_decoder_matches_gliner(reference, tmp_path):
+    """gliner's token decoder model (`UniEncoderTokenDecoderGLiNER`: span_mode token_level, represent_spans forced
+    on) on the span decoder's backbone and decoder: strict checkpoints both ways, and gliner's entities and generated
+    labels (its spans found in the token probabilities, labels written for those whose best span probability is above
+    0.5, each prefix read from the word before the span). Random token head and span layer, centred as in
+    test_represent_spans_vs_gliner: token logits per channel (spans of several words are found), span representations
+    (then scaled down: span probabilities about 0.3 to 0.55). decoder_mode None: the represent_spans entities.
+    Training one is refused in one line."""
+    directory = reference[1]
+    shutil.copytree(directory, tmp_path / "ref")
+    config = json.loads((directory / "gliner_config.json").read_text())
+    (tmp_path / "ref" / "gliner_config.json").write_text(json.dumps(config | {"span_mode": "token_level"}))
+    # the span model's weights (its span head unused), the token head at its initial values
+    ref = gliner.GLiNER.from_pretrained(str(tmp_path / "ref"), local_files_only=True, strict=False)
+    assert type(ref).__name__ == "UniEncoderTokenDecoderGLiNER" and ref.config.represent_spans
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in ref.model.named_parameters():  # a random token head and span layer
+            if name.startswith(("scorer", "span_rep_layer")):
+                param.normal_(0, 0.3)
+        ref.model.eval()
+        batch = ref.collate_batch(*(ref.prepare_batch(SAME_LENGTH, LABELS)[k] for k in ("input_x", "entity_types")))
+        output = ref.model(**batch, threshold=0.0)  # every span
+        spans = ref.model.span_rep_layer(output.words_embedding, output.span_idx)[output.span_mask]
+        ref.model.scorer.out_mlp[3].bias.sub_(output.logits.mean(dim=(0, 1, 2)))
+        last = ref.model.span_rep_layer.span_rep_layer.out_project[3]
+        last.bias.sub_(spans.mean(dim=0))
+        last.weight.mul_(0.1)
+        last.bias.mul_(0.1)
+    ref.save_pretrained(tmp_path / "ref")
+    ours = GLiNER.from_pretrained(tmp_path / "ref")
+    assert_export_equals_reference(ours, ref, tmp_path / "export")
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "export"), local_files_only=True, strict=True)
+    assert type(back).__name__ == "UniEncoderTokenDecoderGLiNER"
+
+    # Nested at 0.3: spans above it, some of them above 0.5 (a generated label) and some not; 4 tokens a label (the
+    # labels of a random decoder, read from prefixes of batches of 2, each with its own prefix length).
+    options = dict(threshold=0.3, flat_ner=False, batch_size=2, max_new_tokens=4)
+    expected = ref.inference(SAME_LENGTH, LABELS, do_sample=False, **options)
+    assert_same_outputs(ours.inference(SAME_LENGTH, LABELS, **options), expected)
+    generated = [("generated_labels" in entity, entity["start"]) for entities in expected for entity in entities]
+    assert {has for has, _ in generated} == {True, False}
+    assert (True, 0) in generated  # a span of the first word: its prefix reads the label prompt's decoder tokens
+
+    # decoder_mode None: gliner generates and never reads it; the entities are the represent_spans token model's.
+    silent_ref, silent = variant(tmp_path / "ref", tmp_path / "silent", ours, decoder_mode=None)
+    expected = silent_ref.inference(SAME_LENGTH, LABELS, do_sample=False, **options)
+    assert not any("generated_labels" in entity for entities in expected for entity in entities)
+    options.pop("max_new_tokens")
+    assert_same_outputs(silent.inference(SAME_LENGTH, LABELS, **options), expected)
+
+    # Training one is refused by name (gliner's loss applies token_loss_coef twice), before any step.
+    train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
+    run = tmp_path / "run.yaml"
+    run.write_text(json.dumps({"model": {"init_from": str(tmp_path / "ref")}, "data": {"train": str(train)}}))
+    with pytest.raises(SystemExit) as error:
+        main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}"])
+    assert str(error.value.code).startswith("error: ") and "training a token decoder model" in str(error.value.code)

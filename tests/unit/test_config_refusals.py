@@ -134,7 +134,6 @@ GPT2 = {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 3, "vocab_si
     ("fields", "error", "match"),
     [
         ({"decoder_mode": "prompt"}, NotImplementedError, "decoder_mode='prompt'.*fails in its own inference"),
-        ({"span_mode": "token_level"}, NotImplementedError, "span_mode='token_level'.*token decoder"),
         ({"decoder_mode": "spans"}, ValueError, "decoder_mode='spans'; known"),
         ({"labels_decoder_config": None}, ValueError, "lacks labels_decoder_config"),
         ({"labels_decoder_config": {"model_type": "t5"}}, NotImplementedError, "decoder model_type='t5'"),
