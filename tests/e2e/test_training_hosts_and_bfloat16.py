@@ -5,6 +5,7 @@ test_training_run.py."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ from tests.utils.training_runs import (
     assert_same_losses,
     environment,
     logged,
+    logged_steps,
     restore_state,
     resumed_from,
     run_training,
@@ -127,17 +129,18 @@ def test_two_processes_train_checkpoint_and_restore(tmp_path, compilation_cache)
 
 
 # 60 steps of the tiny config at its own learning rate (the loss falls from ~160 to ~22 over them), every step logged.
-CURVE = ("data.dev=null", "trainer.log_every=1", "trainer.save_every=1000", "trainer.num_steps=60")
+CURVE = ("data.dev=null", "trainer.log_every=1", "trainer.num_steps=60")
+# The bfloat16 run: checkpoints at steps 30 and 60 (the resume test restarts it from 30), exported.
+BFLOAT16 = ("model.param_dtype=bfloat16", "trainer.save_every=30", "trainer.export=true")
 
 
 @pytest.fixture(scope="module")
 def loss_curves(tmp_path_factory, compilation_cache) -> dict[str, Path]:
-    """The same 60-step run with float32 and with bfloat16 parameters (the latter exported)."""
-    runs = {}
-    for dtype in ("float32", "bfloat16"):
-        runs[dtype] = tmp_path_factory.mktemp(dtype)
-        export = "trainer.export=" + str(dtype == "bfloat16").lower()
-        run_training(runs[dtype], compilation_cache, *CURVE, export, f"model.param_dtype={dtype}")
+    """The same 60-step run with float32 and with bfloat16 parameters."""
+    runs = {"float32": tmp_path_factory.mktemp("float32"), "bfloat16": tmp_path_factory.mktemp("bfloat16")}
+    float32 = ("model.param_dtype=float32", "trainer.save_every=1000", "trainer.export=false")
+    run_training(runs["float32"], compilation_cache, *CURVE, *float32)
+    run_training(runs["bfloat16"], compilation_cache, *CURVE, *BFLOAT16)
     return runs
 
 
@@ -157,8 +160,9 @@ def test_bfloat16_parameters_follow_the_float32_loss_curve(loss_curves):
 
 
 def test_bfloat16_run_resumes_exactly_and_exports_its_float32_masters(tmp_path, compilation_cache, loss_curves):
-    """A bfloat16 run stopped at step 30 and restarted logs the uninterrupted run's losses; its checkpoint holds
-    bfloat16 parameters and their float32 masters, and the export holds the masters (not their rounding)."""
+    """The bfloat16 run restarted from its checkpoint of step 30 (the later one removed) logs the uninterrupted run's
+    losses; its checkpoint holds bfloat16 parameters and their float32 masters, and the export holds the masters (not
+    their rounding)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -166,11 +170,13 @@ def test_bfloat16_run_resumes_exactly_and_exports_its_float32_masters(tmp_path, 
     from gliner_jax import GLiNER
     from gliner_jax.training.optim import parameter_path
 
-    bf16 = (*CURVE[:-1], "trainer.export=false", "model.param_dtype=bfloat16", "optimizer.num_steps=60")
-    run_training(tmp_path, compilation_cache, *bf16, "trainer.num_steps=30")
-    resumed = resumed_from(run_training(tmp_path, compilation_cache, *bf16, "trainer.num_steps=60").stderr)
-    assert resumed == [30]
-    assert_same_losses(logged(tmp_path), logged(loss_curves["bfloat16"]), range(1, 61), 1e-6)
+    run = tmp_path / "run"
+    shutil.copytree(loss_curves["bfloat16"], run)
+    shutil.rmtree(run / "checkpoints" / "60")
+    resumed = run_training(run, compilation_cache, *CURVE, *BFLOAT16[:-1], "trainer.export=false").stderr
+    assert resumed_from(resumed) == [30]
+    assert logged_steps(run) == list(range(1, 61))  # metrics.jsonl cut back to step 30, then each step once
+    assert_same_losses(logged(run), logged(loss_curves["bfloat16"]), range(31, 61), 1e-6)
 
     state = restore_state(loss_curves["bfloat16"] / "checkpoints" / "60")
 
