@@ -95,8 +95,9 @@ def test_checkpoint_loads_strictly_both_ways(reference, ours, tmp_path):
 
 def test_inference_matches_gliner(reference, ours, tmp_path, capsys):
     ref, directory = reference
-    # About a third of the spans above it: the decoder writes a label for each, before flat decoding picks.
-    threshold = quantile_thresholds(ref, TEXTS, LABELS, (0.65,))[0]
+    # About a third of each batch's spans above it (the lower of the two batches' thresholds): the decoder writes a
+    # label for each, before flat decoding picks. gliner's generation fails on a batch that selects no span.
+    threshold = min(quantile_thresholds(ref, TEXTS[i : i + 2], LABELS, (0.65,))[0] for i in (0, 2))
     # Batches of 2 (gliner's prefix length is the batch's); the other calls run one batch, fewer programs to compile.
     expected = ref.inference(TEXTS, LABELS, do_sample=False, threshold=threshold, batch_size=2)
     found = ours.inference(TEXTS, LABELS, threshold=threshold, batch_size=2)
