@@ -96,7 +96,9 @@ def loss_terms(
     the span loss and `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span",
     "decoder")."""
     config = model.config
-    if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
+    if (
+        getattr(model, "label_decoder", None) is not None and "decoder_spans" in batch
+    ):  # gliner's span and decoder terms, weighed
         logits, kept = model(**_network_inputs(batch), vectors=True)
         span, terms = gliner_loss_terms(logits, batch, loss_config, key)
         decoder = decoder_loss(model, kept["vectors"], batch)

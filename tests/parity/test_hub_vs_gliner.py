@@ -95,8 +95,8 @@ def hub(tmp_path_factory):
         config = {"model_name": "absent-org/backbone", "span_mode": "markerV0", **fields}
         files = {"gliner_config.json": json.dumps(config).encode(), "pytorch_model.bin": b"not read"}
         add_to_cache(cache, f"legacy-org/{key}", files)
-    # main: a config selecting architectures not implemented (refused); v2: a span model.
-    selected = {"model_type": "gliner_streaming_span"}
+    # main: a config selecting what is not implemented (refused); v2: a span model.
+    selected = ARCHITECTURES["decoder_mode"]
     add_to_cache(cache, "legacy-org/revisions", {"gliner_config.json": json.dumps(selected).encode()})
     add_to_cache(cache, "legacy-org/revisions", layout_files(references["span"], Layout({})), revision="v2")
     return cache, references, backbone
@@ -209,7 +209,7 @@ def test_unknown_id_and_missing_path(hub, default_cache, tmp_path):
 
 def test_revision_selects_the_snapshot(hub):
     cache, _, _ = hub
-    with pytest.raises(NotImplementedError, match="labels_decoder"):
+    with pytest.raises(NotImplementedError, match="decoder_mode"):
         GLiNER.from_pretrained("legacy-org/revisions", cache_dir=cache)
     model = GLiNER.from_pretrained("legacy-org/revisions", revision="v2", cache_dir=cache)
     assert model.config.span_mode == "markerV0"

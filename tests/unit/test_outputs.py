@@ -66,7 +66,9 @@ class FakeModel:
     def __init__(self, fail_after: int | None = None) -> None:
         self.fail_after = fail_after
 
-    def inference_stream(self, chunks: Iterable[list[str]], *options: object) -> Iterator[list[list[dict]]]:
+    def inference_stream(
+        self, chunks: Iterable[list[str]], *options: object, **named: object
+    ) -> Iterator[list[list[dict]]]:
         for done, chunk in enumerate(chunks):
             if done == self.fail_after:
                 raise RuntimeError("killed")
