@@ -63,6 +63,8 @@ class StreamingSpanModel(nnx.Module):
         if isinstance(self.span_rep, SpanMarkerV2):  # gliner gives it each row's word mask
             self.span_rep.row_context = True
         self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
+        # the train step's heads of other model kinds, which a streaming model has not
+        self.relation_head = self.label_decoder = None
 
     def tokens(
         self, input_ids: jax.Array, key_valid: jax.Array, cache: KVCache, index: jax.Array | int

@@ -96,9 +96,7 @@ def loss_terms(
     the span loss and `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span",
     "decoder")."""
     config = model.config
-    if (
-        getattr(model, "label_decoder", None) is not None and "decoder_spans" in batch
-    ):  # gliner's span and decoder terms, weighed
+    if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
         logits, kept = model(**_network_inputs(batch), vectors=True)
         span, terms = gliner_loss_terms(logits, batch, loss_config, key)
         decoder = decoder_loss(model, kept["vectors"], batch)
@@ -113,7 +111,7 @@ def loss_terms(
         span_logits = model.span_scores(words, prompts, spans[..., :2])
         weights = (config.token_loss_coef, config.span_loss_coef)
         return token_span_loss_terms(logits, span_logits, batch, loss_config, *weights)
-    if getattr(model, "relation_head", None) is None:  # entity models (a streaming model has no relation head)
+    if model.relation_head is None:  # entity models
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))
     if jnp.ndim(batch["labels_valid"]) == 3:  # packed: rows and slots become one axis of examples
