@@ -37,7 +37,7 @@ from gliner_jax.hub import (
     resolve_gliner,
 )
 from gliner_jax.modeling.context_encoders import ContextEncoderConfig, RNNEncoderConfig
-from gliner_jax.modeling.decoders import decoder_family_of_config
+from gliner_jax.modeling.decoders import build_decoder, decoder_config_from_hf, decoder_family_of_config
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
@@ -338,7 +338,7 @@ def gliner_table(config: GLiNERConfig) -> list[TensorMapping]:
 def streaming_table(config: StreamingSpanConfig) -> list[TensorMapping]:
     """The key table between a gliner streaming span model's state dict and `StreamingSpanModel` parameters: the
     decoder's base model under `token_rep_layer.decoder_layer.model.` (its causal-LM keys without their first part,
-    `transformer.` / `model.`), the projection, label encoder, span layers and prompt projection."""
+    `transformer.` / `model.`), the projection, label encoder, span layers, unused cross fuser and prompt projection."""
     tied = dataclasses.replace(config.encoder_config, tie_word_embeddings=True)
     table = [
         dataclasses.replace(m, torch_key=GLINER_DECODER_PREFIX + m.torch_key.split(".", 1)[1])
@@ -354,6 +354,8 @@ def streaming_table(config: StreamingSpanConfig) -> list[TensorMapping]:
         prefix = "span_rep_layer.context_encoder."
         table += context_encoder_table(config.span_encoder_config, hidden, prefix, ("context_encoder",))
     table += _span_mode_entries(config.span_mode, config.max_width)
+    if config.post_fusion_schema:
+        table += cross_fuser_table(config.post_fusion_schema, config.num_post_fusion_layers)
     return table + _projection_mlp_entries("prompt_rep_layer", ("prompt_rep",))
 
 
@@ -527,6 +529,24 @@ def load_hf_encoder(
     model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
     optional = family_of_config(config).hf_optional(config)
     state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)
+    model.eval()
+    return model, config
+
+
+def load_hf_decoder(
+    path: str | Path, *, dtype: jax.typing.DTypeLike = jax.numpy.float32, seed: int = 0
+) -> tuple[nnx.Module, Any]:
+    """Load a Hugging Face causal LM directory (config.json + weights) of any registered decoder family, in eval
+    mode: gliner's `labels_decoder` as a new decoder model reads it (its causal-LM class's `from_pretrained`). What the
+    family does not read (a tied head's copy, old attention-bias buffers) is skipped; anything else must match."""
+    path = Path(path)
+    try:
+        config = decoder_config_from_hf(read_json_object(path / CONFIG_FILE))
+    except (ValueError, NotImplementedError) as error:
+        raise type(error)(f"{path / CONFIG_FILE}: {error}") from None
+    model = build_decoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    ignored = set(decoder_family_of_config(config).hf_ignored(config))
+    state_from_torch(model, {k: v for k, v in read_tensors(path).items() if k not in ignored}, decoder_table(config))
     model.eval()
     return model, config
 

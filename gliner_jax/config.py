@@ -78,6 +78,13 @@ def builds_labels_encoder(data: Mapping[str, Any]) -> bool:
     return data.get("labels_encoder") is not None and all(data.get(key) is None for key in ignored)
 
 
+def builds_labels_decoder(data: Mapping[str, Any]) -> bool:
+    """Whether gliner builds a label-generating decoder model from a gliner_config.json dict (its
+    `_get_gliner_class`): `labels_decoder` set and no `relations_layer`, which wins over it (the relation model it
+    builds has no decoder: no decoder weights, tokenizer or `labels_decoder_config`)."""
+    return data.get("labels_decoder") is not None and data.get("relations_layer") is None
+
+
 def refuse_other_architectures(data: Mapping[str, Any]) -> None:
     """Raise NotImplementedError naming the field when a gliner_config.json dict selects an architecture not
     implemented here; checked before anything else of a model is read."""
@@ -159,6 +166,12 @@ class GLiNERConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self.__dict__, GLiNERConfig, "GLiNER config")
+        if self.is_relex and self.labels_decoder is not None:  # gliner's relation model ignores the decoder fields
+            defaults = {key: GLiNERConfig.__dataclass_fields__[key].default for key in DECODER_ONLY_FIELDS}
+            ignored = {key: getattr(self, key) for key, default in defaults.items() if getattr(self, key) != default}
+            object.__setattr__(self, "extra", {**self.extra, **ignored})
+            for key, default in defaults.items():
+                object.__setattr__(self, key, default)
         if self.span_encoder_config is not None and not isinstance(self.span_encoder_config, ContextEncoderConfig):
             span_encoder = context_encoder_config(
                 self.span_encoder_config, hidden_size=self.hidden_size, dropout=self.dropout
@@ -204,7 +217,7 @@ class GLiNERConfig:
         embedded = {"encoder_config": ("model_name", "backbone")}
         if builds_labels_encoder(data):
             embedded["labels_encoder_config"] = ("labels_encoder", "label encoder")
-        if data.get("labels_decoder") is not None:
+        if builds_labels_decoder(data):
             embedded["labels_decoder_config"] = ("labels_decoder", "label decoder")
         for key, (name, what) in embedded.items():
             if not data.get(key):
@@ -216,7 +229,7 @@ class GLiNERConfig:
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra", "labels_encoder_config"} - embedded.keys()
         if data.get("relations_layer") is None:
             fields -= set(RELEX_ONLY_FIELDS)
-        if data.get("labels_decoder") is None:
+        if not builds_labels_decoder(data):
             fields -= set(DECODER_ONLY_FIELDS)
         values = {k: v for k, v in data.items() if k in fields}
         extra = {k: v for k, v in data.items() if k not in fields and k not in embedded}
@@ -251,16 +264,6 @@ class GLiNERConfig:
             raise ValueError(f"decoder config (labels_decoder={self.labels_decoder!r}) lacks labels_decoder_config")
         if isinstance(self.labels_decoder_config, Mapping):
             object.__setattr__(self, "labels_decoder_config", decoder_config_from_hf(self.labels_decoder_config))
-        refusals = {  # gliner builds a relation model (relations_layer), or ignores the label encoder
-            "labels_encoder": self.is_bi_encoder,
-            "relations_layer": self.is_relex,
-            "precomputed_prompts_mode": bool(self.precomputed_prompts_mode),
-        }
-        for key, refused in refusals.items():
-            if refused:
-                raise NotImplementedError(
-                    f"unsupported GLiNER config {key}={getattr(self, key)!r}: not implemented with labels_decoder"
-                )
 
     def _check_relex(self) -> None:
         if self.relations_layer not in RELATIONS_LAYERS:  # gliner: "Unknown relation mode"

@@ -49,8 +49,6 @@ class StreamingSpanConfig(GLiNERConfig):
             "span_mode": (self.span_mode == "token_level", "a streaming model is a span model"),
             "relations_layer": (self.relations_layer is not None, "streaming relation extraction is not implemented"),
             "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "not implemented for streaming models"),
-            "post_fusion_schema": (bool(self.post_fusion_schema), "not implemented for streaming models"),
-            "fuse_layers": (self.fuse_layers, "not implemented for streaming models"),
             "labels_encoder": (self.labels_encoder is not None, "a streaming model reads its labels from the prompt"),
         }
         for key, (refused, why) in refusals.items():

@@ -15,7 +15,8 @@ tokenizer.
 
 A decoder model (`labels_decoder` set) is read as gliner reads it: its decoder tokenizer from the directory's
 `decoder_tokenizer/` folder, else from what `labels_decoder` names, as is the decoder's config when
-`labels_decoder_config` is absent.
+`labels_decoder_config` is absent. With `relations_layer` also set, gliner builds a relation model without decoder:
+its decoder fields are kept as they were read, and nothing of the decoder is loaded.
 
 A bi-encoder (`labels_encoder` set) is read as gliner reads it: the label tokenizer from the directory's
 `labels_tokenizer/` folder, else from the repo or directory `labels_encoder` names, as is the label encoder's config
@@ -43,7 +44,13 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from gliner_jax.config import STREAMING_MODEL_TYPE, GLiNERConfig, builds_labels_encoder, refuse_other_architectures
+from gliner_jax.config import (
+    STREAMING_MODEL_TYPE,
+    GLiNERConfig,
+    builds_labels_decoder,
+    builds_labels_encoder,
+    refuse_other_architectures,
+)
 from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.modeling.encoders.config_checks import check_field_types
 
@@ -203,7 +210,7 @@ def read_layout(directory: str | Path, options: HubOptions = HubOptions()) -> GL
     else:
         _check_class_token(data["class_token_index"], ent_token, tokenizer, config_path)
     decoder_tokenizer = None
-    if data.get("labels_decoder") is not None:
+    if builds_labels_decoder(data):
         completed["labels_decoder_config"], decoder_tokenizer = _labels_decoder(directory, data, options)
     return GLiNERLayout(directory, _config(completed, config_path), tokenizer, decoder_tokenizer=decoder_tokenizer)
 
@@ -303,14 +310,19 @@ def _labels_decoder(directory: Path, data: dict, options: HubOptions) -> tuple[d
     end-of-sequence token where it has none; the config embedded (`labels_decoder_config`), else from there."""
     source_directory = _snapshot_on_demand(data["labels_decoder"], options)
     folder = directory / DECODER_TOKENIZER_DIR
-    if (folder / TOKENIZER_CONFIG_FILE).is_file():
-        decoder_tokenizer = load_tokenizer(folder)
-    else:
-        decoder_tokenizer = load_tokenizer(source_directory(), add_prefix_space=True)
-    if decoder_tokenizer.pad_token is None:
-        decoder_tokenizer.pad_token = decoder_tokenizer.eos_token
+    has_folder = (folder / TOKENIZER_CONFIG_FILE).is_file()
+    decoder_tokenizer = load_decoder_tokenizer(folder if has_folder else source_directory(), saved=has_folder)
     config = data.get("labels_decoder_config") or read_json_object(source_directory() / CONFIG_FILE)
     return config, decoder_tokenizer
+
+
+def load_decoder_tokenizer(directory: Path, *, saved: bool = False) -> PreTrainedTokenizerBase:
+    """A label decoder's tokenizer as gliner makes it: the causal LM's (with `add_prefix_space`; a `saved` one, a
+    model's `decoder_tokenizer/`, as it was written), its pad token the end-of-sequence token where it has none."""
+    decoder_tokenizer = load_tokenizer(directory) if saved else load_tokenizer(directory, add_prefix_space=True)
+    if decoder_tokenizer.pad_token is None:
+        decoder_tokenizer.pad_token = decoder_tokenizer.eos_token
+    return decoder_tokenizer
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase, ent_token: str, sep_token: str) -> None:

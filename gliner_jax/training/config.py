@@ -37,6 +37,8 @@ class ModelSection:
     `labels_encoder` makes a new GLiNER a bi-encoder (gliner's `labels_encoder`): a Hugging Face encoder of any
     registered family, pretrained weights, as a local directory or repo id, or the fields of its config.json
     (`model_type` included; a random encoder); `labels_tokenizer` is its tokenizer (defaults to the encoder's).
+    `gliner.labels_decoder` (a causal LM's directory or repo id: GPT-2, Llama, Qwen2) makes a new GLiNER a decoder
+    model, which takes that LM's weights, config and tokenizer (`training.model_init.build_model`).
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
     (evaluation and export keep the scan). `remat` ("none", "dots", "full") rematerialises each encoder layer in the
     backward pass (`modeling/layer_stack.py`): the same numbers, less activation memory, more compute.

@@ -1,5 +1,5 @@
-"""The network a run trains: a new GLiNER (uni-encoder, or bi-encoder with a label encoder) on a random or pretrained
-encoder of any registered family, or an existing GLiNER."""
+"""The network a run trains: a new GLiNER (uni-encoder, bi-encoder with a label encoder, or decoder model with a
+pretrained causal LM) on a random or pretrained encoder of any registered family, or an existing GLiNER."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import numpy as np
 from flax import nnx
 from transformers import PreTrainedTokenizerBase
 
-from gliner_jax.checkpoint_io import load_gliner, load_hf_encoder
-from gliner_jax.config import GLiNERConfig
+from gliner_jax.checkpoint_io import load_gliner, load_hf_decoder, load_hf_encoder
+from gliner_jax.config import GLiNERConfig, builds_labels_decoder
 from gliner_jax.hub import (
     ENCODER_PATTERNS,
     TOKENIZER_PATTERNS,
     add_special_tokens,
+    load_decoder_tokenizer,
     load_tokenizer,
     resolve,
     resolve_gliner,
@@ -62,7 +63,10 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     new uni-encoder GLiNER, gliner's three special tokens ([FLERT], the entity and separator tokens) are added to the
     tokenizer (a relation model's: the entity, separator and relation tokens) and the word embeddings grow to the
     new vocabulary; new rows are drawn like the encoder's init. A new
-    bi-encoder keeps its tokenizers and embeddings as they are (it writes no prompt), as gliner does.
+    bi-encoder keeps its tokenizers and embeddings as they are (it writes no prompt), as gliner does. A new decoder
+    model (`gliner.labels_decoder`: a causal LM's directory or repo id, no `relations_layer`) takes that model's
+    weights, config and tokenizer (with `add_prefix_space`, its pad token the end-of-sequence token where it has
+    none), as gliner's from-pretrained decoder does.
     """
     dtype = jnp.dtype(section.dtype)
     if section.init_from is not None:
@@ -71,12 +75,13 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else layout.tokenizer
         return GLiNER(model, config, tokenizer, layout.labels_tokenizer, layout.decoder_tokenizer)
 
-    base = GLiNERConfig(**section.gliner)  # validates the fields before any weights are built
-    if base.is_decoder:
-        raise NotImplementedError(
-            f"model.gliner.labels_decoder={base.labels_decoder!r}: a new decoder model is not implemented; train one "
-            "from model.init_from (a gliner decoder model)"
-        )
+    fields: dict[str, Any] = dict(section.gliner)
+    decoder = decoder_tokenizer = None
+    if builds_labels_decoder(fields):  # its config is the causal LM's
+        decoder_directory = resolve(fields["labels_decoder"], ENCODER_PATTERNS)
+        decoder, fields["labels_decoder_config"] = load_hf_decoder(decoder_directory, seed=seed)
+        decoder_tokenizer = load_decoder_tokenizer(decoder_directory)
+    base = GLiNERConfig(**fields)  # validates the fields before any weights are built
     bi_encoder = section.labels_encoder is not None
     encoder_dir = resolve(section.encoder, ENCODER_PATTERNS) if isinstance(section.encoder, str) else None
     tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(encoder_dir)
@@ -93,7 +98,7 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         encoder_fields = dict(section.encoder)  # a random encoder: its family's config fields, DeBERTa by default
         family = family_of(encoder_fields.pop("model_type", DEBERTA))
         encoder_config = family.config_class(**{**encoder_fields, "vocab_size": len(tokenizer)})
-    fields: dict[str, Any] = {
+    fields = {
         "vocab_size": len(tokenizer),
         "class_token_index": tokenizer.convert_tokens_to_ids(base.ent_token),
     }
@@ -113,8 +118,10 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     )
     model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
     for name, encoder in pretrained.items():
-        _copy_pretrained_encoder(getattr(model, name), encoder)
-    return GLiNER(model, config, tokenizer, labels_tokenizer)
+        _copy_pretrained(getattr(model, name), encoder)
+    if decoder is not None:
+        _copy_pretrained(model.label_decoder.decoder, decoder)
+    return GLiNER(model, config, tokenizer, labels_tokenizer, decoder_tokenizer)
 
 
 def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrainedTokenizerBase, nnx.Module | None]:
@@ -136,10 +143,10 @@ def _tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return load_tokenizer(resolve(name_or_path, TOKENIZER_PATTERNS))
 
 
-def _copy_pretrained_encoder(target: nnx.Module, pretrained: nnx.Module) -> None:
-    """Put the pretrained encoder's weights into `target`. The word embeddings are resized to the tokenizer as gliner
-    resizes them: rows past the tokenizer's ids are dropped (deberta-v3 has 128100 rows for 128001 ids), rows of
-    added tokens past the encoder's keep their random init."""
+def _copy_pretrained(target: nnx.Module, pretrained: nnx.Module) -> None:
+    """Put the pretrained encoder's (or label decoder's) weights into `target`. The word embeddings are resized to
+    the tokenizer as gliner resizes them: rows past the tokenizer's ids are dropped (deberta-v3 has 128100 rows for
+    128001 ids), rows of added tokens past the encoder's keep their random init."""
     current_params = dict(nnx.to_flat_state(nnx.state(target, nnx.Param)))
     for path, variable in nnx.to_flat_state(nnx.state(pretrained, nnx.Param)):
         value = np.asarray(variable[...])

@@ -31,11 +31,13 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 SCHEDULERS = ("cosine", "linear", "constant")
 TRAINED_GROUPS = ("encoder", "labels_encoder", "others")
 FROZEN = "frozen"
-# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler, and in a
-# bi-encoder (a tree with a label encoder) the BiLSTM. gliner's torch AdamW never updates them (their gradient is
-# None); here they would still decay, so they are frozen.
+# Parameters no GLiNER computation reads, kept for strict checkpoint round trips: the BERT family's pooler, in a
+# bi-encoder (a tree with a label encoder) the BiLSTM, elsewhere the cross fuser (`post_fusion_schema`, run by the
+# bi-encoder only). gliner's torch AdamW never updates them (their gradient is None); here they would still decay,
+# so they are frozen.
 NEVER_TRAINED = (r"(^|/)pooler/",)
 BI_ENCODER_NEVER_TRAINED = (r"^rnn/",)
+UNI_ENCODER_NEVER_TRAINED = (r"^cross_fuser/",)
 BI_ENCODER_MARK = "labels_encoder/"
 
 
@@ -141,7 +143,7 @@ def _group_of(path: str, config: OptimizerConfig, never_trained: tuple[str, ...]
 
 
 def _groups(tree: Any, config: OptimizerConfig, bi_encoder: bool) -> Any:
-    never_trained = NEVER_TRAINED + (BI_ENCODER_NEVER_TRAINED if bi_encoder else ())
+    never_trained = NEVER_TRAINED + (BI_ENCODER_NEVER_TRAINED if bi_encoder else UNI_ENCODER_NEVER_TRAINED)
     return _map_paths(lambda path: _group_of(path, config, never_trained), tree)
 
 

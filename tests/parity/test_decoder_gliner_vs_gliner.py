@@ -4,6 +4,8 @@ here strictly, our export is its state dict and loads in gliner strictly, and `i
 generated labels (greedy: gliner's `do_sample=False`), with and without the span's words in the decoder prefix
 (`full_decoder_context`), constrained by `gen_constraints`, and with decoder_mode None (no generated labels).
 decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here (tests/unit/test_config_refusals.py).
+Compressed prompts (`precomputed_prompts_mode`) generate gliner's labels; a new decoder model takes its causal LM as
+gliner's does, and trains.
 The token decoder model (`UniEncoderTokenDecoderGLiNER`) on the same backbone and decoder: checkpoints both ways, its
 entities and generated labels; training it is refused by name.
 """
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+import transformers
 from flax import nnx
 from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
 
@@ -30,8 +33,10 @@ from gliner_jax.cli import main
 from gliner_jax.sharding import MeshConfig, make_mesh
 from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
+from gliner_jax.training.config import ModelSection
 from gliner_jax.training.decoder_data import DecoderBatches
 from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.model_init import build_model
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import build_train_program, loss_terms
 from tests.utils.encoders import TINY_HF
@@ -51,18 +56,27 @@ LABELS = ["person", "location", "organization"]
 CONSTRAINTS = ["person", "city", "organization", "date of birth"]
 
 
+# An untied head: with tied embeddings a random GPT-2 repeats its last input token, whatever the prefix.
+DECODER = dict(n_positions=128, n_embd=24, n_layer=2, n_head=3, tie_word_embeddings=False)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def parts(tmp_path_factory):
+    """(a tiny BERT backbone's directory, a tiny GPT-2's directory)."""
+    tmp = tmp_path_factory.mktemp("decoder_parts")
+    backbone = build_backbone(tmp / "backbone", {"model_type": "bert", **TINY_HF["bert"], "num_hidden_layers": 2})
+    return backbone, build_label_decoder(tmp / "decoder", DECODER)
+
+
+@pytest.fixture(scope="module")
+def reference(parts, tmp_path_factory):
     """(gliner's span-decoder model, its directory)."""
     tmp = tmp_path_factory.mktemp("decoder_gliner")
-    backbone = build_backbone(tmp / "backbone", {"model_type": "bert", **TINY_HF["bert"], "num_hidden_layers": 2})
-    # An untied head: with tied embeddings a random GPT-2 repeats its last input token, whatever the prefix.
-    decoder_config = dict(n_positions=128, n_embd=24, n_layer=2, n_head=3, tie_word_embeddings=False)
-    decoder = build_label_decoder(tmp / "decoder", decoder_config)
-    ref = build_reference(
-        backbone, tmp / "ref", labels_decoder=str(decoder), decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH
-    )
-    shutil.rmtree(decoder)  # everything is read from the model's own directory, as gliner reads it
+    backbone, decoder = parts
+    shutil.copytree(decoder, tmp / "decoder")
+    fields = dict(decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH)
+    ref = build_reference(backbone, tmp / "ref", labels_decoder=str(tmp / "decoder"), **fields)
+    shutil.rmtree(tmp / "decoder")  # everything is read from the model's own directory, as gliner reads it
     return ref, tmp / "ref"
 
 
@@ -195,6 +209,23 @@ def test_training_matches_gliner(reference, ours, tmp_path):
     assert not np.array_equal(back.model.state_dict()[key].numpy(), ref.model.state_dict()[key].numpy())
 
 
+def test_compressed_prompts_generate_gliners_labels(reference, tmp_path):
+    """`compress_prompt_embeddings` on a decoder model, by gliner and by us: the stored labels are scored whatever
+    labels are given, with gliner's entities and generated labels, by our compressed model and by ours read from
+    gliner's compressed checkpoint."""
+    _, directory = reference
+    ref = gliner.GLiNER.from_pretrained(str(directory), local_files_only=True)  # its own copy: compressing changes it
+    ours = GLiNER.from_pretrained(directory)
+    for model in (ref, ours):
+        model.compress_prompt_embeddings(TEXTS, LABELS, batch_size=2)
+    ref.save_pretrained(tmp_path / "compressed")
+    threshold = min(quantile_thresholds(ref, TEXTS[i : i + 2], LABELS, (0.65,))[0] for i in (0, 2))
+    expected = ref.inference(TEXTS, ["anything"], do_sample=False, threshold=threshold, batch_size=2)
+    assert any("generated_labels" in entity for entities in expected for entity in entities)
+    for model in (ours, GLiNER.from_pretrained(tmp_path / "compressed")):
+        assert_same_outputs(model.inference(TEXTS, ["anything"], threshold=threshold, batch_size=2), expected)
+
+
 # Texts of one word count: gliner's span extraction reads a batch's padded word slots (see
 # tests/parity/test_represent_spans_vs_gliner.py).
 SAME_LENGTH = [
@@ -262,3 +293,33 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     with pytest.raises(SystemExit) as error:
         main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}"])
     assert str(error.value.code).startswith("error: ") and "training a token decoder model" in str(error.value.code)
+
+
+def test_new_decoder_model_takes_the_causal_lm(parts, tmp_path):
+    """A new decoder model (`model.gliner.labels_decoder` naming a causal LM) takes its weights, config and tokenizer
+    as gliner's from-pretrained decoder does: gliner loads our new model strictly, with the causal LM's tensors and
+    gliner's decoder tokenizer, and the model trains (two steps) into a directory gliner loads strictly."""
+    backbone, decoder = parts
+    fields = dict(labels_decoder=str(decoder), decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH)
+    build_model(ModelSection(encoder=str(backbone), gliner=fields), seed=0).save_pretrained(tmp_path / "new")
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "new"), local_files_only=True, strict=True)
+    state = back.model.state_dict()
+    causal = transformers.AutoModelForCausalLM.from_pretrained(decoder).state_dict()
+    for key, tensor in causal.items():
+        np.testing.assert_array_equal(state["decoder.decoder_layer.model." + key].numpy(), tensor.numpy(), key)
+    config = gliner.GLiNERConfig(model_name=str(backbone), **fields)
+    ref = gliner.GLiNER.from_config(config, backbone_from_pretrained=True, local_files_only=True)
+    assert state.keys() == ref.model.state_dict().keys()
+    ours_tokenizer, ref_tokenizer = back.data_processor.decoder_tokenizer, ref.data_processor.decoder_tokenizer
+    assert ours_tokenizer.get_vocab() == ref_tokenizer.get_vocab()
+    assert ours_tokenizer.pad_token == ref_tokenizer.pad_token == ref_tokenizer.eos_token
+    assert ours_tokenizer("Paris").input_ids == ref_tokenizer("Paris").input_ids  # a prefix space, as gliner's
+
+    train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
+    run = {"model": {"encoder": str(backbone), "gliner": fields}, "data": {"train": str(train)}}
+    (tmp_path / "run.yaml").write_text(json.dumps(run))
+    steps = ["trainer.num_steps=2", "trainer.global_batch_size=2", "trainer.save_every=2", "trainer.log_every=1"]
+    main(["train", "--config", str(tmp_path / "run.yaml"), f"trainer.output_dir={tmp_path / 'run'}", *steps])
+    trained = gliner.GLiNER.from_pretrained(str(tmp_path / "run" / "final"), local_files_only=True, strict=True)
+    key = "decoder.decoder_layer.model.lm_head.weight"
+    assert not np.array_equal(trained.model.state_dict()[key].numpy(), causal["lm_head.weight"].numpy())

@@ -94,6 +94,7 @@ def option_cases() -> dict[str, dict]:
         "labels_encoder with labels_decoder (ignored)": dict(
             labels_decoder=LABELS_DECODER, labels_encoder=LABELS_ENCODER
         ),
+        "labels_decoder with relations_layer (ignored)": dict(labels_decoder=LABELS_DECODER, relations_layer="dot"),
     }
     for mode in CONTEXT_ENCODER_MODEL_TYPES:  # the streaming model's label encoder: a context encoder of each kind
         cases[f"streaming, labels_encoder_config={mode}"] = dict(
@@ -101,6 +102,10 @@ def option_cases() -> dict[str, dict]:
         )
     cases["streaming, span_encoder_config=rnn"] = dict(
         streaming=True, span_encoder_config={"model_type": "rnn", "num_hidden_layers": 1}
+    )
+    # gliner builds the cross fuser and never runs it; its causal backbone reads no fuse_layers
+    cases["streaming, post_fusion_schema, fuse_layers"] = dict(
+        streaming=True, post_fusion_schema="l2l-l2t-t2t-t2l", fuse_layers=True
     )
     return cases
 

@@ -47,7 +47,14 @@ def never_updated(reference) -> set[str]:
 @pytest.mark.parametrize(
     "case",
     [
-        dict(span_mode="markerV0", hidden_size=48, num_rnn_layers=1, max_width=4),
+        dict(  # the cross fuser, built and never run by a uni-encoder
+            span_mode="markerV0",
+            hidden_size=48,
+            num_rnn_layers=1,
+            max_width=4,
+            post_fusion_schema="l2l-t2l",
+            unused={"cross_fuser"},
+        ),
         dict(span_mode="token_level", hidden_size=64, num_rnn_layers=2),
         dict(backbone="bert", span_mode="markerV0", hidden_size=48, unused={"pooler"}),
         dict(backbone="modernbert", span_mode="token_level", hidden_size=32),
@@ -72,9 +79,9 @@ def never_updated(reference) -> set[str]:
 )
 def test_groups_and_decay_match_reference_trainer(case, gliner_backbone, family_backbone, labels_backbone, tmp_path):
     """gliner's Trainer.create_optimizer on the reference model: same (lr group, decay) for every parameter. What
-    no GLiNER computation reads (the BERT pooler, a bi-encoder's BiLSTM: a backward pass leaves their gradient None,
-    so gliner's AdamW never updates them) is frozen here. A bi-encoder's label encoder, at gliner's encoder rate
-    there, is its own group here (at the encoder's rate by default)."""
+    no GLiNER computation reads (the BERT pooler, a bi-encoder's BiLSTM, a uni-encoder's cross fuser: a backward pass
+    leaves their gradient None, so gliner's AdamW never updates them) is frozen here. A bi-encoder's label encoder,
+    at gliner's encoder rate there, is its own group here (at the encoder's rate by default)."""
     case = dict(case)
     unused = case.pop("unused", set())  # the modules whose parameters no computation reads
     backbone = family_backbone(case.pop("backbone")) if "backbone" in case else gliner_backbone
@@ -98,7 +105,9 @@ def test_groups_and_decay_match_reference_trainer(case, gliner_backbone, family_
         elif name.startswith(("token_rep_layer.labels_encoder.", "token_rep_layer.labels_projection.")):
             assert group == "encoder"
             torch_groups[name] = "labels_encoder", decays
-    assert {"rnn" if name.startswith("rnn.") else name.split(".")[-3] for name in skipped} == unused
+    whole = ("rnn.", "cross_fuser.")
+    modules = {name.split(".")[0] if name.startswith(whole) else name.split(".")[-3] for name in skipped}
+    assert modules == unused
 
     config = GLiNERConfig.from_dict(json.loads((tmp_path / GLINER_CONFIG_FILE).read_text()))
     table = {m.torch_key: "/".join(m.path) for m in gliner_table(config)}

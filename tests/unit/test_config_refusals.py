@@ -137,13 +137,24 @@ GPT2 = {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 3, "vocab_si
         ({"decoder_mode": "spans"}, ValueError, "decoder_mode='spans'; known"),
         ({"labels_decoder_config": None}, ValueError, "lacks labels_decoder_config"),
         ({"labels_decoder_config": {"model_type": "t5"}}, NotImplementedError, "decoder model_type='t5'"),
-        ({"relations_layer": "dot"}, NotImplementedError, "relations_layer='dot'.*with labels_decoder"),
     ],
 )
 def test_decoder_model_options_are_refused_by_name(fields, error, match):
     """Decoder model (labels_decoder) options gliner does not know, and those not implemented here."""
     with pytest.raises(error, match=match):
         GLiNERConfig(**{"hidden_size": 32, "labels_decoder": "gpt2-dir", "labels_decoder_config": GPT2, **fields})
+
+
+def test_relation_model_keeps_the_decoder_fields_it_ignores():
+    """gliner builds a relation model, without decoder, from a config with relations_layer and labels_decoder: the
+    decoder fields are kept as they were read and written back, and no decoder config is needed."""
+    data = GLiNERConfig(relations_layer="dot", hidden_size=32).to_dict()
+    data |= {"labels_decoder": "gpt2-dir", "decoder_mode": "span", "decoder_loss_coef": 0.3}
+    config = GLiNERConfig.from_dict(data)
+    assert config.is_relex and not config.is_decoder and config.labels_decoder is None
+    assert config.to_dict() == data
+    direct = GLiNERConfig(relations_layer="dot", labels_decoder="gpt2-dir", labels_decoder_config=GPT2)
+    assert not direct.is_decoder and direct.to_dict()["labels_decoder_config"] == GPT2
 
 
 def test_decoder_fields_are_written_for_decoder_models_only():

@@ -51,8 +51,6 @@ def test_config_reads_completes_and_writes_back():
     ("field", "value", "error"),
     [
         ("span_mode", "token_level", NotImplementedError),
-        ("fuse_layers", True, NotImplementedError),
-        ("post_fusion_schema", "l2l-l2t", NotImplementedError),
         ("max_cache_length", 0, ValueError),
         ("right_context_width", -1, ValueError),
     ],
