@@ -114,7 +114,7 @@ def _predict(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             _check_threshold(getattr(args, flag), "--" + flag.replace("_", "-"))
     constraints = _labels(args.gen_constraints, "--gen-constraints") if args.gen_constraints is not None else None
-    generation = GenerationOptions(constraints, max_new_tokens=args.max_new_tokens)
+    generation = GenerationOptions(constraints, args.num_gen_sequences, args.max_new_tokens)
     options = PredictOptions(
         labels,
         args.threshold,
@@ -148,8 +148,7 @@ def _predict(args: argparse.Namespace) -> int:
                 {"text": t, "entities": e, "relations": r} for t, e, r in zip(args.texts, entities, found, strict=True)
             ]
         else:
-            generated = dict(gen_constraints=constraints, max_new_tokens=args.max_new_tokens)
-            results = model.inference(args.texts, labels, *asked, **generated)
+            results = model.inference(args.texts, labels, *asked, **dataclasses.asdict(generation))
             records = [{"text": t, "entities": e} for t, e in zip(args.texts, results, strict=True)]
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -477,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--max-new-tokens", type=int, default=15, help="decoder models: tokens per generated label (default 15)"
+    )
+    predict.add_argument(
+        "--num-gen-sequences",
+        type=int,
+        default=1,
+        help="decoder models: labels generated per entity, the best of a beam search of that many beams (default 1: "
+        "greedy)",
     )
     predict.add_argument("--nested", action="store_true", help="allow nested entities (no crossing overlaps)")
     predict.add_argument("--multi-label", action="store_true", help="allow several labels for the same span")

@@ -6,7 +6,8 @@ decoder itself runs on the devices (`generate`).
 gliner's inference, which this follows: every span of a row whose best probability over the row's labels is above the
 threshold gets a label (before flat or nested decoding picks the entities), spans in row-major order (start, then
 width); the decoder reads the span's prefix (`modeling.label_decoder`) and generates greedily, within the trie of the
-`gen_constraints` labels when given; an entity then carries its span's label as `generated_labels` (a list of one).
+`gen_constraints` labels when given; an entity then carries its span's label as `generated_labels` (a list of one;
+with `num_gen_sequences` N > 1, transformers' beam search of N beams gives the N best labels, best first).
 The token decoder model differs: its spans are the represent_spans spans found in the token probabilities, those
 whose best label probability is above 0.5 (not the threshold) get a label, and their prefixes read the word before
 the span (`modeling.label_decoder`). gliner samples by default (`do_sample=True` at temperature 0.01), whose limit
@@ -35,23 +36,27 @@ TOKEN_MULTIPLE = 16
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
     """gliner's generation options of `inference`: `gen_constraints` (the labels generation may write; None: any
-    text), `num_gen_sequences` (labels per span) and `max_new_tokens` (gliner's default 15)."""
+    text), `num_gen_sequences` (labels per span: greedy for one, else a beam search of that many beams, as gliner's
+    `do_sample=False`) and `max_new_tokens` (gliner's default 15)."""
 
     gen_constraints: Sequence[str] | None = None
     num_gen_sequences: int = 1
     max_new_tokens: int = 15
 
     def __post_init__(self) -> None:
-        if self.num_gen_sequences != 1:  # gliner runs a beam search of that many beams
-            raise NotImplementedError(
-                f"num_gen_sequences={self.num_gen_sequences}: only 1 is implemented (gliner's beam search is not)"
-            )
+        if self.num_gen_sequences < 1:
+            raise ValueError(f"num_gen_sequences must be >= 1, got {self.num_gen_sequences}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.gen_constraints is not None and (
             isinstance(self.gen_constraints, str) or not all(isinstance(c, str) and c for c in self.gen_constraints)
         ):
             raise ValueError(f"gen_constraints must be a list of non-empty labels, got {self.gen_constraints!r}")
+        if self.gen_constraints is not None and len(set(self.gen_constraints)) < self.num_gen_sequences:
+            raise ValueError(  # its beams past the labels take tokens of tied scores, in torch.topk's order
+                f"num_gen_sequences={self.num_gen_sequences} is more than the {len(set(self.gen_constraints))} "
+                "gen_constraints labels: gliner fills the other beams with tokens outside the constraints"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +175,7 @@ class LabelGeneration:
     context: bool
     trie: TrieTable | None
     token_level: bool = False
+    sequences: int = 1  # labels generated per span (`num_gen_sequences`)
     # the pipeline's host thread tokenizes rows while the caller's decodes labels: one tokenizer call at a time
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False)
 
@@ -251,7 +257,7 @@ class LabelGeneration:
         context = None if decoder is None else decoder.placed
         tokens = np.asarray(self.generate(states, *arrays, context, prefix_len, self.trie))[: len(rows)]
         with self.lock:
-            texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        for row, (first, last), text in zip(rows, span_words, texts, strict=True):
-            found[row][int(first), int(last)] = [text]
+            texts = self.tokenizer.batch_decode(tokens.reshape(-1, tokens.shape[-1]), skip_special_tokens=True)
+        for i, (row, (first, last)) in enumerate(zip(rows, span_words, strict=True)):
+            found[row][int(first), int(last)] = texts[i * self.sequences : (i + 1) * self.sequences]
         return found

@@ -24,7 +24,7 @@ from gliner_jax.data_formats import read_eval_data
 from gliner_jax.evaluation import Evaluation, RelationEvaluation, evaluate_examples, evaluate_relations
 from gliner_jax.hub import HubOptions, resolve_gliner
 from gliner_jax.label_generation import GenerationOptions, LabelGeneration, generation_ids, label_trie
-from gliner_jax.modeling.decoders.generation import TrieTable, greedy_generate
+from gliner_jax.modeling.decoders.generation import TrieTable, beam_generate, greedy_generate
 from gliner_jax.modeling.gliner import GLiNERModel, PrecomputedPrompts
 from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
@@ -108,7 +108,7 @@ def _relex_relations(
     return adjacency, jax.nn.sigmoid(pair_logits)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10))
 def _generate_labels(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -120,21 +120,21 @@ def _generate_labels(
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
+    num_sequences: int,
     context: tuple[jax.Array, jax.Array] | None,
     trie: TrieTable | None,
 ) -> jax.Array:
-    """A decoder model's generated label tokens [M, max_new_tokens] of the spans at (example, flat span position)
-    of span representations [B, W, K, H]: their prefixes (with their words' decoder tokens where `context` holds the
-    batch's decoder rows) run through greedy generation."""
+    """A decoder model's generated label tokens [M, num_sequences, max_new_tokens] of the spans at (example, flat
+    span position) of span representations [B, W, K, H]: their prefixes (with their words' decoder tokens where
+    `context` holds the batch's decoder rows) through `_generate`."""
     model = nnx.merge(graphdef, state)
     reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])[examples, positions]
     rows = () if context is None else (context[0][examples], context[1][examples], prefix_len)
     prefix, _ = model.label_decoder.prefixes(reps, span_words, *rows)
-    decoder = model.label_decoder.decoder
-    return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+    return _generate(model.label_decoder.decoder, prefix, max_new_tokens, eos_id, pad_id, num_sequences, trie)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
 def _generate_token_labels(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -145,18 +145,36 @@ def _generate_token_labels(
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
+    num_sequences: int,
     context: tuple[jax.Array, jax.Array] | None,
     trie: TrieTable | None,
 ) -> jax.Array:
-    """A token decoder model's generated label tokens [M, max_new_tokens] of spans `bounds` [M, 2] (first and last
-    word) of rows `examples` [M]: their representations from the word states `span_words` [B, W, H], their prefixes
-    (gliner's token decoder reads its words from the word before the span: word_base 0), greedy generation."""
+    """A token decoder model's generated label tokens [M, num_sequences, max_new_tokens] of spans `bounds` [M, 2]
+    (first and last word) of rows `examples` [M]: their representations from the word states `span_words` [B, W, H],
+    their prefixes (gliner's token decoder reads its words from the word before the span: word_base 0),
+    `_generate`."""
     model = nnx.merge(graphdef, state)
     reps = model.span_rep.endpoints(span_words[examples], bounds[:, None, :])[:, 0]
     rows = () if context is None else (context[0][examples], context[1][examples], prefix_len)
     prefix, _ = model.label_decoder.prefixes(reps, bounds, *rows, word_base=0)
-    decoder = model.label_decoder.decoder
-    return greedy_generate(decoder, prefix, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+    return _generate(model.label_decoder.decoder, prefix, max_new_tokens, eos_id, pad_id, num_sequences, trie)
+
+
+def _generate(
+    decoder: nnx.Module,
+    prefix: jax.Array,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    num_sequences: int,
+    trie: TrieTable | None,
+) -> jax.Array:
+    """Tokens [M, num_sequences, max_new_tokens] generated from prefixes [M, P, d] as gliner's `do_sample=False`:
+    greedy for one sequence, else a beam search of `num_sequences` beams."""
+    options = dict(max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, trie=trie)
+    if num_sequences == 1:
+        return greedy_generate(decoder, prefix, **options)[:, None]
+    return beam_generate(decoder, prefix, num_beams=num_sequences, **options)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -572,6 +590,7 @@ class GLiNER:
         gen_constraints: Sequence[str] | None = None,
         num_gen_sequences: int = 1,
         max_new_tokens: int = 15,
+        do_sample: bool = False,
     ) -> list[list[dict]] | tuple[list[list[dict]], list[list[dict]]]:
         """Entities for each text (see `predict_entities`); `labels` is one label set (a list, or a
         {label: description} mapping) for all texts, or one per text.
@@ -601,11 +620,14 @@ class GLiNER:
         `recompute=True` rereads a session's whole text (and takes new labels).
 
         Decoder models (`config.labels_decoder`, decoder_mode "span"): each entity also carries "generated_labels",
-        the label its decoder writes for the span (a list of one), generated greedily as gliner's `inference` does
-        (see `gliner_jax.label_generation`): at most `max_new_tokens` tokens, within `gen_constraints` (labels
-        the decoder may write) when given; texts read up to `max_len` words, batched as gliner batches them.
-        `num_gen_sequences` other than 1 (gliner's beam search) is not implemented.
+        the labels its decoder writes for the span, generated as gliner's `inference(do_sample=False)` does (see
+        `gliner_jax.label_generation`): greedily (a list of one), or the `num_gen_sequences` best of a beam search
+        of that many beams; at most `max_new_tokens` tokens, within `gen_constraints` (labels the decoder may
+        write) when given; texts read up to `max_len` words, batched as gliner batches them. `do_sample=True`
+        (gliner's default: sampling at temperature 0.01) is not implemented.
         """
+        if do_sample:
+            raise NotImplementedError("do_sample=True: sampled generation is not implemented (use do_sample=False)")
         if session_id is not None:
             if self.sessions is None:
                 raise ValueError("session_id needs a streaming span model (model_type 'gliner_streaming_span')")
@@ -1062,7 +1084,7 @@ class GLiNER:
             return None
         tokenizer = self.decoder_tokenizer
         eos_id, pad_id = generation_ids(tokenizer, self.config.labels_decoder_config)
-        statics = (options.max_new_tokens, eos_id, pad_id)
+        statics = (options.max_new_tokens, eos_id, pad_id, options.num_gen_sequences)
         token_level = self.config.span_mode == "token_level"
 
         def generate(span_reps, examples, positions, span_words, context, prefix_len, trie):
@@ -1083,6 +1105,7 @@ class GLiNER:
             self.config.decoder_context,
             trie,
             token_level=token_level,
+            sequences=options.num_gen_sequences,
         )
 
 

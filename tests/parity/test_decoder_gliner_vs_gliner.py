@@ -143,6 +143,29 @@ def test_inference_matches_gliner(reference, ours, tmp_path, capsys):
     assert_same_outputs(silent.inference(TEXTS, LABELS, threshold), expected)
 
 
+def test_beam_search_matches_gliner(reference, ours, capsys):
+    """`num_gen_sequences` > 1: gliner's generation with `do_sample=False` is transformers' beam search of that many
+    beams; each entity carries the best labels in gliner's order, free and constrained to labels, and from
+    `predict --num-gen-sequences`. Sampling (gliner's default `do_sample=True`) is refused."""
+    ref, directory = reference
+    threshold = min(quantile_thresholds(ref, TEXTS[i : i + 2], LABELS, (0.65,))[0] for i in (0, 2))
+    options = dict(threshold=threshold, batch_size=2, num_gen_sequences=3, max_new_tokens=5)
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, **options)
+    assert_same_outputs(ours.inference(TEXTS, LABELS, **options), expected)
+    generated = [entity["generated_labels"] for entities in expected for entity in entities]
+    assert generated and all(len(labels) == 3 for labels in generated)
+    assert any(len(set(labels)) == 3 for labels in generated)  # the beams differ
+
+    options = dict(threshold=threshold, gen_constraints=CONSTRAINTS, num_gen_sequences=2, flat_ner=False)
+    expected = ref.inference(TEXTS, LABELS, do_sample=False, **options)
+    assert_same_outputs(ours.inference(TEXTS, LABELS, **options), expected)
+    flags = ["--labels", ",".join(LABELS), "--threshold", repr(threshold), "--nested", "--num-gen-sequences", "2"]
+    main(["predict", "--model", str(directory), *flags, "--gen-constraints", ",".join(CONSTRAINTS), *TEXTS])
+    assert_same_outputs([json.loads(line)["entities"] for line in capsys.readouterr().out.splitlines()], expected)
+    with pytest.raises(NotImplementedError, match="do_sample=True: sampled generation is not implemented"):
+        ours.inference(TEXTS, LABELS, do_sample=True)  # gliner's default, which no seed reproduces
+
+
 EXAMPLES = [
     {  # (0, 1) twice: gliner's decoder model keeps its first label only
         "tokenized_text": TEXTS[0].split(),

@@ -1,6 +1,7 @@
 """Causal label decoders (GPT-2, Llama, Qwen2) against transformers' PyTorch models through gliner's `Decoder`
 (float32, eval mode): final hidden states and logits with padded rows, the key table both ways, and greedy
-generation with the key / value cache (with and without gliner's label trie) token for token."""
+generation and beam search (gliner's `num_gen_sequences`) with the key / value cache (with and without gliner's
+label trie) token for token."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gliner.decoding.trie import LabelsTrie
 
 from gliner_jax.checkpoint_io import decoder_table, state_to_torch
 from gliner_jax.modeling.decoders import decoder_family_of_config
-from gliner_jax.modeling.decoders.generation import greedy_generate, trie_table
+from gliner_jax.modeling.decoders.generation import beam_generate, greedy_generate, trie_table
 from tests.utils.decoders import EOS_ID, gliner_decoder, hf_decoder_config, our_decoder, random_embeds
 
 # The label trie is the same host-built table for every family: checked once, on GPT-2 (gliner's default).
@@ -26,6 +27,14 @@ CASES = {
     "qwen2_one_kv_head_tied": ("qwen2", {}),
 }
 generate = nnx.jit(greedy_generate, static_argnames=("max_new_tokens", "eos_id", "pad_id"))
+beams = nnx.jit(beam_generate, static_argnames=("num_beams", "max_new_tokens", "eos_id", "pad_id"))
+
+
+def assert_same_beams(ours: jnp.ndarray, expected: torch.Tensor, pad_id: int) -> None:
+    """Our beams [B, N, L] are transformers' sequences [B * N, L' <= L], then padding."""
+    tokens = np.asarray(ours).reshape(-1, ours.shape[-1])
+    np.testing.assert_array_equal(tokens[:, : expected.shape[1]], expected.numpy())
+    assert (tokens[:, expected.shape[1] :] == pad_id).all()
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -63,6 +72,13 @@ def test_decoder_matches_transformers(name):
     np.testing.assert_array_equal(tokens[:, : expected.shape[1]], expected.numpy())
     assert (tokens[:, expected.shape[1] :] == 7).all()
 
+    # Beam search of 3 beams (gliner's num_gen_sequences=3 with do_sample=False).
+    options = dict(max_new_tokens=8, eos_token_id=EOS_ID, pad_token_id=7)
+    expected = reference.generate_from_embeds(prefix, num_return_sequences=3, **options)
+    assert_same_beams(
+        beams(ours, jnp.asarray(embeds[:, :5]), num_beams=3, max_new_tokens=8, eos_id=EOS_ID, pad_id=7), expected, 7
+    )
+
     if not name.endswith("_trie"):
         return
     # Constrained by a trie of labels: one that follows the free choice, others that branch from it.
@@ -76,3 +92,8 @@ def test_decoder_matches_transformers(name):
         generate(ours, jnp.asarray(embeds[:, :5]), max_new_tokens=8, eos_id=EOS_ID, pad_id=7, trie=trie)
     )
     np.testing.assert_array_equal(tokens[:, : expected.shape[1]], expected.numpy())
+
+    # Beams within the trie: labels end at different lengths, the early stop of rows that cannot improve.
+    expected = reference.generate_from_embeds(prefix, num_return_sequences=3, labels_trie=LabelsTrie(labels), **options)
+    found = beams(ours, jnp.asarray(embeds[:, :5]), num_beams=3, max_new_tokens=8, eos_id=EOS_ID, pad_id=7, trie=trie)
+    assert_same_beams(found, expected, 7)

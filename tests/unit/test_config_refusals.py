@@ -165,7 +165,9 @@ def test_decoder_fields_are_written_for_decoder_models_only():
 
 
 def test_generation_options_are_refused_by_name():
-    with pytest.raises(NotImplementedError, match="num_gen_sequences=2: only 1"):
-        GenerationOptions(num_gen_sequences=2)
+    with pytest.raises(ValueError, match="num_gen_sequences must be >= 1, got 0"):
+        GenerationOptions(num_gen_sequences=0)
+    with pytest.raises(ValueError, match="num_gen_sequences=3 is more than the 2 gen_constraints labels"):
+        GenerationOptions(["person", "city", "person"], num_gen_sequences=3)
     with pytest.raises(ValueError, match="gen_constraints must be a list of non-empty labels, got 'person'"):
         GenerationOptions(gen_constraints="person")
