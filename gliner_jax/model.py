@@ -367,10 +367,14 @@ class GLiNER:
         refused), and `save_pretrained` writes the embeddings as gliner's `precomputed_prompts` (and
         `precomputed_rel_prompts`) tensors. A relation model compressed without `rel_labels` keeps the relation
         prompts it stored before, if any (without any it finds no relations, as gliner). `distill` (gliner's
-        fine-tuning on pseudo-labels) raises NotImplementedError, so do a bi-encoder (no prompts) and a
-        streaming model."""
+        fine-tuning on pseudo-labels, a training run) raises NotImplementedError naming
+        `gliner_jax.training.distill.compress_and_distill`, which does it; so do a bi-encoder (no prompts) and a
+        streaming model (gliner's compression fails on both)."""
         if distill or distill_options:
-            raise NotImplementedError("compress_prompt_embeddings: distill is not implemented")
+            raise NotImplementedError(
+                "compress_prompt_embeddings(distill=True): call gliner_jax.training.distill.compress_and_distill("
+                "model, texts, labels, output_dir, ...), which trains the compressed model"
+            )
         if self.config.is_bi_encoder or self.config.is_streaming:
             raise NotImplementedError(
                 "compress_prompt_embeddings needs a uni-encoder model with label prompts (not a bi-encoder or a "

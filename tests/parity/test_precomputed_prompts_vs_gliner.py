@@ -5,6 +5,8 @@ batch, loss and gradients); a relation model's entity and relation prompts."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,7 @@ from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
 from gliner_jax.testing.builders import CORPUS, build_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
+from gliner_jax.training.distill import compress_and_distill, word_level_example
 from gliner_jax.training.loss import LossConfig
 from gliner_jax.training.step import make_train_step
 from tests.utils.entities import assert_same_entities
@@ -229,3 +232,47 @@ def test_relation_model_compressed_as_gliner(relex_models, tmp_path):
     for found in (got, read):
         assert_same_outputs(found[0], expected[0])
         assert_same_outputs(found[1], expected[1])
+
+
+def test_distillation_trains_the_compressed_model_on_its_predictions(gliner_backbone, tmp_path):
+    """gliner's `compress_prompt_embeddings(distill=True)`, as `compress_and_distill`: the uncompressed model's
+    predictions become gliner's word-level examples (`_predictions_to_word_level`: labels lower-cased, entities
+    that are not whole whitespace words dropped), and the model is compressed and fine-tuned on them in place (its
+    stored prompts kept: frozen in training, as in gliner); the run's files land in the folder given."""
+    reference = build_reference(gliner_backbone, tmp_path / "plain", logit_scale=5.0, hidden_size=32)
+    texts = [*CORPUS[:6], "  Marie  Curie lived in   Paris, France . "]  # runs of spaces, punctuation in words
+    labels = ["Person", "award", "city", "date"]  # a capital: gliner's lower-cased examples never name it
+    (threshold,) = quantile_thresholds(reference, texts, labels, (0.8,))
+    model = GLiNER.from_pretrained(tmp_path / "plain")
+    with pytest.raises(NotImplementedError, match="compress_and_distill"):
+        model.compress_prompt_embeddings(texts, labels, distill=True)
+    predictions = model.inference(texts, labels, threshold=threshold)
+    examples = [word_level_example(text, found) for text, found in zip(texts, predictions, strict=True)]
+    start = texts[-1].index("Paris")
+    by_hand = [  # "Marie  Curie" (a capital), "Paris" (not the word "Paris,"), "Paris, France" (whole words)
+        {"start": 2, "end": 14, "label": "Person"},
+        {"start": start, "end": start + 5, "label": "city"},
+        {"start": start - 1, "end": start + 13, "label": "country"},
+    ]
+    for text, found in [*zip(texts, predictions, strict=True), (texts[-1], by_hand)]:
+        expected = type(reference)._predictions_to_word_level(text, found)
+        expected = {"tokenized_text": expected["tokenized_text"], "ner": [list(e) for e in expected["ner"]]}
+        assert word_level_example(text, found) == expected
+    assert word_level_example(texts[-1], by_hand)["ner"] == [[0, 1, "person"], [4, 5, "country"]]
+    assert sum(len(example["ner"]) for example in examples) > 0  # something to learn
+
+    encoder = "encoder/embeddings/word_embeddings/embedding"
+    before = dict(nnx.to_flat_state(nnx.state(model.model, nnx.Param)))[tuple(encoder.split("/"))][...].copy()
+    distilled = compress_and_distill(model, texts, labels, tmp_path / "distill", threshold=threshold, batch_size=4)
+    assert distilled is model and model.config.precomputed_labels == labels
+    saved = GLiNER.from_pretrained(tmp_path / "distill" / "compressed")
+    np.testing.assert_array_equal(
+        model.model.precomputed_prompts.get_value(), saved.model.precomputed_prompts.get_value()
+    )
+    after = dict(nnx.to_flat_state(nnx.state(model.model, nnx.Param)))[tuple(encoder.split("/"))][...]
+    assert not np.array_equal(np.asarray(after), np.asarray(before))
+    lines = (tmp_path / "distill" / "distill.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == examples
+    assert (tmp_path / "distill" / "run" / "final" / "gliner_config.json").is_file()
+    with pytest.raises(ValueError, match="not an empty folder"):
+        compress_and_distill(model, texts, labels, tmp_path / "distill")
