@@ -127,12 +127,13 @@ class LabelDecoder(nnx.Module):
         decoder_input_ids: jax.Array | None = None,
         decoder_words_mask: jax.Array | None = None,
         prefix_len: jax.Array | int = 1,
+        word_base: int = 1,
     ) -> jax.Array:
         """gliner's decoder loss as `label_loss` computes it, with the prefix length a traced scalar (gliner's length
         for the batch varies between batches of one shape): each span's prefix then its label's tokens fill the first
         prefix_len + L - 1 of T + L slots (T: the decoder rows' length, at least the longest prefix less one; without
         context T = 0 and prefix_len 1); the slots after them are never read (causal attention), and the positions
-        are those of `label_loss`."""
+        are those of `label_loss`. `word_base` as in `prefixes` (0: the token decoder model's prefixes)."""
         projected = self.project(span_rep)
         count, width = projected.shape
         length = label_ids.shape[1]
@@ -142,7 +143,8 @@ class LabelDecoder(nnx.Module):
         start = jnp.full((count,), prefix_len)  # the span's first token; its representation just before
         if decoder_input_ids is not None:
             words = decoder_words_mask[:, None, :]
-            inside = ((words >= span_words[:, :1, None] + 1) & (words <= span_words[:, 1:, None] + 1))[:, 0]
+            first, last = span_words[:, :1, None] + word_base, span_words[:, 1:, None] + word_base
+            inside = ((words >= first) & (words <= last))[:, 0]
             start = start - inside.sum(-1)
             slot = jnp.where(inside, jnp.cumsum(inside, -1) - 1 + start[:, None], slots)
             embeds = self.decoder.embed(decoder_input_ids).astype(projected.dtype)

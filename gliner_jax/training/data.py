@@ -37,7 +37,7 @@ from gliner_jax.data_formats import (
     read_source,
 )
 from gliner_jax.packing import pack
-from gliner_jax.text.collate import Processor
+from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.words import split_words
 from gliner_jax.training.config import source_name
 from gliner_jax.training.decoder_data import BLANK_LABEL, DecoderBatches
@@ -468,23 +468,27 @@ def collate(
     blank-entity draw from `rng`, one label per gold span, and the decoder arrays of `decoder_data.DecoderBatches`."""
     label_lists = [list(dict.fromkeys(labels)) for labels in label_sets]
     rng = rng or random.Random(0)
-    blank = decoder is not None and decoder.blank(rng)
-    prompts = [[BLANK_LABEL] for _ in label_lists] if blank else label_lists
+    token_decoder = decoder is not None and decoder.token_level
+    blank = decoder is not None and not token_decoder and decoder.blank(rng)
     relex = processor.rel_token is not None
     if relex:
         relation_sets = [list(dict.fromkeys(r)) for r in (relation_sets or [[] for _ in examples])]
-    batch = processor.collate_words(
-        [example["tokenized_text"] for example in examples],
-        prompts,
-        bucket=True,
-        batch_size=batch_size,
-        label_table=label_table,
-        label_rows_multiple=label_rows_multiple,
-        relations=relation_sets if relex else None,
-    )
+
+    def collate_prompts(blank: bool) -> Batch:
+        return processor.collate_words(
+            [example["tokenized_text"] for example in examples],
+            [[BLANK_LABEL] for _ in label_lists] if blank else label_lists,
+            bucket=True,
+            batch_size=batch_size,
+            label_table=label_table,
+            label_rows_multiple=label_rows_multiple,
+            relations=relation_sets if relex else None,
+        )
+
+    batch = collate_prompts(blank)
     max_width = None if processor.span_mode == "token_level" else processor.max_width
     lengths = batch.text_lengths[: len(examples)].tolist()
-    if decoder is None:
+    if decoder is None or token_decoder:
         rows = entity_rows(examples, label_lists, lengths, max_width)
     else:
         spans = decoder.gold_spans(examples, label_lists, lengths, blank)
@@ -492,14 +496,19 @@ def collate(
     entities = np.zeros((len(batch.input_ids), entity_bucket(max(map(len, rows), default=0)), 3), np.int32)
     for i, row in enumerate(rows):
         entities[i, : len(row)] = np.asarray(row, np.int32).reshape(-1, 3)
-    arrays = batch.model_arrays() | {"entities": entities}
+    arrays = {"entities": entities}
     if processor.neg_spans_ratio is not None:
-        arrays |= _token_span_arrays(
-            examples, label_lists, batch.text_lengths, processor, rng or random.Random(0), len(batch.input_ids)
-        )
+        arrays |= _token_span_arrays(examples, label_lists, batch.text_lengths, processor, rng, len(batch.input_ids))
+    if token_decoder:  # its blank draw follows the negative spans' draws; its targets keep their classes
+        blank = decoder.blank(rng)
+        batch = collate_prompts(blank) if blank else batch
+        token_spans = (arrays["token_spans"], arrays["token_span_mask"])
+        spans = decoder.token_gold_spans(examples, label_lists, lengths, *token_spans)
+    arrays = batch.model_arrays() | arrays
     if decoder is not None:
-        prompt_words = [processor.prompt(prompt) for prompt in prompts]
-        return arrays | decoder.arrays(batch.words, prompt_words, spans, len(batch.input_ids))
+        prompt_words = [processor.prompt([BLANK_LABEL] if blank else labels) for labels in label_lists]
+        extra = {"token_spans": token_spans} if token_decoder else {}
+        return arrays | decoder.arrays(batch.words, prompt_words, spans, len(batch.input_ids), **extra)
     if not relex:
         return arrays
     targets = _relation_arrays(examples, rows, relation_sets, rng, len(batch.input_ids), max_width, label_lists)

@@ -70,18 +70,40 @@ def _network_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {name: value for name, value in batch.items() if name not in targets}
 
 
-def decoder_loss(model: nnx.Module, span_reps: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+def decoder_loss(model: nnx.Module, states: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
     """A decoder model's decoder loss on the batch's gold spans (`decoder_spans` [M, 3]: row, first and last word;
-    padding spans have no targets), read from its span representations [B, W, K, H], as gliner trains it."""
+    padding spans have no targets), as gliner trains it: read from its span representations `states` [B, W, K, H],
+    or a token decoder model's from its word states [B, W, H] (`span_rep.endpoints`, its prefixes reading the word
+    before the span as in inference)."""
     spans = batch["decoder_spans"]
-    reps = span_reps.reshape(span_reps.shape[0], -1, span_reps.shape[-1])
-    reps = reps[spans[:, 0], spans[:, 1] * span_reps.shape[2] + spans[:, 2] - spans[:, 1]]
+    token_level = states.ndim == 3
+    if token_level:
+        reps = model.span_rep.endpoints(states[spans[:, 0]], spans[:, None, 1:])[:, 0]
+    else:
+        reps = states.reshape(states.shape[0], -1, states.shape[-1])
+        reps = reps[spans[:, 0], spans[:, 1] * states.shape[2] + spans[:, 2] - spans[:, 1]]
     context = ()
     if "decoder_input_ids" in batch:
         rows = (batch["decoder_input_ids"][spans[:, 0]], batch["decoder_words_mask"][spans[:, 0]])
         context = (*rows, batch["decoder_prefix_len"][0])
     labels = (batch[name] for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"))
-    return model.label_decoder.training_loss(reps, spans[:, 1:], *labels, *context)
+    return model.label_decoder.training_loss(reps, spans[:, 1:], *labels, *context, word_base=0 if token_level else 1)
+
+
+def _token_span_loss(
+    model: nnx.Module, batch: dict[str, jax.Array], loss_config: LossConfig
+) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
+    """A represent_spans token model's `token_span_loss_terms` (the span logits of the batch's token_spans from the
+    same forward pass), and its word states [B, W, H] (unpacked rows)."""
+    config = model.config
+    logits, kept = model(**_network_inputs(batch), span_states=True)
+    words, prompts, spans = (
+        value.reshape(-1, *value.shape[-2:])  # packed: rows and slots become one axis of examples
+        for value in (kept["span_words"], kept["span_prompts"], jnp.asarray(batch["token_spans"]))
+    )
+    span_logits = model.span_scores(words, prompts, spans[..., :2])
+    weights = (config.token_loss_coef, config.span_loss_coef)
+    return *token_span_loss_terms(logits, span_logits, batch, loss_config, *weights), kept["span_words"]
 
 
 def loss_terms(
@@ -94,23 +116,22 @@ def loss_terms(
     (`relations.PairSelection`). A token model with `represent_spans`: `token_span_loss_terms`, the span logits of
     the batch's token_spans computed from the same forward pass. A decoder model whose batch has its decoder arrays:
     the span loss and `decoder_loss` weighed by its decoder_loss_coef and span_loss_coef (terms "span",
-    "decoder")."""
+    "decoder"); a token decoder model's represent_spans loss weighed by token_loss_coef once more, as gliner's."""
     config = model.config
-    if model.label_decoder is not None and "decoder_spans" in batch:  # gliner's span and decoder terms, weighed
+    decodes = model.label_decoder is not None and "decoder_spans" in batch
+    if decodes and config.span_mode == "token_level":  # gliner's token decoder: decoder + coef * (token + span)
+        inner, terms, words = _token_span_loss(model, batch, loss_config)
+        decoder = decoder_loss(model, words, batch)
+        total = decoder * config.decoder_loss_coef + inner * config.token_loss_coef
+        return total, terms | {"decoder": decoder}
+    if decodes:  # gliner's span and decoder terms, weighed
         logits, kept = model(**_network_inputs(batch), vectors=True)
         span, terms = gliner_loss_terms(logits, batch, loss_config, key)
         decoder = decoder_loss(model, kept["vectors"], batch)
         total = decoder * config.decoder_loss_coef + span * config.span_loss_coef
         return total, terms | {"span": span, "decoder": decoder}
     if config.represents_spans:  # the token loss and the span loss of the batch's token_spans
-        logits, kept = model(**_network_inputs(batch), span_states=True)
-        words, prompts, spans = (
-            value.reshape(-1, *value.shape[-2:])  # packed: rows and slots become one axis of examples
-            for value in (kept["span_words"], kept["span_prompts"], jnp.asarray(batch["token_spans"]))
-        )
-        span_logits = model.span_scores(words, prompts, spans[..., :2])
-        weights = (config.token_loss_coef, config.span_loss_coef)
-        return token_span_loss_terms(logits, span_logits, batch, loss_config, *weights)
+        return _token_span_loss(model, batch, loss_config)[:2]
     if model.relation_head is None:  # entity models
         return gliner_loss_terms(model(**_network_inputs(batch)), batch, loss_config, key)
     logits, spans, relations = model.relex(**_network_inputs(batch))

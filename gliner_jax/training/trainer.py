@@ -95,10 +95,6 @@ class Trainer:
                     f"training a decoder model with decoder_mode={self.gliner_config.decoder_mode!r}: only 'span' "
                     "is implemented"
                 )
-            if self.gliner_config.span_mode == "token_level":  # gliner's loss differs (token_loss_coef twice)
-                raise NotImplementedError(
-                    "training a token decoder model (span_mode='token_level' with labels_decoder) is not implemented"
-                )
             decoder = DecoderBatches.of(self.gliner_config, self.decoder_tokenizer)
 
         self.mesh = make_mesh(config.mesh)

@@ -7,13 +7,14 @@ decoder_mode "prompt" fails in gliner 0.2.29's own inference and is refused here
 Compressed prompts (`precomputed_prompts_mode`) generate gliner's labels; a new decoder model takes its causal LM as
 gliner's does, and trains.
 The token decoder model (`UniEncoderTokenDecoderGLiNER`) on the same backbone and decoder: checkpoints both ways, its
-entities and generated labels; training it is refused by name.
+entities and generated labels, its training loss and gradients.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 import torch
 import transformers
 from flax import nnx
-from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator
+from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator, UniEncoderTokenDecoderDataCollator
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
@@ -265,14 +266,8 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     0.5, each prefix read from the word before the span). Random token head and span layer, centred as in
     test_represent_spans_vs_gliner: token logits per channel (spans of several words are found), span representations
     (then scaled down: span probabilities about 0.3 to 0.55). decoder_mode None: the represent_spans entities.
-    Training one is refused in one line."""
-    directory = reference[1]
-    shutil.copytree(directory, tmp_path / "ref")
-    config = json.loads((directory / "gliner_config.json").read_text())
-    (tmp_path / "ref" / "gliner_config.json").write_text(json.dumps(config | {"span_mode": "token_level"}))
-    # the span model's weights (its span head unused), the token head at its initial values
-    ref = gliner.GLiNER.from_pretrained(str(tmp_path / "ref"), local_files_only=True, strict=False)
-    assert type(ref).__name__ == "UniEncoderTokenDecoderGLiNER" and ref.config.represent_spans
+    A few training steps export a directory gliner loads strictly."""
+    ref = token_decoder_reference(reference[1], tmp_path / "ref")
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in ref.model.named_parameters():  # a random token head and span layer
@@ -309,13 +304,87 @@ def test_token_decoder_matches_gliner(reference, tmp_path):
     options.pop("max_new_tokens")
     assert_same_outputs(silent.inference(SAME_LENGTH, LABELS, **options), expected)
 
-    # Training one is refused by name (gliner's loss applies token_loss_coef twice), before any step.
+    # Two training steps, exported.
     train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
     run = tmp_path / "run.yaml"
     run.write_text(json.dumps({"model": {"init_from": str(tmp_path / "ref")}, "data": {"train": str(train)}}))
-    with pytest.raises(SystemExit) as error:
-        main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}"])
-    assert str(error.value.code).startswith("error: ") and "training a token decoder model" in str(error.value.code)
+    steps = ["trainer.num_steps=2", "trainer.global_batch_size=2", "trainer.save_every=2", "trainer.log_every=1"]
+    main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}", *steps])
+    trained = gliner.GLiNER.from_pretrained(str(tmp_path / "run" / "final"), local_files_only=True, strict=True)
+    assert type(trained).__name__ == "UniEncoderTokenDecoderGLiNER"
+
+
+def token_decoder_reference(directory: Path, target: Path):
+    """gliner's token decoder model (span_mode token_level) on the span decoder model's weights (its span head
+    unused, the token head at its initial values), saved to `target`."""
+    shutil.copytree(directory, target)
+    config = json.loads((directory / "gliner_config.json").read_text())
+    (target / "gliner_config.json").write_text(json.dumps(config | {"span_mode": "token_level"}))
+    ref = gliner.GLiNER.from_pretrained(str(target), local_files_only=True, strict=False)
+    assert type(ref).__name__ == "UniEncoderTokenDecoderGLiNER" and ref.config.represent_spans
+    ref.save_pretrained(target)
+    return ref
+
+
+# "ner" out of position order (gliner pairs the spans with the labels sorted by position), two labels on one span, a
+# span wider than max_width (the token model has no width limit), a label not among the example's (no target).
+TOKEN_RECORDS = [
+    {
+        "tokenized_text": SAME_LENGTH[0].split(),
+        "ner": [[9, 9, "city"], [0, 1, "person"], [0, 1, "scientist"], [3, 7, "award"]],
+    },
+    {"tokenized_text": SAME_LENGTH[1].split(), "ner": [[0, 1, "person"], [4, 6, "organization"], [9, 9, "x"]]},
+    {"tokenized_text": SAME_LENGTH[2].split(), "ner": [[6, 6, "city"], [0, 0, "company"]]},
+]
+TOKEN_LABELS = [["person", "city", "award", "scientist"], ["person", "organization"], ["company", "city"]]
+SEED = 5
+
+
+@pytest.mark.parametrize("blank", [0.0, 1.0], ids=["labels", "blank"])
+def test_token_decoder_training_matches_gliner(reference, tmp_path, blank):
+    """gliner's token decoder model on its collated training batch (its random negative spans and blank draw from
+    one seed; `blank_entity_prob` 1: the prompt is "entity" alone): our data path gives its decoder arrays and prefix
+    length; our loss is gliner's (decoder_loss_coef * decoder + token_loss_coef * (token_loss_coef * token +
+    span_loss_coef * span)), its decoder term too, and so is every parameter's gradient."""
+    ref = token_decoder_reference(reference[1], tmp_path / "ref")
+    ref.config.blank_entity_prob = blank
+    ref.config.token_loss_coef, ref.config.span_loss_coef, ref.config.decoder_loss_coef = 0.7, 1.3, 0.4
+    collator = UniEncoderTokenDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    random.seed(SEED)  # gliner draws its negative spans and blank batches from the global random module
+    batch = collator(TOKEN_RECORDS, entity_types=TOKEN_LABELS)
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    ref.model.eval()
+    ref.model.zero_grad()
+    output = ref.model(**tensors)
+    output.loss.backward()
+    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+    ours = GLiNER.from_pretrained(tmp_path / "ref")
+    config = dataclasses.replace(
+        ours.config, blank_entity_prob=blank, token_loss_coef=0.7, span_loss_coef=1.3, decoder_loss_coef=0.4
+    )
+    model = nnx.clone(ours.model)
+    model.config = config
+    decoder = DecoderBatches.of(config, ours.decoder_tokenizer)
+    records = [data_lib.normalize_record(record) for record in TOKEN_RECORDS]
+    arrays = data_lib.collate(
+        records, TOKEN_LABELS, ours.processor, batch_size=4, decoder=decoder, rng=random.Random(SEED)
+    )
+    assert (arrays["labels_valid"][:3].sum(axis=1) == 1).all() == bool(blank)
+    count = batch["decoder_labels"].shape[0]
+    assert count == len(arrays["decoder_spans"][arrays["decoder_labels"][:, 0] != -100]) == 8
+    for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"):
+        np.testing.assert_array_equal(arrays[name][:count, : batch[name].shape[1]], batch[name].numpy(), name)
+    assert arrays["decoder_prefix_len"][0] == output.decoder_embedding.shape[2]
+
+    def loss(model):
+        return loss_terms(model, jax.tree.map(jnp.asarray, arrays), LossConfig())
+
+    (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(model)
+    np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(config)), ref_grads)
 
 
 def test_new_decoder_model_takes_the_causal_lm(parts, tmp_path):
