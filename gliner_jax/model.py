@@ -30,6 +30,7 @@ from gliner_jax.modeling.relations import PairSelection
 from gliner_jax.pipeline import Chunk, DetailedSpan, LabelTable, Pipeline, RelationStage, RelationTuple, WordSpan
 from gliner_jax.sharding import Placement, round_up
 from gliner_jax.streaming import Sessions
+from gliner_jax.streaming_engines import AsyncStreamingEngine, StreamingBatch
 from gliner_jax.text.collate import Batch, Processor
 from gliner_jax.text.labels import Labels, LabelSet, normalize_labels
 from gliner_jax.text.wire import WireSizes, from_wire
@@ -635,9 +636,8 @@ class GLiNER:
         if session_id is not None:
             if self.sessions is None:
                 raise ValueError("session_id needs a streaming span model (model_type 'gliner_streaming_span')")
-            asked = dict(
+            asked = dict(  # gliner refuses each of them with session inference too
                 input_spans=input_spans is not None,
-                return_class_probs=return_class_probs,
                 return_vectors=return_vectors,
                 return_label_vectors=return_label_vectors,
                 relations=relations is not None,
@@ -646,7 +646,7 @@ class GLiNER:
                 names = ", ".join(name for name, on in asked.items() if on)
                 raise NotImplementedError(f"{names}: not available with session inference")
             options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label, recompute=recompute)
-            options["batch_size"] = batch_size
+            options |= dict(batch_size=batch_size, return_class_probs=return_class_probs)
             return self.sessions.infer(texts, labels, session_id, **options)
         generation = _generation(self.config, GenerationOptions(gen_constraints, num_gen_sequences, max_new_tokens))
         if relations is not None:
@@ -691,6 +691,20 @@ class GLiNER:
     def session_count(self) -> int:
         """How many streaming sessions are held."""
         return len(self._sessions())
+
+    def create_streaming_batch(self, session_ids: list[str], labels: list[str]) -> StreamingBatch:
+        """A streaming span model's fixed batch of sessions with one label list (gliner's `StreamingBatch`,
+        `gliner_jax.streaming_engines`), apart from the model's own sessions."""
+        sessions = self._sessions()
+        return StreamingBatch(Sessions(sessions.model, sessions.config, sessions.processor), session_ids, labels)
+
+    def create_async_streaming_engine(
+        self, *, max_batch_size: int = 32, batch_wait_timeout_ms: float = 2.0, queue_capacity: int = 4096
+    ) -> AsyncStreamingEngine:
+        """An asyncio front to a streaming span model's sessions that batches appends arriving independently
+        (gliner's `AsyncStreamingEngine`, `gliner_jax.streaming_engines`)."""
+        options = dict(max_batch_size=max_batch_size, batch_wait_timeout_ms=batch_wait_timeout_ms)
+        return AsyncStreamingEngine(self._sessions(), queue_capacity=queue_capacity, **options)
 
     def _sessions(self) -> Sessions:
         if self.sessions is None:

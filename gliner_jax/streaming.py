@@ -141,13 +141,18 @@ class Sessions:
         multi_label: bool = False,
         recompute: bool = False,
         batch_size: int = 8,
-    ) -> list[list[dict]]:
+        return_class_probs: bool = False,
+        snapshots: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[list[dict] | Exception]:
         """Append each text to its session (`session_ids`, one per text) and return each session's entities so far,
-        as gliner's session inference: {start, end, text, label, score} with offsets in the session's whole text. An
-        empty or whitespace-only text returns [] and leaves its session as it was. As in gliner, `batch_size` texts
+        as gliner's session inference: {start, end, text, label, score} with offsets in the session's whole text
+        (and "class_probs", a span's 5 best labels, with `return_class_probs`). An empty or whitespace-only text
+        returns [] and leaves its session as it was; with `snapshots` (gliner's `StreamingBatch`) it returns its
+        session's entities so far, and with `recompute` rereads the session's text. As in gliner, `batch_size` texts
         at a time, in order, their new (or recomputed) sessions run as one batch and the others by cached length;
         a session whose labels changed (without `recompute`) or that would pass the context limit raises ValueError
-        once the other sessions have read their texts."""
+        once the other sessions have read their texts (with `return_exceptions`, the error is that text's result)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not isinstance(session_ids, list) or not all(isinstance(value, str) for value in session_ids):
             raise TypeError("session_id must be a list of strings")
@@ -163,7 +168,12 @@ class Sessions:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         label_sets = normalize_labels(labels, len(texts))
         results: list[list[dict] | Exception] = [[] for _ in texts]
-        live = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+
+        def reads(i: int) -> bool:
+            reread = snapshots and recompute and session_ids[i] in self._states
+            return isinstance(texts[i], str) and (bool(texts[i].strip()) or reread)
+
+        live = [i for i in range(len(texts)) if reads(i)]
         for begin in range(0, len(live), batch_size):  # gliner's batches of requests, in order
             groups: dict[tuple[bool, int], list[tuple[int, _Append]]] = {}
             for i in live[begin : begin + batch_size]:
@@ -177,9 +187,14 @@ class Sessions:
                 states = self._run([item for _, item in group])
                 for (i, item), state in zip(group, states, strict=True):
                     self._states[item.session_id] = state
-                    results[i] = _entities(state, threshold, flat_ner, multi_label)
+                    results[i] = _entities(state, threshold, flat_ner, multi_label, return_class_probs)
+        if snapshots:
+            for i in set(range(len(texts))) - set(live):
+                state = self._states.get(session_ids[i])
+                found = [] if state is None else _entities(state, threshold, flat_ner, multi_label, return_class_probs)
+                results[i] = found
         for result in results:
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and not return_exceptions:
                 raise result
         return results
 
@@ -304,19 +319,28 @@ def _candidates(config: StreamingSpanConfig, past: int, new: int, capacity: int,
     return (ends < total) & (ends >= lowest) & (new > 0)
 
 
-def _entities(state: SessionState, threshold: float, flat_ner: bool, multi_label: bool) -> list[dict]:
-    """A session's entities from its span logits so far, as gliner decodes them."""
+def _entities(
+    state: SessionState, threshold: float, flat_ner: bool, multi_label: bool, class_probs: bool = False
+) -> list[dict]:
+    """A session's entities from its span logits so far, as gliner decodes them; with `class_probs`, each with its
+    span's 5 best labels {label: probability} (gliner's `return_class_probs`)."""
     probs = (1.0 / (1.0 + np.exp(-state.span_logits)))[None]
     options = dict(threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
-    found = decode_span_batch(probs, [state.num_words], [len(state.labels)], allowed=state.span_seen[None], **options)
+    num_labels = len(state.labels)
+    found = decode_span_batch(probs, [state.num_words], [num_labels], allowed=state.span_seen[None], **options)
     words = state.word_offsets
-    return [
-        {
+    entities = []
+    for start, end, label, score in found[0]:
+        entity = {
             "start": words[start][1],
             "end": words[end][2],
             "text": state.text[words[start][1] : words[end][2]],
             "label": state.label_names[label],
             "score": float(score),
         }
-        for start, end, label, score in found[0]
-    ]
+        if class_probs:
+            scores = probs[0, start, end - start, :num_labels]
+            best = np.argsort(-scores, kind="stable")[:5]
+            entity["class_probs"] = {state.label_names[c]: float(scores[c]) for c in best}
+        entities.append(entity)
+    return entities

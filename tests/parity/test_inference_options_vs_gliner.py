@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import collections
 
-import numpy as np
 import pytest
 
 from gliner_jax import GLiNER
 from gliner_jax.testing.builders import build_reference, quantile_thresholds
 from gliner_jax.text.words import split_words
 from gliner_jax.windows import window_starts
+from tests.utils.gliner_parity import assert_same_detailed
 
 TEXTS = [
     "Marie Curie won the Nobel Prize in Physics in 1903, and again in 1911!",
@@ -49,25 +49,6 @@ def models(request, gliner_backbone, labels_backbone, tmp_path_factory):
     reference = build_reference(gliner_backbone, directory, logit_scale=4.0, **config)
     threshold = quantile_thresholds(reference, [t for t in TEXTS if t.strip()], LABELS, (0.9,))[0]
     return reference, GLiNER.from_pretrained(directory), threshold
-
-
-def assert_same_detailed(ours: list[dict], ref: list[dict]) -> None:
-    """The same entities with the same keys; scores, class probabilities (same labels, same order) and vectors
-    (NumPy float32, as gliner's) within 1e-5."""
-    assert [(e["start"], e["end"], e["text"], e["label"]) for e in ours] == [
-        (e["start"], e["end"], e["text"], e["label"]) for e in ref
-    ]
-    for got, expected in zip(ours, ref, strict=True):
-        assert list(got) == list(expected)
-        np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-5)
-        if "class_probs" in expected:
-            assert list(got["class_probs"]) == list(expected["class_probs"])
-            np.testing.assert_allclose(
-                list(got["class_probs"].values()), list(expected["class_probs"].values()), rtol=0, atol=1e-5
-            )
-        for key in {"vector", "label_vector"} & set(expected):
-            assert isinstance(got[key], np.ndarray) and got[key].dtype == np.float32 == expected[key].dtype
-            np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-5)
 
 
 def predictions(reference, ours, labels, **options) -> tuple[list[list[dict]], list[list[dict]]]:

@@ -2,10 +2,13 @@
 byte-level BPE tokenizer, a projection to hidden_size, a one-layer DeBERTa label encoder, markerV2) against ours:
 the gliner-saved directory loads with every key matched, whole-text entities and scores equal gliner's, and our
 export is gliner's state dict, which gliner loads and predicts the same with; sessions fed chunk by chunk give
-gliner's entities after every chunk (a session's state saved as a pytree and put back continues the same); the
-train step's loss and gradients on gliner's training records are gliner's."""
+gliner's entities after every chunk (a session's state saved as a pytree and put back continues the same), and so do
+gliner's `StreamingBatch` and `AsyncStreamingEngine`; the train step's loss and gradients on gliner's training
+records are gliner's."""
 
 from __future__ import annotations
+
+import asyncio
 
 import gliner
 import jax
@@ -26,6 +29,7 @@ from gliner_jax.training.step import make_train_step
 from tests.utils.gliner_parity import (
     assert_export_equals_reference,
     assert_gradients_close,
+    assert_same_detailed,
     assert_same_outputs,
     train_without_dropout,
 )
@@ -82,9 +86,12 @@ def test_sessions_match_gliner(models):
     (threshold,) = quantile_thresholds(ref, [" ".join(texts) for texts in zip(*CHUNKS, strict=True)], LABELS, (0.9,))
     options = dict(threshold=threshold, session_id=SESSIONS)
     found = 0
-    for chunk in CHUNKS:
-        expected = ref.inference(chunk, LABELS, **options)
-        assert_same_outputs(ours.inference(chunk, LABELS, **options), expected)
+    for chunk in CHUNKS:  # the last with each entity's 5 best labels
+        probs = dict(return_class_probs=chunk is CHUNKS[-1])
+        expected = ref.inference(chunk, LABELS, **options, **probs)
+        for got, want in zip(ours.inference(chunk, LABELS, **options, **probs), expected, strict=True):
+            assert_same_detailed(got, want)
+            assert all(("class_probs" in entity) == probs["return_class_probs"] for entity in want)
         found += sum(map(len, expected))
         if chunk is CHUNKS[0]:  # a and c batch together next
             assert ours.sessions.get("a").num_tokens == ours.sessions.get("c").num_tokens
@@ -107,6 +114,62 @@ def test_sessions_match_gliner(models):
     assert_same_outputs(
         ours.inference([" as chancellor."], LABELS, **options), ref.inference([" as chancellor."], LABELS, **options)
     )
+
+
+def test_streaming_batch_matches_gliner(models):
+    """gliner's `StreamingBatch`: a fixed batch of sessions (apart from the model's) with one label list, every
+    session's entities on each call; a blank chunk returns its session's entities so far; `recompute` rereads every
+    session; a closed batch refuses appends."""
+    ref, _, ours = models
+    (threshold,) = quantile_thresholds(ref, [" ".join(texts) for texts in zip(*CHUNKS, strict=True)], LABELS, (0.9,))
+    calls = [
+        (["   ", "   ", "   "], {}),  # nothing yet
+        *((chunk, {}) for chunk in CHUNKS),  # the last with a blank chunk
+        (["   ", "   ", "   "], dict(return_class_probs=True)),  # every session's entities again
+        ([" Then", "   ", " more."], dict(recompute=True)),  # every session reread
+    ]
+    with ref.create_streaming_batch(SESSIONS, LABELS) as expected_batch:
+        batch = ours.create_streaming_batch(SESSIONS, LABELS)
+        assert not batch.initialized
+        for texts, options in calls:
+            expected = expected_batch.append(texts, threshold=threshold, **options)
+            for got, want in zip(batch.append(texts, threshold=threshold, **options), expected, strict=True):
+                assert_same_detailed(got, want)
+        assert sum(map(len, expected)) >= 3 and batch.initialized and ours.session_count == 0
+    batch.close()
+    with pytest.raises(RuntimeError, match="StreamingBatch is closed"):
+        batch.append(["x", "y", "z"])
+    with pytest.raises(ValueError, match="session_ids must be unique"):
+        ours.create_streaming_batch(["a", "a"], LABELS)
+
+
+def test_async_streaming_engine_matches_gliner(models):
+    """gliner's `AsyncStreamingEngine`: three sessions streamed concurrently from asyncio tasks (their appends
+    batched as they arrive) end with gliner's entities; a session's appends keep their order; a blank append returns
+    [] and a cleared session starts again."""
+    ref, _, ours = models
+    (threshold,) = quantile_thresholds(ref, [" ".join(texts) for texts in zip(*CHUNKS, strict=True)], LABELS, (0.9,))
+
+    async def run(model) -> tuple[list, list]:
+        async with model.create_async_streaming_engine(batch_wait_timeout_ms=5.0) as engine:
+
+            async def session(index: int) -> list:
+                chunks = [chunk[index] for chunk in CHUNKS]
+                return [found async for found in engine.stream(f"e{index}", chunks, LABELS, threshold=threshold)]
+
+            streamed = await asyncio.gather(*(session(i) for i in range(len(SESSIONS))))
+            assert await engine.append("e0", "  ", LABELS) == []
+            await engine.clear_session("e1")
+            again = await engine.append("e1", CHUNKS[0][1], LABELS, threshold=threshold)
+        model.clear_sessions()
+        return streamed, again
+
+    (expected, expected_again), (got, got_again) = asyncio.run(run(ref)), asyncio.run(run(ours))
+    for ours_stream, ref_stream in zip(got, expected, strict=True):
+        for found, want in zip(ours_stream, ref_stream, strict=True):
+            assert_same_outputs([found], [want])
+    assert_same_outputs([got_again], [expected_again])
+    assert sum(len(stream[-1]) for stream in expected) >= 3
 
 
 RECORDS = [

@@ -190,3 +190,22 @@ def assert_export_equals_reference(ours, ref: gliner.GLiNER, directory: Path) ->
     for key, tensor in expected.items():
         np.testing.assert_array_equal(exported[key], tensor.numpy(), err_msg=key)
     return exported
+
+
+def assert_same_detailed(ours: list[dict], ref: list[dict]) -> None:
+    """The same entities with the same keys; scores, class probabilities (same labels, same order) and vectors
+    (NumPy float32, as gliner's) within 1e-5."""
+    assert [(e["start"], e["end"], e["text"], e["label"]) for e in ours] == [
+        (e["start"], e["end"], e["text"], e["label"]) for e in ref
+    ]
+    for got, expected in zip(ours, ref, strict=True):
+        assert list(got) == list(expected)
+        np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-5)
+        if "class_probs" in expected:
+            assert list(got["class_probs"]) == list(expected["class_probs"])
+            np.testing.assert_allclose(
+                list(got["class_probs"].values()), list(expected["class_probs"].values()), rtol=0, atol=1e-5
+            )
+        for key in {"vector", "label_vector"} & set(expected):
+            assert isinstance(got[key], np.ndarray) and got[key].dtype == np.float32 == expected[key].dtype
+            np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-5)
