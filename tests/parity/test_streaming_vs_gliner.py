@@ -128,6 +128,7 @@ def test_streaming_batch_matches_gliner(models):
         (["   ", "   ", "   "], dict(return_class_probs=True)),  # every session's entities again
         ([" Then", "   ", " more."], dict(recompute=True)),  # every session reread
     ]
+    held = ours.session_count  # the model's own sessions, which the batch leaves alone
     with ref.create_streaming_batch(SESSIONS, LABELS) as expected_batch:
         batch = ours.create_streaming_batch(SESSIONS, LABELS)
         assert not batch.initialized
@@ -135,7 +136,7 @@ def test_streaming_batch_matches_gliner(models):
             expected = expected_batch.append(texts, threshold=threshold, **options)
             for got, want in zip(batch.append(texts, threshold=threshold, **options), expected, strict=True):
                 assert_same_detailed(got, want)
-        assert sum(map(len, expected)) >= 3 and batch.initialized and ours.session_count == 0
+        assert sum(map(len, expected)) >= 3 and batch.initialized and ours.session_count == held
     batch.close()
     with pytest.raises(RuntimeError, match="StreamingBatch is closed"):
         batch.append(["x", "y", "z"])
