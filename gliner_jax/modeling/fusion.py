@@ -3,6 +3,8 @@ and label embeddings) and the layers fuser (`fuse_layers`: an encoder's layer ou
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -141,3 +143,13 @@ class LayersFuser(nnx.Module):
         z = jnp.sum(jnp.where(used, squeezed, 0.0), axis=-1) / jnp.maximum(used.sum(), 1)  # [K, B]
         weights = jax.nn.sigmoid(self.W2(jax.nn.relu(self.W1(z.T.astype(states.dtype)))))  # [B, K]
         return self.output_projection(jnp.einsum("kbtd,bk->btd", states, weights))
+
+
+def build_cross_fuser(config: Any, dtype: jnp.dtype, rngs: nnx.Rngs) -> CrossFuser | None:
+    """gliner's cross fuser of a GLiNER config (`post_fusion_schema`, `num_post_fusion_layers`; None without a
+    schema): as wide as hidden_size, with the text backbone's attention heads, as every gliner model builds it."""
+    if not config.post_fusion_schema:
+        return None
+    heads = config.encoder_config.num_attention_heads
+    width, layers, schema = config.hidden_size, config.num_post_fusion_layers, config.post_fusion_schema
+    return CrossFuser(width, heads, layers, schema, config.dropout, dtype, rngs)

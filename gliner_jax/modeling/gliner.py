@@ -14,7 +14,7 @@ from gliner_jax.config import GLiNERConfig
 from gliner_jax.modeling import axes
 from gliner_jax.modeling.context_encoders import ContextEncoder
 from gliner_jax.modeling.encoders import build_encoder
-from gliner_jax.modeling.fusion import CrossFuser, LayersFuser
+from gliner_jax.modeling.fusion import LayersFuser, build_cross_fuser
 from gliner_jax.modeling.heads import ProjectionMLP, SpanMarkerV0, TokenScorer
 from gliner_jax.modeling.label_decoder import LabelDecoder
 from gliner_jax.modeling.layers import segment_cumsum, torch_linear
@@ -142,19 +142,7 @@ class GLiNERModel(nnx.Module):
             else None
         )
         # gliner builds the cross fuser in every model but runs it only in the bi-encoder
-        self.cross_fuser = (
-            CrossFuser(
-                hidden,
-                config.encoder_config.num_attention_heads,
-                config.num_post_fusion_layers,
-                config.post_fusion_schema,
-                config.dropout,
-                dtype,
-                rngs,
-            )
-            if config.post_fusion_schema
-            else None
-        )
+        self.cross_fuser = build_cross_fuser(config, dtype, rngs)
         # a bi-encoder's labels have no prompts to store: its label encoder reads the stored labels
         self.precomputed_prompts = None if config.is_bi_encoder else _stored_prompts(config.precomputed_labels, hidden)
         self.precomputed_rel_prompts = _stored_prompts(config.precomputed_relations, hidden)

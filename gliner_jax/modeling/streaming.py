@@ -27,7 +27,7 @@ from gliner_jax.modeling import axes
 from gliner_jax.modeling.context_encoders import ContextEncoder
 from gliner_jax.modeling.decoders import build_decoder
 from gliner_jax.modeling.decoders.causal import KVCache
-from gliner_jax.modeling.fusion import CrossFuser
+from gliner_jax.modeling.fusion import build_cross_fuser
 from gliner_jax.modeling.heads import ProjectionMLP
 from gliner_jax.modeling.layers import torch_linear
 from gliner_jax.modeling.lstm import BiLSTM
@@ -66,19 +66,7 @@ class StreamingSpanModel(nnx.Module):
         self.prompt_rep = ProjectionMLP(hidden, hidden, config.dropout, dtype, rngs)
         # gliner builds the cross fuser (`post_fusion_schema`, the decoder's head count) and never runs it here; its
         # decoder backbone reads no `fuse_layers`
-        self.cross_fuser = (
-            CrossFuser(
-                hidden,
-                config.encoder_config.num_attention_heads,
-                config.num_post_fusion_layers,
-                config.post_fusion_schema,
-                config.dropout,
-                dtype,
-                rngs,
-            )
-            if config.post_fusion_schema
-            else None
-        )
+        self.cross_fuser = build_cross_fuser(config, dtype, rngs)
         # the train step's heads of other model kinds, which a streaming model has not
         self.relation_head = self.label_decoder = None
 

@@ -177,6 +177,17 @@ EXAMPLES = [
 ]
 
 
+def training_output(ref, batch: dict) -> tuple:
+    """gliner's model output on its collated training batch in eval mode (no dropout), and every parameter's gradient
+    of its loss."""
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    ref.model.eval()
+    ref.model.zero_grad()
+    output = ref.model(**tensors)
+    output.loss.backward()
+    return output, {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+
+
 def test_training_matches_gliner(reference, ours, tmp_path):
     """gliner's collated training batch (blank_entity_prob 0) of its examples and labels: our data path gives its
     decoder arrays and prefix length; our loss on our batch is gliner's total (decoder_loss_coef * decoder +
@@ -187,12 +198,7 @@ def test_training_matches_gliner(reference, ours, tmp_path):
     collator = UniEncoderSpanDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
     label_sets = [["city", "person", "politician", "location"], ["date", "company", "product"], ["person", "country"]]
     batch = collator(EXAMPLES, entity_types=label_sets)
-    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    ref.model.eval()
-    ref.model.zero_grad()
-    output = ref.model(**tensors)
-    output.loss.backward()
-    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    output, ref_grads = training_output(ref, batch)
 
     decoder = DecoderBatches.of(ours.config, ours.decoder_tokenizer)
     arrays = data_lib.collate(EXAMPLES, label_sets, ours.processor, batch_size=4, decoder=decoder)
@@ -352,12 +358,7 @@ def test_token_decoder_training_matches_gliner(reference, tmp_path, blank):
     collator = UniEncoderTokenDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
     random.seed(SEED)  # gliner draws its negative spans and blank batches from the global random module
     batch = collator(TOKEN_RECORDS, entity_types=TOKEN_LABELS)
-    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    ref.model.eval()
-    ref.model.zero_grad()
-    output = ref.model(**tensors)
-    output.loss.backward()
-    ref_grads = {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
+    output, ref_grads = training_output(ref, batch)
 
     ours = GLiNER.from_pretrained(tmp_path / "ref")
     config = dataclasses.replace(
