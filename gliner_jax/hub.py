@@ -226,18 +226,12 @@ def _streaming_layout(directory: Path, data: dict[str, Any], options: HubOptions
     backbone_directory = _snapshot_on_demand(name, options)
     has_tokenizer = (directory / TOKENIZER_CONFIG_FILE).is_file()
     tokenizer = load_tokenizer(directory if has_tokenizer else backbone_directory())
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-        else:
-            tokenizer.pad_token = tokenizer.eos_token
-    tokens = [data.get("label_token", StreamingSpanConfig.label_token), data.get("sep_token", GLiNERConfig.sep_token)]
-    tokenizer.add_tokens(tokens, special_tokens=True)
+    tokens = (data.get("label_token", StreamingSpanConfig.label_token), data.get("sep_token", GLiNERConfig.sep_token))
+    label_id, sep_id = add_streaming_tokens(tokenizer, *tokens)
     decoder = data.get("decoder_config") or data.get("labels_decoder_config")
     if not decoder:
         decoder = read_json_object(backbone_directory() / CONFIG_FILE)
     rows = len(tokenizer)
-    label_id, sep_id = tokenizer.convert_tokens_to_ids(tokens)
     completed = dict(data, decoder_config=dict(decoder, vocab_size=rows), vocab_size=rows)
     completed.update(class_token_index=label_id, sep_token_index=sep_id)
     return GLiNERLayout(directory, _config(completed, config_path, StreamingSpanConfig), tokenizer)
@@ -323,6 +317,19 @@ def load_decoder_tokenizer(directory: Path, *, saved: bool = False) -> PreTraine
     if decoder_tokenizer.pad_token is None:
         decoder_tokenizer.pad_token = decoder_tokenizer.eos_token
     return decoder_tokenizer
+
+
+def add_streaming_tokens(tokenizer: PreTrainedTokenizerBase, label_token: str, sep_token: str) -> tuple[int, int]:
+    """A streaming span model's tokens as gliner adds them to its causal LM's tokenizer: a pad token (the
+    end-of-sequence token, else a new `<|pad|>`), then the label marker and the separator; returns their ids."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.add_tokens([label_token, sep_token], special_tokens=True)
+    label_id, sep_id = tokenizer.convert_tokens_to_ids([label_token, sep_token])
+    return label_id, sep_id
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase, ent_token: str, sep_token: str) -> None:

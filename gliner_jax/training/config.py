@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from gliner_jax.config import GLiNERConfig
+from gliner_jax.config import STREAMING_MODEL_TYPE, GLiNERConfig
+from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.data_formats import SOURCE_FORMATS, read_text
 from gliner_jax.modeling.encoders import family_of
 from gliner_jax.modeling.encoders.config_checks import check_field_types, check_known_keys, fits, type_name
@@ -39,6 +40,8 @@ class ModelSection:
     (`model_type` included; a random encoder); `labels_tokenizer` is its tokenizer (defaults to the encoder's).
     `gliner.labels_decoder` (a causal LM's directory or repo id: GPT-2, Llama, Qwen2) makes a new GLiNER a decoder
     model, which takes that LM's weights, config and tokenizer (`training.model_init.build_model`).
+    `gliner.model_type: gliner_streaming_span` makes it a streaming span model (the fields of a streaming
+    gliner_config.json) on the causal LM `encoder` names, whose base model's weights it takes.
     `unroll_layers` unrolls the encoder's scan over layers in the train step: faster, compile time growing with depth
     (evaluation and export keep the scan). `remat` ("none", "dots", "full") rematerialises each encoder layer in the
     backward pass (`modeling/layer_stack.py`): the same numbers, less activation memory, more compute.
@@ -62,9 +65,14 @@ class ModelSection:
     encoder_attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        gliner_fields = {f.name for f in dataclasses.fields(GLiNERConfig)} - {"extra"}
+        streaming = self.gliner.get("model_type") == STREAMING_MODEL_TYPE
+        config_class = StreamingSpanConfig if streaming else GLiNERConfig
+        gliner_fields = {f.name for f in dataclasses.fields(config_class)} - {"extra"}
+        gliner_fields |= {"model_type"} if streaming else set()
         check_known_keys(self.gliner, gliner_fields, "model.gliner")
-        check_field_types(self.gliner, GLiNERConfig, "model.gliner:")
+        check_field_types({k: v for k, v in self.gliner.items() if k != "model_type"}, config_class, "model.gliner:")
+        if streaming and not isinstance(self.encoder, str):
+            raise ValueError("model.encoder must name the causal LM (a directory or repo id) of a new streaming model")
         if isinstance(self.encoder, Mapping):  # a random encoder: the fields of its family's config
             config_class = family_of(self.encoder.get("model_type", DEBERTA)).config_class
             known = {f.name for f in dataclasses.fields(config_class)} - {"extra"} | {"model_type"}

@@ -13,11 +13,13 @@ from flax import nnx
 from transformers import PreTrainedTokenizerBase
 
 from gliner_jax.checkpoint_io import load_gliner, load_hf_decoder, load_hf_encoder
-from gliner_jax.config import GLiNERConfig, builds_labels_decoder
+from gliner_jax.config import STREAMING_MODEL_TYPE, GLiNERConfig, builds_labels_decoder
+from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.hub import (
     ENCODER_PATTERNS,
     TOKENIZER_PATTERNS,
     add_special_tokens,
+    add_streaming_tokens,
     load_decoder_tokenizer,
     load_tokenizer,
     resolve,
@@ -27,6 +29,7 @@ from gliner_jax.model import GLiNER
 from gliner_jax.modeling.encoders import encoder_config_from_hf, family_of
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.gliner import GLiNERModel
+from gliner_jax.modeling.streaming import StreamingSpanModel
 from gliner_jax.text.splitters import WordSplitter
 from gliner_jax.text.words import Word
 from gliner_jax.training.config import ModelSection
@@ -76,6 +79,8 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         return GLiNER(model, config, tokenizer, layout.labels_tokenizer, layout.decoder_tokenizer)
 
     fields: dict[str, Any] = dict(section.gliner)
+    if fields.pop("model_type", None) == STREAMING_MODEL_TYPE:
+        return _new_streaming_model(section, fields, dtype, seed)
     decoder = decoder_tokenizer = None
     if builds_labels_decoder(fields):  # its config is the causal LM's
         decoder_directory = resolve(fields["labels_decoder"], ENCODER_PATTERNS)
@@ -124,6 +129,29 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
     return GLiNER(model, config, tokenizer, labels_tokenizer, decoder_tokenizer)
 
 
+def _new_streaming_model(section: ModelSection, fields: dict[str, Any], dtype: jnp.dtype, seed: int) -> GLiNER:
+    """A new streaming span model on the causal LM `section.encoder` names, as gliner's `from_config` builds one: the
+    LM's tokenizer (or `section.tokenizer`) given gliner's pad, label and separator tokens, the LM's base model as
+    the backbone (its embeddings grown to the tokenizer, the new rows at their random init), the rest random."""
+    directory = resolve(section.encoder, ENCODER_PATTERNS)
+    tokenizer = _tokenizer(section.tokenizer) if section.tokenizer else load_tokenizer(directory)
+    tokens = fields.get("label_token", StreamingSpanConfig.label_token), fields.get("sep_token", GLiNERConfig.sep_token)
+    label_id, sep_id = add_streaming_tokens(tokenizer, *tokens)
+    decoder, decoder_config = load_hf_decoder(directory, seed=seed)
+    rows = len(tokenizer)
+    config = StreamingSpanConfig(
+        **fields,
+        model_name=section.encoder,
+        encoder_config=dataclasses.replace(decoder_config, vocab_size=rows),
+        vocab_size=rows,
+        class_token_index=label_id,
+        sep_token_index=sep_id,
+    )
+    model = StreamingSpanModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    _copy_pretrained(model.encoder, decoder)  # the base model's weights: an untied head is not read
+    return GLiNER(model, config, tokenizer)
+
+
 def _labels_encoder(section: ModelSection, seed: int) -> tuple[str, Any, PreTrainedTokenizerBase, nnx.Module | None]:
     """A new bi-encoder's label encoder: (the name gliner records, its config, its tokenizer, its pretrained
     weights or None for a random encoder defined by config fields)."""
@@ -144,13 +172,14 @@ def _tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 
 def _copy_pretrained(target: nnx.Module, pretrained: nnx.Module) -> None:
-    """Put the pretrained encoder's (or label decoder's) weights into `target`. The word embeddings are resized to
+    """Put the pretrained encoder's (or causal LM's) weights into `target`, every parameter it has (a streaming
+    backbone has no untied LM head to take). The word embeddings are resized to
     the tokenizer as gliner resizes them: rows past the tokenizer's ids are dropped (deberta-v3 has 128100 rows for
     128001 ids), rows of added tokens past the encoder's keep their random init."""
-    current_params = dict(nnx.to_flat_state(nnx.state(target, nnx.Param)))
-    for path, variable in nnx.to_flat_state(nnx.state(pretrained, nnx.Param)):
-        value = np.asarray(variable[...])
-        current = current_params[path][...]
+    pretrained_params = dict(nnx.to_flat_state(nnx.state(pretrained, nnx.Param)))
+    for path, variable in nnx.to_flat_state(nnx.state(target, nnx.Param)):
+        value = np.asarray(pretrained_params[path][...])
+        current = variable[...]
         if value.shape != current.shape:  # the word embeddings
             value = np.concatenate([value[: current.shape[0]], np.asarray(current[value.shape[0] :])], axis=0)
-        current_params[path][...] = jnp.asarray(value)
+        variable[...] = jnp.asarray(value)

@@ -9,6 +9,7 @@ records are gliner's."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import gliner
 import jax
@@ -17,13 +18,17 @@ import numpy as np
 import optax
 import pytest
 import torch
+import transformers
 from flax import nnx
 
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import state_to_torch, streaming_table
+from gliner_jax.cli import main
 from gliner_jax.testing.builders import build_label_decoder, build_streaming_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
+from gliner_jax.training.config import ModelSection
 from gliner_jax.training.loss import LossConfig
+from gliner_jax.training.model_init import build_model
 from gliner_jax.training.optim import OptimizerConfig, parameter_groups, parameter_path
 from gliner_jax.training.step import make_train_step
 from tests.utils.gliner_parity import (
@@ -44,11 +49,14 @@ LABELS = ["person", "city", "organization", "date"]
 LABELS_ENCODER = {"model_type": "deberta-v2", "num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2}
 
 
+BACKBONE = dict(n_positions=128, n_embd=24, n_layer=2, n_head=3)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """(gliner's streaming model, its directory, ours loaded from it)."""
     tmp = tmp_path_factory.mktemp("streaming")
-    backbone = build_label_decoder(tmp / "backbone", dict(n_positions=128, n_embd=24, n_layer=2, n_head=3))
+    backbone = build_label_decoder(tmp / "backbone", BACKBONE)
     ref = build_streaming_reference(
         backbone, tmp / "ref", hidden_size=32, max_width=4, labels_encoder_config=LABELS_ENCODER
     )
@@ -222,3 +230,36 @@ def test_train_step_matches_gliner(models):
     by_module = {parameter_path(path).split("/")[0]: group for path, group in groups}
     assert by_module == {"encoder": "encoder"} | {name: "others" for name in by_module if name != "encoder"}
     assert {"token_projection", "prompt_encoder", "span_rep", "prompt_rep"} <= by_module.keys()
+
+
+def test_new_streaming_model_takes_the_causal_lm(tmp_path):
+    """A new streaming model (`model.gliner.model_type: gliner_streaming_span` on the causal LM `model.encoder`
+    names) is built as gliner's `from_config` builds it: the tokenizer with gliner's tokens and their indices, the
+    LM's base model as its backbone (the rows gliner adds aside), every tensor gliner has; gliner loads it strictly,
+    and two training steps export a directory gliner loads strictly."""
+    lm = build_label_decoder(tmp_path / "lm", {**BACKBONE, "tie_word_embeddings": False})
+    fields = dict(hidden_size=32, max_width=4, labels_encoder_config=LABELS_ENCODER)
+    section = ModelSection(encoder=str(lm), gliner={"model_type": "gliner_streaming_span", **fields})
+    build_model(section, seed=0).save_pretrained(tmp_path / "new")
+    back = gliner.GLiNER.from_pretrained(str(tmp_path / "new"), local_files_only=True, strict=True)
+    config = gliner.StreamingSpanConfig(model_name=str(lm), **fields)
+    ref = gliner.GLiNER.from_config(config, backbone_from_pretrained=True, local_files_only=True)
+    state, expected = back.model.state_dict(), ref.model.state_dict()
+    assert state.keys() == expected.keys()
+    for name in ("class_token_index", "sep_token_index", "vocab_size"):
+        assert getattr(back.config, name) == getattr(ref.config, name), name
+    assert back.data_processor.transformer_tokenizer.get_vocab() == ref.data_processor.transformer_tokenizer.get_vocab()
+    causal = transformers.AutoModelForCausalLM.from_pretrained(lm).state_dict()
+    prefix = "token_rep_layer.decoder_layer.model."
+    for key, tensor in causal.items():
+        if key.startswith("transformer."):
+            ours, theirs = state[prefix + key.split(".", 1)[1]].numpy(), tensor.numpy()
+            np.testing.assert_array_equal(ours[: len(theirs)], theirs, err_msg=key)
+
+    train = [json.dumps(record) for record in RECORDS]
+    (tmp_path / "train.jsonl").write_text("\n".join(train) + "\n")
+    run = {"model": {"init_from": str(tmp_path / "new")}, "data": {"train": str(tmp_path / "train.jsonl")}}
+    (tmp_path / "run.yaml").write_text(json.dumps(run))
+    steps = ["trainer.num_steps=2", "trainer.global_batch_size=2", "trainer.save_every=2", "trainer.log_every=1"]
+    main(["train", "--config", str(tmp_path / "run.yaml"), f"trainer.output_dir={tmp_path / 'run'}", *steps])
+    gliner.GLiNER.from_pretrained(str(tmp_path / "run" / "final"), local_files_only=True, strict=True)
