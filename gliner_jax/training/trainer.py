@@ -92,8 +92,8 @@ class Trainer:
         if self.gliner_config.is_decoder:
             if not self.gliner_config.generates_labels:  # gliner's decoder loss fails on its batches then
                 raise NotImplementedError(
-                    f"training a decoder model with decoder_mode={self.gliner_config.decoder_mode!r}: only 'span' "
-                    "is implemented"
+                    f"training a decoder model with decoder_mode={self.gliner_config.decoder_mode!r}: gliner's "
+                    "training fails on it too; only decoder_mode 'span' trains"
                 )
             decoder = DecoderBatches.of(self.gliner_config, self.decoder_tokenizer)
 

@@ -256,6 +256,23 @@ def test_compressed_prompts_generate_gliners_labels(reference, tmp_path):
         assert_same_outputs(model.inference(TEXTS, ["anything"], threshold=threshold, batch_size=2), expected)
 
 
+def test_training_without_decoder_mode_is_refused_as_gliner_fails(reference, ours, tmp_path):
+    """decoder_mode null: gliner's training forward fails on its own collated batch (its decoder rows do not match
+    its decoder targets); our trainer refuses such a model by name before any step."""
+    silent_ref, _ = variant(reference[1], tmp_path / "silent", ours, decoder_mode=None)
+    silent_ref.config.blank_entity_prob = 0.0
+    collator = UniEncoderSpanDecoderDataCollator(silent_ref.config, data_processor=silent_ref.data_processor)
+    batch = collator(EXAMPLES[:1], entity_types=[["person", "location", "city", "politician"]])
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        silent_ref.model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)})
+    train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
+    run = tmp_path / "run.yaml"
+    run.write_text(json.dumps({"model": {"init_from": str(tmp_path / "silent")}, "data": {"train": str(train)}}))
+    with pytest.raises(SystemExit) as error:
+        main(["train", "--config", str(run), f"trainer.output_dir={tmp_path / 'run'}"])
+    assert "training a decoder model with decoder_mode=None" in str(error.value.code)
+
+
 # Texts of one word count: gliner's span extraction reads a batch's padded word slots (see
 # tests/parity/test_represent_spans_vs_gliner.py).
 SAME_LENGTH = [
