@@ -242,7 +242,7 @@ def test_training_matches_gliner(reference, ours, tmp_path):
 def test_compressed_prompts_generate_gliners_labels(reference, tmp_path):
     """`compress_prompt_embeddings` on a decoder model, by gliner and by us: the stored labels are scored whatever
     labels are given, with gliner's entities and generated labels, by our compressed model and by ours read from
-    gliner's compressed checkpoint."""
+    gliner's compressed checkpoint; its training loss and decoder term on gliner's batch of the stored labels."""
     _, directory = reference
     ref = gliner.GLiNER.from_pretrained(str(directory), local_files_only=True)  # its own copy: compressing changes it
     ours = GLiNER.from_pretrained(directory)
@@ -254,6 +254,17 @@ def test_compressed_prompts_generate_gliners_labels(reference, tmp_path):
     assert any("generated_labels" in entity for entities in expected for entity in entities)
     for model in (ours, GLiNER.from_pretrained(tmp_path / "compressed")):
         assert_same_outputs(model.inference(TEXTS, ["anything"], threshold=threshold, batch_size=2), expected)
+
+    # Training it: gliner's collator gives every example the stored labels; the same loss and decoder term.
+    ref.config.blank_entity_prob = 0.0
+    collator = UniEncoderSpanDecoderDataCollator(ref.config, data_processor=ref.data_processor, prepare_labels=True)
+    output, _ = training_output(ref, collator(EXAMPLES))
+    decoder = DecoderBatches.of(dataclasses.replace(ours.config, blank_entity_prob=0.0), ours.decoder_tokenizer)
+    stored = [ours.config.precomputed_labels] * len(EXAMPLES)
+    arrays = data_lib.collate(EXAMPLES, stored, ours.processor, batch_size=4, decoder=decoder)
+    total, terms = loss_terms(ours.model, jax.tree.map(jnp.asarray, arrays), LossConfig())
+    np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
 
 
 def test_training_without_decoder_mode_is_refused_as_gliner_fails(reference, ours, tmp_path):
