@@ -7,7 +7,8 @@ which the encoders read as block-diagonal attention with positions restarting in
 encoded exactly as its example alone. Slot s of row r is segment s + 1: every per-example array gains a slot axis
 after the row axis (words_valid [R, S, W], labels_valid [R, S, C], span_idx [R, S, W*K, 2], span_mask [R, S, W*K],
 the training targets entities [R, S, E, 3]); unused slots are neutral padding. `GLiNERModel` takes such a batch
-and returns per-example logits [R, S, ...]; the training loss reads them as R * S example rows.
+and returns per-example logits [R, S, ...]; the training loss reads them as R * S example rows. A decoder model's
+arrays over its gold spans (`SPAN_KEYS`) stay as they are, each span naming its example's slot r * S + s.
 
 Shapes come from `gliner_jax.buckets`: R from `row_bucket` (a multiple of the data shards, so that each shard gets
 whole rows and the slot axis never crosses a shard), S from `count_bucket`, T the `length_bucket` of the fullest
@@ -23,6 +24,9 @@ import numpy as np
 from gliner_jax.buckets import NO_LIMIT, count_bucket, length_bucket, row_bucket
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "words_mask")  # [rows, tokens]; every other array is per example
+# A decoder model's arrays over the batch's gold spans, not its examples: kept as they are, each span's example (the
+# first column of `decoder_spans`) renumbered as its slot r * S + s.
+SPAN_KEYS = ("decoder_spans", "decoder_labels_ids", "decoder_labels_mask", "decoder_labels")
 
 
 def _place(
@@ -90,8 +94,11 @@ def pack(
         "attention_mask": np.zeros((len(rows), num_tokens), np.int32),
         "words_mask": np.zeros((len(rows), num_tokens), np.int32),
     }
+    slot_of = np.zeros(len(lengths), np.int64)
     for name, value in arrays.items():
-        if name not in TOKEN_KEYS:
+        if name in SPAN_KEYS:
+            packed[name] = np.array(value)
+        elif name not in TOKEN_KEYS:
             packed[name] = np.zeros((len(rows), num_slots, *value.shape[1:]), value.dtype)
     for r, row in enumerate(rows):
         offset = 0
@@ -102,7 +109,10 @@ def pack(
             packed["attention_mask"][r, segment] = s + 1
             packed["words_mask"][r, segment] = arrays["words_mask"][index, columns]
             for name, value in arrays.items():
-                if name not in TOKEN_KEYS:
+                if name not in TOKEN_KEYS and name not in SPAN_KEYS:
                     packed[name][r, s] = value[index]
+            slot_of[index] = r * num_slots + s
             offset += len(columns)
+    if "decoder_spans" in packed:
+        packed["decoder_spans"][:, 0] = slot_of[packed["decoder_spans"][:, 0]]
     return packed

@@ -597,7 +597,7 @@ class _CollateHostSlice(grain.transforms.MapWithIndex):
                 decoder=self.decoder,
             )
         return pack(
-            collate(examples, label_sets, self.processor, relation_sets=relation_sets, rng=rng),
+            collate(examples, label_sets, self.processor, relation_sets=relation_sets, rng=rng, decoder=self.decoder),
             row_length=self.packing.row_length,
             pad_id=self.processor.tokenizer.pad_token_id,
             multiple=self.packing.row_multiple,
@@ -659,10 +659,8 @@ def make_train_dataset(
     A mixture's records are those of `mixed_records` (every stretch of the stream holds the sources in proportion;
     with `num_epochs`, the stream ends when the first source runs out). Its batches carry
     SOURCE_COUNTS: per source, the records drawn from it since the start of training, through this batch (0 for a
-    source the batch has none of). A decoder model's batches (`decoder`) carry its decoder arrays (unpacked only).
+    source the batch has none of). A decoder model's batches (`decoder`) carry its decoder arrays.
     """
-    if decoder is not None and packing is not None:
-        raise NotImplementedError("data.packing is not supported for decoder models (labels_decoder)")
     if process_index is None or process_count is None:
         import jax
 

@@ -74,18 +74,24 @@ def decoder_loss(model: nnx.Module, states: jax.Array, batch: dict[str, jax.Arra
     """A decoder model's decoder loss on the batch's gold spans (`decoder_spans` [M, 3]: row, first and last word;
     padding spans have no targets), as gliner trains it: read from its span representations `states` [B, W, K, H],
     or a token decoder model's from its word states [B, W, H] (`span_rep.endpoints`, its prefixes reading the word
-    before the span as in inference)."""
+    before the span as in inference). Packed rows (`gliner_jax.packing`): the example axes [R, S] become one, which
+    the spans' first column indexes."""
     spans = batch["decoder_spans"]
-    token_level = states.ndim == 3
+    token_level = model.config.span_mode == "token_level"
+    per_example = 2 if token_level else 3  # [W, H] or [W, K, H] after the example axes
+    states = states.reshape(-1, *states.shape[-per_example:])  # packed: rows and slots become one axis
     if token_level:
         reps = model.span_rep.endpoints(states[spans[:, 0]], spans[:, None, 1:])[:, 0]
     else:
+        width = states.shape[2]
         reps = states.reshape(states.shape[0], -1, states.shape[-1])
-        reps = reps[spans[:, 0], spans[:, 1] * states.shape[2] + spans[:, 2] - spans[:, 1]]
+        reps = reps[spans[:, 0], spans[:, 1] * width + spans[:, 2] - spans[:, 1]]
     context = ()
     if "decoder_input_ids" in batch:
-        rows = (batch["decoder_input_ids"][spans[:, 0]], batch["decoder_words_mask"][spans[:, 0]])
-        context = (*rows, batch["decoder_prefix_len"][0])
+        words = batch["decoder_words_mask"]
+        ids = batch["decoder_input_ids"].reshape(-1, words.shape[-1])
+        rows = (ids[spans[:, 0]], words.reshape(-1, words.shape[-1])[spans[:, 0]])
+        context = (*rows, batch["decoder_prefix_len"].reshape(-1)[0])
     labels = (batch[name] for name in ("decoder_labels_ids", "decoder_labels_mask", "decoder_labels"))
     return model.label_decoder.training_loss(reps, spans[:, 1:], *labels, *context, word_base=0 if token_level else 1)
 

@@ -31,6 +31,7 @@ from gliner.data_processing.collator import UniEncoderSpanDecoderDataCollator, U
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import gliner_table, state_to_torch
 from gliner_jax.cli import main
+from gliner_jax.packing import pack
 from gliner_jax.sharding import MeshConfig, make_mesh
 from gliner_jax.testing.builders import build_backbone, build_label_decoder, build_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
@@ -188,6 +189,18 @@ def training_output(ref, batch: dict) -> tuple:
     return output, {name: p.grad.numpy() for name, p in ref.model.named_parameters() if p.grad is not None}
 
 
+def assert_packed_loss_equal(model, arrays: dict, total, terms: dict) -> None:
+    """The batch packed (`data.packing`: several examples per row, each gold span naming its example's slot) gives
+    the unpacked batch's loss and decoder term."""
+    packed = pack(arrays, row_length=128, pad_id=0)
+    assert packed["attention_mask"].max() > 1  # examples share rows
+    packed_total, packed_terms = nnx.jit(loss_terms, static_argnums=2)(
+        model, jax.tree.map(jnp.asarray, packed), LossConfig()
+    )
+    np.testing.assert_allclose(float(packed_total), float(total), rtol=2e-5)
+    np.testing.assert_allclose(float(packed_terms["decoder"]), float(terms["decoder"]), rtol=2e-5)
+
+
 def test_training_matches_gliner(reference, ours, tmp_path):
     """gliner's collated training batch (blank_entity_prob 0) of its examples and labels: our data path gives its
     decoder arrays and prefix length; our loss on our batch is gliner's total (decoder_loss_coef * decoder +
@@ -216,6 +229,7 @@ def test_training_matches_gliner(reference, ours, tmp_path):
     (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(ours.model)
     np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
     np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
+    assert_packed_loss_equal(ours.model, arrays, total, terms)
     graphdef, _, rest = nnx.split(ours.model, nnx.Param, ...)
     assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(ours.config)), ref_grads)
 
@@ -412,6 +426,7 @@ def test_token_decoder_training_matches_gliner(reference, tmp_path, blank):
     (total, terms), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(model)
     np.testing.assert_allclose(float(terms["decoder"]), float(output.decoder_loss.detach()), rtol=1e-5)
     np.testing.assert_allclose(float(total), float(output.loss.detach()), rtol=1e-5)
+    assert_packed_loss_equal(model, arrays, total, terms)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     assert_gradients_close(state_to_torch(nnx.merge(graphdef, grads, rest), gliner_table(config)), ref_grads)
 
@@ -419,7 +434,8 @@ def test_token_decoder_training_matches_gliner(reference, tmp_path, blank):
 def test_new_decoder_model_takes_the_causal_lm(parts, tmp_path):
     """A new decoder model (`model.gliner.labels_decoder` naming a causal LM) takes its weights, config and tokenizer
     as gliner's from-pretrained decoder does: gliner loads our new model strictly, with the causal LM's tensors and
-    gliner's decoder tokenizer, and the model trains (two steps) into a directory gliner loads strictly."""
+    gliner's decoder tokenizer, and the model trains (two steps, packed rows) into a directory gliner loads
+    strictly."""
     backbone, decoder = parts
     fields = dict(labels_decoder=str(decoder), decoder_mode="span", hidden_size=32, max_width=MAX_WIDTH)
     build_model(ModelSection(encoder=str(backbone), gliner=fields), seed=0).save_pretrained(tmp_path / "new")
@@ -437,9 +453,10 @@ def test_new_decoder_model_takes_the_causal_lm(parts, tmp_path):
     assert ours_tokenizer("Paris").input_ids == ref_tokenizer("Paris").input_ids  # a prefix space, as gliner's
 
     train = Path(__file__).parents[2] / "data" / "tiny" / "train.jsonl"
-    run = {"model": {"encoder": str(backbone), "gliner": fields}, "data": {"train": str(train)}}
+    data = {"train": str(train), "packing": True, "row_length": 128}  # several examples a row
+    run = {"model": {"encoder": str(backbone), "gliner": fields}, "data": data}
     (tmp_path / "run.yaml").write_text(json.dumps(run))
-    steps = ["trainer.num_steps=2", "trainer.global_batch_size=2", "trainer.save_every=2", "trainer.log_every=1"]
+    steps = ["trainer.num_steps=2", "trainer.global_batch_size=4", "trainer.save_every=2", "trainer.log_every=1"]
     main(["train", "--config", str(tmp_path / "run.yaml"), f"trainer.output_dir={tmp_path / 'run'}", *steps])
     trained = gliner.GLiNER.from_pretrained(str(tmp_path / "run" / "final"), local_files_only=True, strict=True)
     key = "decoder.decoder_layer.model.lm_head.weight"
