@@ -48,7 +48,10 @@ class StreamingSpanConfig(GLiNERConfig):
         refusals = {
             "span_mode": (self.span_mode == "token_level", "a streaming model is a span model"),
             "relations_layer": (self.relations_layer is not None, "streaming relation extraction is not implemented"),
-            "precomputed_prompts_mode": (bool(self.precomputed_prompts_mode), "not implemented for streaming models"),
+            "precomputed_prompts_mode": (
+                bool(self.precomputed_prompts_mode),
+                "gliner's compress_prompt_embeddings fails on streaming models, so no such checkpoint comes from it",
+            ),
             "labels_encoder": (self.labels_encoder is not None, "a streaming model reads its labels from the prompt"),
         }
         for key, (refused, why) in refusals.items():

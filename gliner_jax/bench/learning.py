@@ -72,7 +72,7 @@ GLINER_MODEL = dict(span_mode="markerV0", hidden_size=384, max_width=8, max_len=
 class Settings:
     """The hyperparameters both trainers get."""
 
-    steps: int = 1200
+    steps: int = 2400
     batch_size: int = 8
     encoder_lr: float = 5e-5
     others_lr: float = 1e-3

@@ -24,6 +24,7 @@ from flax import nnx
 from gliner_jax import GLiNER
 from gliner_jax.checkpoint_io import state_to_torch, streaming_table
 from gliner_jax.cli import main
+from gliner_jax.config_streaming import StreamingSpanConfig
 from gliner_jax.testing.builders import build_label_decoder, build_streaming_reference, quantile_thresholds
 from gliner_jax.training import data as data_lib
 from gliner_jax.training.config import ModelSection
@@ -230,6 +231,20 @@ def test_train_step_matches_gliner(models):
     by_module = {parameter_path(path).split("/")[0]: group for path, group in groups}
     assert by_module == {"encoder": "encoder"} | {name: "others" for name in by_module if name != "encoder"}
     assert {"token_projection", "prompt_encoder", "span_rep", "prompt_rep"} <= by_module.keys()
+
+
+def test_compressed_prompts_are_refused_as_gliner_cannot_compress(models):
+    """gliner's `compress_prompt_embeddings` fails on a streaming model, so no compressed streaming checkpoint comes
+    from it: our compression and a streaming config in precomputed_prompts_mode are refused naming it."""
+    _, tmp, ours = models
+    ref = gliner.GLiNER.from_pretrained(str(tmp / "ref"), local_files_only=True)
+    with pytest.raises(AttributeError):
+        ref.compress_prompt_embeddings(TEXTS[:2], LABELS)
+    with pytest.raises(NotImplementedError, match="compress_prompt_embeddings needs a uni-encoder"):
+        ours.compress_prompt_embeddings(TEXTS[:2], LABELS)
+    config = ours.config.to_dict() | {"precomputed_prompts_mode": True, "id_to_classes": {"1": "person"}}
+    with pytest.raises(NotImplementedError, match="precomputed_prompts_mode=True"):
+        StreamingSpanConfig.from_dict(config)
 
 
 def test_new_streaming_model_takes_the_causal_lm(tmp_path):
