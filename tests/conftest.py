@@ -6,7 +6,9 @@ or devices (marker `slow`)."""
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,13 @@ def labels_backbone(tmp_path_factory):
     from tests.utils.encoders import TINY_LABELS_ENCODER
 
     return build_labels_backbone(tmp_path_factory.mktemp("labels_backbone"), TINY_LABELS_ENCODER)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Drop a test file's compiled XLA programs once the file is done: an xdist worker runs many files in turn, and
+    their programs would otherwise pile up (one CI worker was killed for memory at 16 GB)."""
+    yield
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
