@@ -175,7 +175,6 @@ class LabelGeneration:
     context: bool
     trie: TrieTable | None
     token_level: bool = False
-    sequences: int = 1  # labels generated per span (`num_gen_sequences`)
     # the pipeline's host thread tokenizes rows while the caller's decodes labels: one tokenizer call at a time
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False)
 
@@ -256,8 +255,9 @@ class LabelGeneration:
         arrays = [jax.numpy.asarray(index[0]), *positions, jax.numpy.asarray(index[2:].T)]
         context = None if decoder is None else decoder.placed
         tokens = np.asarray(self.generate(states, *arrays, context, prefix_len, self.trie))[: len(rows)]
+        sequences = tokens.shape[1]  # labels per span (`num_gen_sequences`)
         with self.lock:
             texts = self.tokenizer.batch_decode(tokens.reshape(-1, tokens.shape[-1]), skip_special_tokens=True)
         for i, (row, (first, last)) in enumerate(zip(rows, span_words, strict=True)):
-            found[row][int(first), int(last)] = texts[i * self.sequences : (i + 1) * self.sequences]
+            found[row][int(first), int(last)] = texts[i * sequences : (i + 1) * sequences]
         return found

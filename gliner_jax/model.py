@@ -1123,7 +1123,6 @@ class GLiNER:
             self.config.decoder_context,
             trie,
             token_level=token_level,
-            sequences=options.num_gen_sequences,
         )
 
 
