@@ -4,13 +4,25 @@ set of settings (no training)."""
 from __future__ import annotations
 
 import dataclasses
+import random
+import types
 from pathlib import Path
 
 import pytest
+from gliner.config import UniEncoderSpanConfig
+from gliner.data_processing.processor import UniEncoderSpanProcessor
 from gliner.training import TrainingArguments
 
-from gliner_jax.bench.learning import Settings, gliner_arguments, our_config, settings_from_config
+from gliner_jax.bench.finetune_wnut import LABEL_NAMES
+from gliner_jax.bench.learning import (
+    Settings,
+    gliner_arguments,
+    our_config,
+    settings_from_config,
+    with_label_negatives,
+)
 from gliner_jax.training.config import load_train_config
+from gliner_jax.training.data import sample_labels
 
 SETTINGS = Settings(
     steps=120,
@@ -95,3 +107,24 @@ def test_a_setting_gliner_cannot_be_given_is_refused():
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, label_smoothing=0.1))
     with pytest.raises(ValueError, match=r"^loss\.label_smoothing: the learning benchmark maps only"):
         settings_from_config(config)
+
+
+def test_every_training_tweet_is_trained_against_every_label():
+    """The train split's "ner_negatives": gliner's processor and our sampler then give each example all ten labels
+    (an example without entities too), as the dev evaluation does."""
+    labels = sorted(set(LABEL_NAMES.values()))
+    examples = [
+        {"tokenized_text": ["Obama", "in", "Paris"], "ner": [[0, 0, "person"], [2, 2, "location"]]},
+        {"tokenized_text": ["lol"], "ner": []},
+        {"tokenized_text": ["Lakers", "beat", "Celtics"], "ner": [[0, 0, "sports team"], [2, 2, "sports team"]]},
+    ]
+    records = with_label_negatives(examples, labels)
+    assert records[0]["ner_negatives"] == [label for label in labels if label not in ("person", "location")]
+    assert records[1]["ner_negatives"] == labels and records[0]["ner"] == examples[0]["ner"]
+    config = UniEncoderSpanConfig(max_width=8, encoder_config={"model_type": "deberta-v2"})
+    stub_tokenizer = types.SimpleNamespace(unk_token="[UNK]", pad_token="[PAD]")
+    processor = UniEncoderSpanProcessor(config, stub_tokenizer, None)
+    theirs, _ = processor.batch_generate_class_mappings(records)
+    assert [sorted(mapping) for mapping in theirs] == [labels] * 3
+    ours = sample_labels(records, random.Random(0), max_types=config.max_types)
+    assert [sorted(row) for row in ours] == [labels] * 3
