@@ -42,6 +42,7 @@ LABEL_NAMES = {
     "tvshow": "tv show",
     "other": "other",
 }
+LABELS = sorted(set(LABEL_NAMES.values()))  # the phrases every dev tweet is scored with
 
 
 def split(examples: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     examples = rename_labels(read_conll(args.data), LABEL_NAMES)
     train, dev = split(examples)
     dev = dev[: args.dev_size]
-    labels = sorted(set(LABEL_NAMES.values()))
+    labels = LABELS
     with tempfile.TemporaryDirectory() as root:
         model = ModelSection(
             encoder=encoder,

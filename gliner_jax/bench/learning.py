@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from gliner_jax.bench import argument_parser
-from gliner_jax.bench.finetune_wnut import LABEL_NAMES, split, write_jsonl
+from gliner_jax.bench.finetune_wnut import LABEL_NAMES, LABELS, split, write_jsonl
 from gliner_jax.bench.runner import in_fresh_process
 from gliner_jax.data_formats import read_conll, rename_labels
 from gliner_jax.testing.builders import minilm_directory
@@ -291,17 +291,18 @@ def print_table(runs: list[dict[str, Any]], summaries: dict[str, dict[str, float
 def with_label_negatives(examples: list[dict], labels: list[str]) -> list[dict]:
     """Each example with the labels it has no entity of as its "ner_negatives", which both trainers add to its
     sampled labels: every example is trained against the whole label set it is evaluated with."""
-    return [
-        {**example, "ner_negatives": [label for label in labels if label not in {e[2] for e in example["ner"]}]}
-        for example in examples
-    ]
+    out = []
+    for example in examples:
+        present = {label for _, _, label in example["ner"]}
+        out.append({**example, "ner_negatives": [label for label in labels if label not in present]})
+    return out
 
 
 def prepare(directory: Path, data: str, encoder: str, init_seed: int) -> tuple[str, str, list[dict], list[dict]]:
     """Write the start model (DIRECTORY/start) and the train and dev splits (DIRECTORY/train.jsonl, dev.jsonl) of
     the WNUT-16 CoNLL file `data`; returns the start model's and the train file's paths and the two splits."""
     train, dev = split(rename_labels(read_conll(data), LABEL_NAMES))
-    train = with_label_negatives(train, sorted(set(LABEL_NAMES.values())))
+    train = with_label_negatives(train, LABELS)
     start = build_start(str(directory / "start"), encoder, init_seed)
     write_jsonl(directory / "dev.jsonl", dev)
     return start, write_jsonl(directory / "train.jsonl", train), train, dev
@@ -343,7 +344,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     base = dataclasses.replace(base, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
-    labels = sorted(set(LABEL_NAMES.values()))
     trainers = {"gliner": train_gliner, "ours": train_ours}
     chosen = [name for name in args.trainers.split(",") if name]
     runs = []
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for name in chosen:
                 output = str(Path(root) / f"{name}-{seed}")
                 seconds = in_fresh_process(trainers[name], settings, start, train_file, output, name=name)
-                scores = score(str(Path(output) / "final"), dev, labels, args.eval_batch_size)
+                scores = score(str(Path(output) / "final"), dev, LABELS, args.eval_batch_size)
                 runs.append({"trainer": name, "seed": seed, "steps": settings.steps, "seconds": seconds, **scores})
                 print(json.dumps(runs[-1]), flush=True)
     summaries = summary(runs)

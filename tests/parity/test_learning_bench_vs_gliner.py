@@ -13,7 +13,7 @@ from gliner.config import UniEncoderSpanConfig
 from gliner.data_processing.processor import UniEncoderSpanProcessor
 from gliner.training import TrainingArguments
 
-from gliner_jax.bench.finetune_wnut import LABEL_NAMES
+from gliner_jax.bench.finetune_wnut import LABELS
 from gliner_jax.bench.learning import (
     Settings,
     gliner_arguments,
@@ -112,7 +112,7 @@ def test_a_setting_gliner_cannot_be_given_is_refused():
 def test_every_training_tweet_is_trained_against_every_label():
     """The train split's "ner_negatives": gliner's processor and our sampler then give each example all ten labels
     (an example without entities too), as the dev evaluation does."""
-    labels = sorted(set(LABEL_NAMES.values()))
+    labels = LABELS
     examples = [
         {"tokenized_text": ["Obama", "in", "Paris"], "ner": [[0, 0, "person"], [2, 2, "location"]]},
         {"tokenized_text": ["lol"], "ner": []},

@@ -5,12 +5,11 @@ to the same weights."""
 
 from __future__ import annotations
 
-import json
-
 import gliner
 import numpy as np
 import pytest
 
+from gliner_jax.bench.finetune_wnut import write_jsonl
 from gliner_jax.bench.learning import Settings, train_gliner, train_ours
 from gliner_jax.testing.builders import build_backbone, build_reference
 from tests.utils.encoders import TINY_HF
@@ -51,11 +50,10 @@ def test_both_trainers_take_the_model_to_the_same_weights(tmp_path):
     backbone = build_backbone(tmp_path / "backbone", {**no_dropout, "attention_probs_dropout_prob": 0.0})
     start = tmp_path / "start"
     build_reference(backbone, start, span_mode="markerV0", hidden_size=32, max_width=4, dropout=0.0, logit_scale=1.0)
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))  # every batch: all of them
+    train = write_jsonl(tmp_path / "train.jsonl", RECORDS)  # every batch: all of them
 
-    train_gliner(SETTINGS, str(start), str(train), str(tmp_path / "gliner"))
-    train_ours(SETTINGS, str(start), str(train), str(tmp_path / "ours"))
+    train_gliner(SETTINGS, str(start), train, str(tmp_path / "gliner"))
+    train_ours(SETTINGS, str(start), train, str(tmp_path / "ours"))
 
     before, reference, ours = (weights(d) for d in (start, tmp_path / "gliner" / "final", tmp_path / "ours" / "final"))
     assert reference.keys() == ours.keys()
