@@ -38,6 +38,7 @@ from gliner_jax.hub import (
 )
 from gliner_jax.modeling.context_encoders import ContextEncoderConfig, RNNEncoderConfig
 from gliner_jax.modeling.decoders import build_decoder, decoder_config_from_hf, decoder_family_of_config
+from gliner_jax.modeling.dropout import network_rngs
 from gliner_jax.modeling.encoders import build_encoder, encoder_config_from_hf, family_of_config
 from gliner_jax.modeling.encoders.modernbert import ModernBertConfig
 from gliner_jax.modeling.fusion import SELF_ATTENTION, parse_schema
@@ -526,7 +527,7 @@ def load_hf_encoder(
         config = encoder_config_from_hf(hf_config)
     except ValueError as error:
         raise ValueError(f"{path / CONFIG_FILE}: {error}") from None
-    model = build_encoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = build_encoder(config, dtype=dtype, rngs=network_rngs(seed))
     optional = family_of_config(config).hf_optional(config)
     state_from_torch(model, _encoder_tensors(read_tensors(path), config), encoder_table(config), optional)
     model.eval()
@@ -544,7 +545,7 @@ def load_hf_decoder(
         config = decoder_config_from_hf(read_json_object(path / CONFIG_FILE))
     except (ValueError, NotImplementedError) as error:
         raise type(error)(f"{path / CONFIG_FILE}: {error}") from None
-    model = build_decoder(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = build_decoder(config, dtype=dtype, rngs=network_rngs(seed))
     ignored = set(decoder_family_of_config(config).hf_ignored(config))
     state_from_torch(model, {k: v for k, v in read_tensors(path).items() if k not in ignored}, decoder_table(config))
     model.eval()
@@ -644,7 +645,7 @@ def load_gliner(
     """
     path = Path(path)
     config = config or read_layout(path).config
-    model = build_network(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = build_network(config, dtype=dtype, rngs=network_rngs(seed))
     if is_native(path):
         state_from_torch(model, read_tensors_file(path / NATIVE_PARAMS_FILE), native_table(model))
     elif config.is_streaming:

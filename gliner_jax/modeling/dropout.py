@@ -66,6 +66,14 @@ def keep_mask(
     return halves.reshape(shape) >= np.uint16(threshold)
 
 
+def network_rngs(seed: int) -> nnx.Rngs:
+    """The RNG streams to build a network with: parameters drawn from `seed` (the default stream) and a "dropout"
+    stream, which every `Dropout` forks, so that the train step's `nnx.reseed(network, dropout=key)` gives every
+    dropout mask that step's key (a `Dropout` built from the default stream alone would keep that stream's key,
+    a constant of the compiled step: the same masks at every step)."""
+    return nnx.Rngs(seed, dropout=seed + 1)
+
+
 class Dropout(nnx.Dropout):
     """`nnx.Dropout` (same rate, RNG stream, train / eval switch) with a cheaper mask.
 

@@ -136,6 +136,9 @@ class DataSection:
     `packing`: put several examples in each encoder row of about `row_length` tokens (`gliner_jax.packing`): the
     same examples, labels and loss per step, less padding; off by default, which gives the reference's batches.
     `benchmark`: a folder in gliner's benchmark layout (`gliner_jax.benchmark_suite`), evaluated with the dev data.
+    `shuffle`: false reads the training records in file order, pass after pass (gliner's
+    `train_sampling_strategy="sequential"`), for data already in the order it is to be seen; true (default)
+    reshuffles every pass.
     """
 
     train: str | None = None
@@ -145,6 +148,7 @@ class DataSection:
     strict: bool = False
     packing: bool = False
     row_length: int = 512
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         if bool(self.train) == bool(self.sources):

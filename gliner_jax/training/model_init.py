@@ -26,6 +26,7 @@ from gliner_jax.hub import (
     resolve_gliner,
 )
 from gliner_jax.model import GLiNER
+from gliner_jax.modeling.dropout import network_rngs
 from gliner_jax.modeling.encoders import encoder_config_from_hf, family_of
 from gliner_jax.modeling.encoders.deberta import MODEL_TYPE as DEBERTA
 from gliner_jax.modeling.gliner import GLiNERModel
@@ -121,7 +122,7 @@ def build_model(section: ModelSection, seed: int) -> GLiNER:
         encoder_config=encoder_config,
         **fields,
     )
-    model = GLiNERModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = GLiNERModel(config, dtype=dtype, rngs=network_rngs(seed))
     for name, encoder in pretrained.items():
         _copy_pretrained(getattr(model, name), encoder)
     if decoder is not None:
@@ -147,7 +148,7 @@ def _new_streaming_model(section: ModelSection, fields: dict[str, Any], dtype: j
         class_token_index=label_id,
         sep_token_index=sep_id,
     )
-    model = StreamingSpanModel(config, dtype=dtype, rngs=nnx.Rngs(seed))
+    model = StreamingSpanModel(config, dtype=dtype, rngs=network_rngs(seed))
     _copy_pretrained(model.encoder, decoder)  # the base model's weights: an untied head is not read
     return GLiNER(model, config, tokenizer)
 

@@ -38,7 +38,14 @@ FIXED_KEYS = (
     "trainer.seed",
 )
 # Keys of the data pipeline: changed, the new data is read from its beginning (the saved position is the old data's).
-DATA_KEYS = ("data.train", "data.sources", "data.packing", "data.row_length", "trainer.global_batch_size")
+DATA_KEYS = (
+    "data.train",
+    "data.sources",
+    "data.packing",
+    "data.row_length",
+    "data.shuffle",
+    "trainer.global_batch_size",
+)
 TRAINING_KEYS = (*DATA_KEYS, "optimizer", "loss")  # what a finished run would not use
 
 

@@ -156,6 +156,7 @@ class Trainer:
             self.processor,
             global_batch_size=run.global_batch_size,
             seed=run.seed,
+            shuffle=config.data.shuffle,
             max_types=self.gliner_config.max_types,
             max_neg_type_ratio=self.gliner_config.max_neg_type_ratio,
             packing=packing,

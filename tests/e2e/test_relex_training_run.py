@@ -43,10 +43,11 @@ def relation_records(path: Path) -> list[dict]:
 
 
 def gap_threshold(scores: list[float], keep: int) -> float:
-    """A threshold keeping about `keep` of `scores`, halfway across a gap of at least 1e-3 (no score sits near it)."""
+    """A threshold keeping about `keep` of `scores`, halfway across a gap of at least 1e-4, ten times the tolerance
+    the scores are compared with below (no score sits near it)."""
     values = np.sort(np.asarray(scores))[::-1]
     for k in range(min(keep, len(values) - 1), len(values) - 1):
-        if values[k - 1] - values[k] > 1e-3:
+        if values[k - 1] - values[k] > 1e-4:
             return float((values[k - 1] + values[k]) / 2)
     raise AssertionError(f"no gap in {values}")
 

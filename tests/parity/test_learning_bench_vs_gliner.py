@@ -17,6 +17,7 @@ from gliner_jax.bench.finetune_wnut import LABELS
 from gliner_jax.bench.learning import (
     Settings,
     gliner_arguments,
+    matched_records,
     our_config,
     settings_from_config,
     with_label_negatives,
@@ -102,6 +103,15 @@ def test_the_wnut_config_holds_the_benchmark_settings():
     assert settings_from_config(our_config(SETTINGS, "/start", "/train.jsonl", "/run")) == SETTINGS
 
 
+def test_unshuffled_settings_read_the_records_in_file_order_on_both_sides():
+    settings = dataclasses.replace(SETTINGS, shuffle=False)
+    arguments = gliner_arguments(settings, "/out")
+    assert arguments == gliner_arguments(SETTINGS, "/out") | {"train_sampling_strategy": "sequential"}
+    assert "train_sampling_strategy" in {field.name for field in dataclasses.fields(TrainingArguments)}
+    config = our_config(settings, "/start", "/train.jsonl", "/run")
+    assert config.data.shuffle is False and settings_from_config(config) == settings
+
+
 def test_a_setting_gliner_cannot_be_given_is_refused():
     config = our_config(SETTINGS, "/start", "/train.jsonl", "/run")
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, label_smoothing=0.1))
@@ -128,3 +138,22 @@ def test_every_training_tweet_is_trained_against_every_label():
     assert [sorted(mapping) for mapping in theirs] == [labels] * 3
     ours = sample_labels(records, random.Random(0), max_types=config.max_types)
     assert [sorted(row) for row in ours] == [labels] * 3
+
+
+def test_matched_records_leave_neither_sampler_a_draw():
+    """--matched runs: passes over the examples, each in its own order, each record with all ten labels in its own
+    order as "ner_labels", which gliner's processor and our sampler both take as they are."""
+    examples = with_label_negatives(
+        [{"tokenized_text": [f"w{i}"], "ner": [[0, 0, LABELS[i % 3]]] if i % 2 else []} for i in range(5)], LABELS
+    )
+    records = matched_records(examples, LABELS, 12, seed=4)
+    assert records == matched_records(examples, LABELS, 12, seed=4) != matched_records(examples, LABELS, 12, seed=5)
+    texts = [record["tokenized_text"] for record in records]
+    assert sorted(texts[:5]) == sorted(texts[5:10]) == sorted(example["tokenized_text"] for example in examples)
+    assert texts[:5] != texts[5:10] and len(records) == 12
+    assert all("ner_negatives" not in record and sorted(record["ner_labels"]) == LABELS for record in records)
+    config = UniEncoderSpanConfig(max_width=8, encoder_config={"model_type": "deberta-v2"})
+    processor = UniEncoderSpanProcessor(config, types.SimpleNamespace(unk_token="[UNK]", pad_token="[PAD]"), None)
+    theirs, _ = processor.batch_generate_class_mappings(records)
+    assert [list(mapping) for mapping in theirs] == [record["ner_labels"] for record in records]
+    assert sample_labels(records, random.Random(0)) == [record["ner_labels"] for record in records]

@@ -1,7 +1,7 @@
-"""Whole training runs against gliner's Trainer: with every source of randomness taken out (no dropout, a training
-set of one batch's size, so that every batch is all of it in whatever order a sampler draws, each record's labels
-given), gliner's `train_model` and our Trainer, set up by the learning benchmark's own mapping, take the same model
-to the same weights."""
+"""Whole training runs against gliner's Trainer: with every source of randomness taken out (no dropout, the records
+read in file order, as the learning benchmark's --matched runs read them, each record's labels given), gliner's
+`train_model` and our Trainer, set up by the learning benchmark's own mapping, take the same model to the same
+weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gliner_jax.bench.finetune_wnut import write_jsonl
-from gliner_jax.bench.learning import Settings, train_gliner, train_ours
+from gliner_jax.bench.learning import Settings, train_gliner, train_ours, without_dropout
 from gliner_jax.testing.builders import build_backbone, build_reference
 from tests.utils.encoders import TINY_HF
 
@@ -22,7 +22,7 @@ def record(text: str, ner: list[list], labels: list[str]) -> dict:
     return {"tokenized_text": text.split(), "ner": ner, "ner_labels": labels}
 
 
-# Rows of different lengths, entity and label counts (one row without entities): the batch pads them.
+# Rows of different lengths, entity and label counts (one row without entities): each batch pads its two.
 RECORDS = [
     record(
         "Marie Curie moved from Warsaw to Paris and joined the Sorbonne in 1891 .",
@@ -37,7 +37,9 @@ RECORDS = [
         ["organization", "date", "person", "city"],
     ),
 ]
-SETTINGS = Settings(steps=12, batch_size=len(RECORDS), encoder_lr=2e-4, others_lr=3e-3, warmup_ratio=0.25, seed=5)
+SETTINGS = Settings(
+    steps=12, batch_size=2, encoder_lr=2e-4, others_lr=3e-3, warmup_ratio=0.25, shuffle=False, seed=5
+)  # batches: records 0-1, 2-3, 0-1, ...
 
 
 def weights(directory) -> dict[str, np.ndarray]:
@@ -46,20 +48,24 @@ def weights(directory) -> dict[str, np.ndarray]:
 
 
 def test_both_trainers_take_the_model_to_the_same_weights(tmp_path):
-    no_dropout = {**TINY_HF["bert"], "model_type": "bert", "hidden_dropout_prob": 0.0}
-    backbone = build_backbone(tmp_path / "backbone", {**no_dropout, "attention_probs_dropout_prob": 0.0})
-    start = tmp_path / "start"
-    build_reference(backbone, start, span_mode="markerV0", hidden_size=32, max_width=4, dropout=0.0, logit_scale=1.0)
-    train = write_jsonl(tmp_path / "train.jsonl", RECORDS)  # every batch: all of them
+    backbone = build_backbone(tmp_path / "backbone", {**TINY_HF["bert"], "model_type": "bert"})  # dropout 0.1
+    built = tmp_path / "built"
+    build_reference(backbone, built, span_mode="markerV0", hidden_size=32, max_width=4, dropout=0.4, logit_scale=1.0)
+    start = without_dropout(str(built), str(tmp_path / "start"))  # as the benchmark's --matched runs start
+    train = write_jsonl(tmp_path / "train.jsonl", RECORDS)
 
     train_gliner(SETTINGS, str(start), train, str(tmp_path / "gliner"))
     train_ours(SETTINGS, str(start), train, str(tmp_path / "ours"))
 
     before, reference, ours = (weights(d) for d in (start, tmp_path / "gliner" / "final", tmp_path / "ours" / "final"))
     assert reference.keys() == ours.keys()
-    moved = {name: np.abs(reference[name] - before[name]).max() for name in reference}
-    assert max(moved.values()) > 0.01  # twelve steps at these rates move the weights far beyond float rounding
-    # Measured: 2e-6 at most (attention key biases, whose true gradient is 0: Adam scales float noise up to a step);
-    # a run with another warmup, clipping norm or weight decay on our side differs by 9e-4 or more.
-    difference = max(np.abs(ours[name] - tensor).max() for name, tensor in reference.items())
-    assert difference < 1e-3 * max(moved.values())
+    moved = max(np.abs(reference[name] - before[name]).max() for name in reference)
+    assert moved > 0.01  # twelve steps at these rates move the weights far beyond float rounding
+    differences = np.concatenate([np.abs(ours[name] - tensor).ravel() for name, tensor in reference.items()])
+    # Measured: 2e-6 or less for all but at most a few elements. Those few have a true gradient of 0 or nearly
+    # (attention key biases, which softmax ignores; weights after a ReLU unit that hardly fires): Adam turns their
+    # float noise, which differs from run to run even between two runs of gliner, into steps of up to the learning
+    # rate (1.9e-4 in one run of twelve). Changed on our side, the warmup (0.1), clipping norm (0.5), weight decay
+    # (0.02) or record order (shuffled) puts 1.2% to 71% of the 89,887 elements past the tolerance.
+    off = np.mean(differences > 1e-3 * moved)
+    assert off < 1e-3, f"{off:.2%} of the weights differ by more than {1e-3 * moved:.2g}"

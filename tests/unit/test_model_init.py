@@ -3,6 +3,7 @@ layer loop or scans it as the config says."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -12,7 +13,7 @@ import pytest
 from flax import nnx
 
 from gliner_jax.sharding import MeshConfig, make_mesh
-from gliner_jax.training.config import load_train_config
+from gliner_jax.training.config import ModelSection, load_train_config
 from gliner_jax.training.model_init import build_model
 from gliner_jax.training.step import build_train_program
 from gliner_jax.training.trainer import Trainer
@@ -135,3 +136,22 @@ def test_packing_is_refused_for_a_bi_encoder(tmp_path):
     config = load_train_config(CONFIGS / "tiny_bi.yaml", [f"trainer.output_dir={tmp_path}", "data.packing=true"])
     with pytest.raises(NotImplementedError, match=r"data\.packing"):
         Trainer(config)
+
+
+def test_each_train_step_draws_its_dropout_masks_from_its_key(tmp_path):
+    """The step reseeds every dropout stream from its key, on a network built for training and on one fine-tuned from
+    an exported model (`model.init_from`): another key gives another loss, the same key the same. The streams are a
+    constant of the compiled step: a dropout stream the reseed missed would give every step the same masks."""
+    first = Trainer(load_train_config(TINY, [f"trainer.output_dir={tmp_path / 'first'}"]))
+    assert first.gliner_config.dropout > 0
+    first.export(tmp_path / "export")
+    config = load_train_config(TINY, [f"trainer.output_dir={tmp_path / 'second'}"])
+    second = Trainer(dataclasses.replace(config, model=ModelSection(init_from=str(tmp_path / "export"))))
+    for trainer in (first, second):
+        batch = trainer._global_batch(next(trainer.iterator))
+
+        def loss(key: int, trainer: Trainer = trainer, batch: dict = batch) -> float:
+            state = jax.tree.map(jnp.copy, (trainer.params, trainer.opt_state, trainer.stats))  # the step donates them
+            return float(trainer.train_step(*state, batch, jax.random.key(key))[3]["loss"])
+
+        assert loss(1) == loss(1) != loss(2)

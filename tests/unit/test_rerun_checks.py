@@ -32,9 +32,11 @@ def test_a_rerun_names_its_changed_keys_and_refuses_what_cannot_continue(tmp_pat
         assert not caplog.records
         assert check_rerun(tmp_path, config("optimizer.encoder_lr=1e-3", "trainer.log_every=5"), 10)
         assert not check_rerun(tmp_path, config("data.train=other.jsonl"), 10)  # the new data from its beginning
-    first, second = (record.getMessage() for record in caplog.records)
+        assert not check_rerun(tmp_path, config("data.shuffle=false"), 10)  # the saved position is of another order
+    first, second, third = (record.getMessage() for record in caplog.records)
     assert first.endswith("optimizer.encoder_lr 0.003 -> 0.001, trainer.log_every 20 -> 5")
     assert "data.train 'data/tiny/train.jsonl' -> 'other.jsonl'; the data is read from its beginning" in second
+    assert third.endswith("data.shuffle True -> False; the data is read from its beginning")
 
 
 def test_metrics_are_cut_back_to_the_restored_step(tmp_path):
