@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as root:
         start, train_file, train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
         dev = dev[: args.dev_size]
-        base = dataclasses.replace(base, shuffle=not args.matched)
+        base = dataclasses.replace(base, shuffle=base.shuffle and not args.matched)
         if args.matched:
             start = without_dropout(start, str(Path(root) / "start-without-dropout"))
         for seed in (int(s) for s in args.seeds.split(",")):
