@@ -340,12 +340,11 @@ def weight_difference(start: str, first: str, second: str) -> dict[str, float]:
     """The largest and the mean |difference| between the weights of two GLiNER directories, and the largest and the
     mean move of the first's from `start`'s (all loaded by gliner, so that they are read the same way)."""
     import gliner
+    import torch
 
     def weights(directory: str) -> dict[str, Any]:
         model = gliner.GLiNER.from_pretrained(directory, local_files_only=True, map_location="cpu")
         return model.model.state_dict()
-
-    import torch
 
     before, a, b = weights(start), weights(first), weights(second)
     difference = torch.cat([(a[name] - b[name]).abs().flatten() for name in a])
