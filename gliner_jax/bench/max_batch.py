@@ -44,11 +44,11 @@ class StepProgram:
         """A fresh model, train state and step."""
         import jax
         import jax.numpy as jnp
-        from flax import nnx
 
+        from gliner_jax.modeling.dropout import network_rngs
         from gliner_jax.modeling.gliner import GLiNERModel
 
-        model = GLiNERModel(self.config, dtype=jnp.dtype(self.dtype), rngs=nnx.Rngs(0))
+        model = GLiNERModel(self.config, dtype=jnp.dtype(self.dtype), rngs=network_rngs(0))
         names = list(self.batch(1, 128))
         self.program = one_device_program(model, 1000, names, remat=self.remat, unroll_layers=not self.scan)
         self.state = (self.program.params, self.program.opt_state, self.program.stats)

@@ -34,6 +34,7 @@ from gliner_jax.bench import argument_parser
 from gliner_jax.bench.batches import SYNTHETIC_LABELS, shapes_of, synthetic_batch
 from gliner_jax.bench.programs import one_device_program
 from gliner_jax.bench.sizes import DEBERTA_V3, deberta_v3, span_gliner
+from gliner_jax.modeling.dropout import network_rngs
 from gliner_jax.modeling.encoders.deberta import QUERY_BLOCK, DebertaLayerStack
 from gliner_jax.modeling.gliner import GLiNERModel
 from gliner_jax.modeling.layer_stack import REMAT_POLICIES
@@ -59,7 +60,7 @@ def compiled_memory(lowered: Callable[[], jax.stages.Lowered]) -> dict[str, floa
 def train_step_memory(size: str, remat: str, param_dtype: str, unroll: bool) -> dict[str, float]:
     """Compiled memory of the Trainer's step for the `size` span model under `remat`, built abstractly."""
     config = span_gliner(size)
-    model = nnx.eval_shape(lambda: GLiNERModel(config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: GLiNERModel(config, dtype=jnp.bfloat16, rngs=network_rngs(0)))
     batch = shapes_of(synthetic_batch(BATCH, TOKENS, config.class_token_index, config.max_width, config.max_len))
     program = one_device_program(model, 1000, list(batch), param_dtype=param_dtype, remat=remat, unroll_layers=unroll)
     key = jax.eval_shape(lambda: jax.random.key(0))
