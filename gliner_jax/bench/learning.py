@@ -315,7 +315,8 @@ def with_label_negatives(examples: list[dict], labels: list[str]) -> list[dict]:
 def matched_records(examples: list[dict], labels: list[str], count: int, seed: int) -> list[dict]:
     """`count` training records in the order both trainers read them with shuffling off: passes over `examples`,
     each pass in a new order, each record given all of `labels` as its "ner_labels", in a new order each time (all
-    drawn from `seed`). No sampler of either trainer draws anything: with dropout off, both see the same batches."""
+    drawn from `seed`). No sampler of either trainer draws anything: both see the same batches (--same-batches and
+    --matched runs)."""
     rng = random.Random(seed)
     records: list[dict] = []
     while len(records) < count:

@@ -141,8 +141,8 @@ def test_every_training_tweet_is_trained_against_every_label():
 
 
 def test_matched_records_leave_neither_sampler_a_draw():
-    """--matched runs: passes over the examples, each in its own order, each record with all ten labels in its own
-    order as "ner_labels", which gliner's processor and our sampler both take as they are."""
+    """--same-batches and --matched runs: passes over the examples, each in its own order, each record with all ten
+    labels in its own order as "ner_labels", which gliner's processor and our sampler both take as they are."""
     examples = with_label_negatives(
         [{"tokenized_text": [f"w{i}"], "ner": [[0, 0, LABELS[i % 3]]] if i % 2 else []} for i in range(5)], LABELS
     )
